@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing weir needs on a fresh Debian 12 machine
+# (as root). Idempotent; `deps.sh build` installs only what building needs.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+build_pkgs=(libsystemd-dev pkg-config gcc)
+# Real peers for the integration tests: Docker's daemon and a busybox rootfs,
+# Go with the Forward and GELF client libraries, journald and its tools.
+test_pkgs=(docker.io busybox-static golang-go golang-github-fluent-fluent-logger-golang-dev
+  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs)
+
+pkgs=("${build_pkgs[@]}")
+[ "${1:-all}" = build ] || pkgs+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${1:-all}" != build ]; then
+  python3 -c 'import fluent' 2>/dev/null || pip install -q fluent-logger
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

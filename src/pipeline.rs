@@ -1,0 +1,135 @@
+//! Wires sources -> scrub -> spool -> sinks, and shuts them down in order.
+//!
+//! Shutdown order, each step bounded in time: stop the sources (no new data),
+//! fsync the spool (everything accepted is durable, so acks and cursors hold),
+//! then stop the sinks (what they had not acknowledged stays in the spool and
+//! is delivered after the next start).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::scrub::{ScrubError, Scrubber};
+use crate::source::{self, SourceError};
+use crate::spool::{Spool, SpoolError};
+use crate::{selflog, sink, systemd};
+
+/// How long each shutdown step may take before weir stops waiting for it.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why weir could not run. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot create state directory {path}: {source}; create it or set `state_dir`")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("cannot start the scrubber: {0}")]
+    Scrub(#[from] ScrubError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// Runs the pipeline described by `config` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    log: Option<selflog::RateLimit>,
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+    let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
+    let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
+    let ingest = Ingest::new(spool.clone(), scrubber);
+
+    let sinks_stop = CancellationToken::new();
+    let mut sinks = Vec::new();
+    for (name, sink_config) in &config.sinks {
+        let reader = spool.reader(name)?;
+        sinks.push(sink::spawn(name, sink_config, reader, sinks_stop.clone()));
+    }
+
+    let sources_stop = CancellationToken::new();
+    let mut sources = Vec::new();
+    for (name, source_config) in &config.sources {
+        let started =
+            source::start(name, source_config, ingest.clone(), sources_stop.clone()).await;
+        match started {
+            Ok(handle) => sources.push(handle),
+            Err(e) => {
+                sources_stop.cancel();
+                sinks_stop.cancel();
+                return Err(e.into());
+            }
+        }
+    }
+
+    systemd::ready();
+    tracing::info!(
+        sources = config.sources.len(),
+        sinks = config.sinks.len(),
+        state_dir = %config.state_dir.display(),
+        "weir started"
+    );
+
+    let housekeeping = tokio::spawn(housekeeping(log, shutdown.clone()));
+    shutdown.cancelled().await;
+    systemd::stopping();
+    tracing::info!("shutting down: stopping sources");
+    sources_stop.cancel();
+    join_all("sources", sources).await;
+    if let Err(e) = tokio::time::timeout(STEP_TIMEOUT, spool.sync())
+        .await
+        .unwrap_or(Ok(()))
+    {
+        tracing::error!(error = %e, "final spool fsync failed; unacknowledged data may be resent after restart");
+    }
+    sinks_stop.cancel();
+    join_all("sinks", sinks).await;
+    housekeeping.abort();
+    tracing::info!("weir stopped");
+    Ok(())
+}
+
+async fn join_all(what: &'static str, handles: Vec<JoinHandle<()>>) {
+    let all = futures_join(handles);
+    if tokio::time::timeout(STEP_TIMEOUT, all).await.is_err() {
+        tracing::warn!(
+            step = what,
+            timeout_s = STEP_TIMEOUT.as_secs(),
+            "shutdown step timed out; continuing"
+        );
+    }
+}
+
+async fn futures_join(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Periodic chores: the self-log suppression summaries.
+async fn housekeeping(log: Option<selflog::RateLimit>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(selflog::WINDOW);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Some(log) = &log {
+                    log.report_suppressed();
+                }
+            }
+        }
+    }
+}

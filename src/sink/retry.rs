@@ -1,0 +1,74 @@
+//! Exponential backoff with full jitter, shared by every sink.
+
+use std::time::Duration;
+
+/// Delays between attempts: `base * 2^n`, capped at `max`, each drawn
+/// uniformly from `[delay/2, delay]` so that many agents restarting together
+/// do not retry in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(20));
+        self.attempt = self.attempt.saturating_add(1);
+        let cap = exp.min(self.max);
+        let half = cap / 2;
+        half + half.mul_f64(rand::random::<f64>())
+    }
+
+    /// Call after a success: the next failure starts from `base` again.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Failed attempts since the last success.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_then_caps_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let d0 = b.next_delay();
+        assert!(d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100));
+        let d1 = b.next_delay();
+        assert!(d1 >= Duration::from_millis(100) && d1 <= Duration::from_millis(200));
+        for attempt in 2..40 {
+            let d = b.next_delay();
+            if attempt < 4 {
+                continue; // 400ms, 800ms: not capped yet
+            }
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}
