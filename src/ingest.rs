@@ -15,11 +15,17 @@ use crate::spool::{Offset, SourcePosition, Spool, SpoolError};
 pub struct Ingest {
     spool: Spool,
     scrubber: Arc<Scrubber>,
+    hostname: Arc<str>,
 }
 
 impl Ingest {
-    pub fn new(spool: Spool, scrubber: Arc<Scrubber>) -> Ingest {
-        Ingest { spool, scrubber }
+    /// `hostname` becomes the `host` label of events whose source set none.
+    pub fn new(spool: Spool, scrubber: Arc<Scrubber>, hostname: &str) -> Ingest {
+        Ingest {
+            spool,
+            scrubber,
+            hostname: hostname.into(),
+        }
     }
 
     /// Scrubs `events` and appends them as one spool batch, together with the
@@ -33,6 +39,9 @@ impl Ingest {
         position: Option<&[u8]>,
     ) -> Result<Offset, SpoolError> {
         for event in &mut events {
+            if event.labels.host.is_none() {
+                event.labels.host = Some(self.hostname.to_string());
+            }
             self.scrubber.scrub(event);
         }
         let n = events.len() as u64;

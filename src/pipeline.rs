@@ -50,7 +50,7 @@ pub async fn run(
     let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
     let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
     let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
-    let ingest = Ingest::new(spool.clone(), scrubber);
+    let ingest = Ingest::new(spool.clone(), scrubber, &config.hostname);
 
     let sinks_stop = CancellationToken::new();
     let mut sinks = Vec::new();
