@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::segment::sync_dir;
@@ -57,12 +58,31 @@ pub fn store(dir: &Path, sinks: &[(&str, u64)]) -> std::io::Result<()> {
     for (sink, acked) in sinks {
         let name = file_name(sink);
         let tmp = dir.join(format!("{name}.tmp"));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&encode(*acked))?;
-        f.sync_data()?;
-        fs::rename(&tmp, dir.join(name))?;
+        let r = fs::File::create(&tmp).and_then(|mut f| {
+            f.write_all(&encode(*acked))?;
+            f.sync_data()
+        });
+        match r {
+            Ok(()) => fs::rename(&tmp, dir.join(name))?,
+            Err(e) if is_disk_full(&e) => {
+                // A full disk must not keep cursors from moving: they are
+                // what frees space. Overwrite the existing file in place
+                // (its block is already allocated); the 20 bytes sit in one
+                // sector, and a torn write would fail the CRC and restart the
+                // sink at the oldest data (duplicates, never loss).
+                let _ = fs::remove_file(&tmp);
+                let f = fs::OpenOptions::new().write(true).open(dir.join(&name))?;
+                f.write_all_at(&encode(*acked), 0)?;
+                f.sync_data()?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     sync_dir(dir)
+}
+
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// What [`load`] found.

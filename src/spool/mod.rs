@@ -288,6 +288,11 @@ impl Spool {
             .map(|(name, &(acked, events_before))| {
                 let mut s = SinkState::new(name, acked);
                 s.read_events_in_seg = events_before;
+                s.read_seg = rec
+                    .segments
+                    .range(..=acked)
+                    .next_back()
+                    .map_or(acked, |(b, _)| *b);
                 (name.clone(), s)
             })
             .collect();
@@ -511,13 +516,19 @@ impl Spool {
             .sinks
             .entry(sink.to_owned())
             .or_insert_with(|| SinkState::new(sink, oldest));
-        s.read = s.acked;
-        let (read, seg_events) = (s.acked, s.read_events_in_seg);
+        let read = s.acked;
+        s.read = read;
         let seg_base = st
             .segments
             .range(..=read)
             .next_back()
             .map_or(oldest, |(b, _)| *b);
+        let s = st.sinks.get_mut(sink).expect("inserted above");
+        if s.read_seg != seg_base {
+            s.read_seg = seg_base;
+            s.read_events_in_seg = 0;
+        }
+        let seg_events = s.read_events_in_seg;
         drop(st);
         Ok(Reader {
             spool: self.clone(),

@@ -27,15 +27,20 @@ pub fn drop_oldest(st: &mut State, keep_from: Offset) -> bool {
     let next_base = *st.segments.keys().next().expect("len >= 2");
     let mut total_lost = 0;
     for sink in st.sinks.values_mut() {
+        // `read_events_in_seg` counts events handed out from the segment
+        // holding `read`, a record only partly handed out included.
         let lost = if sink.read >= seg.end {
             0
-        } else if sink.read <= base {
+        } else if sink.read < base {
             seg.events
-        } else {
+        } else if sink.read_seg == base {
             seg.events.saturating_sub(sink.read_events_in_seg)
+        } else {
+            seg.events
         };
         if sink.read < next_base {
             sink.read = next_base;
+            sink.read_seg = next_base;
             sink.read_events_in_seg = 0;
         }
         sink.acked = sink.acked.max(next_base);
@@ -112,10 +117,12 @@ mod tests {
             .insert("behind".into(), SinkState::new_for_test("behind", 0));
         let mut mid = SinkState::new_for_test("mid", 50);
         mid.read = 50;
+        mid.read_seg = 0;
         mid.read_events_in_seg = 4;
         st.sinks.insert("mid".into(), mid);
         let mut done = SinkState::new_for_test("done", 100);
         done.read = 150;
+        done.read_seg = 100;
         st.sinks.insert("done".into(), done);
         assert!(drop_oldest(&mut st, 200));
         assert_eq!(st.sinks["behind"].dropped_total, 10);

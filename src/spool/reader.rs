@@ -264,6 +264,7 @@ impl Reader {
         if let Some(s) = st.sinks.get_mut(&self.sink) {
             if self.read >= s.read {
                 s.read = self.read;
+                s.read_seg = self.seg_base;
                 s.read_events_in_seg = self.seg_events;
             }
         }
@@ -295,6 +296,7 @@ fn take_events(cur: &mut Current, max_events: usize, max_bytes: usize, out: &mut
 /// next segment, or to the readable end of the last one.
 fn corrupt(r: &mut Reader, plan: &Plan, reason: &'static str) {
     r.spool.shared().metrics.corrupt.inc();
+
     tracing::error!(
         segment_base = plan.base,
         offset = r.read,

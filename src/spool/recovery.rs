@@ -257,6 +257,10 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
         };
         out_sinks.insert(s.clone(), pos);
     }
+    // Every configured sink gets its cursor file now, so that later stores
+    // can overwrite it in place even when the disk is full.
+    let initial: Vec<(&str, Offset)> = out_sinks.iter().map(|(s, p)| (s.as_str(), p.0)).collect();
+    cursor::store(&cursors_dir, &initial).map_err(io("storing sink cursors"))?;
     Ok(Recovered {
         segments,
         positions,

@@ -34,8 +34,11 @@ pub struct SinkState {
     pub stored: Offset,
     /// The reader's next record (everything before it was handed out).
     pub read: Offset,
-    /// Events handed out from the segment holding `read` (loss accounting).
+    /// Events handed out from segment `read_seg` (loss accounting): the
+    /// segment the reader is in, which is not the one holding `read` when
+    /// `read` is exactly at the end of a segment.
     pub read_events_in_seg: u64,
+    pub read_seg: Offset,
     /// Events this sink lost to `drop_oldest` since start.
     pub dropped_total: u64,
     /// Wall-clock ns of the oldest unacknowledged record, as of the last
@@ -53,6 +56,7 @@ impl SinkState {
             stored: acked,
             read: acked,
             read_events_in_seg: 0,
+            read_seg: acked,
             dropped_total: 0,
             oldest_unacked_ns: None,
             dropped: metrics::counter(

@@ -234,6 +234,12 @@ impl Writer {
         }
         st.stuck = Some(stuck);
         drop(st);
+        // What this round already wrote becomes visible to readers, so they
+        // can acknowledge it and free its segments (under `block` nothing
+        // else frees space).
+        if self.written > self.shared.lock().durable {
+            self.sync();
+        }
         // Acknowledged segments are what can free space now.
         let gen = self.shared.lock().store_wanted;
         self.store_cursors(gen);
