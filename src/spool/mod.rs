@@ -1,21 +1,95 @@
-//! The spool: the write-ahead log between sources and sinks.
+//! The spool: the durable write-ahead log between sources and sinks.
 //!
-//! PLACEHOLDER: this in-memory implementation fixes the API the rest of weir
-//! uses; the durable on-disk spool (issue 3) replaces its insides.
+//! Sources append batches (optionally with their resume position, stored in
+//! the same record so it is committed atomically with the batch) and may
+//! wait until an offset is durable; each sink reads from its own cursor and
+//! acknowledges up to an offset. Nothing is deleted until every configured
+//! sink acknowledged it, unless the quota forces it (`when_full`).
 //!
-//! Offsets are logical byte positions that only grow. Sources append batches
-//! (optionally with their source position, committed atomically with the
-//! batch) and may wait until an offset is durable; each sink reads from its
-//! own cursor and acknowledges up to an offset.
+//! # Offsets
+//!
+//! An [`Offset`] is a logical byte position: the number of record bytes
+//! appended since the spool was created. It only grows (also across
+//! restarts and deletions). Segment headers do not count.
+//!
+//! # On-disk format (version 1)
+//!
+//! ```text
+//! <state_dir>/spool/
+//!   00000000000000000000.seg     segment starting at offset 0
+//!   00000000000067108900.seg     next segment: named by its base offset
+//!   cursors/<sink>.cursor        one per configured sink
+//!
+//! segment := header record*
+//! header  := "WEIRSEG\0" version:u16le flags:u16le header_len:u32le base:u64le
+//!            npos:u32le (src_len:u16le src pos_len:u32le pos)* crc32c:u32le
+//! record  := "WRec" len:u32le crc32c:u32le count:u32le flags:u8 pad:[u8;3] time_ns:i64le body
+//! body    := [src_len:u16le src pos_len:u32le pos]  if flags & 1
+//!            event{count}                          crate::event::codec
+//! cursor  := "WEIRCUR1" acked:u64le crc32c:u32le
+//! ```
+//!
+//! The record CRC covers `count..time_ns` and the body; `len` bounds it, so a
+//! torn or zero-filled tail fails the check. The segment header's position
+//! snapshot holds every source's position as of `base`, so positions survive
+//! the deletion of the segments that recorded them. A segment header with a
+//! version above [`segment::VERSION`] makes [`Spool::open`] fail with
+//! [`SpoolError::NewerFormat`].
+//!
+//! # Durability and visibility
+//!
+//! Appends are group-committed by a writer thread (see `writer`): fdatasync
+//! at most `fsync_interval` after an append, immediately when someone awaits
+//! [`Spool::wait_durable`]. Readers only see durable data. A closed segment
+//! is fdatasync'ed before the next is created; creations, deletions and
+//! cursor renames are followed by a directory fsync.
+//!
+//! # Recovery
+//!
+//! [`Spool::open`] reads the record headers of every segment, checks every
+//! record of the tail segment and truncates it at the first torn or corrupt
+//! one (`weir_spool_recovered_discarded_bytes_total`, one log line). Garbage
+//! never panics.
+//!
+//! # Sinks
+//!
+//! A sink new to the config starts at the **oldest** data still in the
+//! spool (it gets the backlog rather than nothing). Cursor files of sinks no
+//! longer configured are deleted at open, so they hold no segment. A segment
+//! is deleted once every configured sink's *stored* cursor is past it.
+//!
+//! # Full spool
+//!
+//! Above `max_bytes`, `drop_oldest` drops the oldest closed segment, moves
+//! lagging readers past it and counts what each sink lost
+//! (`weir_spool_dropped_events_total{sink,reason="spool_full"}`); `block`
+//! makes appends wait for acknowledgements to free space. A full disk
+//! (ENOSPC) is handled the same way by the writer thread, which cuts any
+//! partial write back to the last good record; when nothing can be dropped
+//! appends fail with [`SpoolError::Full`] (or wait, under `block`) until a
+//! retry succeeds: the spool recovers by itself when space returns.
+
+mod cursor;
+mod quota;
+mod reader;
+mod record;
+mod recovery;
+pub mod segment;
+mod state;
+mod writer;
 
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
 
 use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::event::Event;
+
+pub use reader::Reader;
+use state::{Pending, Shared, SinkState, State, Stuck};
 
 /// A logical position in the spool: bytes appended since the spool was created.
 pub type Offset = u64;
@@ -24,13 +98,16 @@ pub type Offset = u64;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Most bytes the spool may use on disk. Default `1GiB`.
+    /// Most bytes the spool may use on disk (segment files; cursors are
+    /// tiny). At least two segments. Default `1GiB`.
     pub max_bytes: Option<ByteSize>,
     /// What to do when full: `drop_oldest` (default) or `block`.
     pub when_full: Option<WhenFull>,
     /// Size at which a segment file is closed and a new one started. Default `64MiB`.
     pub segment_bytes: Option<ByteSize>,
-    /// Longest time appended data waits for fdatasync. Default `100ms`.
+    /// Longest time appended data waits for fdatasync. Default `100ms`. A
+    /// writer awaiting durability (Forward ack, journal cursor) gets its
+    /// fdatasync immediately whatever this says; readers see data once synced.
     pub fsync_interval: Option<HumanDuration>,
 }
 
@@ -47,9 +124,16 @@ pub enum WhenFull {
 /// Validated `[spool]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
+    /// Most bytes of segment files (quota; see [`WhenFull`]).
     pub max_bytes: ByteSize,
     pub when_full: WhenFull,
+    /// A segment is closed once the next record would take it past this size
+    /// (a single larger record gets a segment of its own). Space is freed a
+    /// segment at a time, so smaller segments free space sooner but mean more files.
     pub segment_bytes: ByteSize,
+    /// Longest time appended data waits for fdatasync when nobody is waiting
+    /// for durability. Shorter: less data lost by a power cut that nobody
+    /// acknowledged anyway, and lower sink latency; longer: fewer syncs.
     pub fsync_interval: HumanDuration,
 }
 
@@ -85,13 +169,27 @@ impl RawConfig {
 /// What went wrong in the spool. No variant carries event data.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
+    /// The spool directory or a file in it cannot be used: check the
+    /// permissions and the disk, then restart.
     #[error("spool I/O error ({what}): {source}")]
     Io {
         what: &'static str,
         source: std::io::Error,
     },
+    /// The spool is shutting down.
     #[error("spool is closed")]
     Closed,
+    /// Written by a newer weir: refuse rather than misread.
+    #[error("spool segment {path} has format version {version}, newer than this weir understands ({}); run the newer weir or move the spool directory away", segment::VERSION)]
+    NewerFormat { path: PathBuf, version: u16 },
+    /// The disk is full and nothing can be dropped (or a write keeps
+    /// failing): the batch was not appended. Count it; the spool retries by
+    /// itself and accepts appends again once a write succeeds.
+    #[error("spool cannot write ({0}); batch not appended")]
+    Full(&'static str),
+    /// A single batch larger than the record format allows (4 GiB).
+    #[error("batch too large for the spool")]
+    TooLarge,
 }
 
 /// A source's resume point, stored atomically with the batch it ends.
@@ -108,136 +206,390 @@ pub struct Batch {
     pub end: Offset,
 }
 
-/// The spool handle; cheap to clone.
+/// What `weir status` shows about the spool.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpoolStats {
+    pub bytes: u64,
+    pub segments: usize,
+    /// Logical end of appended data.
+    pub appended: Offset,
+    pub durable: Offset,
+    pub sinks: Vec<SinkStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkStats {
+    pub sink: String,
+    pub acked: Offset,
+    pub lag_bytes: u64,
+    /// Append time (Unix seconds) of the oldest unacknowledged record, as of
+    /// the last cursor store (about a second old); `None` when caught up.
+    pub oldest_unacked_timestamp_seconds: Option<i64>,
+    /// Events lost to `drop_oldest` since start.
+    pub dropped_events: u64,
+}
+
+/// Appends wait while this many bytes are not yet written by the writer
+/// thread (the disk is slower than the sources for now).
+const MAX_PENDING: usize = 64 << 20;
+
+/// The spool handle; cheap to clone. The writer thread stops (after a final
+/// write, fdatasync and cursor store) when the last handle and reader go.
 #[derive(Clone)]
 pub struct Spool {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
 }
 
-struct Inner {
-    state: Mutex<State>,
-    appended: watch::Sender<Offset>,
+struct Handle {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-#[derive(Default)]
-struct State {
-    records: VecDeque<(Offset, Vec<Event>)>,
-    next: Offset,
-    positions: HashMap<String, Vec<u8>>,
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Why an append could not be placed right now.
+enum Refused {
+    Wait,
+    Fail(SpoolError),
+}
+
+thread_local! {
+    /// Per-thread encode buffer: the append path allocates nothing once warm.
+    static ENCODE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Spool {
-    /// Opens (or creates) the spool in `dir` for the named sinks.
-    pub fn open(_dir: &Path, _config: &Config, _sinks: &[String]) -> Result<Spool, SpoolError> {
-        let (appended, _) = watch::channel(0);
+    /// Opens (or creates) the spool in `dir` for the named sinks, recovering
+    /// from whatever a crash left, and starts its writer thread.
+    pub fn open(dir: &Path, config: &Config, sinks: &[String]) -> Result<Spool, SpoolError> {
+        let rec = recovery::recover(dir, sinks)?;
+        let metrics = state::Metrics::new();
+        metrics.discarded.add(rec.discarded);
+        let tail_base = *rec.segments.keys().next_back().expect("a tail segment");
+        let next = rec.segments[&tail_base].end;
+        let bytes = rec.segments.values().map(|s| s.disk_len).sum();
+        let sink_states = rec
+            .sinks
+            .iter()
+            .map(|(name, &(acked, events_before))| {
+                let mut s = SinkState::new(name, acked);
+                s.read_events_in_seg = events_before;
+                s.read_seg = rec
+                    .segments
+                    .range(..=acked)
+                    .next_back()
+                    .map_or(acked, |(b, _)| *b);
+                (name.clone(), s)
+            })
+            .collect();
+        let st = State {
+            next,
+            durable: next,
+            sync_wanted: 0,
+            unsynced_since: None,
+            pending: Pending::default(),
+            segments: rec.segments,
+            bytes,
+            positions: rec.positions,
+            sinks: sink_states,
+            deletions: Vec::new(),
+            writer_base: tail_base,
+            stuck: None,
+            store_wanted: 0,
+            shutdown: false,
+        };
+        metrics.bytes.set(bytes as i64);
+        metrics.segments.set(st.segments.len() as i64);
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            config: config.clone(),
+            state: Mutex::new(st),
+            wake: Condvar::new(),
+            durable: watch::channel(next).0,
+            stored: watch::channel(0).0,
+            space: Notify::new(),
+            metrics,
+        });
+        let w = writer::Writer {
+            shared: shared.clone(),
+            file: rec.tail,
+            file_base: tail_base,
+            file_len: rec.tail_len,
+            written: next,
+            spare: Pending::default(),
+            last_store: Instant::now(),
+            store_done: 0,
+            discarding: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("weir-spool".into())
+            .spawn(move || w.run())
+            .map_err(|source| SpoolError::Io {
+                what: "starting the spool writer thread",
+                source,
+            })?;
         Ok(Spool {
-            inner: Arc::new(Inner {
-                state: Mutex::new(State::default()),
-                appended,
+            inner: Arc::new(Handle {
+                shared,
+                thread: Mutex::new(Some(thread)),
             }),
         })
     }
 
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
     /// Appends one batch; returns the offset just past it. The data is not
     /// durable yet: await [`Spool::wait_durable`] for that.
+    ///
+    /// Encodes outside any lock into a per-thread buffer, then copies the
+    /// record once into the writer's pending buffer. Waits only under
+    /// `when_full = "block"`, or while the writer is far behind.
     pub async fn append(
         &self,
         events: &[Event],
         position: Option<SourcePosition<'_>>,
     ) -> Result<Offset, SpoolError> {
-        let mut st = self.inner.state.lock().unwrap();
-        let size: u64 = events.iter().map(|e| e.approx_size() as u64).sum();
-        st.next += size.max(1);
-        let end = st.next;
-        st.records.push_back((end, events.to_vec()));
-        if let Some(p) = position {
-            st.positions
-                .insert(p.source.to_owned(), p.position.to_vec());
+        let pos = position.map(|p| (p.source, p.position));
+        let time_ns = now_ns();
+        let first = ENCODE.with(|b| {
+            let mut b = b.borrow_mut();
+            record::encode(&mut b, events, pos, time_ns).map_err(|_| SpoolError::TooLarge)?;
+            match self.try_append(&b, events.len() as u64, pos) {
+                Ok(off) => Ok(Ok(off)),
+                Err(Refused::Fail(e)) => Err(e),
+                // Keep the record across the await (the task may move threads).
+                Err(Refused::Wait) => Ok(Err(b.clone())),
+            }
+        })?;
+        let rec = match first {
+            Ok(off) => return Ok(off),
+            Err(rec) => rec,
+        };
+        loop {
+            let notified = self.shared().space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_append(&rec, events.len() as u64, pos) {
+                Ok(off) => return Ok(off),
+                Err(Refused::Fail(e)) => return Err(e),
+                Err(Refused::Wait) => {}
+            }
+            // The timeout only guards against a missed wake-up.
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
         }
-        drop(st);
-        self.inner.appended.send_replace(end);
-        Ok(end)
+    }
+
+    /// Places an encoded record, under the lock, without syscalls.
+    fn try_append(
+        &self,
+        rec: &[u8],
+        count: u64,
+        pos: Option<(&str, &[u8])>,
+    ) -> Result<Offset, Refused> {
+        let sh = self.shared();
+        let mut st = sh.lock();
+        if st.shutdown {
+            return Err(Refused::Fail(SpoolError::Closed));
+        }
+        let block = sh.config.when_full == WhenFull::Block;
+        if let Some(stuck) = st.stuck {
+            if block {
+                return Err(Refused::Wait);
+            }
+            return Err(Refused::Fail(SpoolError::Full(match stuck {
+                Stuck::DiskFull => "disk full and nothing left to drop",
+                Stuck::Io(_) => "disk write error",
+            })));
+        }
+        if st.pending.buf.len() >= MAX_PENDING {
+            return Err(Refused::Wait);
+        }
+        let len = rec.len() as u64;
+        let tail_base = *st.segments.keys().next_back().expect("a tail segment");
+        let tail = &st.segments[&tail_base];
+        if tail.end > tail_base && tail.disk_len + len > sh.config.segment_bytes.0 {
+            let base = st.next;
+            let header = segment::encode_header(base, &st.positions);
+            let header_len = header.len() as u64;
+            let at = st.pending.buf.len();
+            st.pending.rolls.push(state::Roll { at, base, header });
+            st.segments.insert(
+                base,
+                state::SegMeta {
+                    header_len,
+                    end: base,
+                    events: 0,
+                    disk_len: header_len,
+                },
+            );
+            st.bytes += header_len;
+        }
+        while st.bytes + len > sh.config.max_bytes.0 && st.segments.len() > 1 {
+            if block {
+                return Err(Refused::Wait);
+            }
+            if !quota::drop_oldest(&mut st, Offset::MAX) {
+                break;
+            }
+            sh.wake.notify_one();
+        }
+        st.pending.buf.extend_from_slice(rec);
+        st.next += len;
+        st.bytes += len;
+        let next = st.next;
+        let tail = st
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("a tail segment");
+        tail.end = next;
+        tail.disk_len += len;
+        tail.events += count;
+        if let Some((src, p)) = pos {
+            match st.positions.get_mut(src) {
+                Some(v) => {
+                    v.clear();
+                    v.extend_from_slice(p);
+                }
+                None => {
+                    st.positions.insert(src.to_owned(), p.to_vec());
+                }
+            }
+        }
+        let crossed = st.pending.buf.len() >= writer::WRITE_CHUNK
+            && st.pending.buf.len() - rec.len() < writer::WRITE_CHUNK;
+        if st.unsynced_since.is_none() || crossed {
+            st.unsynced_since.get_or_insert_with(Instant::now);
+            sh.wake.notify_one();
+        }
+        Ok(next)
     }
 
     /// Returns once everything up to `offset` is on disk (fdatasync'ed).
-    pub async fn wait_durable(&self, _offset: Offset) -> Result<(), SpoolError> {
+    /// Asks the writer thread for a sync now rather than at the next interval.
+    pub async fn wait_durable(&self, offset: Offset) -> Result<(), SpoolError> {
+        let mut rx = self.shared().durable.subscribe();
+        if *rx.borrow() >= offset {
+            return Ok(());
+        }
+        let offset = {
+            let mut st = self.shared().lock();
+            let offset = offset.min(st.next);
+            st.sync_wanted = st.sync_wanted.max(offset);
+            offset
+        };
+        self.shared().wake.notify_one();
+        rx.wait_for(|&d| d >= offset)
+            .await
+            .map_err(|_| SpoolError::Closed)?;
         Ok(())
     }
 
     /// The last committed position of a source, recovered from the spool.
     pub fn source_position(&self, source: &str) -> Option<Vec<u8>> {
-        self.inner
-            .state
-            .lock()
-            .unwrap()
-            .positions
-            .get(source)
-            .cloned()
+        self.shared().lock().positions.get(source).cloned()
     }
 
-    /// The read cursor of a sink.
+    /// The read cursor of a sink (one of those passed to [`Spool::open`]).
+    /// It starts at the sink's acknowledged offset: what was read but not
+    /// acknowledged before is read again.
     pub fn reader(&self, sink: &str) -> Result<Reader, SpoolError> {
+        let mut st = self.shared().lock();
+        let oldest = *st.segments.keys().next().expect("a segment");
+        let s = st
+            .sinks
+            .entry(sink.to_owned())
+            .or_insert_with(|| SinkState::new(sink, oldest));
+        let read = s.acked;
+        s.read = read;
+        let seg_base = st
+            .segments
+            .range(..=read)
+            .next_back()
+            .map_or(oldest, |(b, _)| *b);
+        let s = st.sinks.get_mut(sink).expect("inserted above");
+        if s.read_seg != seg_base {
+            s.read_seg = seg_base;
+            s.read_events_in_seg = 0;
+        }
+        let seg_events = s.read_events_in_seg;
+        drop(st);
         Ok(Reader {
             spool: self.clone(),
-            _sink: sink.to_owned(),
-            read: 0,
-            appended: self.inner.appended.subscribe(),
+            sink: sink.to_owned(),
+            read,
+            seg_base,
+            seg_events,
+            file: None,
+            chunk: Vec::new(),
+            cur: None,
+            durable: self.shared().durable.subscribe(),
         })
     }
 
-    /// Flushes and fsyncs everything appended; used at shutdown.
+    /// Writes and fsyncs everything appended and stores every sink cursor;
+    /// used at shutdown.
     pub async fn sync(&self) -> Result<(), SpoolError> {
+        let (target, gen) = {
+            let mut st = self.shared().lock();
+            st.sync_wanted = st.sync_wanted.max(st.next);
+            st.store_wanted += 1;
+            (st.next, st.store_wanted)
+        };
+        self.shared().wake.notify_one();
+        let mut durable = self.shared().durable.subscribe();
+        durable
+            .wait_for(|&d| d >= target)
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        let mut stored = self.shared().stored.subscribe();
+        stored
+            .wait_for(|&g| g >= gen)
+            .await
+            .map_err(|_| SpoolError::Closed)?;
         Ok(())
     }
-}
 
-/// One sink's cursor over the spool.
-pub struct Reader {
-    spool: Spool,
-    _sink: String,
-    read: Offset,
-    appended: watch::Receiver<Offset>,
-}
-
-impl Reader {
-    /// Waits until there is data past this reader's read position, then returns
-    /// at least one event and at most `max_events` / about `max_bytes`.
-    /// Cancel-safe: dropping the future loses nothing.
-    pub async fn next_batch(
-        &mut self,
-        max_events: usize,
-        max_bytes: usize,
-    ) -> Result<Batch, SpoolError> {
-        loop {
-            {
-                let st = self.spool.inner.state.lock().unwrap();
-                let mut events = Vec::new();
-                let mut bytes = 0;
-                let mut end = self.read;
-                for (rec_end, rec) in st.records.iter().filter(|(e, _)| *e > self.read) {
-                    if !events.is_empty()
-                        && (events.len() + rec.len() > max_events || bytes > max_bytes)
-                    {
-                        break;
-                    }
-                    bytes += rec.iter().map(Event::approx_size).sum::<usize>();
-                    events.extend(rec.iter().cloned());
-                    end = *rec_end;
-                }
-                if end > self.read {
-                    self.read = end;
-                    return Ok(Batch { events, end });
-                }
-            }
-            self.appended
-                .changed()
-                .await
-                .map_err(|_| SpoolError::Closed)?;
+    /// Sizes and per-sink progress, for `weir status`.
+    pub fn stats(&self) -> SpoolStats {
+        let st = self.shared().lock();
+        SpoolStats {
+            bytes: st.bytes,
+            segments: st.segments.len(),
+            appended: st.next,
+            durable: st.durable,
+            sinks: st
+                .sinks
+                .iter()
+                .map(|(name, s)| SinkStats {
+                    sink: name.clone(),
+                    acked: s.acked,
+                    lag_bytes: st.next.saturating_sub(s.acked),
+                    oldest_unacked_timestamp_seconds: s
+                        .oldest_unacked_ns
+                        .map(|t| t / 1_000_000_000),
+                    dropped_events: s.dropped_total,
+                })
+                .collect(),
         }
     }
-
-    /// Records that everything up to `offset` was delivered.
-    pub fn ack(&mut self, _offset: Offset) -> Result<(), SpoolError> {
-        Ok(())
-    }
 }
+
+#[cfg(test)]
+mod tests;

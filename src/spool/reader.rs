@@ -1,0 +1,331 @@
+//! A sink's cursor over the spool.
+//!
+//! Readers see only **durable** data (fdatasync'ed): a sink never ships an
+//! event that a crash could take back and a source would then send again, so
+//! a crash does not add duplicates. The cost is at most `fsync_interval` of
+//! extra delivery latency.
+//!
+//! Records are read with `pread` into a reused buffer (mostly page-cache
+//! hits of data just written), checked against their CRC, and decoded event
+//! by event, so a batch can end inside a record: the rest of that record is
+//! kept for the next call, and [`Batch::end`] only passes a record once all
+//! its events were handed out.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use tokio::sync::watch;
+
+use super::record::{self, HEADER_LEN};
+use super::{segment, Batch, Offset, Spool, SpoolError};
+use crate::event::Event;
+
+/// One sink's cursor over the spool.
+pub struct Reader {
+    pub(super) spool: Spool,
+    pub(super) sink: String,
+    /// Next record to read (everything before it was handed out).
+    pub(super) read: Offset,
+    /// Events handed out from the segment holding `read`.
+    pub(super) seg_base: Offset,
+    pub(super) seg_events: u64,
+    pub(super) file: Option<(Offset, File)>,
+    pub(super) chunk: Vec<u8>,
+    /// The record being handed out in parts.
+    pub(super) cur: Option<Current>,
+    pub(super) durable: watch::Receiver<Offset>,
+}
+
+/// A record whose events are being handed out.
+pub(super) struct Current {
+    start: Offset,
+    end: Offset,
+    /// The encoded events (position stripped).
+    events: Vec<u8>,
+    at: usize,
+}
+
+/// Where the next bytes come from, decided under the lock.
+struct Plan {
+    base: Offset,
+    header_len: u64,
+    /// Readable logical end: the segment's end or the durable offset.
+    limit: Offset,
+}
+
+impl Reader {
+    /// Waits until there is data past this reader's read position, then returns
+    /// at least one event and at most `max_events` / about `max_bytes`.
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn next_batch(
+        &mut self,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Batch, SpoolError> {
+        let max_events = max_events.max(1);
+        loop {
+            let plan = self.plan();
+            let mut events = Vec::new();
+            if let Some(cur) = &mut self.cur {
+                take_events(cur, max_events, max_bytes, &mut events);
+                if cur.at >= cur.events.len() {
+                    self.read = cur.end;
+                    self.cur = None;
+                }
+            } else if let Some(plan) = plan {
+                self.fill(&plan, max_events, max_bytes, &mut events)?;
+            } else {
+                let read = self.read;
+                self.durable
+                    .wait_for(|&d| d > read)
+                    .await
+                    .map_err(|_| SpoolError::Closed)?;
+                continue;
+            }
+            self.seg_events += events.len() as u64;
+            self.publish();
+            if !events.is_empty() {
+                return Ok(Batch {
+                    events,
+                    end: self.read,
+                });
+            }
+        }
+    }
+
+    /// Records that everything up to `offset` was delivered. The cursor file
+    /// is written within a second (coalesced), and at `sync`/shutdown.
+    pub fn ack(&mut self, offset: Offset) -> Result<(), SpoolError> {
+        let mut st = self.spool.shared().lock();
+        let durable = st.durable;
+        if let Some(s) = st.sinks.get_mut(&self.sink) {
+            s.acked = s.acked.max(offset.min(durable));
+        }
+        Ok(())
+    }
+
+    /// Events this sink lost to `drop_oldest` since the spool was opened.
+    pub fn dropped_events(&self) -> u64 {
+        let st = self.spool.shared().lock();
+        st.sinks.get(&self.sink).map_or(0, |s| s.dropped_total)
+    }
+
+    /// Catches up with drops, then says what to read next (`None`: wait).
+    fn plan(&mut self) -> Option<Plan> {
+        let st = self.spool.shared().lock();
+        let shared_read = st.sinks.get(&self.sink).map_or(0, |s| s.read);
+        if shared_read > self.read {
+            // drop_oldest moved this sink past a deleted segment.
+            self.read = shared_read;
+            self.cur = None;
+            self.seg_base = shared_read;
+            self.seg_events = 0;
+        }
+        if let Some(cur) = &self.cur {
+            if cur.start >= self.read {
+                return None; // finish handing out the current record first
+            }
+            self.cur = None;
+        }
+        loop {
+            if self.read >= st.durable {
+                return None;
+            }
+            let (&base, seg) = match st.segments.range(..=self.read).next_back() {
+                Some(s) => s,
+                None => {
+                    self.read = *st.segments.keys().next()?;
+                    continue;
+                }
+            };
+            if self.read >= seg.end {
+                // Past a damaged segment's readable end: on to the next one.
+                match st.segments.range(self.read + 1..).next() {
+                    Some((&next, _)) => {
+                        self.read = next;
+                        continue;
+                    }
+                    None => return None,
+                }
+            }
+            if base != self.seg_base {
+                self.seg_base = base;
+                self.seg_events = 0;
+            }
+            return Some(Plan {
+                base,
+                header_len: seg.header_len,
+                limit: seg.end.min(st.durable),
+            });
+        }
+    }
+
+    /// Reads whole records from `plan` into `events` until a limit is hit;
+    /// a record only partly handed out stays in `self.cur`.
+    fn fill(
+        &mut self,
+        plan: &Plan,
+        max_events: usize,
+        max_bytes: usize,
+        events: &mut Vec<Event>,
+    ) -> Result<(), SpoolError> {
+        if self.file.as_ref().map(|f| f.0) != Some(plan.base) {
+            match File::open(segment::path(&self.spool.shared().dir, plan.base)) {
+                Ok(f) => self.file = Some((plan.base, f)),
+                // Dropped meanwhile: the next plan() moves past it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(source) => {
+                    return Err(SpoolError::Io {
+                        what: "opening a segment to read",
+                        source,
+                    })
+                }
+            }
+        }
+        let file = &self.file.as_ref().expect("opened above").1;
+        let want = (plan.limit - self.read).min(max_bytes.max(64 << 10) as u64 + HEADER_LEN as u64);
+        read_at(
+            file,
+            &mut self.chunk,
+            want as usize,
+            plan.header_len + (self.read - plan.base),
+        )?;
+        let mut at = 0usize;
+        let mut bytes = 0usize;
+        while events.len() < max_events && (bytes < max_bytes || events.is_empty()) {
+            if self.read >= plan.limit {
+                break;
+            }
+            if self.chunk.len() - at < HEADER_LEN {
+                if at == 0 {
+                    corrupt(self, plan, "record header beyond the readable end");
+                    return Ok(());
+                }
+                break;
+            }
+            let hb: [u8; HEADER_LEN] = self.chunk[at..at + HEADER_LEN].try_into().expect("len");
+            let Some(h) = record::Header::parse(&hb) else {
+                corrupt(self, plan, "bad record magic");
+                return Ok(());
+            };
+            let total = h.total_len();
+            if self.read + total > plan.limit {
+                corrupt(self, plan, "record longer than its segment");
+                return Ok(());
+            }
+            if (self.chunk.len() - at) < total as usize {
+                if at > 0 {
+                    break; // read it whole next time
+                }
+                let pos = plan.header_len + (self.read - plan.base);
+                read_at(file, &mut self.chunk, total as usize, pos)?;
+            }
+            let body = &self.chunk[at + HEADER_LEN..at + total as usize];
+            let hb: [u8; HEADER_LEN] = self.chunk[at..at + HEADER_LEN].try_into().expect("len");
+            if !h.check(&hb, body) {
+                corrupt(self, plan, "record checksum mismatch");
+                return Ok(());
+            }
+            let Ok(parts) = record::split_body(&h, body) else {
+                corrupt(self, plan, "malformed record body");
+                return Ok(());
+            };
+            let mut cur = Current {
+                start: self.read,
+                end: self.read + total,
+                events: parts.events.to_vec(),
+                at: 0,
+            };
+            at += total as usize;
+            let before = events.len();
+            take_events(
+                &mut cur,
+                max_events,
+                max_bytes.saturating_sub(bytes),
+                events,
+            );
+            bytes += cur.at;
+            if cur.at < cur.events.len() {
+                if events.len() == before && !events.is_empty() {
+                    // Nothing of it fitted: leave it for the next batch whole.
+                    break;
+                }
+                self.cur = Some(cur);
+                break;
+            }
+            self.read = cur.end;
+        }
+        Ok(())
+    }
+
+    /// Shares the read position for loss accounting under `drop_oldest`.
+    fn publish(&self) {
+        let mut st = self.spool.shared().lock();
+        if let Some(s) = st.sinks.get_mut(&self.sink) {
+            if self.read >= s.read {
+                s.read = self.read;
+                s.read_seg = self.seg_base;
+                s.read_events_in_seg = self.seg_events;
+            }
+        }
+    }
+}
+
+/// Decodes events of `cur` into `out` within the limits (at least one if
+/// `out` is empty). A decode error ends the record (CRC passed, so it is a
+/// bug or a foreign writer): the rest of it is skipped.
+fn take_events(cur: &mut Current, max_events: usize, max_bytes: usize, out: &mut Vec<Event>) {
+    let start = cur.at;
+    while cur.at < cur.events.len() && out.len() < max_events {
+        if !out.is_empty() && cur.at - start >= max_bytes {
+            break;
+        }
+        let mut at = cur.at;
+        if record::decode_events(&cur.events, &mut at, 1, out).is_err() {
+            tracing::error!(
+                "spool record holds an undecodable event; skipping the rest of the record"
+            );
+            cur.at = cur.events.len();
+            break;
+        }
+        cur.at = at;
+    }
+}
+
+/// Logs and counts a damaged record, and moves the reader past it: to the
+/// next segment, or to the readable end of the last one.
+fn corrupt(r: &mut Reader, plan: &Plan, reason: &'static str) {
+    r.spool.shared().metrics.corrupt.inc();
+
+    tracing::error!(
+        segment_base = plan.base,
+        offset = r.read,
+        reason,
+        "spool record damaged on disk; skipping the rest of its segment"
+    );
+    let st = r.spool.shared().lock();
+    r.read = match st.segments.range(plan.base + 1..).next() {
+        Some((&next, _)) => next,
+        None => plan.limit,
+    };
+}
+
+fn read_at(file: &File, buf: &mut Vec<u8>, len: usize, pos: u64) -> Result<(), SpoolError> {
+    buf.resize(len, 0);
+    let mut n = 0;
+    while n < len {
+        match file.read_at(&mut buf[n..], pos + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(SpoolError::Io {
+                    what: "reading a segment",
+                    source,
+                })
+            }
+        }
+    }
+    buf.truncate(n);
+    Ok(())
+}

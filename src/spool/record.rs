@@ -1,0 +1,216 @@
+//! One record = one appended batch: a fixed header, an optional source
+//! position, then the events in [`crate::event::codec`] encoding.
+//!
+//! ```text
+//! record  := magic:u32le len:u32le crc:u32le count:u32le flags:u8 pad:[u8;3] time_ns:i64le body
+//! body    := [src_len:u16le src pos_len:u32le pos]   when flags & HAS_POSITION
+//!            event*                                 `count` events, crate::event::codec
+//! len     := length of body
+//! crc     := CRC32C of the header bytes after `crc` (count, flags, pad, time_ns) and of body
+//! ```
+//!
+//! A record is valid when its magic matches, `len` fits in the file and the
+//! CRC matches; anything else (a torn write, a flipped bit, zeros left by a
+//! crash) ends the readable part of a segment.
+
+use crate::event::{codec, Event};
+
+/// Marks the start of a record ("WRec").
+pub const MAGIC: u32 = u32::from_le_bytes(*b"WRec");
+/// Bytes before the body.
+pub const HEADER_LEN: usize = 28;
+/// Flag bit: the body starts with a source position.
+const HAS_POSITION: u8 = 1;
+
+/// The fixed part of a record, as parsed from its first [`HEADER_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub len: u32,
+    pub crc: u32,
+    pub count: u32,
+    pub flags: u8,
+    /// When the batch was appended (wall clock, ns since the Unix epoch).
+    pub time_ns: i64,
+}
+
+impl Header {
+    /// Parses a header; `None` when the magic does not match (not a record).
+    pub fn parse(b: &[u8; HEADER_LEN]) -> Option<Header> {
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        if u32_at(0) != MAGIC {
+            return None;
+        }
+        Some(Header {
+            len: u32_at(4),
+            crc: u32_at(8),
+            count: u32_at(12),
+            flags: b[16],
+            time_ns: i64::from_le_bytes(b[20..28].try_into().expect("8 bytes")),
+        })
+    }
+
+    /// Total bytes of the record, header included.
+    pub fn total_len(&self) -> u64 {
+        HEADER_LEN as u64 + u64::from(self.len)
+    }
+
+    /// Whether `body` is what this header was written with.
+    pub fn check(&self, header: &[u8; HEADER_LEN], body: &[u8]) -> bool {
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header[12..]), body);
+        crc == self.crc && body.len() == self.len as usize
+    }
+}
+
+/// Encodes one record into `out` (cleared first). `out` is reused by the
+/// caller so the hot path allocates nothing once warm.
+pub fn encode(
+    out: &mut Vec<u8>,
+    events: &[Event],
+    position: Option<(&str, &[u8])>,
+    time_ns: i64,
+) -> Result<(), EncodeError> {
+    out.clear();
+    out.resize(HEADER_LEN, 0);
+    let mut flags = 0;
+    if let Some((source, pos)) = position {
+        let src_len = u16::try_from(source.len()).map_err(|_| EncodeError::TooLarge)?;
+        let pos_len = u32::try_from(pos.len()).map_err(|_| EncodeError::TooLarge)?;
+        flags |= HAS_POSITION;
+        out.extend_from_slice(&src_len.to_le_bytes());
+        out.extend_from_slice(source.as_bytes());
+        out.extend_from_slice(&pos_len.to_le_bytes());
+        out.extend_from_slice(pos);
+    }
+    for e in events {
+        codec::encode(e, out);
+    }
+    let len = u32::try_from(out.len() - HEADER_LEN).map_err(|_| EncodeError::TooLarge)?;
+    let count = u32::try_from(events.len()).map_err(|_| EncodeError::TooLarge)?;
+    out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    out[4..8].copy_from_slice(&len.to_le_bytes());
+    out[12..16].copy_from_slice(&count.to_le_bytes());
+    out[16] = flags;
+    out[20..28].copy_from_slice(&time_ns.to_le_bytes());
+    let crc = crc32c::crc32c(&out[12..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// A batch too large for the record format (over 4 GiB, or a source name
+/// over 64 KiB).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EncodeError {
+    #[error("batch too large for one spool record")]
+    TooLarge,
+}
+
+/// The body of a valid record, split into its parts.
+#[derive(Debug)]
+pub struct Body<'a> {
+    pub position: Option<(&'a str, &'a [u8])>,
+    /// The encoded events.
+    pub events: &'a [u8],
+}
+
+/// Why a body that passed its CRC still cannot be used (a bug or a spool
+/// written by something else).
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+#[error("malformed record body: {0}")]
+pub struct BodyError(pub &'static str);
+
+/// Splits a body (already CRC-checked) into position and events.
+pub fn split_body<'a>(header: &Header, body: &'a [u8]) -> Result<Body<'a>, BodyError> {
+    if header.flags & HAS_POSITION == 0 {
+        return Ok(Body {
+            position: None,
+            events: body,
+        });
+    }
+    let short = BodyError("position truncated");
+    let src_len = u16::from_le_bytes(body.get(0..2).ok_or(short)?.try_into().expect("2")) as usize;
+    let src = body.get(2..2 + src_len).ok_or(short)?;
+    let src = std::str::from_utf8(src).map_err(|_| BodyError("source name not UTF-8"))?;
+    let at = 2 + src_len;
+    let pos_len =
+        u32::from_le_bytes(body.get(at..at + 4).ok_or(short)?.try_into().expect("4")) as usize;
+    let pos = body.get(at + 4..at + 4 + pos_len).ok_or(short)?;
+    Ok(Body {
+        position: Some((src, pos)),
+        events: &body[at + 4 + pos_len..],
+    })
+}
+
+/// Decodes up to `max` events from `buf` starting at byte `*at`, advancing it.
+pub fn decode_events(
+    buf: &[u8],
+    at: &mut usize,
+    max: usize,
+    out: &mut Vec<Event>,
+) -> Result<(), codec::DecodeError> {
+    for _ in 0..max {
+        if *at >= buf.len() {
+            break;
+        }
+        let (e, n) = codec::decode(&buf[*at..])?;
+        *at += n;
+        out.push(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Origin;
+
+    fn events() -> Vec<Event> {
+        (0..3)
+            .map(|i| Event::new(i, Origin::Docker, format!("line {i}")))
+            .collect()
+    }
+
+    fn parse(buf: &[u8]) -> Header {
+        Header::parse(buf[..HEADER_LEN].try_into().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn round_trips_with_and_without_position() {
+        let mut buf = Vec::new();
+        for pos in [None, Some(("journal", &b"s=abc;i=1"[..]))] {
+            encode(&mut buf, &events(), pos, 42).unwrap();
+            let h = parse(&buf);
+            assert_eq!((h.count, h.time_ns), (3, 42));
+            assert_eq!(h.total_len(), buf.len() as u64);
+            let (hb, body) = buf.split_at(HEADER_LEN);
+            assert!(h.check(hb.try_into().unwrap(), body));
+            let b = split_body(&h, body).unwrap();
+            assert_eq!(b.position, pos);
+            let (mut at, mut out) = (0, Vec::new());
+            decode_events(b.events, &mut at, 10, &mut out).unwrap();
+            assert_eq!(out, events());
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &events(), Some(("s", b"p")), 7).unwrap();
+        for i in 0..buf.len() * 8 {
+            let mut b = buf.clone();
+            b[i / 8] ^= 1 << (i % 8);
+            let Some(h) = Header::parse(b[..HEADER_LEN].try_into().unwrap()) else {
+                continue; // magic broken: not a record
+            };
+            let (hb, body) = b.split_at(HEADER_LEN);
+            assert!(!h.check(hb.try_into().unwrap(), body), "bit {i} undetected");
+        }
+    }
+
+    #[test]
+    fn empty_batch_is_a_valid_record() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &[], None, 0).unwrap();
+        assert_eq!(buf.len(), HEADER_LEN);
+        assert_eq!(parse(&buf).count, 0);
+    }
+}

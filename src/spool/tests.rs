@@ -1,0 +1,280 @@
+//! API-level tests of the spool on a real directory.
+
+use super::*;
+use crate::event::Origin;
+use std::time::Duration;
+
+pub(crate) fn config(segment: u64, max: u64, when_full: WhenFull) -> Config {
+    Config {
+        max_bytes: ByteSize(max),
+        when_full,
+        segment_bytes: ByteSize(segment),
+        fsync_interval: HumanDuration(Duration::from_millis(20)),
+    }
+}
+
+fn ev(i: u64) -> Event {
+    Event::new(i as i64, Origin::Docker, format!("event number {i:08}"))
+}
+
+fn sinks(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+async fn read_all(r: &mut Reader, n: usize) -> Vec<Event> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let b = tokio::time::timeout(Duration::from_secs(5), r.next_batch(1000, 1 << 20))
+            .await
+            .expect("data within 5s")
+            .unwrap();
+        assert!(!b.events.is_empty());
+        out.extend(b.events);
+        r.ack(b.end).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn append_read_ack_and_resume_after_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+    {
+        let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+        let mut r = s.reader("a").unwrap();
+        let p = SourcePosition {
+            source: "journal",
+            position: b"cursor-1",
+        };
+        let end = s.append(&[ev(0), ev(1)], Some(p)).await.unwrap();
+        s.wait_durable(end).await.unwrap();
+        s.append(&[ev(2)], None).await.unwrap();
+        let got = read_all(&mut r, 3).await;
+        assert_eq!(got, vec![ev(0), ev(1), ev(2)]);
+        // Unacknowledged after restart: a fourth event.
+        let end = s.append(&[ev(3)], None).await.unwrap();
+        s.wait_durable(end).await.unwrap();
+        s.sync().await.unwrap();
+    }
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    assert_eq!(
+        s.source_position("journal").as_deref(),
+        Some(&b"cursor-1"[..])
+    );
+    assert_eq!(s.source_position("docker"), None);
+    let mut r = s.reader("a").unwrap();
+    assert_eq!(read_all(&mut r, 1).await, vec![ev(3)]);
+}
+
+#[tokio::test]
+async fn reader_waits_for_durable_data_without_polling() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+    cfg.fsync_interval = HumanDuration(Duration::from_secs(3600));
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    let mut r = s.reader("a").unwrap();
+    let t = tokio::time::timeout(Duration::from_millis(100), r.next_batch(10, 1000)).await;
+    assert!(t.is_err(), "nothing to read yet");
+    let end = s.append(&[ev(7)], None).await.unwrap();
+    // Not durable (interval is an hour): readers do not see it yet.
+    let t = tokio::time::timeout(Duration::from_millis(100), r.next_batch(10, 1000)).await;
+    assert!(t.is_err(), "readers only see durable data");
+    s.wait_durable(end).await.unwrap();
+    let b = r.next_batch(10, 1000).await.unwrap();
+    assert_eq!((b.events, b.end), (vec![ev(7)], end));
+}
+
+#[tokio::test]
+async fn batches_respect_limits_inside_one_record() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    let evs: Vec<Event> = (0..10).map(ev).collect();
+    let end = s.append(&evs, None).await.unwrap();
+    s.wait_durable(end).await.unwrap();
+    let mut r = s.reader("a").unwrap();
+    let mut got = Vec::new();
+    let mut ends = Vec::new();
+    while got.len() < 10 {
+        let b = r.next_batch(3, 1 << 20).await.unwrap();
+        assert!(b.events.len() <= 3);
+        got.extend(b.events);
+        ends.push(b.end);
+    }
+    assert_eq!(got, evs);
+    // Only the batch that finishes the record passes it.
+    assert_eq!(ends, vec![0, 0, 0, end]);
+    // A byte limit smaller than one event still returns one event.
+    let end2 = s.append(&evs[..2], None).await.unwrap();
+    s.wait_durable(end2).await.unwrap();
+    assert_eq!(r.next_batch(100, 1).await.unwrap().events.len(), 1);
+}
+
+#[tokio::test]
+async fn segments_roll_and_are_deleted_once_every_sink_acked() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(4096, 1 << 30, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a", "b"])).unwrap();
+    for i in 0..200 {
+        s.append(&[ev(i)], None).await.unwrap();
+    }
+    s.sync().await.unwrap();
+    let segs = s.stats().segments;
+    assert!(segs > 2, "{segs} segments");
+    let mut a = s.reader("a").unwrap();
+    read_all(&mut a, 200).await;
+    s.sync().await.unwrap();
+    assert_eq!(s.stats().segments, segs, "b still needs them");
+    let mut b = s.reader("b").unwrap();
+    read_all(&mut b, 200).await;
+    s.sync().await.unwrap();
+    assert_eq!(s.stats().segments, 1);
+    let files = std::fs::read_dir(d.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("seg".as_ref()))
+        .count();
+    assert_eq!(files, 1);
+}
+
+#[tokio::test]
+async fn new_sink_starts_at_oldest_and_removed_sink_stops_holding() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(4096, 1 << 30, WhenFull::DropOldest);
+    {
+        let s = Spool::open(d.path(), &cfg, &sinks(&["old"])).unwrap();
+        for i in 0..100 {
+            s.append(&[ev(i)], None).await.unwrap();
+        }
+        s.sync().await.unwrap();
+    }
+    let s = Spool::open(d.path(), &cfg, &sinks(&["new"])).unwrap();
+    assert!(!d.path().join("cursors/old.cursor").exists());
+    let mut r = s.reader("new").unwrap();
+    let got = read_all(&mut r, 100).await;
+    assert_eq!(got[0], ev(0));
+    s.sync().await.unwrap();
+    assert_eq!(s.stats().segments, 1);
+}
+
+#[tokio::test]
+async fn drop_oldest_counts_what_each_sink_lost() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(4096, 3 * 4096, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["slow"])).unwrap();
+    for i in 0..1000 {
+        s.append(&[ev(i)], None).await.unwrap();
+    }
+    s.sync().await.unwrap();
+    let st = s.stats();
+    assert!(st.bytes <= 3 * 4096 + 4096, "{st:?}");
+    let mut r = s.reader("slow").unwrap();
+    let b = r.next_batch(10_000, 1 << 30).await.unwrap();
+    let first = b.events[0].timestamp_ns as u64;
+    assert!(first > 0, "oldest data was dropped");
+    assert_eq!(
+        r.dropped_events(),
+        first,
+        "every dropped event counted once"
+    );
+    assert_eq!(s.stats().sinks[0].dropped_events, first);
+}
+
+#[tokio::test]
+async fn block_waits_for_acknowledgements() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(4096, 2 * 4096, WhenFull::Block);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    let mut n = 0;
+    loop {
+        let t = tokio::time::timeout(Duration::from_millis(300), s.append(&[ev(n)], None)).await;
+        match t {
+            Ok(r) => {
+                r.unwrap();
+                n += 1;
+            }
+            Err(_) => break,
+        }
+        assert!(n < 10_000, "never blocked");
+    }
+    let s2 = s.clone();
+    let writer = tokio::spawn(async move { s2.append(&[ev(n)], None).await.unwrap() });
+    let mut r = s.reader("a").unwrap();
+    let got = read_all(&mut r, n as usize).await;
+    assert_eq!(got.len() as u64, n);
+    let end = tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .unwrap()
+        .unwrap();
+    s.wait_durable(end).await.unwrap();
+    assert_eq!(read_all(&mut r, 1).await, vec![ev(n)]);
+    assert_eq!(r.dropped_events(), 0);
+}
+
+#[tokio::test]
+async fn torn_tail_is_cut_and_counted() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(1 << 20, 1 << 30, WhenFull::DropOldest);
+    {
+        let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+        for i in 0..10 {
+            s.append(&[ev(i)], None).await.unwrap();
+        }
+        s.sync().await.unwrap();
+    }
+    let seg = d.path().join(segment::file_name(0));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let good = bytes.len();
+    bytes.extend_from_within(good - 20..); // a torn copy of a record tail
+    std::fs::write(&seg, &bytes).unwrap();
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, good);
+    let mut r = s.reader("a").unwrap();
+    assert_eq!(
+        read_all(&mut r, 10).await,
+        (0..10).map(ev).collect::<Vec<_>>()
+    );
+    let end = s.append(&[ev(10)], None).await.unwrap();
+    s.wait_durable(end).await.unwrap();
+    assert_eq!(read_all(&mut r, 1).await, vec![ev(10)]);
+}
+
+#[test]
+fn newer_format_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(1 << 20, 1 << 30, WhenFull::DropOldest);
+    drop(Spool::open(d.path(), &cfg, &[]).unwrap());
+    let seg = d.path().join(segment::file_name(0));
+    let mut b = std::fs::read(&seg).unwrap();
+    b[8] = 9;
+    std::fs::write(&seg, b).unwrap();
+    let e = Spool::open(d.path(), &cfg, &[]).err().expect("refused");
+    assert!(
+        matches!(e, SpoolError::NewerFormat { version: 9, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("newer"), "{e}");
+}
+
+#[tokio::test]
+async fn positions_survive_deletion_of_their_segment() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(4096, 1 << 30, WhenFull::DropOldest);
+    {
+        let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+        let p = SourcePosition {
+            source: "journal",
+            position: b"rare",
+        };
+        s.append(&[ev(0)], Some(p)).await.unwrap();
+        for i in 1..200 {
+            s.append(&[ev(i)], None).await.unwrap();
+        }
+        s.sync().await.unwrap();
+        let mut r = s.reader("a").unwrap();
+        read_all(&mut r, 200).await;
+        s.sync().await.unwrap();
+        assert_eq!(s.stats().segments, 1);
+    }
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    assert_eq!(s.source_position("journal").as_deref(), Some(&b"rare"[..]));
+}

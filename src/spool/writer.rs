@@ -1,0 +1,380 @@
+//! The writer thread: group commit.
+//!
+//! Appends only copy their encoded record into [`Pending`] under the state
+//! lock. This thread takes the whole pending buffer at once, writes it with
+//! one `pwrite` per segment touched, and fdatasyncs
+//! - as soon as someone waits for durability (`wait_durable`, `sync`): one
+//!   fdatasync serves every waiter of that moment, and waiters that arrive
+//!   during it are served by the next one, immediately after;
+//! - otherwise at most `fsync_interval` after the oldest unsynced append.
+//!
+//! Large pending buffers (over [`WRITE_CHUNK`]) are written early without a
+//! sync so the page cache, not the heap, holds the backlog.
+//!
+//! It also stores sink cursors (coalesced: at most every [`STORE_INTERVAL`],
+//! and on `sync`/shutdown), unlinks released segments and fsyncs the
+//! directory. A write error (ENOSPC, EIO) truncates the file back to the last
+//! good record and retries: ENOSPC first drops the oldest segment under
+//! `drop_oldest`; if nothing can be freed the spool is marked stuck (appends
+//! fail or wait, per `when_full`) until a retry succeeds.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::record::{self, HEADER_LEN};
+use super::recovery::create_with_header;
+use super::state::{Pending, Roll, Shared, Stuck};
+use super::{cursor, quota, segment, Offset, WhenFull};
+
+/// Pending bytes that make the writer write without waiting for a sync.
+pub const WRITE_CHUNK: usize = 1 << 20;
+/// Longest time an acknowledgement waits before its cursor is stored.
+pub const STORE_INTERVAL: Duration = Duration::from_secs(1);
+/// Pause between attempts while the disk is full or failing.
+const RETRY: Duration = Duration::from_millis(100);
+
+pub struct Writer {
+    pub shared: Arc<Shared>,
+    pub file: File,
+    pub file_base: Offset,
+    pub file_len: u64,
+    /// Logical end of what is written to the file (maybe not yet synced).
+    pub written: Offset,
+    pub spare: Pending,
+    pub last_store: Instant,
+    pub store_done: u64,
+    /// The segment being written was dropped before the writer created it
+    /// (appends outran the writer by more than the quota): its records are
+    /// skipped until the next roll.
+    pub discarding: bool,
+}
+
+/// What one round of the loop has to do.
+struct Round {
+    pending: Pending,
+    sync: bool,
+    store: Option<u64>,
+    shutdown: bool,
+}
+
+impl Writer {
+    pub fn run(mut self) {
+        loop {
+            let round = self.wait_for_work();
+            let mut pending = round.pending;
+            let ok = self.flush(&pending);
+            pending.buf.clear();
+            pending.rolls.clear();
+            self.spare = pending;
+            if ok && round.sync {
+                self.sync();
+            }
+            self.shared.space.notify_waiters();
+            self.delete_queued();
+            if let Some(gen) = round.store {
+                self.store_cursors(gen);
+            }
+            self.update_gauges();
+            if round.shutdown || !ok {
+                let st = self.shared.lock();
+                if st.shutdown && (!ok || st.pending.buf.is_empty() && st.pending.rolls.is_empty())
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn wait_for_work(&mut self) -> Round {
+        let interval = self.shared.config.fsync_interval.0;
+        let mut st = self.shared.lock();
+        loop {
+            let now = Instant::now();
+            let unsynced = st.next > st.durable;
+            let sync_at = st.unsynced_since.map(|t| t + interval);
+            let sync = unsynced
+                && (st.sync_wanted > st.durable
+                    || st.shutdown
+                    || sync_at.is_some_and(|t| now >= t));
+            let dirty = st.sinks.values().any(|s| s.acked != s.stored);
+            let store_at = dirty.then_some(self.last_store + STORE_INTERVAL);
+            let store = st.store_wanted > self.store_done
+                || st.shutdown
+                || store_at.is_some_and(|t| now >= t);
+            let big = st.pending.buf.len() >= WRITE_CHUNK;
+            if sync || store || big || !st.deletions.is_empty() || st.shutdown {
+                if sync {
+                    st.unsynced_since = None;
+                }
+                let pending = std::mem::replace(&mut st.pending, std::mem::take(&mut self.spare));
+                return Round {
+                    pending,
+                    sync,
+                    store: store.then_some(st.store_wanted),
+                    shutdown: st.shutdown,
+                };
+            }
+            let deadline = [sync_at, store_at].into_iter().flatten().min();
+            let timeout =
+                deadline.map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now));
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Writes `p` (records and segment rolls). `false` if it gave up
+    /// (shutdown while the disk is failing).
+    fn flush(&mut self, p: &Pending) -> bool {
+        let mut pos = 0;
+        for roll in p.rolls.iter().map(Some).chain([None]) {
+            let upto = roll.map_or(p.buf.len(), |r| r.at);
+            if upto > pos {
+                if !self.write(&p.buf[pos..upto]) {
+                    return false;
+                }
+                pos = upto;
+            }
+            if let Some(r) = roll {
+                if !self.roll(r) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn write(&mut self, data: &[u8]) -> bool {
+        if self.discarding {
+            self.written += data.len() as u64;
+            return true;
+        }
+        loop {
+            match self.file.write_all_at(data, self.file_len) {
+                Ok(()) => {
+                    self.file_len += data.len() as u64;
+                    self.written += data.len() as u64;
+                    self.unstick();
+                    return true;
+                }
+                Err(e) => {
+                    // Never leave a partial record behind: cut back to the
+                    // last good one (truncating works even on a full disk).
+                    let _ = self.file.set_len(self.file_len);
+                    if !self.handle_error(e) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn roll(&mut self, r: &Roll) -> bool {
+        debug_assert_eq!(self.written, r.base, "roll at a record boundary");
+        // The closed segment must be durable before anything after it is
+        // reported durable (later syncs only cover the new file).
+        while let Err(e) = self.file.sync_data() {
+            if !self.handle_error(e) {
+                return false;
+            }
+        }
+        self.shared.metrics.fsyncs.inc();
+        self.discarding = !self.shared.lock().segments.contains_key(&r.base);
+        if self.discarding {
+            return true;
+        }
+        loop {
+            match create_with_header(&self.shared.dir, r.base, &r.header) {
+                Ok(f) => {
+                    self.file = f;
+                    self.file_base = r.base;
+                    self.file_len = r.header.len() as u64;
+                    self.shared.lock().writer_base = r.base;
+                    self.unstick();
+                    return true;
+                }
+                Err(e) => {
+                    if !self.handle_error(e) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes room after a failed write if it can, else marks the spool
+    /// stuck and pauses. `false` when shutting down (give up).
+    fn handle_error(&mut self, e: std::io::Error) -> bool {
+        let full = e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT);
+        let mut st = self.shared.lock();
+        if st.shutdown {
+            tracing::error!(error = %e, "spool write failed during shutdown; appended data not yet durable is lost");
+            return false;
+        }
+        if full
+            && self.shared.config.when_full == WhenFull::DropOldest
+            && quota::drop_oldest(&mut st, self.file_base)
+        {
+            drop(st);
+            self.delete_queued();
+            return true;
+        }
+        let stuck = if full {
+            Stuck::DiskFull
+        } else {
+            Stuck::Io(e.kind())
+        };
+        if st.stuck != Some(stuck) {
+            tracing::error!(error = %e, disk_full = full, "spool cannot write; appends fail or wait until it can (retrying every 100ms)");
+        }
+        st.stuck = Some(stuck);
+        drop(st);
+        // What this round already wrote becomes visible to readers, so they
+        // can acknowledge it and free its segments (under `block` nothing
+        // else frees space).
+        if self.written > self.shared.lock().durable {
+            self.sync();
+        }
+        // Acknowledged segments are what can free space now.
+        let gen = self.shared.lock().store_wanted;
+        self.store_cursors(gen);
+        let st = self.shared.lock();
+        let _ = self.shared.wake.wait_timeout(st, RETRY);
+        true
+    }
+
+    fn unstick(&mut self) {
+        let mut st = self.shared.lock();
+        if st.stuck.take().is_some() {
+            tracing::info!("spool writes again");
+            drop(st);
+            self.shared.space.notify_waiters();
+        }
+    }
+
+    fn sync(&mut self) {
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.shared.metrics.fsyncs.inc();
+                let w = self.written;
+                let mut st = self.shared.lock();
+                st.durable = st.durable.max(w);
+                drop(st);
+                self.shared.durable.send_if_modified(|d| {
+                    let changed = *d < w;
+                    *d = (*d).max(w);
+                    changed
+                });
+            }
+            Err(e) => {
+                // After a failed fdatasync the kernel may have dropped the
+                // dirty pages: nothing is reported durable; waiters keep
+                // waiting and the next round tries again.
+                tracing::error!(error = %e, "spool fdatasync failed");
+                let mut st = self.shared.lock();
+                st.stuck = Some(Stuck::Io(e.kind()));
+                st.unsynced_since = Some(Instant::now());
+            }
+        }
+    }
+
+    fn delete_queued(&mut self) {
+        let bases = std::mem::take(&mut self.shared.lock().deletions);
+        if bases.is_empty() {
+            return;
+        }
+        for base in bases {
+            match std::fs::remove_file(segment::path(&self.shared.dir, base)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::error!(error = %e, "cannot delete a spool segment"),
+            }
+        }
+        if let Err(e) = segment::sync_dir(&self.shared.dir) {
+            tracing::error!(error = %e, "cannot fsync the spool directory");
+        }
+        self.shared.space.notify_waiters();
+    }
+
+    /// Stores every sink cursor, then releases the segments all of them passed.
+    fn store_cursors(&mut self, gen: u64) {
+        let acked: Vec<(String, Offset)> = {
+            let st = self.shared.lock();
+            st.sinks.iter().map(|(n, s)| (n.clone(), s.acked)).collect()
+        };
+        let list: Vec<(&str, Offset)> = acked.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+        self.last_store = Instant::now();
+        if let Err(e) = cursor::store(&self.shared.cursors_dir(), &list) {
+            tracing::error!(error = %e, "cannot store spool sink cursors; retrying in a second");
+            return;
+        }
+        let mut probes = Vec::new();
+        {
+            let mut st = self.shared.lock();
+            let (next, durable) = (st.next, st.durable);
+            for (name, a) in &acked {
+                if let Some(s) = st.sinks.get_mut(name) {
+                    s.stored = *a;
+                    s.lag.set(next.saturating_sub(s.acked) as i64);
+                }
+            }
+            if quota::release_acknowledged(&mut st) > 0 {
+                self.shared.space.notify_waiters();
+            }
+            for (name, s) in &st.sinks {
+                let seg = st.segments.range(..=s.acked).next_back();
+                match seg {
+                    Some((&base, m)) if s.acked < durable && s.acked < m.end => {
+                        probes.push((name.clone(), base, m.header_len + (s.acked - base)));
+                    }
+                    _ => probes.push((name.clone(), u64::MAX, 0)),
+                }
+            }
+        }
+        // The oldest unacknowledged record's append time, read from its header.
+        let times: Vec<(String, Option<i64>)> = probes
+            .into_iter()
+            .map(|(name, base, at)| {
+                let t = (base != u64::MAX)
+                    .then(|| read_time(&self.shared.dir, base, at))
+                    .flatten();
+                (name, t)
+            })
+            .collect();
+        {
+            let mut st = self.shared.lock();
+            for (name, t) in times {
+                if let Some(s) = st.sinks.get_mut(&name) {
+                    s.oldest_unacked_ns = t;
+                    s.oldest.set(t.map_or(0, |t| t / 1_000_000_000));
+                }
+            }
+        }
+        self.delete_queued();
+        self.store_done = gen;
+        self.shared.stored.send_if_modified(|g| {
+            let changed = *g < gen;
+            *g = (*g).max(gen);
+            changed
+        });
+    }
+
+    fn update_gauges(&self) {
+        let st = self.shared.lock();
+        self.shared.metrics.bytes.set(st.bytes as i64);
+        self.shared.metrics.segments.set(st.segments.len() as i64);
+    }
+}
+
+/// The append time in the record header at file position `at`.
+fn read_time(dir: &std::path::Path, base: Offset, at: u64) -> Option<i64> {
+    let f = File::open(segment::path(dir, base)).ok()?;
+    let mut hb = [0u8; HEADER_LEN];
+    f.read_exact_at(&mut hb, at).ok()?;
+    record::Header::parse(&hb).map(|h| h.time_ns)
+}
