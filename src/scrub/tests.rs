@@ -563,3 +563,35 @@ proptest! {
         prop_assert!(std::str::from_utf8(&out).is_ok());
     }
 }
+
+/// The commented `[scrub]` section of config/weir.toml, uncommented, is a
+/// valid config: the reference documents keys that exist, with valid values.
+#[test]
+fn reference_config_section_is_valid() {
+    let text = include_str!("../../config/weir.toml");
+    let start = text.find("# [scrub]").expect("a [scrub] section");
+    let end = start + text[start..].find("# --- Spool").expect("section end");
+    let toml_text: String = text[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            let key = l.split(" = ").next().unwrap_or("");
+            l.starts_with('[')
+                || (l.contains(" = ") && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let parsed: toml::Value = toml::from_str(&toml_text).expect(&toml_text);
+    let raw: RawConfig = parsed["scrub"]
+        .clone()
+        .try_into()
+        .unwrap_or_else(|e| panic!("{e}\n{toml_text}"));
+    let mut problems = Problems::default();
+    let config = raw.validate("scrub", &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(config.rules.len(), 1);
+    assert_eq!(
+        config.hash_rotation.map(|d| d.to_string()).as_deref(),
+        Some("30d")
+    );
+}
