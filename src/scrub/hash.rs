@@ -1,0 +1,207 @@
+//! Keyed pseudonyms and the key file they depend on.
+//!
+//! A pseudonym is `PREFIX` + the first 5 bytes (10 hex digits) of
+//! `BLAKE3-keyed(period_key, domain || 0 || value)`: stable for a given key and
+//! period, not reversible without the key, and recognisable (see
+//! [`pseudonym_len_at`]) so that scrubbing a pseudonym again leaves it alone.
+//! 40 bits make collisions between two users of one host very unlikely while
+//! keeping lines short.
+//!
+//! The key is 32 random bytes from the OS, stored as 64 hex digits in
+//! `<state_dir>/scrub.key` (mode 0600). It is created by writing a temporary
+//! file and hard-linking it into place, which fails rather than overwrites when
+//! another start won the race: both then read the same key. With
+//! `hash_rotation`, the key of period `n` (event time / rotation) is
+//! `BLAKE3-keyed(key, "weir scrub period" || n as i64 le)`.
+
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+use super::ScrubError;
+
+/// Name of the key file inside the state directory.
+pub const KEY_FILE: &str = "scrub.key";
+
+/// Hex digits in a pseudonym after its prefix.
+pub const HASH_HEX: usize = 10;
+
+/// The master key and the rotation period.
+#[derive(Clone)]
+pub struct Keyring {
+    master: [u8; 32],
+    rotation_secs: Option<u64>,
+}
+
+impl Keyring {
+    pub fn new(master: [u8; 32], rotation_secs: Option<u64>) -> Keyring {
+        Keyring {
+            master,
+            rotation_secs: rotation_secs.filter(|&s| s > 0),
+        }
+    }
+
+    /// The key for an event written at `timestamp_ns`.
+    pub fn key_for(&self, timestamp_ns: i64) -> [u8; 32] {
+        let Some(rot) = self.rotation_secs else {
+            return self.master;
+        };
+        let period = timestamp_ns
+            .div_euclid(1_000_000_000)
+            .div_euclid(i64::try_from(rot).unwrap_or(i64::MAX));
+        let mut h = blake3::Hasher::new_keyed(&self.master);
+        h.update(b"weir scrub period");
+        h.update(&period.to_le_bytes());
+        *h.finalize().as_bytes()
+    }
+}
+
+/// Appends `prefix` and the pseudonym of `value` (in hashing domain `domain`).
+pub fn pseudonym(key: &[u8; 32], domain: &[u8], value: &[u8], prefix: &[u8], out: &mut Vec<u8>) {
+    let mut h = blake3::Hasher::new_keyed(key);
+    h.update(domain);
+    h.update(&[0]);
+    h.update(value);
+    let digest = h.finalize();
+    out.extend_from_slice(prefix);
+    for b in &digest.as_bytes()[..HASH_HEX / 2] {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 15)]);
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Prefixes of the built-in pseudonyms.
+pub const LOGIN_PREFIX: &[u8] = b"u:";
+pub const IPV4_PREFIX: &[u8] = b"ip4:";
+pub const IPV6_PREFIX: &[u8] = b"ip6:";
+
+/// The length of a built-in pseudonym starting at `s[at..]`, if one does (and
+/// is not glued to a following letter or digit).
+pub fn pseudonym_len_at(s: &[u8], at: usize) -> Option<usize> {
+    let rest = &s[at.min(s.len())..];
+    [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX]
+        .into_iter()
+        .find_map(|p| prefixed_len(rest, p))
+}
+
+/// The length of `prefix` + 10 lower-case hex digits at the start of `s`.
+pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
+    let n = prefix.len() + HASH_HEX;
+    let ok = s.len() >= n
+        && s.starts_with(prefix)
+        && s[prefix.len()..n]
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        && !s.get(n).is_some_and(u8::is_ascii_alphanumeric);
+    ok.then_some(n)
+}
+
+/// Whether `v` is exactly one built-in pseudonym.
+pub fn is_pseudonym(v: &[u8]) -> bool {
+    pseudonym_len_at(v, 0) == Some(v.len())
+}
+
+/// Reads `<state_dir>/scrub.key`, creating it at first start.
+pub fn load_or_create_key(state_dir: &Path) -> Result<[u8; 32], ScrubError> {
+    let path = state_dir.join(KEY_FILE);
+    let io = |source| ScrubError::Key {
+        path: path.display().to_string(),
+        source,
+    };
+    match read_key(&path) {
+        Ok(key) => return Ok(key),
+        Err(ReadError::Io(e)) if e.kind() == ErrorKind::NotFound => {}
+        Err(ReadError::Io(e)) => return Err(io(e)),
+        Err(ReadError::Corrupt) => {
+            return Err(ScrubError::CorruptKey {
+                path: path.display().to_string(),
+            })
+        }
+    }
+    fs::create_dir_all(state_dir).map_err(io)?;
+    let mut key = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut key)
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    let tmp = temp_path(state_dir);
+    let written = write_new(&tmp, &key).and_then(|()| fs::hard_link(&tmp, &path));
+    let _ = fs::remove_file(&tmp);
+    match written {
+        Ok(()) => {
+            // Make the new name durable before anything is hashed with it.
+            if let Ok(dir) = fs::File::open(state_dir) {
+                let _ = dir.sync_all();
+            }
+            Ok(key)
+        }
+        // Another start created it first: use theirs, so both agree.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => match read_key(&path) {
+            Ok(key) => Ok(key),
+            Err(ReadError::Io(e)) => Err(io(e)),
+            Err(ReadError::Corrupt) => Err(ScrubError::CorruptKey {
+                path: path.display().to_string(),
+            }),
+        },
+        Err(e) => Err(io(e)),
+    }
+}
+
+enum ReadError {
+    Io(std::io::Error),
+    Corrupt,
+}
+
+fn read_key(path: &Path) -> Result<[u8; 32], ReadError> {
+    let f = fs::File::open(path).map_err(ReadError::Io)?;
+    // A key readable by others is fixed rather than refused: it is ours.
+    let mode = f.metadata().map_err(ReadError::Io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(ReadError::Io)?;
+        tracing::warn!(
+            mode = format!("{:o}", mode & 0o777),
+            "scrub key was readable by other users; permissions reset to 0600"
+        );
+    }
+    let mut text = String::new();
+    f.take(130)
+        .read_to_string(&mut text)
+        .map_err(|_| ReadError::Corrupt)?;
+    let hex = text.trim_end_matches('\n');
+    if hex.len() != 64 {
+        return Err(ReadError::Corrupt);
+    }
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| ReadError::Corrupt)?;
+    }
+    Ok(key)
+}
+
+fn write_new(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut text = Vec::with_capacity(65);
+    for b in key {
+        text.push(HEX[usize::from(b >> 4)]);
+        text.push(HEX[usize::from(b & 15)]);
+    }
+    text.push(b'\n');
+    f.write_all(&text)?;
+    f.sync_all()
+}
+
+fn temp_path(dir: &Path) -> PathBuf {
+    let nonce = rand::random::<u64>();
+    dir.join(format!(
+        ".{KEY_FILE}.{}.{nonce:016x}.tmp",
+        std::process::id()
+    ))
+}

@@ -1,0 +1,173 @@
+//! IPv4 dotted quads: where one starts and ends, and how it is truncated.
+//!
+//! An address is four decimal octets of 1-3 digits, each at most 255 (leading
+//! zeros accepted: logs zero-pad), that
+//! - starts a word: not after a letter, digit or `.` (`a1.2.3.4`, the tail of
+//!   `1.2.3.4.5` and OIDs are not addresses);
+//! - is not followed by a letter or digit, nor by `.` and a digit;
+//! - with `keep_versions`, is not a version (see [`is_version`]).
+//!
+//! Ports, brackets, URLs and lists around it are just other bytes: only the
+//! address itself is rewritten, so `[203.0.113.7]:443` keeps its port.
+
+/// Parses exactly `a.b.c.d` at `start`; returns the octets and the end.
+pub fn parse_quad(s: &[u8], start: usize) -> Option<([u8; 4], usize)> {
+    let mut p = start;
+    let mut octets = [0u8; 4];
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(p) != Some(&b'.') {
+                return None;
+            }
+            p += 1;
+        }
+        let mut v: u32 = 0;
+        let mut n = 0;
+        while n < 4 {
+            match s.get(p + n) {
+                Some(c) if c.is_ascii_digit() => v = v * 10 + u32::from(c - b'0'),
+                _ => break,
+            }
+            n += 1;
+        }
+        if n == 0 || n > 3 || v > 255 {
+            return None;
+        }
+        *octet = v as u8;
+        p += n;
+    }
+    Some((octets, p))
+}
+
+/// An address starting at the word start `start`, with its end.
+pub fn detect(s: &[u8], start: usize, keep_versions: bool) -> Option<([u8; 4], usize)> {
+    if start > 0 && matches!(s[start - 1], b'.' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z') {
+        return None;
+    }
+    let (octets, end) = parse_quad(s, start)?;
+    match s.get(end) {
+        Some(c) if c.is_ascii_alphanumeric() => return None,
+        Some(b'.') if s.get(end + 1).is_some_and(u8::is_ascii_digit) => return None,
+        _ => {}
+    }
+    if keep_versions && is_version(s, start) {
+        return None;
+    }
+    Some((octets, end))
+}
+
+/// Whether the quad at `start` follows a version marker: `version`, `ver`,
+/// `v` or `release` (any case) then up to one of ` =:/` with spaces around, or
+/// a capitalised product token directly before a `/` (`Chrome/120.0.0.0`).
+pub fn is_version(s: &[u8], start: usize) -> bool {
+    let mut p = start;
+    let skip_spaces = |mut p: usize| {
+        while p > 0 && start - p < 3 && s[p - 1] == b' ' {
+            p -= 1;
+        }
+        p
+    };
+    p = skip_spaces(p);
+    let mut sep = b' ';
+    if p > 0 && matches!(s[p - 1], b'=' | b':' | b'/') {
+        sep = s[p - 1];
+        p = skip_spaces(p - 1);
+    }
+    if p == start {
+        return false;
+    }
+    let mut w = p;
+    while w > 0 && p - w < 16 && s[w - 1].is_ascii_alphabetic() {
+        w -= 1;
+    }
+    if w > 0 && s[w - 1].is_ascii_alphanumeric() {
+        return false;
+    }
+    let word = &s[w..p];
+    if sep == b'/' && p + 1 == start && word.len() >= 2 && word[0].is_ascii_uppercase() {
+        return true;
+    }
+    [&b"version"[..], b"ver", b"v", b"release"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// Keeps the first `prefix` bits.
+pub fn truncate(octets: [u8; 4], prefix: u8) -> [u8; 4] {
+    let bits = u32::from_be_bytes(octets);
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
+    (bits & mask).to_be_bytes()
+}
+
+/// Writes `a.b.c.d` (no leading zeros) into `buf`; returns the length.
+pub fn format(octets: [u8; 4], buf: &mut [u8; 15]) -> usize {
+    let mut n = 0;
+    for (k, &o) in octets.iter().enumerate() {
+        if k > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            buf[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            buf[n] = b'0' + (o / 10) % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + o % 10;
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_format() {
+        let (o, end) = parse_quad(b"010.0.255.7:80", 0).unwrap();
+        assert_eq!((o, end), ([10, 0, 255, 7], 11));
+        let mut buf = [0; 15];
+        let n = format(o, &mut buf);
+        assert_eq!(&buf[..n], b"10.0.255.7");
+        assert!(parse_quad(b"1.2.3.256", 0).is_none());
+        assert!(parse_quad(b"1.2.3.1000", 0).is_none());
+        assert!(parse_quad(b"1.2.3", 0).is_none());
+    }
+
+    #[test]
+    fn truncation() {
+        assert_eq!(truncate([203, 0, 113, 7], 24), [203, 0, 113, 0]);
+        assert_eq!(truncate([203, 0, 113, 7], 20), [203, 0, 112, 0]);
+        assert_eq!(truncate([203, 0, 113, 7], 0), [0, 0, 0, 0]);
+        assert_eq!(truncate([203, 0, 113, 7], 32), [203, 0, 113, 7]);
+    }
+
+    #[test]
+    fn versions() {
+        for s in [
+            "version 1.2.3.4",
+            "Version: 1.2.3.4",
+            "ver=1.2.3.4",
+            "Chrome/1.2.3.4",
+        ] {
+            let at = s.find('1').unwrap();
+            assert!(is_version(s.as_bytes(), at), "{s}");
+        }
+        for s in [
+            "from 1.2.3.4",
+            "http://1.2.3.4",
+            "api/1.2.3.4",
+            "serve 1.2.3.4",
+        ] {
+            let at = s.find('1').unwrap();
+            assert!(!is_version(s.as_bytes(), at), "{s}");
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Logins and user names in their common shapes.
+//!
+//! | shape | example | rewritten |
+//! |---|---|---|
+//! | key=value, key: value | `user=alice`, `sasl_username=a@b.org`, `login: alice` | the value |
+//! | JSON / quoted key | `"user":"alice"`, `"ClientUsername": "bob"`, `{\"user\":\"x\"}` | the string |
+//! | `user NAME` | `Invalid user bob from`, `session opened for user alice(uid=0)` | NAME |
+//! | `for NAME from` | `Accepted publickey for alice from 203.0.113.7` | NAME |
+//! | e-mail | `from=<alice@example.com>` | the whole address |
+//! | URL userinfo | `https://alice:s3cret@host/` | the user; the password is masked |
+//! | access log | `203.0.113.7 - alice [10/Oct/2000:13:55:36 -0700] "GET ...` | ident and user |
+//!
+//! Keys (any case): `user`, `username`, `login`, `logname`, `email`, `ruser`,
+//! `user.name` / `user_name` / `user-name`, and camel-case or `_`/`-`-joined
+//! words ending in one of them (`ClientUsername`, `remoteUser`,
+//! `sasl_username`, `X-Remote-User`). Not keys: `user_id`, `userAgent`,
+//! `user-agent`, `superuser`, `uid` (numbers, not names).
+//!
+//! Values: a quoted string, or a bare run of letters, digits, `. _ - $ \ @`
+//! and non-ASCII bytes (so `josé` goes whole). Never rewritten: `-`, empty,
+//! `null`/`nil`/`none`/`true`/`false`/`undefined`, the mask token, a
+//! pseudonym. After `user ` (space, no `=`), a common English word is prose,
+//! not a name (`user logged in`, `user not found`).
+//!
+//! An e-mail needs a dotted domain ending in a 2+ letter label: `root@web-1`
+//! and `npm@8.1.0` are not e-mail addresses.
+
+use super::hash;
+use super::scan::Cx;
+
+/// Whether `word` is a login key; `Some(true)` when it may be followed by a
+/// bare name after a space (`user alice`).
+fn login_key(word: &[u8]) -> Option<bool> {
+    let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
+    if is(b"user") {
+        return Some(true);
+    }
+    if [&b"username"[..], b"login", b"logname", b"email", b"ruser"]
+        .iter()
+        .any(|k| is(k))
+    {
+        return Some(false);
+    }
+    // camelCase: `ClientUsername`, `remoteUser`, `userEmail`.
+    for k in [&b"username"[..], b"user", b"login", b"email"] {
+        if word.len() > k.len() {
+            let cut = word.len() - k.len();
+            let tail = &word[cut..];
+            if tail[0].is_ascii_uppercase()
+                && word[cut - 1].is_ascii_lowercase()
+                && tail.eq_ignore_ascii_case(k)
+            {
+                return Some(false);
+            }
+        }
+    }
+    None
+}
+
+/// Whether a field's name says its whole value is a login
+/// (`USER`, `REMOTE_USER`, `user.name`, `ClientUsername`, `email`, ...).
+pub fn field_is_login(name: &str) -> bool {
+    let name = name.as_bytes();
+    let name = name.strip_suffix(b".name").unwrap_or(name);
+    let name = name.strip_suffix(b"_name").unwrap_or(name);
+    let name = name.strip_suffix(b"_NAME").unwrap_or(name);
+    let last = name
+        .rsplit(|&c| matches!(c, b'_' | b'-' | b'.'))
+        .next()
+        .unwrap_or(name);
+    login_key(last).is_some()
+}
+
+const NOT_NAMES: &[&[u8]] = &[
+    b"-",
+    b"null",
+    b"nil",
+    b"none",
+    b"true",
+    b"false",
+    b"undefined",
+];
+
+/// English words that follow `user ` in prose rather than a name.
+const PROSE: &[&[u8]] = &[
+    b"a",
+    b"account",
+    b"accounts",
+    b"added",
+    b"agent",
+    b"already",
+    b"an",
+    b"and",
+    b"as",
+    b"at",
+    b"authenticated",
+    b"by",
+    b"can",
+    b"cannot",
+    b"changed",
+    b"created",
+    b"data",
+    b"deleted",
+    b"did",
+    b"does",
+    b"error",
+    b"exists",
+    b"for",
+    b"found",
+    b"from",
+    b"group",
+    b"has",
+    b"had",
+    b"id",
+    b"if",
+    b"in",
+    b"info",
+    b"is",
+    b"list",
+    b"logged",
+    b"login",
+    b"logout",
+    b"may",
+    b"mode",
+    b"must",
+    b"name",
+    b"names",
+    b"not",
+    b"of",
+    b"on",
+    b"or",
+    b"removed",
+    b"request",
+    b"session",
+    b"sessions",
+    b"should",
+    b"successfully",
+    b"that",
+    b"the",
+    b"this",
+    b"to",
+    b"unknown",
+    b"updated",
+    b"was",
+    b"which",
+    b"who",
+    b"will",
+    b"with",
+    b"would",
+];
+
+fn is_value_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'$' | b'\\' | b'@') || c >= 0x80
+}
+
+/// A word starts at `i` and ends at `end`: a login key or `for`?
+pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
+    let s = cx.s;
+    let word = &s[i..end];
+    if word.len() == 3 && word.eq_ignore_ascii_case(b"for") {
+        return for_from(cx, end);
+    }
+    let space_ok = login_key(word)?;
+    // A key continues with `.`/`_`/`-` only as `user.name` and the like.
+    let mut k = end;
+    if space_ok {
+        for suffix in [&b".name"[..], b"_name", b"-name"] {
+            if s[k..].starts_with(suffix) && !s.get(k + 5).is_some_and(u8::is_ascii_alphanumeric) {
+                k += 5;
+                break;
+            }
+        }
+    }
+    let json = if i >= 2 && &s[i - 2..i] == b"\\\"" && s[k..].starts_with(b"\\\"") {
+        k += 2;
+        true
+    } else if i >= 1 && s[i - 1] == b'"' && s.get(k) == Some(&b'"') {
+        k += 1;
+        true
+    } else {
+        false
+    };
+    match s.get(k)? {
+        b'=' if s.get(k + 1) != Some(&b'=') => value(cx, k + 1, false),
+        b':' if json => value(cx, skip_spaces(s, k + 1), false),
+        // `login: alice` needs the space: `user:pass@host` is userinfo.
+        b':' if s.get(k + 1) == Some(&b' ') => value(cx, skip_spaces(s, k + 1), false),
+        b' ' if json => {
+            let p = skip_spaces(s, k);
+            (s.get(p) == Some(&b':')).then(|| value(cx, skip_spaces(s, p + 1), false))?
+        }
+        b' ' if space_ok => value(cx, k + 1, true),
+        _ => None,
+    }
+}
+
+fn skip_spaces(s: &[u8], mut p: usize) -> usize {
+    while s.get(p) == Some(&b' ') {
+        p += 1;
+    }
+    p
+}
+
+/// The value at `q`: rewrites it and returns where scanning goes on.
+fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
+    let s = cx.s;
+    let (vs, ve, after) = match s.get(q)? {
+        &quote @ (b'"' | b'\'') => {
+            let close = closing(s, q + 1, quote)?;
+            (q + 1, close, close + 1)
+        }
+        b'\\' if s.get(q + 1) == Some(&b'"') => {
+            let close = q + 2 + memchr::memmem::find(&s[q + 2..], b"\\\"")?;
+            (q + 2, close, close + 2)
+        }
+        _ => {
+            if let Some(n) = hash::pseudonym_len_at(s, q) {
+                cx.settle(q + n);
+                return Some(q + n);
+            }
+            let mut ve = q;
+            while ve < s.len() && is_value_byte(s[ve]) {
+                ve += 1;
+            }
+            // A sentence's full stop is not part of the name.
+            while ve > q && s[ve - 1] == b'.' {
+                ve -= 1;
+            }
+            (q, ve, ve)
+        }
+    };
+    let v = &s[vs..ve];
+    if v.is_empty() || NOT_NAMES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
+        return (after > q).then_some(after);
+    }
+    if prose_check && PROSE.iter().any(|w| v.eq_ignore_ascii_case(w)) {
+        return None;
+    }
+    cx.rewrite_login(vs, ve);
+    Some(after)
+}
+
+/// The closing quote of a string starting at `p` (backslash escapes `"`), on
+/// the same line and within 512 bytes.
+fn closing(s: &[u8], p: usize, quote: u8) -> Option<usize> {
+    let mut i = p;
+    while i < s.len() && i - p < 512 {
+        match s[i] {
+            b'\n' => return None,
+            b'\\' if quote == b'"' => i += 2,
+            c if c == quote => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// `for NAME from`: sshd's `Accepted password for alice from ...`.
+fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
+    let s = cx.s;
+    if s.get(p) != Some(&b' ') {
+        return None;
+    }
+    let q = p + 1;
+    let ve = hash::pseudonym_len_at(s, q)
+        .map(|n| q + n)
+        .unwrap_or_else(|| {
+            let mut ve = q;
+            while ve < s.len() && is_value_byte(s[ve]) {
+                ve += 1;
+            }
+            ve
+        });
+    if ve == q || !s[ve..].starts_with(b" from ") {
+        return None;
+    }
+    cx.rewrite_login(q, ve);
+    Some(ve)
+}
+
+fn is_local(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+fn is_userinfo(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'.' | b'_'
+                | b'~'
+                | b'%'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'-'
+        )
+}
+
+/// An `@` at `i`: URL userinfo or an e-mail address around it.
+pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
+    let s = cx.s;
+    let floor = cx.floor();
+    // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass: userinfo).
+    for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
+        let n = n + hash::HASH_HEX;
+        if i >= n && hash::pseudonym_len_at(&s[..i], i - n) == Some(n) {
+            return None;
+        }
+    }
+    let mut b = i;
+    while b > floor && i - b < 256 && is_userinfo(s[b - 1]) {
+        b -= 1;
+    }
+    if b < i && b >= 3 && &s[b - 3..b] == b"://" {
+        userinfo(cx, b, i);
+        return Some(i + 1);
+    }
+    let mut l = i;
+    while l > floor && i - l <= 64 && is_local(s[l - 1]) {
+        l -= 1;
+    }
+    if l > 0 && is_local(s[l - 1]) && l > floor {
+        return None; // longer than a local part may be
+    }
+    while l < i && s[l] == b'.' {
+        l += 1;
+    }
+    // Empty, or starting with the mask token: an earlier pass masked what
+    // was glued to this address (`1.2.3.4%x@example.com`).
+    if l == i || s[l..i].starts_with(cx.sc.mask_token()) {
+        return None;
+    }
+    let end = domain_end(s, i + 1)?;
+    cx.rewrite_login(l, end);
+    Some(end)
+}
+
+/// `user[:password]` between `://` and `@`.
+fn userinfo(cx: &mut Cx, b: usize, at: usize) {
+    let s = cx.s;
+    let user_end = match hash::pseudonym_len_at(&s[..at], b) {
+        Some(n) => b + n,
+        None => b + memchr::memchr(b':', &s[b..at]).unwrap_or(at - b),
+    };
+    cx.rewrite_login(b, user_end);
+    if user_end < at {
+        cx.rewrite_password(user_end + 1, at);
+    }
+}
+
+/// The end of a dotted domain name at `p` whose last label is 2+ letters.
+fn domain_end(s: &[u8], p: usize) -> Option<usize> {
+    let mut q = p;
+    let mut labels = 0;
+    loop {
+        let start = q;
+        while q < s.len() && (s[q].is_ascii_alphanumeric() || s[q] == b'-') {
+            q += 1;
+        }
+        if q == start {
+            return None;
+        }
+        labels += 1;
+        let label = &s[start..q];
+        let dot_next =
+            s.get(q) == Some(&b'.') && s.get(q + 1).is_some_and(u8::is_ascii_alphanumeric);
+        if !dot_next {
+            let tld_ok = label.len() >= 2 && label.iter().all(u8::is_ascii_alphabetic);
+            return (labels >= 2 && tld_ok).then_some(q);
+        }
+        q += 1;
+    }
+}
+
+/// A `[` at `i` opening a common-log-format date (`[10/Oct/2000:13:55:36`):
+/// the two tokens before it are the identd login and the user.
+pub fn access_log_user(cx: &mut Cx, i: usize) -> Option<usize> {
+    let s = cx.s;
+    let d = s.get(i + 1..i + 13)?;
+    let shape = d[0].is_ascii_digit()
+        && d[1].is_ascii_digit()
+        && d[2] == b'/'
+        && d[3..6].iter().all(u8::is_ascii_alphabetic)
+        && d[6] == b'/'
+        && d[7..11].iter().all(u8::is_ascii_digit)
+        && d[11] == b':';
+    if !shape || i < 1 || s[i - 1] != b' ' {
+        return None;
+    }
+    let user_end = i - 1;
+    let floor = cx.floor();
+    let user_start = token_start(s, user_end, floor)?;
+    let ident = user_start
+        .checked_sub(1)
+        .and_then(|ident_end| Some((token_start(s, ident_end, floor)?, ident_end)));
+    if let Some((a, b)) = ident {
+        cx.rewrite_login(a, b);
+    }
+    cx.rewrite_login(user_start, user_end);
+    Some(i + 1)
+}
+
+/// The start of the space-delimited token ending at `end`, if it is preceded
+/// by a space and lies wholly after `floor`.
+fn token_start(s: &[u8], end: usize, floor: usize) -> Option<usize> {
+    let mut b = end;
+    while b > floor && s[b - 1] != b' ' {
+        b -= 1;
+    }
+    (b < end && b > 0 && s[b - 1] == b' ').then_some(b)
+}

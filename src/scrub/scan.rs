@@ -1,0 +1,321 @@
+//! The one-pass driver: walks the bytes once, hands candidate positions to the
+//! detectors, and copies into a new buffer only from the first rewrite on.
+//!
+//! The prefilter is a 256-entry class table. Bytes that can start nothing
+//! (spaces, punctuation, non-ASCII) are skipped one compare each; a word
+//! (an ASCII alphanumeric run) is looked at once, at its start, and then
+//! skipped whole. Only `:` (`::1`), `@` (e-mail, userinfo) and `[` (the date
+//! of an access-log line) trigger work outside words. Detectors only look
+//! forward, or backward no further than the last rewrite, so spans are
+//! rewritten in order and nothing is scanned twice except in a failed
+//! candidate's short look-ahead.
+
+use std::net::Ipv6Addr;
+
+use super::hash::{self, Keyring};
+use super::{ipv4, ipv6, login, Action, Scrubber};
+
+const SKIP: u8 = 0;
+const DIGIT: u8 = 1;
+const HEX_LETTER: u8 = 2;
+const LETTER: u8 = 3;
+const COLON: u8 = 4;
+const AT: u8 = 5;
+const BRACKET: u8 = 6;
+
+static CLASS: [u8; 256] = {
+    let mut t = [SKIP; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            b'0'..=b'9' => DIGIT,
+            b'a'..=b'f' | b'A'..=b'F' => HEX_LETTER,
+            b'g'..=b'z' | b'G'..=b'Z' => LETTER,
+            b':' => COLON,
+            b'@' => AT,
+            b'[' => BRACKET,
+            _ => SKIP,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Scrubs `s` with the built-in detectors; `None` when nothing changed.
+pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
+    let mut cx = Cx::new(sc, s, timestamp_ns);
+    let n = s.len();
+    let mut i = 0;
+    while i < n {
+        let class = CLASS[usize::from(s[i])];
+        if class == SKIP {
+            i += 1;
+            continue;
+        }
+        i = match class {
+            COLON => cx.colon(i),
+            AT => login::at_sign(&mut cx, i).unwrap_or(i + 1),
+            BRACKET => login::access_log_user(&mut cx, i).unwrap_or(i + 1),
+            _ => cx.word(i, class),
+        };
+    }
+    cx.finish()
+}
+
+/// End of the ASCII alphanumeric run starting at `i`.
+pub fn word_end(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && s[i].is_ascii_alphanumeric() {
+        i += 1;
+    }
+    i
+}
+
+/// The state of one scrub: the input, the output (once something changed),
+/// and how far the input has been copied.
+pub struct Cx<'a> {
+    pub sc: &'a Scrubber,
+    pub s: &'a [u8],
+    timestamp_ns: i64,
+    key: Option<[u8; 32]>,
+    out: Option<Vec<u8>>,
+    /// `s[..copied]` is copied (or equal) to the output.
+    pub copied: usize,
+    /// End of the last item detected, rewritten or not: look-behinds (the
+    /// local part of an e-mail, an access-log user) stop here, so an address
+    /// left as it was is not read again as part of a name.
+    settled: usize,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(sc: &'a Scrubber, s: &'a [u8], timestamp_ns: i64) -> Cx<'a> {
+        Cx {
+            sc,
+            s,
+            timestamp_ns,
+            key: None,
+            out: None,
+            copied: 0,
+            settled: 0,
+        }
+    }
+
+    pub fn finish(self) -> Option<Vec<u8>> {
+        let mut out = self.out?;
+        out.extend_from_slice(&self.s[self.copied..]);
+        Some(out)
+    }
+
+    /// Where look-behinds must stop.
+    pub fn floor(&self) -> usize {
+        self.copied.max(self.settled)
+    }
+
+    /// Records that an item was detected up to `end`.
+    pub fn settle(&mut self, end: usize) {
+        self.settled = self.settled.max(end);
+    }
+
+    /// The hash key of this event's period, derived at most once per scrub.
+    fn key(&mut self) -> [u8; 32] {
+        let (keys, ts) = (&self.sc.keys, self.timestamp_ns);
+        *self.key.get_or_insert_with(|| Keyring::key_for(keys, ts))
+    }
+
+    /// Replaces `s[start..end]` with what `f` appends.
+    fn replace_with(&mut self, start: usize, end: usize, f: impl FnOnce(&mut Vec<u8>)) {
+        debug_assert!(self.copied <= start && start <= end && end <= self.s.len());
+        let s = self.s;
+        let out = self
+            .out
+            .get_or_insert_with(|| Vec::with_capacity(s.len() + 32));
+        out.extend_from_slice(&s[self.copied..start]);
+        f(out);
+        self.copied = end;
+    }
+
+    fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
+        self.replace_with(start, end, |out| out.extend_from_slice(with));
+    }
+
+    /// A word starts at `i`: an address, a login key, or nothing.
+    fn word(&mut self, i: usize, class: u8) -> usize {
+        let s = self.s;
+        if class != LETTER {
+            let hex = ipv6::hex_run(s, i, 5);
+            if hex <= 4 && s.get(i + hex) == Some(&b':') {
+                if let Some((addr, end)) = self.detect_v6(i) {
+                    self.rewrite_v6(i, end, addr);
+                    return end;
+                }
+            }
+            if class == DIGIT {
+                let keep_versions = self.sc.config.keep_versions;
+                if let Some((octets, end)) =
+                    self.in_view(i, |v, at| ipv4::detect(v, at, keep_versions))
+                {
+                    self.rewrite_v4(i, end, octets, self.sc.config.ipv4);
+                    return end;
+                }
+            }
+        }
+        let end = word_end(s, i);
+        if class != DIGIT {
+            if let Some(next) = login::at_word(self, i, end) {
+                return next;
+            }
+        }
+        end
+    }
+
+    fn detect_v6(&self, i: usize) -> Option<(Ipv6Addr, usize)> {
+        self.in_view(i, |v, at| ipv6::detect(v, at).map(|f| (f.addr, f.end)))
+    }
+
+    /// Runs an address detector at `start` on a view in which the bytes
+    /// before `start` are the *output* so far. A detector's look-behind (is
+    /// this a word start? a version?) then sees what a second pass would see,
+    /// which keeps scrubbing idempotent next to a rewrite. Detectors look at
+    /// most 24 bytes back and 64 ahead; the view holds 32 and 96.
+    fn in_view<T>(
+        &self,
+        start: usize,
+        detect: impl FnOnce(&[u8], usize) -> Option<(T, usize)>,
+    ) -> Option<(T, usize)> {
+        const LEFT: usize = 32;
+        const RIGHT: usize = 96;
+        let out = match &self.out {
+            Some(out) if start < self.copied + LEFT => out,
+            _ => return detect(self.s, start),
+        };
+        let mut buf = [0u8; LEFT + RIGHT];
+        let mid = &self.s[self.copied..start];
+        let from_out = (LEFT - mid.len()).min(out.len());
+        let left = from_out + mid.len();
+        buf[..from_out].copy_from_slice(&out[out.len() - from_out..]);
+        buf[from_out..left].copy_from_slice(mid);
+        let right = &self.s[start..(start + RIGHT).min(self.s.len())];
+        buf[left..left + right.len()].copy_from_slice(right);
+        let (t, end) = detect(&buf[..left + right.len()], left)?;
+        Some((t, start + (end - left)))
+    }
+
+    /// `::` may start a compressed IPv6 address.
+    fn colon(&mut self, i: usize) -> usize {
+        if self.s.get(i + 1) == Some(&b':') {
+            if let Some((addr, end)) = self.detect_v6(i) {
+                self.rewrite_v6(i, end, addr);
+                return end;
+            }
+        }
+        i + 1
+    }
+
+    fn rewrite_v4(&mut self, start: usize, end: usize, octets: [u8; 4], action: Action) {
+        let sc = self.sc;
+        self.settle(end);
+        match action {
+            Action::Keep => return,
+            Action::Truncate => {
+                let mut buf = [0u8; 15];
+                let n = ipv4::format(ipv4::truncate(octets, sc.config.ipv4_prefix), &mut buf);
+                if buf[..n] == self.s[start..end] {
+                    return;
+                }
+                self.replace(start, end, &buf[..n]);
+            }
+            Action::Hash => {
+                let key = self.key();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"ipv4", &octets, hash::IPV4_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.ipv4.inc();
+    }
+
+    fn rewrite_v6(&mut self, start: usize, end: usize, addr: Ipv6Addr) {
+        let sc = self.sc;
+        self.settle(end);
+        if let Some(v4) = ipv6::mapped_v4(addr) {
+            // An IPv4 client seen through a dual-stack socket: the IPv4 rules.
+            if sc.config.ipv4 == Action::Truncate {
+                let mut buf = *b"::ffff:xxx.xxx.xxx.xxx";
+                let mut v4buf = [0u8; 15];
+                let n = ipv4::format(ipv4::truncate(v4, sc.config.ipv4_prefix), &mut v4buf);
+                buf[7..7 + n].copy_from_slice(&v4buf[..n]);
+                if buf[..7 + n] != self.s[start..end] {
+                    self.replace(start, end, &buf[..7 + n]);
+                    sc.counters.ipv4.inc();
+                }
+            } else {
+                self.rewrite_v4(start, end, v4, sc.config.ipv4);
+            }
+            return;
+        }
+        match sc.config.ipv6 {
+            Action::Keep => return,
+            Action::Truncate => {
+                use std::io::Write as _;
+                let mut buf = [0u8; 64];
+                let addr = ipv6::truncate(addr, sc.config.ipv6_prefix);
+                let room = buf.len();
+                let mut w = &mut buf[..];
+                // 64 bytes hold the longest form (45): the write cannot fail.
+                let _ = write!(w, "{addr}");
+                let n = room - w.len();
+                if buf[..n] == self.s[start..end] {
+                    return;
+                }
+                self.replace(start, end, &buf[..n]);
+            }
+            Action::Hash => {
+                let key = self.key();
+                let octets = addr.octets();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"ipv6", &octets, hash::IPV6_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.ipv6.inc();
+    }
+
+    /// Applies the login action to `s[start..end]`, unless it is empty,
+    /// `-`, the mask token or a pseudonym already.
+    pub fn rewrite_login(&mut self, start: usize, end: usize) {
+        let sc = self.sc;
+        if start < self.floor() || start >= end {
+            return;
+        }
+        self.settle(end);
+        let v = &self.s[start..end];
+        if v == b"-" || v == sc.config.mask_token.as_bytes() || hash::is_pseudonym(v) {
+            return;
+        }
+        match sc.config.logins {
+            Action::Keep | Action::Truncate => return,
+            Action::Hash => {
+                let key = self.key();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"login", v, hash::LOGIN_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.login.inc();
+    }
+
+    /// A password (URL userinfo) is masked whenever logins are not kept.
+    pub fn rewrite_password(&mut self, start: usize, end: usize) {
+        let sc = self.sc;
+        if start < self.copied || start >= end || sc.config.logins == Action::Keep {
+            return;
+        }
+        if &self.s[start..end] == sc.config.mask_token.as_bytes() {
+            return;
+        }
+        self.replace(start, end, sc.config.mask_token.as_bytes());
+        sc.counters.password.inc();
+    }
+}
