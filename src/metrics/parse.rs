@@ -84,9 +84,11 @@ impl Scrape {
         self.samples.iter().filter(move |s| s.name == name)
     }
 
+    // Sums fold from +0.0: `Iterator::sum` of no floats is -0.0, printed "-0".
+
     /// The sum over every series of `name` (0 when absent).
     pub fn sum(&self, name: &str) -> f64 {
-        self.family(name).map(|s| s.value).sum()
+        self.family(name).map(|s| s.value).fold(0.0, |a, b| a + b)
     }
 
     /// The sum of `name`'s series grouped by the values of `label`.
@@ -103,7 +105,7 @@ impl Scrape {
         self.family(name)
             .filter(|s| s.label(label) == value)
             .map(|s| s.value)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     /// Whether any series of `name` has `label` = `value`.
