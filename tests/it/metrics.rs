@@ -250,6 +250,48 @@ fn endpoint_serves_valid_exposition_and_the_catalog_covers_it() {
     }
 }
 
+/// Runs Prometheus's `promtool` with `args`, `stdin` on its standard input.
+fn promtool(args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): run scripts/deps.sh, which installs it from Debian's prometheus package")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn prometheus_own_checker_accepts_the_exposition() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix://{}/m.sock", dir.path().display());
+    let _weir = InProcess::start(&config_text(dir.path(), "promtool", &listen));
+    let address = Address::parse(&listen).unwrap();
+    wait_ready(&address);
+    let body = get(&address, "/metrics").unwrap().body;
+    // `check metrics` parses the text and lints names, units and HELP.
+    let (ok, out) = promtool(&["check", "metrics"], &body);
+    assert!(ok, "promtool check metrics:\n{out}\n---\n{body}");
+    // And it does reject a broken exposition, so the check means something.
+    let (ok, _) = promtool(&["check", "metrics"], "weir_x{a=\"b} 1\n");
+    assert!(!ok, "promtool accepted garbage");
+}
+
 #[test]
 fn health_and_ready_follow_the_lifecycle() {
     // The endpoint and a Health driven by hand: every transition, deterministically.
@@ -592,6 +634,7 @@ fn grafana_dashboard_is_valid_and_queries_only_registered_metrics() {
     let catalog: BTreeSet<&str> = names::ALL.iter().map(|f| f.name).collect();
     let mut ids = BTreeSet::new();
     let mut used = BTreeSet::new();
+    let mut exprs: Vec<String> = Vec::new();
     let mut panels: Vec<&serde_json::Value> = dash["panels"].as_array().unwrap().iter().collect();
     // Collapsed rows nest their panels.
     let nested: Vec<&serde_json::Value> = panels
@@ -637,6 +680,7 @@ fn grafana_dashboard_is_valid_and_queries_only_registered_metrics() {
             let expr = t["expr"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{title}: expr"));
+            exprs.push(expr.to_owned());
             assert!(
                 expr.contains("instance=~\"$instance\""),
                 "{title}: {expr} ignores $instance"
@@ -661,6 +705,27 @@ fn grafana_dashboard_is_valid_and_queries_only_registered_metrics() {
         }
     }
     assert!(graphs >= 20, "only {graphs} panels");
+    // Every query is valid PromQL by Prometheus's own parser: as recording
+    // rules, with Grafana's variables replaced by what they expand to.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expanded = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$instance", ".+");
+        rules.push_str(&format!(
+            "      - record: weir:dashboard_query_{i}\n        expr: {}\n",
+            serde_json::to_string(&expanded).unwrap()
+        ));
+    }
+    assert_eq!(exprs.len(), rules.matches("record:").count());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &rules).unwrap();
+    let (ok, out) = promtool(&["check", "rules", file.path().to_str().unwrap()], "");
+    assert!(ok, "a dashboard query is not valid PromQL:\n{out}");
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", exprs.len())),
+        "{out}"
+    );
     // What the brief asks the dashboard to show.
     for must in [
         names::SOURCE_EVENTS_RECEIVED,
