@@ -16,7 +16,7 @@
 //!
 //! [`get`] is the matching blocking client, used by `weir status` and tests.
 
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -375,59 +375,52 @@ const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 /// A blocking `GET path` against the endpoint at `address`.
 pub fn get(address: &Address, path: &str, timeout: Duration) -> Result<Response, GetError> {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: weir\r\nUser-Agent: weir-status\r\nConnection: close\r\n\r\n"
-    );
     let name = address.to_string();
-    let io = |source| GetError::Io {
+    let connect = |source| GetError::Connect {
         address: name.clone(),
         source,
     };
-    let mut raw = Vec::new();
-    match address {
+    let raw = match address {
         Address::Tcp(a) => {
-            let mut last = None;
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolves to nothing");
             let mut stream = None;
-            for sa in std::net::ToSocketAddrs::to_socket_addrs(a.as_str()).map_err(|source| {
-                GetError::Connect {
-                    address: name.clone(),
-                    source,
-                }
-            })? {
+            for sa in std::net::ToSocketAddrs::to_socket_addrs(a.as_str()).map_err(connect)? {
                 match std::net::TcpStream::connect_timeout(&sa, timeout) {
                     Ok(s) => {
                         stream = Some(s);
                         break;
                     }
-                    Err(e) => last = Some(e),
+                    Err(e) => last = e,
                 }
             }
-            let mut s = stream.ok_or_else(|| GetError::Connect {
-                address: name.clone(),
-                source: last.unwrap_or_else(|| io::Error::other("no address")),
-            })?;
-            s.set_read_timeout(Some(timeout)).map_err(io)?;
-            s.set_write_timeout(Some(timeout)).map_err(io)?;
-            s.write_all(request.as_bytes()).map_err(io)?;
-            s.take(MAX_RESPONSE_BYTES)
-                .read_to_end(&mut raw)
-                .map_err(io)?;
+            let s = stream.ok_or_else(|| connect(last))?;
+            s.set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout)))
+                .and_then(|()| exchange(s, path))
         }
         Address::Unix(p) => {
-            let mut s =
-                std::os::unix::net::UnixStream::connect(p).map_err(|source| GetError::Connect {
-                    address: name.clone(),
-                    source,
-                })?;
-            s.set_read_timeout(Some(timeout)).map_err(io)?;
-            s.set_write_timeout(Some(timeout)).map_err(io)?;
-            s.write_all(request.as_bytes()).map_err(io)?;
-            s.take(MAX_RESPONSE_BYTES)
-                .read_to_end(&mut raw)
-                .map_err(io)?;
+            let s = std::os::unix::net::UnixStream::connect(p).map_err(connect)?;
+            s.set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout)))
+                .and_then(|()| exchange(s, path))
         }
     }
+    .map_err(|source| GetError::Io {
+        address: name.clone(),
+        source,
+    })?;
     parse_response(&raw).ok_or(GetError::Malformed { address: name })
+}
+
+/// Writes the request, reads the whole answer (the server closes).
+fn exchange(mut stream: impl io::Read + io::Write, path: &str) -> io::Result<Vec<u8>> {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: weir\r\nUser-Agent: weir-status\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw)?;
+    Ok(raw)
 }
 
 fn parse_response(raw: &[u8]) -> Option<Response> {

@@ -417,6 +417,27 @@ mod tests {
     }
 
     #[test]
+    fn listen_defaults_turns_off_and_is_validated() {
+        let mut problems = Problems::default();
+        let c = RawConfig { listen: None }.validate("metrics", &mut problems);
+        assert_eq!(c.listen.as_deref(), Some(DEFAULT_LISTEN));
+        let c = RawConfig {
+            listen: Some(String::new()),
+        }
+        .validate("metrics", &mut problems);
+        assert_eq!(c.listen, None);
+        assert!(problems.is_empty());
+        let text = "state_dir = \"/tmp/w\"\n[sources.d]\ntype = \"journal\"\n\
+                    [sinks.f]\ntype = \"file\"\npath = \"/tmp/w/f\"\n\
+                    [metrics]\nlisten = \"9880\"\n";
+        let err = crate::config::parse(text, "t").unwrap_err().to_string();
+        assert!(
+            err.contains("line 8: `metrics.listen`: must be host:port"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn float_formatting_follows_the_exposition_format() {
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
