@@ -52,12 +52,12 @@ pub async fn run(
         path: config.state_dir.display().to_string(),
         source,
     })?;
-    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
-    let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
     let health = Health::new(shutdown.clone());
     register_metrics(&config, &health);
-    // Serve from before the sources start, so that `/ready` says "starting"
-    // rather than refusing; stopped on every return path by the guard.
+    // Serve from before the spool opens (its recovery may take a while), so
+    // that `/ready` says "starting" rather than refusing, and a taken
+    // address is reported before anything else starts. The guard stops the
+    // endpoint and the heartbeat on every return path.
     let metrics_stop = CancellationToken::new();
     let _metrics_guard = metrics_stop.clone().drop_guard();
     let endpoint = match &config.metrics.listen {
@@ -71,6 +71,9 @@ pub async fn run(
         }
         None => None,
     };
+    let housekeeping = tokio::spawn(housekeeping(log, health.clone(), metrics_stop.clone()));
+    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+    let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
     let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
     let ingest = Ingest::new(spool.clone(), scrubber, &config.hostname);
 
@@ -105,7 +108,6 @@ pub async fn run(
         "weir started"
     );
 
-    let housekeeping = tokio::spawn(housekeeping(log, health.clone()));
     shutdown.cancelled().await;
     systemd::stopping();
     tracing::info!("shutting down: stopping sources");
@@ -119,9 +121,9 @@ pub async fn run(
     }
     sinks_stop.cancel();
     join_all("sinks", sinks).await;
-    housekeeping.abort();
     health.set_stopped();
     metrics_stop.cancel();
+    let _ = housekeeping.await;
     if let Some(endpoint) = endpoint {
         let _ = tokio::time::timeout(STEP_TIMEOUT, endpoint).await;
     }
@@ -166,13 +168,15 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
 
 /// Periodic chores: the liveness heartbeat (every [`health::BEAT_INTERVAL`])
 /// and the self-log suppression summaries (every [`selflog::WINDOW`]). Runs
-/// until aborted at the end of shutdown, so `/health` stays 200 meanwhile.
-async fn housekeeping(log: Option<selflog::RateLimit>, health: Health) {
+/// from before the spool opens until the very end of shutdown (`stop`), so
+/// `/health` stays 200 through a slow start or stop.
+async fn housekeeping(log: Option<selflog::RateLimit>, health: Health, stop: CancellationToken) {
     let mut beat = tokio::time::interval(health::BEAT_INTERVAL);
     let mut summaries = tokio::time::interval(selflog::WINDOW);
     summaries.tick().await;
     loop {
         tokio::select! {
+            _ = stop.cancelled() => return,
             _ = beat.tick() => health.beat(),
             _ = summaries.tick() => {
                 if let Some(log) = &log {
