@@ -25,4 +25,15 @@ fi
 if [ "${1:-all}" != build ]; then
   python3 -c 'import fluent' 2>/dev/null || pip install -q fluent-logger
 fi
+# promtool, Prometheus's own checker of the text format and of PromQL (the
+# metrics tests run it on /metrics and on the dashboard's queries), taken out
+# of Debian's prometheus package so that no Prometheus server or service is
+# installed.
+if [ "${1:-all}" != build ] && ! command -v promtool >/dev/null; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download -q prometheus || { apt-get update -q && apt-get download -q prometheus; }; })
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root"
+  install -m 755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

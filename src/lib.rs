@@ -29,6 +29,7 @@ pub mod selflog;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod status;
 pub mod systemd;
 
 pub use config::Config;

@@ -3,7 +3,9 @@
 //! Shutdown order, each step bounded in time: stop the sources (no new data),
 //! fsync the spool (everything accepted is durable, so acks and cursors hold),
 //! then stop the sinks (what they had not acknowledged stays in the spool and
-//! is delivered after the next start).
+//! is delivered after the next start), and last the metrics endpoint, so
+//! that a scraper sees the whole shutdown (`/ready` answers 503 from its
+//! first instant).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::metrics::{self, health, names, Health};
 use crate::scrub::{ScrubError, Scrubber};
 use crate::source::{self, SourceError};
 use crate::spool::{Spool, SpoolError};
@@ -35,6 +38,8 @@ pub enum RunError {
     Scrub(#[from] ScrubError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::http::BindError),
 }
 
 /// Runs the pipeline described by `config` until `shutdown` is cancelled.
@@ -47,6 +52,26 @@ pub async fn run(
         path: config.state_dir.display().to_string(),
         source,
     })?;
+    let health = Health::new(shutdown.clone());
+    register_metrics(&config, &health);
+    // Serve from before the spool opens (its recovery may take a while), so
+    // that `/ready` says "starting" rather than refusing, and a taken
+    // address is reported before anything else starts. The guard stops the
+    // endpoint and the heartbeat on every return path.
+    let metrics_stop = CancellationToken::new();
+    let _metrics_guard = metrics_stop.clone().drop_guard();
+    let endpoint = match &config.metrics.listen {
+        Some(listen) => {
+            let listener = metrics::http::bind(listen).await?;
+            Some(metrics::http::serve(
+                listener,
+                health.clone(),
+                metrics_stop.clone(),
+            ))
+        }
+        None => None,
+    };
+    let housekeeping = tokio::spawn(housekeeping(log, health.clone(), metrics_stop.clone()));
     let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
     let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
     let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
@@ -75,6 +100,7 @@ pub async fn run(
     }
 
     systemd::ready();
+    health.set_ready();
     tracing::info!(
         sources = config.sources.len(),
         sinks = config.sinks.len(),
@@ -82,7 +108,6 @@ pub async fn run(
         "weir started"
     );
 
-    let housekeeping = tokio::spawn(housekeeping(log, shutdown.clone()));
     shutdown.cancelled().await;
     systemd::stopping();
     tracing::info!("shutting down: stopping sources");
@@ -96,9 +121,32 @@ pub async fn run(
     }
     sinks_stop.cancel();
     join_all("sinks", sinks).await;
-    housekeeping.abort();
+    health.set_stopped();
+    metrics_stop.cancel();
+    let _ = housekeeping.await;
+    if let Some(endpoint) = endpoint {
+        let _ = tokio::time::timeout(STEP_TIMEOUT, endpoint).await;
+    }
     tracing::info!("weir stopped");
     Ok(())
+}
+
+/// The metrics that describe the agent as a whole rather than a component.
+fn register_metrics(config: &Config, health: &Health) {
+    metrics::register_process_metrics();
+    metrics::gauge(
+        names::SPOOL_MAX_BYTES,
+        "Most bytes the spool may use (`spool.max_bytes`).",
+        &[],
+    )
+    .set(i64::try_from(config.spool.max_bytes.0).unwrap_or(i64::MAX));
+    let health = health.clone();
+    metrics::gauge_fn(
+        names::UP,
+        "1 while the pipeline runs and its loop is alive (as /health), else 0.",
+        &[],
+        move || f64::from(u8::from(health.liveness() == health::Verdict::Ok)),
+    );
 }
 
 async fn join_all(what: &'static str, handles: Vec<JoinHandle<()>>) {
@@ -118,14 +166,19 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Periodic chores: the self-log suppression summaries.
-async fn housekeeping(log: Option<selflog::RateLimit>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(selflog::WINDOW);
-    tick.tick().await;
+/// Periodic chores: the liveness heartbeat (every [`health::BEAT_INTERVAL`])
+/// and the self-log suppression summaries (every [`selflog::WINDOW`]). Runs
+/// from before the spool opens until the very end of shutdown (`stop`), so
+/// `/health` stays 200 through a slow start or stop.
+async fn housekeeping(log: Option<selflog::RateLimit>, health: Health, stop: CancellationToken) {
+    let mut beat = tokio::time::interval(health::BEAT_INTERVAL);
+    let mut summaries = tokio::time::interval(selflog::WINDOW);
+    summaries.tick().await;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
+            _ = stop.cancelled() => return,
+            _ = beat.tick() => health.beat(),
+            _ = summaries.tick() => {
                 if let Some(log) = &log {
                     log.report_suppressed();
                 }

@@ -6,3 +6,4 @@ mod cli;
 mod common;
 mod pipeline;
 mod spool;
+mod metrics;
