@@ -256,10 +256,18 @@ fn reload_without_a_running_weir_says_what_to_do() {
 }
 
 /// The units with `/usr/bin/weir` pointed at the built binary, in a temp
-/// dir, so `systemd-analyze verify` checks commands that exist.
+/// dir, so `systemd-analyze verify` checks commands that exist; the man page
+/// the units name is in `man/` (the test's MANPATH), as the package installs it.
 fn units_for_test() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.path().join("man/man1")).unwrap();
+    std::fs::copy(
+        root.join("packaging/weir.1"),
+        dir.path().join("man/man1/weir.1"),
+    )
+    .unwrap();
+    let units = root.join("systemd");
     for name in ["weir.service", "weir.socket"] {
         let text = std::fs::read_to_string(units.join(name)).unwrap();
         let text = text.replace("/usr/bin/weir", &weir_bin().display().to_string());
@@ -272,6 +280,7 @@ fn systemd_analyze(args: &[&str], dir: &Path) -> std::process::Output {
     Command::new("systemd-analyze")
         .args(args)
         .current_dir(dir)
+        .env("MANPATH", dir.join("man"))
         .output()
         .expect("systemd-analyze not found: install systemd (scripts/deps.sh)")
 }
