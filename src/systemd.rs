@@ -24,10 +24,18 @@
 //!
 //! # Socket activation
 //!
-//! Nothing here touches the descriptors systemd passes (`LISTEN_FDS`): they
-//! belong to the forward source, and must stay open across an in-process
-//! reload (see [`crate::reload`]).
+//! systemd passes `weir.socket` as `LISTEN_FDS`. A reload restarts the
+//! pipeline in the same process ([`crate::reload`]), so the forward source
+//! starts more than once per process while the inherited socket must stay
+//! open all along (it is what Docker connects to; binding a new socket at the
+//! same path would orphan it). [`inherited_listener`] takes the passed
+//! sockets once per process, keeps them, and hands out duplicates
+//! (`try_clone`): a source closing its copy at stop leaves the socket open.
 
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
@@ -67,6 +75,43 @@ pub fn stopping() {
 /// WATCHDOG=1: the pipeline is healthy.
 pub fn watchdog() {
     notify(&[NotifyState::Watchdog]);
+}
+
+/// A listening socket systemd passed to weir.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// The passed socket listening on `listen` (`unix:///path` or
+/// `tcp://host:port`, as in the forward source config), as a duplicate the
+/// caller owns; `None` when systemd passed no such socket (bind it yourself).
+/// Call it on every start: the originals stay open for the next one.
+pub fn inherited_listener(listen: &str) -> Option<std::io::Result<Listener>> {
+    static INHERITED: OnceLock<Vec<Listener>> = OnceLock::new();
+    // listenfd checks LISTEN_PID and unsets LISTEN_FDS: only the first call
+    // in a process can see them, hence the OnceLock.
+    let all = INHERITED.get_or_init(|| {
+        let mut fds = listenfd::ListenFd::from_env();
+        (0..fds.len())
+            .filter_map(|i| match fds.take_unix_listener(i) {
+                Ok(Some(l)) => Some(Listener::Unix(l)),
+                _ => fds.take_tcp_listener(i).ok().flatten().map(Listener::Tcp),
+            })
+            .collect()
+    });
+    all.iter().find_map(|l| match l {
+        Listener::Unix(u) => {
+            let path = listen.strip_prefix("unix://")?;
+            let addr = u.local_addr().ok()?;
+            (addr.as_pathname()? == Path::new(path)).then(|| u.try_clone().map(Listener::Unix))
+        }
+        Listener::Tcp(t) => {
+            let want: std::net::SocketAddr = listen.strip_prefix("tcp://")?.parse().ok()?;
+            let matches = t.local_addr().ok()? == want;
+            matches.then(|| t.try_clone().map(Listener::Tcp))
+        }
+    })
 }
 
 /// How often to send WATCHDOG=1: half of `WATCHDOG_USEC`, or `None` when
