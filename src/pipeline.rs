@@ -302,3 +302,47 @@ async fn housekeeping(log: Option<selflog::RateLimit>, shutdown: CancellationTok
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(dir: &std::path::Path) -> Running {
+        let mut problems = crate::config::Problems::default();
+        let spool_config = crate::spool::RawConfig::default().validate("spool", &mut problems);
+        assert!(problems.is_empty());
+        Running {
+            spool: Spool::open(dir, &spool_config, &["out".to_owned()]).unwrap(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            sources_stop: CancellationToken::new(),
+            sinks_stop: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn healthy_while_every_task_runs_and_the_spool_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = running(dir.path());
+        let stop = r.sinks_stop.clone();
+        r.sinks.push((
+            "out".into(),
+            tokio::spawn(async move { stop.cancelled().await }),
+        ));
+        assert!(r.health(Duration::from_secs(1)).await.is_ok());
+        r.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ended_before_shutdown_is_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = running(dir.path());
+        let ended = tokio::spawn(async {});
+        while !ended.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        r.sources.push(("docker".into(), ended));
+        let why = r.health(Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(why.to_string(), "source `docker` stopped unexpectedly");
+    }
+}
