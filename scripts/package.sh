@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh build
 command -v lintian >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q --no-install-recommends lintian; }
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
-deb=$(cargo deb --locked | tail -n 1)
+# --strip: the release profile keeps line tables for backtraces; the package
+# ships a stripped binary (lintian: unstripped-binary-or-object).
+deb=$(cargo deb --locked --strip | tail -n 1)
 echo "built $deb"
 # Errors fail the build; warnings and info are printed for the record.
 lintian --fail-on error "$deb"
