@@ -168,7 +168,12 @@ fn validated(requests: &reload::Requests) -> Option<Config> {
         }
         Err(e) => {
             // One line for all problems: the rate limit is per call site.
-            let why = e.to_string().replace('\n', ";");
+            // "weir.toml: 2 problem(s): line 3: `a`: ...; line 9: `b`: ..."
+            let text = e.to_string();
+            let mut lines = text.lines().map(str::trim);
+            let head = lines.next().unwrap_or_default();
+            let why = format!("{head} {}", lines.collect::<Vec<_>>().join("; "));
+            let why = why.trim_end();
             tracing::error!(problems = %why, "config reload refused; still running on the previous config");
             systemd::status(&format!(
                 "reload refused (config invalid); running on the previous config: {why}"
