@@ -8,7 +8,8 @@ build_pkgs=(libsystemd-dev pkg-config gcc)
 # Real peers for the integration tests: Docker's daemon and a busybox rootfs,
 # Go with the Forward and GELF client libraries, journald and its tools.
 test_pkgs=(docker.io busybox-static golang-go golang-github-fluent-fluent-logger-golang-dev
-  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs)
+  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs
+  lintian procps adduser man-db)  # units and package tests
 
 pkgs=("${build_pkgs[@]}")
 [ "${1:-all}" = build ] || pkgs+=("${test_pkgs[@]}")
@@ -37,3 +38,7 @@ if [ "${1:-all}" != build ] && ! command -v promtool >/dev/null; then
   rm -rf "$tmp"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+# The package tests build the .deb with cargo-deb.
+if [ "${1:-all}" != build ]; then
+  cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked
+fi

@@ -24,6 +24,7 @@ pub mod event;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod scrub;
 pub mod selflog;
 pub mod sink;

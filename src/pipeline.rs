@@ -1,11 +1,17 @@
-//! Wires sources -> scrub -> spool -> sinks, and shuts them down in order.
+//! Wires sources -> scrub -> spool -> sinks, keeps systemd informed, reloads
+//! the config in place, and shuts everything down in order.
 //!
 //! Shutdown order, each step bounded in time: stop the sources (no new data),
 //! fsync the spool (everything accepted is durable, so acks and cursors hold),
 //! then stop the sinks (what they had not acknowledged stays in the spool and
-//! is delivered after the next start), and last the metrics endpoint, so
-//! that a scraper sees the whole shutdown (`/ready` answers 503 from its
-//! first instant).
+//! is delivered after the next start). A task that misses its step's deadline
+//! is aborted, so that a reload never runs two copies of a sink. The metrics
+//! endpoint lives for the whole process, from before the spool opens to the
+//! very end, so that a scraper sees the whole start and shutdown (`/ready`
+//! answers 503 from the first instant of shutdown).
+//!
+//! A reload ([`crate::reload`]) is that shutdown followed by a fresh start on
+//! the new config, in the same process.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +22,18 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::metrics::{self, health, names, Health};
+use crate::reload;
 use crate::scrub::{ScrubError, Scrubber};
 use crate::source::{self, SourceError};
 use crate::spool::{Spool, SpoolError};
-use crate::{selflog, sink, systemd};
+use crate::systemd::{self, StatusLine};
+use crate::{selflog, sink};
 
 /// How long each shutdown step may take before weir stops waiting for it.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often `STATUS=` is refreshed when no watchdog asks for more often.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why weir could not run. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +53,33 @@ pub enum RunError {
     Metrics(#[from] metrics::http::BindError),
 }
 
+/// Why the pipeline is not healthy; while it is not, no WATCHDOG=1 is sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("{kind} `{name}` stopped unexpectedly")]
+    TaskEnded { kind: &'static str, name: String },
+    #[error("spool fsync did not finish within {0:?}")]
+    SpoolStalled(Duration),
+    #[error("spool does not accept writes: {0}")]
+    SpoolFailed(SpoolError),
+}
+
 /// Runs the pipeline described by `config` until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     log: Option<selflog::RateLimit>,
+) -> Result<(), RunError> {
+    run_reloadable(config, shutdown, log, None).await
+}
+
+/// [`run`], and on each request from `reloads` re-read the config and apply
+/// it (or, when it is invalid, log why and keep the current one).
+pub async fn run_reloadable(
+    config: Config,
+    shutdown: CancellationToken,
+    log: Option<selflog::RateLimit>,
+    mut reloads: Option<reload::Requests>,
 ) -> Result<(), RunError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
         path: config.state_dir.display().to_string(),
@@ -57,7 +90,8 @@ pub async fn run(
     // Serve from before the spool opens (its recovery may take a while), so
     // that `/ready` says "starting" rather than refusing, and a taken
     // address is reported before anything else starts. The guard stops the
-    // endpoint and the heartbeat on every return path.
+    // endpoint and the heartbeat on every return path. A reload keeps the
+    // endpoint as it is: a changed `metrics.listen` needs a restart.
     let metrics_stop = CancellationToken::new();
     let _metrics_guard = metrics_stop.clone().drop_guard();
     let endpoint = match &config.metrics.listen {
@@ -72,55 +106,75 @@ pub async fn run(
         None => None,
     };
     let housekeeping = tokio::spawn(housekeeping(log, health.clone(), metrics_stop.clone()));
-    let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
-    let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
-    let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
-    let ingest = Ingest::new(spool.clone(), scrubber, &config.hostname);
 
-    let sinks_stop = CancellationToken::new();
-    let mut sinks = Vec::new();
-    for (name, sink_config) in &config.sinks {
-        let reader = spool.reader(name)?;
-        sinks.push(sink::spawn(name, sink_config, reader, sinks_stop.clone()));
-    }
+    let mut running = Running::start(&config).await?;
+    let mut current = config;
+    systemd::ready();
+    health.set_ready();
+    tracing::info!(
+        sources = current.sources.len(),
+        sinks = current.sinks.len(),
+        state_dir = %current.state_dir.display(),
+        "weir started"
+    );
 
-    let sources_stop = CancellationToken::new();
-    let mut sources = Vec::new();
-    for (name, source_config) in &config.sources {
-        let started =
-            source::start(name, source_config, ingest.clone(), sources_stop.clone()).await;
-        match started {
-            Ok(handle) => sources.push(handle),
-            Err(e) => {
-                sources_stop.cancel();
-                sinks_stop.cancel();
-                return Err(e.into());
+    let watchdog = systemd::watchdog_interval();
+    let period = watchdog.map_or(STATUS_INTERVAL, |w| w.min(STATUS_INTERVAL));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate
+    let mut status = status_line(&current);
+    systemd::status(&status.line());
+    let mut was_healthy = true;
+
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = next_reload(&mut reloads) => {
+                let Some(requests) = &reloads else { continue };
+                let Some(new) = validated(requests) else { continue };
+                systemd::reloading();
+                running.stop().await;
+                running = match Running::start(&new).await {
+                    Ok(r) => {
+                        current = new;
+                        tracing::info!(sources = current.sources.len(), sinks = current.sinks.len(), "config reloaded");
+                        r
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start on the reloaded config; going back to the previous one");
+                        Running::start(&current).await?
+                    }
+                };
+                systemd::ready();
+                status = status_line(&current);
+                systemd::status(&status.line());
+            }
+            _ = tick.tick() => {
+                match running.health(period).await {
+                    Ok(()) => {
+                        if watchdog.is_some() {
+                            systemd::watchdog();
+                        }
+                        if !was_healthy {
+                            tracing::info!("pipeline healthy again");
+                        }
+                        was_healthy = true;
+                        systemd::status(&status.line());
+                    }
+                    Err(why) => {
+                        tracing::error!(reason = %why, "pipeline unhealthy; withholding the watchdog ping");
+                        was_healthy = false;
+                        systemd::status(&format!("unhealthy: {why}"));
+                    }
+                }
             }
         }
     }
 
-    systemd::ready();
-    health.set_ready();
-    tracing::info!(
-        sources = config.sources.len(),
-        sinks = config.sinks.len(),
-        state_dir = %config.state_dir.display(),
-        "weir started"
-    );
-
-    shutdown.cancelled().await;
     systemd::stopping();
-    tracing::info!("shutting down: stopping sources");
-    sources_stop.cancel();
-    join_all("sources", sources).await;
-    if let Err(e) = tokio::time::timeout(STEP_TIMEOUT, spool.sync())
-        .await
-        .unwrap_or(Ok(()))
-    {
-        tracing::error!(error = %e, "final spool fsync failed; unacknowledged data may be resent after restart");
-    }
-    sinks_stop.cancel();
-    join_all("sinks", sinks).await;
+    tracing::info!("shutting down");
+    running.stop().await;
     health.set_stopped();
     metrics_stop.cancel();
     let _ = housekeeping.await;
@@ -129,6 +183,151 @@ pub async fn run(
     }
     tracing::info!("weir stopped");
     Ok(())
+}
+
+fn status_line(config: &Config) -> StatusLine {
+    StatusLine::new(config.sources.keys().cloned(), config.sinks.keys().cloned())
+}
+
+async fn next_reload(reloads: &mut Option<reload::Requests>) {
+    match reloads {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The re-read config, or `None` (logged, and shown in `STATUS=`) when it
+/// cannot be used. Problems name keys and lines, never event data.
+fn validated(requests: &reload::Requests) -> Option<Config> {
+    match requests.load() {
+        Ok((config, origin)) => {
+            tracing::info!(config = %origin, "reloading");
+            Some(config)
+        }
+        Err(e) => {
+            // One line for all problems: the rate limit is per call site.
+            // "weir.toml: 2 problem(s): line 3: `a`: ...; line 9: `b`: ..."
+            let text = e.to_string();
+            let mut lines = text.lines().map(str::trim);
+            let head = lines.next().unwrap_or_default();
+            let why = format!("{head} {}", lines.collect::<Vec<_>>().join("; "));
+            let why = why.trim_end();
+            tracing::error!(problems = %why, "config reload refused; still running on the previous config");
+            systemd::status(&format!(
+                "reload refused (config invalid); running on the previous config: {why}"
+            ));
+            None
+        }
+    }
+}
+
+/// One started pipeline: its spool and the tasks of its sources and sinks.
+struct Running {
+    spool: Spool,
+    sources: Vec<(String, JoinHandle<()>)>,
+    sinks: Vec<(String, JoinHandle<()>)>,
+    sources_stop: CancellationToken,
+    sinks_stop: CancellationToken,
+}
+
+impl Running {
+    /// Opens the spool, starts the sinks, then the sources (which bind or
+    /// open what they read); returns once every source listens.
+    async fn start(config: &Config) -> Result<Running, RunError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
+            path: config.state_dir.display().to_string(),
+            source,
+        })?;
+        let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+        let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
+        let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
+        let ingest = Ingest::new(spool.clone(), scrubber, &config.hostname);
+
+        let mut running = Running {
+            spool: spool.clone(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            sources_stop: CancellationToken::new(),
+            sinks_stop: CancellationToken::new(),
+        };
+        for (name, sink_config) in &config.sinks {
+            let reader = match spool.reader(name) {
+                Ok(r) => r,
+                Err(e) => {
+                    running.stop().await;
+                    return Err(e.into());
+                }
+            };
+            let task = sink::spawn(name, sink_config, reader, running.sinks_stop.clone());
+            running.sinks.push((name.clone(), task));
+        }
+        for (name, source_config) in &config.sources {
+            let stop = running.sources_stop.clone();
+            match source::start(name, source_config, ingest.clone(), stop).await {
+                Ok(task) => running.sources.push((name.clone(), task)),
+                Err(e) => {
+                    running.stop().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(running)
+    }
+
+    /// Healthy: every task runs and the spool fsyncs within `within`.
+    async fn health(&self, within: Duration) -> Result<(), Unhealthy> {
+        let tasks = (self.sources.iter().map(|t| ("source", t)))
+            .chain(self.sinks.iter().map(|t| ("sink", t)));
+        for (kind, (name, task)) in tasks {
+            if task.is_finished() {
+                return Err(Unhealthy::TaskEnded {
+                    kind,
+                    name: name.clone(),
+                });
+            }
+        }
+        match tokio::time::timeout(within, self.spool.sync()).await {
+            Err(_) => Err(Unhealthy::SpoolStalled(within)),
+            Ok(Err(e)) => Err(Unhealthy::SpoolFailed(e)),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// Sources, spool fsync, sinks: each step bounded by [`STEP_TIMEOUT`].
+    async fn stop(self) {
+        tracing::info!("stopping sources");
+        self.sources_stop.cancel();
+        join_all("sources", self.sources).await;
+        match tokio::time::timeout(STEP_TIMEOUT, self.spool.sync()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "final spool fsync failed; unacknowledged data may be resent after restart")
+            }
+            Err(_) => tracing::error!(
+                timeout_s = STEP_TIMEOUT.as_secs(),
+                "final spool fsync timed out; unacknowledged data may be resent after restart"
+            ),
+        }
+        self.sinks_stop.cancel();
+        join_all("sinks", self.sinks).await;
+    }
+}
+
+/// Waits for every task up to [`STEP_TIMEOUT`], then aborts the stragglers.
+async fn join_all(what: &'static str, tasks: Vec<(String, JoinHandle<()>)>) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    for (name, mut task) in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            tracing::warn!(
+                step = what,
+                name = %name,
+                timeout_s = STEP_TIMEOUT.as_secs(),
+                "did not stop in time; aborting it"
+            );
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 /// The metrics that describe the agent as a whole rather than a component.
@@ -149,23 +348,6 @@ fn register_metrics(config: &Config, health: &Health) {
     );
 }
 
-async fn join_all(what: &'static str, handles: Vec<JoinHandle<()>>) {
-    let all = futures_join(handles);
-    if tokio::time::timeout(STEP_TIMEOUT, all).await.is_err() {
-        tracing::warn!(
-            step = what,
-            timeout_s = STEP_TIMEOUT.as_secs(),
-            "shutdown step timed out; continuing"
-        );
-    }
-}
-
-async fn futures_join(handles: Vec<JoinHandle<()>>) {
-    for h in handles {
-        let _ = h.await;
-    }
-}
-
 /// Periodic chores: the liveness heartbeat (every [`health::BEAT_INTERVAL`])
 /// and the self-log suppression summaries (every [`selflog::WINDOW`]). Runs
 /// from before the spool opens until the very end of shutdown (`stop`), so
@@ -184,5 +366,49 @@ async fn housekeeping(log: Option<selflog::RateLimit>, health: Health, stop: Can
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(dir: &std::path::Path) -> Running {
+        let mut problems = crate::config::Problems::default();
+        let spool_config = crate::spool::RawConfig::default().validate("spool", &mut problems);
+        assert!(problems.is_empty());
+        Running {
+            spool: Spool::open(dir, &spool_config, &["out".to_owned()]).unwrap(),
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            sources_stop: CancellationToken::new(),
+            sinks_stop: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn healthy_while_every_task_runs_and_the_spool_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = running(dir.path());
+        let stop = r.sinks_stop.clone();
+        r.sinks.push((
+            "out".into(),
+            tokio::spawn(async move { stop.cancelled().await }),
+        ));
+        assert!(r.health(Duration::from_secs(1)).await.is_ok());
+        r.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ended_before_shutdown_is_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = running(dir.path());
+        let ended = tokio::spawn(async {});
+        while !ended.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        r.sources.push(("docker".into(), ended));
+        let why = r.health(Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(why.to_string(), "source `docker` stopped unexpectedly");
     }
 }

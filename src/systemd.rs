@@ -1,9 +1,46 @@
-//! The service manager protocol: readiness, status, watchdog, stopping.
+//! The service manager protocol: readiness, status, watchdog, reloading,
+//! stopping.
 //!
 //! All calls are no-ops when weir is not started by systemd (no
 //! `NOTIFY_SOCKET`), so the same code runs in a terminal and in tests.
+//!
+//! # Watchdog
+//!
+//! With `WatchdogSec=` in the unit, systemd passes `WATCHDOG_USEC` and kills
+//! (then, with `Restart=on-failure`, restarts) weir if `WATCHDOG=1` does not
+//! arrive in time. weir pings at half that period, and only while the pipeline
+//! is *healthy* (see `pipeline::Running::health`):
+//!
+//! 1. the async runtime is responsive: the ping is sent from a task on the
+//!    same runtime as the sources and sinks, so a wedged runtime stops it;
+//! 2. the spool accepts writes: an fsync of the spool completes, without
+//!    error, within one ping period (a hung or failing disk stops the pings);
+//! 3. every source and sink task is still running: one that ended before
+//!    shutdown was asked for (a panic, a fatal spool error) means part of the
+//!    pipeline is dead, and a restart is the way back.
+//!
+//! While unhealthy, `STATUS=` says why, so `systemctl status weir` shows the
+//! reason before systemd acts on it.
+//!
+//! # Socket activation
+//!
+//! systemd passes `weir.socket` as `LISTEN_FDS`. A reload restarts the
+//! pipeline in the same process ([`crate::reload`]), so the forward source
+//! starts more than once per process while the inherited socket must stay
+//! open all along (it is what Docker connects to; binding a new socket at the
+//! same path would orphan it). [`inherited_listener`] takes the passed
+//! sockets once per process, keeps them, and hands out duplicates
+//! (`try_clone`): a source closing its copy at stop leaves the socket open.
+
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
+
+use crate::metrics;
 
 fn notify(states: &[NotifyState]) {
     // Failing to notify is not worth stopping for: systemd will time us out
@@ -21,6 +58,15 @@ pub fn status(line: &str) {
     notify(&[NotifyState::Status(line)]);
 }
 
+/// RELOADING=1: a config reload has begun; [`ready`] ends it. systemd 253+
+/// also wants the monotonic time of the request.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
 /// STOPPING=1: shutdown has begun.
 pub fn stopping() {
     notify(&[NotifyState::Stopping]);
@@ -29,4 +75,212 @@ pub fn stopping() {
 /// WATCHDOG=1: the pipeline is healthy.
 pub fn watchdog() {
     notify(&[NotifyState::Watchdog]);
+}
+
+/// A listening socket systemd passed to weir.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+/// The passed socket listening on `listen` (`unix:///path` or
+/// `tcp://host:port`, as in the forward source config), as a duplicate the
+/// caller owns; `None` when systemd passed no such socket (bind it yourself).
+/// Call it on every start: the originals stay open for the next one.
+pub fn inherited_listener(listen: &str) -> Option<std::io::Result<Listener>> {
+    static INHERITED: OnceLock<Vec<Listener>> = OnceLock::new();
+    // listenfd checks LISTEN_PID and unsets LISTEN_FDS: only the first call
+    // in a process can see them, hence the OnceLock.
+    let all = INHERITED.get_or_init(|| {
+        let mut fds = listenfd::ListenFd::from_env();
+        (0..fds.len())
+            .filter_map(|i| match fds.take_unix_listener(i) {
+                Ok(Some(l)) => Some(Listener::Unix(l)),
+                _ => fds.take_tcp_listener(i).ok().flatten().map(Listener::Tcp),
+            })
+            .collect()
+    });
+    all.iter().find_map(|l| match l {
+        Listener::Unix(u) => {
+            let path = listen.strip_prefix("unix://")?;
+            let addr = u.local_addr().ok()?;
+            (addr.as_pathname()? == Path::new(path)).then(|| u.try_clone().map(Listener::Unix))
+        }
+        Listener::Tcp(t) => {
+            let want: std::net::SocketAddr = listen.strip_prefix("tcp://")?.parse().ok()?;
+            let matches = t.local_addr().ok()? == want;
+            matches.then(|| t.try_clone().map(Listener::Tcp))
+        }
+    })
+}
+
+/// How often to send WATCHDOG=1: half of `WATCHDOG_USEC`, or `None` when
+/// systemd asked for no watchdog (or asked another process, `WATCHDOG_PID`).
+pub fn watchdog_interval() -> Option<Duration> {
+    parse_watchdog(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// `sd_watchdog_enabled` semantics: `WATCHDOG_USEC` must be a positive
+/// number; `WATCHDOG_PID`, when set, must name this process.
+fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
+    if let Some(pid) = pid {
+        if pid.trim().parse::<u32>().ok()? != own_pid {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2))
+}
+
+/// Builds the `STATUS=` line from the metrics registry: events per second in
+/// (spooled by the sources, after scrubbing) and, per sink, events per second
+/// out and the bytes it lags behind the spool's head.
+///
+/// `in 120.0/s; local: out 118.5/s, lag 1.2MiB; loki: out 0.0/s, lag 340.0MiB`
+pub struct StatusLine {
+    sources: Vec<String>,
+    sinks: Vec<String>,
+    last: Option<(Instant, Sample)>,
+}
+
+#[derive(Clone)]
+struct Sample {
+    events_in: f64,
+    /// Per sink, same order as `StatusLine::sinks`.
+    events_out: Vec<f64>,
+}
+
+impl StatusLine {
+    pub fn new(
+        sources: impl IntoIterator<Item = String>,
+        sinks: impl IntoIterator<Item = String>,
+    ) -> Self {
+        StatusLine {
+            sources: sources.into_iter().collect(),
+            sinks: sinks.into_iter().collect(),
+            last: None,
+        }
+    }
+
+    fn sample(&self) -> Sample {
+        let value =
+            |name: &str, label: &str, v: &str| metrics::value(name, &[(label, v)]).unwrap_or(0.0);
+        Sample {
+            events_in: self
+                .sources
+                .iter()
+                .map(|s| value("weir_source_events_spooled_total", "source", s))
+                .sum(),
+            events_out: self
+                .sinks
+                .iter()
+                .map(|s| value("weir_sink_events_sent_total", "sink", s))
+                .collect(),
+        }
+    }
+
+    /// The line for the interval since the previous call (or since `new`'s
+    /// first call, which only records a starting point and reports totals).
+    pub fn line(&mut self) -> String {
+        let now = Instant::now();
+        let sample = self.sample();
+        let line = match &self.last {
+            None => format!(
+                "running: {} source(s), {} sink(s); rates follow",
+                self.sources.len(),
+                self.sinks.len()
+            ),
+            Some((then, prev)) => {
+                let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
+                let rate = |new: f64, old: f64| (new - old).max(0.0) / secs;
+                let mut line = format!("in {:.1}/s", rate(sample.events_in, prev.events_in));
+                for (i, sink) in self.sinks.iter().enumerate() {
+                    let out = rate(sample.events_out[i], prev.events_out[i]);
+                    line.push_str(&format!("; {sink}: out {out:.1}/s"));
+                    if let Some(lag) =
+                        metrics::value("weir_spool_sink_lag_bytes", &[("sink", sink)])
+                    {
+                        line.push_str(&format!(", lag {}", human_bytes(lag)));
+                    }
+                }
+                line
+            }
+        };
+        self.last = Some((now, sample));
+        line
+    }
+}
+
+/// `1536` -> `1.5KiB`; one decimal, binary units.
+fn human_bytes(b: f64) -> String {
+    let mut v = b.max(0.0);
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 || unit == "GiB" {
+            return if unit == "B" {
+                format!("{v:.0}B")
+            } else {
+                format!("{v:.1}{unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!("the loop returns at GiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchdog_interval_is_half_the_period_and_respects_the_pid() {
+        let half = Some(Duration::from_millis(15_000));
+        assert_eq!(parse_watchdog(Some("30000000"), None, 7), half);
+        assert_eq!(parse_watchdog(Some("30000000"), Some("7"), 7), half);
+        assert_eq!(parse_watchdog(Some("30000000"), Some("8"), 7), None);
+        assert_eq!(parse_watchdog(Some("0"), None, 7), None);
+        assert_eq!(parse_watchdog(Some("soon"), None, 7), None);
+        assert_eq!(parse_watchdog(None, Some("7"), 7), None);
+    }
+
+    #[test]
+    fn human_bytes_picks_a_readable_unit() {
+        assert_eq!(human_bytes(0.0), "0B");
+        assert_eq!(human_bytes(1536.0), "1.5KiB");
+        assert_eq!(human_bytes(340.0 * 1048576.0), "340.0MiB");
+        assert_eq!(human_bytes(5.0 * 1073741824.0 * 1024.0), "5120.0GiB");
+    }
+
+    #[test]
+    fn status_line_reports_rates_and_lag_per_sink() {
+        let sent = metrics::counter(
+            "weir_sink_events_sent_total",
+            "Events a sink delivered and acknowledged.",
+            &[("sink", "status-test")],
+        );
+        metrics::gauge(
+            "weir_spool_sink_lag_bytes",
+            "Bytes appended to the spool that a sink has not acknowledged.",
+            &[("sink", "status-test")],
+        )
+        .set(1536);
+        let mut status = StatusLine::new(["status-src".to_owned()], ["status-test".to_owned()]);
+        assert!(status.line().starts_with("running: 1 source(s), 1 sink(s)"));
+        sent.add(100);
+        std::thread::sleep(Duration::from_millis(50));
+        let line = status.line();
+        assert!(line.starts_with("in 0.0/s; status-test: out "), "{line}");
+        assert!(line.ends_with(", lag 1.5KiB"), "{line}");
+        let out: f64 = line
+            .split("out ")
+            .nth(1)
+            .and_then(|s| s.split("/s").next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        // 100 events in a little over 50 ms: under 2000/s, well over zero.
+        assert!(out > 100.0 && out <= 2000.0, "{line}");
+    }
 }

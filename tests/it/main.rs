@@ -7,3 +7,5 @@ mod common;
 mod pipeline;
 mod spool;
 mod metrics;
+mod package;
+mod systemd;
