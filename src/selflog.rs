@@ -76,7 +76,7 @@ impl RateLimit {
         }
         if site.emitted < BURST {
             site.emitted += 1;
-            log_lines_counter(meta.level().as_str()).inc();
+            log_lines_counter(level_label(meta.level())).inc();
             true
         } else {
             site.suppressed += 1;
@@ -100,6 +100,17 @@ impl RateLimit {
         for (file, line, n) in self.take_suppressed() {
             tracing::warn!(target: "weir::selflog", site = %format_args!("{file}:{line}"), suppressed = n, "suppressed {n} similar messages");
         }
+    }
+}
+
+/// Prometheus label values are lower case by convention.
+fn level_label(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warn",
+        tracing::Level::INFO => "info",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::TRACE => "trace",
     }
 }
 

@@ -4,8 +4,8 @@
 
 mod cli;
 mod common;
-mod pipeline;
-mod spool;
 mod metrics;
 mod package;
+mod pipeline;
+mod spool;
 mod systemd;
