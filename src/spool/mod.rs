@@ -230,8 +230,9 @@ pub struct SinkStats {
 }
 
 /// Appends wait while this many bytes are not yet written by the writer
-/// thread (the disk is slower than the sources for now).
-const MAX_PENDING: usize = 64 << 20;
+/// thread (the disk is slower than the sources for now). It also bounds how
+/// much a durability request may have to write before its fdatasync.
+const MAX_PENDING: usize = 8 << 20;
 
 /// The spool handle; cheap to clone. The writer thread stops (after a final
 /// write, fdatasync and cursor store) when the last handle and reader go.

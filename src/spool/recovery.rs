@@ -304,3 +304,68 @@ pub fn create_with_header(dir: &Path, base: Offset, header: &[u8]) -> std::io::R
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sinks() -> Vec<String> {
+        vec!["s".to_owned()]
+    }
+
+    #[test]
+    fn empty_dir_gets_a_first_segment_and_cursor_files() {
+        let d = tempfile::tempdir().unwrap();
+        let r = recover(d.path(), &sinks()).unwrap();
+        assert_eq!(r.segments.keys().copied().collect::<Vec<_>>(), vec![0]);
+        assert_eq!(r.sinks["s"], (0, 0));
+        assert_eq!(r.tail_len, r.segments[&0].header_len);
+        assert!(d.path().join("cursors/s.cursor").exists());
+    }
+
+    #[test]
+    fn torn_new_segment_is_removed_and_garbage_never_panics() {
+        let d = tempfile::tempdir().unwrap();
+        drop(recover(d.path(), &sinks()).unwrap());
+        // A crash right after creating the next segment: a few header bytes.
+        std::fs::write(
+            d.path()
+                .join(segment::file_name(0))
+                .with_file_name(segment::file_name(5)),
+            b"WEIRS",
+        )
+        .unwrap();
+        let r = recover(d.path(), &sinks()).unwrap();
+        assert_eq!(r.segments.len(), 1);
+        assert_eq!(r.discarded, 5);
+        assert!(!segment::path(d.path(), 5).exists());
+        // Random garbage after a valid header: cut, counted, no panic.
+        let mut bytes = std::fs::read(segment::path(d.path(), 0)).unwrap();
+        let header = bytes.len();
+        bytes.extend((0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        std::fs::write(segment::path(d.path(), 0), &bytes).unwrap();
+        let r = recover(d.path(), &sinks()).unwrap();
+        assert_eq!(r.discarded, 5000);
+        assert_eq!(r.tail_len as usize, header);
+    }
+
+    #[test]
+    fn damaged_closed_segment_is_moved_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let (_, h0) = create_segment(d.path(), 0, &BTreeMap::new()).unwrap();
+        let (_, _) = create_segment(d.path(), 100, &BTreeMap::new()).unwrap();
+        // Segment 0 claims 100 bytes but its header is broken.
+        let mut b = std::fs::read(segment::path(d.path(), 0)).unwrap();
+        b[0] = b'X';
+        b.resize(h0 as usize + 100, 0);
+        std::fs::write(segment::path(d.path(), 0), b).unwrap();
+        let r = recover(d.path(), &sinks()).unwrap();
+        assert_eq!(r.segments.keys().copied().collect::<Vec<_>>(), vec![100]);
+        assert!(d.path().join("00000000000000000000.seg.corrupt").exists());
+        assert_eq!(
+            r.sinks["s"],
+            (100, 0),
+            "a new sink starts at the oldest data"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Spool benchmark: `cargo bench --bench spool`.
+//!
+//! Measures, on the disk holding `target/`:
+//! - raw sequential writes (1 MiB `write`s, fdatasync every 100 ms) and the
+//!   latency of one fdatasync of a small write: the baseline;
+//! - spool append throughput for 200-byte events (batches of 100, the
+//!   default 100 ms fsync interval), MB/s and events/s, including the final
+//!   sync;
+//! - the latency a writer awaiting durability sees (append one batch, then
+//!   `wait_durable`), alone and while another task appends flat out.
+//!
+//! Targets (issue 3): append >= 80% of raw; p99 durable latency <= 2 x one
+//! fdatasync + 1 ms.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weir::config::{ByteSize, HumanDuration};
+use weir::event::{Event, Origin};
+use weir::spool::{Config, Spool, WhenFull};
+
+const TOTAL_BYTES: u64 = 512 << 20;
+const BATCH: usize = 100;
+
+fn bench_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/spool-bench");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("nproc={n}, cpu={cpu}")
+}
+
+/// CPU seconds (user + system) this process used so far, from /proc.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Raw sequential write speed with periodic fdatasync (MB/s, CPU ms per MB).
+fn raw_write(dir: &Path) -> (f64, f64) {
+    let path = dir.join("raw");
+    let mut f = File::create(&path).unwrap();
+    let buf = vec![0x5au8; 1 << 20];
+    let cpu = cpu_secs();
+    let start = Instant::now();
+    let mut last_sync = Instant::now();
+    let mut written = 0u64;
+    while written < TOTAL_BYTES {
+        f.write_all(&buf).unwrap();
+        written += buf.len() as u64;
+        if last_sync.elapsed() >= Duration::from_millis(100) {
+            f.sync_data().unwrap();
+            last_sync = Instant::now();
+        }
+    }
+    f.sync_data().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path).unwrap();
+    let mb = written as f64 / 1e6;
+    (mb / secs, (cpu_secs() - cpu) * 1000.0 / mb)
+}
+
+/// p50 and p99 of one fdatasync after a small append.
+fn fsync_latency(dir: &Path) -> (Duration, Duration) {
+    let path = dir.join("fsync");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let rec = vec![1u8; 20_000];
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        f.write_all(&rec).unwrap();
+        let t = Instant::now();
+        f.sync_data().unwrap();
+        lat.push(t.elapsed());
+    }
+    std::fs::remove_file(&path).unwrap();
+    lat.sort();
+    (pct(&lat, 0.5), pct(&lat, 0.99))
+}
+
+fn event(i: u64) -> Event {
+    let mut e = Event::new(
+        1_700_000_000_000_000_000 + i as i64,
+        Origin::Docker,
+        vec![b'x'; 140],
+    );
+    e.labels.host = Some("bench-host".into());
+    e.labels.service = Some("web".into());
+    e.labels.container_name = Some("web-1".into());
+    e.fields
+        .push(("container_id".into(), "0123456789ab".into()));
+    e
+}
+
+fn config() -> Config {
+    Config {
+        max_bytes: ByteSize(4 << 30),
+        when_full: WhenFull::DropOldest,
+        segment_bytes: ByteSize(64 << 20),
+        fsync_interval: HumanDuration(Duration::from_millis(100)),
+    }
+}
+
+fn encoded_size(e: &Event) -> usize {
+    let mut b = Vec::new();
+    weir::event::codec::encode(e, &mut b);
+    b.len()
+}
+
+async fn append_throughput(dir: &Path) -> (f64, f64, f64) {
+    let spool = Spool::open(&dir.join("append"), &config(), &[]).unwrap();
+    let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
+    let cpu = cpu_secs();
+    let start = Instant::now();
+    let mut end = 0;
+    let mut events = 0u64;
+    while end < TOTAL_BYTES {
+        end = spool.append(&batch, None).await.unwrap();
+        events += BATCH as u64;
+    }
+    spool.sync().await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let mb = end as f64 / 1e6;
+    (
+        mb / secs,
+        events as f64 / secs,
+        (cpu_secs() - cpu) * 1000.0 / mb,
+    )
+}
+
+async fn durable_latency(dir: &Path, background: bool) -> (Duration, Duration, Duration) {
+    let spool = Spool::open(&dir.join(format!("lat-{background}")), &config(), &[]).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bg = background.then(|| {
+        let (s, stop) = (spool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s.append(&batch, None).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    });
+    let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
+    let mut lat = Vec::new();
+    for _ in 0..100 {
+        let t = Instant::now();
+        let end = spool.append(&batch, None).await.unwrap();
+        spool.wait_durable(end).await.unwrap();
+        lat.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(bg) = bg {
+        bg.await.unwrap();
+    }
+    lat.sort();
+    (pct(&lat, 0.5), pct(&lat, 0.99), *lat.last().unwrap())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` compatibility
+    }
+    let dir = bench_dir();
+    println!("spool benchmark: {} ; dir {}", machine(), dir.display());
+    let size = encoded_size(&event(0));
+    println!(
+        "event: {size} bytes encoded, {BATCH} per append; {} MiB per run",
+        TOTAL_BYTES >> 20
+    );
+
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.trim());
+    let (raw, raw_cpu) = raw_write(&dir);
+    let (f50, f99) = fsync_latency(&dir);
+    println!("raw sequential write + fdatasync/100ms: {raw:.0} MB/s ({raw_cpu:.2} CPU ms/MB)");
+    println!(
+        "one fdatasync (20 kB append): p50 {:.2} ms, p99 {:.2} ms",
+        ms(f50),
+        ms(f99)
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mbs, eps, cpu) = rt.block_on(append_throughput(&dir));
+    println!(
+        "spool append: {mbs:.0} MB/s, {:.2} M events/s = {:.0}% of raw (target >= 80%); {cpu:.2} CPU ms/MB (all threads)",
+        eps / 1e6,
+        100.0 * mbs / raw
+    );
+    let target = 2.0 * ms(f50) + 1.0;
+    let target99 = 2.0 * ms(f99) + 1.0;
+    for background in [false, true] {
+        let (p50, p99, max) = rt.block_on(durable_latency(&dir, background));
+        println!(
+            "durable latency ({}): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= 2 x fdatasync + 1 ms = {target:.2} ms at fdatasync p50, {target99:.2} ms at its p99)",
+            if background { "another task appending flat out" } else { "lone writer" },
+            ms(p50),
+            ms(p99),
+            ms(max)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
