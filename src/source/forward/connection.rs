@@ -41,8 +41,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let m = &shared.metrics;
-    m.connections.add(1);
-    let _gauge = GaugeGuard(m.connections.clone());
     let mut buf = BytesMut::with_capacity(READ_SIZE);
 
     if let Some(auth) = &shared.auth {
@@ -262,13 +260,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-struct GaugeGuard(crate::metrics::Gauge);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.add(-1);
     }
 }

@@ -150,8 +150,9 @@ impl Listener {
                 Listener::Tcp { tls, .. } => tls.clone(),
                 Listener::Unix { .. } => None,
             };
+            let slot = Slot::new(permit, shared.metrics.connections.clone());
             tasks.spawn(async move {
-                let _permit = permit;
+                let _slot = slot;
                 match (stream, tls) {
                     (Stream::Unix(s), _) => connection::serve(s, peer, &shared, shutdown).await,
                     (Stream::Tcp(s), None) => connection::serve(s, peer, &shared, shutdown).await,
@@ -200,6 +201,32 @@ impl Listener {
             drop(listener);
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// A connection slot: counted in the gauge for exactly as long as it holds
+/// its permit.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    gauge: crate::metrics::Gauge,
+}
+
+impl Slot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, gauge: crate::metrics::Gauge) -> Slot {
+        gauge.add(1);
+        Slot {
+            permit: Some(permit),
+            gauge,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Free the slot before the gauge says so: whoever sees the gauge
+        // drop can connect.
+        drop(self.permit.take());
+        self.gauge.add(-1);
     }
 }
 
