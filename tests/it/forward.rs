@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod clients;
+mod docker;
 mod listen;
 
 use std::io::{Read, Write};

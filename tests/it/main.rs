@@ -4,4 +4,5 @@
 
 mod cli;
 mod common;
+mod docker_harness;
 mod forward;

@@ -219,30 +219,27 @@ impl Conn<'_> {
 }
 
 /// Writes `{"ack": chunk}` for each chunk once its offset is durable, in order.
+///
+/// One write per ack, as Fluentd does: Docker's client (fluent-logger-golang)
+/// reads each ack through a fresh buffered reader, so two acks coalesced in
+/// one read would lose the second and make the driver time out and resend.
 async fn ack_loop<W: AsyncWrite>(
     mut wr: WriteHalf<W>,
     mut rx: mpsc::UnboundedReceiver<(Offset, String)>,
     ingest: Ingest,
 ) {
     let mut out = Vec::new();
+    let mut durable: Offset = 0;
     while let Some((offset, chunk)) = rx.recv().await {
-        if let Err(e) = ingest.wait_durable(offset).await {
-            tracing::error!(error = %e, "spool not durable; withholding acks (the client will resend)");
-            return;
+        if offset > durable {
+            if let Err(e) = ingest.wait_durable(offset).await {
+                tracing::error!(error = %e, "spool not durable; withholding acks (the client will resend)");
+                return;
+            }
+            durable = offset;
         }
         out.clear();
         encode_ack(&mut out, &chunk);
-        // Everything else already queued is durable too if its offset is not
-        // beyond this one: send those acks in the same write.
-        while let Ok((next, chunk)) = rx.try_recv() {
-            if next > offset {
-                if let Err(e) = ingest.wait_durable(next).await {
-                    tracing::error!(error = %e, "spool not durable; withholding acks (the client will resend)");
-                    return;
-                }
-            }
-            encode_ack(&mut out, &chunk);
-        }
         if wr.write_all(&out).await.is_err() {
             return;
         }

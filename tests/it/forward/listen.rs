@@ -44,10 +44,10 @@ fn socket_is_private_refuses_a_second_owner_and_is_removed_at_stop() {
 /// The `weir` binary started on a socket passed as fd 3 (what systemd does
 /// for `weir.socket`). `sh` moves the listener from stdin to fd 3 because
 /// std's `Command` cannot place an fd elsewhere without `pre_exec`.
-struct ActivatedWeir(Child);
+pub struct ActivatedWeir(Child);
 
 impl ActivatedWeir {
-    fn start(listener: UnixListener, config: &Path) -> ActivatedWeir {
+    pub fn start(listener: UnixListener, config: &Path) -> ActivatedWeir {
         let child = Command::new("sh")
             .args([
                 "-c",
