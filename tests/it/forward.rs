@@ -4,6 +4,7 @@
 mod bad_input;
 mod clients;
 mod docker;
+mod flow;
 mod listen;
 
 use std::io::{Read, Write};

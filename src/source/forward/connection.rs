@@ -34,6 +34,8 @@ const MAX_BATCH_EVENTS: usize = 16 * 1024;
 /// An idle buffer larger than this is given back to the allocator (after one
 /// big frame, do not keep 16 MiB per connection).
 const KEEP_CAPACITY: usize = 1 << 20;
+/// At shutdown, how long to wait for bytes a client already sent.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves one client until it disconnects, sends bad input, or `shutdown`.
 pub async fn serve<S>(mut stream: S, peer: String, shared: &Shared, shutdown: CancellationToken)
@@ -65,20 +67,34 @@ where
     };
     // Do not scan again before the buffer holds this many bytes.
     let mut need = 1;
+    let mut stopping = false;
     loop {
         buf.reserve(READ_SIZE);
         let deadline = conn.assembler.next_deadline();
-        let read = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                conn.assembler.expire(Instant::now(), &mut conn.events);
-                if !conn.flush().await {
-                    break;
-                }
-                continue;
+        let read = if stopping {
+            // Shutting down: take what the client already sent (it is in
+            // the kernel's buffer and would be lost with the connection),
+            // but do not wait for more.
+            match tokio::time::timeout(DRAIN_WAIT, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => break,
             }
-            r = rd.read_buf(&mut buf) => r,
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    stopping = true;
+                    continue;
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    conn.assembler.expire(Instant::now(), &mut conn.events);
+                    if !conn.flush().await {
+                        break;
+                    }
+                    continue;
+                }
+                r = rd.read_buf(&mut buf) => r,
+            }
         };
         match read {
             Ok(0) => {
@@ -96,18 +112,9 @@ where
         if buf.len() < need {
             continue;
         }
-        let (consumed, result) = conn.decode_frames(&buf);
-        buf.advance(consumed);
-        let keep_going = conn.flush().await;
-        match result {
+        match conn.process(&mut buf).await {
             Ok(at_least) => need = at_least,
-            Err(e) => {
-                conn.reject(e.reason(), &e.to_string());
-                break;
-            }
-        }
-        if !keep_going {
-            break;
+            Err(()) => break,
         }
         if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
             buf = BytesMut::with_capacity(READ_SIZE);
@@ -118,6 +125,15 @@ where
     drop(conn);
     // The acker ends once it has sent every ack queued above.
     let _ = acker.await;
+}
+
+/// How far [`Conn::decode_frames`] got.
+enum Progress {
+    /// Every complete frame was decoded; scan again once the buffer holds
+    /// this many bytes.
+    NeedMore(usize),
+    /// The batch is full: append it, then continue with the same buffer.
+    BatchFull,
 }
 
 struct Conn<'a> {
@@ -133,17 +149,40 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// Decodes every complete frame at the start of `buf`. Returns the bytes
-    /// consumed and either the buffer length to wait for before scanning
-    /// again, or the error that must close the connection.
-    fn decode_frames(&mut self, buf: &[u8]) -> (usize, Result<usize, DecodeError>) {
+    /// Decodes and appends every complete frame in `buf`, removing them.
+    /// Returns the buffer length to wait for, or `Err` when the connection
+    /// must close (bad input, already counted and logged, or spool failure).
+    async fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ()> {
+        loop {
+            let (consumed, result) = self.decode_frames(buf);
+            buf.advance(consumed);
+            if !self.flush().await {
+                return Err(());
+            }
+            match result {
+                Ok(Progress::BatchFull) => continue,
+                Ok(Progress::NeedMore(at_least)) => return Ok(at_least),
+                Err(e) => {
+                    self.reject(e.reason(), &e.to_string());
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// Decodes every complete frame at the start of `buf` (up to a batch).
+    /// Returns the bytes consumed and how far it got, or the error that must
+    /// close the connection.
+    fn decode_frames(&mut self, buf: &[u8]) -> (usize, Result<Progress, DecodeError>) {
         let shared = self.shared;
         let mut pos = 0;
         let now = Instant::now();
         loop {
             let len = match frame::scan(&buf[pos..], shared.limits.frame) {
                 Ok(Scan::Complete(n)) => n,
-                Ok(Scan::Incomplete { at_least }) => return (pos, Ok(at_least)),
+                Ok(Scan::Incomplete { at_least }) => {
+                    return (pos, Ok(Progress::NeedMore(at_least)))
+                }
                 Err(e) => return (pos, Err(e.into())),
             };
             let events = &mut self.events;
@@ -179,7 +218,7 @@ impl Conn<'_> {
             }
             if self.events.len() >= MAX_BATCH_EVENTS {
                 // Leave the rest for the next round, after an append.
-                return (pos, Ok(1));
+                return (pos, Ok(Progress::BatchFull));
             }
         }
     }
