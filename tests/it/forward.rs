@@ -6,6 +6,7 @@ mod clients;
 mod docker;
 mod flow;
 mod listen;
+mod tcp;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -29,6 +30,12 @@ pub struct Weir {
 
 /// The config of a test pipeline; `extra` goes into the source's section.
 pub fn config_text(dir: &Path, name: &str, socket: &Path, extra: &str) -> String {
+    let listen = format!("unix://{}", socket.display());
+    config_text_listen(dir, name, &listen, extra)
+}
+
+/// The config of a test pipeline listening on `listen`.
+pub fn config_text_listen(dir: &Path, name: &str, listen: &str, extra: &str) -> String {
     format!(
         r#"
 state_dir = "{dir}/state"
@@ -36,7 +43,7 @@ hostname = "test-host"
 
 [sources.{name}]
 type = "forward"
-listen = "unix://{socket}"
+listen = "{listen}"
 {extra}
 
 [sinks.out]
@@ -47,7 +54,6 @@ path = "{dir}/events.ndjson"
 listen = ""
 "#,
         dir = dir.display(),
-        socket = socket.display(),
     )
 }
 
@@ -57,25 +63,7 @@ impl Weir {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("run/forward.sock");
         let text = config_text(dir.path(), name, &socket, extra);
-        let config = weir::config::parse(&text, "test").unwrap();
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(weir::run(config, stop, None))
-                .expect("weir::run");
-        });
-        let weir = Weir {
-            dir,
-            socket,
-            name: name.to_owned(),
-            shutdown,
-            thread: Some(thread),
-        };
+        let weir = Weir::launch(dir, socket, name, &text);
         let mut probe = wait_for("the forward socket", Duration::from_secs(20), || {
             UnixStream::connect(&weir.socket).ok()
         });
@@ -90,6 +78,45 @@ impl Weir {
             (weir.metric("weir_source_connections", &[]) == 0.0).then_some(())
         });
         weir
+    }
+
+    /// Starts a pipeline listening on TCP; returns it and the port.
+    pub fn start_tcp(name: &str, extra: &str) -> (Weir, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("tcp://127.0.0.1:{port}");
+        let text = config_text_listen(dir.path(), name, &listen, extra);
+        let weir = Weir::launch(dir, PathBuf::new(), name, &text);
+        wait_for("the TCP listener", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        (weir, port)
+    }
+
+    fn launch(dir: tempfile::TempDir, socket: PathBuf, name: &str, text: &str) -> Weir {
+        let config = weir::config::parse(text, "test").unwrap();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(weir::run(config, stop, None))
+                .expect("weir::run");
+        });
+        Weir {
+            dir,
+            socket,
+            name: name.to_owned(),
+            shutdown,
+            thread: Some(thread),
+        }
     }
 
     /// Every event the file sink has written so far.
