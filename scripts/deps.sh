@@ -8,7 +8,7 @@ build_pkgs=(libsystemd-dev pkg-config gcc)
 # Real peers for the integration tests: Docker's daemon and a busybox rootfs,
 # Go with the Forward and GELF client libraries, journald and its tools.
 test_pkgs=(docker.io busybox-static golang-go golang-github-fluent-fluent-logger-golang-dev
-  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs)
+  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs openssl)
 
 pkgs=("${build_pkgs[@]}")
 [ "${1:-all}" = build ] || pkgs+=("${test_pkgs[@]}")
