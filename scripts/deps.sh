@@ -10,6 +10,7 @@ build_pkgs=(libsystemd-dev pkg-config gcc)
 test_pkgs=(docker.io busybox-static golang-go golang-github-fluent-fluent-logger-golang-dev
   golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs
   lintian procps adduser man-db)  # units and package tests
+  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs openssl)
 
 pkgs=("${build_pkgs[@]}")
 [ "${1:-all}" = build ] || pkgs+=("${test_pkgs[@]}")

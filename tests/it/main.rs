@@ -9,3 +9,5 @@ mod package;
 mod pipeline;
 mod spool;
 mod systemd;
+mod docker_harness;
+mod forward;

@@ -1,49 +1,391 @@
-//! Fluentd Forward protocol source (Docker's `fluentd` log driver).
+//! Fluentd Forward protocol source: the socket Docker's `fluentd` log driver
+//! (and any Fluentd/Fluent Bit client) writes to.
 //!
-//! PLACEHOLDER: fixes the config and entry point; issue 4 implements it.
+//! - [`listener`]: the unix socket (or one systemd passed), optional TCP with
+//!   TLS, the accept loop and the connection limit.
+//! - [`connection`]: one client: read at full speed, frame, decode, append
+//!   to the spool in batches, acknowledge chunks once durable.
+//! - [`frame`]: where one msgpack value ends in a byte stream.
+//! - [`decode`]: the four Forward modes and their options.
+//! - [`docker`]: record -> [`crate::event::Event`].
+//! - [`partial`]: reassembly of Docker's 16 KiB pieces of long lines.
+//! - [`handshake`]: HELO/PING/PONG shared-key authentication (TCP).
+//!
+//! Nothing here ever waits on a sink: the only backpressure a client can
+//! feel is the spool's own `when_full` policy.
+
+pub mod connection;
+pub mod decode;
+pub mod docker;
+pub mod frame;
+pub mod handshake;
+pub mod listener;
+pub mod partial;
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Problems;
+use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::ingest::Ingest;
+use crate::metrics::{self, Counter, Gauge};
 use crate::source::SourceError;
+
+pub use handshake::User;
+
+/// Where the source listens when `listen` is not set.
+pub const DEFAULT_LISTEN: &str = "unix:///run/weir/forward.sock";
 
 /// `[sources.NAME]` with `type = "forward"`, as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `unix:///path` or `tcp://host:port`. Default `unix:///run/weir/forward.sock`.
+    /// When systemd passes a socket (`weir.socket`, `LISTEN_FDS`), that socket
+    /// is used instead of binding.
     pub listen: Option<String>,
+    /// Permissions of the unix socket, in octal. Default `"0600"` (root only,
+    /// which is what dockerd runs as); `"0660"` lets the socket's group write.
+    pub socket_mode: Option<String>,
+    /// Largest frame (one msgpack value) accepted. Default `16MiB`; a bigger
+    /// one closes the connection. Raise only for clients sending bigger batches.
+    pub max_frame_bytes: Option<ByteSize>,
+    /// Most bytes a gzip-compressed frame may inflate to. Default `64MiB`.
+    pub max_decompressed_bytes: Option<ByteSize>,
+    /// Concurrent connections (Docker opens one per container). Default 1024;
+    /// further connections are closed at once and counted.
+    pub max_connections: Option<u32>,
+    /// Longest line reassembled from Docker's 16 KiB pieces. Default `1MiB`;
+    /// the rest is cut and the message ends with a truncation marker.
+    pub partial_max_bytes: Option<ByteSize>,
+    /// How long a split line may wait for its last piece before it is emitted
+    /// as it is (field `partial = "incomplete"`). Default `5s`.
+    pub partial_timeout: Option<HumanDuration>,
+    /// TLS certificate chain (PEM) for a `tcp://` listener; with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for a `tcp://` listener; with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Require the HELO/PING/PONG handshake with this shared key (`tcp://` only).
+    pub shared_key: Option<String>,
+    /// With `shared_key`, also require one of these users:
+    /// `users = [{ username = "docker", password = "..." }]`.
+    pub users: Option<Vec<User>>,
+    /// Our name in the handshake's PONG. Default: the machine's host name.
+    pub self_hostname: Option<String>,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+/// A secret that `check-config` and debug output never print.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
 }
 
 /// Validated forward source config.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub listen: String,
+    #[serde(skip)]
+    pub address: Listen,
+    /// Octal, e.g. `"0600"`.
+    pub socket_mode: String,
+    #[serde(skip)]
+    pub mode: u32,
+    pub max_frame_bytes: ByteSize,
+    pub max_decompressed_bytes: ByteSize,
+    pub max_connections: u32,
+    pub partial_max_bytes: ByteSize,
+    pub partial_timeout: HumanDuration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_key: Option<Secret>,
+    /// Usernames only: passwords are never printed.
+    #[serde(serialize_with = "usernames")]
+    pub users: Vec<User>,
+    pub self_hostname: String,
+}
+
+fn usernames<S: serde::Serializer>(users: &[User], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(users.iter().map(|u| &u.username))
 }
 
 impl RawConfig {
     pub fn validate(self, key: &str, problems: &mut Problems) -> Config {
-        let listen = self
-            .listen
-            .unwrap_or_else(|| "unix:///run/weir/forward.sock".into());
-        if !(listen.starts_with("unix://") || listen.starts_with("tcp://")) {
+        let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let address = if let Some(path) = listen.strip_prefix("unix://") {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                problems.add(
+                    format!("{key}.listen"),
+                    "the socket path must be absolute: unix:///run/weir/forward.sock",
+                );
+            }
+            Listen::Unix(path)
+        } else if let Some(addr) = listen.strip_prefix("tcp://") {
+            if addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                problems.add(
+                    format!("{key}.listen"),
+                    "must be tcp://host:port, e.g. tcp://0.0.0.0:24224",
+                );
+            }
+            Listen::Tcp(addr.to_owned())
+        } else {
             problems.add(
                 format!("{key}.listen"),
                 "must be unix:///path/to.sock or tcp://host:port",
             );
+            Listen::Unix(PathBuf::new())
+        };
+        let socket_mode = self.socket_mode.unwrap_or_else(|| "0600".into());
+        let mode = match u32::from_str_radix(&socket_mode, 8) {
+            Ok(m) if m <= 0o777 => m,
+            _ => {
+                problems.add(
+                    format!("{key}.socket_mode"),
+                    "must be an octal permission string such as \"0600\" or \"0660\"",
+                );
+                0o600
+            }
+        };
+        let max_frame_bytes = self.max_frame_bytes.unwrap_or(ByteSize(16 << 20));
+        if !(1024..=(1 << 30)).contains(&max_frame_bytes.0) {
+            problems.add(
+                format!("{key}.max_frame_bytes"),
+                "must be between 1KiB and 1GiB",
+            );
         }
-        Config { listen }
+        let max_decompressed_bytes = self.max_decompressed_bytes.unwrap_or(ByteSize(64 << 20));
+        if !(1024..=(1 << 30)).contains(&max_decompressed_bytes.0) {
+            problems.add(
+                format!("{key}.max_decompressed_bytes"),
+                "must be between 1KiB and 1GiB",
+            );
+        }
+        let max_connections = self.max_connections.unwrap_or(1024);
+        if max_connections == 0 {
+            problems.add(format!("{key}.max_connections"), "must be at least 1");
+        }
+        let partial_max_bytes = self.partial_max_bytes.unwrap_or(ByteSize(1 << 20));
+        if partial_max_bytes.0 < 16 * 1024 {
+            problems.add(
+                format!("{key}.partial_max_bytes"),
+                "must be at least 16KiB (one Docker piece)",
+            );
+        }
+        let partial_timeout = self
+            .partial_timeout
+            .unwrap_or(HumanDuration(Duration::from_secs(5)));
+        if partial_timeout.0.is_zero() {
+            problems.add(format!("{key}.partial_timeout"), "must be more than 0s");
+        }
+        let tcp = matches!(address, Listen::Tcp(_));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            problems.add(
+                format!("{key}.tls_cert"),
+                "tls_cert and tls_key go together: set both or neither",
+            );
+        }
+        for (name, set) in [
+            ("tls_cert", self.tls_cert.is_some()),
+            ("shared_key", self.shared_key.is_some()),
+        ] {
+            if set && !tcp {
+                problems.add(
+                    format!("{key}.{name}"),
+                    "applies to tcp:// listeners only; a unix socket is protected by socket_mode",
+                );
+            }
+        }
+        if matches!(&self.shared_key, Some(k) if k.is_empty()) {
+            problems.add(
+                format!("{key}.shared_key"),
+                "must not be empty; remove it to turn the handshake off",
+            );
+        }
+        let users = self.users.unwrap_or_default();
+        if !users.is_empty() && self.shared_key.is_none() {
+            problems.add(
+                format!("{key}.users"),
+                "needs shared_key: users are checked by the handshake",
+            );
+        }
+        Config {
+            listen,
+            address,
+            socket_mode,
+            mode,
+            max_frame_bytes,
+            max_decompressed_bytes,
+            max_connections,
+            partial_max_bytes,
+            partial_timeout,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            shared_key: self.shared_key.map(Secret),
+            users,
+            self_hostname: self
+                .self_hostname
+                .unwrap_or_else(crate::config::machine_hostname),
+        }
     }
 }
 
+/// The source's metric handles, taken once.
+pub struct Metrics {
+    pub events: Counter,
+    pub bytes: Counter,
+    pub connections: Gauge,
+    source: String,
+}
+
+impl Metrics {
+    fn new(source: &str) -> Metrics {
+        let l = [("source", source)];
+        Metrics {
+            events: metrics::counter(
+                "weir_source_events_received_total",
+                "Events a source decoded from its clients.",
+                &l,
+            ),
+            bytes: metrics::counter(
+                "weir_source_bytes_received_total",
+                "Bytes a source read from its clients.",
+                &l,
+            ),
+            connections: metrics::gauge(
+                "weir_source_connections",
+                "Open client connections of a source.",
+                &l,
+            ),
+            source: source.to_owned(),
+        }
+    }
+
+    /// Counts one bad input (a rare event: the lookup is not on the hot path).
+    pub fn decode_error(&self, reason: &'static str) {
+        metrics::counter(
+            "weir_source_decode_errors_total",
+            "Bad input a source rejected, by reason.",
+            &[("source", &self.source), ("reason", reason)],
+        )
+        .inc();
+    }
+}
+
+/// What every connection of one source shares.
+pub struct Shared {
+    pub name: String,
+    pub ingest: Ingest,
+    pub limits: decode::DecodeLimits,
+    pub partial_max_bytes: usize,
+    pub partial_timeout: Duration,
+    pub auth: Option<handshake::Auth>,
+    pub metrics: Metrics,
+}
+
+/// Binds (or takes from systemd) the listener and spawns the accept loop.
 pub async fn start(
-    _name: &str,
-    _config: &Config,
-    _ingest: Ingest,
+    name: &str,
+    config: &Config,
+    ingest: Ingest,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, SourceError> {
-    Ok(tokio::spawn(async move { shutdown.cancelled().await }))
+    let listener = listener::Listener::open(name, config)?;
+    let shared = Arc::new(Shared {
+        name: name.to_owned(),
+        ingest,
+        limits: decode::DecodeLimits {
+            frame: frame::Limits {
+                max_bytes: config.max_frame_bytes.0 as usize,
+                max_depth: MAX_DEPTH,
+            },
+            max_decompressed_bytes: config.max_decompressed_bytes.0 as usize,
+        },
+        partial_max_bytes: config.partial_max_bytes.0 as usize,
+        partial_timeout: config.partial_timeout.0,
+        auth: config.shared_key.as_ref().map(|k| handshake::Auth {
+            shared_key: k.0.clone(),
+            users: config.users.clone(),
+            hostname: config.self_hostname.clone(),
+        }),
+        metrics: Metrics::new(name),
+    });
+    Ok(tokio::spawn(listener.run(
+        shared,
+        config.max_connections as usize,
+        shutdown,
+    )))
+}
+
+/// Deepest msgpack nesting accepted. A Forward frame needs 4 levels
+/// (frame, entries, entry, record); the rest is room for nested record values.
+pub const MAX_DEPTH: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(toml_text: &str) -> (Config, Problems) {
+        let raw: RawConfig = toml::from_str(toml_text).unwrap();
+        let mut p = Problems::default();
+        (raw.validate("sources.docker", &mut p), p)
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, p) = validate("");
+        assert!(p.is_empty());
+        assert_eq!(c.address, Listen::Unix("/run/weir/forward.sock".into()));
+        assert_eq!(c.mode, 0o600);
+        assert_eq!(c.max_frame_bytes, ByteSize(16 << 20));
+        assert_eq!(c.max_connections, 1024);
+    }
+
+    #[test]
+    fn tls_and_keys_need_tcp_and_secrets_are_not_printed() {
+        let (_, p) = validate("shared_key = \"k\"\ntls_cert = \"/c\"\n");
+        assert!(!p.is_empty());
+        let (c, p) = validate(
+            "listen = \"tcp://127.0.0.1:24224\"\nshared_key = \"hunter2\"\nusers = [{ username = \"u\", password = \"pw\" }]\n",
+        );
+        assert!(p.is_empty(), "{p:?}");
+        let printed = toml::to_string(&c).unwrap();
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("pw\""),
+            "{printed}"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_mode_and_listen_are_reported() {
+        let (_, p) = validate("socket_mode = \"rw\"\nlisten = \"udp://x\"\n");
+        assert!(!p.is_empty());
+    }
 }

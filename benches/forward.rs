@@ -1,0 +1,287 @@
+//! Forward source throughput: events/s and MB/s accepted into the spool over
+//! the unix socket, CPU seconds per million events and peak RSS of the
+//! receiving process.
+//!
+//! ```text
+//! cargo bench --bench forward
+//! ```
+//!
+//! The receiver runs in a child process (this binary re-executed with
+//! `WEIR_BENCH_SERVER=DIR`): the forward source, `Ingest` and the spool with
+//! its default config and no sinks, so nothing but receiving, decoding,
+//! mapping and spooling is measured, and `/proc/PID` gives its own CPU time
+//! and peak RSS. A fresh child serves each scenario. The load generator
+//! (threads with blocking sockets, in this process) shares the machine's
+//! cores with it. A scenario ends when the last frame of every connection,
+//! which asks for an ack, is acknowledged: the ack comes only after
+//! everything before it on that connection was appended and made durable.
+//!
+//! Scenarios:
+//! - Docker-shaped: Message mode, one event per write, EventTime, a ~150-byte
+//!   line plus Docker's keys, from 1 and from 50 connections.
+//! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
+//!
+//! Targets (issue 4, 2 cores, scrubbing off, spool defaults): >= 300k
+//! events/s from 50 Docker-shaped connections, >= 1.5M events/s
+//! PackedForward, <= 3 CPU s per million Docker-shaped events, RSS <= 64 MiB.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Turns scrubbing off in the receiver's config (the placeholder scrubber
+/// has no keys yet; set e.g. `ipv4 = "keep"`... here once it does).
+const SCRUB_OFF: &str = "";
+
+fn main() {
+    if let Ok(dir) = std::env::var("WEIR_BENCH_SERVER") {
+        server(Path::new(&dir));
+        return;
+    }
+    println!("forward source benchmark");
+    println!(
+        "machine: {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    println!("spool: {}", SPOOL_NOTE);
+    println!();
+    println!(
+        "{:<34} {:>10} {:>12} {:>8} {:>12} {:>10}",
+        "scenario", "events", "events/s", "MB/s", "CPU s/M ev", "peak RSS"
+    );
+    let docker = docker_frame();
+    run("docker-shaped, 1 connection", 1, 300_000, &docker, 1);
+    run("docker-shaped, 50 connections", 50, 12_000, &docker, 1);
+    let packed = packed_frame(1000);
+    run("PackedForward x1000, 1 connection", 1, 1_000, &packed, 1000);
+    run("PackedForward x1000, 4 connections", 4, 300, &packed, 1000);
+}
+
+const SPOOL_NOTE: &str = "figures are against the spool weir was built with \
+(the in-memory placeholder until issue 3 merges: its RSS then includes every event kept in RAM)";
+
+/// Receiver: the forward source in front of a spool with no sinks.
+fn server(dir: &Path) {
+    let text = std::fs::read_to_string(dir.join("weir.toml")).unwrap();
+    let config = weir::config::parse(&text, "bench").unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let spool =
+            weir::spool::Spool::open(&config.state_dir.join("spool"), &config.spool, &[]).unwrap();
+        let scrubber = std::sync::Arc::new(
+            weir::scrub::Scrubber::new(&config.scrub, &config.state_dir).unwrap(),
+        );
+        let ingest = weir::ingest::Ingest::new(spool, scrubber, &config.hostname);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (name, source) = config.sources.iter().next().unwrap();
+        let task = weir::source::start(name, source, ingest, stop.clone())
+            .await
+            .unwrap();
+        println!("ready");
+        // Runs until the parent closes our stdin.
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        })
+        .await
+        .unwrap();
+        stop.cancel();
+        let _ = task.await;
+    });
+}
+
+struct Server {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("forward.sock");
+        let config = format!(
+            "state_dir = \"{d}/state\"\nhostname = \"bench-host\"\n[sources.bench]\ntype = \"forward\"\nlisten = \"unix://{s}\"\n[scrub]\n{SCRUB_OFF}\n[sinks.unused]\ntype = \"file\"\npath = \"{d}/unused.ndjson\"\n",
+            d = dir.path().display(),
+            s = socket.display()
+        );
+        std::fs::write(dir.path().join("weir.toml"), config).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("WEIR_BENCH_SERVER", dir.path())
+            .env("WEIR_LOG", "error")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "receiver did not start");
+        Server {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// (user + system CPU seconds, peak RSS bytes) of the receiver so far.
+    fn usage(&self) -> (f64, u64) {
+        let pid = self.child.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name (which is in parentheses).
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let hwm_kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        (ticks / clock_ticks(), hwm_kb * 1024)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // SC_CLK_TCK is 100 on every Linux weir targets.
+    100.0
+}
+
+/// One scenario: `conns` connections each writing `frames_per_conn` copies
+/// of `frame` (one write each) then one acked frame; `events_per_frame`
+/// events in each.
+fn run(name: &str, conns: usize, frames_per_conn: usize, frame: &[u8], events_per_frame: usize) {
+    let server = Server::start();
+    let (cpu0, _) = server.usage();
+    let acked = with_chunk(frame, "last");
+    let start = Instant::now();
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            let socket = server.socket.clone();
+            let frame = frame.to_vec();
+            let acked = acked.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                for _ in 0..frames_per_conn {
+                    s.write_all(&frame).unwrap();
+                }
+                s.write_all(&acked).unwrap();
+                let mut ack = [0u8; 32];
+                let n = s.read(&mut ack).unwrap();
+                assert!(n > 0, "no ack");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (cpu1, rss) = server.usage();
+    let events = conns * (frames_per_conn + 1) * events_per_frame;
+    let bytes = conns * (frames_per_conn * frame.len() + acked.len());
+    println!(
+        "{:<34} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB",
+        name,
+        events,
+        events as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6,
+        (cpu1 - cpu0) / (events as f64 / 1e6),
+        rss as f64 / (1 << 20) as f64
+    );
+}
+
+/// A ~150-byte log line.
+const LINE: &str = "2026-11-21T23:59:59.123Z INFO  [http-worker-7] GET /api/v1/orders/84213/items?page=2 200 OK in 12.4ms (user agent: curl/8.5.0, bytes: 4312)";
+
+/// Docker's record: `[tag, EventTime, {container_id, container_name, source, log}, {}]`.
+fn docker_frame() -> Vec<u8> {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 4).unwrap();
+    rmp::encode::write_str(&mut f, "docker.4f1c2a9b8d7e").unwrap();
+    event_time(&mut f);
+    docker_record(&mut f);
+    rmp::encode::write_map_len(&mut f, 0).unwrap();
+    f
+}
+
+fn docker_record(f: &mut Vec<u8>) {
+    rmp::encode::write_map_len(f, 4).unwrap();
+    for (k, v) in [
+        (
+            "container_id",
+            "4f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a",
+        ),
+        ("container_name", "/shop-web-1"),
+        ("source", "stdout"),
+        ("log", LINE),
+    ] {
+        rmp::encode::write_str(f, k).unwrap();
+        rmp::encode::write_str(f, v).unwrap();
+    }
+}
+
+fn event_time(f: &mut Vec<u8>) {
+    f.extend_from_slice(&[0xd7, 0x00]);
+    f.extend_from_slice(&1_795_000_000u32.to_be_bytes());
+    f.extend_from_slice(&123_456_789u32.to_be_bytes());
+}
+
+/// `[tag, bin([time, record] * n), {}]`.
+fn packed_frame(n: usize) -> Vec<u8> {
+    let mut entries = Vec::new();
+    for _ in 0..n {
+        rmp::encode::write_array_len(&mut entries, 2).unwrap();
+        event_time(&mut entries);
+        docker_record(&mut entries);
+    }
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "docker.4f1c2a9b8d7e").unwrap();
+    rmp::encode::write_bin(&mut f, &entries).unwrap();
+    rmp::encode::write_map_len(&mut f, 0).unwrap();
+    f
+}
+
+/// The same frame with its (empty, last) option map replaced by `{chunk}`.
+fn with_chunk(frame: &[u8], chunk: &str) -> Vec<u8> {
+    assert_eq!(frame.last(), Some(&0x80));
+    let mut f = frame[..frame.len() - 1].to_vec();
+    rmp::encode::write_map_len(&mut f, 1).unwrap();
+    rmp::encode::write_str(&mut f, "chunk").unwrap();
+    rmp::encode::write_str(&mut f, chunk).unwrap();
+    f
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}

@@ -1,0 +1,300 @@
+//! One client connection: read at full speed, frame, decode, append to the
+//! spool in batches, acknowledge chunks once they are durable.
+//!
+//! Reading never waits for an fsync: a separate task per connection waits
+//! for each chunk's spool offset to become durable and then writes
+//! `{"ack": chunk}`, in order. Everything decoded from one socket read is
+//! appended as one batch (per-event appends would cost a spool round trip
+//! each). The only wait in the read loop is the spool append itself, which
+//! blocks only when the spool's `when_full = "block"` policy says so.
+//!
+//! Bad input closes only this connection (or skips one event when the frame
+//! boundaries are still known), is counted by reason and logged without
+//! payload. Events decoded before the bad frame are kept.
+
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::decode::{self, DecodeError};
+use super::frame::{self, Scan};
+use super::partial::Assembler;
+use super::{docker, handshake, Shared};
+use crate::event::Event;
+use crate::ingest::Ingest;
+use crate::spool::Offset;
+
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 64 * 1024;
+/// A batch is appended once it holds this many events, even mid-buffer.
+const MAX_BATCH_EVENTS: usize = 16 * 1024;
+/// An idle buffer larger than this is given back to the allocator (after one
+/// big frame, do not keep 16 MiB per connection).
+const KEEP_CAPACITY: usize = 1 << 20;
+/// At shutdown, how long to wait for bytes a client already sent.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Serves one client until it disconnects, sends bad input, or `shutdown`.
+pub async fn serve<S>(mut stream: S, peer: String, shared: &Shared, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let m = &shared.metrics;
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+
+    if let Some(auth) = &shared.auth {
+        if let Err(e) = handshake::server(&mut stream, auth, &mut buf).await {
+            m.decode_error(e.reason());
+            tracing::warn!(source = %shared.name, peer = %peer, error = %e, "handshake failed; connection closed");
+            return;
+        }
+    }
+
+    let (mut rd, wr) = tokio::io::split(stream);
+    let (acks, ack_rx) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(ack_loop(wr, ack_rx, shared.ingest.clone()));
+    let mut conn = Conn {
+        shared,
+        peer: &peer,
+        events: Vec::new(),
+        chunks: Vec::new(),
+        assembler: Assembler::new(shared.partial_max_bytes, shared.partial_timeout),
+        last_offset: 0,
+        acks,
+    };
+    // Do not scan again before the buffer holds this many bytes.
+    let mut need = 1;
+    let mut stopping = false;
+    loop {
+        buf.reserve(READ_SIZE);
+        let deadline = conn.assembler.next_deadline();
+        let read = if stopping {
+            // Shutting down: take what the client already sent (it is in
+            // the kernel's buffer and would be lost with the connection),
+            // but do not wait for more.
+            match tokio::time::timeout(DRAIN_WAIT, rd.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    stopping = true;
+                    continue;
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    conn.assembler.expire(Instant::now(), &mut conn.events);
+                    if !conn.flush().await {
+                        break;
+                    }
+                    continue;
+                }
+                r = rd.read_buf(&mut buf) => r,
+            }
+        };
+        match read {
+            Ok(0) => {
+                if !buf.is_empty() {
+                    conn.reject("truncated", "connection closed in the middle of a frame");
+                }
+                break;
+            }
+            Ok(n) => m.bytes.add(n as u64),
+            Err(e) => {
+                tracing::debug!(source = %shared.name, peer = %peer, error = %e, "read failed; connection closed");
+                break;
+            }
+        }
+        if buf.len() < need {
+            continue;
+        }
+        match conn.process(&mut buf).await {
+            Ok(at_least) => need = at_least,
+            Err(()) => break,
+        }
+        if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+            buf = BytesMut::with_capacity(READ_SIZE);
+        }
+    }
+    conn.assembler.drain(&mut conn.events);
+    conn.flush().await;
+    drop(conn);
+    // The acker ends once it has sent every ack queued above.
+    let _ = acker.await;
+}
+
+/// How far [`Conn::decode_frames`] got.
+enum Progress {
+    /// Every complete frame was decoded; scan again once the buffer holds
+    /// this many bytes.
+    NeedMore(usize),
+    /// The batch is full: append it, then continue with the same buffer.
+    BatchFull,
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    peer: &'a str,
+    events: Vec<Event>,
+    /// Chunks of frames decoded since the last append, in order.
+    chunks: Vec<String>,
+    assembler: Assembler,
+    /// The spool offset just past this connection's last append.
+    last_offset: Offset,
+    acks: mpsc::UnboundedSender<(Offset, String)>,
+}
+
+impl Conn<'_> {
+    /// Decodes and appends every complete frame in `buf`, removing them.
+    /// Returns the buffer length to wait for, or `Err` when the connection
+    /// must close (bad input, already counted and logged, or spool failure).
+    async fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ()> {
+        loop {
+            let (consumed, result) = self.decode_frames(buf);
+            buf.advance(consumed);
+            if !self.flush().await {
+                return Err(());
+            }
+            match result {
+                Ok(Progress::BatchFull) => continue,
+                Ok(Progress::NeedMore(at_least)) => return Ok(at_least),
+                Err(e) => {
+                    self.reject(e.reason(), &e.to_string());
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// Decodes every complete frame at the start of `buf` (up to a batch).
+    /// Returns the bytes consumed and how far it got, or the error that must
+    /// close the connection.
+    fn decode_frames(&mut self, buf: &[u8]) -> (usize, Result<Progress, DecodeError>) {
+        let shared = self.shared;
+        let mut pos = 0;
+        let now = Instant::now();
+        loop {
+            let len = match frame::scan(&buf[pos..], shared.limits.frame) {
+                Ok(Scan::Complete(n)) => n,
+                Ok(Scan::Incomplete { at_least }) => {
+                    return (pos, Ok(Progress::NeedMore(at_least)))
+                }
+                Err(e) => return (pos, Err(e.into())),
+            };
+            let events = &mut self.events;
+            let assembler = &mut self.assembler;
+            let mut skipped = 0u32;
+            let decoded = decode::decode_frame(
+                &buf[pos..pos + len],
+                &shared.limits,
+                &mut |tag, record| {
+                    let (event, partial) = docker::to_event(tag, record);
+                    match partial {
+                        None => events.push(event),
+                        Some(p) => assembler.push(event, p, now, events),
+                    }
+                },
+                &mut |e| {
+                    skipped += 1;
+                    shared.metrics.decode_error(e.reason());
+                    if skipped == 1 {
+                        tracing::warn!(source = %shared.name, peer = %self.peer, error = %e, "event skipped");
+                    }
+                },
+            );
+            pos += len;
+            match decoded {
+                Ok(info) => {
+                    shared.metrics.events.add(info.events as u64);
+                    if let Some(chunk) = info.chunk {
+                        self.chunks.push(chunk);
+                    }
+                }
+                Err(e) => return (pos, Err(e)),
+            }
+            if self.events.len() >= MAX_BATCH_EVENTS {
+                // Leave the rest for the next round, after an append.
+                return (pos, Ok(Progress::BatchFull));
+            }
+        }
+    }
+
+    /// Appends the pending events as one batch and queues the pending acks.
+    /// Returns false when the spool refuses (the connection should close
+    /// without acknowledging, so the client resends elsewhere or later).
+    async fn flush(&mut self) -> bool {
+        if !self.events.is_empty() {
+            let events = std::mem::take(&mut self.events);
+            match self
+                .shared
+                .ingest
+                .append(&self.shared.name, events, None)
+                .await
+            {
+                Ok(offset) => self.last_offset = offset,
+                Err(e) => {
+                    tracing::error!(source = %self.shared.name, peer = %self.peer, error = %e, "spool append failed; closing the connection without acknowledging");
+                    self.chunks.clear();
+                    return false;
+                }
+            }
+        }
+        for chunk in self.chunks.drain(..) {
+            // The acker is gone only if the client stopped reading acks.
+            let _ = self.acks.send((self.last_offset, chunk));
+        }
+        true
+    }
+
+    /// Counts and logs input that closes the connection.
+    fn reject(&self, reason: &'static str, detail: &str) {
+        self.shared.metrics.decode_error(reason);
+        tracing::warn!(source = %self.shared.name, peer = %self.peer, reason, error = detail, "bad input; connection closed");
+    }
+}
+
+/// Writes `{"ack": chunk}` for each chunk once its offset is durable, in order.
+///
+/// One write per ack, as Fluentd does: Docker's client (fluent-logger-golang)
+/// reads each ack through a fresh buffered reader, so two acks coalesced in
+/// one read would lose the second and make the driver time out and resend.
+async fn ack_loop<W: AsyncWrite>(
+    mut wr: WriteHalf<W>,
+    mut rx: mpsc::UnboundedReceiver<(Offset, String)>,
+    ingest: Ingest,
+) {
+    let mut out = Vec::new();
+    let mut durable: Offset = 0;
+    while let Some((offset, chunk)) = rx.recv().await {
+        if offset > durable {
+            if let Err(e) = ingest.wait_durable(offset).await {
+                tracing::error!(error = %e, "spool not durable; withholding acks (the client will resend)");
+                return;
+            }
+            durable = offset;
+        }
+        out.clear();
+        encode_ack(&mut out, &chunk);
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+fn encode_ack(out: &mut Vec<u8>, chunk: &str) {
+    rmp::encode::write_map_len(out, 1).expect("vec");
+    rmp::encode::write_str(out, "ack").expect("vec");
+    rmp::encode::write_str(out, chunk).expect("vec");
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}

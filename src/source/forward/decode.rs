@@ -1,0 +1,581 @@
+//! Decoding one Forward protocol frame into timestamped records.
+//!
+//! A frame is `[tag, ...]` in one of four modes, told apart by the type of
+//! the second element:
+//!
+//! | mode                    | frame                                            |
+//! |-------------------------|--------------------------------------------------|
+//! | Message                 | `[tag, time, record, option?]`                   |
+//! | Forward                 | `[tag, [[time, record], ...], option?]`          |
+//! | PackedForward           | `[tag, bin(concatenated [time, record]), option?]` |
+//! | CompressedPackedForward | as PackedForward, `option.compressed = "gzip"`   |
+//!
+//! `time` is an integer (seconds) or EventTime (ext type 0: u32 seconds, u32
+//! nanoseconds, big-endian). `option` may carry `chunk` (answer with
+//! `{"ack": chunk}`), `size` (number of events) and `compressed`.
+//!
+//! The reader borrows from the frame bytes: keys and string values are slices
+//! into the read buffer, so decoding allocates only for the record's entry list
+//! (reused across events) and for decompression. Errors carry reasons and
+//! sizes only, never bytes from the wire.
+
+use std::io::Read;
+
+use super::frame::{self, Limits};
+
+/// Why a frame, or one event in it, could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame's structure is wrong; the stream is still in sync, but what
+    /// the client meant is unknown: the connection is closed.
+    #[error("bad frame: {0}")]
+    BadFrame(&'static str),
+    /// One event is unusable and is skipped; the rest of the frame is kept.
+    #[error("bad event: {0}")]
+    BadEvent(&'static str),
+    #[error("gzip data is corrupt")]
+    BadGzip,
+    #[error("decompressed entries larger than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+}
+
+impl DecodeError {
+    /// The `reason` label of `weir_source_decode_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::BadFrame(_) => "bad_frame",
+            DecodeError::BadEvent(_) => "bad_event",
+            DecodeError::BadGzip => "bad_gzip",
+            DecodeError::DecompressedTooLarge { .. } => "decompressed_too_large",
+            DecodeError::Frame(frame::FrameError::BadMarker(_)) => "malformed",
+            DecodeError::Frame(frame::FrameError::TooLarge { .. }) => "frame_too_large",
+            DecodeError::Frame(frame::FrameError::TooDeep { .. }) => "too_deep",
+        }
+    }
+}
+
+/// A record value, borrowed from the frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    /// A msgpack str or bin (bytes, not necessarily UTF-8).
+    Str(&'a [u8]),
+    /// An array, map or extension, as its raw msgpack bytes.
+    Raw(&'a [u8]),
+}
+
+/// One event of a frame: its time and record entries (keys are str or bin).
+#[derive(Debug, Default)]
+pub struct Record<'a> {
+    pub time_ns: i64,
+    pub entries: Vec<(&'a [u8], Value<'a>)>,
+}
+
+impl<'a> Record<'a> {
+    pub fn get(&self, key: &str) -> Option<Value<'a>> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|(_, v)| *v)
+    }
+}
+
+/// What a frame says besides its events.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub tag: String,
+    /// The `chunk` option: the client waits for `{"ack": chunk}`.
+    pub chunk: Option<String>,
+    /// Events handed to the callback.
+    pub events: usize,
+}
+
+/// Limits applied while decoding a frame.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub frame: Limits,
+    /// Most bytes a CompressedPackedForward frame may inflate to.
+    pub max_decompressed_bytes: usize,
+}
+
+/// Decodes one complete frame (as delimited by [`frame::scan`]), calling
+/// `on_event` for each event. Skipped events are reported to `on_skip` with
+/// their error; a frame-level error is returned after the events before it
+/// were delivered.
+pub fn decode_frame(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    on_event: &mut dyn FnMut(&str, &Record<'_>),
+    on_skip: &mut dyn FnMut(DecodeError),
+) -> Result<FrameInfo, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let n = r
+        .array_len()
+        .map_err(|_| DecodeError::BadFrame("frame is not an array"))?;
+    if !(2..=4).contains(&n) {
+        return Err(DecodeError::BadFrame(
+            "frame array must have 2 to 4 elements",
+        ));
+    }
+    let tag = match r.value()? {
+        Value::Str(s) => String::from_utf8_lossy(s).into_owned(),
+        _ => return Err(DecodeError::BadFrame("tag is not a string")),
+    };
+    let mut info = FrameInfo {
+        tag,
+        ..FrameInfo::default()
+    };
+    let mode = r.peek()?;
+    match mode {
+        // Message: [tag, time, record, option?]
+        m if is_time_marker(m) => {
+            if n < 3 {
+                return Err(DecodeError::BadFrame("message mode needs a record"));
+            }
+            let time = r.value()?;
+            let mut record = Record::default();
+            let options = if n == 4 {
+                let rec_start = r.pos;
+                r.skip()?;
+                let opts = options(&mut r)?;
+                r.pos = rec_start;
+                Some(opts)
+            } else {
+                None
+            };
+            match event(&mut r, time, &mut record) {
+                Ok(()) => {
+                    on_event(&info.tag, &record);
+                    info.events += 1;
+                }
+                Err(e @ DecodeError::BadEvent(_)) => on_skip(e),
+                Err(e) => return Err(e),
+            }
+            if let Some(o) = options {
+                info.chunk = o.chunk;
+            }
+        }
+        // Forward: [tag, [[time, record], ...], option?]
+        0x90..=0x9f | 0xdc | 0xdd => {
+            let entries = r.array_len()?;
+            let entries_start = r.pos;
+            for _ in 0..entries {
+                r.skip()?;
+            }
+            let entries_end = r.pos;
+            if n >= 3 {
+                info.chunk = options(&mut r)?.chunk;
+            }
+            let mut e = Reader::new(&bytes[entries_start..entries_end]);
+            let mut record = Record::default();
+            for _ in 0..entries {
+                entry(&mut e, &mut record, &mut info, on_event, on_skip)?;
+            }
+        }
+        // PackedForward / CompressedPackedForward: [tag, bin, option?]
+        0xc4..=0xc6 | 0xa0..=0xbf | 0xd9..=0xdb => {
+            let packed = match r.value()? {
+                Value::Str(b) => b,
+                _ => unreachable!("marker checked"),
+            };
+            let opts = if n >= 3 {
+                options(&mut r)?
+            } else {
+                Options::default()
+            };
+            info.chunk = opts.chunk;
+            let inflated;
+            let entries: &[u8] = if opts.gzip {
+                inflated = gunzip(packed, limits.max_decompressed_bytes)?;
+                &inflated
+            } else {
+                packed
+            };
+            let mut e = Reader::new(entries);
+            let mut record = Record::default();
+            while e.pos < entries.len() {
+                // Frame each entry first so that malformed packed bytes are
+                // caught with the same limits as the outer stream.
+                match frame::scan(&entries[e.pos..], limits.frame)? {
+                    frame::Scan::Complete(_) => {}
+                    frame::Scan::Incomplete { .. } => {
+                        return Err(DecodeError::BadFrame("truncated packed entry"))
+                    }
+                }
+                entry(&mut e, &mut record, &mut info, on_event, on_skip)?;
+            }
+        }
+        _ => {
+            return Err(DecodeError::BadFrame(
+                "second element is not a time, array or bin",
+            ))
+        }
+    }
+    Ok(info)
+}
+
+fn is_time_marker(m: u8) -> bool {
+    matches!(m, 0x00..=0x7f | 0xcc..=0xcf | 0xd0..=0xd3 | 0xe0..=0xff | 0xca | 0xcb | 0xd7 | 0xc7)
+}
+
+/// One `[time, record]` entry of Forward or PackedForward mode.
+fn entry<'a>(
+    r: &mut Reader<'a>,
+    record: &mut Record<'a>,
+    info: &mut FrameInfo,
+    on_event: &mut dyn FnMut(&str, &Record<'_>),
+    on_skip: &mut dyn FnMut(DecodeError),
+) -> Result<(), DecodeError> {
+    let start = r.pos;
+    let result = (|| {
+        if r.array_len()? != 2 {
+            return Err(DecodeError::BadEvent("entry is not [time, record]"));
+        }
+        let time = r.value()?;
+        event(r, time, record)
+    })();
+    match result {
+        Ok(()) => {
+            on_event(&info.tag, record);
+            info.events += 1;
+            Ok(())
+        }
+        Err(e @ DecodeError::BadEvent(_)) => {
+            // Resynchronise on the entry boundary: skip the whole entry.
+            r.pos = start;
+            r.skip()?;
+            on_skip(e);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a record map after its `time`, filling `record`.
+fn event<'a>(
+    r: &mut Reader<'a>,
+    time: Value<'a>,
+    record: &mut Record<'a>,
+) -> Result<(), DecodeError> {
+    let time_ns = time_ns(time)?;
+    let start = r.pos;
+    let Ok(n) = r.map_len() else {
+        r.pos = start;
+        r.skip()?;
+        return Err(DecodeError::BadEvent("record is not a map"));
+    };
+    record.time_ns = time_ns;
+    record.entries.clear();
+    for _ in 0..n {
+        let k = r.value()?;
+        let v = r.value()?;
+        if let Value::Str(k) = k {
+            record.entries.push((k, v));
+        }
+        // Non-string keys are not something a log record can name: dropped.
+    }
+    Ok(())
+}
+
+fn time_ns(v: Value<'_>) -> Result<i64, DecodeError> {
+    const BAD: DecodeError = DecodeError::BadEvent("time out of range");
+    match v {
+        Value::UInt(s) => i64::try_from(s)
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000_000))
+            .ok_or(BAD),
+        Value::Int(s) => s.checked_mul(1_000_000_000).ok_or(BAD),
+        Value::Float(f) if f.is_finite() && f.abs() < 9.2e9 => Ok((f * 1e9) as i64),
+        Value::Raw(raw) => event_time(raw),
+        _ => Err(DecodeError::BadEvent("time is not an integer or EventTime")),
+    }
+}
+
+/// EventTime: fixext8 (0xd7) or ext8 (0xc7, len 8), type 0.
+fn event_time(raw: &[u8]) -> Result<i64, DecodeError> {
+    let data = match raw {
+        [0xd7, 0, data @ ..] if data.len() == 8 => data,
+        [0xc7, 8, 0, data @ ..] if data.len() == 8 => data,
+        _ => return Err(DecodeError::BadEvent("time is not an integer or EventTime")),
+    };
+    let secs = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
+    let nanos = u32::from_be_bytes(data[4..].try_into().expect("4 bytes"));
+    Ok(i64::from(secs) * 1_000_000_000 + i64::from(nanos))
+}
+
+#[derive(Default)]
+struct Options {
+    chunk: Option<String>,
+    gzip: bool,
+}
+
+/// The option map (or nil).
+fn options(r: &mut Reader<'_>) -> Result<Options, DecodeError> {
+    let mut o = Options::default();
+    if r.peek()? == 0xc0 {
+        r.pos += 1;
+        return Ok(o);
+    }
+    let n = r
+        .map_len()
+        .map_err(|_| DecodeError::BadFrame("option is not a map"))?;
+    for _ in 0..n {
+        let k = r.value()?;
+        let v = r.value()?;
+        match (k, v) {
+            (Value::Str(b"chunk"), Value::Str(c)) => {
+                o.chunk = Some(
+                    std::str::from_utf8(c)
+                        .map_err(|_| DecodeError::BadFrame("chunk is not UTF-8"))?
+                        .to_owned(),
+                )
+            }
+            (Value::Str(b"chunk"), _) => {
+                return Err(DecodeError::BadFrame("chunk is not a string"))
+            }
+            (Value::Str(b"compressed"), Value::Str(b"gzip")) => o.gzip = true,
+            (Value::Str(b"compressed"), Value::Str(b"text")) => {}
+            (Value::Str(b"compressed"), _) => {
+                return Err(DecodeError::BadFrame("unknown compression (only gzip)"))
+            }
+            // `size` (the number of events) is informational: events are
+            // counted as they are decoded.
+            _ => {}
+        }
+    }
+    Ok(o)
+}
+
+/// Inflates (possibly concatenated) gzip members, refusing more than `limit` bytes.
+fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
+    let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit as u64 + 1);
+    dec.read_to_end(&mut out)
+        .map_err(|_| DecodeError::BadGzip)?;
+    if out.len() > limit {
+        return Err(DecodeError::DecompressedTooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// A cursor over msgpack bytes that are known to be framed (complete), so
+/// running out of bytes is a structure error, not "need more".
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pub pos: usize,
+}
+
+const TRUNCATED: DecodeError = DecodeError::BadFrame("value runs past the end of its frame");
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    fn peek(&self) -> Result<u8, DecodeError> {
+        self.buf.get(self.pos).copied().ok_or(TRUNCATED)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(TRUNCATED)?;
+        let s = self.buf.get(self.pos..end).ok_or(TRUNCATED)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn uint(&mut self, width: usize) -> Result<u64, DecodeError> {
+        Ok(self
+            .take(width)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    fn array_len(&mut self) -> Result<u64, DecodeError> {
+        match self.peek()? {
+            m @ 0x90..=0x9f => {
+                self.pos += 1;
+                Ok(u64::from(m & 0x0f))
+            }
+            0xdc => {
+                self.pos += 1;
+                self.uint(2)
+            }
+            0xdd => {
+                self.pos += 1;
+                self.uint(4)
+            }
+            _ => Err(DecodeError::BadEvent("expected an array")),
+        }
+    }
+
+    fn map_len(&mut self) -> Result<u64, DecodeError> {
+        match self.peek()? {
+            m @ 0x80..=0x8f => {
+                self.pos += 1;
+                Ok(u64::from(m & 0x0f))
+            }
+            0xde => {
+                self.pos += 1;
+                self.uint(2)
+            }
+            0xdf => {
+                self.pos += 1;
+                self.uint(4)
+            }
+            _ => Err(DecodeError::BadEvent("expected a map")),
+        }
+    }
+
+    /// Skips one complete value (its structure was checked by framing).
+    fn skip(&mut self) -> Result<(), DecodeError> {
+        let limits = Limits {
+            max_bytes: self.buf.len() - self.pos,
+            max_depth: usize::MAX,
+        };
+        match frame::scan(&self.buf[self.pos..], limits) {
+            Ok(frame::Scan::Complete(n)) => {
+                self.pos += n;
+                Ok(())
+            }
+            _ => Err(TRUNCATED),
+        }
+    }
+
+    /// Reads one value; containers and extensions come back raw.
+    pub fn value(&mut self) -> Result<Value<'a>, DecodeError> {
+        let m = self.peek()?;
+        let start = self.pos;
+        self.pos += 1;
+        let v = match m {
+            0x00..=0x7f => Value::UInt(u64::from(m)),
+            0xe0..=0xff => Value::Int(i64::from(m as i8)),
+            0xc0 => Value::Nil,
+            0xc2 => Value::Bool(false),
+            0xc3 => Value::Bool(true),
+            0xa0..=0xbf => Value::Str(self.take(usize::from(m & 0x1f))?),
+            0xd9 | 0xc4 => {
+                let n = self.uint(1)? as usize;
+                Value::Str(self.take(n)?)
+            }
+            0xda | 0xc5 => {
+                let n = self.uint(2)? as usize;
+                Value::Str(self.take(n)?)
+            }
+            0xdb | 0xc6 => {
+                let n = self.uint(4)? as usize;
+                Value::Str(self.take(n)?)
+            }
+            0xcc => Value::UInt(self.uint(1)?),
+            0xcd => Value::UInt(self.uint(2)?),
+            0xce => Value::UInt(self.uint(4)?),
+            0xcf => Value::UInt(self.uint(8)?),
+            0xd0 => Value::Int(i64::from(self.uint(1)? as u8 as i8)),
+            0xd1 => Value::Int(i64::from(self.uint(2)? as u16 as i16)),
+            0xd2 => Value::Int(i64::from(self.uint(4)? as u32 as i32)),
+            0xd3 => Value::Int(self.uint(8)? as i64),
+            0xca => Value::Float(f64::from(f32::from_bits(self.uint(4)? as u32))),
+            0xcb => Value::Float(f64::from_bits(self.uint(8)?)),
+            0xc1 => return Err(frame::FrameError::BadMarker(m).into()),
+            _ => {
+                self.pos = start;
+                self.skip()?;
+                Value::Raw(&self.buf[start..self.pos])
+            }
+        };
+        Ok(v)
+    }
+}
+
+/// Appends `v` as JSON text (nested containers included) to `out`; used for
+/// field values that are not strings.
+pub fn write_json(v: Value<'_>, out: &mut String, depth: usize) {
+    use std::fmt::Write as _;
+    match v {
+        Value::Nil => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::UInt(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Value::Float(f) if f.is_finite() => {
+            let _ = write!(out, "{f}");
+        }
+        Value::Float(_) => out.push_str("null"),
+        Value::Str(s) => json_string(&String::from_utf8_lossy(s), out),
+        Value::Raw(raw) => {
+            let mut r = Reader::new(raw);
+            if depth > 64 {
+                out.push_str("null");
+                return;
+            }
+            if let Ok(n) = r.array_len() {
+                out.push('[');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match r.value() {
+                        Ok(v) => write_json(v, out, depth + 1),
+                        Err(_) => out.push_str("null"),
+                    }
+                }
+                out.push(']');
+            } else if let Ok(n) = r.map_len() {
+                out.push('{');
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    match r.value() {
+                        Ok(Value::Str(k)) => json_string(&String::from_utf8_lossy(k), out),
+                        Ok(other) => {
+                            let mut k = String::new();
+                            write_json(other, &mut k, depth + 1);
+                            json_string(&k, out);
+                        }
+                        Err(_) => out.push_str("\"\""),
+                    }
+                    out.push(':');
+                    match r.value() {
+                        Ok(v) => write_json(v, out, depth + 1),
+                        Err(_) => out.push_str("null"),
+                    }
+                }
+                out.push('}');
+            } else {
+                // An extension other than a timestamp: not representable.
+                out.push_str("null");
+            }
+        }
+    }
+}
+
+fn json_string(s: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests;

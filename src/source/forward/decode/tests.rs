@@ -1,0 +1,226 @@
+use super::*;
+use proptest::prelude::*;
+use std::io::Write;
+
+const LIMITS: DecodeLimits = DecodeLimits {
+    frame: Limits {
+        max_bytes: 1 << 20,
+        max_depth: 32,
+    },
+    max_decompressed_bytes: 1 << 20,
+};
+
+fn event_time(out: &mut Vec<u8>, secs: u32, nanos: u32) {
+    out.extend_from_slice(&[0xd7, 0x00]);
+    out.extend_from_slice(&secs.to_be_bytes());
+    out.extend_from_slice(&nanos.to_be_bytes());
+}
+
+fn record(out: &mut Vec<u8>, log: &str) {
+    rmp::encode::write_map_len(out, 2).unwrap();
+    rmp::encode::write_str(out, "log").unwrap();
+    rmp::encode::write_str(out, log).unwrap();
+    rmp::encode::write_str(out, "source").unwrap();
+    rmp::encode::write_str(out, "stdout").unwrap();
+}
+
+fn chunk_option(out: &mut Vec<u8>, chunk: &str, extra: Option<(&str, &str)>) {
+    rmp::encode::write_map_len(out, 2 + u32::from(extra.is_some())).unwrap();
+    rmp::encode::write_str(out, "chunk").unwrap();
+    rmp::encode::write_str(out, chunk).unwrap();
+    rmp::encode::write_str(out, "size").unwrap();
+    rmp::encode::write_uint(out, 2).unwrap();
+    if let Some((k, v)) = extra {
+        rmp::encode::write_str(out, k).unwrap();
+        rmp::encode::write_str(out, v).unwrap();
+    }
+}
+
+/// What [`run`] saw: (time, log) of each event, the result, skip reasons.
+type Run = (
+    Vec<(i64, String)>,
+    Result<FrameInfo, DecodeError>,
+    Vec<&'static str>,
+);
+
+/// Decodes one frame, collecting what the callbacks saw.
+fn run(frame: &[u8]) -> Run {
+    let mut got = Vec::new();
+    let mut skipped = Vec::new();
+    let info = decode_frame(
+        frame,
+        &LIMITS,
+        &mut |_, r| {
+            let log = match r.get("log") {
+                Some(Value::Str(s)) => String::from_utf8_lossy(s).into_owned(),
+                _ => String::new(),
+            };
+            got.push((r.time_ns, log));
+        },
+        &mut |e| skipped.push(e.reason()),
+    );
+    (got, info, skipped)
+}
+
+#[test]
+fn message_mode_with_event_time_and_chunk() {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 4).unwrap();
+    rmp::encode::write_str(&mut f, "docker.abc").unwrap();
+    event_time(&mut f, 1_700_000_000, 123_456_789);
+    record(&mut f, "hello");
+    chunk_option(&mut f, "c1", None);
+    let (got, info, _) = run(&f);
+    assert_eq!(got, vec![(1_700_000_000_123_456_789, "hello".into())]);
+    let info = info.unwrap();
+    assert_eq!(info.tag, "docker.abc");
+    assert_eq!(info.chunk.as_deref(), Some("c1"));
+    assert_eq!(info.events, 1);
+}
+
+#[test]
+fn message_mode_with_integer_time_and_no_option() {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_uint(&mut f, 1_700_000_000).unwrap();
+    record(&mut f, "x");
+    let (got, info, _) = run(&f);
+    assert_eq!(got, vec![(1_700_000_000_000_000_000, "x".into())]);
+    assert_eq!(info.unwrap().chunk, None);
+}
+
+fn entries(n: usize) -> Vec<u8> {
+    let mut e = Vec::new();
+    for i in 0..n {
+        rmp::encode::write_array_len(&mut e, 2).unwrap();
+        event_time(&mut e, 1_700_000_000 + i as u32, 0);
+        record(&mut e, &format!("line {i}"));
+    }
+    e
+}
+
+#[test]
+fn forward_mode() {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(3));
+    chunk_option(&mut f, "c2", None);
+    let (got, info, _) = run(&f);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[2], (1_700_000_002_000_000_000, "line 2".into()));
+    assert_eq!(info.unwrap().chunk.as_deref(), Some("c2"));
+}
+
+#[test]
+fn packed_and_compressed_packed_forward() {
+    let packed = entries(5);
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_bin(&mut f, &packed).unwrap();
+    chunk_option(&mut f, "c3", None);
+    let (got, info, _) = run(&f);
+    assert_eq!(got.len(), 5);
+    assert_eq!(info.unwrap().events, 5);
+
+    // Two concatenated gzip members, as fluentd may send.
+    let mut gz = Vec::new();
+    for half in [&packed[..], &entries(2)[..]] {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(half).unwrap();
+        gz.extend(enc.finish().unwrap());
+    }
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_bin(&mut f, &gz).unwrap();
+    chunk_option(&mut f, "c4", Some(("compressed", "gzip")));
+    let (got, info, _) = run(&f);
+    assert_eq!(got.len(), 7);
+    assert_eq!(info.unwrap().chunk.as_deref(), Some("c4"));
+}
+
+#[test]
+fn a_gzip_bomb_is_refused() {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&vec![0u8; 8 << 20]).unwrap();
+    let gz = enc.finish().unwrap();
+    assert!(gz.len() < 64 * 1024);
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_bin(&mut f, &gz).unwrap();
+    chunk_option(&mut f, "c", Some(("compressed", "gzip")));
+    let (got, info, _) = run(&f);
+    assert!(got.is_empty());
+    assert_eq!(
+        info.unwrap_err(),
+        DecodeError::DecompressedTooLarge { limit: 1 << 20 }
+    );
+}
+
+#[test]
+fn a_bad_event_is_skipped_and_the_rest_kept() {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 2).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(1));
+    // [ "not a time", {} ] and [time, 5]
+    rmp::encode::write_array_len(&mut f, 2).unwrap();
+    rmp::encode::write_str(&mut f, "noon").unwrap();
+    rmp::encode::write_map_len(&mut f, 0).unwrap();
+    rmp::encode::write_array_len(&mut f, 2).unwrap();
+    rmp::encode::write_uint(&mut f, 5).unwrap();
+    rmp::encode::write_uint(&mut f, 5).unwrap();
+    let (got, info, skipped) = run(&f);
+    assert_eq!(got.len(), 1);
+    assert_eq!(skipped, vec!["bad_event", "bad_event"]);
+    assert_eq!(info.unwrap().events, 1);
+}
+
+#[test]
+fn wrong_shapes_are_frame_errors() {
+    for bad in [
+        &[0x05][..],                   // not an array
+        &[0x91, 0xa1, b't'][..],       // one element
+        &[0x92, 0x05, 0x05][..],       // tag not a string
+        &[0x92, 0xa1, b't', 0xc0][..], // second element nil
+    ] {
+        let (got, info, _) = run(bad);
+        assert!(got.is_empty());
+        assert!(
+            matches!(info, Err(DecodeError::BadFrame(_))),
+            "{bad:?}: {info:?}"
+        );
+    }
+}
+
+proptest! {
+    /// Arbitrary bytes never panic the framer or the decoder, and whatever
+    /// the framer accepts as a frame stays within it.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(frame::Scan::Complete(n)) = frame::scan(&bytes, LIMITS.frame) {
+            prop_assert!(n <= bytes.len());
+            let _ = run(&bytes[..n]);
+        }
+        let _ = run(&bytes);
+    }
+
+    /// Mutating one byte of a valid frame never panics either.
+    #[test]
+    fn mutated_frames_never_panic(i in 0usize..200, b in any::<u8>()) {
+        let mut f = Vec::new();
+        rmp::encode::write_array_len(&mut f, 3).unwrap();
+        rmp::encode::write_str(&mut f, "t").unwrap();
+        rmp::encode::write_bin(&mut f, &entries(3)).unwrap();
+        chunk_option(&mut f, "c", None);
+        let i = i % f.len();
+        f[i] = b;
+        let _ = run(&f);
+    }
+}

@@ -1,0 +1,355 @@
+//! Listening: the unix socket (bound here, or passed by systemd), optional
+//! TCP with TLS, the accept loop and the connection limit.
+//!
+//! # The unix socket
+//!
+//! Under systemd, `weir.socket` owns the socket from early boot, before
+//! dockerd starts: Docker's connections wait in the kernel's accept backlog
+//! until weir is ready, so nothing written before weir started is lost
+//! (incident 1). weir then receives it through `LISTEN_FDS` and uses the first
+//! unix stream socket passed instead of binding; it never removes that file.
+//!
+//! Otherwise weir binds the path itself: it creates the parent directory,
+//! replaces a stale socket file (one nobody accepts on: connecting is
+//! refused), refuses to start when another process is listening there, and
+//! binds under a temporary name, sets the mode, then renames into place, so
+//! the socket is never reachable with looser permissions than configured.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::{connection, Config, Listen, Shared};
+use crate::source::SourceError;
+
+/// How long connections get to flush and send their last acks at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A bound listener, ready to accept.
+pub enum Listener {
+    Unix {
+        listener: UnixListener,
+        /// The file to remove at shutdown (`None` when systemd owns it).
+        owned_path: Option<PathBuf>,
+    },
+    Tcp {
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    },
+}
+
+impl Listener {
+    /// Opens what `config.listen` names, preferring a socket systemd passed.
+    pub fn open(name: &str, config: &Config) -> Result<Listener, SourceError> {
+        let io_err = |what: String| {
+            let name = name.to_owned();
+            move |source| SourceError::Io { name, what, source }
+        };
+        match &config.address {
+            Listen::Unix(path) => {
+                if let Some(std) = take_inherited_unix() {
+                    std.set_nonblocking(true)
+                        .map_err(io_err("inherited socket".into()))?;
+                    let listener =
+                        UnixListener::from_std(std).map_err(io_err("inherited socket".into()))?;
+                    let bound = listener
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(Path::to_owned));
+                    tracing::info!(source = name, path = ?bound, "using the socket passed by systemd (LISTEN_FDS)");
+                    return Ok(Listener::Unix {
+                        listener,
+                        owned_path: None,
+                    });
+                }
+                let listener = bind_unix(path, config.mode).map_err(|e| match e {
+                    BindError::Io(what, source) => SourceError::Io {
+                        name: name.to_owned(),
+                        what: format!("{what} {}", path.display()),
+                        source,
+                    },
+                    BindError::InUse => SourceError::Setup {
+                        name: name.to_owned(),
+                        reason: format!(
+                            "{} is in use: another process accepts connections on it; stop it or choose another `listen` path",
+                            path.display()
+                        ),
+                    },
+                    BindError::NotASocket => SourceError::Setup {
+                        name: name.to_owned(),
+                        reason: format!(
+                            "{} exists and is not a socket; remove it or choose another `listen` path",
+                            path.display()
+                        ),
+                    },
+                })?;
+                tracing::info!(source = name, path = %path.display(), mode = %config.socket_mode, "listening");
+                Ok(Listener::Unix {
+                    listener,
+                    owned_path: Some(path.clone()),
+                })
+            }
+            Listen::Tcp(addr) => {
+                let tls = match (&config.tls_cert, &config.tls_key) {
+                    (Some(cert), Some(key)) => Some(tls_acceptor(name, cert, key)?),
+                    _ => None,
+                };
+                let std = std::net::TcpListener::bind(addr.as_str())
+                    .map_err(io_err(format!("bind tcp://{addr}")))?;
+                std.set_nonblocking(true)
+                    .map_err(io_err(format!("bind tcp://{addr}")))?;
+                let listener =
+                    TcpListener::from_std(std).map_err(io_err(format!("bind tcp://{addr}")))?;
+                tracing::info!(source = name, address = %addr, tls = tls.is_some(), handshake = config.shared_key.is_some(), "listening");
+                Ok(Listener::Tcp { listener, tls })
+            }
+        }
+    }
+
+    /// The accept loop: runs until `shutdown`, then lets connections flush.
+    pub async fn run(
+        self,
+        shared: Arc<Shared>,
+        max_connections: usize,
+        shutdown: CancellationToken,
+    ) {
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let mut tasks = JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.accept() => a,
+            };
+            // Reap finished connection tasks so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait a little rather than spin.
+                    tracing::warn!(source = %shared.name, error = %e, "accept failed; retrying in 100ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                shared.metrics.decode_error("too_many_connections");
+                tracing::warn!(source = %shared.name, peer = %peer, max_connections, "connection limit reached; closing the new connection (raise max_connections)");
+                continue;
+            };
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            let tls = match &self {
+                Listener::Tcp { tls, .. } => tls.clone(),
+                Listener::Unix { .. } => None,
+            };
+            let slot = Slot::new(permit, shared.metrics.connections.clone());
+            tasks.spawn(async move {
+                let _slot = slot;
+                match (stream, tls) {
+                    (Stream::Unix(s), _) => connection::serve(s, peer, &shared, shutdown).await,
+                    (Stream::Tcp(s), None) => connection::serve(s, peer, &shared, shutdown).await,
+                    (Stream::Tcp(s), Some(tls)) => match tls.accept(s).await {
+                        Ok(s) => connection::serve(s, peer, &shared, shutdown).await,
+                        Err(e) => {
+                            shared.metrics.decode_error("tls_handshake");
+                            tracing::warn!(source = %shared.name, peer = %peer, error = %e, "TLS handshake failed");
+                        }
+                    },
+                }
+            });
+        }
+        self.stop_listening();
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::warn!(source = %shared.name, "connections did not finish within {DRAIN_TIMEOUT:?}; closing them");
+        }
+    }
+
+    async fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            Listener::Unix { listener, .. } => {
+                let (s, _) = listener.accept().await?;
+                let peer = match s.peer_cred() {
+                    Ok(c) => format!("unix:pid={}", c.pid().unwrap_or(0)),
+                    Err(_) => "unix".to_owned(),
+                };
+                Ok((Stream::Unix(s), peer))
+            }
+            Listener::Tcp { listener, .. } => {
+                let (s, addr) = listener.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), addr.to_string()))
+            }
+        }
+    }
+
+    /// Closes the listening socket and removes the file weir created.
+    fn stop_listening(self) {
+        if let Listener::Unix {
+            listener,
+            owned_path: Some(path),
+        } = self
+        {
+            drop(listener);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A connection slot: counted in the gauge for exactly as long as it holds
+/// its permit.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    gauge: crate::metrics::Gauge,
+}
+
+impl Slot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, gauge: crate::metrics::Gauge) -> Slot {
+        gauge.add(1);
+        Slot {
+            permit: Some(permit),
+            gauge,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Free the slot before the gauge says so: whoever sees the gauge
+        // drop can connect.
+        drop(self.permit.take());
+        self.gauge.add(-1);
+    }
+}
+
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+/// The sockets systemd passed (`LISTEN_FDS`), read once per process.
+fn inherited() -> &'static Mutex<listenfd::ListenFd> {
+    static FDS: OnceLock<Mutex<listenfd::ListenFd>> = OnceLock::new();
+    FDS.get_or_init(|| Mutex::new(listenfd::ListenFd::from_env()))
+}
+
+/// The first not-yet-taken unix stream socket systemd passed, if any.
+pub fn take_inherited_unix() -> Option<std::os::unix::net::UnixListener> {
+    let mut fds = inherited().lock().unwrap();
+    (0..fds.len()).find_map(|i| fds.take_unix_listener(i).ok().flatten())
+}
+
+#[derive(Debug)]
+enum BindError {
+    Io(&'static str, io::Error),
+    InUse,
+    NotASocket,
+}
+
+fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| BindError::Io("create the directory of", e))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => return Err(BindError::InUse),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path)
+                        .map_err(|e| BindError::Io("remove stale socket", e))?;
+                    tracing::info!(path = %path.display(), "replaced a stale socket file");
+                }
+                Err(e) => return Err(BindError::Io("probe existing socket", e)),
+            }
+        }
+        Ok(_) => return Err(BindError::NotASocket),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(BindError::Io("inspect", e)),
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let std = std::os::unix::net::UnixListener::bind(&tmp).map_err(|e| BindError::Io("bind", e))?;
+    let finish = || -> io::Result<()> {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, path)?;
+        std.set_nonblocking(true)
+    };
+    if let Err(e) = finish() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(BindError::Io("bind", e));
+    }
+    UnixListener::from_std(std).map_err(|e| BindError::Io("bind", e))
+}
+
+fn tls_acceptor(name: &str, cert: &Path, key: &Path) -> Result<TlsAcceptor, SourceError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let setup = |reason: String| SourceError::Setup {
+        name: name.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| setup(format!("cannot read tls_cert {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(setup(format!(
+            "tls_cert {} holds no certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| setup(format!("cannot read tls_key {}: {e}", key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| {
+            setup(format!(
+                "TLS setup failed: {e}; check that tls_key matches tls_cert"
+            ))
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_socket_is_replaced_and_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/forward.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let live = bind_unix(&path, 0o600).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            assert!(matches!(bind_unix(&path, 0o600), Err(BindError::InUse)));
+            drop(live); // the file stays: now stale
+            assert!(path.exists());
+            let again = bind_unix(&path, 0o660).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o660);
+            drop(again);
+        });
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(matches!(
+            bind_unix(&file, 0o600),
+            Err(BindError::NotASocket)
+        ));
+    }
+}

@@ -1,0 +1,207 @@
+//! Reassembly of lines Docker split into 16 KiB pieces.
+//!
+//! Docker's log driver reads a container's output in 16 KiB buffers and
+//! sends a longer line as several records sharing a `partial_id`, numbered by
+//! `partial_ordinal`, the final one with `partial_last = "true"`. All pieces
+//! of a line come from one container, hence one connection, in order: the
+//! assembler is per connection and needs no locking.
+//!
+//! A line is capped at `max_bytes`: beyond it the rest is counted, not kept,
+//! and the message ends with [`TRUNCATION_MARKER`] and a `truncated_bytes`
+//! field. A line whose last piece does not come within `timeout` (the
+//! container died mid-line, or the connection closed) is emitted as it is,
+//! with the field `partial = "incomplete"`: nothing received is dropped.
+
+use std::time::{Duration, Instant};
+
+use crate::event::Event;
+
+use super::docker::Partial;
+
+/// Appended to a message cut at the size cap.
+pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by weir]";
+
+/// Lines being assembled at once on one connection; beyond this the oldest
+/// is emitted incomplete (a sender that never finishes lines cannot make
+/// weir hold unbounded memory).
+const MAX_PENDING: usize = 64;
+
+struct Pending {
+    id: String,
+    event: Event,
+    started: Instant,
+    truncated: usize,
+}
+
+/// Per-connection reassembly state.
+pub struct Assembler {
+    max_bytes: usize,
+    timeout: Duration,
+    pending: Vec<Pending>,
+}
+
+impl Assembler {
+    pub fn new(max_bytes: usize, timeout: Duration) -> Assembler {
+        Assembler {
+            max_bytes,
+            timeout,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Adds one piece; returns the whole line when this piece completes it,
+    /// and pushes any line evicted to make room into `out`.
+    pub fn push(&mut self, piece: Event, partial: Partial, now: Instant, out: &mut Vec<Event>) {
+        let i = match self.pending.iter().position(|p| p.id == partial.id) {
+            Some(i) => {
+                let p = &mut self.pending[i];
+                let room = self.max_bytes.saturating_sub(p.event.message.len());
+                let take = room.min(piece.message.len());
+                p.event.message.extend_from_slice(&piece.message[..take]);
+                p.truncated += piece.message.len() - take;
+                i
+            }
+            None => {
+                if self.pending.len() >= MAX_PENDING {
+                    let oldest = self.pending.remove(0);
+                    out.push(finish(oldest, false));
+                }
+                let mut event = piece;
+                let mut truncated = 0;
+                if event.message.len() > self.max_bytes {
+                    truncated = event.message.len() - self.max_bytes;
+                    event.message.truncate(self.max_bytes);
+                }
+                self.pending.push(Pending {
+                    id: partial.id,
+                    event,
+                    started: now,
+                    truncated,
+                });
+                self.pending.len() - 1
+            }
+        };
+        if partial.last {
+            let done = self.pending.remove(i);
+            out.push(finish(done, true));
+        }
+    }
+
+    /// Emits every line that has waited longer than the timeout.
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<Event>) {
+        let timeout = self.timeout;
+        let mut i = 0;
+        while i < self.pending.len() {
+            if now.duration_since(self.pending[i].started) >= timeout {
+                let p = self.pending.remove(i);
+                out.push(finish(p, false));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// When the oldest pending line times out, if any is pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.started + self.timeout).min()
+    }
+
+    /// Emits everything pending (the connection is closing).
+    pub fn drain(&mut self, out: &mut Vec<Event>) {
+        for p in self.pending.drain(..) {
+            out.push(finish(p, false));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+fn finish(p: Pending, complete: bool) -> Event {
+    let mut event = p.event;
+    if p.truncated > 0 {
+        event.message.extend_from_slice(TRUNCATION_MARKER);
+        event
+            .fields
+            .push(("truncated_bytes".into(), p.truncated.to_string()));
+    }
+    if !complete {
+        event.fields.push(("partial".into(), "incomplete".into()));
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Origin;
+
+    fn piece(text: &str) -> Event {
+        Event::new(1, Origin::Docker, text)
+    }
+
+    fn part(id: &str, ordinal: u64, last: bool) -> Partial {
+        Partial {
+            id: id.into(),
+            ordinal,
+            last,
+        }
+    }
+
+    #[test]
+    fn pieces_join_into_one_line() {
+        let mut a = Assembler::new(1 << 20, Duration::from_secs(5));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        a.push(piece("aaa"), part("x", 1, false), now, &mut out);
+        a.push(piece("bbb"), part("x", 2, false), now, &mut out);
+        assert!(out.is_empty());
+        a.push(piece("cc"), part("x", 3, true), now, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].message, b"aaabbbcc");
+        assert!(out[0].fields.is_empty());
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn a_line_over_the_cap_is_truncated_with_a_marker() {
+        let mut a = Assembler::new(5, Duration::from_secs(5));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        a.push(piece("abcd"), part("x", 1, false), now, &mut out);
+        a.push(piece("efgh"), part("x", 2, true), now, &mut out);
+        let mut want = b"abcde".to_vec();
+        want.extend_from_slice(TRUNCATION_MARKER);
+        assert_eq!(out[0].message, want);
+        assert_eq!(out[0].field("truncated_bytes"), Some("3"));
+    }
+
+    #[test]
+    fn an_unfinished_line_is_emitted_after_the_timeout() {
+        let mut a = Assembler::new(100, Duration::from_secs(5));
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        a.push(piece("half"), part("x", 1, false), t0, &mut out);
+        assert_eq!(a.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        a.expire(t0 + Duration::from_secs(4), &mut out);
+        assert!(out.is_empty());
+        a.expire(t0 + Duration::from_secs(5), &mut out);
+        assert_eq!(out[0].message, b"half");
+        assert_eq!(out[0].field("partial"), Some("incomplete"));
+        assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn too_many_open_lines_evict_the_oldest() {
+        let mut a = Assembler::new(100, Duration::from_secs(5));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for i in 0..=MAX_PENDING {
+            a.push(piece("p"), part(&i.to_string(), 1, false), now, &mut out);
+        }
+        assert_eq!(out.len(), 1);
+        a.drain(&mut out);
+        assert_eq!(out.len(), MAX_PENDING + 1);
+    }
+}
