@@ -4,3 +4,5 @@
 
 mod cli;
 mod common;
+mod loki;
+mod loki_receiver;
