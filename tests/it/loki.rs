@@ -308,6 +308,7 @@ async fn incident_2_server_limit_below_cap_splits_and_logs_no_payload() {
     eprintln!("weir's log over the run ({} bytes):\n{log}", log.len());
     assert!(log.len() < 4096, "log too large: {} bytes", log.len());
     assert!(!log.contains("PAYLOAD"), "payload in weir's log: {log}");
+    assert!(log.contains("packing smaller pushes"), "{log}");
     assert!(
         !log.contains("larger than max"),
         "response body in weir's log: {log}"

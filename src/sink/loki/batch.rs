@@ -81,7 +81,11 @@ pub struct Planner {
     labels: Vec<&'static str>,
     lines: LineBuilder,
     encoding: Encoding,
+    /// `max_push_bytes`: no push is ever larger.
     cap: usize,
+    /// The size pushes are packed to: `cap`, or less once the server has
+    /// shown a lower limit. An entry above it but under `cap` goes alone.
+    target: usize,
 }
 
 /// Bytes a stream adds besides its entries: its field key, a worst-case
@@ -109,7 +113,19 @@ impl Planner {
             },
             encoding: config.encoding,
             cap: config.max_push_bytes.0 as usize,
+            target: config.max_push_bytes.0 as usize,
         }
+    }
+
+    /// The server refused a push of `refused` decoded bytes as too large:
+    /// pack later pushes to half of that (at least 16 KiB). Returns the new
+    /// target if it went down.
+    pub fn lower_target(&mut self, refused: usize) -> Option<usize> {
+        let target = (refused / 2).max(16 << 10);
+        (target < self.target).then(|| {
+            self.target = target;
+            target
+        })
     }
 
     /// The size an entry adds to a push.
@@ -178,7 +194,7 @@ impl Planner {
                     continue;
                 }
                 let needed = entry_size + if open { 0 } else { overhead };
-                if size + needed > self.cap {
+                if count > 0 && size + needed > self.target {
                     finish(&mut current, &mut size, &mut count);
                     open = false;
                 }
@@ -326,6 +342,23 @@ mod tests {
         assert_eq!(plan.pushes.len(), 1);
         assert_eq!(plan.pushes[0].entries, 2);
         assert_eq!(c.compression, Compression::Snappy);
+    }
+
+    #[test]
+    fn a_lowered_target_packs_smaller_pushes_but_keeps_big_entries() {
+        let mut p = Planner::new(&config("max_line_size = \"64KiB\""));
+        assert_eq!(p.lower_target(100_000), Some(50_000));
+        assert_eq!(p.lower_target(200_000), None, "never raised");
+        let mut events: Vec<Event> = (0..100).map(|i| event(i, "a", "x".repeat(2000))).collect();
+        events.push(event(100, "a", "y".repeat(60_000)));
+        let plan = p.plan(&events);
+        assert_eq!(plan.too_large, 0);
+        assert_eq!(plan.pushes.iter().map(|p| p.entries).sum::<usize>(), 101);
+        let last = plan.pushes.last().unwrap();
+        assert_eq!(last.entries, 1, "the big entry goes alone");
+        for push in &plan.pushes[..plan.pushes.len() - 1] {
+            assert!(push.request.encoded_len() <= 50_000);
+        }
     }
 
     #[test]

@@ -253,6 +253,15 @@ impl Sink {
                 Outcome::TooLarge { status, reason } | Outcome::Rejected { status, reason }
                     if push.entries > 1 =>
                 {
+                    if matches!(outcome, Outcome::TooLarge { status: 1.., .. }) {
+                        if let Some(target) = self.planner.lower_target(decoded) {
+                            tracing::warn!(
+                                sink = %self.name, refused_bytes = decoded, target_bytes = target,
+                                max_push_bytes = self.config.max_push_bytes.0,
+                                "Loki's limit is below max_push_bytes; packing smaller pushes from now on (set max_push_bytes to the server's limit)"
+                            );
+                        }
+                    }
                     self.metrics.splits.inc();
                     if !announced_split {
                         announced_split = true;
