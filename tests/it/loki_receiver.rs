@@ -95,6 +95,9 @@ pub struct Limits {
     pub reject_old_after: Duration,
     /// `max_chunk_age / 2`: how far behind a stream's newest entry one may be.
     pub out_of_order_window: Duration,
+    /// Keep accepted entries for [`Receiver::entries`] (and drop exact
+    /// duplicates, as Loki does). Off for benchmarks: count only.
+    pub keep_entries: bool,
 }
 
 impl Default for Limits {
@@ -105,6 +108,7 @@ impl Default for Limits {
             max_line_size: 256 << 10,
             reject_old_after: Duration::from_secs(168 * 3600),
             out_of_order_window: Duration::from_secs(3600),
+            keep_entries: true,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct Stats {
     pub tenant: Option<String>,
     pub authorization: Option<String>,
     pub content_types: HashSet<String>,
+    /// Entries accepted (duplicates included when `keep_entries` is off).
+    pub accepted: u64,
 }
 
 #[derive(Default)]
@@ -432,10 +438,16 @@ fn push(
                 first_error.get_or_insert(e);
                 continue;
             }
+            if !limits.keep_entries {
+                st.stats.accepted += 1;
+                st.newest.insert(key.clone(), newest.max(ts));
+                continue;
+            }
             if !st.seen.insert((key.clone(), ts, entry.line.clone())) {
                 continue; // Loki ignores exact duplicates
             }
             st.newest.insert(key.clone(), newest.max(ts));
+            st.stats.accepted += 1;
             st.entries.push(Stored {
                 labels: labels.clone(),
                 ts_ns: ts,

@@ -87,3 +87,22 @@ fn secrets_are_not_printed() {
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("<redacted>"));
 }
+
+#[test]
+fn the_commented_example_in_weir_toml_is_valid() {
+    let text = include_str!("../../../config/weir.toml");
+    let block: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# [sinks.loki]"))
+        .skip(2) // the table header and `type`
+        .take_while(|l| l.starts_with('#'))
+        .filter(|l| !l.starts_with("# #"))
+        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+        .collect();
+    assert!(block.contains("max_push_bytes = 4000000"), "{block}");
+    let raw: RawConfig = toml::from_str(&block).unwrap();
+    let mut problems = Problems::default();
+    let c = raw.validate("sinks.loki", &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(c.max_push_bytes.0, DEFAULT_MAX_PUSH_BYTES);
+}
