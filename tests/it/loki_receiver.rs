@@ -135,6 +135,8 @@ pub struct Stats {
     pub content_types: HashSet<String>,
     /// Entries accepted (duplicates included when `keep_entries` is off).
     pub accepted: u64,
+    /// Streams received whose entries were not in time order within the push.
+    pub unsorted_streams: u64,
 }
 
 #[derive(Default)]
@@ -402,6 +404,14 @@ fn push(
             _ => return respond(StatusCode::BAD_REQUEST, "error parsing labels: parse error"),
         };
         let key = format!("{labels:?}");
+        let ts_of = |e: &proto::Entry| e.timestamp.map_or((0, 0), |t| (t.seconds, t.nanos));
+        if stream
+            .entries
+            .windows(2)
+            .any(|w| ts_of(&w[0]) > ts_of(&w[1]))
+        {
+            st.stats.unsorted_streams += 1;
+        }
         for entry in stream.entries {
             total += 1;
             let ts = entry

@@ -195,6 +195,11 @@ impl RawConfig {
                 "url",
                 format!("scheme `{}` is not http or https", u.scheme()),
             ),
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => bad(
+                "url",
+                "credentials in the URL would show in logs and check-config: use username/password"
+                    .into(),
+            ),
             Ok(u) if u.path() == "/" => bad(
                 "url",
                 "give the full push URL, e.g. \"https://loki.example.org/loki/api/v1/push\"".into(),

@@ -73,10 +73,17 @@ fn bad_combinations_are_reported() {
             "{extra}: {p:?}"
         );
     }
-    let raw: RawConfig = toml::from_str("url = \"ftp://x/y\"").unwrap();
-    let mut problems = Problems::default();
-    raw.validate("sinks.loki", &mut problems);
-    assert!(!problems.is_empty());
+    for url in [
+        "ftp://x/y",
+        "https://u:p@loki/loki/api/v1/push",
+        "https://loki/",
+        "loki",
+    ] {
+        let raw: RawConfig = toml::from_str(&format!("url = \"{url}\"")).unwrap();
+        let mut problems = Problems::default();
+        raw.validate("sinks.loki", &mut problems);
+        assert!(!problems.is_empty(), "{url}");
+    }
 }
 
 #[test]
