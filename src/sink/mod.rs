@@ -15,6 +15,8 @@ use crate::config::Problems;
 use crate::spool;
 
 /// A `[sinks.NAME]` section as written; `type` selects the kind.
+// Config is built once at start: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RawConfig {
@@ -27,6 +29,7 @@ pub enum RawConfig {
 }
 
 /// A validated sink section.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Config {

@@ -11,3 +11,5 @@ mod spool;
 mod systemd;
 mod docker_harness;
 mod forward;
+mod loki;
+mod loki_receiver;

@@ -1,0 +1,572 @@
+//! Push bodies: Loki's `push.proto` messages, snappy, JSON, and how an event
+//! becomes a stream label set and a line.
+//!
+//! The messages are written by hand with `prost` derives (no protoc, no
+//! build script), field numbers as in Loki's `pkg/push/push.proto`:
+//!
+//! ```text
+//! message PushRequest      { repeated StreamAdapter streams = 1; }
+//! message StreamAdapter    { string labels = 1; repeated EntryAdapter entries = 2; uint64 hash = 3; }
+//! message EntryAdapter     { google.protobuf.Timestamp timestamp = 1; string line = 2;
+//!                            repeated LabelPairAdapter structuredMetadata = 3; }
+//! message LabelPairAdapter { string name = 1; string value = 2; }
+//! ```
+//!
+//! A protobuf body is snappy-compressed in the *block* format (not framed),
+//! `Content-Type: application/x-protobuf`. A JSON body is
+//! `{"streams":[{"stream":{"k":"v"},"values":[["<ns>","<line>",{"meta":"v"}]]}]}`,
+//! optionally gzip'ed with `Content-Encoding: gzip`.
+
+use std::io::Write;
+
+use prost::Message;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::Serialize;
+
+use super::{Compression, Encoding, LineFormat};
+use crate::event::Event;
+
+/// `google.protobuf.Timestamp`.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+impl Timestamp {
+    pub fn from_ns(ns: i64) -> Timestamp {
+        Timestamp {
+            seconds: ns.div_euclid(1_000_000_000),
+            nanos: ns.rem_euclid(1_000_000_000) as i32,
+        }
+    }
+
+    pub fn as_ns(&self) -> i64 {
+        self.seconds
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(self.nanos))
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct PushRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub streams: Vec<StreamAdapter>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct StreamAdapter {
+    /// The label set in Loki's syntax: `{host="h1", source="docker"}`.
+    #[prost(string, tag = "1")]
+    pub labels: String,
+    #[prost(message, repeated, tag = "2")]
+    pub entries: Vec<EntryAdapter>,
+    /// Computed by Loki's distributor; clients leave it 0.
+    #[prost(uint64, tag = "3")]
+    pub hash: u64,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct EntryAdapter {
+    #[prost(message, optional, tag = "1")]
+    pub timestamp: Option<Timestamp>,
+    #[prost(string, tag = "2")]
+    pub line: String,
+    #[prost(message, repeated, tag = "3")]
+    pub structured_metadata: Vec<LabelPairAdapter>,
+}
+
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct LabelPairAdapter {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+impl EntryAdapter {
+    pub fn ts_ns(&self) -> i64 {
+        self.timestamp.map_or(0, |t| t.as_ns())
+    }
+}
+
+/// A finished request body and the headers that describe it.
+#[derive(Debug, Clone)]
+pub struct Body {
+    pub bytes: bytes::Bytes,
+    pub content_type: &'static str,
+    pub content_encoding: Option<&'static str>,
+}
+
+/// Encodes `req` as configured. Returns the body and the decoded size (the
+/// uncompressed protobuf, or the uncompressed JSON).
+pub fn encode(req: &PushRequest, encoding: Encoding, compression: Compression) -> (Body, usize) {
+    match encoding {
+        Encoding::Protobuf => {
+            let raw = req.encode_to_vec();
+            let compressed = snap::raw::Encoder::new()
+                .compress_vec(&raw)
+                .expect("snappy accepts any input under 4 GiB");
+            let body = Body {
+                bytes: compressed.into(),
+                content_type: "application/x-protobuf",
+                content_encoding: None,
+            };
+            (body, raw.len())
+        }
+        Encoding::Json => {
+            let raw = serde_json::to_vec(&JsonPush(req)).expect("serialising to a Vec cannot fail");
+            let decoded = raw.len();
+            let body = match compression {
+                Compression::Gzip => {
+                    let mut gz = flate2::write::GzEncoder::new(
+                        Vec::with_capacity(raw.len() / 4),
+                        flate2::Compression::fast(),
+                    );
+                    gz.write_all(&raw).expect("writing to a Vec cannot fail");
+                    Body {
+                        bytes: gz.finish().expect("writing to a Vec cannot fail").into(),
+                        content_type: "application/json",
+                        content_encoding: Some("gzip"),
+                    }
+                }
+                _ => Body {
+                    bytes: raw.into(),
+                    content_type: "application/json",
+                    content_encoding: None,
+                },
+            };
+            (body, decoded)
+        }
+    }
+}
+
+/// The JSON push format, serialised straight from the protobuf messages.
+pub struct JsonPush<'a>(pub &'a PushRequest);
+
+impl Serialize for JsonPush<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("streams", &JsonStreams(&self.0.streams))?;
+        m.end()
+    }
+}
+
+struct JsonStreams<'a>(&'a [StreamAdapter]);
+
+impl Serialize for JsonStreams<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for stream in self.0 {
+            seq.serialize_element(&JsonStream(stream))?;
+        }
+        seq.end()
+    }
+}
+
+struct JsonStream<'a>(&'a StreamAdapter);
+
+impl Serialize for JsonStream<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("stream", &JsonLabels(&self.0.labels))?;
+        m.serialize_entry("values", &JsonEntries(&self.0.entries))?;
+        m.end()
+    }
+}
+
+struct JsonEntries<'a>(&'a [EntryAdapter]);
+
+impl Serialize for JsonEntries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for entry in self.0 {
+            seq.serialize_element(&JsonEntry(entry))?;
+        }
+        seq.end()
+    }
+}
+
+/// Re-reads a label string we wrote ([`label_string`]) as a JSON object.
+struct JsonLabels<'a>(&'a str);
+
+impl Serialize for JsonLabels<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let pairs = parse_label_string(self.0);
+        let mut m = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in &pairs {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// Serialises one entry as `["<ns>", "<line>"]` or `["<ns>", "<line>", {metadata}]`.
+pub struct JsonEntry<'a>(pub &'a EntryAdapter);
+
+impl Serialize for JsonEntry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.0;
+        let n = if e.structured_metadata.is_empty() {
+            2
+        } else {
+            3
+        };
+        let mut seq = s.serialize_seq(Some(n))?;
+        seq.serialize_element(&e.ts_ns().to_string())?;
+        seq.serialize_element(&e.line)?;
+        if n == 3 {
+            seq.serialize_element(&MetaMap(&e.structured_metadata))?;
+        }
+        seq.end()
+    }
+}
+
+struct MetaMap<'a>(&'a [LabelPairAdapter]);
+
+impl Serialize for MetaMap<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for p in self.0 {
+            m.serialize_entry(&p.name, &p.value)?;
+        }
+        m.end()
+    }
+}
+
+/// Loki's label syntax: `{a="x", b="y"}`, values quoted Go-style.
+pub fn label_string<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::with_capacity(64);
+    out.push('{');
+    for (i, (k, v)) in pairs.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_quoted(&mut out, v);
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `v` escaped for a double-quoted Go/LogQL/logfmt string.
+fn escape_quoted(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Parses a label string written by [`label_string`] back into pairs.
+fn parse_label_string(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim().trim_start_matches('{').trim_end_matches('}');
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_owned();
+        let mut value = String::new();
+        let mut chars = rest[eq + 2..].char_indices();
+        let mut end = rest.len() - eq - 2;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                '\\' => match chars.next().map(|(_, c)| c) {
+                    Some('n') => value.push('\n'),
+                    Some('r') => value.push('\r'),
+                    Some('t') => value.push('\t'),
+                    Some('u') => {
+                        let hex: String = chars.by_ref().take(4).map(|(_, c)| c).collect();
+                        if let Some(c) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32)
+                        {
+                            value.push(c);
+                        }
+                    }
+                    Some(c) => value.push(c),
+                    None => {}
+                },
+                c => value.push(c),
+            }
+        }
+        out.push((key, value));
+        rest = &rest[eq + 2 + end..];
+    }
+    out
+}
+
+/// Turns an event's message and fields into a line (and structured metadata).
+#[derive(Debug, Clone)]
+pub struct LineBuilder {
+    pub format: LineFormat,
+    pub structured_metadata: bool,
+    pub max_line_size: usize,
+}
+
+/// Appended to a truncated line.
+pub const TRUNCATION_MARKER: &str = " …[truncated by weir]";
+
+impl LineBuilder {
+    /// Builds the entry for `event`; `extra` are event labels not used as
+    /// stream labels, kept ahead of the fields. Returns the entry and whether
+    /// the line was truncated.
+    pub fn entry(&self, event: &Event, extra: &[(&str, &str)]) -> (EntryAdapter, bool) {
+        let message = match std::str::from_utf8(&event.message) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(&event.message),
+        };
+        let fields = extra
+            .iter()
+            .copied()
+            .chain(event.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut metadata = Vec::new();
+        let mut line = String::with_capacity(message.len() + 64);
+        if self.structured_metadata {
+            metadata = fields
+                .map(|(k, v)| LabelPairAdapter {
+                    name: sanitize_name(k),
+                    value: v.to_owned(),
+                })
+                .collect();
+            self.write_line(&mut line, &message, std::iter::empty());
+        } else {
+            self.write_line(&mut line, &message, fields);
+        }
+        let truncated = truncate(&mut line, self.max_line_size);
+        let entry = EntryAdapter {
+            timestamp: Some(Timestamp::from_ns(event.timestamp_ns)),
+            line,
+            structured_metadata: metadata,
+        };
+        (entry, truncated)
+    }
+
+    fn write_line<'a>(
+        &self,
+        out: &mut String,
+        message: &str,
+        fields: impl Iterator<Item = (&'a str, &'a str)>,
+    ) {
+        match self.format {
+            LineFormat::Raw => out.push_str(message),
+            LineFormat::Logfmt => {
+                out.push_str("msg=");
+                logfmt_value(out, message);
+                for (k, v) in fields {
+                    out.push(' ');
+                    out.push_str(&sanitize_name(k));
+                    out.push('=');
+                    logfmt_value(out, v);
+                }
+            }
+            LineFormat::Json => {
+                let mut buf = Vec::with_capacity(message.len() + 64);
+                let mut ser = serde_json::Serializer::new(&mut buf);
+                let mut m = ser.serialize_map(None).expect("to a Vec");
+                m.serialize_entry("message", message).expect("to a Vec");
+                for (k, v) in fields {
+                    m.serialize_entry(k, v).expect("to a Vec");
+                }
+                SerializeMap::end(m).expect("to a Vec");
+                out.push_str(std::str::from_utf8(&buf).expect("serde_json writes UTF-8"));
+            }
+        }
+    }
+}
+
+/// Cuts `line` to at most `max` bytes (marker included) on a char boundary.
+fn truncate(line: &mut String, max: usize) -> bool {
+    if line.len() <= max {
+        return false;
+    }
+    let mut cut = max.saturating_sub(TRUNCATION_MARKER.len());
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    line.truncate(cut);
+    line.push_str(TRUNCATION_MARKER);
+    true
+}
+
+/// A logfmt value: bare when it is a plain word, else quoted and escaped.
+fn logfmt_value(out: &mut String, v: &str) {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\');
+    if plain {
+        out.push_str(v);
+    } else {
+        out.push('"');
+        escape_quoted(out, v);
+        out.push('"');
+    }
+}
+
+/// A label-like name (`[a-zA-Z_][a-zA-Z0-9_]*`): other characters become `_`.
+pub fn sanitize_name(k: &str) -> String {
+    let mut s: String = k
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert(0, '_');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Origin;
+
+    #[test]
+    fn timestamps_split_into_seconds_and_nanos() {
+        let t = Timestamp::from_ns(1_700_000_000_123_456_789);
+        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_456_789));
+        assert_eq!(t.as_ns(), 1_700_000_000_123_456_789);
+        let t = Timestamp::from_ns(-1);
+        assert_eq!((t.seconds, t.nanos), (-1, 999_999_999));
+    }
+
+    #[test]
+    fn label_string_escapes_and_parses_back() {
+        let pairs = [("host", "h1"), ("service", "a\"b\\c\nd\u{1}")];
+        let s = label_string(pairs.iter().copied());
+        assert_eq!(s, r#"{host="h1", service="a\"b\\c\nd\u0001"}"#);
+        let back = parse_label_string(&s);
+        assert_eq!(
+            back,
+            vec![
+                ("host".to_owned(), "h1".to_owned()),
+                ("service".to_owned(), "a\"b\\c\nd\u{1}".to_owned())
+            ]
+        );
+    }
+
+    fn sample() -> Event {
+        let mut e = Event::new(5_000_000_123, Origin::Docker, "GET / 200");
+        e.fields.push(("container_id".into(), "abc".into()));
+        e.fields.push(("weird key".into(), "two words".into()));
+        e
+    }
+
+    #[test]
+    fn logfmt_json_and_raw_lines() {
+        let mut b = LineBuilder {
+            format: LineFormat::Logfmt,
+            structured_metadata: false,
+            max_line_size: 1024,
+        };
+        let (e, _) = b.entry(&sample(), &[("level", "info")]);
+        assert_eq!(
+            e.line,
+            r#"msg="GET / 200" level=info container_id=abc weird_key="two words""#
+        );
+        assert_eq!(e.ts_ns(), 5_000_000_123);
+        b.format = LineFormat::Json;
+        let (e, _) = b.entry(&sample(), &[]);
+        let v: serde_json::Value = serde_json::from_str(&e.line).unwrap();
+        assert_eq!(v["message"], "GET / 200");
+        assert_eq!(v["weird key"], "two words");
+        b.format = LineFormat::Raw;
+        b.structured_metadata = true;
+        let (e, _) = b.entry(&sample(), &[]);
+        assert_eq!(e.line, "GET / 200");
+        assert_eq!(e.structured_metadata[1].name, "weird_key");
+        assert_eq!(e.structured_metadata[1].value, "two words");
+    }
+
+    #[test]
+    fn long_lines_are_truncated_on_a_char_boundary_with_a_marker() {
+        let b = LineBuilder {
+            format: LineFormat::Raw,
+            structured_metadata: false,
+            max_line_size: 100,
+        };
+        let e = Event::new(0, Origin::Journal, "é".repeat(200));
+        let (entry, truncated) = b.entry(&e, &[]);
+        assert!(truncated);
+        assert!(entry.line.len() <= 100);
+        assert!(entry.line.ends_with(TRUNCATION_MARKER));
+        let (entry, truncated) = b.entry(&Event::new(0, Origin::Journal, "short"), &[]);
+        assert!(!truncated);
+        assert_eq!(entry.line, "short");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let b = LineBuilder {
+            format: LineFormat::Raw,
+            structured_metadata: false,
+            max_line_size: 100,
+        };
+        let (entry, _) = b.entry(&Event::new(0, Origin::Journal, b"a\xffb".to_vec()), &[]);
+        assert_eq!(entry.line, "a\u{fffd}b");
+    }
+
+    fn request() -> PushRequest {
+        PushRequest {
+            streams: vec![StreamAdapter {
+                labels: label_string([("host", "h"), ("source", "docker")].into_iter()),
+                entries: vec![EntryAdapter {
+                    timestamp: Some(Timestamp::from_ns(1_500_000_000)),
+                    line: "hello".into(),
+                    structured_metadata: vec![LabelPairAdapter {
+                        name: "trace_id".into(),
+                        value: "t1".into(),
+                    }],
+                }],
+                hash: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn protobuf_body_is_snappy_block_of_the_request() {
+        let req = request();
+        let (body, decoded) = encode(&req, Encoding::Protobuf, Compression::Snappy);
+        assert_eq!(body.content_type, "application/x-protobuf");
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body.bytes)
+            .unwrap();
+        assert_eq!(raw.len(), decoded);
+        assert_eq!(decoded, req.encoded_len());
+        assert_eq!(PushRequest::decode(raw.as_slice()).unwrap(), req);
+    }
+
+    #[test]
+    fn json_body_matches_loki_documented_shape() {
+        let (body, decoded) = encode(&request(), Encoding::Json, Compression::Gzip);
+        assert_eq!(body.content_encoding, Some("gzip"));
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body.bytes[..]), &mut raw)
+            .unwrap();
+        assert_eq!(raw.len(), decoded);
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"streams": [{"stream": {"host": "h", "source": "docker"},
+                "values": [["1500000000", "hello", {"trace_id": "t1"}]]}]})
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! The HTTP side: one `reqwest` client (rustls, the system's roots plus an
+//! optional CA file), tenant and auth headers, timeouts, and one call that
+//! turns a push body into an [`Outcome`].
+
+use std::path::PathBuf;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+
+use super::encode::Body;
+use super::response::{self, Outcome, BODY_PEEK};
+use super::{Auth, Config};
+
+/// Why the client could not be built. Says what to fix; carries no payload.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("cannot read ca_file {path}: {source}; fix the path or its permissions")]
+    CaRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ca_file {path} holds no usable PEM certificate; give a PEM file of CA certificates")]
+    CaParse { path: PathBuf },
+    #[error("tenant_id or credentials contain characters not allowed in an HTTP header")]
+    BadHeader,
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
+/// A configured Loki endpoint.
+#[derive(Clone)]
+pub struct Service {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    auth: Auth,
+}
+
+impl Service {
+    pub fn new(config: &Config) -> Result<Service, ServiceError> {
+        let url = reqwest::Url::parse(&config.url).expect("validated in config");
+        let mut headers = HeaderMap::new();
+        if let Some(tenant) = &config.tenant_id {
+            headers.insert(
+                "X-Scope-OrgID",
+                HeaderValue::from_str(tenant).map_err(|_| ServiceError::BadHeader)?,
+            );
+        }
+        if let Auth::Bearer { token } = &config.auth {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.0))
+                .map_err(|_| ServiceError::BadHeader)?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(config.connect_timeout.0)
+            .timeout(config.request_timeout.0)
+            .pool_idle_timeout(std::time::Duration::from_secs(60));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|source| ServiceError::CaRead {
+                path: path.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|_| ServiceError::CaParse { path: path.clone() })?;
+            if certs.is_empty() {
+                return Err(ServiceError::CaParse { path: path.clone() });
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(ServiceError::Client)?;
+        Ok(Service {
+            client,
+            url,
+            auth: config.auth.clone(),
+        })
+    }
+
+    /// Sends one push and says what its response means.
+    pub async fn push(&self, body: &Body) -> Outcome {
+        let mut request = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, body.content_type)
+            .body(body.bytes.clone());
+        if let Auth::Basic { username, password } = &self.auth {
+            request = request.basic_auth(username, Some(&password.0));
+        }
+        if let Some(encoding) = body.content_encoding {
+            request = request.header(CONTENT_ENCODING, encoding);
+        }
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    status: 0,
+                    reason: response::network_reason(&e),
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return Outcome::Accepted;
+        }
+        // Read only the start of the body: enough for a classifier, never
+        // enough to matter if a proxy answers with a whole page.
+        let mut peek = Vec::new();
+        while peek.len() < BODY_PEEK {
+            match response.chunk().await {
+                Ok(Some(chunk)) => peek.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        response::classify(status, &peek)
+    }
+}
