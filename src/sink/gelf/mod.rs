@@ -36,11 +36,11 @@
 //! weir's log names the peer, counts, sizes and reasons; never a message.
 
 pub mod chunk;
+pub mod compress;
 pub mod message;
 pub mod tcp;
 pub mod udp;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -366,7 +366,7 @@ impl Frames {
 /// Turns events into wire messages for one transport.
 pub struct Encoder {
     protocol: Protocol,
-    compression: Compression,
+    compressor: compress::Compressor,
     levels: DockerLevels,
     fallback_host: String,
     /// Most wire bytes of one message.
@@ -390,7 +390,7 @@ impl Encoder {
         };
         Encoder {
             protocol: config.endpoint.protocol,
-            compression: config.compression,
+            compressor: compress::Compressor::new(config.compression, COMPRESSION_LEVEL),
             levels: DockerLevels {
                 stdout: config.stdout_level,
                 stderr: config.stderr_level,
@@ -407,12 +407,13 @@ impl Encoder {
         let mut stats = EncodeStats::default();
         for event in events {
             let mut msg = Message::from_event(event, self.levels, &self.fallback_host);
-            let (protocol, compression, json) = (self.protocol, self.compression, &mut self.json);
+            let (protocol, compressor, json) =
+                (self.protocol, &mut self.compressor, &mut self.json);
             let encode = |m: &Message, out: &mut Vec<u8>| {
                 json.clear();
                 m.write_json(json);
                 match protocol {
-                    Protocol::Udp => compress(compression, json, out),
+                    Protocol::Udp => compressor.compress(json, out),
                     Protocol::Tcp | Protocol::Tls => {
                         out.extend_from_slice(json);
                         out.push(0);
@@ -434,25 +435,6 @@ impl Encoder {
         }
         stats
     }
-}
-
-fn compress(compression: Compression, json: &[u8], out: &mut Vec<u8>) {
-    let level = flate2::Compression::new(COMPRESSION_LEVEL);
-    let written = match compression {
-        Compression::None => {
-            out.extend_from_slice(json);
-            Ok(())
-        }
-        Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(out, level);
-            e.write_all(json).and_then(|_| e.finish().map(drop))
-        }
-        Compression::Zlib => {
-            let mut e = flate2::write::ZlibEncoder::new(out, level);
-            e.write_all(json).and_then(|_| e.finish().map(drop))
-        }
-    };
-    written.expect("compressing into a Vec cannot fail");
 }
 
 /// One transport, chosen by the address scheme.
@@ -653,6 +635,10 @@ mod tests {
         assert_eq!(c.compression, Compression::Gzip);
         assert_eq!(c.chunk_size, ByteSize(1420));
         assert_eq!((c.stdout_level, c.stderr_level), (6, 3));
+        // `weir check-config` prints the validated config as TOML.
+        let shown = toml::to_string(&c).unwrap();
+        assert!(shown.contains("compression = \"gzip\""), "{shown}");
+        assert!(shown.contains("chunk_size = \"1420B\""), "{shown}");
     }
 
     #[test]
