@@ -25,8 +25,9 @@
 //!
 //! # Metrics (label `sink` = the section name)
 //!
-//! `weir_sink_events_sent_total`, `weir_sink_bytes_sent_total` (wire bytes,
-//! after compression), `weir_sink_batches_total`, `weir_sink_retries_total`,
+//! `weir_sink_events_sent_total`, `weir_sink_bytes_sent_total` (message
+//! bytes after compression, with TCP's `\0`, without UDP chunk headers),
+//! `weir_sink_batches_total`, `weir_sink_retries_total`,
 //! `weir_sink_errors_total{reason}` (`resolve`, `connect`, `tls`,
 //! `tls_setup`, `send`, `timeout`), `weir_sink_truncated_events_total`,
 //! `weir_sink_rejected_events_total{reason="too_large"}` (cannot happen with
