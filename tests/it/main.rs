@@ -13,3 +13,4 @@ mod docker_harness;
 mod forward;
 mod loki;
 mod loki_receiver;
+mod gelf;
