@@ -4,3 +4,5 @@
 
 mod cli;
 mod common;
+mod journal;
+mod journald_harness;
