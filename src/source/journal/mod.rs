@@ -62,6 +62,7 @@ use crate::source::SourceError;
 use crate::spool::SpoolError;
 
 pub use config::{Config, RawConfig};
+use config::{MaxAge, StartAt};
 
 /// Batches in flight between the reader thread and the spool writer.
 const CHANNEL_BATCHES: usize = 4;
@@ -76,10 +77,14 @@ pub async fn start(
     ingest: Ingest,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, SourceError> {
+    // Where this start begins, for a reopen before any cursor is committed.
+    let now = cursor::now_us();
+    let began_us = cursor::first_start_from(config.start_at, config.max_age.0, now).unwrap_or(now);
     let first = Run::open(name, config, &ingest, &shutdown)
         .await
         .map_err(|e| e.into_source_error(name))?;
-    let (name, config) = (name.to_owned(), config.clone());
+    let name = name.to_owned();
+    let config = config.clone();
     Ok(tokio::spawn(async move {
         let mut run = first;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -98,6 +103,10 @@ pub async fn start(
                     }
                 }
             }
+            let config = match ingest.committed_position(&name) {
+                Some(_) => config.clone(),
+                None => from_time(&config, began_us),
+            };
             run = loop {
                 match Run::open(&name, &config, &ingest, &shutdown).await {
                     Ok(run) => break run,
@@ -114,6 +123,18 @@ pub async fn start(
             };
         }
     }))
+}
+
+/// `config` starting at `from_us` whatever its first-start policy: a reader
+/// restarted before any cursor was committed must not skip what the first
+/// one read (`tail` would) nor reach back further (`head` would).
+fn from_time(config: &Config, from_us: u64) -> Config {
+    let ago = Duration::from_micros(cursor::now_us().saturating_sub(from_us));
+    Config {
+        start_at: StartAt::Ago(ago),
+        max_age: MaxAge(None),
+        ..config.clone()
+    }
 }
 
 /// One reader thread, started from the spool's committed cursor.
