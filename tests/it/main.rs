@@ -14,3 +14,5 @@ mod forward;
 mod loki;
 mod loki_receiver;
 mod gelf;
+mod journal;
+mod journald_harness;
