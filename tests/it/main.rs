@@ -4,15 +4,15 @@
 
 mod cli;
 mod common;
+mod docker_harness;
+mod forward;
+mod gelf;
+mod journal;
+mod journald_harness;
+mod loki;
+mod loki_receiver;
 mod metrics;
 mod package;
 mod pipeline;
 mod spool;
 mod systemd;
-mod docker_harness;
-mod forward;
-mod loki;
-mod loki_receiver;
-mod gelf;
-mod journal;
-mod journald_harness;

@@ -18,7 +18,7 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -55,7 +55,14 @@ impl Listener {
         };
         match &config.address {
             Listen::Unix(path) => {
-                if let Some(std) = take_inherited_unix() {
+                let listen = format!("unix://{}", path.display());
+                if let Some(inherited) = crate::systemd::inherited_listener(&listen) {
+                    let std = match inherited.map_err(io_err("inherited socket".into()))? {
+                        crate::systemd::Listener::Unix(l) => l,
+                        crate::systemd::Listener::Tcp(_) => {
+                            unreachable!("matched a unix:// address")
+                        }
+                    };
                     std.set_nonblocking(true)
                         .map_err(io_err("inherited socket".into()))?;
                     let listener =
@@ -233,18 +240,6 @@ impl Drop for Slot {
 enum Stream {
     Unix(tokio::net::UnixStream),
     Tcp(tokio::net::TcpStream),
-}
-
-/// The sockets systemd passed (`LISTEN_FDS`), read once per process.
-fn inherited() -> &'static Mutex<listenfd::ListenFd> {
-    static FDS: OnceLock<Mutex<listenfd::ListenFd>> = OnceLock::new();
-    FDS.get_or_init(|| Mutex::new(listenfd::ListenFd::from_env()))
-}
-
-/// The first not-yet-taken unix stream socket systemd passed, if any.
-pub fn take_inherited_unix() -> Option<std::os::unix::net::UnixListener> {
-    let mut fds = inherited().lock().unwrap();
-    (0..fds.len()).find_map(|i| fds.take_unix_listener(i).ok().flatten())
 }
 
 #[derive(Debug)]
