@@ -484,6 +484,8 @@ impl Spool {
 
     /// Returns once everything up to `offset` is on disk (fdatasync'ed).
     /// Asks the writer thread for a sync now rather than at the next interval.
+    /// While the disk is full or failing it keeps waiting (the data is kept
+    /// and written once possible); a caller that must give up uses a timeout.
     pub async fn wait_durable(&self, offset: Offset) -> Result<(), SpoolError> {
         let mut rx = self.shared().durable.subscribe();
         if *rx.borrow() >= offset {

@@ -141,6 +141,22 @@ mod tests {
         assert!(!drop_oldest(&mut st, 200), "the tail stays");
     }
 
+    /// Regression: a reader exactly at the end of a segment was credited
+    /// with the events it had read there against the next segment.
+    #[test]
+    fn reader_at_a_segment_end_loses_the_whole_next_segment() {
+        let mut st = state();
+        let mut s = SinkState::new_for_test("s", 0);
+        s.read = 100; // all of segment 0 read, none of segment 100
+        s.read_seg = 0;
+        s.read_events_in_seg = 10;
+        st.sinks.insert("s".into(), s);
+        assert!(drop_oldest(&mut st, Offset::MAX));
+        assert_eq!(st.sinks["s"].dropped_total, 0);
+        assert!(drop_oldest(&mut st, Offset::MAX));
+        assert_eq!(st.sinks["s"].dropped_total, 10);
+    }
+
     #[test]
     fn release_follows_the_slowest_stored_cursor() {
         let mut st = state();

@@ -5,8 +5,10 @@
 //! a crash does not add duplicates. The cost is at most `fsync_interval` of
 //! extra delivery latency.
 //!
-//! Records are read with `pread` into a reused buffer (mostly page-cache
-//! hits of data just written), checked against their CRC, and decoded event
+//! Records are read with `pread` into a reused buffer, on the calling task:
+//! one read of about `max_bytes`, almost always a page-cache hit of data
+//! written moments ago, which keeps `next_batch` cheap and cancel-safe
+//! (no state changes until it returns). They are checked against their CRC, and decoded event
 //! by event, so a batch can end inside a record: the rest of that record is
 //! kept for the next call, and [`Batch::end`] only passes a record once all
 //! its events were handed out.
