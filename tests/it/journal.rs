@@ -567,7 +567,6 @@ fn weir_logging_a_failure_into_the_journal_it_reads_ingests_none_of_it() {
 }
 
 #[test]
-#[ignore = "needs durable spool (issue 3); un-ignore at merge"]
 fn weir_run_twice_resumes_right_after_the_cursor() {
     let j = Journald::start("binresume");
     let dir = tempfile::tempdir().unwrap();
@@ -593,7 +592,6 @@ fn weir_run_twice_resumes_right_after_the_cursor() {
 }
 
 #[test]
-#[ignore = "needs durable spool (issue 3); un-ignore at merge"]
 fn kill_9_mid_stream_loses_nothing_committed() {
     let j = Journald::start("kill9");
     let dir = tempfile::tempdir().unwrap();

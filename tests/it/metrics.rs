@@ -662,7 +662,6 @@ fn books_balance_in_process_through_ingest_spool_and_sinks() {
 /// delivered, received = spooled = delivered + dropped (dropped per reason),
 /// and the sinks hold exactly what they were counted to deliver.
 #[test]
-#[ignore = "needs forward source (issue 4); un-ignore at merge"]
 fn books_balance_under_load() {
     const CLIENTS: usize = 4;
     const PER_CLIENT: usize = 5_000;

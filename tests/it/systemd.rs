@@ -372,7 +372,6 @@ fn forward_message(msg: &str) -> Vec<u8> {
 /// via LISTEN_FDS; a client connecting *before* weir runs is served, and the
 /// inherited socket survives an in-process reload.
 #[test]
-#[ignore = "needs forward source (issue 4); un-ignore at merge"]
 fn socket_activation_serves_early_clients_and_survives_reload() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("weir.toml");
