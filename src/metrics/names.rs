@@ -21,6 +21,10 @@ pub const SOURCE_BYTES_RECEIVED: &str = "weir_source_bytes_received_total";
 pub const SOURCE_DECODE_ERRORS: &str = "weir_source_decode_errors_total";
 pub const SOURCE_CONNECTIONS: &str = "weir_source_connections";
 pub const SOURCE_EVENTS_SPOOLED: &str = "weir_source_events_spooled_total";
+// The journal source.
+pub const JOURNAL_CURSOR_GAPS: &str = "weir_journal_cursor_gaps_total";
+pub const JOURNAL_ENTRIES_SKIPPED: &str = "weir_journal_entries_skipped_total";
+pub const JOURNAL_READ_ERRORS: &str = "weir_journal_read_errors_total";
 // Scrub.
 pub const SCRUB_REWRITES: &str = "weir_scrub_rewrites_total";
 // Spool.
@@ -30,6 +34,9 @@ pub const SPOOL_SEGMENTS: &str = "weir_spool_segments";
 pub const SPOOL_DROPPED_EVENTS: &str = "weir_spool_dropped_events_total";
 pub const SPOOL_SINK_LAG_BYTES: &str = "weir_spool_sink_lag_bytes";
 pub const SPOOL_OLDEST_UNACKED: &str = "weir_spool_oldest_unacked_timestamp_seconds";
+pub const SPOOL_FSYNCS: &str = "weir_spool_fsyncs_total";
+pub const SPOOL_RECOVERED_DISCARDED_BYTES: &str = "weir_spool_recovered_discarded_bytes_total";
+pub const SPOOL_CORRUPT_RECORDS: &str = "weir_spool_corrupt_records_total";
 // Sinks.
 pub const SINK_EVENTS_SENT: &str = "weir_sink_events_sent_total";
 pub const SINK_BYTES_SENT: &str = "weir_sink_bytes_sent_total";
@@ -39,6 +46,7 @@ pub const SINK_SPLITS: &str = "weir_sink_splits_total";
 pub const SINK_REJECTED_EVENTS: &str = "weir_sink_rejected_events_total";
 pub const SINK_ERRORS: &str = "weir_sink_errors_total";
 pub const SINK_LAST_SUCCESS: &str = "weir_sink_last_success_timestamp_seconds";
+pub const SINK_TRUNCATED_EVENTS: &str = "weir_sink_truncated_events_total";
 // weir itself.
 pub const LOG_MESSAGES: &str = "weir_log_messages_total";
 pub const LOG_MESSAGES_SUPPRESSED: &str = "weir_log_messages_suppressed_total";
@@ -75,6 +83,9 @@ pub const ALL: &[Family] = &[
     c(SOURCE_DECODE_ERRORS, &["source", "reason"]),
     g(SOURCE_CONNECTIONS, &["source"]),
     c(SOURCE_EVENTS_SPOOLED, &["source"]),
+    c(JOURNAL_CURSOR_GAPS, &["source"]),
+    c(JOURNAL_ENTRIES_SKIPPED, &["source", "reason"]),
+    c(JOURNAL_READ_ERRORS, &["source"]),
     c(SCRUB_REWRITES, &["kind", "action"]),
     g(SPOOL_BYTES, &[]),
     g(SPOOL_MAX_BYTES, &[]),
@@ -82,6 +93,9 @@ pub const ALL: &[Family] = &[
     c(SPOOL_DROPPED_EVENTS, &["sink", "reason"]),
     g(SPOOL_SINK_LAG_BYTES, &["sink"]),
     g(SPOOL_OLDEST_UNACKED, &["sink"]),
+    c(SPOOL_FSYNCS, &[]),
+    c(SPOOL_RECOVERED_DISCARDED_BYTES, &[]),
+    c(SPOOL_CORRUPT_RECORDS, &[]),
     c(SINK_EVENTS_SENT, &["sink"]),
     c(SINK_BYTES_SENT, &["sink"]),
     c(SINK_BATCHES, &["sink"]),
@@ -90,6 +104,7 @@ pub const ALL: &[Family] = &[
     c(SINK_REJECTED_EVENTS, &["sink", "reason"]),
     c(SINK_ERRORS, &["sink", "reason"]),
     g(SINK_LAST_SUCCESS, &["sink"]),
+    c(SINK_TRUNCATED_EVENTS, &["sink"]),
     c(LOG_MESSAGES, &["level"]),
     c(LOG_MESSAGES_SUPPRESSED, &[]),
     g(BUILD_INFO, &["version"]),

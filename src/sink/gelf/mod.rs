@@ -492,7 +492,7 @@ impl SinkMetrics {
             ),
             truncated: metrics::counter(
                 "weir_sink_truncated_events_total",
-                "Events shrunk to fit the server's message size limit.",
+                "Events shrunk to fit the server's size limits (line or message cut with a marker).",
                 l,
             ),
             rejected: metrics::counter(

@@ -70,8 +70,8 @@ impl Metrics {
                 &l,
             ),
             truncated: metrics::counter(
-                "weir_sink_truncated_lines_total",
-                "Lines a sink cut to its max_line_size.",
+                "weir_sink_truncated_events_total",
+                "Events shrunk to fit the server's size limits (line or message cut with a marker).",
                 &l,
             ),
             last_success: metrics::gauge(
