@@ -9,7 +9,9 @@
 //! - otherwise at most `fsync_interval` after the oldest unsynced append.
 //!
 //! Large pending buffers (over [`WRITE_CHUNK`]) are written early without a
-//! sync so the page cache, not the heap, holds the backlog.
+//! sync so the page cache, not the heap, holds the backlog; more than
+//! [`SYNC_BYTES`] unsynced triggers an early fdatasync so that no single
+//! sync (which a durability waiter may have to sit through) grows large.
 //!
 //! It also stores sink cursors (coalesced: at most every [`STORE_INTERVAL`],
 //! and on `sync`/shutdown), unlinks released segments and fsyncs the
@@ -30,6 +32,10 @@ use super::{cursor, quota, segment, Offset, WhenFull};
 
 /// Pending bytes that make the writer write without waiting for a sync.
 pub const WRITE_CHUNK: usize = 1 << 20;
+/// Written-but-unsynced bytes that trigger an fdatasync before the
+/// interval: under a flood, keeps each fdatasync (and so the wait of anyone
+/// asking for durability) short instead of syncing 100 ms of data at once.
+pub const SYNC_BYTES: u64 = 16 << 20;
 /// Longest time an acknowledgement waits before its cursor is stored.
 pub const STORE_INTERVAL: Duration = Duration::from_secs(1);
 /// Pause between attempts while the disk is full or failing.
@@ -97,7 +103,8 @@ impl Writer {
             let sync = unsynced
                 && (st.sync_wanted > st.durable
                     || st.shutdown
-                    || sync_at.is_some_and(|t| now >= t));
+                    || sync_at.is_some_and(|t| now >= t)
+                    || st.next - st.durable >= SYNC_BYTES);
             let dirty = st.sinks.values().any(|s| s.acked != s.stored);
             let store_at = dirty.then_some(self.last_store + STORE_INTERVAL);
             let store = st.store_wanted > self.store_done
