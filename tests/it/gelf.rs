@@ -226,7 +226,7 @@ fn docker_event(message: &str, stream: &str) -> Event {
     for (k, v) in [
         ("container_id", "4f2a9c0e1b7d"),
         ("container_name", "/shop-db-1"),
-        ("source", stream),
+        ("stream", stream),
         ("tag", "docker.4f2a9c0e1b7d"),
         ("com.docker.compose.project", "shop"),
     ] {

@@ -9,7 +9,7 @@
 //! | `short_message` | the first non-blank line of the message, cut to [`SHORT_MESSAGE_MAX_CHARS`] characters; `"(empty message)"` for an empty one (Graylog rejects an empty `short_message`) |
 //! | `full_message`  | the whole message (trailing newlines removed), only when it has more than one line or its first line was cut |
 //! | `timestamp`     | seconds since the epoch as a JSON number with microseconds (`1700000000.123456`) |
-//! | `level`         | syslog severity: journal `PRIORITY` (the `level` label); Docker `stdout_level` / `stderr_level` by the `source` field (default 6 and 3, as Docker's gelf driver) |
+//! | `level`         | syslog severity: journal `PRIORITY` (the `level` label); Docker `stdout_level` / `stderr_level` by the `stream` field (stdout or stderr) (default 6 and 3, as Docker's gelf driver) |
 //!
 //! Messages that are not valid UTF-8 are sent with U+FFFD for invalid bytes.
 //!
@@ -27,7 +27,7 @@
 //! | `command`                           | `_command`         |
 //! | `tag`                               | `_tag`             |
 //! | `created`                           | `_created`         |
-//! | `source` (`stdout`/`stderr`)        | not sent: it selects `level` (as the gelf driver does) |
+//! | `stream` (`stdout`/`stderr`)        | not sent: it selects `level` (as the gelf driver does) |
 //! | any other field (Docker labels, env) | `_` + its name, as the gelf driver sends `labels`/`env` |
 //!
 //! Journal events send every journal field as `_` + the field name in lower
@@ -272,7 +272,8 @@ pub fn encode_within(
 fn level(event: &Event, levels: DockerLevels) -> u8 {
     let label = event.labels.level.map(|l| l.as_syslog());
     match event.origin {
-        Origin::Docker => match event.field("source") {
+        // The forward source names Docker's stdout/stderr field `stream`.
+        Origin::Docker => match event.field("stream") {
             Some("stderr") => levels.stderr,
             Some("stdout") => levels.stdout,
             _ => label.unwrap_or(levels.stdout),
@@ -292,7 +293,7 @@ fn level(event: &Event, levels: DockerLevels) -> u8 {
 pub fn field_name(origin: Origin, name: &str) -> Option<Cow<'_, str>> {
     match origin {
         Origin::Docker => match name {
-            "source" => None,
+            "stream" => None,
             "container_id" | "container_name" | "image_id" | "image_name" | "command" | "tag"
             | "created" => Some(Cow::Owned(format!("_{name}"))),
             "image" => Some(Cow::Borrowed("_image_name")),
@@ -386,7 +387,7 @@ mod tests {
         for (k, v) in [
             ("container_id", "abc123"),
             ("container_name", "/shop-db-1"),
-            ("source", "stderr"),
+            ("stream", "stderr"),
             ("tag", "docker.abc123"),
             ("com.example.team", "core"),
         ] {
@@ -421,8 +422,8 @@ mod tests {
     #[test]
     fn stdout_level_is_configurable() {
         let mut e = docker("x");
-        e.fields.retain(|(k, _)| k != "source");
-        e.fields.push(("source".into(), "stdout".into()));
+        e.fields.retain(|(k, _)| k != "stream");
+        e.fields.push(("stream".into(), "stdout".into()));
         let levels = DockerLevels {
             stdout: 5,
             stderr: 2,
