@@ -7,10 +7,11 @@ export DEBIAN_FRONTEND=noninteractive
 build_pkgs=(libsystemd-dev pkg-config gcc)
 # Real peers for the integration tests: Docker's daemon and a busybox rootfs,
 # Go with the Forward and GELF client libraries, journald and its tools.
+# Units and package tests: lintian, procps, adduser, man-db. TLS test
+# certificates: openssl.
 test_pkgs=(docker.io busybox-static golang-go golang-github-fluent-fluent-logger-golang-dev
   golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs
-  lintian procps adduser man-db)  # units and package tests
-  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs openssl)
+  lintian procps adduser man-db openssl)
 
 pkgs=("${build_pkgs[@]}")
 [ "${1:-all}" = build ] || pkgs+=("${test_pkgs[@]}")
