@@ -499,7 +499,7 @@ mod tests {
             "café",
             "",
             "gl2_source",
-            "source",
+            "stream",
             "a/b",
             "a_b",
         ] {
