@@ -14,5 +14,6 @@ mod loki_receiver;
 mod metrics;
 mod package;
 mod pipeline;
+mod selflog;
 mod spool;
 mod systemd;

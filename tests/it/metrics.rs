@@ -462,7 +462,8 @@ fn weir_status_summarizes_a_running_agent_and_fails_when_it_is_gone() {
     for want in [
         format!("weir {version} at {listen}: up "),
         "health ok, ready".into(),
-        "spool: 0 B of 1.0 GiB".into(),
+        // An empty spool is one segment header.
+        "B of 1.0 GiB (0.0%), 1 segments".into(),
         "  local: 0.0 events/s".into(),
         "last success never".into(),
         "weir's own log: ".into(),
