@@ -16,7 +16,8 @@
 //! `sasl_username`, `X-Remote-User`). Not keys: `user_id`, `userAgent`,
 //! `user-agent`, `superuser`, `uid` (numbers, not names).
 //!
-//! Values: a quoted string, or a bare run of letters, digits, `. _ - $ \ @`
+//! Values: a string quoted with `"`, `'` or `<>` (dovecot's `user=<alice>`),
+//! or a bare run of letters, digits, `. _ - $ \ @`
 //! and non-ASCII bytes (so `josé` goes whole). Never rewritten: `-`, empty,
 //! `null`/`nil`/`none`/`true`/`false`/`undefined`, the mask token, a
 //! pseudonym. After `user ` (space, no `=`), a common English word is prose,
@@ -31,6 +32,12 @@ use super::scan::Cx;
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
 fn login_key(word: &[u8]) -> Option<bool> {
+    // Every key ends in `r`, `e`, `n` or `l` (user, username, login, email):
+    // most words are turned away by one compare.
+    let last = word.last()? | 0x20;
+    if !matches!(last, b'r' | b'e' | b'n' | b'l') || word.len() < 4 {
+        return None;
+    }
     let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
     if is(b"user") {
         return Some(true);
@@ -205,12 +212,13 @@ fn skip_spaces(s: &[u8], mut p: usize) -> usize {
 fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
     let s = cx.s;
     let (vs, ve, after) = match s.get(q)? {
-        &quote @ (b'"' | b'\'') => {
-            let close = closing(s, q + 1, quote)?;
+        &quote @ (b'"' | b'\'' | b'<') => {
+            let close = closing(s, q + 1, if quote == b'<' { b'>' } else { quote })?;
             (q + 1, close, close + 1)
         }
         b'\\' if s.get(q + 1) == Some(&b'"') => {
-            let close = q + 2 + memchr::memmem::find(&s[q + 2..], b"\\\"")?;
+            let window = &s[q + 2..(q + 2 + 512).min(s.len())];
+            let close = q + 2 + memchr::memmem::find(window, b"\\\"")?;
             (q + 2, close, close + 2)
         }
         _ => {
@@ -221,6 +229,11 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
             let mut ve = q;
             while ve < s.len() && is_value_byte(s[ve]) {
                 ve += 1;
+            }
+            // `Login: user=<alice>`, `imap-login: Login: ...`: a key or a
+            // label, not the value.
+            if matches!(s.get(ve), Some(b'=' | b':')) {
+                return None;
             }
             // A sentence's full stop is not part of the name.
             while ve > q && s[ve - 1] == b'.' {

@@ -190,6 +190,18 @@ const TRICKY: &[(&str, &str)] = &[
         "user_id=42 user-agent=curl superuser=x",
     ),
     ("user=josé.", "user=u:#."),
+    (
+        "imap-login: Login: user=<alice>, method=PLAIN, rip=203.0.113.7",
+        "imap-login: Login: user=<u:#>, method=PLAIN, rip=203.0.113.0",
+    ),
+    (
+        "Login: user=<alice@example.com>, lip=10.0.0.1",
+        "Login: user=<u:#>, lip=10.0.0.0",
+    ),
+    (
+        "sudo: COMMAND=/bin/ls USER=root",
+        "sudo: COMMAND=/bin/ls USER=u:#",
+    ),
 ];
 
 #[test]
