@@ -31,11 +31,13 @@ use super::scan::Cx;
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
+#[inline]
 fn login_key(word: &[u8]) -> Option<bool> {
-    // Every key ends in `r`, `e`, `n` or `l` (user, username, login, email):
-    // most words are turned away by one compare.
-    let last = word.last()? | 0x20;
-    if !matches!(last, b'r' | b'e' | b'n' | b'l') || word.len() < 4 {
+    // Every key ends in `user`, `name`, `ogin` or `mail` (any case): one
+    // 4-byte compare turns nearly every word away.
+    let tail: [u8; 4] = word.get(word.len().checked_sub(4)?..)?.try_into().ok()?;
+    let tail = (u32::from_le_bytes(tail) | 0x2020_2020).to_le_bytes();
+    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail") {
         return None;
     }
     let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
@@ -164,8 +166,12 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
-    if word.len() == 3 && word.eq_ignore_ascii_case(b"for") {
-        return for_from(cx, end);
+    if word.len() == 3 {
+        return if word.eq_ignore_ascii_case(b"for") {
+            for_from(cx, end)
+        } else {
+            None
+        };
     }
     let space_ok = login_key(word)?;
     // A key continues with `.`/`_`/`-` only as `user.name` and the like.

@@ -63,6 +63,7 @@ pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
 }
 
 /// End of the ASCII alphanumeric run starting at `i`.
+#[inline]
 pub fn word_end(s: &[u8], i: usize) -> usize {
     match s[i..]
         .iter()
