@@ -355,6 +355,10 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     if l == i || s[l..i].starts_with(cx.sc.mask_token()) {
         return None;
     }
+    // Likewise after the `@` (`x@b5::-y.org` masks to `x@REDACTED-y.org`).
+    if s[i + 1..].starts_with(cx.sc.mask_token()) {
+        return None;
+    }
     let end = domain_end(s, i + 1)?;
     cx.rewrite_login(l, end);
     Some(end)
