@@ -249,6 +249,11 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
         }
     };
     let v = &s[vs..ve];
+    // A value holding the mask token was (partly) masked by an earlier pass,
+    // e.g. `login=\xc7::6f` -> `login=\xc7REDACTED`: leave it.
+    if memchr::memmem::find(v, cx.sc.mask_token()).is_some() {
+        return Some(after);
+    }
     if v.is_empty() || NOT_NAMES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
         return (after > q).then_some(after);
     }
