@@ -342,7 +342,15 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
         b -= 1;
     }
     if b < i && b >= 3 && &s[b - 3..b] == b"://" {
-        userinfo(cx, b, i);
+        // Userinfo holding an address pseudonym or the mask token had part
+        // of it rewritten by an earlier pass: leave it as that pass did.
+        let ui = &s[b..i];
+        let rewritten = [hash::IPV4_PREFIX, hash::IPV6_PREFIX, cx.sc.mask_token()]
+            .iter()
+            .any(|p| memchr::memmem::find(ui, p).is_some());
+        if !rewritten {
+            userinfo(cx, b, i);
+        }
         return Some(i + 1);
     }
     let mut l = i;
