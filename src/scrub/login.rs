@@ -341,7 +341,10 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     while b > floor && i - b < 256 && is_userinfo(s[b - 1]) {
         b -= 1;
     }
-    if b < i && b >= 3 && &s[b - 3..b] == b"://" {
+    // `scheme://`: the byte before `://` belongs to a scheme (not the `::`
+    // a truncated IPv6 address can end with).
+    let scheme_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.');
+    if b < i && b >= 4 && &s[b - 3..b] == b"://" && scheme_char(s[b - 4]) {
         // Userinfo holding an address pseudonym or the mask token had part
         // of it rewritten by an earlier pass: leave it as that pass did.
         let ui = &s[b..i];

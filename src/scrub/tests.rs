@@ -236,6 +236,9 @@ fn regression_mask_after_at_sign_is_idempotent() {
     let sc = scrubber_with("ipv4 = \"hash\"\nipv6 = \"hash\"");
     let once = sc.scrub_text(b"://R::u:57&6:::@7", TS).into_owned();
     assert_eq!(sc.scrub_text(&once, TS), once);
+    let sc = default_scrubber();
+    let once = sc.scrub_text(b"@A:E::0//*::V80mOgin7@", TS).into_owned();
+    assert_eq!(sc.scrub_text(&once, TS), once);
 }
 
 #[test]
