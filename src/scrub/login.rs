@@ -342,9 +342,15 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
         b -= 1;
     }
     // `scheme://`: the byte before `://` belongs to a scheme (not the `::`
-    // a truncated IPv6 address can end with).
+    // a truncated IPv6 address can end with). Read from the output, as a
+    // second pass would: a rewrite may end right before `://`.
     let scheme_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.');
-    if b < i && b >= 4 && &s[b - 3..b] == b"://" && scheme_char(s[b - 4]) {
+    let before = |k| cx.out_byte_before(b, k);
+    let url = before(3) == Some(b':')
+        && before(2) == Some(b'/')
+        && before(1) == Some(b'/')
+        && before(4).is_some_and(scheme_char);
+    if b < i && url {
         // Userinfo holding an address pseudonym or the mask token had part
         // of it rewritten by an earlier pass: leave it as that pass did.
         let ui = &s[b..i];

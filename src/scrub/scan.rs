@@ -109,6 +109,19 @@ impl<'a> Cx<'a> {
         Some(out)
     }
 
+    /// The byte `k` places before input position `pos` (`pos >= copied`) as
+    /// the output has it: what a second pass would see there.
+    pub fn out_byte_before(&self, pos: usize, k: usize) -> Option<u8> {
+        debug_assert!(pos >= self.copied);
+        let at = pos.checked_sub(k)?;
+        if at >= self.copied {
+            return Some(self.s[at]);
+        }
+        let out = self.out.as_ref()?;
+        let back = self.copied - at;
+        out.len().checked_sub(back).map(|i| out[i])
+    }
+
     /// Where look-behinds must stop.
     pub fn floor(&self) -> usize {
         self.copied.max(self.settled)

@@ -239,6 +239,9 @@ fn regression_mask_after_at_sign_is_idempotent() {
     let sc = default_scrubber();
     let once = sc.scrub_text(b"@A:E::0//*::V80mOgin7@", TS).into_owned();
     assert_eq!(sc.scrub_text(&once, TS), once);
+    let sc = scrubber_with("ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"");
+    let once = sc.scrub_text(b"*0:::://7@", TS).into_owned();
+    assert_eq!(sc.scrub_text(&once, TS), once);
 }
 
 #[test]
