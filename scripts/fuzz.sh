@@ -1,6 +1,7 @@
 #!/bin/sh
 # Bounded fuzzing of the scrubber (fuzz/fuzz_targets/scrub.rs): never panics,
-# valid UTF-8 in gives valid UTF-8 out, scrubbing twice equals once.
+# valid UTF-8 in gives valid UTF-8 out (WEIR_FUZZ_IDEMPOTENT=1: and scrubbing
+# twice equals once).
 #
 #   scripts/fuzz.sh [SECONDS]      default 60
 #
