@@ -16,7 +16,8 @@
 //! `sasl_username`, `X-Remote-User`). Not keys: `user_id`, `userAgent`,
 //! `user-agent`, `superuser`, `uid` (numbers, not names).
 //!
-//! Values: a quoted string, or a bare run of letters, digits, `. _ - $ \ @`
+//! Values: a string quoted with `"`, `'` or `<>` (dovecot's `user=<alice>`),
+//! or a bare run of letters, digits, `. _ - $ \ @`
 //! and non-ASCII bytes (so `josé` goes whole). Never rewritten: `-`, empty,
 //! `null`/`nil`/`none`/`true`/`false`/`undefined`, the mask token, a
 //! pseudonym. After `user ` (space, no `=`), a common English word is prose,
@@ -30,7 +31,15 @@ use super::scan::Cx;
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
+#[inline]
 fn login_key(word: &[u8]) -> Option<bool> {
+    // Every key ends in `user`, `name`, `ogin` or `mail` (any case): one
+    // 4-byte compare turns nearly every word away.
+    let tail: [u8; 4] = word.get(word.len().checked_sub(4)?..)?.try_into().ok()?;
+    let tail = (u32::from_le_bytes(tail) | 0x2020_2020).to_le_bytes();
+    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail") {
+        return None;
+    }
     let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
     if is(b"user") {
         return Some(true);
@@ -157,8 +166,12 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
-    if word.len() == 3 && word.eq_ignore_ascii_case(b"for") {
-        return for_from(cx, end);
+    if word.len() == 3 {
+        return if word.eq_ignore_ascii_case(b"for") {
+            for_from(cx, end)
+        } else {
+            None
+        };
     }
     let space_ok = login_key(word)?;
     // A key continues with `.`/`_`/`-` only as `user.name` and the like.
@@ -205,12 +218,13 @@ fn skip_spaces(s: &[u8], mut p: usize) -> usize {
 fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
     let s = cx.s;
     let (vs, ve, after) = match s.get(q)? {
-        &quote @ (b'"' | b'\'') => {
-            let close = closing(s, q + 1, quote)?;
+        &quote @ (b'"' | b'\'' | b'<') => {
+            let close = closing(s, q + 1, if quote == b'<' { b'>' } else { quote })?;
             (q + 1, close, close + 1)
         }
         b'\\' if s.get(q + 1) == Some(&b'"') => {
-            let close = q + 2 + memchr::memmem::find(&s[q + 2..], b"\\\"")?;
+            let window = &s[q + 2..(q + 2 + 512).min(s.len())];
+            let close = q + 2 + memchr::memmem::find(window, b"\\\"")?;
             (q + 2, close, close + 2)
         }
         _ => {
@@ -222,6 +236,11 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
             while ve < s.len() && is_value_byte(s[ve]) {
                 ve += 1;
             }
+            // `Login: user=<alice>`, `imap-login: Login: ...`: a key or a
+            // label, not the value.
+            if matches!(s.get(ve), Some(b'=' | b':')) {
+                return None;
+            }
             // A sentence's full stop is not part of the name.
             while ve > q && s[ve - 1] == b'.' {
                 ve -= 1;
@@ -230,6 +249,11 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
         }
     };
     let v = &s[vs..ve];
+    // A value holding the mask token was (partly) masked by an earlier pass,
+    // e.g. `login=\xc7::6f` -> `login=\xc7REDACTED`: leave it.
+    if memchr::memmem::find(v, cx.sc.mask_token()).is_some() {
+        return Some(after);
+    }
     if v.is_empty() || NOT_NAMES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
         return (after > q).then_some(after);
     }
@@ -317,8 +341,25 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     while b > floor && i - b < 256 && is_userinfo(s[b - 1]) {
         b -= 1;
     }
-    if b < i && b >= 3 && &s[b - 3..b] == b"://" {
-        userinfo(cx, b, i);
+    // `scheme://`: the byte before `://` belongs to a scheme (not the `::`
+    // a truncated IPv6 address can end with). Read from the output, as a
+    // second pass would: a rewrite may end right before `://`.
+    let scheme_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.');
+    let before = |k| cx.out_byte_before(b, k);
+    let url = before(3) == Some(b':')
+        && before(2) == Some(b'/')
+        && before(1) == Some(b'/')
+        && before(4).is_some_and(scheme_char);
+    if b < i && url {
+        // Userinfo holding an address pseudonym or the mask token had part
+        // of it rewritten by an earlier pass: leave it as that pass did.
+        let ui = &s[b..i];
+        let rewritten = [hash::IPV4_PREFIX, hash::IPV6_PREFIX, cx.sc.mask_token()]
+            .iter()
+            .any(|p| memchr::memmem::find(ui, p).is_some());
+        if !rewritten {
+            userinfo(cx, b, i);
+        }
         return Some(i + 1);
     }
     let mut l = i;
@@ -334,6 +375,10 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     // Empty, or starting with the mask token: an earlier pass masked what
     // was glued to this address (`1.2.3.4%x@example.com`).
     if l == i || s[l..i].starts_with(cx.sc.mask_token()) {
+        return None;
+    }
+    // Likewise after the `@` (`x@b5::-y.org` masks to `x@REDACTED-y.org`).
+    if s[i + 1..].starts_with(cx.sc.mask_token()) {
         return None;
     }
     let end = domain_end(s, i + 1)?;

@@ -63,11 +63,15 @@ pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
 }
 
 /// End of the ASCII alphanumeric run starting at `i`.
-pub fn word_end(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && s[i].is_ascii_alphanumeric() {
-        i += 1;
+#[inline]
+pub fn word_end(s: &[u8], i: usize) -> usize {
+    match s[i..]
+        .iter()
+        .position(|&c| CLASS[usize::from(c)] > LETTER || CLASS[usize::from(c)] == SKIP)
+    {
+        Some(n) => i + n,
+        None => s.len(),
     }
-    i
 }
 
 /// The state of one scrub: the input, the output (once something changed),
@@ -105,6 +109,19 @@ impl<'a> Cx<'a> {
         Some(out)
     }
 
+    /// The byte `k` places before input position `pos` (`pos >= copied`) as
+    /// the output has it: what a second pass would see there.
+    pub fn out_byte_before(&self, pos: usize, k: usize) -> Option<u8> {
+        debug_assert!(pos >= self.copied);
+        let at = pos.checked_sub(k)?;
+        if at >= self.copied {
+            return Some(self.s[at]);
+        }
+        let out = self.out.as_ref()?;
+        let back = self.copied - at;
+        out.len().checked_sub(back).map(|i| out[i])
+    }
+
     /// Where look-behinds must stop.
     pub fn floor(&self) -> usize {
         self.copied.max(self.settled)
@@ -140,15 +157,23 @@ impl<'a> Cx<'a> {
     /// A word starts at `i`: an address, a login key, or nothing.
     fn word(&mut self, i: usize, class: u8) -> usize {
         let s = self.s;
+        let end = word_end(s, i);
         if class != LETTER {
-            let hex = ipv6::hex_run(s, i, 5);
-            if hex <= 4 && s.get(i + hex) == Some(&b':') {
+            // Cheap shape checks first: a first IPv6 group is 1-4 hex digits
+            // and a colon, a first octet 1-3 digits and a dot.
+            let len = end - i;
+            let next = s.get(end).copied();
+            if len <= 4 && next == Some(b':') && s[i..end].iter().all(u8::is_ascii_hexdigit) {
                 if let Some((addr, end)) = self.detect_v6(i) {
                     self.rewrite_v6(i, end, addr);
                     return end;
                 }
             }
-            if class == DIGIT {
+            if class == DIGIT
+                && len <= 3
+                && next == Some(b'.')
+                && s[i..end].iter().all(u8::is_ascii_digit)
+            {
                 let keep_versions = self.sc.config.keep_versions;
                 if let Some((octets, end)) =
                     self.in_view(i, |v, at| ipv4::detect(v, at, keep_versions))
@@ -158,7 +183,6 @@ impl<'a> Cx<'a> {
                 }
             }
         }
-        let end = word_end(s, i);
         if class != DIGIT {
             if let Some(next) = login::at_word(self, i, end) {
                 return next;

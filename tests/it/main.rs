@@ -17,3 +17,4 @@ mod pipeline;
 mod selflog;
 mod spool;
 mod systemd;
+mod scrub;
