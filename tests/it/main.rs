@@ -14,7 +14,7 @@ mod loki_receiver;
 mod metrics;
 mod package;
 mod pipeline;
+mod scrub;
 mod selflog;
 mod spool;
 mod systemd;
-mod scrub;

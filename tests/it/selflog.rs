@@ -64,12 +64,23 @@ fn bad_input_is_logged_without_its_bytes() {
         .unwrap();
     assert!(rc.success());
     let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0), "{log}");
 
     // The errors were logged (so this test can fail), as reasons only.
     let complaints = log.lines().filter(|l| l.contains("bad input")).count();
-    assert!(complaints >= 2, "expected bad-input lines in weir's log:\n{log}");
+    assert!(
+        complaints >= 2,
+        "expected bad-input lines in weir's log:\n{log}"
+    );
     assert!(!log.contains(MARKER), "payload bytes in weir's log:\n{log}");
-    assert!(!log.contains("7f3a9c"), "part of the payload in weir's log:\n{log}");
+    assert!(
+        !log.contains("7f3a9c"),
+        "part of the payload in weir's log:\n{log}"
+    );
 }
