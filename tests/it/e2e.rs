@@ -19,6 +19,7 @@ mod garbage;
 mod incident2;
 mod kill9;
 mod outage;
+mod scrub;
 
 use std::collections::HashSet;
 use std::fs::File;
