@@ -120,6 +120,8 @@ pub struct Stored {
     pub ts_ns: i64,
     pub line: String,
     pub metadata: Vec<(String, String)>,
+    /// Wall clock (ns since the epoch) when the push carrying it was accepted.
+    pub received_ns: i64,
 }
 
 /// What the receiver saw, for assertions.
@@ -135,6 +137,9 @@ pub struct Stats {
     pub content_types: HashSet<String>,
     /// Entries accepted (duplicates included when `keep_entries` is off).
     pub accepted: u64,
+    /// Every valid entry received, exact duplicates included: `received -
+    /// accepted` is the number of redeliveries Loki silently ignored.
+    pub received: u64,
     /// Streams received whose entries were not in time order within the push.
     pub unsorted_streams: u64,
 }
@@ -448,6 +453,7 @@ fn push(
                 first_error.get_or_insert(e);
                 continue;
             }
+            st.stats.received += 1;
             if !limits.keep_entries {
                 st.stats.accepted += 1;
                 st.newest.insert(key.clone(), newest.max(ts));
@@ -467,6 +473,9 @@ fn push(
                     .into_iter()
                     .map(|p| (p.name, p.value))
                     .collect(),
+                received_ns: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64),
             });
         }
     }

@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod docker_harness;
+mod e2e;
 mod forward;
 mod gelf;
 mod journal;
