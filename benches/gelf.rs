@@ -8,6 +8,9 @@
 //! null-terminated frames for TCP (where nothing may be lost). The encoder
 //! alone (no network) is measured too, as the ceiling.
 
+mod common;
+use common::machine;
+
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,22 +131,6 @@ fn tcp_receiver() -> (String, Arc<AtomicU64>) {
         }
     });
     (addr, count)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{n} CPUs ({cpu})")
 }
 
 fn main() {

@@ -8,6 +8,9 @@
 //! as Loki does, without storing) runs on another thread, so the sink's CPU
 //! time is that of the main thread alone (`/proc/thread-self/stat`).
 
+mod common;
+use common::machine;
+
 #[path = "../tests/it/loki_receiver.rs"]
 mod loki_receiver;
 
@@ -30,19 +33,6 @@ fn thread_cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
     ticks as f64 / 100.0
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("nproc {n}, {cpu}")
 }
 
 fn events(n: usize) -> Vec<Event> {

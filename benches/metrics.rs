@@ -4,24 +4,14 @@
 //!
 //! Run: `cargo bench --bench metrics`. Prints the machine first.
 
+mod common;
+use common::machine;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use weir::metrics::{self, http, Health, Registry};
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{n} CPUs available, {cpu}")
-}
 
 /// Runs `f` `iters` times and returns the mean time per call.
 fn per_call(iters: u64, mut f: impl FnMut()) -> Duration {

@@ -19,6 +19,9 @@
 //! is weir's utime + stime from /proc/PID/stat, peak RSS its VmHWM. Results go
 //! to stdout and `target/bench-pipeline.json`.
 
+mod common;
+use common::machine;
+
 #[path = "../tests/it/loki_receiver.rs"]
 mod loki_receiver;
 
@@ -42,19 +45,6 @@ fn now_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("nproc {n}, {cpu}")
 }
 
 /// utime + stime of process `pid`, in seconds.

@@ -7,6 +7,9 @@
 //! (a), 400 MB/s on (b). Prints the machine, MB/s, lines/s and how many
 //! lines were rewritten.
 
+mod common;
+use common::machine;
+
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -143,20 +146,6 @@ fn clean_line(r: &mut Rng) -> String {
         ),
         _ => "Starting the background job scheduler; waiting for the configuration service to become ready before accepting new work".to_owned(),
     }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("nproc {n}, {cpu}")
 }
 
 /// CPU time this thread has run, from the scheduler: on a shared machine

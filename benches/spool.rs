@@ -12,6 +12,9 @@
 //! Targets (issue 3): append >= 80% of raw; p99 durable latency <= 2 x one
 //! fdatasync + 1 ms.
 
+mod common;
+use common::machine;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,19 +32,6 @@ fn bench_dir() -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("nproc={n}, cpu={cpu}")
 }
 
 /// CPU seconds (user + system) this process used so far, from /proc.
