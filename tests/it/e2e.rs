@@ -345,6 +345,23 @@ pub fn spawn_client(
     })
 }
 
+/// `n` clients as [`spawn_client`], with ids `{prefix}{c}-{seq}`.
+pub fn spawn_clients(
+    n: usize,
+    socket: &Path,
+    prefix: &str,
+    line_len: usize,
+    limit: Option<u64>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<ClientLog>> {
+    (0..n)
+        .map(|c| {
+            let prefix = format!("{prefix}{c}");
+            spawn_client(socket.to_owned(), prefix, line_len, limit, stop.clone())
+        })
+        .collect()
+}
+
 /// `id` followed by filler up to `len` bytes (what a log line looks like).
 pub fn padded(id: &str, len: usize) -> String {
     let mut line = format!("{id} level=info msg=\"request served\" path=/api/items");

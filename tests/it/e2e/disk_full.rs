@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{merge, padded, scale, spawn_client, Books, Loki, Setup, Tmpfs};
+use super::{merge, padded, scale, spawn_clients, Books, Loki, Setup, Tmpfs};
 use crate::common::wait_for;
 use crate::loki_receiver::Limits;
 
@@ -41,17 +41,7 @@ fn e2e_disk_full_drops_oldest_counted_keeps_accepting_and_recovers() {
     );
     let mut weir = setup.start();
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            spawn_client(
-                setup.socket.clone(),
-                format!("dfc{c}"),
-                LINE,
-                Some(per_client),
-                stop.clone(),
-            )
-        })
-        .collect();
+    let clients = spawn_clients(4, &setup.socket, "dfc", LINE, Some(per_client), &stop);
     let logs: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     weir.assert_alive();
     let dropped = setup.metric("weir_spool_dropped_events_total", &[("sink", "loki")]);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{merge, scale, spawn_client, Books, Loki, Setup};
+use super::{merge, scale, spawn_clients, Books, Loki, Setup};
 use crate::loki_receiver::Limits;
 
 #[test]
@@ -44,17 +44,7 @@ fn e2e_garbage_flood_does_not_cost_valid_clients_anything() {
             }
         })
     };
-    let clients: Vec<_> = (0..10)
-        .map(|c| {
-            spawn_client(
-                setup.socket.clone(),
-                format!("okc{c}"),
-                150,
-                Some(per_client),
-                stop.clone(),
-            )
-        })
-        .collect();
+    let clients = spawn_clients(10, &setup.socket, "okc", 150, Some(per_client), &stop);
     let logs: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
     stop.store(true, Ordering::Relaxed);
     flood.join().unwrap();

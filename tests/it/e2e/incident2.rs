@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{merge, scale, spawn_client, Books, Loki, Setup};
+use super::{merge, scale, spawn_clients, Books, Loki, Setup};
 use crate::journald_harness::Journald;
 use crate::loki_receiver::Limits;
 
@@ -39,17 +39,14 @@ fn e2e_incident_2_resource_exhausted_no_growth_no_payload_in_own_log() {
     cmd.env("INVOCATION_ID", "0123456789abcdef0123456789abcdef");
     let mut weir = setup.start_with(&mut cmd);
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..2)
-        .map(|c| {
-            spawn_client(
-                setup.socket.clone(),
-                format!("{MARK}c{c}"),
-                20_000,
-                Some(per_client),
-                stop.clone(),
-            )
-        })
-        .collect();
+    let clients = spawn_clients(
+        2,
+        &setup.socket,
+        &format!("{MARK}c"),
+        20_000,
+        Some(per_client),
+        &stop,
+    );
     let app_lines: Vec<String> = (0..20)
         .map(|i| format!("e2ejournal-{i} app line"))
         .collect();

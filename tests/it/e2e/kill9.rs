@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{merge, scale, spawn_client, Books, Loki, Setup};
+use super::{merge, scale, spawn_clients, Books, Loki, Setup};
 use crate::loki_receiver::Limits;
 
 #[test]
@@ -16,17 +16,7 @@ fn e2e_kill_9_under_load_loses_no_acknowledged_event() {
     let setup = Setup::new(None, &loki.receiver.url(), false, "", "", "");
     let mut weir = setup.start();
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            spawn_client(
-                setup.socket.clone(),
-                format!("k9c{c}"),
-                150,
-                None,
-                stop.clone(),
-            )
-        })
-        .collect();
+    let clients = spawn_clients(4, &setup.socket, "k9c", 150, None, &stop);
     for _ in 0..kills {
         std::thread::sleep(Duration::from_secs(2));
         weir.kill9();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{merge, scale, spawn_client, Books, Loki, Setup};
+use super::{merge, scale, spawn_clients, Books, Loki, Setup};
 use crate::common::wait_for;
 use crate::loki_receiver::Limits;
 
@@ -21,17 +21,7 @@ fn e2e_loki_down_under_load_then_back_loses_nothing_and_drains() {
     let setup = Setup::new(None, &loki.receiver.url(), true, "", "", "");
     let mut weir = setup.start();
     let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            spawn_client(
-                setup.socket.clone(),
-                format!("outc{c}"),
-                150,
-                None,
-                stop.clone(),
-            )
-        })
-        .collect();
+    let clients = spawn_clients(4, &setup.socket, "outc", 150, None, &stop);
     std::thread::sleep(Duration::from_secs(1));
     loki.down();
     std::thread::sleep(outage);
