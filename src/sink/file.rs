@@ -86,16 +86,16 @@ pub async fn run(
     );
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            b = reader.next_batch(BATCH_EVENTS, BATCH_BYTES) => b,
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot read the spool; file sink stops");
-                return;
-            }
+        let Some(batch) = crate::sink::next_batch_or_stop(
+            &name,
+            &mut reader,
+            &shutdown,
+            BATCH_EVENTS,
+            BATCH_BYTES,
+        )
+        .await
+        else {
+            return;
         };
         let mut buf = Vec::with_capacity(batch.events.len() * 200);
         for e in &batch.events {

@@ -48,6 +48,29 @@ impl RawConfig {
     }
 }
 
+/// The next batch from the spool for sinks that deliver what one read
+/// returns: `None` when `shutdown` is cancelled, or when the spool cannot be
+/// read (logged once: the sink then stops, and its data stays spooled).
+pub async fn next_batch_or_stop(
+    name: &str,
+    reader: &mut spool::Reader,
+    shutdown: &CancellationToken,
+    max_events: usize,
+    max_bytes: usize,
+) -> Option<spool::Batch> {
+    let batch = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        b = reader.next_batch(max_events, max_bytes) => b,
+    };
+    match batch {
+        Ok(b) => Some(b),
+        Err(e) => {
+            tracing::error!(sink = %name, error = %e, "cannot read the spool; the sink stops");
+            None
+        }
+    }
+}
+
 /// Spawns a sink's delivery loop on its spool reader. The loop delivers until
 /// `shutdown` is cancelled; it then stops at once, leaving what it had not
 /// acknowledged in the spool for the next start.

@@ -10,6 +10,19 @@ pub fn weir_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weir"))
 }
 
+/// Starts `weir run --config CONFIG` with its log on a piped stderr (not
+/// journald, whatever the environment says).
+pub fn spawn_weir(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(weir_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("INVOCATION_ID")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

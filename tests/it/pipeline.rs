@@ -1,10 +1,10 @@
 //! The whole agent as a process: start, graceful shutdown, exit code.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-use crate::common::weir_bin;
+use crate::common::spawn_weir;
 
 /// A config with a forward source on a temp socket and a file sink.
 pub fn minimal_config(dir: &std::path::Path) -> std::path::PathBuf {
@@ -34,14 +34,7 @@ listen = ""
 fn sigterm_shuts_down_in_order_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let config = minimal_config(dir.path());
-    let mut child = Command::new(weir_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("INVOCATION_ID")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_weir(&config);
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut lines = Vec::new();
     let mut line = String::new();

@@ -3,10 +3,10 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{wait_for, weir_bin};
+use crate::common::{spawn_weir, wait_for};
 use crate::pipeline::minimal_config;
 
 const MARKER: &str = "PAYLOAD-7f3a9c-must-never-be-logged";
@@ -32,14 +32,7 @@ fn bad_input_is_logged_without_its_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let config = minimal_config(dir.path());
     let socket = dir.path().join("forward.sock");
-    let mut child = Command::new(weir_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("INVOCATION_ID")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_weir(&config);
     wait_for("the forward socket", Duration::from_secs(30), || {
         UnixStream::connect(&socket).ok()
     });

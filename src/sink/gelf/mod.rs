@@ -539,16 +539,16 @@ pub async fn run(
     let mut frames = Frames::default();
     let mut backoff = Backoff::default();
     loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            b = reader.next_batch(BATCH_EVENTS, BATCH_BYTES) => b,
-        };
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot read the spool; GELF sink stops");
-                return;
-            }
+        let Some(batch) = crate::sink::next_batch_or_stop(
+            &name,
+            &mut reader,
+            &shutdown,
+            BATCH_EVENTS,
+            BATCH_BYTES,
+        )
+        .await
+        else {
+            return;
         };
         let stats = encoder.encode_batch(&batch.events, &mut frames);
         if stats.truncated > 0 {
