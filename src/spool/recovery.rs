@@ -241,12 +241,15 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     tail.sync_data().map_err(io("syncing the tail segment"))?;
 
     let oldest = *segments.keys().next().expect("at least one segment");
-    let next = segments.values().next_back().expect("one").end;
+    let tail_meta = segments.values().next_back().expect("one");
+    let (next, tail_events) = (tail_meta.end, tail_meta.events);
     let mut out_sinks = HashMap::new();
     for s in sinks {
         let pos = match loaded.acked.get(s) {
             Some(&a) if a <= oldest => (oldest, 0),
-            Some(&a) if a >= next => (next, 0),
+            // At the tail's end: every event of the tail was handed out, so
+            // none of them is lost if the tail is dropped later.
+            Some(&a) if a >= next => (next, tail_events),
             Some(&a) => sink_pos.get(s).copied().unwrap_or((a, 0)),
             None => {
                 if !loaded.damaged.contains(s) {
