@@ -25,15 +25,18 @@
 //! events/s from 50 Docker-shaped connections, >= 1.5M events/s
 //! PackedForward, <= 3 CPU s per million Docker-shaped events, RSS <= 64 MiB.
 
+mod common;
+use common::machine;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Turns scrubbing off in the receiver's config (the placeholder scrubber
-/// has no keys yet; set e.g. `ipv4 = "keep"`... here once it does).
-const SCRUB_OFF: &str = "";
+/// Turns scrubbing off in the receiver's config, as the targets ask (an
+/// empty `[scrub]` section would mean the private defaults: scrubbing on).
+const SCRUB_OFF: &str = "ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\n";
 
 fn main() {
     if let Ok(dir) = std::env::var("WEIR_BENCH_SERVER") {
@@ -41,22 +44,9 @@ fn main() {
         return;
     }
     println!("forward source benchmark");
-    println!(
-        "machine: {} cores, {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model()
-    );
     // Absolute figures mean little on a busy machine: say how busy it was.
-    println!(
-        "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    println!("spool: {}", SPOOL_NOTE);
+    println!("machine: {}", machine());
+    println!("receiver: forward source (unix socket) -> Ingest (scrubbing off) -> durable spool (defaults, temp dir), acks after fsync");
     println!();
     println!(
         "{:<34} {:>10} {:>12} {:>8} {:>12} {:>10}",
@@ -68,10 +58,9 @@ fn main() {
     let packed = packed_frame(1000);
     run("PackedForward x1000, 1 connection", 1, 1_000, &packed, 1000);
     run("PackedForward x1000, 4 connections", 4, 300, &packed, 1000);
+    println!();
+    println!("machine at end: {}", machine());
 }
-
-const SPOOL_NOTE: &str = "figures are against the spool weir was built with \
-(the in-memory placeholder until issue 3 merges: its RSS then includes every event kept in RAM)";
 
 /// Receiver: the forward source in front of a spool with no sinks.
 fn server(dir: &Path) {
@@ -282,16 +271,4 @@ fn with_chunk(frame: &[u8], chunk: &str) -> Vec<u8> {
     rmp::encode::write_str(&mut f, "chunk").unwrap();
     rmp::encode::write_str(&mut f, chunk).unwrap();
     f
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
