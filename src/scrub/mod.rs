@@ -132,6 +132,14 @@ impl Scrubber {
         })
     }
 
+    /// Whether scrubbing is off: every detector is `keep` and there are no
+    /// extra rules, so [`Scrubber::scrub`] would leave every event as it is
+    /// (callers may skip it).
+    pub fn is_off(&self) -> bool {
+        let c = &self.config;
+        [c.ipv4, c.ipv6, c.logins] == [Action::Keep; 3] && self.rules.is_empty()
+    }
+
     /// Rewrites personal data in the message and chosen fields in place.
     pub fn scrub(&self, event: &mut Event) {
         let ts = event.timestamp_ns;

@@ -19,18 +19,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::decode::{self, DecodeError};
+use super::batch::{self, Batch};
+use super::decode::{self, DecodeError, Record};
 use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
-use crate::event::Event;
 use crate::ingest::Ingest;
 use crate::spool::Offset;
 
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 64 * 1024;
-/// A batch is appended once it holds this many events, even mid-buffer.
-const MAX_BATCH_EVENTS: usize = 16 * 1024;
 /// An idle buffer larger than this is given back to the allocator (after one
 /// big frame, do not keep 16 MiB per connection).
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -59,7 +57,7 @@ where
     let mut conn = Conn {
         shared,
         peer: &peer,
-        events: Vec::new(),
+        batch: Batch::default(),
         chunks: Vec::new(),
         assembler: Assembler::new(shared.partial_max_bytes, shared.partial_timeout),
         last_offset: 0,
@@ -87,7 +85,7 @@ where
                     continue;
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
-                    conn.assembler.expire(Instant::now(), &mut conn.events);
+                    conn.assembler.expire(Instant::now(), &mut conn.batch);
                     if !conn.flush().await {
                         break;
                     }
@@ -120,7 +118,7 @@ where
             buf = BytesMut::with_capacity(READ_SIZE);
         }
     }
-    conn.assembler.drain(&mut conn.events);
+    conn.assembler.drain(&mut conn.batch);
     conn.flush().await;
     drop(conn);
     // The acker ends once it has sent every ack queued above.
@@ -139,7 +137,8 @@ enum Progress {
 struct Conn<'a> {
     shared: &'a Shared,
     peer: &'a str,
-    events: Vec<Event>,
+    /// Events decoded since the last append (reused across appends).
+    batch: Batch,
     /// Chunks of frames decoded since the last append, in order.
     chunks: Vec<String>,
     assembler: Assembler,
@@ -177,6 +176,8 @@ impl Conn<'_> {
         let shared = self.shared;
         let mut pos = 0;
         let now = Instant::now();
+        // One record scratch for every frame of this buffer.
+        let mut record = Record::default();
         loop {
             let len = match frame::scan(&buf[pos..], shared.limits.frame) {
                 Ok(Scan::Complete(n)) => n,
@@ -185,17 +186,18 @@ impl Conn<'_> {
                 }
                 Err(e) => return (pos, Err(e.into())),
             };
-            let events = &mut self.events;
+            let batch = &mut self.batch;
             let assembler = &mut self.assembler;
             let mut skipped = 0u32;
-            let decoded = decode::decode_frame(
+            let decoded = decode::decode_frame_with(
                 &buf[pos..pos + len],
                 &shared.limits,
+                &mut record,
                 &mut |tag, record| {
-                    let (event, partial) = docker::to_event(tag, record);
-                    match partial {
-                        None => events.push(event),
-                        Some(p) => assembler.push(event, p, now, events),
+                    if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
+                        // A piece of a long line: it waits in the assembler.
+                        let piece = batch.take_last();
+                        assembler.push(piece, p, now, batch);
                     }
                 },
                 &mut |e| {
@@ -216,7 +218,7 @@ impl Conn<'_> {
                 }
                 Err(e) => return (pos, Err(e)),
             }
-            if self.events.len() >= MAX_BATCH_EVENTS {
+            if self.batch.len() >= batch::FULL {
                 // Leave the rest for the next round, after an append.
                 return (pos, Ok(Progress::BatchFull));
             }
@@ -227,14 +229,14 @@ impl Conn<'_> {
     /// Returns false when the spool refuses (the connection should close
     /// without acknowledging, so the client resends elsewhere or later).
     async fn flush(&mut self) -> bool {
-        if !self.events.is_empty() {
-            let events = std::mem::take(&mut self.events);
-            match self
+        if !self.batch.is_empty() {
+            let appended = self
                 .shared
                 .ingest
-                .append(&self.shared.name, events, None)
-                .await
-            {
+                .append_batch(&self.shared.name, self.batch.events_mut(), None)
+                .await;
+            self.batch.clear();
+            match appended {
                 Ok(offset) => self.last_offset = offset,
                 Err(e) => {
                     tracing::error!(source = %self.shared.name, peer = %self.peer, error = %e, "spool append failed; closing the connection without acknowledging");

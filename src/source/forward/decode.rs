@@ -19,6 +19,7 @@
 //! (reused across events) and for decompression. Errors carry reasons and
 //! sizes only, never bytes from the wire.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use super::frame::{self, Limits};
@@ -88,8 +89,9 @@ impl<'a> Record<'a> {
 
 /// What a frame says besides its events.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct FrameInfo {
-    pub tag: String,
+pub struct FrameInfo<'a> {
+    /// Borrowed from the frame unless it was not UTF-8 (then repaired).
+    pub tag: Cow<'a, str>,
     /// The `chunk` option: the client waits for `{"ack": chunk}`.
     pub chunk: Option<String>,
     /// Events handed to the callback.
@@ -108,12 +110,25 @@ pub struct DecodeLimits {
 /// `on_event` for each event. Skipped events are reported to `on_skip` with
 /// their error; a frame-level error is returned after the events before it
 /// were delivered.
-pub fn decode_frame(
-    bytes: &[u8],
+pub fn decode_frame<'a>(
+    bytes: &'a [u8],
     limits: &DecodeLimits,
     on_event: &mut dyn FnMut(&str, &Record<'_>),
     on_skip: &mut dyn FnMut(DecodeError),
-) -> Result<FrameInfo, DecodeError> {
+) -> Result<FrameInfo<'a>, DecodeError> {
+    decode_frame_with(bytes, limits, &mut Record::default(), on_event, on_skip)
+}
+
+/// [`decode_frame`] with a caller's `record` to decode into: a connection
+/// passes the same one for every frame of a read buffer, so the record's
+/// entry list is allocated once per read rather than once per frame.
+pub fn decode_frame_with<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+    record: &mut Record<'a>,
+    on_event: &mut dyn FnMut(&str, &Record<'_>),
+    on_skip: &mut dyn FnMut(DecodeError),
+) -> Result<FrameInfo<'a>, DecodeError> {
     let mut r = Reader::new(bytes);
     let n = r
         .array_len()
@@ -124,7 +139,7 @@ pub fn decode_frame(
         ));
     }
     let tag = match r.value()? {
-        Value::Str(s) => String::from_utf8_lossy(s).into_owned(),
+        Value::Str(s) => String::from_utf8_lossy(s),
         _ => return Err(DecodeError::BadFrame("tag is not a string")),
     };
     let mut info = FrameInfo {
@@ -139,7 +154,6 @@ pub fn decode_frame(
                 return Err(DecodeError::BadFrame("message mode needs a record"));
             }
             let time = r.value()?;
-            let mut record = Record::default();
             let options = if n == 4 {
                 let rec_start = r.pos;
                 r.skip()?;
@@ -149,9 +163,9 @@ pub fn decode_frame(
             } else {
                 None
             };
-            match event(&mut r, time, &mut record) {
+            match event(&mut r, time, record) {
                 Ok(()) => {
-                    on_event(&info.tag, &record);
+                    on_event(&info.tag, record);
                     info.events += 1;
                 }
                 Err(e @ DecodeError::BadEvent(_)) => on_skip(e),
@@ -173,9 +187,8 @@ pub fn decode_frame(
                 info.chunk = options(&mut r)?.chunk;
             }
             let mut e = Reader::new(&bytes[entries_start..entries_end]);
-            let mut record = Record::default();
             for _ in 0..entries {
-                entry(&mut e, &mut record, &mut info, on_event, on_skip)?;
+                entry(&mut e, record, &mut info, on_event, on_skip)?;
             }
         }
         // PackedForward / CompressedPackedForward: [tag, bin, option?]
@@ -190,25 +203,12 @@ pub fn decode_frame(
                 Options::default()
             };
             info.chunk = opts.chunk;
-            let inflated;
-            let entries: &[u8] = if opts.gzip {
-                inflated = gunzip(packed, limits.max_decompressed_bytes)?;
-                &inflated
+            if opts.gzip {
+                let inflated = gunzip(packed, limits.max_decompressed_bytes)?;
+                let mut record = Record::default();
+                packed_entries(&inflated, limits, &mut record, &mut info, on_event, on_skip)?;
             } else {
-                packed
-            };
-            let mut e = Reader::new(entries);
-            let mut record = Record::default();
-            while e.pos < entries.len() {
-                // Frame each entry first so that malformed packed bytes are
-                // caught with the same limits as the outer stream.
-                match frame::scan(&entries[e.pos..], limits.frame)? {
-                    frame::Scan::Complete(_) => {}
-                    frame::Scan::Incomplete { .. } => {
-                        return Err(DecodeError::BadFrame("truncated packed entry"))
-                    }
-                }
-                entry(&mut e, &mut record, &mut info, on_event, on_skip)?;
+                packed_entries(packed, limits, record, &mut info, on_event, on_skip)?;
             }
         }
         _ => {
@@ -224,11 +224,35 @@ fn is_time_marker(m: u8) -> bool {
     matches!(m, 0x00..=0x7f | 0xcc..=0xcf | 0xd0..=0xd3 | 0xe0..=0xff | 0xca | 0xcb | 0xd7 | 0xc7)
 }
 
+/// The concatenated `[time, record]` entries of PackedForward mode.
+fn packed_entries<'b>(
+    entries: &'b [u8],
+    limits: &DecodeLimits,
+    record: &mut Record<'b>,
+    info: &mut FrameInfo<'_>,
+    on_event: &mut dyn FnMut(&str, &Record<'_>),
+    on_skip: &mut dyn FnMut(DecodeError),
+) -> Result<(), DecodeError> {
+    let mut e = Reader::new(entries);
+    while e.pos < entries.len() {
+        // Frame each entry first so that malformed packed bytes are
+        // caught with the same limits as the outer stream.
+        match frame::scan(&entries[e.pos..], limits.frame)? {
+            frame::Scan::Complete(_) => {}
+            frame::Scan::Incomplete { .. } => {
+                return Err(DecodeError::BadFrame("truncated packed entry"))
+            }
+        }
+        entry(&mut e, record, info, on_event, on_skip)?;
+    }
+    Ok(())
+}
+
 /// One `[time, record]` entry of Forward or PackedForward mode.
 fn entry<'a>(
     r: &mut Reader<'a>,
     record: &mut Record<'a>,
-    info: &mut FrameInfo,
+    info: &mut FrameInfo<'_>,
     on_event: &mut dyn FnMut(&str, &Record<'_>),
     on_skip: &mut dyn FnMut(DecodeError),
 ) -> Result<(), DecodeError> {

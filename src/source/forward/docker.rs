@@ -35,12 +35,29 @@ const MESSAGE_KEYS: [&str; 3] = ["log", "message", "msg"];
 /// Maps one record. Returns the event and, for a piece of a split line, its
 /// partial metadata.
 pub fn to_event(tag: &str, record: &Record<'_>) -> (Event, Option<Partial>) {
+    let mut event = Event::new(record.time_ns, Origin::Docker, Vec::new());
+    let partial = fill_event(&mut event, tag, record);
+    (event, partial)
+}
+
+/// Maps one record into `event`, overwriting everything in it except the
+/// `host` label (which is [`crate::ingest::Ingest`]'s: Docker records carry
+/// none). `event` may be one used before: its strings are refilled in place,
+/// so a connection that reuses its events allocates nothing per event once
+/// warm. The result is the same as [`to_event`]'s, host aside.
+pub fn fill_event(event: &mut Event, tag: &str, record: &Record<'_>) -> Option<Partial> {
     let message_key = MESSAGE_KEYS
         .iter()
         .find(|k| record.get(k).is_some())
         .copied();
-    let mut event = Event::new(record.time_ns, Origin::Docker, Vec::new());
-    event.fields.reserve(record.entries.len() + 1);
+    event.timestamp_ns = record.time_ns;
+    event.origin = Origin::Docker;
+    event.message.clear();
+    let labels = &mut event.labels;
+    labels.level = None;
+    labels.unit = None;
+    let (mut app, mut service, mut container_name) = (false, false, false);
+    let mut fields = Fields::new(&mut event.fields);
     let mut partial_flag = false;
     let mut partial_id = None;
     let mut partial_ordinal = 0;
@@ -51,67 +68,136 @@ pub fn to_event(tag: &str, record: &Record<'_>) -> (Event, Option<Partial>) {
             continue;
         };
         if Some(key) == message_key {
-            event.message = match value {
-                Value::Str(s) => s.to_vec(),
-                other => text(other).into_bytes(),
-            };
+            // (A repeated key: the last one wins, as for every other key.)
+            event.message.clear();
+            match value {
+                Value::Str(s) => event.message.extend_from_slice(s),
+                other => event.message.extend_from_slice(text(other).as_bytes()),
+            }
             continue;
         }
         match key {
             "container_name" => {
-                let name = text(value);
-                let name = name.strip_prefix('/').unwrap_or(&name).to_owned();
-                event.labels.container_name = Some(name);
+                let name = set_label(&mut labels.container_name, value);
+                if name.starts_with('/') {
+                    name.remove(0);
+                }
+                container_name = true;
             }
-            "com.docker.compose.project" => event.labels.app = Some(text(value)),
-            "com.docker.compose.service" => event.labels.service = Some(text(value)),
+            "com.docker.compose.project" => {
+                set_label(&mut labels.app, value);
+                app = true;
+            }
+            "com.docker.compose.service" => {
+                set_label(&mut labels.service, value);
+                service = true;
+            }
             "source" if matches!(value, Value::Str(b"stdout") | Value::Str(b"stderr")) => {
                 let stderr = value == Value::Str(b"stderr");
-                event.labels.level = Some(if stderr { Level::Error } else { Level::Info });
-                event.fields.push(("stream".into(), text(value)));
+                labels.level = Some(if stderr { Level::Error } else { Level::Info });
+                fields.push("stream", value);
                 docker_stream = true;
             }
             "partial_message" => partial_flag = value == Value::Str(b"true"),
             "partial_id" => partial_id = Some(text(value)),
             "partial_ordinal" => partial_ordinal = text(value).parse().unwrap_or(0),
             "partial_last" => partial_last = value == Value::Str(b"true"),
-            _ => event.fields.push((key.to_owned(), text(value))),
+            _ => fields.push(key, value),
         }
+    }
+    fields.push("tag", Value::Str(tag.as_bytes()));
+    fields.finish();
+    // Labels this record did not set must not keep a value from the event's
+    // previous use.
+    if !app {
+        labels.app = None;
+    }
+    if !container_name {
+        labels.container_name = None;
     }
     if !docker_stream {
         // A non-Docker client naming its own severity.
         if let Some(i) = event.fields.iter().position(|(k, _)| k == "level") {
             if let Some(level) = Level::parse(&event.fields[i].1.to_ascii_lowercase()) {
-                event.labels.level = Some(level);
+                labels.level = Some(level);
                 event.fields.remove(i);
             }
         }
     }
-    if event.labels.service.is_none() {
-        event.labels.service = event.labels.container_name.clone();
+    if !service {
+        // The service defaults to the container name.
+        match &labels.container_name {
+            Some(name) => {
+                let s = labels.service.get_or_insert_with(String::new);
+                s.clear();
+                s.push_str(name);
+            }
+            None => labels.service = None,
+        }
     }
-    event.fields.push(("tag".into(), tag.to_owned()));
-    let partial = match (partial_flag, partial_id) {
+    match (partial_flag, partial_id) {
         (true, Some(id)) => Some(Partial {
             id,
             ordinal: partial_ordinal,
             last: partial_last,
         }),
         _ => None,
-    };
-    (event, partial)
+    }
+}
+
+/// Writes the fields of one event over those of its previous use, reusing
+/// their strings; [`Fields::finish`] drops what is left over.
+struct Fields<'e> {
+    fields: &'e mut Vec<(String, String)>,
+    used: usize,
+}
+
+impl<'e> Fields<'e> {
+    fn new(fields: &'e mut Vec<(String, String)>) -> Fields<'e> {
+        Fields { fields, used: 0 }
+    }
+
+    fn push(&mut self, key: &str, value: Value<'_>) {
+        if self.used == self.fields.len() {
+            self.fields.push((String::new(), String::new()));
+        }
+        let (k, v) = &mut self.fields[self.used];
+        k.clear();
+        k.push_str(key);
+        v.clear();
+        push_text(v, value);
+        self.used += 1;
+    }
+
+    fn finish(self) {
+        self.fields.truncate(self.used);
+    }
+}
+
+/// Sets a label to a value's text, reusing the label's string; returns it.
+fn set_label<'l>(label: &'l mut Option<String>, value: Value<'_>) -> &'l mut String {
+    let s = label.get_or_insert_with(String::new);
+    s.clear();
+    push_text(s, value);
+    s
 }
 
 /// A value as field text: strings as they are (invalid UTF-8 replaced),
 /// everything else as JSON.
 fn text(v: Value<'_>) -> String {
+    let mut out = String::new();
+    push_text(&mut out, v);
+    out
+}
+
+/// Appends [`text`] of `v` to `out`.
+fn push_text(out: &mut String, v: Value<'_>) {
     match v {
-        Value::Str(s) => String::from_utf8_lossy(s).into_owned(),
-        other => {
-            let mut out = String::new();
-            write_json(other, &mut out, 0);
-            out
-        }
+        Value::Str(s) => match std::str::from_utf8(s) {
+            Ok(s) => out.push_str(s),
+            Err(_) => out.push_str(&String::from_utf8_lossy(s)),
+        },
+        other => write_json(other, out, 0),
     }
 }
 
@@ -203,5 +289,40 @@ mod tests {
             })
         );
         assert!(e.fields.iter().all(|(k, _)| !k.starts_with("partial_")));
+    }
+
+    #[test]
+    fn a_reused_event_is_filled_exactly_like_a_new_one() {
+        let docker = record(&[
+            ("container_id", Value::Str(b"abc123")),
+            ("container_name", Value::Str(b"/web-1")),
+            ("source", Value::Str(b"stderr")),
+            ("log", Value::Str(b"boom")),
+            ("com.docker.compose.project", Value::Str(b"shop")),
+            ("com.docker.compose.service", Value::Str(b"web")),
+            ("team", Value::Str(b"blue")),
+            ("extra", Value::UInt(3)),
+        ]);
+        let generic = record(&[
+            ("message", Value::Str(b"hi")),
+            ("level", Value::Str(b"warn")),
+        ]);
+        let plain = record(&[
+            ("container_name", Value::Str(b"/db")),
+            ("source", Value::Str(b"stdout")),
+            ("log", Value::Str(b"ok")),
+        ]);
+        let records = [&docker, &generic, &plain, &docker, &plain, &generic];
+        let mut reused = Event::new(0, Origin::Journal, "old");
+        reused.labels.unit = Some("old.service".into());
+        reused.labels.host = Some("agent".into());
+        for (i, r) in records.iter().enumerate() {
+            let tag = format!("tag{i}");
+            let (mut fresh, fresh_partial) = to_event(&tag, r);
+            assert_eq!(fill_event(&mut reused, &tag, r), fresh_partial);
+            // The host label is the one thing left as it was.
+            fresh.labels.host = Some("agent".into());
+            assert_eq!(reused, fresh, "record {i}");
+        }
     }
 }

@@ -40,7 +40,7 @@ pub struct Limits {
 /// Scans the value at the start of `buf`.
 pub fn scan(buf: &[u8], limits: Limits) -> Result<Scan, FrameError> {
     // Elements still to read at each open array/map level (a map counts 2 per entry).
-    let mut stack: Vec<u64> = Vec::new();
+    let mut stack = Levels::default();
     let mut pos = 0usize;
     let too_large = FrameError::TooLarge {
         limit: limits.max_bytes,
@@ -114,13 +114,58 @@ pub fn scan(buf: &[u8], limits: Limits) -> Result<Scan, FrameError> {
 
 /// Marks one element of the innermost open level as read, closing every
 /// level this completes.
-fn close_levels(stack: &mut Vec<u64>) {
+fn close_levels(stack: &mut Levels) {
     while let Some(top) = stack.last_mut() {
         *top -= 1;
         if *top > 0 {
             return;
         }
         stack.pop();
+    }
+}
+
+/// Levels a scan holds without allocating: a Forward frame needs 4, and
+/// [`scan`] runs once per frame and once per packed entry, so a heap stack
+/// would cost an allocation per event. Deeper nesting spills to the heap.
+const INLINE_LEVELS: usize = 16;
+
+/// The stack of open levels: inline first, then `spill`.
+#[derive(Default)]
+struct Levels {
+    inline: [u64; INLINE_LEVELS],
+    len: usize,
+    spill: Vec<u64>,
+}
+
+impl Levels {
+    fn len(&self) -> usize {
+        self.len + self.spill.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, v: u64) {
+        if self.len < INLINE_LEVELS {
+            self.inline[self.len] = v;
+            self.len += 1;
+        } else {
+            self.spill.push(v);
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut u64> {
+        if !self.spill.is_empty() {
+            return self.spill.last_mut();
+        }
+        self.len.checked_sub(1).map(|i| &mut self.inline[i])
+    }
+
+    fn pop(&mut self) {
+        if self.spill.pop().is_none() {
+            self.len = self.len.saturating_sub(1);
+        }
     }
 }
 
@@ -265,6 +310,24 @@ mod tests {
         let deep = vec![0x91u8; 100];
         assert_eq!(scan(&deep, L), Err(FrameError::TooDeep { limit: 16 }));
         assert_eq!(scan(&[0xc1], L), Err(FrameError::BadMarker(0xc1)));
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_inline_levels_is_framed() {
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_depth: 64,
+        };
+        // 40 nested one-element arrays around a 2-byte value, then 1 byte more.
+        let mut bytes = vec![0x91u8; 40];
+        bytes.extend_from_slice(&[0xcc, 0x07, 0x05]);
+        assert_eq!(scan(&bytes, limits).unwrap(), Scan::Complete(42));
+        for cut in 0..42 {
+            assert!(matches!(
+                scan(&bytes[..cut], limits).unwrap(),
+                Scan::Incomplete { .. }
+            ));
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`connection`]: one client: read at full speed, frame, decode, append
 //!   to the spool in batches, acknowledge chunks once durable.
 //! - [`frame`]: where one msgpack value ends in a byte stream.
+//! - [`batch`]: the events of one append, reused by the next.
 //! - [`decode`]: the four Forward modes and their options.
 //! - [`docker`]: record -> [`crate::event::Event`].
 //! - [`partial`]: reassembly of Docker's 16 KiB pieces of long lines.
@@ -14,6 +15,7 @@
 //! Nothing here ever waits on a sink: the only backpressure a client can
 //! feel is the spool's own `when_full` policy.
 
+pub mod batch;
 pub mod connection;
 pub mod decode;
 pub mod docker;

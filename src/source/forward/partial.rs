@@ -51,7 +51,13 @@ impl Assembler {
 
     /// Adds one piece; returns the whole line when this piece completes it,
     /// and pushes any line evicted to make room into `out`.
-    pub fn push(&mut self, piece: Event, partial: Partial, now: Instant, out: &mut Vec<Event>) {
+    pub fn push(
+        &mut self,
+        piece: Event,
+        partial: Partial,
+        now: Instant,
+        out: &mut impl Extend<Event>,
+    ) {
         let i = match self.pending.iter().position(|p| p.id == partial.id) {
             Some(i) => {
                 let p = &mut self.pending[i];
@@ -64,7 +70,7 @@ impl Assembler {
             None => {
                 if self.pending.len() >= MAX_PENDING {
                     let oldest = self.pending.remove(0);
-                    out.push(finish(oldest, false));
+                    out.extend([finish(oldest, false)]);
                 }
                 let mut event = piece;
                 let mut truncated = 0;
@@ -83,18 +89,18 @@ impl Assembler {
         };
         if partial.last {
             let done = self.pending.remove(i);
-            out.push(finish(done, true));
+            out.extend([finish(done, true)]);
         }
     }
 
     /// Emits every line that has waited longer than the timeout.
-    pub fn expire(&mut self, now: Instant, out: &mut Vec<Event>) {
+    pub fn expire(&mut self, now: Instant, out: &mut impl Extend<Event>) {
         let timeout = self.timeout;
         let mut i = 0;
         while i < self.pending.len() {
             if now.duration_since(self.pending[i].started) >= timeout {
                 let p = self.pending.remove(i);
-                out.push(finish(p, false));
+                out.extend([finish(p, false)]);
             } else {
                 i += 1;
             }
@@ -107,10 +113,8 @@ impl Assembler {
     }
 
     /// Emits everything pending (the connection is closing).
-    pub fn drain(&mut self, out: &mut Vec<Event>) {
-        for p in self.pending.drain(..) {
-            out.push(finish(p, false));
-        }
+    pub fn drain(&mut self, out: &mut impl Extend<Event>) {
+        out.extend(self.pending.drain(..).map(|p| finish(p, false)));
     }
 
     pub fn is_empty(&self) -> bool {

@@ -37,14 +37,14 @@ fn chunk_option(out: &mut Vec<u8>, chunk: &str, extra: Option<(&str, &str)>) {
 }
 
 /// What [`run`] saw: (time, log) of each event, the result, skip reasons.
-type Run = (
+type Run<'a> = (
     Vec<(i64, String)>,
-    Result<FrameInfo, DecodeError>,
+    Result<FrameInfo<'a>, DecodeError>,
     Vec<&'static str>,
 );
 
 /// Decodes one frame, collecting what the callbacks saw.
-fn run(frame: &[u8]) -> Run {
+fn run(frame: &[u8]) -> Run<'_> {
     let mut got = Vec::new();
     let mut skipped = Vec::new();
     let info = decode_frame(
