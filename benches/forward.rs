@@ -17,8 +17,9 @@
 //! everything before it on that connection was appended and made durable.
 //!
 //! Scenarios:
-//! - Docker-shaped: Message mode, one event per write, EventTime, a ~150-byte
-//!   line plus Docker's keys, from 1 and from 50 connections.
+//! - Docker-shaped: Message mode, one event per write, EventTime, a 139-byte
+//!   line plus Docker's keys (`container_id`, `container_name`, `source`,
+//!   `log`), from 1 and from 50 connections, one container per connection.
 //! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
 //!
 //! Targets (issue 4, 2 cores, scrubbing off, spool defaults): >= 300k
@@ -52,12 +53,13 @@ fn main() {
         "{:<34} {:>10} {:>12} {:>8} {:>12} {:>10}",
         "scenario", "events", "events/s", "MB/s", "CPU s/M ev", "peak RSS"
     );
-    let docker = docker_frame();
-    run("docker-shaped, 1 connection", 1, 300_000, &docker, 1);
-    run("docker-shaped, 50 connections", 50, 12_000, &docker, 1);
-    let packed = packed_frame(1000);
-    run("PackedForward x1000, 1 connection", 1, 1_000, &packed, 1000);
-    run("PackedForward x1000, 4 connections", 4, 300, &packed, 1000);
+    // One container per connection, as Docker connects.
+    let docker = |n: usize| (0..n).map(docker_frame).collect::<Vec<_>>();
+    run("docker-shaped, 1 connection", &docker(1), 300_000, 1);
+    run("docker-shaped, 50 connections", &docker(50), 12_000, 1);
+    let packed = |n: usize| (0..n).map(|c| packed_frame(c, 1000)).collect::<Vec<_>>();
+    run("PackedForward x1000, 1 connection", &packed(1), 1_000, 1000);
+    run("PackedForward x1000, 4 connections", &packed(4), 300, 1000);
     println!();
     println!("machine at end: {}", machine());
 }
@@ -168,19 +170,20 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
-/// One scenario: `conns` connections each writing `frames_per_conn` copies
-/// of `frame` (one write each) then one acked frame; `events_per_frame`
-/// events in each.
-fn run(name: &str, conns: usize, frames_per_conn: usize, frame: &[u8], events_per_frame: usize) {
+/// One scenario: a connection per frame of `frames`, each writing
+/// `frames_per_conn` copies of its frame (one write each) then one acked
+/// frame; `events_per_frame` events in each.
+fn run(name: &str, frames: &[Vec<u8>], frames_per_conn: usize, events_per_frame: usize) {
     let server = Server::start();
     let (cpu0, _) = server.usage();
-    let acked = with_chunk(frame, "last");
+    let conns = frames.len();
     let start = Instant::now();
-    let threads: Vec<_> = (0..conns)
-        .map(|_| {
+    let threads: Vec<_> = frames
+        .iter()
+        .map(|frame| {
             let socket = server.socket.clone();
-            let frame = frame.to_vec();
-            let acked = acked.clone();
+            let frame = frame.clone();
+            let acked = with_chunk(&frame, "last");
             std::thread::spawn(move || {
                 let mut s = UnixStream::connect(&socket).unwrap();
                 for _ in 0..frames_per_conn {
@@ -199,7 +202,10 @@ fn run(name: &str, conns: usize, frames_per_conn: usize, frame: &[u8], events_pe
     let elapsed = start.elapsed().as_secs_f64();
     let (cpu1, rss) = server.usage();
     let events = conns * (frames_per_conn + 1) * events_per_frame;
-    let bytes = conns * (frames_per_conn * frame.len() + acked.len());
+    let bytes: usize = frames
+        .iter()
+        .map(|f| frames_per_conn * f.len() + with_chunk(f, "last").len())
+        .sum();
     println!(
         "{:<34} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB",
         name,
@@ -214,30 +220,33 @@ fn run(name: &str, conns: usize, frames_per_conn: usize, frame: &[u8], events_pe
 /// A ~150-byte log line.
 const LINE: &str = "2026-11-21T23:59:59.123Z INFO  [http-worker-7] GET /api/v1/orders/84213/items?page=2 200 OK in 12.4ms (user agent: curl/8.5.0, bytes: 4312)";
 
-/// Docker's record: `[tag, EventTime, {container_id, container_name, source, log}, {}]`.
-fn docker_frame() -> Vec<u8> {
+/// Docker's record from container number `c`:
+/// `[tag, EventTime, {container_id, container_name, source, log}, {}]`.
+fn docker_frame(c: usize) -> Vec<u8> {
     let mut f = Vec::new();
     rmp::encode::write_array_len(&mut f, 4).unwrap();
-    rmp::encode::write_str(&mut f, "docker.4f1c2a9b8d7e").unwrap();
+    rmp::encode::write_str(&mut f, &format!("docker.{}", &container_id(c)[..12])).unwrap();
     event_time(&mut f);
-    docker_record(&mut f);
+    docker_record(&mut f, c);
     rmp::encode::write_map_len(&mut f, 0).unwrap();
     f
 }
 
-fn docker_record(f: &mut Vec<u8>) {
+/// A 64-hex-digit id, different for each container.
+fn container_id(c: usize) -> String {
+    format!("{c:04x}1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a")
+}
+
+fn docker_record(f: &mut Vec<u8>, c: usize) {
     rmp::encode::write_map_len(f, 4).unwrap();
     for (k, v) in [
-        (
-            "container_id",
-            "4f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a",
-        ),
-        ("container_name", "/shop-web-1"),
-        ("source", "stdout"),
-        ("log", LINE),
+        ("container_id", container_id(c)),
+        ("container_name", format!("/shop-web-{c}")),
+        ("source", "stdout".into()),
+        ("log", LINE.into()),
     ] {
         rmp::encode::write_str(f, k).unwrap();
-        rmp::encode::write_str(f, v).unwrap();
+        rmp::encode::write_str(f, &v).unwrap();
     }
 }
 
@@ -247,17 +256,17 @@ fn event_time(f: &mut Vec<u8>) {
     f.extend_from_slice(&123_456_789u32.to_be_bytes());
 }
 
-/// `[tag, bin([time, record] * n), {}]`.
-fn packed_frame(n: usize) -> Vec<u8> {
+/// `[tag, bin([time, record] * n), {}]`, records of container `c`.
+fn packed_frame(c: usize, n: usize) -> Vec<u8> {
     let mut entries = Vec::new();
     for _ in 0..n {
         rmp::encode::write_array_len(&mut entries, 2).unwrap();
         event_time(&mut entries);
-        docker_record(&mut entries);
+        docker_record(&mut entries, c);
     }
     let mut f = Vec::new();
     rmp::encode::write_array_len(&mut f, 3).unwrap();
-    rmp::encode::write_str(&mut f, "docker.4f1c2a9b8d7e").unwrap();
+    rmp::encode::write_str(&mut f, &format!("docker.{}", &container_id(c)[..12])).unwrap();
     rmp::encode::write_bin(&mut f, &entries).unwrap();
     rmp::encode::write_map_len(&mut f, 0).unwrap();
     f
