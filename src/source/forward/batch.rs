@@ -2,31 +2,73 @@
 //!
 //! A Docker-shaped event owns a dozen strings (message, labels, field names
 //! and values). Building each one new and dropping it after the append made
-//! the allocator about half of the source's CPU. A connection instead keeps
-//! the events of its last batch and [`super::docker::fill_event`] refills
-//! their strings in place: once warm, decoding allocates nothing per event.
+//! the allocator about a quarter of the source's CPU. Instead a batch's
+//! events are kept after its append, and [`super::docker::fill_event`]
+//! refills their strings in place: once warm, decoding allocates nothing
+//! per event.
+//!
+//! The kept events live in a pool shared by the source's connections
+//! ([`Spares`]), not in each connection: what is kept is bounded by the
+//! batches in flight at once, not by the number of connections (Docker
+//! opens one per container, and most are idle most of the time).
+
+use std::sync::Mutex;
 
 use crate::event::{Event, Origin};
 
 /// A batch is appended once it holds this many events, even mid-buffer.
 pub const FULL: usize = 4096;
-/// Events kept for reuse after an append, at most. A Docker connection
-/// (one event per write) rarely has more than a few hundred in one read; a
-/// PackedForward client sends 1000 or so per frame. Beyond this the extra
-/// events are freed, so a burst does not pin memory on an idle connection.
+/// Events one batch keeps for reuse, at most: a burst bigger than this
+/// allocates the rest, and frees them after its append.
 const KEEP: usize = FULL;
 /// A kept event's message buffer larger than this is freed: one long line
-/// must not pin its size in every spare.
+/// must not pin its size in the pool.
 const KEEP_MESSAGE_BYTES: usize = 16 * 1024;
+/// Event vectors the pool keeps: batches are in flight on the runtime's
+/// worker threads (and a few more while appends wait on the spool); more
+/// would only hold memory.
+const POOL: usize = 8;
 
-/// A batch of events being decoded: `events[..len]`; the rest are spare.
+/// Spare event vectors shared by the connections of one source.
 #[derive(Default)]
-pub struct Batch {
+pub struct Spares {
+    pool: Mutex<Vec<Vec<Event>>>,
+}
+
+impl Spares {
+    fn take(&self) -> Vec<Event> {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    fn give(&self, events: Vec<Event>) {
+        let mut pool = self.lock();
+        if pool.len() < POOL {
+            pool.push(events);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Event>>> {
+        // A panic elsewhere cannot leave a Vec of spares inconsistent.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A batch being decoded: `events[..len]`; the rest are spares.
+pub struct Batch<'s> {
+    spares: &'s Spares,
     events: Vec<Event>,
     len: usize,
 }
 
-impl Batch {
+impl<'s> Batch<'s> {
+    pub fn new(spares: &'s Spares) -> Batch<'s> {
+        Batch {
+            spares,
+            events: Vec::new(),
+            len: 0,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -38,6 +80,9 @@ impl Batch {
     /// The next event of the batch, to be overwritten whole: a spare one
     /// (with the strings of an earlier use) when there is one.
     pub fn slot(&mut self) -> &mut Event {
+        if self.len == 0 && self.events.is_empty() {
+            self.events = self.spares.take();
+        }
         if self.len == self.events.len() {
             self.events.push(Event::new(0, Origin::Docker, Vec::new()));
         }
@@ -69,7 +114,7 @@ impl Batch {
         &mut self.events[..self.len]
     }
 
-    /// Empties the batch after its append, keeping its events as spares.
+    /// Empties the batch after its append and gives its events to the pool.
     pub fn clear(&mut self) {
         for e in &mut self.events[..self.len] {
             if e.message.capacity() > KEEP_MESSAGE_BYTES {
@@ -77,12 +122,14 @@ impl Batch {
             }
         }
         self.len = 0;
-        self.events.truncate(KEEP);
+        let mut events = std::mem::take(&mut self.events);
+        events.truncate(KEEP);
+        self.spares.give(events);
     }
 }
 
 /// Where reassembly delivers finished lines.
-impl Extend<Event> for Batch {
+impl Extend<Event> for Batch<'_> {
     fn extend<I: IntoIterator<Item = Event>>(&mut self, events: I) {
         for e in events {
             self.push(e);
@@ -96,7 +143,8 @@ mod tests {
 
     #[test]
     fn slots_are_reused_and_taken_or_pushed_events_stay_in_order() {
-        let mut b = Batch::default();
+        let spares = Spares::default();
+        let mut b = Batch::new(&spares);
         b.slot().message.extend_from_slice(b"one");
         b.slot().message.extend_from_slice(b"piece");
         let piece = b.take_last();
@@ -107,11 +155,25 @@ mod tests {
         let capacity = b.events_mut()[0].message.capacity();
         b.clear();
         assert!(b.is_empty());
-        // The first slot of the next batch is the first event of the last,
-        // strings and all: the filler overwrites it.
-        let e = b.slot();
+        // The next batch (of any connection) starts with the events of the
+        // last, strings and all: the filler overwrites them.
+        let mut other = Batch::new(&spares);
+        let e = other.slot();
         assert_eq!(e.message, b"one");
         assert_eq!(e.message.capacity(), capacity);
-        assert_eq!(b.len(), 1);
+        assert_eq!(other.len(), 1);
+    }
+
+    #[test]
+    fn the_pool_is_bounded() {
+        let spares = Spares::default();
+        let mut batches: Vec<_> = (0..POOL + 3).map(|_| Batch::new(&spares)).collect();
+        for b in &mut batches {
+            b.slot();
+        }
+        for b in &mut batches {
+            b.clear();
+        }
+        assert_eq!(spares.lock().len(), POOL);
     }
 }

@@ -57,7 +57,7 @@ where
     let mut conn = Conn {
         shared,
         peer: &peer,
-        batch: Batch::default(),
+        batch: Batch::new(&shared.spares),
         chunks: Vec::new(),
         assembler: Assembler::new(shared.partial_max_bytes, shared.partial_timeout),
         last_offset: 0,
@@ -138,7 +138,7 @@ struct Conn<'a> {
     shared: &'a Shared,
     peer: &'a str,
     /// Events decoded since the last append (reused across appends).
-    batch: Batch,
+    batch: Batch<'a>,
     /// Chunks of frames decoded since the last append, in order.
     chunks: Vec<String>,
     assembler: Assembler,

@@ -154,16 +154,21 @@ pub fn decode_frame_with<'a>(
                 return Err(DecodeError::BadFrame("message mode needs a record"));
             }
             let time = r.value()?;
+            let rec_start = r.pos;
+            let decoded = event(&mut r, time, record);
+            // The options are read before the event is delivered: a bad
+            // option map fails the whole frame, event included.
             let options = if n == 4 {
-                let rec_start = r.pos;
-                r.skip()?;
-                let opts = options(&mut r)?;
-                r.pos = rec_start;
-                Some(opts)
+                if decoded.is_err() {
+                    // `event` may have stopped anywhere in the record.
+                    r.pos = rec_start;
+                    r.skip()?;
+                }
+                Some(options(&mut r)?)
             } else {
                 None
             };
-            match event(&mut r, time, record) {
+            match decoded {
                 Ok(()) => {
                     on_event(&info.tag, record);
                     info.events += 1;

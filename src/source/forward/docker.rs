@@ -64,10 +64,9 @@ pub fn fill_event(event: &mut Event, tag: &str, record: &Record<'_>) -> Option<P
     let mut partial_last = false;
     let mut docker_stream = false;
     for &(key, value) in &record.entries {
-        let Ok(key) = std::str::from_utf8(key) else {
-            continue;
-        };
-        if Some(key) == message_key {
+        // Keys are matched as bytes; only a key kept as a field name needs
+        // to be UTF-8 (others are dropped: a log record cannot name them).
+        if Some(key) == message_key.map(str::as_bytes) {
             // (A repeated key: the last one wins, as for every other key.)
             event.message.clear();
             match value {
@@ -77,35 +76,36 @@ pub fn fill_event(event: &mut Event, tag: &str, record: &Record<'_>) -> Option<P
             continue;
         }
         match key {
-            "container_name" => {
-                let name = set_label(&mut labels.container_name, value);
-                if name.starts_with('/') {
-                    name.remove(0);
-                }
+            b"container_name" => {
+                let name = match value {
+                    Value::Str([b'/', rest @ ..]) => Value::Str(rest),
+                    other => other,
+                };
+                set_text(labels.container_name.get_or_insert_with(String::new), name);
                 container_name = true;
             }
-            "com.docker.compose.project" => {
-                set_label(&mut labels.app, value);
+            b"com.docker.compose.project" => {
+                set_text(labels.app.get_or_insert_with(String::new), value);
                 app = true;
             }
-            "com.docker.compose.service" => {
-                set_label(&mut labels.service, value);
+            b"com.docker.compose.service" => {
+                set_text(labels.service.get_or_insert_with(String::new), value);
                 service = true;
             }
-            "source" if matches!(value, Value::Str(b"stdout") | Value::Str(b"stderr")) => {
+            b"source" if matches!(value, Value::Str(b"stdout") | Value::Str(b"stderr")) => {
                 let stderr = value == Value::Str(b"stderr");
                 labels.level = Some(if stderr { Level::Error } else { Level::Info });
-                fields.push("stream", value);
+                fields.push(b"stream", value);
                 docker_stream = true;
             }
-            "partial_message" => partial_flag = value == Value::Str(b"true"),
-            "partial_id" => partial_id = Some(text(value)),
-            "partial_ordinal" => partial_ordinal = text(value).parse().unwrap_or(0),
-            "partial_last" => partial_last = value == Value::Str(b"true"),
+            b"partial_message" => partial_flag = value == Value::Str(b"true"),
+            b"partial_id" => partial_id = Some(text(value)),
+            b"partial_ordinal" => partial_ordinal = text(value).parse().unwrap_or(0),
+            b"partial_last" => partial_last = value == Value::Str(b"true"),
             _ => fields.push(key, value),
         }
     }
-    fields.push("tag", Value::Str(tag.as_bytes()));
+    fields.push(b"tag", Value::Str(tag.as_bytes()));
     fields.finish();
     // Labels this record did not set must not keep a value from the event's
     // previous use.
@@ -129,8 +129,10 @@ pub fn fill_event(event: &mut Event, tag: &str, record: &Record<'_>) -> Option<P
         match &labels.container_name {
             Some(name) => {
                 let s = labels.service.get_or_insert_with(String::new);
-                s.clear();
-                s.push_str(name);
+                if s != name {
+                    s.clear();
+                    s.push_str(name);
+                }
             }
             None => labels.service = None,
         }
@@ -157,15 +159,20 @@ impl<'e> Fields<'e> {
         Fields { fields, used: 0 }
     }
 
-    fn push(&mut self, key: &str, value: Value<'_>) {
+    /// Adds a field; a key that is not UTF-8 is dropped.
+    fn push(&mut self, key: &[u8], value: Value<'_>) {
         if self.used == self.fields.len() {
             self.fields.push((String::new(), String::new()));
         }
         let (k, v) = &mut self.fields[self.used];
-        k.clear();
-        k.push_str(key);
-        v.clear();
-        push_text(v, value);
+        if k.as_bytes() != key {
+            let Ok(key) = std::str::from_utf8(key) else {
+                return;
+            };
+            k.clear();
+            k.push_str(key);
+        }
+        set_text(v, value);
         self.used += 1;
     }
 
@@ -174,12 +181,15 @@ impl<'e> Fields<'e> {
     }
 }
 
-/// Sets a label to a value's text, reusing the label's string; returns it.
-fn set_label<'l>(label: &'l mut Option<String>, value: Value<'_>) -> &'l mut String {
-    let s = label.get_or_insert_with(String::new);
+/// Sets `s` to a value's text. A reused event usually held the same text
+/// (a connection's container id, name, stream and tag repeat): comparing
+/// is cheaper than validating and copying again.
+fn set_text(s: &mut String, value: Value<'_>) {
+    if matches!(value, Value::Str(b) if b == s.as_bytes()) {
+        return;
+    }
     s.clear();
     push_text(s, value);
-    s
 }
 
 /// A value as field text: strings as they are (invalid UTF-8 replaced),
@@ -312,7 +322,18 @@ mod tests {
             ("source", Value::Str(b"stdout")),
             ("log", Value::Str(b"ok")),
         ]);
-        let records = [&docker, &generic, &plain, &docker, &plain, &generic];
+        let odd = Record {
+            time_ns: 9,
+            entries: vec![
+                (&b"\xffkey"[..], Value::Str(b"dropped")),
+                (b"container_id", Value::Str(b"\xffid")),
+                (b"container_name", Value::Str(b"no-slash")),
+                (b"log", Value::UInt(5)),
+            ],
+        };
+        let records = [
+            &docker, &generic, &plain, &docker, &odd, &docker, &plain, &generic,
+        ];
         let mut reused = Event::new(0, Origin::Journal, "old");
         reused.labels.unit = Some("old.service".into());
         reused.labels.host = Some("agent".into());

@@ -309,6 +309,8 @@ pub struct Shared {
     pub partial_timeout: Duration,
     pub auth: Option<handshake::Auth>,
     pub metrics: Metrics,
+    /// Events kept for reuse between appends, for every connection.
+    pub spares: batch::Spares,
 }
 
 /// Binds (or takes from systemd) the listener and spawns the accept loop.
@@ -337,6 +339,7 @@ pub async fn start(
             hostname: config.self_hostname.clone(),
         }),
         metrics: Metrics::new(name),
+        spares: batch::Spares::default(),
     });
     Ok(tokio::spawn(listener.run(
         shared,
