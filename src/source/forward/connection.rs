@@ -5,7 +5,7 @@
 //! for each chunk's spool offset to become durable and then writes
 //! `{"ack": chunk}`, in order. Everything decoded from one socket read is
 //! appended as one batch (per-event appends would cost a spool round trip
-//! each). The only wait in the read loop is the spool append itself, which
+//! each), into events reused from earlier batches ([`super::batch`]). The only wait in the read loop is the spool append itself, which
 //! blocks only when the spool's `when_full = "block"` policy says so.
 //!
 //! Bad input closes only this connection (or skips one event when the frame

@@ -14,9 +14,10 @@
 //! nanoseconds, big-endian). `option` may carry `chunk` (answer with
 //! `{"ack": chunk}`), `size` (number of events) and `compressed`.
 //!
-//! The reader borrows from the frame bytes: keys and string values are slices
-//! into the read buffer, so decoding allocates only for the record's entry list
-//! (reused across events) and for decompression. Errors carry reasons and
+//! The reader borrows from the frame bytes: the tag, keys and string values
+//! are slices into the read buffer, so decoding allocates only for the
+//! record's entry list (one per read buffer with [`decode_frame_with`]) and
+//! for decompression. Errors carry reasons and
 //! sizes only, never bytes from the wire.
 
 use std::borrow::Cow;
