@@ -3,7 +3,8 @@
 //! receiving process.
 //!
 //! ```text
-//! cargo bench --bench forward
+//! cargo bench --bench forward            # every scenario
+//! cargo bench --bench forward -- Packed  # those whose name contains "Packed"
 //! ```
 //!
 //! The receiver runs in a child process (this binary re-executed with
@@ -53,6 +54,13 @@ fn main() {
         "{:<34} {:>10} {:>12} {:>8} {:>12} {:>10}",
         "scenario", "events", "events/s", "MB/s", "CPU s/M ev", "peak RSS"
     );
+    // `cargo bench` passes `--bench`; any other argument picks scenarios.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let run = |name: &str, frames: &[Vec<u8>], frames_per_conn, events_per_frame| {
+        if filter.as_deref().map_or(true, |f| name.contains(f)) {
+            run(name, frames, frames_per_conn, events_per_frame);
+        }
+    };
     // One container per connection, as Docker connects.
     let docker = |n: usize| (0..n).map(docker_frame).collect::<Vec<_>>();
     run("docker-shaped, 1 connection", &docker(1), 300_000, 1);
