@@ -173,13 +173,16 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
             None
         };
     }
-    let space_ok = login_key(word)?;
-    // A key continues with `.`/`_`/`-` only as `user.name` and the like.
+    let mut space_ok = login_key(word)?;
+    // A key continues with `.`/`_`/`-` only as `user.name` and the like,
+    // which is a key before `=` or `:` only: `user_name alice` is no log
+    // shape (and the prefilter anchors `user NAME` at the space after `r`).
     let mut k = end;
     if space_ok {
         for suffix in [&b".name"[..], b"_name", b"-name"] {
             if s[k..].starts_with(suffix) && !s.get(k + 5).is_some_and(u8::is_ascii_alphanumeric) {
                 k += 5;
+                space_ok = false;
                 break;
             }
         }

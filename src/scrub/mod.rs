@@ -43,6 +43,7 @@
 //! `weir_scrub_rewrites_total{kind,action}` (kind `ipv4`, `ipv6`, `login`,
 //! `password`, or a rule's name).
 
+mod anchor;
 pub mod config;
 mod hash;
 mod ipv4;
