@@ -57,28 +57,25 @@ fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK]) -> u16 {
     pack(&hit[..8]) | pack(&hit[8..]) << 8
 }
 
-/// The anchors of `s` at `from..from + 16`.
-fn mask_at(s: &[u8], from: usize) -> u16 {
-    if from >= 1 && from + BLOCK <= s.len() {
-        let cur = s[from..from + BLOCK].try_into().unwrap_or([0; BLOCK]);
-        let prev = s[from - 1..from - 1 + BLOCK]
-            .try_into()
-            .unwrap_or([0; BLOCK]);
-        return block_mask(&cur, &prev);
-    }
-    // The first or the last block: pad with zeros, which anchor nothing.
+/// A block of anchors holding position `from`: its start (`from`, or less
+/// near the end of `s`, so that every block is a whole one) and its mask.
+fn block_at(s: &[u8], from: usize) -> (usize, u16) {
     let mut cur = [0u8; BLOCK];
     let mut prev = [0u8; BLOCK];
-    for k in 0..BLOCK {
-        let at = from + k;
-        if at < s.len() {
-            cur[k] = s[at];
-        }
-        if at >= 1 && at - 1 < s.len() {
-            prev[k] = s[at - 1];
-        }
+    if s.len() < BLOCK {
+        // A short text: zeros pad it, and anchor nothing.
+        cur[..s.len()].copy_from_slice(s);
+        prev[1..=s.len()].copy_from_slice(s);
+        return (0, block_mask(&cur, &prev));
     }
-    block_mask(&cur, &prev)
+    let base = from.min(s.len() - BLOCK);
+    cur.copy_from_slice(&s[base..base + BLOCK]);
+    if base == 0 {
+        prev[1..].copy_from_slice(&s[..BLOCK - 1]);
+    } else {
+        prev.copy_from_slice(&s[base - 1..base - 1 + BLOCK]);
+    }
+    (base, block_mask(&cur, &prev))
 }
 
 /// Walks the anchors of a text in order, one 16-byte block mask at a time.
@@ -90,11 +87,8 @@ pub struct Anchors<'a> {
 
 impl<'a> Anchors<'a> {
     pub fn new(s: &'a [u8]) -> Anchors<'a> {
-        Anchors {
-            s,
-            base: 0,
-            mask: mask_at(s, 0),
-        }
+        let (base, mask) = block_at(s, 0);
+        Anchors { s, base, mask }
     }
 
     /// The first anchor at or after `from`.
@@ -112,8 +106,7 @@ impl<'a> Anchors<'a> {
             if from >= self.s.len() {
                 return None;
             }
-            self.base = from;
-            self.mask = mask_at(self.s, from);
+            (self.base, self.mask) = block_at(self.s, from);
         }
     }
 }
@@ -148,12 +141,12 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
     match s[c] {
         b':' => {
             after == Some(b':')
-                || before(1).is_some_and(|b| b.is_ascii_hexdigit())
+                || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
                 || (before(1) == Some(b' ') && after == Some(b' '))
                 || key_tail_before(s, c)
         }
         b'=' => key_tail_before(s, c),
-        b'.' => after.is_some_and(|b| b.is_ascii_digit()),
+        b'.' => may_be_ipv4(s, c),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);
             (lower(3) == Some(b'f') && lower(2) == Some(b'o')) || key_tail_before(s, c)
@@ -161,6 +154,57 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
         b'/' => s[..c].ends_with(b"/home"),
         _ => true, // `@`, `[`
     }
+}
+
+/// Whether an IPv6 address may run through the colon at `c`: its run of hex
+/// digits, `:` and `.` holds a `::` or at least six colons (eight groups, or
+/// six and an IPv4 tail). Times (`12:34:56.789`) hold two.
+fn may_be_ipv6(s: &[u8], c: usize) -> bool {
+    let mut colons = 0;
+    let mut last_colon = false;
+    for (k, &b) in s[c..].iter().enumerate() {
+        if k > 48 {
+            return true; // longer than any address: let the detector decide
+        }
+        match b {
+            b':' if last_colon => return true,
+            b':' => {
+                colons += 1;
+                last_colon = true;
+            }
+            b'.' => last_colon = false,
+            _ if b.is_ascii_hexdigit() => last_colon = false,
+            _ => break,
+        }
+    }
+    colons >= 6
+}
+
+/// Whether an IPv4 address may run through the dot at `c` (which follows a
+/// digit): at most three digits before it, and at least three dots in the
+/// run of digits and dots from it. Decimals (`0.42`, `1700000123.456`) fail.
+fn may_be_ipv4(s: &[u8], c: usize) -> bool {
+    let digits_before = s[..c]
+        .iter()
+        .rev()
+        .take(4)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits_before > 3 {
+        return false;
+    }
+    let mut dots = 0;
+    for &b in &s[c..] {
+        match b {
+            b'.' => dots += 1,
+            b'0'..=b'9' => {}
+            _ => break,
+        }
+        if dots == 3 {
+            return true;
+        }
+    }
+    false
 }
 
 /// Where stepping must start so that a detector anchored at `c` is found at
