@@ -14,6 +14,7 @@
 //! | `[` | the date of an access-log line |
 //! | space after `r`/`R` | `user NAME`, `for NAME from` |
 //! | `/` after `e` | `/home/NAME` |
+//! | `(` | dovecot's `imap(NAME)`, pam's `by NAME(uid=` |
 //!
 //! [`worth_a_look`] then throws most anchors away with a look at their
 //! neighbours (`=` after `level` holds no login), and [`backup`] says where the
@@ -38,6 +39,7 @@ fn is_anchor(c: u8, p: u8) -> bool {
         | ((c == b'.') & (p.wrapping_sub(b'0') < 10))
         | ((c == b' ') & (lower == b'r'))
         | ((c == b'/') & (p == b'e'))
+        | (c == b'(')
 }
 
 /// Bit `k` is set when `cur[k]` (after `prev[k]`) is an anchor.
@@ -152,6 +154,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
             (lower(3) == Some(b'f') && lower(2) == Some(b'o')) || key_tail_before(s, c)
         }
         b'/' => s[..c].ends_with(b"/home"),
+        b'(' => super::programs::paren_worth_a_look(s, c),
         _ => true, // `@`, `[`
     }
 }

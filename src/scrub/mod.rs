@@ -12,6 +12,8 @@
 //! - `ipv4`, `ipv6`: address detection, truncation (each module documents its
 //!   boundaries).
 //! - `login`: logins, user names, e-mail, URL userinfo, access-log users.
+//! - `programs`: shapes of one program (sudo, dovecot, pam), `/home/NAME`,
+//!   ECS `user` objects.
 //! - `hash`: keyed BLAKE3 pseudonyms and the `scrub.key` file.
 //! - `rules`: extra regex rules from the config.
 //!
@@ -49,6 +51,7 @@ mod hash;
 mod ipv4;
 mod ipv6;
 mod login;
+mod programs;
 mod rules;
 mod scan;
 

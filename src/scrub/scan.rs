@@ -18,7 +18,7 @@ use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
 use super::hash::{self, Keyring};
-use super::{ipv4, ipv6, login, Action, Scrubber};
+use super::{ipv4, ipv6, login, programs, Action, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -27,6 +27,8 @@ const LETTER: u8 = 3;
 const COLON: u8 = 4;
 const AT: u8 = 5;
 const BRACKET: u8 = 6;
+const SLASH: u8 = 7;
+const PAREN: u8 = 8;
 
 static CLASS: [u8; 256] = {
     let mut t = [SKIP; 256];
@@ -39,6 +41,8 @@ static CLASS: [u8; 256] = {
             b':' => COLON,
             b'@' => AT,
             b'[' => BRACKET,
+            b'/' => SLASH,
+            b'(' => PAREN,
             _ => SKIP,
         };
         i += 1;
@@ -127,6 +131,8 @@ impl<'a> Cx<'a> {
             COLON => self.colon(i),
             AT => login::at_sign(self, i).unwrap_or(i + 1),
             BRACKET => login::access_log_user(self, i).unwrap_or(i + 1),
+            SLASH => programs::home_dir(self, i).unwrap_or(i + 1),
+            PAREN => programs::paren(self, i).unwrap_or(i + 1),
             _ => self.word(i, class),
         }
     }
@@ -251,13 +257,21 @@ impl<'a> Cx<'a> {
         Some((t, start + (end - left)))
     }
 
-    /// `::` may start a compressed IPv6 address.
+    /// `::` may start a compressed IPv6 address; ` : ` may follow sudo's user.
     fn colon(&mut self, i: usize) -> usize {
-        if self.s.get(i + 1) == Some(&b':') {
-            if let Some((addr, end)) = self.detect_v6(i) {
-                self.rewrite_v6(i, end, addr);
-                return end;
+        match self.s.get(i + 1) {
+            Some(b':') => {
+                if let Some((addr, end)) = self.detect_v6(i) {
+                    self.rewrite_v6(i, end, addr);
+                    return end;
+                }
             }
+            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => {
+                if let Some(next) = programs::sudo_user(self, i) {
+                    return next;
+                }
+            }
+            _ => {}
         }
         i + 1
     }

@@ -154,9 +154,15 @@ const TRICKY: &[(&str, &str)] = &[
         "from=<u:#>, to=<u:#>",
     ),
     ("mail alice@example.com.", "mail u:#."),
+    // `NAME@HOST` with a one-label host: the name only.
     (
         "root@web-1 npm@8.1.0 @scope/pkg",
-        "root@web-1 npm@8.1.0 @scope/pkg",
+        "u:#@web-1 npm@8.1.0 @scope/pkg",
+    ),
+    ("ssh alice@server: ok", "ssh u:#@server: ok"),
+    (
+        "getty@tty1.service user@1000.service img@sha256:9f86d081",
+        "getty@tty1.service user@1000.service img@sha256:9f86d081",
     ),
     (
         "db postgres://alice:s3cret@db.example.org:5432/app",
@@ -201,6 +207,60 @@ const TRICKY: &[(&str, &str)] = &[
     (
         "sudo: COMMAND=/bin/ls USER=root",
         "sudo: COMMAND=/bin/ls USER=u:#",
+    ),
+    ("sasl_method=LOGIN, sasl_username=alice", "sasl_method=LOGIN, sasl_username=u:#"),
+    // sudo's invoking user, and home directories (see `programs`).
+    (
+        "sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/ls",
+        "sudo:    u:# : TTY=pts/0 ; PWD=/home/u:# ; USER=u:# ; COMMAND=/usr/bin/ls",
+    ),
+    (
+        "alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/tmp ; USER=root ; COMMAND=/bin/ls",
+        "u:# : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/tmp ; USER=u:# ; COMMAND=/bin/ls",
+    ),
+    ("ratio a : b is 3 : 4", "ratio a : b is 3 : 4"),
+    (
+        "open /home/alice/.ssh/authorized_keys: denied",
+        "open /home/u:#/.ssh/authorized_keys: denied",
+    ),
+    (
+        "/srv/home/data ~/home/x /home/ /homes/a",
+        "/srv/home/data ~/home/x /home/ /homes/a",
+    ),
+    // dovecot and pam.
+    (
+        "imap(alice)<7><aBc>: Disconnected: Logged out in=12 out=345",
+        "imap(u:#)<7><aBc>: Disconnected: Logged out in=12 out=345",
+    ),
+    (
+        "auth: passwd-file(alice,203.0.113.7,<aBc>): unknown user",
+        "auth: passwd-file(u:#,203.0.113.0,<aBc>): unknown user",
+    ),
+    (
+        "pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<alice>, rip=203.0.113.7",
+        "pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<u:#>, rip=203.0.113.0",
+    ),
+    (
+        "call f(x) then mapping(alice) and sql (x)",
+        "call f(x) then mapping(alice) and sql (x)",
+    ),
+    (
+        "session opened for user root(uid=0) by alice(uid=1000)",
+        "session opened for user u:#(uid=0) by u:#(uid=1000)",
+    ),
+    // ECS JSON: person names inside `user`, not other names.
+    (
+        "{\"user\":{\"name\":\"alice\",\"id\":\"1000\"},\"source\":{\"ip\":\"203.0.113.7\"}}",
+        "{\"user\":{\"name\":\"u:#\",\"id\":\"1000\"},\"source\":{\"ip\":\"203.0.113.0\"}}",
+    ),
+    (
+        "{\"user\": {\"email\":\"a@example.org\",\"target\":{\"full_name\":\"Bob B\"},\"group\":{\"name\":\"admins\"}}}",
+        "{\"user\": {\"email\":\"u:#\",\"target\":{\"full_name\":\"u:#\"},\"group\":{\"name\":\"admins\"}}}",
+    ),
+    ("{\"user.name\":\"alice\"}", "{\"user.name\":\"u:#\"}"),
+    (
+        "{\"service\":{\"name\":\"nginx\"},\"name\":\"web\",\"user\":[{\"name\":\"x\"}]}",
+        "{\"service\":{\"name\":\"nginx\"},\"name\":\"web\",\"user\":[{\"name\":\"x\"}]}",
     ),
 ];
 
