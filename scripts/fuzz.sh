@@ -1,7 +1,7 @@
 #!/bin/sh
 # Bounded fuzzing of one target in fuzz/fuzz_targets:
-#   scrub           never panics, valid UTF-8 in gives valid UTF-8 out
-#                   (WEIR_FUZZ_IDEMPOTENT=1: and scrubbing twice equals once)
+#   scrub           never panics, valid UTF-8 in gives valid UTF-8 out,
+#                   scrubbing twice equals once
 #   forward_decode  the Forward protocol decoder never panics on any bytes
 #
 #   scripts/fuzz.sh [TARGET] [SECONDS]      default: scrub 60

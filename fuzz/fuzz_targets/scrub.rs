@@ -1,8 +1,6 @@
-//! The scrubber never panics and valid UTF-8 in gives valid UTF-8 out, under
-//! each action set. Set WEIR_FUZZ_IDEMPOTENT=1 to also require that scrubbing
-//! twice equals once: on adversarial byte soup it still finds cases where a
-//! rewrite unglues a candidate rejected just before it (`7::.77Vak.@ms7.PP`
-//! with `mask`); the idempotence proptest on log-like tokens holds.
+//! Under each action set, on any bytes: the scrubber never panics, valid
+//! UTF-8 in gives valid UTF-8 out, and scrubbing twice equals scrubbing once
+//! (the second scrub changes nothing and borrows its input).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -40,8 +38,6 @@ fuzz_target!(|data: &[u8]| {
     if std::str::from_utf8(text).is_ok() {
         assert!(std::str::from_utf8(&once).is_ok(), "UTF-8 in, not UTF-8 out");
     }
-    if std::env::var_os("WEIR_FUZZ_IDEMPOTENT").is_some() {
-        let twice = sc.scrub_text(&once, 1_700_000_000_000_000_000);
-        assert_eq!(&once[..], &twice[..], "scrubbing twice differs from once");
-    }
+    let twice = sc.scrub_text(&once, 1_700_000_000_000_000_000);
+    assert_eq!(&once[..], &twice[..], "scrubbing twice differs from once");
 });

@@ -23,11 +23,19 @@
 //! pseudonym. After `user ` (space, no `=`), a common English word is prose,
 //! not a name (`user logged in`, `user not found`).
 //!
-//! An e-mail needs a dotted domain ending in a 2+ letter label: `root@web-1`
-//! and `npm@8.1.0` are not e-mail addresses.
+//! An e-mail needs a dotted domain ending in a 2+ letter label, and is
+//! rewritten whole. `NAME@HOST` with a one-label host starting with a letter
+//! (`alice@server`, `root@web-1`: ssh and shell prompts) is a login at a
+//! machine: the name is rewritten, the host kept. Not logins: `npm@8.1.0`
+//! (a version), `image@sha256:...` (a digest), `getty@tty1.service` (a
+//! systemd unit: the last label is a unit type), `@scope/pkg`.
+//!
+//! `user NAME` needs the bare key `user`; `user.name` and friends take `=`
+//! or `:` only. `pop3-login: Disconnected` is dovecot's process label, not a
+//! `login:` key.
 
-use super::hash;
 use super::scan::Cx;
+use super::{hash, programs};
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
@@ -173,13 +181,18 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
             None
         };
     }
-    let space_ok = login_key(word)?;
-    // A key continues with `.`/`_`/`-` only as `user.name` and the like.
+    let Some(mut space_ok) = login_key(word) else {
+        return ecs_name(cx, i);
+    };
+    // A key continues with `.`/`_`/`-` only as `user.name` and the like,
+    // which is a key before `=` or `:` only: `user_name alice` is no log
+    // shape (and the prefilter anchors `user NAME` at the space after `r`).
     let mut k = end;
     if space_ok {
         for suffix in [&b".name"[..], b"_name", b"-name"] {
             if s[k..].starts_with(suffix) && !s.get(k + 5).is_some_and(u8::is_ascii_alphanumeric) {
                 k += 5;
+                space_ok = false;
                 break;
             }
         }
@@ -197,7 +210,10 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         b'=' if s.get(k + 1) != Some(&b'=') => value(cx, k + 1, false),
         b':' if json => value(cx, skip_spaces(s, k + 1), false),
         // `login: alice` needs the space: `user:pass@host` is userinfo.
-        b':' if s.get(k + 1) == Some(&b' ') => value(cx, skip_spaces(s, k + 1), false),
+        // Dovecot's `pop3-login: Disconnected` names a process, not a key.
+        b':' if s.get(k + 1) == Some(&b' ') && !process_label(s, i, word) => {
+            value(cx, skip_spaces(s, k + 1), false)
+        }
         b' ' if json => {
             let p = skip_spaces(s, k);
             (s.get(p) == Some(&b':')).then(|| value(cx, skip_spaces(s, p + 1), false))?
@@ -205,6 +221,30 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         b' ' if space_ok => value(cx, k + 1, true),
         _ => None,
     }
+}
+
+/// `imap-login:`, `pop3-login:`: dovecot's login processes label their lines.
+fn process_label(s: &[u8], i: usize, word: &[u8]) -> bool {
+    i > 0 && s[i - 1] == b'-' && word.eq_ignore_ascii_case(b"login")
+}
+
+/// A JSON key that is no login key by its name, but is one by where it is:
+/// `"name"` in an ECS `"user":{...}` object (see `programs`).
+fn ecs_name(cx: &mut Cx, i: usize) -> Option<usize> {
+    let s = cx.s;
+    if i == 0 || s[i - 1] != b'"' {
+        return None;
+    }
+    let key_end = i + s[i..]
+        .iter()
+        .take(16)
+        .take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_')
+        .count();
+    if s.get(key_end) != Some(&b'"') || !programs::ecs_user_name_key(cx, i, key_end) {
+        return None;
+    }
+    let p = skip_spaces(s, key_end + 1);
+    (s.get(p) == Some(&b':')).then(|| value(cx, skip_spaces(s, p + 1), false))?
 }
 
 fn skip_spaces(s: &[u8], mut p: usize) -> usize {
@@ -381,8 +421,62 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     if s[i + 1..].starts_with(cx.sc.mask_token()) {
         return None;
     }
-    let end = domain_end(s, i + 1)?;
-    cx.rewrite_login(l, end);
+    match domain_end(s, i + 1) {
+        Some(end) if systemd_unit(&s[i + 1..end]) => None,
+        Some(end) => {
+            cx.rewrite_login(l, end);
+            Some(end)
+        }
+        None => {
+            // `alice@server`: ssh's user@host. The host stays: it names a
+            // machine, not a person.
+            // The walk goes on into the host, as a second pass would.
+            host_end(s, i + 1)?;
+            cx.rewrite_login(l, i);
+            Some(i + 1)
+        }
+    }
+}
+
+/// `getty@tty1.service`, `user@1000.service`: a systemd unit instance.
+fn systemd_unit(domain: &[u8]) -> bool {
+    let tld = domain.rsplit(|&c| c == b'.').next().unwrap_or(domain);
+    const UNIT_TYPES: &[&[u8]] = &[
+        b"service",
+        b"socket",
+        b"target",
+        b"timer",
+        b"mount",
+        b"automount",
+        b"slice",
+        b"scope",
+        b"path",
+        b"device",
+        b"swap",
+    ];
+    UNIT_TYPES.contains(&tld)
+}
+
+/// The end of a one-label host name at `p` (a letter, then letters, digits
+/// and `-`), not followed by a dot and more name: `alice@server`,
+/// `root@web-1`. Not `npm@8.1.0` (a version), not `image@sha256:...`.
+fn host_end(s: &[u8], p: usize) -> Option<usize> {
+    // `x@u:3f9a2b1c5d`: an e-mail address hashed by an earlier pass.
+    if !s.get(p)?.is_ascii_alphabetic() || hash::pseudonym_len_at(s, p).is_some() {
+        return None;
+    }
+    let end = p + s[p..]
+        .iter()
+        .take_while(|&&c| c.is_ascii_alphanumeric() || c == b'-')
+        .count();
+    if s.get(end) == Some(&b'.') && s.get(end + 1).is_some_and(u8::is_ascii_alphanumeric) {
+        return None;
+    }
+    let host = &s[p..end];
+    const DIGESTS: &[&[u8]] = &[b"sha1", b"sha256", b"sha384", b"sha512", b"md5"];
+    if DIGESTS.iter().any(|d| host.eq_ignore_ascii_case(d)) {
+        return None;
+    }
     Some(end)
 }
 

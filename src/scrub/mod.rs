@@ -12,6 +12,8 @@
 //! - `ipv4`, `ipv6`: address detection, truncation (each module documents its
 //!   boundaries).
 //! - `login`: logins, user names, e-mail, URL userinfo, access-log users.
+//! - `programs`: shapes of one program (sudo, dovecot, pam), `/home/NAME`,
+//!   ECS `user` objects.
 //! - `hash`: keyed BLAKE3 pseudonyms and the `scrub.key` file.
 //! - `rules`: extra regex rules from the config.
 //!
@@ -32,7 +34,18 @@
 //!
 //! Idempotence: scrubbing twice equals scrubbing once. Truncated addresses
 //! truncate to themselves; pseudonyms and the mask token (which may not
-//! contain digits, `:`, `@`, `=` or quotes) are recognised and left alone.
+//! contain digits, `:`, `@`, `=` or quotes) are recognised and left alone;
+//! look-behinds read the output so far, as a second pass would. That leaves
+//! one way for a second pass to differ: a decision made on bytes *ahead*
+//! that a later rewrite in the same pass changes. `7::.77Vak.@ms7.PP` with
+//! `mask`: `7::` is no address while glued to `.77`, but `.77Vak.@ms7.PP`
+//! is then masked as an e-mail, and in `7::.REDACTED` the `7::` stands
+//! alone. So a text that changed is passed again until a pass changes
+//! nothing ([`MAX_PASSES`] at most; each pass only rewrites what no earlier
+//! one did, and in practice the second finds nothing). The result is a
+//! fixed point of one pass, so scrubbing it again borrows it unchanged.
+//! The cost is one extra pass over the lines that had something rewritten;
+//! clean lines still take one prefiltered scan.
 //!
 //! Pseudonyms depend on the period of the event's timestamp when
 //! `hash_rotation` is set, so a retried or replayed event gets the same one.
@@ -43,11 +56,13 @@
 //! `weir_scrub_rewrites_total{kind,action}` (kind `ipv4`, `ipv6`, `login`,
 //! `password`, or a rule's name).
 
+mod anchor;
 pub mod config;
 mod hash;
 mod ipv4;
 mod ipv6;
 mod login;
+mod programs;
 mod rules;
 mod scan;
 
@@ -62,6 +77,10 @@ pub use hash::KEY_FILE;
 
 use crate::event::Event;
 use crate::metrics::{self, Counter};
+
+/// Passes over a text at most (see "Idempotence"): enough for any cascade
+/// the fuzzer has found (two passes), with room to spare.
+pub const MAX_PASSES: usize = 4;
 
 /// Why the scrubber could not start. None of these carries event data.
 #[derive(Debug, thiserror::Error)]
@@ -164,9 +183,25 @@ impl Scrubber {
         }
     }
 
-    /// Scrubs free text: built-in detectors in one pass, then the extra rules.
+    /// Scrubs free text: built-in detectors in one pass, then the extra rules,
+    /// again on the result until nothing changes (see "Idempotence" above).
     /// Borrowed when nothing changed. Valid UTF-8 in gives valid UTF-8 out.
     pub fn scrub_text<'a>(&self, text: &'a [u8], timestamp_ns: i64) -> Cow<'a, [u8]> {
+        let Some(mut cur) = self.pass(text, timestamp_ns) else {
+            return Cow::Borrowed(text);
+        };
+        for _ in 1..MAX_PASSES {
+            match self.pass(&cur, timestamp_ns) {
+                Some(next) if next != cur => cur = next,
+                _ => break,
+            }
+        }
+        Cow::Owned(cur)
+    }
+
+    /// One pass: the built-in detectors, then the extra rules; `None` when
+    /// nothing changed.
+    fn pass(&self, text: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
         let mut cur = match scan::run(self, text, timestamp_ns) {
             Some(v) => Cow::Owned(v),
             None => Cow::Borrowed(text),
@@ -181,7 +216,10 @@ impl Scrubber {
                 cur = Cow::Owned(v);
             }
         }
-        cur
+        match cur {
+            Cow::Owned(v) => Some(v),
+            Cow::Borrowed(_) => None,
+        }
     }
 
     /// A field that is a login as a whole (`REMOTE_USER=alice`).

@@ -1,19 +1,24 @@
 //! The one-pass driver: walks the bytes once, hands candidate positions to the
 //! detectors, and copies into a new buffer only from the first rewrite on.
 //!
-//! The prefilter is a 256-entry class table. Bytes that can start nothing
-//! (spaces, punctuation, non-ASCII) are skipped one compare each; a word
-//! (an ASCII alphanumeric run) is looked at once, at its start, and then
-//! skipped whole. Only `:` (`::1`), `@` (e-mail, userinfo) and `[` (the date
-//! of an access-log line) trigger work outside words. Detectors only look
-//! forward, or backward no further than the last rewrite, so spans are
-//! rewritten in order and nothing is scanned twice except in a failed
-//! candidate's short look-ahead.
+//! Two walks with one meaning. The reference walk ([`Cx::step`] at every
+//! position it lands on) visits each byte that can start nothing, and each
+//! word (an ASCII alphanumeric run) at its start, which it then skips whole;
+//! detectors are called there. [`run`] does exactly the same steps but only
+//! near the anchors the prefilter finds (`anchor`): every detector needs an
+//! anchor at or after its start, so between anchors every step would have
+//! been a no-op. A test walks both ways over random log-like text and
+//! compares the results.
+//!
+//! Detectors only look forward, or backward no further than the last
+//! rewrite, so spans are rewritten in order and nothing is scanned twice
+//! except in a failed candidate's short look-ahead.
 
 use std::net::Ipv6Addr;
 
+use super::anchor::{self, Anchors};
 use super::hash::{self, Keyring};
-use super::{ipv4, ipv6, login, Action, Scrubber};
+use super::{ipv4, ipv6, login, programs, Action, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -22,6 +27,8 @@ const LETTER: u8 = 3;
 const COLON: u8 = 4;
 const AT: u8 = 5;
 const BRACKET: u8 = 6;
+const SLASH: u8 = 7;
+const PAREN: u8 = 8;
 
 static CLASS: [u8; 256] = {
     let mut t = [SKIP; 256];
@@ -34,6 +41,8 @@ static CLASS: [u8; 256] = {
             b':' => COLON,
             b'@' => AT,
             b'[' => BRACKET,
+            b'/' => SLASH,
+            b'(' => PAREN,
             _ => SKIP,
         };
         i += 1;
@@ -44,20 +53,29 @@ static CLASS: [u8; 256] = {
 /// Scrubs `s` with the built-in detectors; `None` when nothing changed.
 pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
     let mut cx = Cx::new(sc, s, timestamp_ns);
-    let n = s.len();
+    let mut anchors = Anchors::new(s);
     let mut i = 0;
-    while i < n {
-        let class = CLASS[usize::from(s[i])];
-        if class == SKIP {
-            i += 1;
+    while let Some(c) = anchors.next(i) {
+        if !anchor::worth_a_look(s, c) {
+            i = c + 1;
             continue;
         }
-        i = match class {
-            COLON => cx.colon(i),
-            AT => login::at_sign(&mut cx, i).unwrap_or(i + 1),
-            BRACKET => login::access_log_user(&mut cx, i).unwrap_or(i + 1),
-            _ => cx.word(i, class),
-        };
+        let mut p = anchor::backup(s, c, i).max(i);
+        while p <= c {
+            p = cx.step(p);
+        }
+        i = p;
+    }
+    cx.finish()
+}
+
+/// The reference walk: [`Cx::step`] everywhere, no prefilter.
+#[cfg(test)]
+pub fn run_every_position(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
+    let mut cx = Cx::new(sc, s, timestamp_ns);
+    let mut i = 0;
+    while i < s.len() {
+        i = cx.step(i);
     }
     cx.finish()
 }
@@ -100,6 +118,22 @@ impl<'a> Cx<'a> {
             out: None,
             copied: 0,
             settled: 0,
+        }
+    }
+
+    /// One step of the walk at `i`: a detector for what starts there, or
+    /// the next position (past a word, or the next byte).
+    #[inline]
+    pub fn step(&mut self, i: usize) -> usize {
+        let class = CLASS[usize::from(self.s[i])];
+        match class {
+            SKIP => i + 1,
+            COLON => self.colon(i),
+            AT => login::at_sign(self, i).unwrap_or(i + 1),
+            BRACKET => login::access_log_user(self, i).unwrap_or(i + 1),
+            SLASH => programs::home_dir(self, i).unwrap_or(i + 1),
+            PAREN => programs::paren(self, i).unwrap_or(i + 1),
+            _ => self.word(i, class),
         }
     }
 
@@ -223,13 +257,21 @@ impl<'a> Cx<'a> {
         Some((t, start + (end - left)))
     }
 
-    /// `::` may start a compressed IPv6 address.
+    /// `::` may start a compressed IPv6 address; ` : ` may follow sudo's user.
     fn colon(&mut self, i: usize) -> usize {
-        if self.s.get(i + 1) == Some(&b':') {
-            if let Some((addr, end)) = self.detect_v6(i) {
-                self.rewrite_v6(i, end, addr);
-                return end;
+        match self.s.get(i + 1) {
+            Some(b':') => {
+                if let Some((addr, end)) = self.detect_v6(i) {
+                    self.rewrite_v6(i, end, addr);
+                    return end;
+                }
             }
+            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => {
+                if let Some(next) = programs::sudo_user(self, i) {
+                    return next;
+                }
+            }
+            _ => {}
         }
         i + 1
     }

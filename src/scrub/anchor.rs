@@ -1,0 +1,283 @@
+//! The prefilter: finds the few bytes where something to scrub may be
+//! anchored, 16 bytes at a time, so a line with nothing to scrub costs a
+//! vectorised scan and a handful of two- or three-byte checks.
+//!
+//! Every detector needs one of these *anchors* at or after the position the
+//! one-pass driver detects it at (see `scan::run`):
+//!
+//! | anchor | needed by |
+//! |---|---|
+//! | `:` | IPv6 (`::1`, the colon after a first group), `key: value`, JSON `"key":`, sudo's `NAME : TTY=` |
+//! | `.` after a digit | IPv4 (the dot after the first octet) |
+//! | `=` | `key=value` |
+//! | `@` | e-mail, URL userinfo |
+//! | `[` | the date of an access-log line |
+//! | space after `r`/`R` | `user NAME`, `for NAME from` |
+//! | `/` after `e` | `/home/NAME` |
+//! | `(` | dovecot's `imap(NAME)`, pam's `by NAME(uid=` |
+//!
+//! [`worth_a_look`] then throws most anchors away with a look at their
+//! neighbours (`=` after `level` holds no login), and [`backup`] says where the
+//! driver must start stepping so that it visits the detector's start exactly
+//! as a byte-by-byte walk would.
+//!
+//! The block mask is written as plain per-lane comparisons over fixed-size
+//! arrays, which the compiler turns into SSE2 compares (no `unsafe`, no
+//! target-specific code); the lanes are then packed into a bit mask with one
+//! multiplication per 8 bytes.
+
+const BLOCK: usize = 16;
+
+/// Whether byte `c`, after byte `p`, is an anchor (see the module table).
+#[inline(always)]
+fn is_anchor(c: u8, p: u8) -> bool {
+    let lower = p | 0x20;
+    (c == b':')
+        | (c == b'=')
+        | (c == b'@')
+        | (c == b'[')
+        | ((c == b'.') & (p.wrapping_sub(b'0') < 10))
+        | ((c == b' ') & (lower == b'r'))
+        | ((c == b'/') & (p == b'e'))
+        | (c == b'(')
+}
+
+/// Bit `k` is set when `cur[k]` (after `prev[k]`) is an anchor.
+#[inline]
+fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK]) -> u16 {
+    let mut hit = [0u8; BLOCK];
+    for k in 0..BLOCK {
+        hit[k] = u8::from(is_anchor(cur[k], prev[k]));
+    }
+    // Bytes holding 0 or 1 -> one bit each: the multiplication moves byte
+    // k's bit to bit 56 + k and no two partial products overlap.
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let pack = |half: &[u8]| {
+        let x = u64::from_le_bytes(half.try_into().unwrap_or([0; 8]));
+        (x.wrapping_mul(GATHER) >> 56) as u16
+    };
+    pack(&hit[..8]) | pack(&hit[8..]) << 8
+}
+
+/// A block of anchors holding position `from`: its start (`from`, or less
+/// near the end of `s`, so that every block is a whole one) and its mask.
+fn block_at(s: &[u8], from: usize) -> (usize, u16) {
+    let mut cur = [0u8; BLOCK];
+    let mut prev = [0u8; BLOCK];
+    if s.len() < BLOCK {
+        // A short text: zeros pad it, and anchor nothing.
+        cur[..s.len()].copy_from_slice(s);
+        prev[1..=s.len()].copy_from_slice(s);
+        return (0, block_mask(&cur, &prev));
+    }
+    let base = from.min(s.len() - BLOCK);
+    cur.copy_from_slice(&s[base..base + BLOCK]);
+    if base == 0 {
+        prev[1..].copy_from_slice(&s[..BLOCK - 1]);
+    } else {
+        prev.copy_from_slice(&s[base - 1..base - 1 + BLOCK]);
+    }
+    (base, block_mask(&cur, &prev))
+}
+
+/// Walks the anchors of a text in order, one 16-byte block mask at a time.
+pub struct Anchors<'a> {
+    s: &'a [u8],
+    base: usize,
+    mask: u16,
+}
+
+impl<'a> Anchors<'a> {
+    pub fn new(s: &'a [u8]) -> Anchors<'a> {
+        let (base, mask) = block_at(s, 0);
+        Anchors { s, base, mask }
+    }
+
+    /// The first anchor at or after `from`.
+    #[inline]
+    pub fn next(&mut self, mut from: usize) -> Option<usize> {
+        loop {
+            if from < self.base + BLOCK {
+                let skip = from.saturating_sub(self.base);
+                let m = (self.mask >> skip) << skip;
+                if m != 0 {
+                    return Some(self.base + m.trailing_zeros() as usize);
+                }
+                from = self.base + BLOCK;
+            }
+            if from >= self.s.len() {
+                return None;
+            }
+            (self.base, self.mask) = block_at(self.s, from);
+        }
+    }
+}
+
+/// Whether the bytes before `end` (after optional spaces, then an optional
+/// closing `"` or `\"`) end like a login key: `user`, `name`, `ogin` or
+/// `mail`, any case. Every key of `login` ends so.
+fn key_tail_before(s: &[u8], mut end: usize) -> bool {
+    while end > 0 && s[end - 1] == b' ' {
+        end -= 1;
+    }
+    if end > 0 && s[end - 1] == b'"' {
+        end -= 1;
+        if end > 0 && s[end - 1] == b'\\' {
+            end -= 1;
+        }
+    }
+    let Some(tail) = end.checked_sub(4).map(|b| &s[b..end]) else {
+        return false;
+    };
+    let t = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) | 0x2020_2020;
+    matches!(&t.to_le_bytes(), b"user" | b"name" | b"ogin" | b"mail")
+}
+
+/// Whether the anchor at `c` may belong to something the driver detects.
+/// A `false` here must be certain: the driver then skips every byte up to
+/// and including `c`.
+#[inline]
+pub fn worth_a_look(s: &[u8], c: usize) -> bool {
+    let before = |k: usize| c.checked_sub(k).map(|at| s[at]);
+    let after = s.get(c + 1).copied();
+    match s[c] {
+        b':' => {
+            after == Some(b':')
+                || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
+                || (before(1) == Some(b' ') && after == Some(b' '))
+                || key_tail_before(s, c)
+        }
+        b'=' => key_tail_before(s, c),
+        b'.' => may_be_ipv4(s, c),
+        b' ' => {
+            let lower = |k| before(k).map(|b| b | 0x20);
+            (lower(3) == Some(b'f') && lower(2) == Some(b'o')) || key_tail_before(s, c)
+        }
+        b'/' => s[..c].ends_with(b"/home"),
+        b'(' => super::programs::paren_worth_a_look(s, c),
+        _ => true, // `@`, `[`
+    }
+}
+
+/// Whether an IPv6 address may run through the colon at `c`: its run of hex
+/// digits, `:` and `.` holds a `::` or at least six colons (eight groups, or
+/// six and an IPv4 tail). Times (`12:34:56.789`) hold two.
+fn may_be_ipv6(s: &[u8], c: usize) -> bool {
+    let mut colons = 0;
+    let mut last_colon = false;
+    for (k, &b) in s[c..].iter().enumerate() {
+        if k > 48 {
+            return true; // longer than any address: let the detector decide
+        }
+        match b {
+            b':' if last_colon => return true,
+            b':' => {
+                colons += 1;
+                last_colon = true;
+            }
+            b'.' => last_colon = false,
+            _ if b.is_ascii_hexdigit() => last_colon = false,
+            _ => break,
+        }
+    }
+    colons >= 6
+}
+
+/// Whether an IPv4 address may run through the dot at `c` (which follows a
+/// digit): at most three digits before it, and at least three dots in the
+/// run of digits and dots from it. Decimals (`0.42`, `1700000123.456`) fail.
+fn may_be_ipv4(s: &[u8], c: usize) -> bool {
+    let digits_before = s[..c]
+        .iter()
+        .rev()
+        .take(4)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if digits_before > 3 {
+        return false;
+    }
+    let mut dots = 0;
+    for &b in &s[c..] {
+        match b {
+            b'.' => dots += 1,
+            b'0'..=b'9' => {}
+            _ => break,
+        }
+        if dots == 3 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Where stepping must start so that a detector anchored at `c` is found at
+/// its start: back over the key, address or name before the anchor
+/// (letters, digits, `. _ - " \`, and spaces after a closing quote, as in
+/// `"user" : "alice"`), but not before `floor`.
+#[inline]
+pub fn backup(s: &[u8], c: usize, floor: usize) -> usize {
+    let in_token =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'"' | b'\\');
+    let mut p = c;
+    loop {
+        while p > floor && in_token(s[p - 1]) {
+            p -= 1;
+        }
+        let mut q = p;
+        while q > floor && s[q - 1] == b' ' {
+            q -= 1;
+        }
+        if q < p && q > floor && s[q - 1] == b'"' {
+            p = q;
+            continue;
+        }
+        return p;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(s: &[u8]) -> Vec<usize> {
+        let mut a = Anchors::new(s);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(c) = a.next(i) {
+            out.push(c);
+            i = c + 1;
+        }
+        out
+    }
+
+    #[test]
+    fn anchors_match_the_byte_rule_at_every_offset() {
+        let text = b"a user=x 1.2 for y: [z] @ /home/q e/ r  ...:9=";
+        for len in 0..text.len() {
+            let s = &text[..len];
+            let want: Vec<usize> = (0..s.len())
+                .filter(|&k| is_anchor(s[k], if k == 0 { 0 } else { s[k - 1] }))
+                .collect();
+            assert_eq!(all(s), want, "{:?}", String::from_utf8_lossy(s));
+        }
+    }
+
+    #[test]
+    fn anchors_found_from_any_start() {
+        let s = b"xxxxxxxxxxxxxxxxxxxxx=xxxxxxxxxxxxxx:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx@";
+        let mut a = Anchors::new(s);
+        assert_eq!(a.next(0), Some(21));
+        assert_eq!(a.next(22), Some(36));
+        assert_eq!(a.next(40), Some(s.len() - 1));
+        assert_eq!(a.next(s.len()), None);
+    }
+
+    #[test]
+    fn backup_reaches_the_key() {
+        let s = b"x \"user\" : \"a\"";
+        assert_eq!(backup(s, 9, 0), 2);
+        assert_eq!(backup(s, 9, 4), 4);
+        let s = b"a remote_user.name=b";
+        assert_eq!(backup(s, 18, 0), 2);
+    }
+}
