@@ -73,23 +73,30 @@ pub async fn run(
     shutdown: CancellationToken,
     log: Option<selflog::RateLimit>,
 ) -> Result<(), RunError> {
-    run_reloadable(config, shutdown, log, None).await
+    let state_lock = lock_state_dir(&config)?;
+    run_reloadable(config, state_lock, shutdown, log, None).await
+}
+
+/// Creates the state directory and takes its lock (see [`crate::statelock`]):
+/// the first thing a weir does, before it writes a pid file or opens the
+/// spool, so that a second weir on the same directory changes nothing.
+pub fn lock_state_dir(config: &Config) -> Result<StateLock, RunError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    Ok(StateLock::acquire(&config.state_dir)?)
 }
 
 /// [`run`], and on each request from `reloads` re-read the config and apply
 /// it (or, when it is invalid, log why and keep the current one).
 pub async fn run_reloadable(
     config: Config,
+    mut state_lock: StateLock,
     shutdown: CancellationToken,
     log: Option<selflog::RateLimit>,
     mut reloads: Option<reload::Requests>,
 ) -> Result<(), RunError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
-        path: config.state_dir.display().to_string(),
-        source,
-    })?;
-    // Before anything in it is opened: a second weir must not touch it.
-    let mut state_lock = StateLock::acquire(&config.state_dir)?;
     let health = Health::new(shutdown.clone());
     register_metrics(&config, &health);
     // Serve from before the spool opens (its recovery may take a while), so
