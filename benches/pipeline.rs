@@ -1,18 +1,19 @@
-//! The whole pipeline: load generators -> the `weir` binary (forward source,
-//! scrub on, spool on its defaults) -> the Loki test receiver and a GELF UDP
-//! receiver.
+//! The whole pipeline: load generators -> the `weir` binary (forward and
+//! journal sources, scrub on, spool on its defaults) -> the Loki test
+//! receiver and a GELF UDP receiver.
 //!
-//! Run: `cargo bench --bench pipeline` (optionally `-- EVENTS`, default
-//! 200000, split between the two generators).
+//! Run (as root, for the journald): `cargo bench --bench pipeline`
+//! (optionally `-- EVENTS`, default 200000, split between the two Forward
+//! generators; the journal writer adds a tenth of that).
 //!
 //! - Docker-shaped: 4 connections, Message mode, one event per write,
 //!   EventTime, ~150-byte lines in `log` with Docker's record fields;
 //! - PackedForward: 2 connections, 100 events per frame (what fluent-bit and
-//!   fluentd forwarders send).
-//!
-//! No journal writer: a journald of its own needs the test harness's
-//! namespace machinery (tests/it/journald_harness.rs); the journal source has
-//! its own benchmark (`cargo bench --bench journal`).
+//!   fluentd forwarders send);
+//! - journal: one writer sending native-protocol entries to a real
+//!   systemd-journald in a namespace of its own (the integration tests'
+//!   harness, tests/it/journald_harness.rs), which weir's journal source
+//!   reads through libsystemd.
 //!
 //! Every line carries its send time (`t=NANOS`); the receiver stamps when the
 //! push carrying it was accepted, giving write-to-accepted-push latency. CPU
@@ -22,6 +23,8 @@
 mod common;
 use common::machine;
 
+#[path = "../tests/it/journald_harness.rs"]
+mod journald_harness;
 #[path = "../tests/it/loki_receiver.rs"]
 mod loki_receiver;
 
@@ -34,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use journald_harness::{native_datagram, Journald};
 use loki_receiver::{Limits, Receiver};
 
 const DOCKER_CONNS: u64 = 4;
@@ -116,6 +120,22 @@ fn docker_client(socket: &Path, conn: u64, n: u64) {
     }
 }
 
+/// Sends `n` entries to journald's native socket, as a service logging
+/// through sd_journal_send would. A full socket queue blocks the send, so
+/// the writer goes at journald's pace.
+fn journal_client(journald_socket: &Path, n: u64) {
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for i in 0..n {
+        let line = line("j", i);
+        let d = native_datagram(&[
+            ("MESSAGE", line.as_bytes()),
+            ("SYSLOG_IDENTIFIER", b"weir-bench"),
+            ("PRIORITY", b"6"),
+        ]);
+        s.send_to(&d, journald_socket).expect("native datagram");
+    }
+}
+
 fn packed_client(socket: &Path, conn: u64, n: u64) {
     let mut s = UnixStream::connect(socket).unwrap();
     let mut i = 0;
@@ -161,7 +181,8 @@ fn main() {
         .unwrap_or(200_000);
     let per_docker = total / 2 / DOCKER_CONNS;
     let per_packed = total / 2 / PACKED_CONNS;
-    let total = per_docker * DOCKER_CONNS + per_packed * PACKED_CONNS;
+    let journal = total / 10;
+    let total = per_docker * DOCKER_CONNS + per_packed * PACKED_CONNS + journal;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -186,6 +207,7 @@ fn main() {
         });
     }
 
+    let journald = Journald::start("bench");
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("forward.sock");
     let config = dir.path().join("weir.toml");
@@ -198,6 +220,12 @@ hostname = "bench-host"
 [sources.docker]
 type = "forward"
 listen = "unix://{socket}"
+[sources.journal]
+type = "journal"
+namespace = "{namespace}"
+start_at = "head"
+max_age = "off"
+identifiers = ["weir-bench"]
 [sinks.loki]
 type = "loki"
 url = "{url}"
@@ -210,6 +238,7 @@ listen = ""
 "#,
             state = dir.path().join("state").display(),
             socket = socket.display(),
+            namespace = journald.namespace,
             url = receiver.url(),
         ),
     )
@@ -218,6 +247,8 @@ listen = ""
         Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["run", "--config"])
             .arg(&config)
+            .arg("--pid-file")
+            .arg(dir.path().join("weir.pid"))
             .env("WEIR_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -231,7 +262,7 @@ listen = ""
     }
     let cpu_start = cpu_seconds(pid);
 
-    println!("pipeline: {total} events ({DOCKER_CONNS} Docker-shaped connections, {PACKED_CONNS} PackedForward) -> weir -> Loki + GELF/UDP; {}", machine());
+    println!("pipeline: {total} events ({DOCKER_CONNS} Docker-shaped connections, {PACKED_CONNS} PackedForward, 1 journal writer: {journal}) -> weir -> Loki + GELF/UDP; {}", machine());
     let start = Instant::now();
     let mut writers = Vec::new();
     for c in 0..DOCKER_CONNS {
@@ -245,6 +276,10 @@ listen = ""
         writers.push(std::thread::spawn(move || {
             packed_client(&socket, c, per_packed)
         }));
+    }
+    {
+        let socket = journald.socket();
+        writers.push(std::thread::spawn(move || journal_client(&socket, journal)));
     }
     for w in writers {
         w.join().unwrap();
@@ -309,6 +344,7 @@ listen = ""
         "events": total,
         "docker_connections": DOCKER_CONNS,
         "packed_connections": PACKED_CONNS,
+        "journal_events": journal,
         "seconds": elapsed.as_secs_f64(),
         "events_per_second": eps,
         "latency_ms": { "p50": p50, "p99": p99 },
@@ -317,10 +353,10 @@ listen = ""
         "peak_rss_kib": rss,
         "gelf_datagrams": gelf_count,
         "gelf_seconds": gelf_elapsed,
-        "journal_writer": false,
     });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline.json");
     std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     println!("  results: {}", out.display());
     drop(weir);
+    drop(journald);
 }

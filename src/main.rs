@@ -154,6 +154,9 @@ fn run(path: Option<PathBuf>, pid_file: &Path) -> anyhow::Result<()> {
     let log = weir::selflog::init(weir::selflog::Output::detect());
     let (config, origin) = weir::config::load(path.as_deref())?;
     tracing::info!(config = %origin, version = env!("CARGO_PKG_VERSION"), "starting");
+    // Before the pid file: a second weir on the same state directory must
+    // stop without touching the first one's pid file.
+    let state_lock = weir::pipeline::lock_state_dir(&config)?;
     let _pid_file = match weir::reload::PidFile::write(pid_file) {
         Ok(f) => Some(f),
         Err(e) => {
@@ -171,7 +174,8 @@ fn run(path: Option<PathBuf>, pid_file: &Path) -> anyhow::Result<()> {
         // Installed before anything starts: until then, SIGHUP would kill us.
         let signals = Signals::install()?;
         tokio::spawn(signals.handle(shutdown.clone(), trigger));
-        weir::pipeline::run_reloadable(config, shutdown, Some(log), Some(reloads)).await?;
+        weir::pipeline::run_reloadable(config, state_lock, shutdown, Some(log), Some(reloads))
+            .await?;
         anyhow::Ok(())
     })?;
     Ok(())

@@ -26,6 +26,7 @@ use crate::reload;
 use crate::scrub::{ScrubError, Scrubber};
 use crate::source::{self, SourceError};
 use crate::spool::{Spool, SpoolError};
+use crate::statelock::{LockError as StateLockError, StateLock};
 use crate::systemd::{self, StatusLine};
 use crate::{selflog, sink};
 
@@ -51,6 +52,8 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Metrics(#[from] metrics::http::BindError),
+    #[error(transparent)]
+    Lock(#[from] StateLockError),
 }
 
 /// Why the pipeline is not healthy; while it is not, no WATCHDOG=1 is sent.
@@ -70,21 +73,30 @@ pub async fn run(
     shutdown: CancellationToken,
     log: Option<selflog::RateLimit>,
 ) -> Result<(), RunError> {
-    run_reloadable(config, shutdown, log, None).await
+    let state_lock = lock_state_dir(&config)?;
+    run_reloadable(config, state_lock, shutdown, log, None).await
+}
+
+/// Creates the state directory and takes its lock (see [`crate::statelock`]):
+/// the first thing a weir does, before it writes a pid file or opens the
+/// spool, so that a second weir on the same directory changes nothing.
+pub fn lock_state_dir(config: &Config) -> Result<StateLock, RunError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
+        path: config.state_dir.display().to_string(),
+        source,
+    })?;
+    Ok(StateLock::acquire(&config.state_dir)?)
 }
 
 /// [`run`], and on each request from `reloads` re-read the config and apply
 /// it (or, when it is invalid, log why and keep the current one).
 pub async fn run_reloadable(
     config: Config,
+    mut state_lock: StateLock,
     shutdown: CancellationToken,
     log: Option<selflog::RateLimit>,
     mut reloads: Option<reload::Requests>,
 ) -> Result<(), RunError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
-        path: config.state_dir.display().to_string(),
-        source,
-    })?;
     let health = Health::new(shutdown.clone());
     register_metrics(&config, &health);
     // Serve from before the spool opens (its recovery may take a while), so
@@ -133,11 +145,16 @@ pub async fn run_reloadable(
             _ = next_reload(&mut reloads) => {
                 let Some(requests) = &reloads else { continue };
                 let Some(new) = validated(requests) else { continue };
+                let Some(lock) = lock_for(&new, &current) else { continue };
                 systemd::reloading();
                 running.stop().await;
                 running = match Running::start(&new).await {
                     Ok(r) => {
                         current = new;
+                        if let Some(lock) = lock {
+                            // The old directory is free for others now.
+                            drop(std::mem::replace(&mut state_lock, lock));
+                        }
                         tracing::info!(sources = current.sources.len(), sinks = current.sinks.len(), "config reloaded");
                         r
                     }
@@ -187,6 +204,24 @@ pub async fn run_reloadable(
 
 fn status_line(config: &Config) -> StatusLine {
     StatusLine::new(config.sources.keys().cloned(), config.sinks.keys().cloned())
+}
+
+/// The lock on a reloaded config's state directory when it moved: `None`
+/// (logged) refuses the reload, `Some(None)` means it did not move.
+fn lock_for(new: &Config, current: &Config) -> Option<Option<StateLock>> {
+    if new.state_dir == current.state_dir {
+        return Some(None);
+    }
+    let locked = std::fs::create_dir_all(&new.state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| StateLock::acquire(&new.state_dir).map_err(|e| e.to_string()));
+    match locked {
+        Ok(lock) => Some(Some(lock)),
+        Err(why) => {
+            tracing::error!(error = %why, "config reload refused: cannot use the new state_dir; still running on the previous config");
+            None
+        }
+    }
 }
 
 async fn next_reload(reloads: &mut Option<reload::Requests>) {

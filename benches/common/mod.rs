@@ -19,3 +19,24 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "?".into());
     format!("nproc {n}, {cpu}, load average {load}")
 }
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics after
+/// `timeout`. The same as the integration tests' helper, which the journald
+/// harness they share with the pipeline benchmark calls.
+#[allow(dead_code)] // only the benchmarks that start a journald use it
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

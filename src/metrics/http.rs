@@ -515,7 +515,7 @@ mod tests {
             "{r}"
         );
         let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
-        big.extend(std::iter::repeat(b'x').take(MAX_REQUEST_BYTES + 10));
+        big.extend(std::iter::repeat_n(b'x', MAX_REQUEST_BYTES + 10));
         let r = exchange(&big, &health).await;
         assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
         let r = exchange(b"garbage\r\n\r\n", &health).await;

@@ -102,5 +102,5 @@ impl Compiled {
 
 /// Whether `i` does not fall inside a UTF-8 multi-byte sequence.
 fn char_boundary(s: &[u8], i: usize) -> bool {
-    s.get(i).map_or(true, |&c| !(0x80..0xc0).contains(&c))
+    s.get(i).is_none_or(|&c| !(0x80..0xc0).contains(&c))
 }

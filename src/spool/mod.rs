@@ -38,9 +38,10 @@
 //!
 //! # Durability and visibility
 //!
-//! Appends are group-committed by a writer thread (see `writer`): fdatasync
-//! at most `fsync_interval` after an append, immediately when someone awaits
-//! [`Spool::wait_durable`]. Readers only see durable data. A closed segment
+//! Appends are group-committed by a writer thread (see `writer`), which
+//! leaves the fdatasyncs to a sync thread (see `syncer`) and keeps writing
+//! meanwhile: fdatasync at most `fsync_interval` after an append,
+//! immediately when someone awaits [`Spool::wait_durable`]. Readers only see durable data. A closed segment
 //! is fdatasync'ed before the next is created; creations, deletions and
 //! cursor renames are followed by a directory fsync.
 //!
@@ -76,6 +77,7 @@ mod record;
 mod recovery;
 pub mod segment;
 mod state;
+mod syncer;
 mod writer;
 
 use serde::{Deserialize, Serialize};
@@ -325,9 +327,13 @@ impl Spool {
             space: Notify::new(),
             metrics,
         });
+        let syncer = syncer::Syncer::start(shared.clone()).map_err(|source| SpoolError::Io {
+            what: "starting the spool sync thread",
+            source,
+        })?;
         let w = writer::Writer {
             shared: shared.clone(),
-            file: rec.tail,
+            file: Arc::new(rec.tail),
             file_base: tail_base,
             file_len: rec.tail_len,
             written: next,
@@ -335,6 +341,8 @@ impl Spool {
             last_store: Instant::now(),
             store_done: 0,
             discarding: false,
+            syncer,
+            requested: next,
         };
         let thread = std::thread::Builder::new()
             .name("weir-spool".into())

@@ -2,16 +2,20 @@
 //!
 //! Appends only copy their encoded record into [`Pending`] under the state
 //! lock. This thread takes the whole pending buffer at once, writes it with
-//! one `pwrite` per segment touched, and fdatasyncs
+//! one `pwrite` per segment touched, and asks the sync thread
+//! ([`super::syncer`]) for an fdatasync
 //! - as soon as someone waits for durability (`wait_durable`, `sync`): one
 //!   fdatasync serves every waiter of that moment, and waiters that arrive
 //!   during it are served by the next one, immediately after;
 //! - otherwise at most `fsync_interval` after the oldest unsynced append.
 //!
+//! It never waits for those syncs (except the one closing a segment), so
+//! writing goes on at the page cache's speed while the disk flushes.
 //! Large pending buffers (over [`WRITE_CHUNK`]) are written early without a
 //! sync so the page cache, not the heap, holds the backlog; more than
-//! [`SYNC_BYTES`] unsynced triggers an early fdatasync so that no single
-//! sync (which a durability waiter may have to sit through) grows large.
+//! [`SYNC_BYTES`] written since the last request asks for another sync so
+//! that no single sync (which a durability waiter may have to sit through)
+//! grows large.
 //!
 //! It also stores sink cursors (coalesced: at most every [`STORE_INTERVAL`],
 //! and on `sync`/shutdown), unlinks released segments and fsyncs the
@@ -28,22 +32,35 @@ use std::time::{Duration, Instant};
 use super::record::{self, HEADER_LEN};
 use super::recovery::create_with_header;
 use super::state::{Pending, Roll, Shared, Stuck};
+use super::syncer::{self, Syncer};
 use super::{cursor, quota, segment, Offset, WhenFull};
 
 /// Pending bytes that make the writer write without waiting for a sync.
 pub const WRITE_CHUNK: usize = 1 << 20;
-/// Written-but-unsynced bytes that trigger an fdatasync before the
-/// interval: under a flood, keeps each fdatasync (and so the wait of anyone
-/// asking for durability) short instead of syncing 100 ms of data at once.
+/// Bytes written since the last sync request that trigger another before
+/// the interval: under a flood, keeps each fdatasync (and so the wait of
+/// anyone asking for durability) short instead of syncing 100 ms of data at
+/// once.
 pub const SYNC_BYTES: u64 = 16 << 20;
+/// Written-but-unsynced bytes above which the writer stops taking pending
+/// data until the sync thread catches up. Without it a flood outruns the
+/// disk, every fdatasync flushes more than the one before, and a durability
+/// waiter next to the flood waits hundreds of milliseconds; with it the
+/// flood runs at the disk's speed and each sync flushes at most this much.
+pub const MAX_UNSYNCED: u64 = 2 * SYNC_BYTES;
 /// Longest time an acknowledgement waits before its cursor is stored.
-pub const STORE_INTERVAL: Duration = Duration::from_secs(1);
+/// What a sink delivered in this window before a crash is delivered again
+/// after it (at-least-once): 200 ms keeps that to a fifth of a second of
+/// traffic, for at most five small cursor writes (tmp, fsync, rename,
+/// fsync dir) a second while sinks deliver.
+pub const STORE_INTERVAL: Duration = Duration::from_millis(200);
 /// Pause between attempts while the disk is full or failing.
 const RETRY: Duration = Duration::from_millis(100);
 
 pub struct Writer {
     pub shared: Arc<Shared>,
-    pub file: File,
+    /// Shared with the sync thread, which fdatasyncs it.
+    pub file: Arc<File>,
     pub file_base: Offset,
     pub file_len: u64,
     /// Logical end of what is written to the file (maybe not yet synced).
@@ -55,6 +72,9 @@ pub struct Writer {
     /// (appends outran the writer by more than the quota): its records are
     /// skipped until the next roll.
     pub discarding: bool,
+    pub syncer: Syncer,
+    /// The highest offset the sync thread was asked to make durable.
+    pub requested: Offset,
 }
 
 /// What one round of the loop has to do.
@@ -75,7 +95,7 @@ impl Writer {
             pending.rolls.clear();
             self.spare = pending;
             if ok && round.sync {
-                self.sync();
+                self.request_sync();
             }
             self.shared.space.notify_waiters();
             self.delete_queued();
@@ -87,6 +107,9 @@ impl Writer {
                 let st = self.shared.lock();
                 if st.shutdown && (!ok || st.pending.buf.is_empty() && st.pending.rolls.is_empty())
                 {
+                    drop(st);
+                    // Waits for the last sync asked for.
+                    self.syncer.stop();
                     return;
                 }
             }
@@ -98,19 +121,20 @@ impl Writer {
         let mut st = self.shared.lock();
         loop {
             let now = Instant::now();
-            let unsynced = st.next > st.durable;
+            let unsynced = st.next > self.requested;
             let sync_at = st.unsynced_since.map(|t| t + interval);
             let sync = unsynced
-                && (st.sync_wanted > st.durable
+                && (st.sync_wanted > self.requested
                     || st.shutdown
                     || sync_at.is_some_and(|t| now >= t)
-                    || st.next - st.durable >= SYNC_BYTES);
+                    || st.next - self.requested >= SYNC_BYTES);
             let dirty = st.sinks.values().any(|s| s.acked != s.stored);
             let store_at = dirty.then_some(self.last_store + STORE_INTERVAL);
             let store = st.store_wanted > self.store_done
                 || st.shutdown
                 || store_at.is_some_and(|t| now >= t);
-            let big = st.pending.buf.len() >= WRITE_CHUNK;
+            let behind = self.written.saturating_sub(st.durable) >= MAX_UNSYNCED;
+            let big = st.pending.buf.len() >= WRITE_CHUNK && !behind;
             if sync || store || big || !st.deletions.is_empty() || st.shutdown {
                 if sync {
                     st.unsynced_since = None;
@@ -191,6 +215,7 @@ impl Writer {
             }
         }
         self.shared.metrics.fsyncs.inc();
+        syncer::publish_durable(&self.shared, r.base);
         self.discarding = !self.shared.lock().segments.contains_key(&r.base);
         if self.discarding {
             return true;
@@ -198,7 +223,8 @@ impl Writer {
         loop {
             match create_with_header(&self.shared.dir, r.base, &r.header) {
                 Ok(f) => {
-                    self.file = f;
+                    self.file = Arc::new(f);
+                    self.syncer.switch_file(&self.file);
                     self.file_base = r.base;
                     self.file_len = r.header.len() as u64;
                     self.shared.lock().writer_base = r.base;
@@ -244,8 +270,8 @@ impl Writer {
         // What this round already wrote becomes visible to readers, so they
         // can acknowledge it and free its segments (under `block` nothing
         // else frees space).
-        if self.written > self.shared.lock().durable {
-            self.sync();
+        if self.written > self.requested {
+            self.request_sync();
         }
         // Acknowledged segments are what can free space now.
         let gen = self.shared.lock().store_wanted;
@@ -264,30 +290,10 @@ impl Writer {
         }
     }
 
-    fn sync(&mut self) {
-        match self.file.sync_data() {
-            Ok(()) => {
-                self.shared.metrics.fsyncs.inc();
-                let w = self.written;
-                let mut st = self.shared.lock();
-                st.durable = st.durable.max(w);
-                drop(st);
-                self.shared.durable.send_if_modified(|d| {
-                    let changed = *d < w;
-                    *d = (*d).max(w);
-                    changed
-                });
-            }
-            Err(e) => {
-                // After a failed fdatasync the kernel may have dropped the
-                // dirty pages: nothing is reported durable; waiters keep
-                // waiting and the next round tries again.
-                tracing::error!(error = %e, "spool fdatasync failed");
-                let mut st = self.shared.lock();
-                st.stuck = Some(Stuck::Io(e.kind()));
-                st.unsynced_since = Some(Instant::now());
-            }
-        }
+    /// Asks the sync thread to make everything written so far durable.
+    fn request_sync(&mut self) {
+        self.requested = self.written;
+        self.syncer.request(&self.file, self.written);
     }
 
     fn delete_queued(&mut self) {

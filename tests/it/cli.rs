@@ -65,3 +65,65 @@ fn check_config_on_missing_file_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /nonexistent/weir.toml"));
 }
+
+/// Two weirs on one state directory would corrupt each other's spool: the
+/// second is refused, says who holds it, and leaves the first (and its pid
+/// file, which `weir reload` reads) alone.
+#[test]
+fn a_second_weir_on_the_same_state_dir_is_refused_and_leaves_the_first_alone() {
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\n[sources.fwd]\ntype = \"forward\"\nlisten = \"unix://{d}/fwd.sock\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}/out.ndjson\"\n[metrics]\nlisten = \"\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let pid_file = dir.path().join("weir.pid");
+    let start = || {
+        Command::new(weir_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("INVOCATION_ID")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let first_pid = first.id();
+    let first = Kill(&mut first);
+    crate::common::wait_for("the first weir to listen", Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(dir.path().join("fwd.sock")).ok()
+    });
+
+    let second = start().wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "second weir ran: {stderr}");
+    assert!(
+        stderr.contains(&format!("in use by another weir (pid {first_pid})")),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        first_pid.to_string(),
+        "the second weir touched the first one's pid file"
+    );
+    assert!(
+        first.0.try_wait().unwrap().is_none(),
+        "the first weir stopped"
+    );
+}

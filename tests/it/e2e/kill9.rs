@@ -1,6 +1,6 @@
 //! kill -9 under load: every acknowledged event reaches Loki; redeliveries
-//! (events spooled but not yet marked delivered at the kill) are counted and
-//! bounded.
+//! (events delivered but whose sink cursor was not yet stored at the kill)
+//! are counted and bounded.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,9 +39,12 @@ fn e2e_kill_9_under_load_loses_no_acknowledged_event() {
         books.lost, 0,
         "acknowledged events lost after kill -9: {books:?}"
     );
+    // Redelivered at most: what was delivered in the cursor-store window
+    // (200 ms) before each kill, plus the push in flight; with a kill every
+    // 2 s that is far below a tenth of the traffic.
     assert!(
-        books.duplicated <= books.sent as u64,
-        "duplicates unbounded: {books:?}"
+        books.duplicated * 10 <= books.sent as u64,
+        "too many duplicates after kill -9: {books:?}"
     );
     // Nothing the clients never sent appears (no corruption into new lines).
     assert!(delivered.is_subset(&sent), "unknown ids delivered");

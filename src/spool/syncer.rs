@@ -1,0 +1,173 @@
+//! The sync thread: fdatasync off the writer's path.
+//!
+//! An fdatasync under a flood flushes megabytes and takes milliseconds to
+//! tens of milliseconds. Done on the writer thread it stopped all writing
+//! for that long, so appends (which the writer drains) backed up behind
+//! every sync and the spool reached a fraction of the disk's speed. Here the
+//! writer only *asks*: it hands over the file and the logical end of what it
+//! has written, and goes on writing while this thread syncs. Requests that
+//! arrive during a sync are merged into the next one, so one fdatasync
+//! serves every durability waiter of its moment (group commit) and a flood
+//! costs at most one sync in flight plus one queued.
+//!
+//! What a sync reports durable is only what was written *before* the request
+//! (`target`), and the file it syncs is the one that data is in, or a later
+//! one: the writer fdatasyncs a closed segment itself before it starts the
+//! next (see `Writer::roll`), so syncing the newer file covers the target.
+
+use std::fs::File;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::state::{Shared, Stuck};
+use super::Offset;
+
+/// Pause before retrying a failed fdatasync.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// What the writer asks of the sync thread.
+#[derive(Default)]
+struct Request {
+    /// The segment being written, once the writer has asked for a sync.
+    file: Option<Arc<File>>,
+    /// Make everything up to here durable (already written to `file`, or
+    /// to segments synced before it was created).
+    target: Offset,
+    /// `target` has not been synced yet.
+    wanted: bool,
+    /// Finish the wanted sync, then stop.
+    shutdown: bool,
+}
+
+/// The writer's handle on the sync thread.
+pub struct Syncer {
+    queue: Arc<Queue>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Queue {
+    request: Mutex<Request>,
+    wake: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Request> {
+        self.request.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Syncer {
+    pub fn start(shared: Arc<Shared>) -> std::io::Result<Syncer> {
+        let queue = Arc::new(Queue {
+            request: Mutex::new(Request::default()),
+            wake: Condvar::new(),
+        });
+        let q = queue.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-spool-sync".into())
+            .spawn(move || run(&q, &shared))?;
+        Ok(Syncer {
+            queue,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for everything up to `target`, written to `file`, to be made
+    /// durable; returns at once.
+    pub fn request(&self, file: &Arc<File>, target: Offset) {
+        let mut r = self.queue.lock();
+        r.file = Some(file.clone());
+        r.target = r.target.max(target);
+        r.wanted = true;
+        drop(r);
+        self.queue.wake.notify_one();
+    }
+
+    /// Points later syncs at a new segment (the previous one is already
+    /// synced by the writer).
+    pub fn switch_file(&self, file: &Arc<File>) {
+        let mut r = self.queue.lock();
+        if r.file.is_some() {
+            r.file = Some(file.clone());
+        }
+    }
+
+    /// Finishes the sync asked for, if any, and stops the thread.
+    pub fn stop(&mut self) {
+        self.queue.lock().shutdown = true;
+        self.queue.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(queue: &Queue, shared: &Shared) {
+    let mut r = queue.lock();
+    loop {
+        if !r.wanted {
+            if r.shutdown {
+                return;
+            }
+            r = queue.wake.wait(r).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        let (file, target) = (r.file.clone().expect("a file with the request"), r.target);
+        r.wanted = false;
+        drop(r);
+        let ok = sync(shared, &file, target);
+        r = queue.lock();
+        if !ok {
+            r.wanted = true;
+            if r.shutdown {
+                tracing::error!("spool fdatasync failed during shutdown; appended data not yet durable may be lost");
+                return;
+            }
+            r = queue
+                .wake
+                .wait_timeout(r, RETRY)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// One fdatasync; on success everything up to `target` becomes durable and
+/// visible to readers and waiters.
+fn sync(shared: &Shared, file: &File, target: Offset) -> bool {
+    match file.sync_data() {
+        Ok(()) => {
+            shared.metrics.fsyncs.inc();
+            publish_durable(shared, target);
+            true
+        }
+        Err(e) => {
+            // After a failed fdatasync the kernel may have dropped the dirty
+            // pages: nothing is reported durable; waiters keep waiting and
+            // the sync is retried.
+            tracing::error!(error = %e, "spool fdatasync failed; retrying");
+            shared.lock().stuck = Some(Stuck::Io(e.kind()));
+            false
+        }
+    }
+}
+
+/// Makes everything up to `upto` visible as durable.
+pub fn publish_durable(shared: &Shared, upto: Offset) {
+    let mut st = shared.lock();
+    st.durable = st.durable.max(upto);
+    drop(st);
+    // The writer may be holding back until the unsynced window shrinks.
+    shared.wake.notify_one();
+    shared.durable.send_if_modified(|d| {
+        let changed = *d < upto;
+        *d = (*d).max(upto);
+        changed
+    });
+}
