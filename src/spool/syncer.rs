@@ -10,6 +10,10 @@
 //! serves every durability waiter of its moment (group commit) and a flood
 //! costs at most one sync in flight plus one queued.
 //!
+//! It also unlinks the segments every sink is done with: with `discard`
+//! mounts an unlink of a 64 MiB segment waits for the device to trim it,
+//! long enough to stall appends if the writer did it.
+//!
 //! What a sync reports durable is only what was written *before* the request
 //! (`target`), and the file it syncs is the one that data is in, or a later
 //! one: the writer fdatasyncs a closed segment itself before it starts the
@@ -20,7 +24,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::state::{Shared, Stuck};
-use super::Offset;
+use super::{segment, Offset};
 
 /// Pause before retrying a failed fdatasync.
 const RETRY: Duration = Duration::from_millis(100);
@@ -35,7 +39,11 @@ struct Request {
     target: Offset,
     /// `target` has not been synced yet.
     wanted: bool,
-    /// Finish the wanted sync, then stop.
+    /// Segments (by base) to unlink.
+    deletions: Vec<Offset>,
+    /// Unlinking is under way.
+    deleting: bool,
+    /// Finish the wanted sync and deletions, then stop.
     shutdown: bool,
 }
 
@@ -48,6 +56,8 @@ pub struct Syncer {
 struct Queue {
     request: Mutex<Request>,
     wake: Condvar,
+    /// Signalled when the deletions handed over are done.
+    deleted: Condvar,
 }
 
 impl Queue {
@@ -61,6 +71,7 @@ impl Syncer {
         let queue = Arc::new(Queue {
             request: Mutex::new(Request::default()),
             wake: Condvar::new(),
+            deleted: Condvar::new(),
         });
         let q = queue.clone();
         let thread = std::thread::Builder::new()
@@ -92,6 +103,33 @@ impl Syncer {
         }
     }
 
+    /// Hands over segments to unlink (then the directory is fsynced).
+    pub fn delete(&self, bases: Vec<Offset>) {
+        if bases.is_empty() {
+            return;
+        }
+        self.queue.lock().deletions.extend(bases);
+        self.queue.wake.notify_one();
+    }
+
+    /// Whether deletions handed over are not done yet.
+    pub fn deleting(&self) -> bool {
+        let r = self.queue.lock();
+        r.deleting || !r.deletions.is_empty()
+    }
+
+    /// Returns once every deletion handed over so far is done.
+    pub fn wait_deletions(&self) {
+        let mut r = self.queue.lock();
+        while r.deleting || !r.deletions.is_empty() {
+            r = self
+                .queue
+                .deleted
+                .wait(r)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Finishes the sync asked for, if any, and stops the thread.
     pub fn stop(&mut self) {
         self.queue.lock().shutdown = true;
@@ -111,6 +149,16 @@ impl Drop for Syncer {
 fn run(queue: &Queue, shared: &Shared) {
     let mut r = queue.lock();
     loop {
+        if !r.wanted && !r.deletions.is_empty() {
+            let bases = std::mem::take(&mut r.deletions);
+            r.deleting = true;
+            drop(r);
+            delete(shared, &bases);
+            r = queue.lock();
+            r.deleting = false;
+            queue.deleted.notify_all();
+            continue;
+        }
         if !r.wanted {
             if r.shutdown {
                 return;
@@ -136,6 +184,21 @@ fn run(queue: &Queue, shared: &Shared) {
                 .0;
         }
     }
+}
+
+/// Unlinks segments, then fsyncs the directory so the unlinks last.
+pub fn delete(shared: &Shared, bases: &[Offset]) {
+    for &base in bases {
+        match std::fs::remove_file(segment::path(&shared.dir, base)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(error = %e, "cannot delete a spool segment"),
+        }
+    }
+    if let Err(e) = segment::sync_dir(&shared.dir) {
+        tracing::error!(error = %e, "cannot fsync the spool directory");
+    }
+    shared.space.notify_waiters();
 }
 
 /// One fdatasync; on success everything up to `target` becomes durable and
