@@ -57,7 +57,7 @@ fn main() {
     // `cargo bench` passes `--bench`; any other argument picks scenarios.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let run = |name: &str, frames: &[Vec<u8>], frames_per_conn, events_per_frame| {
-        if filter.as_deref().map_or(true, |f| name.contains(f)) {
+        if filter.as_deref().is_none_or(|f| name.contains(f)) {
             run(name, frames, frames_per_conn, events_per_frame);
         }
     };
