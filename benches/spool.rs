@@ -5,7 +5,7 @@
 //!   latency of one fdatasync of a small write: the baseline;
 //! - spool append throughput for 200-byte events (batches of 100, the
 //!   default 100 ms fsync interval), MB/s and events/s, including the final
-//!   sync; raw and spool runs alternate for three rounds and the median
+//!   sync; raw and spool runs alternate for five rounds and the median
 //!   ratio is the figure (the machine is shared, its load changes);
 //! - the latency a writer awaiting durability sees (append one batch, then
 //!   `wait_durable`): alone, while another task appends 100 MB/s, and while
@@ -30,7 +30,7 @@ use weir::spool::{Config, Spool, WhenFull};
 
 const TOTAL_BYTES: u64 = 512 << 20;
 /// Alternating raw / spool runs; the ratio reported is their median.
-const ROUNDS: u32 = 3;
+const ROUNDS: u32 = 5;
 /// A heavy but sustainable load next to a durability waiter: 500k events/s.
 const PACED_MBS: f64 = 100.0;
 const BATCH: usize = 100;

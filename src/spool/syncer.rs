@@ -43,6 +43,8 @@ struct Request {
     deletions: Vec<Offset>,
     /// Unlinking is under way.
     deleting: bool,
+    /// An fdatasync is under way.
+    syncing: bool,
     /// Finish the wanted sync and deletions, then stop.
     shutdown: bool,
 }
@@ -101,6 +103,13 @@ impl Syncer {
         if r.file.is_some() {
             r.file = Some(file.clone());
         }
+    }
+
+    /// Neither syncing nor asked to: a sync on another thread cannot
+    /// overlap (only the writer asks).
+    pub fn idle(&self) -> bool {
+        let r = self.queue.lock();
+        !r.wanted && !r.syncing
     }
 
     /// Hands over segments to unlink (then the directory is fsynced).
@@ -168,9 +177,11 @@ fn run(queue: &Queue, shared: &Shared) {
         }
         let (file, target) = (r.file.clone().expect("a file with the request"), r.target);
         r.wanted = false;
+        r.syncing = true;
         drop(r);
         let ok = sync(shared, &file, target);
         r = queue.lock();
+        r.syncing = false;
         if !ok {
             r.wanted = true;
             if r.shutdown {

@@ -84,6 +84,8 @@ pub struct Writer {
 struct Round {
     pending: Pending,
     sync: bool,
+    /// Someone awaits durability (not just the interval or the backlog).
+    waited: bool,
     store: Option<u64>,
     shutdown: bool,
 }
@@ -98,7 +100,15 @@ impl Writer {
             pending.rolls.clear();
             self.spare = pending;
             if ok && round.sync {
-                self.request_sync();
+                let unsynced = self.written - self.requested;
+                if round.waited && unsynced < WRITE_CHUNK as u64 && self.syncer.idle() {
+                    // A waiter and little to flush: syncing here saves it a
+                    // wake-up of the sync thread (up to a millisecond on a
+                    // busy VM); floods still go to the sync thread.
+                    self.sync_here();
+                } else {
+                    self.request_sync();
+                }
             }
             self.shared.space.notify_waiters();
             self.hand_off_deletions();
@@ -126,8 +136,9 @@ impl Writer {
             let now = Instant::now();
             let unsynced = st.next > self.requested;
             let sync_at = st.unsynced_since.map(|t| t + interval);
+            let waited = st.sync_wanted > self.requested;
             let sync = unsynced
-                && (st.sync_wanted > self.requested
+                && (waited
                     || st.shutdown
                     || sync_at.is_some_and(|t| now >= t)
                     || st.next - self.requested >= SYNC_BYTES);
@@ -146,6 +157,7 @@ impl Writer {
                 return Round {
                     pending,
                     sync,
+                    waited,
                     store: store.then_some(st.store_wanted),
                     shutdown: st.shutdown,
                 };
@@ -297,6 +309,22 @@ impl Writer {
             tracing::info!("spool writes again");
             drop(st);
             self.shared.space.notify_waiters();
+        }
+    }
+
+    /// Makes everything written so far durable on this thread; on failure
+    /// leaves it to the sync thread, which retries.
+    fn sync_here(&mut self) {
+        self.requested = self.written;
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.shared.metrics.fsyncs.inc();
+                syncer::publish_durable(&self.shared, self.written);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool fdatasync failed; retrying");
+                self.syncer.request(&self.file, self.written);
+            }
         }
     }
 
