@@ -31,6 +31,8 @@ use weir::spool::{Config, Spool, WhenFull};
 const TOTAL_BYTES: u64 = 512 << 20;
 /// Alternating raw / spool runs; the ratio reported is their median.
 const ROUNDS: u32 = 5;
+/// Durability waits measured per case: the p99 is the third-worst.
+const LATENCY_SAMPLES: usize = 300;
 /// A heavy but sustainable load next to a durability waiter: 500k events/s.
 const PACED_MBS: f64 = 100.0;
 const BATCH: usize = 100;
@@ -198,7 +200,7 @@ async fn durable_latency(dir: &Path, background: Background) -> (Duration, Durat
     });
     let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
     let mut lat = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..LATENCY_SAMPLES {
         let t = Instant::now();
         let end = spool.append(&batch, None).await.unwrap();
         spool.wait_durable(end).await.unwrap();

@@ -225,7 +225,7 @@ pub struct SinkStats {
     pub acked: Offset,
     pub lag_bytes: u64,
     /// Append time (Unix seconds) of the oldest unacknowledged record, as of
-    /// the last cursor store (about a second old); `None` when caught up.
+    /// the last cursor store (at most about 200 ms old); `None` when caught up.
     pub oldest_unacked_timestamp_seconds: Option<i64>,
     /// Events lost to `drop_oldest` since start.
     pub dropped_events: u64,
@@ -234,7 +234,8 @@ pub struct SinkStats {
 /// Appends wait while this many bytes are not yet written by the writer
 /// thread (the disk is slower than the sources for now). It also bounds how
 /// much a durability request may have to write before its fdatasync.
-const MAX_PENDING: usize = 8 << 20;
+/// (2 MiB: small enough to stay in cache, see `writer::WRITE_CHUNK`.)
+const MAX_PENDING: usize = 2 << 20;
 
 /// The spool handle; cheap to clone. The writer thread stops (after a final
 /// write, fdatasync and cursor store) when the last handle and reader go.
