@@ -336,14 +336,6 @@ pub mod codec {
         ))
     }
 
-    pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-
     struct Reader<'a> {
         buf: &'a [u8],
         pos: usize,

@@ -50,16 +50,11 @@ impl Ingest {
         events: &mut [Event],
         position: Option<&[u8]>,
     ) -> Result<Offset, SpoolError> {
-        // With every detector set to `keep` and no rules, scrubbing cannot
-        // change anything: skip the scan rather than pay for it per event.
-        let scrub = !self.scrubber.is_off();
         for event in events.iter_mut() {
             if event.labels.host.is_none() {
                 event.labels.host = Some(self.hostname.to_string());
             }
-            if scrub {
-                self.scrubber.scrub(event);
-            }
+            self.scrubber.scrub(event);
         }
         let n = events.len() as u64;
         let offset = self

@@ -214,7 +214,7 @@ pub fn delete(shared: &Shared, bases: &[Offset]) {
 
 /// One fdatasync; on success everything up to `target` becomes durable and
 /// visible to readers and waiters.
-fn sync(shared: &Shared, file: &File, target: Offset) -> bool {
+pub fn sync(shared: &Shared, file: &File, target: Offset) -> bool {
     match file.sync_data() {
         Ok(()) => {
             shared.metrics.fsyncs.inc();

@@ -321,15 +321,8 @@ impl Writer {
     /// leaves it to the sync thread, which retries.
     fn sync_here(&mut self) {
         self.requested = self.written;
-        match self.file.sync_data() {
-            Ok(()) => {
-                self.shared.metrics.fsyncs.inc();
-                syncer::publish_durable(&self.shared, self.written);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "spool fdatasync failed; retrying");
-                self.syncer.request(&self.file, self.written);
-            }
+        if !syncer::sync(&self.shared, &self.file, self.written) {
+            self.syncer.request(&self.file, self.written);
         }
     }
 

@@ -85,14 +85,9 @@ fn a_second_weir_on_the_same_state_dir_is_refused_and_leaves_the_first_alone() {
     .unwrap();
     let pid_file = dir.path().join("weir.pid");
     let start = || {
-        Command::new(weir_bin())
-            .args(["run", "--config"])
-            .arg(&config)
+        crate::common::weir_run(&config)
             .arg("--pid-file")
             .arg(&pid_file)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("INVOCATION_ID")
-            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };

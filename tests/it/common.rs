@@ -10,17 +10,21 @@ pub fn weir_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weir"))
 }
 
-/// Starts `weir run --config CONFIG` with its log on a piped stderr (not
-/// journald, whatever the environment says).
-pub fn spawn_weir(config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(weir_bin())
-        .args(["run", "--config"])
+/// `weir run --config CONFIG` with its log on a piped stderr (not
+/// journald, whatever the environment says), for a test to add arguments.
+pub fn weir_run(config: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(weir_bin());
+    c.args(["run", "--config"])
         .arg(config)
         .env_remove("JOURNAL_STREAM")
         .env_remove("INVOCATION_ID")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+/// Starts [`weir_run`].
+pub fn spawn_weir(config: &std::path::Path) -> std::process::Child {
+    weir_run(config).spawn().unwrap()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics after `timeout`.
