@@ -54,6 +54,10 @@ pub enum RunError {
     Metrics(#[from] metrics::http::BindError),
     #[error(transparent)]
     Lock(#[from] StateLockError),
+    /// The spool failed while running: weir stops so that a restart
+    /// (systemd's `Restart=on-failure`) recovers what the disk holds.
+    #[error("stopped because the spool failed: {0}")]
+    SpoolFailed(SpoolError),
 }
 
 /// Why the pipeline is not healthy; while it is not, no WATCHDOG=1 is sent.
@@ -139,9 +143,13 @@ pub async fn run_reloadable(
     systemd::status(&status.line());
     let mut was_healthy = true;
 
-    loop {
+    let outcome = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ok(()),
+            e = running.spool.failure() => {
+                systemd::status(&format!("stopping: {e}"));
+                break Err(RunError::SpoolFailed(e));
+            }
             _ = next_reload(&mut reloads) => {
                 let Some(requests) = &reloads else { continue };
                 let Some(new) = validated(requests) else { continue };
@@ -187,7 +195,7 @@ pub async fn run_reloadable(
                 }
             }
         }
-    }
+    };
 
     systemd::stopping();
     tracing::info!("shutting down");
@@ -199,7 +207,7 @@ pub async fn run_reloadable(
         let _ = tokio::time::timeout(STEP_TIMEOUT, endpoint).await;
     }
     tracing::info!("weir stopped");
-    Ok(())
+    outcome
 }
 
 fn status_line(config: &Config) -> StatusLine {

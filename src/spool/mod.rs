@@ -41,9 +41,18 @@
 //! Appends are group-committed by a writer thread (see `writer`), which
 //! leaves the fdatasyncs to a sync thread (see `syncer`) and keeps writing
 //! meanwhile: fdatasync at most `fsync_interval` after an append,
-//! immediately when someone awaits [`Spool::wait_durable`]. Readers only see durable data. A closed segment
-//! is fdatasync'ed before the next is created; creations, deletions and
-//! cursor renames are followed by a directory fsync.
+//! immediately when someone awaits [`Spool::wait_durable`]. Readers only
+//! see durable data. A closed segment is fdatasync'ed before the next is
+//! created; creations, deletions and cursor renames are followed by a
+//! directory fsync.
+//!
+//! A failed fdatasync is final ([`SpoolError::SyncFailed`]). Retrying it
+//! would be a lie: Linux marks the pages whose writeback failed clean, so
+//! the retry succeeds without writing them (thin or network storage out of
+//! space, a failing disk). From then on nothing is reported durable,
+//! appends fail, and the pipeline stops with an error so that systemd
+//! restarts weir on what the disk really holds; sources resend whatever
+//! was never acknowledged, so nothing acknowledged is lost.
 //!
 //! # Recovery
 //!
@@ -189,6 +198,14 @@ pub enum SpoolError {
     /// itself and accepts appends again once a write succeeds.
     #[error("spool cannot write ({0}); batch not appended")]
     Full(&'static str),
+    /// An fdatasync failed, so what was written since the last good one may
+    /// not be on the disk, and a later fdatasync that succeeds would not
+    /// prove it is (Linux marks pages whose writeback failed clean). The
+    /// spool reports nothing more durable, so nothing unproven is ever
+    /// acknowledged, and weir stops: after a restart the spool holds what
+    /// the disk really kept, and sources resend what was never acknowledged.
+    #[error("spool fdatasync failed ({0}): data written since the last successful sync may not be on disk, so nothing more is acknowledged and weir must restart; check the disk (dmesg, free space of thin or network storage)")]
+    SyncFailed(std::io::ErrorKind),
     /// A single batch larger than the record format allows (4 GiB).
     #[error("batch too large for the spool")]
     TooLarge,
@@ -326,6 +343,7 @@ impl Spool {
             durable: watch::channel(next).0,
             stored: watch::channel(0).0,
             space: Notify::new(),
+            failed: watch::channel(None).0,
             metrics,
         });
         let syncer = syncer::Syncer::start(shared.clone()).map_err(|source| SpoolError::Io {
@@ -417,6 +435,9 @@ impl Spool {
         if st.shutdown {
             return Err(Refused::Fail(SpoolError::Closed));
         }
+        if let Some(kind) = sh.failure() {
+            return Err(Refused::Fail(SpoolError::SyncFailed(kind)));
+        }
         let block = sh.config.when_full == WhenFull::Block;
         if let Some(stuck) = st.stuck {
             if block {
@@ -493,11 +514,12 @@ impl Spool {
 
     /// Returns once everything up to `offset` is on disk (fdatasync'ed).
     /// Asks the writer thread for a sync now rather than at the next interval.
-    /// While the disk is full or failing it keeps waiting (the data is kept
-    /// and written once possible); a caller that must give up uses a timeout.
+    /// While the disk is full it keeps waiting (the data is kept and written
+    /// once possible); a caller that must give up uses a timeout. Fails with
+    /// [`SpoolError::SyncFailed`] once an fdatasync failed, unless `offset`
+    /// was durable before.
     pub async fn wait_durable(&self, offset: Offset) -> Result<(), SpoolError> {
-        let mut rx = self.shared().durable.subscribe();
-        if *rx.borrow() >= offset {
+        if *self.shared().durable.borrow() >= offset {
             return Ok(());
         }
         let offset = {
@@ -507,10 +529,32 @@ impl Spool {
             offset
         };
         self.shared().wake.notify_one();
-        rx.wait_for(|&d| d >= offset)
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        Ok(())
+        self.durable_or_failed(offset).await
+    }
+
+    /// Waits until `offset` is durable or the spool failed.
+    async fn durable_or_failed(&self, offset: Offset) -> Result<(), SpoolError> {
+        let mut durable = self.shared().durable.subscribe();
+        let mut failed = self.shared().failed.subscribe();
+        tokio::select! {
+            biased;
+            r = durable.wait_for(|&d| d >= offset) => r.map(|_| ()).map_err(|_| SpoolError::Closed),
+            r = failed.wait_for(Option::is_some) => {
+                Err(r.ok().and_then(|k| *k).map_or(SpoolError::Closed, SpoolError::SyncFailed))
+            }
+        }
+    }
+
+    /// Resolves once an fdatasync failed: the spool then reports nothing
+    /// more durable, and the pipeline stops (see [`SpoolError::SyncFailed`]).
+    pub async fn failure(&self) -> SpoolError {
+        let mut failed = self.shared().failed.subscribe();
+        let kind = failed.wait_for(Option::is_some).await.ok().and_then(|k| *k);
+        match kind {
+            Some(kind) => SpoolError::SyncFailed(kind),
+            // The sender lives as long as this handle: not reached.
+            None => std::future::pending().await,
+        }
     }
 
     /// The last committed position of a source, recovered from the spool.
@@ -565,11 +609,7 @@ impl Spool {
             (st.next, st.store_wanted)
         };
         self.shared().wake.notify_one();
-        let mut durable = self.shared().durable.subscribe();
-        durable
-            .wait_for(|&d| d >= target)
-            .await
-            .map_err(|_| SpoolError::Closed)?;
+        self.durable_or_failed(target).await?;
         let mut stored = self.shared().stored.subscribe();
         stored
             .wait_for(|&g| g >= gen)

@@ -200,6 +200,9 @@ pub struct Shared {
     pub stored: watch::Sender<u64>,
     /// Signalled when appends that had to wait may proceed.
     pub space: Notify,
+    /// Set, once and for good, by the first failed fdatasync (see
+    /// [`super::SpoolError::SyncFailed`]).
+    pub failed: watch::Sender<Option<std::io::ErrorKind>>,
     pub metrics: Metrics,
 }
 
@@ -208,6 +211,11 @@ impl Shared {
         // A panic while holding the lock leaves consistent-enough state
         // (every critical section is a few assignments); keep going.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the spool stopped reporting data durable, if it did.
+    pub fn failure(&self) -> Option<std::io::ErrorKind> {
+        *self.failed.borrow()
     }
 
     pub fn cursors_dir(&self) -> PathBuf {

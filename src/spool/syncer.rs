@@ -14,6 +14,10 @@
 //! mounts an unlink of a 64 MiB segment waits for the device to trim it,
 //! long enough to stall appends if the writer did it.
 //!
+//! A failed fdatasync is not retried (see "Durability and visibility" in
+//! the module doc): it marks the spool failed, and every sync after it
+//! reports nothing.
+//!
 //! What a sync reports durable is only what was written *before* the request
 //! (`target`), and the file it syncs is the one that data is in, or a later
 //! one: the writer fdatasyncs a closed segment itself before it starts the
@@ -21,13 +25,9 @@
 
 use std::fs::File;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
-use super::state::{Shared, Stuck};
+use super::state::Shared;
 use super::{segment, Offset};
-
-/// Pause before retrying a failed fdatasync.
-const RETRY: Duration = Duration::from_millis(100);
 
 /// What the writer asks of the sync thread.
 #[derive(Default)]
@@ -179,21 +179,10 @@ fn run(queue: &Queue, shared: &Shared) {
         r.wanted = false;
         r.syncing = true;
         drop(r);
-        let ok = sync(shared, &file, target);
+        // A failure marks the spool failed; there is nothing to retry.
+        sync(shared, &file, target);
         r = queue.lock();
         r.syncing = false;
-        if !ok {
-            r.wanted = true;
-            if r.shutdown {
-                tracing::error!("spool fdatasync failed during shutdown; appended data not yet durable may be lost");
-                return;
-            }
-            r = queue
-                .wake
-                .wait_timeout(r, RETRY)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
     }
 }
 
@@ -213,8 +202,12 @@ pub fn delete(shared: &Shared, bases: &[Offset]) {
 }
 
 /// One fdatasync; on success everything up to `target` becomes durable and
-/// visible to readers and waiters.
+/// visible to readers and waiters. Once one failed, none is attempted: the
+/// spool is failed for good.
 pub fn sync(shared: &Shared, file: &File, target: Offset) -> bool {
+    if shared.failure().is_some() {
+        return false;
+    }
     match file.sync_data() {
         Ok(()) => {
             shared.metrics.fsyncs.inc();
@@ -222,14 +215,25 @@ pub fn sync(shared: &Shared, file: &File, target: Offset) -> bool {
             true
         }
         Err(e) => {
-            // After a failed fdatasync the kernel may have dropped the dirty
-            // pages: nothing is reported durable; waiters keep waiting and
-            // the sync is retried.
-            tracing::error!(error = %e, "spool fdatasync failed; retrying");
-            shared.lock().stuck = Some(Stuck::Io(e.kind()));
+            fail(shared, &e);
             false
         }
     }
+}
+
+/// Marks the spool failed after a failed fdatasync of its data and wakes
+/// every waiter, which then gets [`super::SpoolError::SyncFailed`].
+pub fn fail(shared: &Shared, e: &std::io::Error) {
+    let first = shared.failed.send_if_modified(|f| {
+        let first = f.is_none();
+        f.get_or_insert(e.kind());
+        first
+    });
+    if first {
+        tracing::error!(error = %e, "spool fdatasync failed: data written since the last successful sync may not be on disk; the spool reports nothing more durable and weir stops");
+    }
+    shared.wake.notify_all();
+    shared.space.notify_waiters();
 }
 
 /// Makes everything up to `upto` visible as durable.

@@ -17,6 +17,10 @@
 //! that no single sync (which a durability waiter may have to sit through)
 //! grows large.
 //!
+//! A failed fdatasync, here or on the sync thread, fails the spool for good
+//! (see `SpoolError::SyncFailed`); the thread goes on storing cursors and
+//! deleting segments until shutdown.
+//!
 //! It also stores sink cursors (coalesced: at most every [`STORE_INTERVAL`],
 //! and on `sync`/shutdown) and hands the segments they release to the sync
 //! thread to unlink. A write error (ENOSPC, EIO) truncates the file back to
@@ -180,7 +184,7 @@ impl Writer {
     }
 
     /// Writes `p` (records and segment rolls). `false` if it gave up
-    /// (shutdown while the disk is failing).
+    /// (shutdown while the disk is failing, or the spool failed).
     fn flush(&mut self, p: &Pending) -> bool {
         let mut pos = 0;
         for roll in p.rolls.iter().map(Some).chain([None]) {
@@ -229,13 +233,9 @@ impl Writer {
         debug_assert_eq!(self.written, r.base, "roll at a record boundary");
         // The closed segment must be durable before anything after it is
         // reported durable (later syncs only cover the new file).
-        while let Err(e) = self.file.sync_data() {
-            if !self.handle_error(e) {
-                return false;
-            }
+        if !syncer::sync(&self.shared, &self.file, r.base) {
+            return false; // the spool failed: nothing more becomes durable
         }
-        self.shared.metrics.fsyncs.inc();
-        syncer::publish_durable(&self.shared, r.base);
         self.discarding = !self.shared.lock().segments.contains_key(&r.base);
         if self.discarding {
             return true;
@@ -317,13 +317,10 @@ impl Writer {
         }
     }
 
-    /// Makes everything written so far durable on this thread; on failure
-    /// leaves it to the sync thread, which retries.
+    /// Makes everything written so far durable on this thread.
     fn sync_here(&mut self) {
         self.requested = self.written;
-        if !syncer::sync(&self.shared, &self.file, self.written) {
-            self.syncer.request(&self.file, self.written);
-        }
+        syncer::sync(&self.shared, &self.file, self.written);
     }
 
     /// Asks the sync thread to make everything written so far durable.

@@ -20,6 +20,7 @@ mod incident2;
 mod kill9;
 mod outage;
 mod scrub;
+mod thin_disk;
 
 use std::collections::HashSet;
 use std::fs::File;

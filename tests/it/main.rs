@@ -19,3 +19,4 @@ mod scrub;
 mod selflog;
 mod spool;
 mod systemd;
+mod thin_disk;

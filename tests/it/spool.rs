@@ -1,5 +1,6 @@
 //! The spool against real failures: kill -9 of a writing process, torn and
-//! corrupt tails, a random model test, and a full disk (a small tmpfs).
+//! corrupt tails, a random model test, a full disk (a small tmpfs) and a
+//! failing fdatasync (a thin-provisioned disk running out of space).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -12,6 +13,8 @@ use rand::{Rng, SeedableRng};
 use weir::config::{ByteSize, HumanDuration};
 use weir::event::{Event, Origin};
 use weir::spool::{Config, Reader, SourcePosition, Spool, SpoolError, WhenFull};
+
+use crate::thin_disk::ThinDisk;
 
 fn config(segment: u64, max: u64, when_full: WhenFull, fsync_ms: u64) -> Config {
     Config {
@@ -577,4 +580,76 @@ fn disk_full_under_block_waits_for_sinks_and_loses_nothing() {
             .unwrap();
         assert_eq!(r.dropped_events(), 0);
     });
+}
+
+// ------------------------------------------------------- failing fsync ---
+
+/// Regression (fsyncgate): the spool used to retry a failed fdatasync and,
+/// once the retry succeeded, report durable data whose writeback had failed
+/// and was gone. Here the backing store fills (fdatasync fails), then gets
+/// room again (a retry would succeed): every offset reported durable must
+/// survive a remount, and after the failure nothing more is reported durable.
+#[test]
+fn a_failed_fdatasync_is_final_and_nothing_reported_durable_is_lost() {
+    let mut disk = ThinDisk::new("12m", "256m");
+    let dir = disk.mnt.join("spool");
+    let cfg = config(4 << 20, 200 << 20, WhenFull::DropOldest, 5);
+    let grower = disk.grow_when_full(Duration::from_millis(300));
+    let rt = runtime();
+    const BATCH: u64 = 50;
+    let (acked, err) = rt.block_on(async {
+        let s = Spool::open(&dir, &cfg, &["a".into()]).unwrap();
+        let mut acked = Vec::new();
+        let mut seq = 0u64;
+        let err = loop {
+            if seq * 1000 > 48 << 20 {
+                break None; // all "durable": the failure went unreported
+            }
+            let batch: Vec<Event> = (seq..seq + BATCH).map(|q| ev(q, 1000)).collect();
+            let end = match s.append(&batch, None).await {
+                Ok(end) => end,
+                Err(e) => break Some(e),
+            };
+            seq += BATCH;
+            match tokio::time::timeout(Duration::from_secs(30), s.wait_durable(end)).await {
+                Ok(Ok(())) => acked.extend(seq - BATCH..seq),
+                Ok(Err(e)) => break Some(e),
+                Err(_) => panic!("wait_durable neither returned nor failed in 30 s"),
+            }
+        };
+        grower.join().unwrap();
+        // The disk has room again, so a retried fdatasync would succeed:
+        // a spool that believed it would now call everything durable.
+        match s.sync().await {
+            Ok(()) => acked = (0..seq).collect(),
+            Err(e) => assert!(matches!(e, SpoolError::SyncFailed(_)), "{e}"),
+        }
+        let again = s.append(&[ev(seq, 1000)], None).await;
+        assert!(matches!(again, Err(SpoolError::SyncFailed(_))), "{again:?}");
+        (acked, err)
+    });
+    assert!(
+        !acked.is_empty(),
+        "some data was durable before the disk filled"
+    );
+    // What the disk really holds: every acknowledged event, intact, in order.
+    disk.remount();
+    rt.block_on(async {
+        let s = Spool::open(&dir, &cfg, &["a".into()]).unwrap();
+        let mut r = s.reader("a").unwrap();
+        let seqs: Vec<u64> = drain(&mut r).await.iter().map(seq_of).collect();
+        assert!(seqs.windows(2).all(|w| w[1] > w[0]), "in order");
+        let got: std::collections::BTreeSet<u64> = seqs.into_iter().collect();
+        let lost: Vec<u64> = acked.iter().copied().filter(|q| !got.contains(q)).collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} events reported durable are not on the disk (first {:?})",
+            lost.len(),
+            acked.len(),
+            lost.first()
+        );
+    });
+    let err = err.expect("the failed fdatasync was reported to the waiter");
+    assert!(matches!(err, SpoolError::SyncFailed(_)), "{err}");
+    assert!(err.to_string().contains("fdatasync failed"), "{err}");
 }
