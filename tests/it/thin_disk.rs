@@ -35,6 +35,13 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+fn grow(backing: &Path) {
+    run(
+        "mount",
+        &["-o", "remount,size=1g", backing.to_str().unwrap()],
+    );
+}
+
 fn attach(image: &Path) -> String {
     run("losetup", &["-f", "--show", image.to_str().unwrap()])
 }
@@ -129,23 +136,27 @@ impl ThinDisk {
             .expect("df's output")
     }
 
-    /// On a thread: once the backing store is full (writeback fails), waits
-    /// `after`, then gives it room, as an admin growing the pool would. From
+    /// Gives the backing store room, as an admin growing the pool would: from
     /// then on a retried fdatasync succeeds, without the pages it lost.
+    pub fn grow(&self) {
+        grow(&self.backing);
+    }
+
+    /// [`ThinDisk::grow`] on a thread, `after` the backing store is full
+    /// (less than a page free: writeback fails).
     pub fn grow_when_full(&self, after: Duration) -> std::thread::JoinHandle<()> {
         let backing = self.backing.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
-            while ThinDisk::backing_free(&backing) > 1 << 20 {
+            while ThinDisk::backing_free(&backing) >= 4096 {
                 assert!(
-                    start.elapsed() < Duration::from_secs(120),
+                    start.elapsed() < Duration::from_secs(300),
                     "the disk never filled"
                 );
                 std::thread::sleep(Duration::from_millis(10));
             }
             std::thread::sleep(after);
-            let b = backing.to_str().unwrap();
-            run("mount", &["-o", "remount,size=1g", b]);
+            grow(&backing);
         })
     }
 
