@@ -11,10 +11,11 @@
 //! | access log | `203.0.113.7 - alice [10/Oct/2000:13:55:36 -0700] "GET ...` | ident and user |
 //!
 //! Keys (any case): `user`, `username`, `login`, `logname`, `email`, `ruser`,
+//! `uname` (Grafana's context logger),
 //! `user.name` / `user_name` / `user-name`, and camel-case or `_`/`-`-joined
 //! words ending in one of them (`ClientUsername`, `remoteUser`,
 //! `sasl_username`, `X-Remote-User`). Not keys: `user_id`, `userAgent`,
-//! `user-agent`, `superuser`, `uid` (numbers, not names).
+//! `user-agent`, `superuser`, `uid`, `userId` (numbers, not names).
 //!
 //! Values: a string quoted with `"`, `'` or `<>` (dovecot's `user=<alice>`),
 //! or a bare run of letters, digits, `. _ - $ \ @`
@@ -52,9 +53,16 @@ fn login_key(word: &[u8]) -> Option<bool> {
     if is(b"user") {
         return Some(true);
     }
-    if [&b"username"[..], b"login", b"logname", b"email", b"ruser"]
-        .iter()
-        .any(|k| is(k))
+    if [
+        &b"username"[..],
+        b"login",
+        b"logname",
+        b"email",
+        b"ruser",
+        b"uname",
+    ]
+    .iter()
+    .any(|k| is(k))
     {
         return Some(false);
     }
