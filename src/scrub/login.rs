@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | key=value, key: value | `user=alice`, `sasl_username=a@b.org`, `login: alice` | the value |
 //! | JSON / quoted key | `"user":"alice"`, `"ClientUsername": "bob"`, `{\"user\":\"x\"}` | the string |
-//! | `user NAME` | `Invalid user bob from`, `session opened for user alice(uid=0)` | NAME |
+//! | `user NAME` | `Invalid user bob from`, `session opened for user alice(uid=0)`, `user 'alice'` | NAME |
+//! | `user NAME: ` | Apache's `AH01617: user alice: authentication failure for "/"` | NAME |
 //! | `for NAME from` | `Accepted publickey for alice from 203.0.113.7` | NAME |
 //! | e-mail | `from=<alice@example.com>` | the whole address |
 //! | URL userinfo | `https://alice:s3cret@host/` | the user; the password is masked |
@@ -22,7 +23,13 @@
 //! and non-ASCII bytes (so `josé` goes whole). Never rewritten: `-`, empty,
 //! `null`/`nil`/`none`/`true`/`false`/`undefined`, the mask token, a
 //! pseudonym. After `user ` (space, no `=`), a common English word is prose,
-//! not a name (`user logged in`, `user not found`).
+//! not a name (`user logged in`, `user not found`). There a bare value may
+//! end in `: ` (`user alice: authentication failure`): elsewhere `NAME:` is
+//! a label (`Login: user=<alice>`), and `user root:root` (no space) is still
+//! refused. The trade-off is prose such as `user profile: updated`: the
+//! prose list holds the nouns that usually make such labels (`settings`,
+//! `profile`, `config`, `status`, ...), and systemd's `User Manager`, `User
+//! Runtime Directory` and `User Slice`; another noun there is hashed.
 //!
 //! An e-mail needs a dotted domain ending in a 2+ letter label, and is
 //! rewritten whole. `NAME@HOST` with a one-label host starting with a letter
@@ -106,7 +113,10 @@ const NOT_NAMES: &[&[u8]] = &[
     b"undefined",
 ];
 
-/// English words that follow `user ` in prose rather than a name.
+/// English words that follow `user ` in prose rather than a name: function
+/// words, verbs, and the nouns that make `user NAME: ` a label (`user
+/// settings: saved`) or name systemd's per-user units (`Started User
+/// Manager for UID 1000`, `User Runtime Directory`, `User Slice`).
 const PROSE: &[&[u8]] = &[
     b"a",
     b"account",
@@ -123,9 +133,14 @@ const PROSE: &[&[u8]] = &[
     b"can",
     b"cannot",
     b"changed",
+    b"config",
+    b"configuration",
+    b"count",
     b"created",
     b"data",
+    b"database",
     b"deleted",
+    b"details",
     b"did",
     b"does",
     b"error",
@@ -134,17 +149,19 @@ const PROSE: &[&[u8]] = &[
     b"found",
     b"from",
     b"group",
-    b"has",
     b"had",
+    b"has",
     b"id",
     b"if",
     b"in",
     b"info",
+    b"input",
     b"is",
     b"list",
     b"logged",
     b"login",
     b"logout",
+    b"manager",
     b"may",
     b"mode",
     b"must",
@@ -154,16 +171,28 @@ const PROSE: &[&[u8]] = &[
     b"of",
     b"on",
     b"or",
+    b"permissions",
+    b"preferences",
+    b"profile",
+    b"record",
     b"removed",
     b"request",
+    b"role",
+    b"roles",
+    b"runtime",
     b"session",
     b"sessions",
+    b"settings",
     b"should",
+    b"slice",
+    b"status",
     b"successfully",
     b"that",
     b"the",
     b"this",
     b"to",
+    b"token",
+    b"type",
     b"unknown",
     b"updated",
     b"was",
@@ -285,8 +314,11 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
                 ve += 1;
             }
             // `Login: user=<alice>`, `imap-login: Login: ...`: a key or a
-            // label, not the value.
-            if matches!(s.get(ve), Some(b'=' | b':')) {
+            // label, not the value. After a bare `user `, `NAME: ` (colon,
+            // space) is a name all the same: Apache's `user alice:
+            // authentication failure`; the prose check still applies.
+            let labelled = prose_check && s[ve..].starts_with(b": ");
+            if matches!(s.get(ve), Some(b'=' | b':')) && !labelled {
                 return None;
             }
             // A sentence's full stop is not part of the name.

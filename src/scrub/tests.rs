@@ -248,6 +248,16 @@ const TRICKY: &[(&str, &str)] = &[
         "session opened for user root(uid=0) by alice(uid=1000)",
         "session opened for user u:#(uid=0) by u:#(uid=1000)",
     ),
+    // Apache httpd: `user NAME: ` after a bare `user`.
+    (
+        "[auth_basic:error] [pid 42] [client 203.0.113.7:51234] AH01617: user alice: authentication failure for \"/\": Password Mismatch",
+        "[auth_basic:error] [pid 42] [client 203.0.113.0:51234] AH01617: user u:#: authentication failure for \"/\": Password Mismatch",
+    ),
+    ("AH01618: user alice not found: /", "AH01618: user u:# not found: /"),
+    (
+        "user settings: saved; user root:root; Started User Manager for UID 1000.",
+        "user settings: saved; user root:root; Started User Manager for UID 1000.",
+    ),
     // Grafana's `uname`; ids stay.
     (
         "logger=context userId=1 orgId=1 uname=admin t=2024-05-01T12:34:56Z level=info",
