@@ -12,7 +12,7 @@
 //! | `=` | `key=value` |
 //! | `@` | e-mail, URL userinfo |
 //! | `[` | the date of an access-log line |
-//! | space after `r`/`R` | `user NAME`, `user NAME: `, `for NAME from` |
+//! | space after `r`/`R` | `user NAME`, `user NAME: `, `for NAME from`, `password changed for NAME` |
 //! | `/` after `e` | `/home/NAME` |
 //! | `(` | dovecot's `imap(NAME)`, pam's `by NAME(uid=` |
 //!

@@ -7,6 +7,7 @@
 //! | `user NAME` | `Invalid user bob from`, `session opened for user alice(uid=0)`, `user 'alice'` | NAME |
 //! | `user NAME: ` | Apache's `AH01617: user alice: authentication failure for "/"` | NAME |
 //! | `for NAME from` | `Accepted publickey for alice from 203.0.113.7` | NAME |
+//! | `for NAME` after a phrase | pam_unix's `password changed for alice`, chage's `changed password expiry for alice` | NAME |
 //! | e-mail | `from=<alice@example.com>` | the whole address |
 //! | URL userinfo | `https://alice:s3cret@host/` | the user; the password is masked |
 //! | access log | `203.0.113.7 - alice [10/Oct/2000:13:55:36 -0700] "GET ...` | ident and user |
@@ -37,6 +38,10 @@
 //! machine: the name is rewritten, the host kept. Not logins: `npm@8.1.0`
 //! (a version), `image@sha256:...` (a digest), `getty@tty1.service` (a
 //! systemd unit: the last label is a unit type), `@scope/pkg`.
+//!
+//! `for NAME` without ` from` needs the phrase right before `for`, and a
+//! NAME that is neither prose nor a key (`password changed for the first
+//! time`; `... for user bob` is left to the `user NAME` shape).
 //!
 //! `user NAME` needs the bare key `user`; `user.name` and friends take `=`
 //! or `:` only. `pop3-login: Disconnected` is dovecot's process label, not a
@@ -359,7 +364,13 @@ fn closing(s: &[u8], p: usize, quote: u8) -> Option<usize> {
     None
 }
 
-/// `for NAME from`: sshd's `Accepted password for alice from ...`.
+/// Phrases after which `for NAME` names an account, whatever follows it:
+/// pam_unix's `password changed for alice`, chage's `changed password
+/// expiry for alice`.
+const FOR_NAME_AFTER: &[&[u8]] = &[b"password changed ", b"password expiry "];
+
+/// `for NAME from`: sshd's `Accepted password for alice from ...`; or `for
+/// NAME` after one of [`FOR_NAME_AFTER`]. `p` ends the word `for`.
 fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
     let s = cx.s;
     if s.get(p) != Some(&b' ') {
@@ -375,11 +386,26 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
             }
             ve
         });
-    if ve == q || !s[ve..].starts_with(b" from ") {
+    if ve == q {
         return None;
     }
-    cx.rewrite_login(q, ve);
-    Some(ve)
+    if s[ve..].starts_with(b" from ") {
+        cx.rewrite_login(q, ve);
+        return Some(ve);
+    }
+    if !FOR_NAME_AFTER.iter().any(|lead| cx.follows(p - 3, lead)) {
+        return None;
+    }
+    // A sentence's full stop is not part of the name.
+    let end = q + s[q..ve].iter().rposition(|&c| c != b'.')? + 1;
+    let v = &s[q..end];
+    // `password changed for the first time` is prose; in `... for user
+    // alice` the walk goes on to the `user NAME` shape.
+    if PROSE.iter().any(|w| v.eq_ignore_ascii_case(w)) || login_key(v).is_some() {
+        return None;
+    }
+    cx.rewrite_login(q, end);
+    Some(end)
 }
 
 fn is_local(c: u8) -> bool {

@@ -161,6 +161,22 @@ impl<'a> Cx<'a> {
         self.copied.max(self.settled)
     }
 
+    /// Whether the input right before `pos` is the fixed phrase `lead`,
+    /// wholly at or after [`Cx::floor`] (so the output holds it unchanged,
+    /// as a second pass would read it), and not the end of a longer word
+    /// (the byte before it is read from the output). The look-behind of the
+    /// shapes that follow a phrase (`password changed for NAME`).
+    pub fn follows(&self, pos: usize, lead: &[u8]) -> bool {
+        let Some(start) = pos.checked_sub(lead.len()) else {
+            return false;
+        };
+        start >= self.floor()
+            && &self.s[start..pos] == lead
+            && !self
+                .out_byte_before(start, 1)
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+    }
+
     /// Records that an item was detected up to `end`.
     pub fn settle(&mut self, end: usize) {
         self.settled = self.settled.max(end);

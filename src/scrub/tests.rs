@@ -248,6 +248,19 @@ const TRICKY: &[(&str, &str)] = &[
         "session opened for user root(uid=0) by alice(uid=1000)",
         "session opened for user u:#(uid=0) by u:#(uid=1000)",
     ),
+    // pam_unix and chage.
+    (
+        "pam_unix(passwd:chauthtok): password changed for alice",
+        "pam_unix(passwd:chauthtok): password changed for u:#",
+    ),
+    (
+        "chage[3]: changed password expiry for alice.",
+        "chage[3]: changed password expiry for u:#.",
+    ),
+    (
+        "password changed for the first time; password changed for user bob",
+        "password changed for the first time; password changed for user u:#",
+    ),
     // Apache httpd: `user NAME: ` after a bare `user`.
     (
         "[auth_basic:error] [pid 42] [client 203.0.113.7:51234] AH01617: user alice: authentication failure for \"/\": Password Mismatch",
