@@ -8,6 +8,8 @@
 //! | any | `/home/alice/.ssh/authorized_keys`, `PWD=/home/alice` | `alice`: a home directory names its user | the `/` after `home` |
 //! | dovecot | `imap(alice)<7><x>:`, `pop3(alice):`, `auth: passwd-file(alice,203.0.113.7): unknown user` | the user | the `(` |
 //! | pam | `session opened for user root(uid=0) by alice(uid=1000)` | `alice` | the `(` |
+//! | su, runuser (util-linux) | `(to root) alice on pts/0`, `FAILED SU (to root) alice on pts/0` | both users | the `(` |
+//! | cron | `CRON[1234]: (alice) CMD (/usr/bin/backup)`, cronie's `CMDOUT`, `CMDEND` | the crontab's owner, `root` included | the `(` |
 //! | ECS JSON | `"user":{"name":"alice"}`, `"user":{"target":{"full_name":"Alice B"}}` | `name` and `full_name` in a `user` object (or its `target`, `effective`, `changes`) | the `:` after the key |
 //!
 //! Decisions: sudo's leading user needs `TTY=` later on the line (sudo always
@@ -17,6 +19,12 @@
 //! limited to dovecot's service and passdb names, so `f(x)` in application
 //! logs is left alone; pam's `by NAME(uid=` needs the `uid=`. In ECS JSON only
 //! the person-naming keys are logins: `user.id` and `user.group.name` stay.
+//!
+//! su's and cron's `(` must start the text or follow a space, and the whole
+//! shape must follow: su's ` on ` then a terminal (`pts/`, `tty`, `console`,
+//! `none`, `/dev/`), so `(to be continued) later on` and `(to do) list on
+//! monday` stay; cron's verb in capitals then ` (`, so `(CRON) info (...)`
+//! and `(see below) CMD` stay.
 
 use super::hash;
 use super::scan::Cx;
@@ -123,9 +131,61 @@ const DOVECOT: &[&[u8]] = &[
     b"bsdauth",
 ];
 
-/// A `(` at `c`: dovecot's `imap(alice)` and pam's `by alice(uid=1000)`.
+/// The end of the name or pseudonym at `q`; `q` itself when there is none.
+fn slot_end(s: &[u8], q: usize) -> usize {
+    hash::pseudonym_len_at(s, q).map_or_else(|| name_end(s, q).unwrap_or(q), |n| q + n)
+}
+
+/// util-linux su and runuser: `(to NEW) OLD on TTY`, optionally after
+/// `FAILED SU `; the `(` at `c`. The spans of both names.
+fn su_shape(s: &[u8], c: usize) -> Option<[(usize, usize); 2]> {
+    let new = c + 4;
+    if !s[c..].starts_with(b"(to ") {
+        return None;
+    }
+    let new_end = slot_end(s, new);
+    if new_end == new || !s[new_end..].starts_with(b") ") {
+        return None;
+    }
+    // The invoking user is empty when su cannot tell who ran it.
+    let old = new_end + 2;
+    let old_end = slot_end(s, old);
+    let tty = s[old_end..].strip_prefix(b" on ")?;
+    const TTYS: &[&[u8]] = &[b"pts/", b"tty", b"console", b"none", b"/dev/"];
+    TTYS.iter()
+        .any(|t| tty.starts_with(t))
+        .then_some([(new, new_end), (old, old_end)])
+}
+
+/// cron: `(NAME) CMD (command)` (cronie also writes `CMDOUT` and `CMDEND`);
+/// the `(` at `c`. The span of the name.
+fn cron_shape(s: &[u8], c: usize) -> Option<(usize, usize)> {
+    let q = c + 1;
+    let end = slot_end(s, q);
+    let verb = s[end..].strip_prefix(b") ")?;
+    let shaped = [&b"CMD ("[..], b"CMDOUT (", b"CMDEND ("]
+        .iter()
+        .any(|v| verb.starts_with(v));
+    (end > q && shaped).then_some((q, end))
+}
+
+/// A `(` at `c`: su's `(to root) alice on pts/0`, cron's `(alice) CMD (`,
+/// dovecot's `imap(alice)` and pam's `by alice(uid=1000)`.
 pub fn paren(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
+    // su and cron open their lines with the `(`: it starts the text or
+    // follows a space (as the output has it, for a second pass).
+    if cx.out_byte_before(c, 1).is_none_or(|b| b == b' ') {
+        if let Some([(a, b), (x, y)]) = su_shape(s, c) {
+            cx.rewrite_login(a, b);
+            cx.rewrite_login(x, y);
+            return Some(y);
+        }
+        if let Some((a, b)) = cron_shape(s, c) {
+            cx.rewrite_login(a, b);
+            return Some(b);
+        }
+    }
     let floor = cx.floor();
     // The word before the `(`.
     let mut w = c;
@@ -275,5 +335,8 @@ impl Key {
 
 /// Whether a `(` at `c` may open one of the shapes above.
 pub fn paren_worth_a_look(s: &[u8], c: usize) -> bool {
-    s[c + 1..].starts_with(b"uid=") || DOVECOT.iter().any(|d| s[..c].ends_with(d))
+    s[c + 1..].starts_with(b"uid=")
+        || su_shape(s, c).is_some()
+        || cron_shape(s, c).is_some()
+        || DOVECOT.iter().any(|d| s[..c].ends_with(d))
 }

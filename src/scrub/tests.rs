@@ -248,6 +248,33 @@ const TRICKY: &[(&str, &str)] = &[
         "session opened for user root(uid=0) by alice(uid=1000)",
         "session opened for user u:#(uid=0) by u:#(uid=1000)",
     ),
+    // su and runuser (util-linux): the target and the invoking user.
+    (
+        "su[812]: (to root) alice on pts/0",
+        "su[812]: (to u:#) u:# on pts/0",
+    ),
+    (
+        "su[812]: FAILED SU (to root) alice on pts/0",
+        "su[812]: FAILED SU (to u:#) u:# on pts/0",
+    ),
+    ("(to postgres) root on none", "(to u:#) u:# on none"),
+    (
+        "(to be continued) later on; (to do) list on monday; f(to x) y on pts/1",
+        "(to be continued) later on; (to do) list on monday; f(to x) y on pts/1",
+    ),
+    // cron: the crontab's owner, root included.
+    (
+        "CRON[1234]: (alice) CMD (/usr/bin/backup)",
+        "CRON[1234]: (u:#) CMD (/usr/bin/backup)",
+    ),
+    (
+        "(root) CMD (run-parts /etc/cron.hourly) (root) CMDEND (run-parts)",
+        "(u:#) CMD (run-parts /etc/cron.hourly) (u:#) CMDEND (run-parts)",
+    ),
+    (
+        "CRON[1]: (CRON) info (No MTA installed) call(x) CMD (y) (a b) CMD (c) (x) CMDS (y)",
+        "CRON[1]: (CRON) info (No MTA installed) call(x) CMD (y) (a b) CMD (c) (x) CMDS (y)",
+    ),
     // pam_unix and chage.
     (
         "pam_unix(passwd:chauthtok): password changed for alice",
@@ -720,7 +747,7 @@ proptest! {
         // Login phrases need no digit, colon or `@` (`user alice`), so the
         // property excludes their keywords.
         let lower = text.to_lowercase();
-        prop_assume!(!["user", "login", "logname", "email", "for ", "://", "uname"].iter().any(|k| lower.contains(k)));
+        prop_assume!(!["user", "login", "logname", "email", "for ", "://", "uname", "(to ", " cmd"].iter().any(|k| lower.contains(k)));
         let sc = default_scrubber();
         prop_assert!(matches!(sc.scrub_text(text.as_bytes(), TS), Cow::Borrowed(_)));
     }
