@@ -7,7 +7,7 @@
 //!
 //! | anchor | needed by |
 //! |---|---|
-//! | `:` | IPv6 (`::1`, the colon after a first group), `key: value`, JSON `"key":`, sudo's `NAME : TTY=` |
+//! | `:` | IPv6 (`::1`, the colon after a first group), `key: value`, JSON `"key":`, sudo's `NAME : TTY=`, Nextcloud's `Login failed: NAME` |
 //! | `.` after a digit | IPv4 (the dot after the first octet) |
 //! | `=` | `key=value` |
 //! | `@` | e-mail, URL userinfo |
@@ -146,6 +146,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
                 || (before(1) == Some(b' ') && after == Some(b' '))
                 || key_tail_before(s, c)
+                || (before(1) == Some(b'd') && s[..c].ends_with(b"Login failed"))
         }
         b'=' => key_tail_before(s, c),
         b'.' => may_be_ipv4(s, c),

@@ -12,8 +12,8 @@
 //! - `ipv4`, `ipv6`: address detection, truncation (each module documents its
 //!   boundaries).
 //! - `login`: logins, user names, e-mail, URL userinfo, access-log users.
-//! - `programs`: shapes of one program (sudo, dovecot, pam, su, cron),
-//!   `/home/NAME`, ECS `user` objects.
+//! - `programs`: shapes of one program (sudo, dovecot, pam, su, cron,
+//!   Nextcloud), `/home/NAME`, ECS `user` objects.
 //! - `hash`: keyed BLAKE3 pseudonyms and the `scrub.key` file.
 //! - `rules`: extra regex rules from the config.
 //!

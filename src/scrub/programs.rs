@@ -10,6 +10,7 @@
 //! | pam | `session opened for user root(uid=0) by alice(uid=1000)` | `alice` | the `(` |
 //! | su, runuser (util-linux) | `(to root) alice on pts/0`, `FAILED SU (to root) alice on pts/0` | both users | the `(` |
 //! | cron | `CRON[1234]: (alice) CMD (/usr/bin/backup)`, cronie's `CMDOUT`, `CMDEND` | the crontab's owner, `root` included | the `(` |
+//! | Nextcloud | `Login failed: alice (Remote IP: 203.0.113.7)`, `Login failed: 'alice' (...`, `alice disabled (...` | what was typed, up to ` (Remote IP: ` | the `:` after `failed` |
 //! | ECS JSON | `"user":{"name":"alice"}`, `"user":{"target":{"full_name":"Alice B"}}` | `name` and `full_name` in a `user` object (or its `target`, `effective`, `changes`) | the `:` after the key |
 //!
 //! Decisions: sudo's leading user needs `TTY=` later on the line (sudo always
@@ -24,7 +25,12 @@
 //! shape must follow: su's ` on ` then a terminal (`pts/`, `tty`, `console`,
 //! `none`, `/dev/`), so `(to be continued) later on` and `(to do) list on
 //! monday` stay; cron's verb in capitals then ` (`, so `(CRON) info (...)`
-//! and `(see below) CMD` stay.
+//! and `(see below) CMD` stay. Nextcloud writes whatever was typed at the
+//! login form (spaces, e-mail addresses, sometimes a password typed into the
+//! wrong field), so the whole text between `Login failed: ` and ` (Remote
+//! IP: ` is one login, hashed whole: on the same line, within one JSON string
+//! (an unescaped `"` ends it) and 256 bytes. The risk is a line that quotes
+//! such a message inside other text: the span still ends at the mark.
 
 use super::hash;
 use super::scan::Cx;
@@ -339,4 +345,43 @@ pub fn paren_worth_a_look(s: &[u8], c: usize) -> bool {
         || su_shape(s, c).is_some()
         || cron_shape(s, c).is_some()
         || DOVECOT.iter().any(|d| s[..c].ends_with(d))
+}
+
+/// Nextcloud: `Login failed: NAME (Remote IP: 203.0.113.7)`; the `:` at `c`.
+/// The name is what was typed at the login form, spaces and all, so the whole
+/// text up to ` (Remote IP: ` is rewritten (inside its quotes if Nextcloud
+/// quoted it, without the ` disabled` it adds for a disabled account).
+pub fn nextcloud_login_failed(cx: &mut Cx, c: usize) -> Option<usize> {
+    let s = cx.s;
+    // Every `key: value` colon comes here: one byte turns nearly all away.
+    if c == 0 || s[c - 1] != b'd' || !cx.follows(c, b"Login failed") {
+        return None;
+    }
+    let q = c + 2;
+    let end = q + remote_ip_at(&s[q..])?;
+    let mut v = (q, end);
+    if let Some(stripped) = s[v.0..v.1].strip_suffix(b" disabled") {
+        v.1 = v.0 + stripped.len();
+    }
+    if v.1 - v.0 >= 2 && s[v.0] == b'\'' && s[v.1 - 1] == b'\'' {
+        v = (v.0 + 1, v.1 - 1);
+    }
+    cx.rewrite_login(v.0, v.1);
+    Some(end)
+}
+
+/// Where ` (Remote IP: ` starts in `rest`, within 256 bytes, on the same line
+/// and inside the same JSON string (an unescaped `"` ends the search).
+fn remote_ip_at(rest: &[u8]) -> Option<usize> {
+    const MARK: &[u8] = b" (Remote IP: ";
+    let mut k = 0;
+    while k < rest.len().min(256) {
+        match rest[k] {
+            b'\n' | b'"' => return None,
+            b'\\' => k += 2,
+            b' ' if rest[k..].starts_with(MARK) => return Some(k),
+            _ => k += 1,
+        }
+    }
+    None
 }

@@ -165,7 +165,8 @@ impl<'a> Cx<'a> {
     /// wholly at or after [`Cx::floor`] (so the output holds it unchanged,
     /// as a second pass would read it), and not the end of a longer word
     /// (the byte before it is read from the output). The look-behind of the
-    /// shapes that follow a phrase (`password changed for NAME`).
+    /// shapes that follow a phrase (`password changed for NAME`, `Login
+    /// failed: NAME`).
     pub fn follows(&self, pos: usize, lead: &[u8]) -> bool {
         let Some(start) = pos.checked_sub(lead.len()) else {
             return false;
@@ -273,23 +274,19 @@ impl<'a> Cx<'a> {
         Some((t, start + (end - left)))
     }
 
-    /// `::` may start a compressed IPv6 address; ` : ` may follow sudo's user.
+    /// `::` may start a compressed IPv6 address; ` : ` may follow sudo's
+    /// user; `Login failed: ` is followed by Nextcloud's.
     fn colon(&mut self, i: usize) -> usize {
-        match self.s.get(i + 1) {
-            Some(b':') => {
-                if let Some((addr, end)) = self.detect_v6(i) {
-                    self.rewrite_v6(i, end, addr);
-                    return end;
-                }
-            }
-            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => {
-                if let Some(next) = programs::sudo_user(self, i) {
-                    return next;
-                }
-            }
-            _ => {}
-        }
-        i + 1
+        let found = match self.s.get(i + 1) {
+            Some(b':') => self.detect_v6(i).map(|(addr, end)| {
+                self.rewrite_v6(i, end, addr);
+                end
+            }),
+            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => programs::sudo_user(self, i),
+            Some(b' ') => programs::nextcloud_login_failed(self, i),
+            _ => None,
+        };
+        found.unwrap_or(i + 1)
     }
 
     fn rewrite_v4(&mut self, start: usize, end: usize, octets: [u8; 4], action: Action) {

@@ -288,6 +288,24 @@ const TRICKY: &[(&str, &str)] = &[
         "password changed for the first time; password changed for user bob",
         "password changed for the first time; password changed for user u:#",
     ),
+    // Nextcloud: what was typed at the login form, whole.
+    (
+        "{\"app\":\"core\",\"message\":\"Login failed: alice (Remote IP: 203.0.113.7)\",\"level\":2}",
+        "{\"app\":\"core\",\"message\":\"Login failed: u:# (Remote IP: 203.0.113.0)\",\"level\":2}",
+    ),
+    (
+        "Login failed: 'alice' (Remote IP: '203.0.113.7')",
+        "Login failed: 'u:#' (Remote IP: '203.0.113.0')",
+    ),
+    (
+        "Login failed: Alice Smith (Remote IP: 203.0.113.7); Login failed: bob disabled (Remote IP: ::1)",
+        "Login failed: u:# (Remote IP: 203.0.113.0); Login failed: u:# disabled (Remote IP: ::)",
+    ),
+    ("Login failed: bad password", "Login failed: bad password"),
+    (
+        "SQLLogin failed: x (Remote IP: y)\nLogin failed: x\n (Remote IP: y)",
+        "SQLLogin failed: x (Remote IP: y)\nLogin failed: x\n (Remote IP: y)",
+    ),
     // Apache httpd: `user NAME: ` after a bare `user`.
     (
         "[auth_basic:error] [pid 42] [client 203.0.113.7:51234] AH01617: user alice: authentication failure for \"/\": Password Mismatch",
