@@ -8,6 +8,7 @@
 //! | `user NAME: ` | Apache's `AH01617: user alice: authentication failure for "/"` | NAME |
 //! | `for NAME from` | `Accepted publickey for alice from 203.0.113.7` | NAME |
 //! | `for NAME` after a phrase | pam_unix's `password changed for alice`, chage's `changed password expiry for alice` | NAME |
+//! | `name=` after useradd's phrases | `new user: name=alice, UID=1001` (see `shadow`) | the value |
 //! | e-mail | `from=<alice@example.com>` | the whole address |
 //! | URL userinfo | `https://alice:s3cret@host/` | the user; the password is masked |
 //! | access log | `203.0.113.7 - alice [10/Oct/2000:13:55:36 -0700] "GET ...` | ident and user |
@@ -17,7 +18,8 @@
 //! `user.name` / `user_name` / `user-name`, and camel-case or `_`/`-`-joined
 //! words ending in one of them (`ClientUsername`, `remoteUser`,
 //! `sasl_username`, `X-Remote-User`). Not keys: `user_id`, `userAgent`,
-//! `user-agent`, `superuser`, `uid`, `userId` (numbers, not names).
+//! `user-agent`, `superuser`, `uid`, `userId` (numbers, not names), `name`
+//! (`name=nginx` names a container; see `shadow` for the exceptions).
 //!
 //! Values: a string quoted with `"`, `'` or `<>` (dovecot's `user=<alice>`),
 //! or a bare run of letters, digits, `. _ - $ \ @`
@@ -48,7 +50,7 @@
 //! `login:` key.
 
 use super::scan::Cx;
-use super::{hash, programs};
+use super::{hash, programs, shadow};
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
@@ -224,6 +226,9 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         };
     }
     let Some(mut space_ok) = login_key(word) else {
+        if word == b"name" && s.get(end) == Some(&b'=') && shadow::account_name_key(cx, i) {
+            return value(cx, end + 1, false);
+        }
         return ecs_name(cx, i);
     };
     // A key continues with `.`/`_`/`-` only as `user.name` and the like,

@@ -18,7 +18,7 @@ use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
 use super::hash::{self, Keyring};
-use super::{ipv4, ipv6, login, programs, Action, Scrubber};
+use super::{ipv4, ipv6, login, programs, shadow, Action, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -29,6 +29,7 @@ const AT: u8 = 5;
 const BRACKET: u8 = 6;
 const SLASH: u8 = 7;
 const PAREN: u8 = 8;
+const QUOTE: u8 = 9;
 
 static CLASS: [u8; 256] = {
     let mut t = [SKIP; 256];
@@ -43,6 +44,7 @@ static CLASS: [u8; 256] = {
             b'[' => BRACKET,
             b'/' => SLASH,
             b'(' => PAREN,
+            b'\'' | b'`' => QUOTE,
             _ => SKIP,
         };
         i += 1;
@@ -133,6 +135,7 @@ impl<'a> Cx<'a> {
             BRACKET => login::access_log_user(self, i).unwrap_or(i + 1),
             SLASH => programs::home_dir(self, i).unwrap_or(i + 1),
             PAREN => programs::paren(self, i).unwrap_or(i + 1),
+            QUOTE => shadow::quoted(self, i).unwrap_or(i + 1),
             _ => self.word(i, class),
         }
     }
@@ -166,7 +169,7 @@ impl<'a> Cx<'a> {
     /// as a second pass would read it), and not the end of a longer word
     /// (the byte before it is read from the output). The look-behind of the
     /// shapes that follow a phrase (`password changed for NAME`, `Login
-    /// failed: NAME`).
+    /// failed: NAME`, `add 'NAME'`, `new user: name=`).
     pub fn follows(&self, pos: usize, lead: &[u8]) -> bool {
         let Some(start) = pos.checked_sub(lead.len()) else {
             return false;
