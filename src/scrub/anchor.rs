@@ -7,14 +7,15 @@
 //!
 //! | anchor | needed by |
 //! |---|---|
-//! | `:` | IPv6 (`::1`, the colon after a first group), `key: value`, JSON `"key":`, sudo's `NAME : TTY=` |
+//! | `:` | IPv6 (`::1`, the colon after a first group), `key: value`, JSON `"key":`, sudo's `NAME : TTY=`, Nextcloud's `Login failed: NAME` |
 //! | `.` after a digit | IPv4 (the dot after the first octet) |
-//! | `=` | `key=value` |
+//! | `=` | `key=value`, useradd's `new user: name=NAME` |
 //! | `@` | e-mail, URL userinfo |
 //! | `[` | the date of an access-log line |
-//! | space after `r`/`R` | `user NAME`, `for NAME from` |
+//! | space after `r`/`R` | `user NAME`, `user NAME: `, `for NAME from`, `password changed for NAME` |
 //! | `/` after `e` | `/home/NAME` |
-//! | `(` | dovecot's `imap(NAME)`, pam's `by NAME(uid=` |
+//! | `(` | dovecot's `imap(NAME)`, pam's `by NAME(uid=`, su's `(to NAME) NAME on`, cron's `(NAME) CMD (` |
+//! | `'`, `` ` `` | shadow-utils' quoted names: `add 'NAME' to group`, `password for 'NAME' changed by` |
 //!
 //! [`worth_a_look`] then throws most anchors away with a look at their
 //! neighbours (`=` after `level` holds no login), and [`backup`] says where the
@@ -40,6 +41,8 @@ fn is_anchor(c: u8, p: u8) -> bool {
         | ((c == b' ') & (lower == b'r'))
         | ((c == b'/') & (p == b'e'))
         | (c == b'(')
+        | (c == b'\'')
+        | (c == b'`')
 }
 
 /// Bit `k` is set when `cur[k]` (after `prev[k]`) is an anchor.
@@ -146,6 +149,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
                 || (before(1) == Some(b' ') && after == Some(b' '))
                 || key_tail_before(s, c)
+                || (before(1) == Some(b'd') && s[..c].ends_with(b"Login failed"))
         }
         b'=' => key_tail_before(s, c),
         b'.' => may_be_ipv4(s, c),
@@ -155,6 +159,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
         }
         b'/' => s[..c].ends_with(b"/home"),
         b'(' => super::programs::paren_worth_a_look(s, c),
+        b'\'' | b'`' => super::shadow::quote_worth_a_look(s, c),
         _ => true, // `@`, `[`
     }
 }
@@ -252,7 +257,7 @@ mod tests {
 
     #[test]
     fn anchors_match_the_byte_rule_at_every_offset() {
-        let text = b"a user=x 1.2 for y: [z] @ /home/q e/ r  ...:9=";
+        let text = b"a user=x 1.2 for y: [z] @ /home/q e/ r  ...:9= add 'x' `y' (to";
         for len in 0..text.len() {
             let s = &text[..len];
             let want: Vec<usize> = (0..s.len())

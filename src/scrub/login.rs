@@ -4,24 +4,35 @@
 //! |---|---|---|
 //! | key=value, key: value | `user=alice`, `sasl_username=a@b.org`, `login: alice` | the value |
 //! | JSON / quoted key | `"user":"alice"`, `"ClientUsername": "bob"`, `{\"user\":\"x\"}` | the string |
-//! | `user NAME` | `Invalid user bob from`, `session opened for user alice(uid=0)` | NAME |
+//! | `user NAME` | `Invalid user bob from`, `session opened for user alice(uid=0)`, `user 'alice'` | NAME |
+//! | `user NAME: ` | Apache's `AH01617: user alice: authentication failure for "/"` | NAME |
 //! | `for NAME from` | `Accepted publickey for alice from 203.0.113.7` | NAME |
+//! | `for NAME` after a phrase | pam_unix's `password changed for alice`, chage's `changed password expiry for alice` | NAME |
+//! | `name=` after useradd's phrases | `new user: name=alice, UID=1001` (see `shadow`) | the value |
 //! | e-mail | `from=<alice@example.com>` | the whole address |
 //! | URL userinfo | `https://alice:s3cret@host/` | the user; the password is masked |
 //! | access log | `203.0.113.7 - alice [10/Oct/2000:13:55:36 -0700] "GET ...` | ident and user |
 //!
 //! Keys (any case): `user`, `username`, `login`, `logname`, `email`, `ruser`,
+//! `uname` (Grafana's context logger),
 //! `user.name` / `user_name` / `user-name`, and camel-case or `_`/`-`-joined
 //! words ending in one of them (`ClientUsername`, `remoteUser`,
 //! `sasl_username`, `X-Remote-User`). Not keys: `user_id`, `userAgent`,
-//! `user-agent`, `superuser`, `uid` (numbers, not names).
+//! `user-agent`, `superuser`, `uid`, `userId` (numbers, not names), `name`
+//! (`name=nginx` names a container; see `shadow` for the exceptions).
 //!
 //! Values: a string quoted with `"`, `'` or `<>` (dovecot's `user=<alice>`),
 //! or a bare run of letters, digits, `. _ - $ \ @`
 //! and non-ASCII bytes (so `josé` goes whole). Never rewritten: `-`, empty,
 //! `null`/`nil`/`none`/`true`/`false`/`undefined`, the mask token, a
 //! pseudonym. After `user ` (space, no `=`), a common English word is prose,
-//! not a name (`user logged in`, `user not found`).
+//! not a name (`user logged in`, `user not found`). There a bare value may
+//! end in `: ` (`user alice: authentication failure`): elsewhere `NAME:` is
+//! a label (`Login: user=<alice>`), and `user root:root` (no space) is still
+//! refused. The trade-off is prose such as `user profile: updated`: the
+//! prose list holds the nouns that usually make such labels (`settings`,
+//! `profile`, `config`, `status`, ...), and systemd's `User Manager`, `User
+//! Runtime Directory` and `User Slice`; another noun there is hashed.
 //!
 //! An e-mail needs a dotted domain ending in a 2+ letter label, and is
 //! rewritten whole. `NAME@HOST` with a one-label host starting with a letter
@@ -30,12 +41,16 @@
 //! (a version), `image@sha256:...` (a digest), `getty@tty1.service` (a
 //! systemd unit: the last label is a unit type), `@scope/pkg`.
 //!
+//! `for NAME` without ` from` needs the phrase right before `for`, and a
+//! NAME that is neither prose nor a key (`password changed for the first
+//! time`; `... for user bob` is left to the `user NAME` shape).
+//!
 //! `user NAME` needs the bare key `user`; `user.name` and friends take `=`
 //! or `:` only. `pop3-login: Disconnected` is dovecot's process label, not a
 //! `login:` key.
 
 use super::scan::Cx;
-use super::{hash, programs};
+use super::{hash, programs, shadow};
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
@@ -52,9 +67,16 @@ fn login_key(word: &[u8]) -> Option<bool> {
     if is(b"user") {
         return Some(true);
     }
-    if [&b"username"[..], b"login", b"logname", b"email", b"ruser"]
-        .iter()
-        .any(|k| is(k))
+    if [
+        &b"username"[..],
+        b"login",
+        b"logname",
+        b"email",
+        b"ruser",
+        b"uname",
+    ]
+    .iter()
+    .any(|k| is(k))
     {
         return Some(false);
     }
@@ -98,7 +120,10 @@ const NOT_NAMES: &[&[u8]] = &[
     b"undefined",
 ];
 
-/// English words that follow `user ` in prose rather than a name.
+/// English words that follow `user ` in prose rather than a name: function
+/// words, verbs, and the nouns that make `user NAME: ` a label (`user
+/// settings: saved`) or name systemd's per-user units (`Started User
+/// Manager for UID 1000`, `User Runtime Directory`, `User Slice`).
 const PROSE: &[&[u8]] = &[
     b"a",
     b"account",
@@ -115,9 +140,14 @@ const PROSE: &[&[u8]] = &[
     b"can",
     b"cannot",
     b"changed",
+    b"config",
+    b"configuration",
+    b"count",
     b"created",
     b"data",
+    b"database",
     b"deleted",
+    b"details",
     b"did",
     b"does",
     b"error",
@@ -126,17 +156,19 @@ const PROSE: &[&[u8]] = &[
     b"found",
     b"from",
     b"group",
-    b"has",
     b"had",
+    b"has",
     b"id",
     b"if",
     b"in",
     b"info",
+    b"input",
     b"is",
     b"list",
     b"logged",
     b"login",
     b"logout",
+    b"manager",
     b"may",
     b"mode",
     b"must",
@@ -146,16 +178,28 @@ const PROSE: &[&[u8]] = &[
     b"of",
     b"on",
     b"or",
+    b"permissions",
+    b"preferences",
+    b"profile",
+    b"record",
     b"removed",
     b"request",
+    b"role",
+    b"roles",
+    b"runtime",
     b"session",
     b"sessions",
+    b"settings",
     b"should",
+    b"slice",
+    b"status",
     b"successfully",
     b"that",
     b"the",
     b"this",
     b"to",
+    b"token",
+    b"type",
     b"unknown",
     b"updated",
     b"was",
@@ -182,6 +226,9 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         };
     }
     let Some(mut space_ok) = login_key(word) else {
+        if word == b"name" && s.get(end) == Some(&b'=') && shadow::account_name_key(cx, i) {
+            return value(cx, end + 1, false);
+        }
         return ecs_name(cx, i);
     };
     // A key continues with `.`/`_`/`-` only as `user.name` and the like,
@@ -277,8 +324,11 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
                 ve += 1;
             }
             // `Login: user=<alice>`, `imap-login: Login: ...`: a key or a
-            // label, not the value.
-            if matches!(s.get(ve), Some(b'=' | b':')) {
+            // label, not the value. After a bare `user `, `NAME: ` (colon,
+            // space) is a name all the same: Apache's `user alice:
+            // authentication failure`; the prose check still applies.
+            let labelled = prose_check && s[ve..].starts_with(b": ");
+            if matches!(s.get(ve), Some(b'=' | b':')) && !labelled {
                 return None;
             }
             // A sentence's full stop is not part of the name.
@@ -319,7 +369,13 @@ fn closing(s: &[u8], p: usize, quote: u8) -> Option<usize> {
     None
 }
 
-/// `for NAME from`: sshd's `Accepted password for alice from ...`.
+/// Phrases after which `for NAME` names an account, whatever follows it:
+/// pam_unix's `password changed for alice`, chage's `changed password
+/// expiry for alice`.
+const FOR_NAME_AFTER: &[&[u8]] = &[b"password changed ", b"password expiry "];
+
+/// `for NAME from`: sshd's `Accepted password for alice from ...`; or `for
+/// NAME` after one of [`FOR_NAME_AFTER`]. `p` ends the word `for`.
 fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
     let s = cx.s;
     if s.get(p) != Some(&b' ') {
@@ -335,11 +391,26 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
             }
             ve
         });
-    if ve == q || !s[ve..].starts_with(b" from ") {
+    if ve == q {
         return None;
     }
-    cx.rewrite_login(q, ve);
-    Some(ve)
+    if s[ve..].starts_with(b" from ") {
+        cx.rewrite_login(q, ve);
+        return Some(ve);
+    }
+    if !FOR_NAME_AFTER.iter().any(|lead| cx.follows(p - 3, lead)) {
+        return None;
+    }
+    // A sentence's full stop is not part of the name.
+    let end = q + s[q..ve].iter().rposition(|&c| c != b'.')? + 1;
+    let v = &s[q..end];
+    // `password changed for the first time` is prose; in `... for user
+    // alice` the walk goes on to the `user NAME` shape.
+    if PROSE.iter().any(|w| v.eq_ignore_ascii_case(w)) || login_key(v).is_some() {
+        return None;
+    }
+    cx.rewrite_login(q, end);
+    Some(end)
 }
 
 fn is_local(c: u8) -> bool {

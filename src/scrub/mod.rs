@@ -12,8 +12,9 @@
 //! - `ipv4`, `ipv6`: address detection, truncation (each module documents its
 //!   boundaries).
 //! - `login`: logins, user names, e-mail, URL userinfo, access-log users.
-//! - `programs`: shapes of one program (sudo, dovecot, pam), `/home/NAME`,
-//!   ECS `user` objects.
+//! - `programs`: shapes of one program (sudo, dovecot, pam, su, cron,
+//!   Nextcloud), `/home/NAME`, ECS `user` objects.
+//! - `shadow`: the account tools' lines (useradd, usermod, userdel, passwd).
 //! - `hash`: keyed BLAKE3 pseudonyms and the `scrub.key` file.
 //! - `rules`: extra regex rules from the config.
 //!
@@ -26,6 +27,8 @@
 //! | hash of an address | `ip4:3f9a2b1c5d`, `ip6:...` | hashes the binary address: every textual form of one address agrees |
 //! | `user=alice`, `"user":"alice"`, `for alice from` | `u:3f9a2b1c5d` | see `login` for every shape |
 //! | `https://alice:pw@host` | `https://u:...:REDACTED@host` | a password is masked, never hashed |
+//! | `(to root) alice on pts/0`, `(alice) CMD (...)`, `add 'alice' to group 'sudo'` | `u:...` for each user; the group stays | su, cron and shadow-utils shapes (`programs`, `shadow`) |
+//! | `name=nginx`, `add 'milk' to cart`, `(to be continued) later on` | unchanged | `name=` is a login only in useradd's lines; the program shapes match whole |
 //! | `12:34:56`, `20:17:03.644`, `2024-05-01T12:34:56Z` | unchanged | too few groups for IPv6, no dotted quad |
 //! | `00:1a:2b:3c:4d:5e`, `00:11:22:33:44:55:66:77` | unchanged | 6 groups; 8 groups of 2 digits = EUI-64 |
 //! | UUIDs, hex hashes, `1.5s`, `5.7.1` | unchanged | not colon groups, not four octets |
@@ -65,6 +68,7 @@ mod login;
 mod programs;
 mod rules;
 mod scan;
+mod shadow;
 
 #[cfg(test)]
 mod tests;

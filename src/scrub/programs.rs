@@ -8,6 +8,9 @@
 //! | any | `/home/alice/.ssh/authorized_keys`, `PWD=/home/alice` | `alice`: a home directory names its user | the `/` after `home` |
 //! | dovecot | `imap(alice)<7><x>:`, `pop3(alice):`, `auth: passwd-file(alice,203.0.113.7): unknown user` | the user | the `(` |
 //! | pam | `session opened for user root(uid=0) by alice(uid=1000)` | `alice` | the `(` |
+//! | su, runuser (util-linux) | `(to root) alice on pts/0`, `FAILED SU (to root) alice on pts/0` | both users | the `(` |
+//! | cron | `CRON[1234]: (alice) CMD (/usr/bin/backup)`, cronie's `CMDOUT`, `CMDEND` | the crontab's owner, `root` included | the `(` |
+//! | Nextcloud | `Login failed: alice (Remote IP: 203.0.113.7)`, `Login failed: 'alice' (...`, `alice disabled (...` | what was typed, up to ` (Remote IP: ` | the `:` after `failed` |
 //! | ECS JSON | `"user":{"name":"alice"}`, `"user":{"target":{"full_name":"Alice B"}}` | `name` and `full_name` in a `user` object (or its `target`, `effective`, `changes`) | the `:` after the key |
 //!
 //! Decisions: sudo's leading user needs `TTY=` later on the line (sudo always
@@ -17,6 +20,17 @@
 //! limited to dovecot's service and passdb names, so `f(x)` in application
 //! logs is left alone; pam's `by NAME(uid=` needs the `uid=`. In ECS JSON only
 //! the person-naming keys are logins: `user.id` and `user.group.name` stay.
+//!
+//! su's and cron's `(` must start the text or follow a space, and the whole
+//! shape must follow: su's ` on ` then a terminal (`pts/`, `tty`, `console`,
+//! `none`, `/dev/`), so `(to be continued) later on` and `(to do) list on
+//! monday` stay; cron's verb in capitals then ` (`, so `(CRON) info (...)`
+//! and `(see below) CMD` stay. Nextcloud writes whatever was typed at the
+//! login form (spaces, e-mail addresses, sometimes a password typed into the
+//! wrong field), so the whole text between `Login failed: ` and ` (Remote
+//! IP: ` is one login, hashed whole: on the same line, within one JSON string
+//! (an unescaped `"` ends it) and 256 bytes. The risk is a line that quotes
+//! such a message inside other text: the span still ends at the mark.
 
 use super::hash;
 use super::scan::Cx;
@@ -123,9 +137,61 @@ const DOVECOT: &[&[u8]] = &[
     b"bsdauth",
 ];
 
-/// A `(` at `c`: dovecot's `imap(alice)` and pam's `by alice(uid=1000)`.
+/// The end of the name or pseudonym at `q`; `q` itself when there is none.
+fn slot_end(s: &[u8], q: usize) -> usize {
+    hash::pseudonym_len_at(s, q).map_or_else(|| name_end(s, q).unwrap_or(q), |n| q + n)
+}
+
+/// util-linux su and runuser: `(to NEW) OLD on TTY`, optionally after
+/// `FAILED SU `; the `(` at `c`. The spans of both names.
+fn su_shape(s: &[u8], c: usize) -> Option<[(usize, usize); 2]> {
+    let new = c + 4;
+    if !s[c..].starts_with(b"(to ") {
+        return None;
+    }
+    let new_end = slot_end(s, new);
+    if new_end == new || !s[new_end..].starts_with(b") ") {
+        return None;
+    }
+    // The invoking user is empty when su cannot tell who ran it.
+    let old = new_end + 2;
+    let old_end = slot_end(s, old);
+    let tty = s[old_end..].strip_prefix(b" on ")?;
+    const TTYS: &[&[u8]] = &[b"pts/", b"tty", b"console", b"none", b"/dev/"];
+    TTYS.iter()
+        .any(|t| tty.starts_with(t))
+        .then_some([(new, new_end), (old, old_end)])
+}
+
+/// cron: `(NAME) CMD (command)` (cronie also writes `CMDOUT` and `CMDEND`);
+/// the `(` at `c`. The span of the name.
+fn cron_shape(s: &[u8], c: usize) -> Option<(usize, usize)> {
+    let q = c + 1;
+    let end = slot_end(s, q);
+    let verb = s[end..].strip_prefix(b") ")?;
+    let shaped = [&b"CMD ("[..], b"CMDOUT (", b"CMDEND ("]
+        .iter()
+        .any(|v| verb.starts_with(v));
+    (end > q && shaped).then_some((q, end))
+}
+
+/// A `(` at `c`: su's `(to root) alice on pts/0`, cron's `(alice) CMD (`,
+/// dovecot's `imap(alice)` and pam's `by alice(uid=1000)`.
 pub fn paren(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
+    // su and cron open their lines with the `(`: it starts the text or
+    // follows a space (as the output has it, for a second pass).
+    if cx.out_byte_before(c, 1).is_none_or(|b| b == b' ') {
+        if let Some([(a, b), (x, y)]) = su_shape(s, c) {
+            cx.rewrite_login(a, b);
+            cx.rewrite_login(x, y);
+            return Some(y);
+        }
+        if let Some((a, b)) = cron_shape(s, c) {
+            cx.rewrite_login(a, b);
+            return Some(b);
+        }
+    }
     let floor = cx.floor();
     // The word before the `(`.
     let mut w = c;
@@ -275,5 +341,59 @@ impl Key {
 
 /// Whether a `(` at `c` may open one of the shapes above.
 pub fn paren_worth_a_look(s: &[u8], c: usize) -> bool {
-    s[c + 1..].starts_with(b"uid=") || DOVECOT.iter().any(|d| s[..c].ends_with(d))
+    s[c + 1..].starts_with(b"uid=")
+        || su_shape(s, c).is_some()
+        || may_be_cron(s, c)
+        || DOVECOT.iter().any(|d| s[..c].ends_with(d))
+}
+
+/// A cheap superset of [`cron_shape`] for the prefilter, which meets every
+/// `(` of every line: the name or pseudonym (its bytes are name bytes and
+/// `:`) and then `) CMD`, without the pseudonym checks.
+fn may_be_cron(s: &[u8], c: usize) -> bool {
+    let q = c + 1;
+    let len = s[q..]
+        .iter()
+        .take_while(|&&b| is_name_byte(b) || b == b':')
+        .count();
+    s[q + len..].starts_with(b") CMD")
+}
+
+/// Nextcloud: `Login failed: NAME (Remote IP: 203.0.113.7)`; the `:` at `c`.
+/// The name is what was typed at the login form, spaces and all, so the whole
+/// text up to ` (Remote IP: ` is rewritten (inside its quotes if Nextcloud
+/// quoted it, without the ` disabled` it adds for a disabled account).
+pub fn nextcloud_login_failed(cx: &mut Cx, c: usize) -> Option<usize> {
+    let s = cx.s;
+    // Every `key: value` colon comes here: one byte turns nearly all away.
+    if c == 0 || s[c - 1] != b'd' || !cx.follows(c, b"Login failed") {
+        return None;
+    }
+    let q = c + 2;
+    let end = q + remote_ip_at(&s[q..])?;
+    let mut v = (q, end);
+    if let Some(stripped) = s[v.0..v.1].strip_suffix(b" disabled") {
+        v.1 = v.0 + stripped.len();
+    }
+    if v.1 - v.0 >= 2 && s[v.0] == b'\'' && s[v.1 - 1] == b'\'' {
+        v = (v.0 + 1, v.1 - 1);
+    }
+    cx.rewrite_login(v.0, v.1);
+    Some(end)
+}
+
+/// Where ` (Remote IP: ` starts in `rest`, within 256 bytes, on the same line
+/// and inside the same JSON string (an unescaped `"` ends the search).
+fn remote_ip_at(rest: &[u8]) -> Option<usize> {
+    const MARK: &[u8] = b" (Remote IP: ";
+    let mut k = 0;
+    while k < rest.len().min(256) {
+        match rest[k] {
+            b'\n' | b'"' => return None,
+            b'\\' => k += 2,
+            b' ' if rest[k..].starts_with(MARK) => return Some(k),
+            _ => k += 1,
+        }
+    }
+    None
 }

@@ -18,7 +18,7 @@ use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
 use super::hash::{self, Keyring};
-use super::{ipv4, ipv6, login, programs, Action, Scrubber};
+use super::{ipv4, ipv6, login, programs, shadow, Action, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -29,6 +29,7 @@ const AT: u8 = 5;
 const BRACKET: u8 = 6;
 const SLASH: u8 = 7;
 const PAREN: u8 = 8;
+const QUOTE: u8 = 9;
 
 static CLASS: [u8; 256] = {
     let mut t = [SKIP; 256];
@@ -43,6 +44,7 @@ static CLASS: [u8; 256] = {
             b'[' => BRACKET,
             b'/' => SLASH,
             b'(' => PAREN,
+            b'\'' | b'`' => QUOTE,
             _ => SKIP,
         };
         i += 1;
@@ -133,6 +135,7 @@ impl<'a> Cx<'a> {
             BRACKET => login::access_log_user(self, i).unwrap_or(i + 1),
             SLASH => programs::home_dir(self, i).unwrap_or(i + 1),
             PAREN => programs::paren(self, i).unwrap_or(i + 1),
+            QUOTE => shadow::quoted(self, i).unwrap_or(i + 1),
             _ => self.word(i, class),
         }
     }
@@ -159,6 +162,26 @@ impl<'a> Cx<'a> {
     /// Where look-behinds must stop.
     pub fn floor(&self) -> usize {
         self.copied.max(self.settled)
+    }
+
+    /// Whether the input right before `pos` is the fixed phrase `lead`,
+    /// wholly at or after [`Cx::floor`] (so the output holds it unchanged,
+    /// as a second pass would read it), and not the end of a longer word
+    /// (the byte before it is read from the output). The look-behind of the
+    /// shapes that follow a phrase (`password changed for NAME`, `Login
+    /// failed: NAME`, `add 'NAME'`, `new user: name=`).
+    pub fn follows(&self, pos: usize, lead: &[u8]) -> bool {
+        let Some(start) = pos.checked_sub(lead.len()) else {
+            return false;
+        };
+        // Compared from the end, byte by byte: a phrase that is not there
+        // nearly always differs within a byte or two, with no call to memcmp.
+        let same = self.s[start..pos].iter().rev().eq(lead.iter().rev());
+        start >= self.floor()
+            && same
+            && !self
+                .out_byte_before(start, 1)
+                .is_some_and(|b| b.is_ascii_alphanumeric())
     }
 
     /// Records that an item was detected up to `end`.
@@ -257,23 +280,19 @@ impl<'a> Cx<'a> {
         Some((t, start + (end - left)))
     }
 
-    /// `::` may start a compressed IPv6 address; ` : ` may follow sudo's user.
+    /// `::` may start a compressed IPv6 address; ` : ` may follow sudo's
+    /// user; `Login failed: ` is followed by Nextcloud's.
     fn colon(&mut self, i: usize) -> usize {
-        match self.s.get(i + 1) {
-            Some(b':') => {
-                if let Some((addr, end)) = self.detect_v6(i) {
-                    self.rewrite_v6(i, end, addr);
-                    return end;
-                }
-            }
-            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => {
-                if let Some(next) = programs::sudo_user(self, i) {
-                    return next;
-                }
-            }
-            _ => {}
-        }
-        i + 1
+        let found = match self.s.get(i + 1) {
+            Some(b':') => self.detect_v6(i).map(|(addr, end)| {
+                self.rewrite_v6(i, end, addr);
+                end
+            }),
+            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => programs::sudo_user(self, i),
+            Some(b' ') => programs::nextcloud_login_failed(self, i),
+            _ => None,
+        };
+        found.unwrap_or(i + 1)
     }
 
     fn rewrite_v4(&mut self, start: usize, end: usize, octets: [u8; 4], action: Action) {
