@@ -44,11 +44,19 @@
 //! `mask`: `7::` is no address while glued to `.77`, but `.77Vak.@ms7.PP`
 //! is then masked as an e-mail, and in `7::.REDACTED` the `7::` stands
 //! alone. So a text that changed is passed again until a pass changes
-//! nothing ([`MAX_PASSES`] at most; each pass only rewrites what no earlier
-//! one did, and in practice the second finds nothing). The result is a
-//! fixed point of one pass, so scrubbing it again borrows it unchanged.
-//! The cost is one extra pass over the lines that had something rewritten;
-//! clean lines still take one prefiltered scan.
+//! nothing (each pass only rewrites what no earlier one did, and in
+//! practice the second finds nothing). The result is a fixed point of one
+//! pass, so scrubbing it again borrows it unchanged. The cost is one extra
+//! pass over the lines that had something rewritten; clean lines still take
+//! one prefiltered scan.
+//!
+//! A text still changing after [`MAX_PASSES`] is replaced whole by the mask
+//! token (counted as kind `unsettled`): that bounds the work on hostile
+//! input, which can need a pass per link of a chain like
+//! `a.@b1c@m.d@m.e@m...` (each e-mail look-behind stops at the previous
+//! rewrite, so each pass unglues one more link; found by the fuzzer), and
+//! keeps scrubbing idempotent with nothing personal left. No log line seen
+//! needs more than two passes.
 //!
 //! Pseudonyms depend on the period of the event's timestamp when
 //! `hash_rotation` is set, so a retried or replayed event gets the same one.
@@ -57,7 +65,7 @@
 //! buffer is allocated at the first rewrite only, so an event with nothing
 //! to scrub costs a scan and no allocation. Counters:
 //! `weir_scrub_rewrites_total{kind,action}` (kind `ipv4`, `ipv6`, `login`,
-//! `password`, or a rule's name).
+//! `password`, `unsettled`, or a rule's name).
 
 mod anchor;
 pub mod config;
@@ -82,9 +90,9 @@ pub use hash::KEY_FILE;
 use crate::event::Event;
 use crate::metrics::{self, Counter};
 
-/// Passes over a text at most (see "Idempotence"): enough for any cascade
-/// the fuzzer has found (two passes), with room to spare.
-pub const MAX_PASSES: usize = 4;
+/// Passes over a text at most (see "Idempotence"): real log lines need two
+/// at most; a text still changing after this many is masked whole.
+pub const MAX_PASSES: usize = 8;
 
 /// Why the scrubber could not start. None of these carries event data.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +114,8 @@ struct Counters {
     ipv6: Counter,
     login: Counter,
     password: Counter,
+    /// Texts masked whole for not settling within [`MAX_PASSES`].
+    unsettled: Counter,
 }
 
 fn rewrite_counter(kind: &str, action: Action) -> Counter {
@@ -150,6 +160,7 @@ impl Scrubber {
                 ipv6: rewrite_counter("ipv6", config.ipv6),
                 login: rewrite_counter("login", config.logins),
                 password: rewrite_counter("password", Action::Mask),
+                unsettled: rewrite_counter("unsettled", Action::Mask),
             },
             all_fields: config.fields.iter().any(|f| f == "*"),
             off: [config.ipv4, config.ipv6, config.logins] == [Action::Keep; 3] && rules.is_empty(),
@@ -202,10 +213,12 @@ impl Scrubber {
         for _ in 1..MAX_PASSES {
             match self.pass(&cur, timestamp_ns) {
                 Some(next) if next != cur => cur = next,
-                _ => break,
+                _ => return Cow::Owned(cur),
             }
         }
-        Cow::Owned(cur)
+        // No fixed point within the cap: only hostile input gets here.
+        self.counters.unsettled.inc();
+        Cow::Owned(self.mask_token().to_vec())
     }
 
     /// One pass: the built-in detectors, then the extra rules; `None` when
