@@ -127,6 +127,23 @@ const TRICKY: &[(&str, &str)] = &[
     ("took 1h30m5s", "took 1h30m5s"),
     // Logins.
     ("user=alice action=login", "user=u:# action=login"),
+    // Databases and web servers in containers: MySQL, PostgreSQL, nginx.
+    (
+        "Access denied for user 'alice'@'localhost' (using password: YES)",
+        "Access denied for user 'u:#'@'localhost' (using password: YES)",
+    ),
+    (
+        "FATAL:  password authentication failed for user \"alice\"",
+        "FATAL:  password authentication failed for user \"u:#\"",
+    ),
+    (
+        "connection authorized: user=alice database=shop",
+        "connection authorized: user=u:# database=shop",
+    ),
+    (
+        "user \"alice\" was not found in \"/etc/nginx/.htpasswd\"",
+        "user \"u:#\" was not found in \"/etc/nginx/.htpasswd\"",
+    ),
     ("user='alice' USER=\"bob\"", "user='u:#' USER=\"u:#\""),
     (
         "Failed password for invalid user bob from 203.0.113.7 port 22 ssh2",
