@@ -28,6 +28,8 @@ use common::machine;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir::config::{ByteSize, HumanDuration};
@@ -103,7 +105,7 @@ fn raw_write(dir: &Path) -> (f64, f64) {
     (mb / secs, (cpu_secs() - cpu) * 1000.0 / mb)
 }
 
-/// The bytes a durability waiter appends: one batch of bench events.
+/// About the bytes a durability waiter appends (one batch of bench events).
 const WAITER_BYTES: usize = 20_000;
 
 /// p50, p99 and max of one fdatasync after a 20 kB append to a raw file,
@@ -111,7 +113,7 @@ const WAITER_BYTES: usize = 20_000;
 /// writer doing `background`'s load on another file of the same disk.
 fn fsync_latency(dir: &Path, background: Background) -> (Duration, Duration, Duration) {
     settle();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let bg = (!matches!(background, Background::None)).then(|| {
         let (stop, path) = (stop.clone(), dir.join("fsync-bg"));
         std::thread::spawn(move || raw_background(&path, background, &stop))
@@ -131,7 +133,7 @@ fn fsync_latency(dir: &Path, background: Background) -> (Duration, Duration, Dur
         lat.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(2));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     if let Some(bg) = bg {
         bg.join().unwrap();
     }
@@ -143,11 +145,11 @@ fn fsync_latency(dir: &Path, background: Background) -> (Duration, Duration, Dur
 /// A raw file writer doing what the spool's background appender does: paced
 /// bursts every 10 ms with an fdatasync every 100 ms (the fsync interval),
 /// or flat out with an fdatasync every 16 MiB (the spool's sync size).
-fn raw_background(path: &Path, background: Background, stop: &std::sync::atomic::AtomicBool) {
+fn raw_background(path: &Path, background: Background, stop: &AtomicBool) {
     let mut f = File::create(path).unwrap();
     let chunk = vec![0x5au8; 256 << 10];
     let (mut since_sync, mut last_sync) = (0usize, Instant::now());
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         match background {
             Background::Paced(mbs) => {
                 let burst = (mbs * 1e6 / 100.0) as usize;
@@ -243,18 +245,18 @@ enum Background {
 }
 
 async fn durable_latency(dir: &Path, background: Background) -> (Duration, Duration, Duration) {
-    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
     settle();
     let spool = Spool::open(&dir.join(format!("lat-{run}")), &config(), &[]).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let bg = (!matches!(background, Background::None)).then(|| {
         let (s, stop) = (spool.clone(), stop.clone());
         tokio::spawn(async move {
             let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
             let batch_mb = (BATCH * encoded_size(&batch[0])) as f64 / 1e6;
             let mut tick = tokio::time::interval(Duration::from_millis(10));
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 match background {
                     Background::Paced(mbs) => {
                         tick.tick().await;
@@ -279,7 +281,7 @@ async fn durable_latency(dir: &Path, background: Background) -> (Duration, Durat
         lat.push(t.elapsed());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     if let Some(bg) = bg {
         bg.await.unwrap();
     }

@@ -149,7 +149,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
                 || (before(1) == Some(b' ') && after == Some(b' '))
                 || key_tail_before(s, c)
-                || (before(1) == Some(b'd') && s[..c].ends_with(b"Login failed"))
+                || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
         }
         b'=' => key_tail_before(s, c),
         b'.' => may_be_ipv4(s, c),

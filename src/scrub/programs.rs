@@ -359,6 +359,14 @@ fn may_be_cron(s: &[u8], c: usize) -> bool {
     s[q + len..].starts_with(b") CMD")
 }
 
+/// The phrase before the `:` of Nextcloud's failed logins.
+const NEXTCLOUD_LEAD: &[u8] = b"Login failed";
+
+/// Whether the `:` at `c` may end [`NEXTCLOUD_LEAD`] (for the prefilter).
+pub fn nextcloud_worth_a_look(s: &[u8], c: usize) -> bool {
+    s[..c].ends_with(NEXTCLOUD_LEAD)
+}
+
 /// Nextcloud: `Login failed: NAME (Remote IP: 203.0.113.7)`; the `:` at `c`.
 /// The name is what was typed at the login form, spaces and all, so the whole
 /// text up to ` (Remote IP: ` is rewritten (inside its quotes if Nextcloud
@@ -366,7 +374,7 @@ fn may_be_cron(s: &[u8], c: usize) -> bool {
 pub fn nextcloud_login_failed(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
     // Every `key: value` colon comes here: one byte turns nearly all away.
-    if c == 0 || s[c - 1] != b'd' || !cx.follows(c, b"Login failed") {
+    if c == 0 || s[c - 1] != b'd' || !cx.follows(c, NEXTCLOUD_LEAD) {
         return None;
     }
     let q = c + 2;

@@ -35,6 +35,15 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Free bytes of the filesystem holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    run("df", &["-B1", "--output=avail", path.to_str().unwrap()])
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df's output")
+}
+
 fn grow(backing: &Path) {
     run(
         "mount",
@@ -128,12 +137,8 @@ impl ThinDisk {
     }
 
     /// Free bytes left in the backing store.
-    pub fn backing_free(backing: &Path) -> u64 {
-        run("df", &["-B1", "--output=avail", backing.to_str().unwrap()])
-            .lines()
-            .last()
-            .and_then(|l| l.trim().parse().ok())
-            .expect("df's output")
+    pub fn backing_free(&self) -> u64 {
+        free_bytes(&self.backing)
     }
 
     /// Gives the backing store room, as an admin growing the pool would: from
@@ -148,7 +153,7 @@ impl ThinDisk {
         let backing = self.backing.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
-            while ThinDisk::backing_free(&backing) >= 4096 {
+            while free_bytes(&backing) >= 4096 {
                 assert!(
                     start.elapsed() < Duration::from_secs(300),
                     "the disk never filled"

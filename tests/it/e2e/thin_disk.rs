@@ -45,7 +45,7 @@ fn e2e_failed_fdatasync_stops_weir_and_a_restart_loses_nothing_acknowledged() {
         assert!(
             start.elapsed() < Duration::from_secs(300),
             "weir did not stop in 300 s; backing store free: {} B; its log:\n{}",
-            ThinDisk::backing_free(&disk.backing),
+            disk.backing_free(),
             setup.log()
         );
         std::thread::sleep(Duration::from_millis(50));
