@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weir::config::Problems;
 use weir::event::{Event, Origin};
 use weir::metrics;
+use weir::problems::Problems;
 use weir::sink::gelf;
 use weir::spool::{self, Spool};
 

@@ -267,7 +267,7 @@ fn weir_reader_only(dir: &Path, total: usize) -> (Duration, f64) {
 /// (`weir_source_events_spooled_total`); no sink reads meanwhile.
 fn weir_into_spool(dir: &Path, total: usize, round: u32) -> (Duration, f64) {
     let state = tempfile::tempdir().unwrap();
-    let mut problems = weir::config::Problems::default();
+    let mut problems = weir::problems::Problems::default();
     let spool_config = spool::RawConfig::default().validate("spool", &mut problems);
     let scrub_config = weir::scrub::RawConfig::default().validate("scrub", &mut problems);
     let name = format!("bench-spool-{round}");

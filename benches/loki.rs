@@ -17,8 +17,8 @@ mod loki_receiver;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
-use weir::config::Problems;
 use weir::event::{Event, Level, Origin};
+use weir::problems::Problems;
 use weir::sink::loki;
 use weir::spool::{self, Spool};
 

@@ -32,9 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir::config::{ByteSize, HumanDuration};
 use weir::event::{Event, Origin};
 use weir::spool::{Config, Spool, WhenFull};
+use weir::units::{ByteSize, HumanDuration};
 
 const TOTAL_BYTES: u64 = 512 << 20;
 /// Alternating raw / spool runs; the ratio reported is their median.

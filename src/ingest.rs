@@ -89,8 +89,8 @@ fn spooled_counter(source: &str) -> Counter {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Problems;
     use crate::event::{Event, Origin};
+    use crate::problems::Problems;
     use crate::scrub::{RawConfig, Scrubber};
 
     fn scrubber(toml_text: &str) -> Scrubber {

@@ -21,9 +21,11 @@
 
 pub mod config;
 pub mod event;
+pub mod hostname;
 pub mod ingest;
 pub mod metrics;
 pub mod pipeline;
+pub mod problems;
 pub mod reload;
 pub mod scrub;
 pub mod selflog;
@@ -33,6 +35,7 @@ pub mod spool;
 pub mod statelock;
 pub mod status;
 pub mod systemd;
+pub mod units;
 
 pub use config::Config;
 pub use event::Event;

@@ -67,8 +67,8 @@ enum Command {
         #[arg(short, long)]
         address: Option<String>,
         /// A sink that lags and has not delivered for this long is unhealthy
-        #[arg(long, default_value = "5m", value_parser = weir::config::HumanDuration::parse)]
-        stall_after: weir::config::HumanDuration,
+        #[arg(long, default_value = "5m", value_parser = weir::units::HumanDuration::parse)]
+        stall_after: weir::units::HumanDuration,
     },
 }
 

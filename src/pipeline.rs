@@ -417,7 +417,7 @@ mod tests {
     use super::*;
 
     fn running(dir: &std::path::Path) -> Running {
-        let mut problems = crate::config::Problems::default();
+        let mut problems = crate::problems::Problems::default();
         let spool_config = crate::spool::RawConfig::default().validate("spool", &mut problems);
         assert!(problems.is_empty());
         Running {

@@ -8,15 +8,13 @@
 //! program uses) next to the code that reads it; this module only composes.
 //! `config/weir.toml` is the commented reference of every key.
 
-pub mod units;
-
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use units::{ByteSize, HumanDuration};
-
+use crate::hostname::machine_hostname;
+use crate::problems::{Problem, Problems};
 use crate::{metrics, scrub, sink, source, spool};
 
 /// Where `weir run` and `weir check-config` look when `--config` is not given.
@@ -76,44 +74,6 @@ pub struct Config {
     pub spool: spool::Config,
     pub sinks: BTreeMap<String, sink::Config>,
     pub metrics: metrics::Config,
-}
-
-/// One thing wrong with a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path, e.g. `sinks.loki.max_push_bytes`.
-    pub key: String,
-    /// 1-based line of the key in the file, when it appears there.
-    pub line: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: `{}`: {}", self.key, self.message),
-            None => write!(f, "`{}`: {}", self.key, self.message),
-        }
-    }
-}
-
-/// Collects validation problems so that all are reported at once.
-#[derive(Debug, Default)]
-pub struct Problems(Vec<Problem>);
-
-impl Problems {
-    /// Records that `key` is wrong; `message` says why and what to write instead.
-    pub fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            line: None,
-            message: message.into(),
-        });
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// Why a config could not be loaded. Display lists every problem.
@@ -222,7 +182,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     if problems.is_empty() {
         Ok(config)
     } else {
-        let mut list = problems.0;
+        let mut list = problems.into_vec();
         for p in &mut list {
             p.line = line_of_key(text, &p.key);
         }
@@ -304,15 +264,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// This machine's host name, or `localhost` when it cannot be read.
-pub fn machine_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::units::ByteSize;
 
 fn problems(text: &str) -> Vec<Problem> {
     match parse(text, "test.toml") {

@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::config::Problems;
+use crate::problems::Problems;
 
 pub use health::Health;
 

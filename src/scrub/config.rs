@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{HumanDuration, Problems};
+use crate::problems::Problems;
+use crate::units::HumanDuration;
 
 /// What happens to a detected item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
 //! The tricky-input table, properties (proptest), idempotence, the key file.
 
 use super::*;
-use crate::config::Problems;
 use crate::event::Origin;
+use crate::problems::Problems;
 use proptest::prelude::*;
 
 const KEY: [u8; 32] = [7; 32];

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ByteSize, Problems};
 use crate::event::Event;
 use crate::metrics;
+use crate::problems::Problems;
 use crate::sink::retry::Backoff;
 use crate::spool;
+use crate::units::ByteSize;
 
 /// `[sinks.NAME]` with `type = "file"`, as written.
 #[derive(Debug, Deserialize)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Problems;
+use crate::problems::Problems;
 use crate::spool;
 
 /// A `[sinks.NAME]` section as written; `type` selects the kind.

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Problems;
 use crate::ingest::Ingest;
+use crate::problems::Problems;
 
 /// A `[sources.NAME]` section as written; `type` selects the kind.
 // Built once at startup: the size difference between kinds does not matter.

@@ -96,8 +96,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
-use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::event::Event;
+use crate::problems::Problems;
+use crate::units::{ByteSize, HumanDuration};
 
 pub use reader::Reader;
 use state::{Pending, Shared, SinkState, State, Stuck};

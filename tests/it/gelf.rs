@@ -18,9 +18,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use weir::config::Problems;
 use weir::event::{Event, Level, Origin};
 use weir::metrics;
+use weir::problems::Problems;
 use weir::sink::gelf;
 use weir::spool::{self, Spool};
 

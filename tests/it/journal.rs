@@ -31,7 +31,7 @@ struct Weir {
 
 fn weir() -> Weir {
     let dir = tempfile::tempdir().unwrap();
-    let mut problems = weir::config::Problems::default();
+    let mut problems = weir::problems::Problems::default();
     let spool_config = spool::RawConfig::default().validate("spool", &mut problems);
     let scrub_config = weir::scrub::RawConfig::default().validate("scrub", &mut problems);
     let spool = Spool::open(&dir.path().join("spool"), &spool_config, &["t".into()]).unwrap();

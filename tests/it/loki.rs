@@ -9,8 +9,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 use tracing::level_filters::LevelFilter;
-use weir::config::Problems;
 use weir::event::{Event, Level, Origin};
+use weir::problems::Problems;
 use weir::selflog::{self, CaptureWriter, RateLimit};
 use weir::sink::loki;
 use weir::spool::{self, Spool};
@@ -550,7 +550,7 @@ async fn a_down_loki_delays_no_other_sink() {
     let out = h._dir.path().join("events.ndjson");
     let file_config = weir::sink::file::Config {
         path: out.clone(),
-        max_file_bytes: weir::config::ByteSize(100 << 20),
+        max_file_bytes: weir::units::ByteSize(100 << 20),
         keep_files: 1,
     };
     let file_reader = h.spool.reader("file").unwrap();

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-use weir::config::{ByteSize, HumanDuration};
 use weir::event::{Event, Origin};
 use weir::spool::{Config, Reader, SourcePosition, Spool, SpoolError, WhenFull};
+use weir::units::{ByteSize, HumanDuration};
 
 use crate::thin_disk::ThinDisk;
 

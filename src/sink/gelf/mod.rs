@@ -49,11 +49,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ByteSize, Problems};
 use crate::event::Event;
 use crate::metrics::{self, Counter, Gauge};
+use crate::problems::Problems;
 use crate::sink::retry::Backoff;
 use crate::spool;
+use crate::units::ByteSize;
 
 use message::{DockerLevels, Message};
 
@@ -545,7 +546,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let m = SinkMetrics::new(&name);
-    let mut encoder = Encoder::new(&config, &crate::config::machine_hostname());
+    let mut encoder = Encoder::new(&config, &crate::hostname::machine_hostname());
     let mut transport = match config.endpoint.protocol {
         Protocol::Udp => Transport::Udp(udp::UdpSender::new(
             config.endpoint.clone(),

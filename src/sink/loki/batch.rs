@@ -239,8 +239,8 @@ impl std::io::Write for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Problems;
     use crate::event::{Level, Origin};
+    use crate::problems::Problems;
     use crate::sink::loki::{Compression, RawConfig};
 
     fn config(extra: &str) -> Config {

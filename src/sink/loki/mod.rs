@@ -30,8 +30,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ByteSize, HumanDuration, Problems};
+use crate::problems::Problems;
 use crate::spool;
+use crate::units::{ByteSize, HumanDuration};
 
 /// Loki's default gRPC message limit (`grpc_server_max_recv_msg_size`): a push
 /// whose decoded size passes it is refused with a 500 `ResourceExhausted`.

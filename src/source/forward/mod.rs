@@ -31,10 +31,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::ingest::Ingest;
 use crate::metrics::{self, Counter, Gauge};
+use crate::problems::Problems;
 use crate::source::SourceError;
+use crate::units::{ByteSize, HumanDuration};
 
 pub use handshake::User;
 
@@ -253,7 +254,7 @@ impl RawConfig {
             users,
             self_hostname: self
                 .self_hostname
-                .unwrap_or_else(crate::config::machine_hostname),
+                .unwrap_or_else(crate::hostname::machine_hostname),
         }
     }
 }

@@ -6,8 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{HumanDuration, Problems};
 use crate::event::Level;
+use crate::problems::Problems;
+use crate::units::HumanDuration;
 
 /// How far back a first start (no committed cursor) reaches by default.
 /// One day: a restarted host's morning is there, a month of history is not
