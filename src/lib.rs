@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod problems;
 pub mod reload;
 pub mod scrub;
+pub mod secret;
 pub mod selflog;
 pub mod sink;
 pub mod source;

@@ -8,6 +8,8 @@
 //! program uses) next to the code that reads it; this module only composes.
 //! `config/weir.toml` is the commented reference of every key.
 
+mod load;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -76,7 +78,8 @@ pub struct Config {
     pub metrics: metrics::Config,
 }
 
-/// Why a config could not be loaded. Display lists every problem.
+/// Why a config could not be loaded. Display lists every problem, sorted by
+/// file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -109,41 +112,65 @@ impl ConfigError {
     }
 }
 
-/// Where a config came from: a file, or the built-in default.
+/// Where a config came from: a file (or the built-in default) and the
+/// drop-ins merged over it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    File(PathBuf),
-    BuiltinDefault,
+pub struct Source {
+    /// `None`: the built-in default, [`DEFAULT_PATH`] being absent.
+    pub main: Option<PathBuf>,
+    /// `conf.d/*.toml` next to the main file, in the order merged.
+    pub dropins: Vec<PathBuf>,
 }
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Source::File(p) => write!(f, "{}", p.display()),
-            Source::BuiltinDefault => write!(f, "built-in default config"),
+        match &self.main {
+            Some(p) => write!(f, "{}", p.display())?,
+            None => write!(f, "built-in default config")?,
         }
+        for d in &self.dropins {
+            write!(f, " + {}", d.display())?;
+        }
+        Ok(())
     }
 }
 
 /// Loads the config named on the command line, or [`DEFAULT_PATH`], or, when
-/// that does not exist, the built-in default.
+/// that does not exist, the built-in default; then merges the drop-ins
+/// (`conf.d/*.toml` in the main file's directory) over it in name order.
 pub fn load(explicit: Option<&Path>) -> Result<(Config, Source), ConfigError> {
-    let (text, origin) = match explicit {
-        Some(path) => (read(path)?, Source::File(path.to_owned())),
-        None => match std::fs::read_to_string(DEFAULT_PATH) {
-            Ok(text) => (text, Source::File(PathBuf::from(DEFAULT_PATH))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (BUILTIN_DEFAULT.to_owned(), Source::BuiltinDefault)
-            }
-            Err(e) => {
-                return Err(ConfigError::Read {
-                    path: PathBuf::from(DEFAULT_PATH),
-                    source: e,
-                })
-            }
-        },
+    let main_path = explicit.unwrap_or(Path::new(DEFAULT_PATH));
+    let (main, main_text) = match std::fs::read_to_string(main_path) {
+        Ok(text) => (Some(main_path.to_owned()), text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            (None, BUILTIN_DEFAULT.to_owned())
+        }
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: main_path.to_owned(),
+                source,
+            })
+        }
     };
-    let config = parse(&text, &origin.to_string())?;
+    let dropins = load::dropins(main_path).map_err(|source| ConfigError::Read {
+        path: main_path.with_file_name("conf.d"),
+        source,
+    })?;
+    let origin = Source { main, dropins };
+    let mut texts = vec![load::Text {
+        name: origin.main.as_ref().map_or_else(
+            || "built-in default config".to_owned(),
+            |p| p.display().to_string(),
+        ),
+        text: main_text,
+    }];
+    for path in &origin.dropins {
+        texts.push(load::Text {
+            name: path.display().to_string(),
+            text: read(path)?,
+        });
+    }
+    let config = parse_texts(&texts, &origin.to_string())?;
     Ok((config, origin))
 }
 
@@ -154,40 +181,193 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// Parses and validates config text; `origin` names it in errors.
+/// Parses and validates one config text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let invalid = |problems| ConfigError::Invalid {
-        origin: origin.to_owned(),
-        problems,
+    let text = load::Text {
+        name: origin.to_owned(),
+        text: text.to_owned(),
     };
-    let raw: RawConfig = match serde_path_to_error::deserialize(toml::Deserializer::new(text)) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.span().map(|s| line_of_offset(text, s.start));
-            return Err(invalid(vec![Problem {
-                key: if key == "." {
-                    "(top level)".into()
-                } else {
-                    key
-                },
-                line,
-                message: inner.message().trim().to_owned(),
-            }]));
-        }
-    };
-    let mut problems = Problems::default();
-    let config = raw.validate(&mut problems);
-    if problems.is_empty() {
-        Ok(config)
+    parse_texts(&[text], origin)
+}
+
+/// Parses, merges and validates config texts, later ones over earlier ones.
+fn parse_texts(texts: &[load::Text], origin: &str) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let (table, lines) = load::merge(texts, &mut problems);
+    let config = if problems.is_empty() {
+        let mut found = Problems::default();
+        let config = sections(table, &mut found).map(|raw| raw.validate(&mut found));
+        problems = found.into_vec();
+        config
     } else {
-        let mut list = problems.into_vec();
-        for p in &mut list {
-            p.line = line_of_key(text, &p.key);
-        }
-        Err(invalid(list))
+        None
+    };
+    for p in &mut problems {
+        lines.place(p);
     }
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => {
+            // By file (in merge order), then line; keys with no line last.
+            let order = |p: &Problem| {
+                let file = texts
+                    .iter()
+                    .position(|t| p.file.as_deref() == Some(&t.name));
+                (file.unwrap_or(usize::MAX), p.line.unwrap_or(usize::MAX))
+            };
+            problems.sort_by_key(order);
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+}
+
+/// Deserializes each section on its own, so that a wrong key in one does not
+/// hide the problems of the others, and each source and sink by its `type`,
+/// so that a problem inside names its full key (`sinks.local.keep_files`).
+/// `None` when a section could not be read (the problems say why).
+fn sections(mut table: toml::Table, problems: &mut Problems) -> Option<RawConfig> {
+    let mut take = |key: &str| table.remove(key);
+    let state_dir = take("state_dir");
+    let hostname = take("hostname");
+    let sources = take("sources");
+    let scrub = take("scrub");
+    let spool = take("spool");
+    let sinks = take("sinks");
+    let metrics = take("metrics");
+    for key in table.keys() {
+        problems.add(
+            key.clone(),
+            "unknown key; the top level has state_dir, hostname, [sources.NAME], [scrub], \
+             [spool], [sinks.NAME] and [metrics]",
+        );
+    }
+    let sources = named(sources, "sources", problems, |kind, key, v, p| match kind {
+        "forward" => de(v, key, p).map(source::RawConfig::Forward),
+        "journal" => de(v, key, p).map(source::RawConfig::Journal),
+        _ => unknown_type(kind, key, "forward, journal", p),
+    });
+    let sinks = named(sinks, "sinks", problems, |kind, key, v, p| match kind {
+        "file" => de(v, key, p).map(sink::RawConfig::File),
+        "loki" => de(v, key, p).map(sink::RawConfig::Loki),
+        "gelf" => de(v, key, p).map(sink::RawConfig::Gelf),
+        _ => unknown_type(kind, key, "file, loki, gelf", p),
+    });
+    let raw = Partial {
+        state_dir: optional(state_dir, "state_dir", problems)
+            .map(|s| s.unwrap_or_else(default_state_dir)),
+        hostname: optional(hostname, "hostname", problems),
+        sources,
+        scrub: optional(scrub, "scrub", problems),
+        spool: optional(spool, "spool", problems),
+        sinks,
+        metrics: optional(metrics, "metrics", problems),
+    };
+    Some(RawConfig {
+        state_dir: raw.state_dir?,
+        hostname: raw.hostname?,
+        sources: raw.sources?,
+        scrub: raw.scrub?.unwrap_or_default(),
+        spool: raw.spool?.unwrap_or_default(),
+        sinks: raw.sinks?,
+        metrics: raw.metrics?.unwrap_or_default(),
+    })
+}
+
+/// The sections of [`sections`] while being read: `None` is a problem.
+struct Partial {
+    state_dir: Option<PathBuf>,
+    hostname: Option<Option<String>>,
+    sources: Option<BTreeMap<String, source::RawConfig>>,
+    scrub: Option<Option<scrub::RawConfig>>,
+    spool: Option<Option<spool::RawConfig>>,
+    sinks: Option<BTreeMap<String, sink::RawConfig>>,
+    metrics: Option<Option<metrics::RawConfig>>,
+}
+
+/// Reads a value that may be absent: `Some(None)` when absent.
+fn optional<T: serde::de::DeserializeOwned>(
+    value: Option<toml::Value>,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<Option<T>> {
+    match value {
+        None => Some(None),
+        Some(v) => de(v, key, problems).map(Some),
+    }
+}
+
+/// Reads `value` as a `T`; a problem names the full key path of what is wrong.
+fn de<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    key: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| {
+            let inner = e.path().to_string();
+            let path = if inner == "." || inner.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{key}.{inner}")
+            };
+            problems.add(path, e.into_inner().message().trim().to_owned());
+        })
+        .ok()
+}
+
+/// `[sources.NAME]` or `[sinks.NAME]` tables, each read by `kind` (its `type`).
+fn named<T>(
+    value: Option<toml::Value>,
+    key: &str,
+    problems: &mut Problems,
+    by_type: impl Fn(&str, &str, toml::Value, &mut Problems) -> Option<T>,
+) -> Option<BTreeMap<String, T>> {
+    let Some(value) = value else {
+        return Some(BTreeMap::new());
+    };
+    let toml::Value::Table(table) = value else {
+        problems.add(key, format!("must be tables, e.g. [{key}.NAME]"));
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (name, value) in table {
+        let key = format!("{key}.{name}");
+        let toml::Value::Table(mut section) = value else {
+            problems.add(key.clone(), format!("must be a table: [{key}]"));
+            ok = false;
+            continue;
+        };
+        let kind = match section.remove("type") {
+            Some(toml::Value::String(kind)) => kind,
+            _ => {
+                problems.add(
+                    key.clone(),
+                    "needs `type = \"...\"` (a string) to say what it is",
+                );
+                ok = false;
+                continue;
+            }
+        };
+        match by_type(&kind, &key, toml::Value::Table(section), problems) {
+            Some(v) => {
+                out.insert(name, v);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn unknown_type<T>(kind: &str, key: &str, known: &str, problems: &mut Problems) -> Option<T> {
+    problems.add(
+        format!("{key}.type"),
+        format!("unknown type `{kind}`; one of: {known}"),
+    );
+    None
 }
 
 impl RawConfig {
@@ -264,26 +444,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-fn line_of_offset(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// The line where a dotted key (or, failing that, its nearest parent) is written.
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    let doc = toml_edit::ImDocument::parse(text).ok()?;
-    let mut item = doc.as_item();
-    let mut line = None;
-    for part in key.split('.') {
-        let table = item.as_table_like()?;
-        let (k, next) = table.get_key_value(part)?;
-        if let Some(span) = k.span() {
-            line = Some(line_of_offset(text, span.start));
-        }
-        item = next;
-    }
-    line
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ pub mod response;
 pub mod service;
 mod sink;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::problems::Problems;
+use crate::secret::Secret;
 use crate::spool;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -123,23 +123,6 @@ pub enum LineFormat {
     Logfmt,
     Json,
     Raw,
-}
-
-/// A password or token: never printed (`check-config` shows `<redacted>`).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
 }
 
 /// How the sink authenticates.

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ingest::Ingest;
 use crate::metrics::{self, Counter, Gauge};
 use crate::problems::Problems;
+use crate::secret::Secret;
 use crate::source::SourceError;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -85,22 +86,6 @@ pub struct RawConfig {
 pub enum Listen {
     Unix(PathBuf),
     Tcp(String),
-}
-
-/// A secret that `check-config` and debug output never print.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
 }
 
 /// Validated forward source config.

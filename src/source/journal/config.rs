@@ -122,6 +122,9 @@ pub enum JournalSet {
 pub struct Config {
     pub start_at: StartAt,
     pub max_age: MaxAge,
+    /// Printed as the `directory` or `namespace` key it was written as (or
+    /// none), so that `check-config`'s output is valid input.
+    #[serde(flatten, serialize_with = "journal_keys")]
     pub journal: JournalSet,
     pub units: Vec<String>,
     pub exclude_units: Vec<String>,
@@ -129,6 +132,17 @@ pub struct Config {
     pub exclude_identifiers: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "level_name")]
     pub max_priority: Option<Level>,
+}
+
+fn journal_keys<S: serde::Serializer>(j: &JournalSet, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    match j {
+        JournalSet::System => {}
+        JournalSet::Directory(d) => m.serialize_entry("directory", d)?,
+        JournalSet::Namespace(n) => m.serialize_entry("namespace", n)?,
+    }
+    m.end()
 }
 
 fn level_name<S: serde::Serializer>(l: &Option<Level>, s: S) -> Result<S::Ok, S::Error> {
