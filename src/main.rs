@@ -14,8 +14,9 @@ Examples:
   weir run --config ./weir.toml       run on another config
   weir check-config                   validate /etc/weir/weir.toml and print the effective config
   weir check-config -c ./weir.toml    validate another file (exit 1 and every problem if invalid)
-  weir reload                         make the running weir re-read its config (same as SIGHUP,
-                                      or `systemctl reload weir`); an invalid config is refused
+  weir reload                         make the running weir re-read its config (like SIGHUP, or
+                                      `systemctl reload weir`) and wait for its verdict: exit 1 and
+                                      every problem when it refused the file
   weir status                         summary of the running agent (exit 1 if unhealthy)
   weir status --address unix:///run/weir/metrics.sock";
 
@@ -49,16 +50,27 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Ask the running weir to re-read its config (sends it SIGHUP); the outcome is in its log.
+    /// Ask the running weir to re-read its config (sends it SIGHUP) and wait
+    /// for its verdict: exit 0 when it runs on the new config, 1 with every
+    /// problem when it refused it (it then keeps running on the previous one).
     Reload {
-        /// The pid file `weir run` wrote
+        /// The pid file `weir run` wrote (its verdicts are written next to it)
         #[arg(long, default_value = weir::reload::DEFAULT_PID_FILE)]
         pid_file: PathBuf,
+        /// Signal this process instead of the one in the pid file (the unit
+        /// passes $MAINPID)
+        #[arg(long)]
+        pid: Option<u32>,
+        /// How long to wait for the verdict (a reload stops and restarts the
+        /// pipeline)
+        #[arg(long, default_value = "90s", value_parser = weir::units::HumanDuration::parse)]
+        timeout: weir::units::HumanDuration,
     },
     /// Summarize the running agent from its metrics endpoint: rates, lag,
     /// spool use, drops and errors by reason. Exits 1 when unhealthy:
     /// unreachable, /health or /ready failing, a lagging sink with no
-    /// success for --stall-after, or events dropped during the check.
+    /// success for --stall-after, or events dropped during the check. A config
+    /// file on disk that a reload would refuse is a warning line, not unhealthy.
     Status {
         /// Config whose `metrics.listen` names the endpoint [default: as `run`]
         #[arg(short, long)]
@@ -77,7 +89,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, pid_file } => run(config, &pid_file),
         Command::CheckConfig { config, quiet } => check_config(config, quiet),
-        Command::Reload { pid_file } => reload(&pid_file),
+        Command::Reload {
+            pid_file,
+            pid,
+            timeout,
+        } => reload(&pid_file, pid, timeout.get()),
         Command::Status {
             config,
             address,
@@ -108,7 +124,7 @@ fn status(
     address: Option<String>,
     stall_after: std::time::Duration,
 ) -> ExitCode {
-    let address = match status_address(config, address) {
+    let (address, warning) = match status_address(config, address) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("weir status: {e:#}");
@@ -118,6 +134,9 @@ fn status(
     let mut options = weir::status::Options::new(address);
     options.stall_after = stall_after;
     let report = weir::status::run(&options);
+    if let Some(warning) = &warning {
+        println!("{warning}");
+    }
     print!("{}", report.render());
     if report.healthy() {
         ExitCode::SUCCESS
@@ -126,28 +145,52 @@ fn status(
     }
 }
 
-/// `--address`, else the config's `metrics.listen`.
+/// `--address`, else the config's `metrics.listen`; and a warning when the
+/// config on disk is invalid (the running agent is still on the one it
+/// loaded, so that is no reason to call it unhealthy).
 fn status_address(
     config: Option<PathBuf>,
     address: Option<String>,
-) -> anyhow::Result<weir::metrics::http::Address> {
-    let listen = match address {
-        Some(a) => a,
-        None => {
-            let (config, origin) = weir::config::load(config.as_deref())?;
-            config.metrics.listen.ok_or_else(|| {
-                anyhow::anyhow!("the metrics endpoint is off in {origin} (metrics.listen = \"\"); turn it on or pass --address")
-            })?
-        }
+) -> anyhow::Result<(weir::metrics::http::Address, Option<String>)> {
+    let (listen, warning) = match address {
+        Some(a) => (a, None),
+        None => match weir::config::load(config.as_deref()) {
+            Ok((config, origin)) => (
+                config.metrics.listen.ok_or_else(|| {
+                    anyhow::anyhow!("the metrics endpoint is off in {origin} (metrics.listen = \"\"); turn it on or pass --address")
+                })?,
+                None,
+            ),
+            Err(e) => {
+                let listen = weir::config::lenient_string(config.as_deref(), "metrics.listen")
+                    .unwrap_or_else(|| weir::metrics::DEFAULT_LISTEN.to_owned());
+                let warning = format!(
+                    "WARNING: the config on disk is invalid; a reload would be refused (the running agent keeps its config). {e}"
+                );
+                (listen, Some(warning))
+            }
+        },
     };
-    weir::metrics::http::Address::parse(&listen)
-        .map_err(|e| anyhow::anyhow!("address {listen:?}: {e}"))
+    let address = weir::metrics::http::Address::parse(&listen)
+        .map_err(|e| anyhow::anyhow!("address {listen:?}: {e}"))?;
+    Ok((address, warning))
 }
 
-fn reload(pid_file: &Path) -> anyhow::Result<()> {
-    let pid = weir::reload::signal_running(pid_file)?;
-    println!("weir: asked process {pid} to reload its config; see its log for the outcome");
-    Ok(())
+fn reload(pid_file: &Path, pid: Option<u32>, wait: std::time::Duration) -> anyhow::Result<()> {
+    let pid = match pid {
+        Some(pid) => pid,
+        None => weir::reload::running_pid(pid_file)?,
+    };
+    let verdict = weir::reload::reload_and_wait(pid, pid_file, wait)?;
+    if verdict.accepted {
+        println!("weir: process {pid}: {}", verdict.message);
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "process {pid} refused the reload and keeps running on its previous config:\n{}",
+            verdict.message
+        )
+    }
 }
 
 fn run(path: Option<PathBuf>, pid_file: &Path) -> anyhow::Result<()> {
@@ -157,7 +200,7 @@ fn run(path: Option<PathBuf>, pid_file: &Path) -> anyhow::Result<()> {
     // Before the pid file: a second weir on the same state directory must
     // stop without touching the first one's pid file.
     let state_lock = weir::pipeline::lock_state_dir(&config)?;
-    let _pid_file = match weir::reload::PidFile::write(pid_file) {
+    let pid_guard = match weir::reload::PidFile::write(pid_file) {
         Ok(f) => Some(f),
         Err(e) => {
             tracing::warn!(path = %pid_file.display(), error = %e, "cannot write the pid file; `weir reload` will not find this process (SIGHUP still works)");
@@ -170,7 +213,10 @@ fn run(path: Option<PathBuf>, pid_file: &Path) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let (trigger, reloads) = weir::reload::channel(path);
+        let verdicts = pid_guard
+            .as_ref()
+            .map(|_| weir::reload::verdict_path(pid_file));
+        let (trigger, reloads) = weir::reload::channel(path, verdicts);
         // Installed before anything starts: until then, SIGHUP would kill us.
         let signals = Signals::install()?;
         tokio::spawn(signals.handle(shutdown.clone(), trigger));

@@ -151,9 +151,21 @@ pub async fn run_reloadable(
                 break Err(RunError::SpoolFailed(e));
             }
             _ = next_reload(&mut reloads) => {
-                let Some(requests) = &reloads else { continue };
-                let Some(new) = validated(requests) else { continue };
-                let Some(lock) = lock_for(&new, &current) else { continue };
+                let Some(requests) = &mut reloads else { continue };
+                let new = match validated(requests) {
+                    Ok(new) => new,
+                    Err(why) => {
+                        requests.decided(false, &why);
+                        continue;
+                    }
+                };
+                let lock = match lock_for(&new, &current) {
+                    Ok(lock) => lock,
+                    Err(why) => {
+                        requests.decided(false, &why);
+                        continue;
+                    }
+                };
                 systemd::reloading();
                 running.stop().await;
                 running = match Running::start(&new).await {
@@ -164,11 +176,20 @@ pub async fn run_reloadable(
                             drop(std::mem::replace(&mut state_lock, lock));
                         }
                         tracing::info!(sources = current.sources.len(), sinks = current.sinks.len(), "config reloaded");
+                        requests.decided(true, &format!(
+                            "config reloaded: {} source(s), {} sink(s)",
+                            current.sources.len(),
+                            current.sinks.len()
+                        ));
                         r
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start on the reloaded config; going back to the previous one");
-                        Running::start(&current).await?
+                        let r = Running::start(&current).await?;
+                        requests.decided(false, &format!(
+                            "cannot start on the new config ({e}); running on the previous config"
+                        ));
+                        r
                     }
                 };
                 systemd::ready();
@@ -214,20 +235,23 @@ fn status_line(config: &Config) -> StatusLine {
     StatusLine::new(config.sources.keys().cloned(), config.sinks.keys().cloned())
 }
 
-/// The lock on a reloaded config's state directory when it moved: `None`
-/// (logged) refuses the reload, `Some(None)` means it did not move.
-fn lock_for(new: &Config, current: &Config) -> Option<Option<StateLock>> {
+/// The lock on a reloaded config's state directory when it moved (`None`:
+/// it did not), or why the reload is refused (logged).
+fn lock_for(new: &Config, current: &Config) -> Result<Option<StateLock>, String> {
     if new.state_dir == current.state_dir {
-        return Some(None);
+        return Ok(None);
     }
     let locked = std::fs::create_dir_all(&new.state_dir)
         .map_err(|e| e.to_string())
         .and_then(|()| StateLock::acquire(&new.state_dir).map_err(|e| e.to_string()));
     match locked {
-        Ok(lock) => Some(Some(lock)),
+        Ok(lock) => Ok(Some(lock)),
         Err(why) => {
-            tracing::error!(error = %why, "config reload refused: cannot use the new state_dir; still running on the previous config");
-            None
+            let why = format!(
+                "cannot use the new state_dir: {why}; still running on the previous config"
+            );
+            tracing::error!("config reload refused: {why}");
+            Err(why)
         }
     }
 }
@@ -239,27 +263,28 @@ async fn next_reload(reloads: &mut Option<reload::Requests>) {
     }
 }
 
-/// The re-read config, or `None` (logged, and shown in `STATUS=`) when it
-/// cannot be used. Problems name keys and lines, never event data.
-fn validated(requests: &reload::Requests) -> Option<Config> {
+/// The re-read config, or why it cannot be used (logged, and shown in
+/// `STATUS=`). Problems name files, keys and lines, never event data.
+fn validated(requests: &reload::Requests) -> Result<Config, String> {
     match requests.load() {
         Ok((config, origin)) => {
             tracing::info!(config = %origin, "reloading");
-            Some(config)
+            Ok(config)
         }
         Err(e) => {
-            // One line for all problems: the rate limit is per call site.
-            // "weir.toml: 2 problem(s): line 3: `a`: ...; line 9: `b`: ..."
+            // The problems are in the message text itself, where
+            // `journalctl -u weir` shows them, one line for all: the rate
+            // limit is per call site.
             let text = e.to_string();
             let mut lines = text.lines().map(str::trim);
             let head = lines.next().unwrap_or_default();
             let why = format!("{head} {}", lines.collect::<Vec<_>>().join("; "));
             let why = why.trim_end();
-            tracing::error!(problems = %why, "config reload refused; still running on the previous config");
+            tracing::error!("config reload refused; still running on the previous config. {why}");
             systemd::status(&format!(
                 "reload refused (config invalid); running on the previous config: {why}"
             ));
-            None
+            Err(text)
         }
     }
 }

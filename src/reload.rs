@@ -3,12 +3,19 @@
 //!
 //! # How a reload finds the running weir
 //!
-//! Under systemd, `ExecReload=/bin/kill -HUP $MAINPID`: systemd knows the pid.
-//! Elsewhere, `weir run` writes its pid to a pid file (default
-//! [`DEFAULT_PID_FILE`], in weir's `RuntimeDirectory`) and `weir reload` reads
-//! it, checks that the process is weir (a stale file may name a recycled pid)
-//! and sends SIGHUP. `weir reload` returns once the signal is sent; the
-//! outcome is in weir's log.
+//! `weir run` writes its pid to a pid file (default [`DEFAULT_PID_FILE`], in
+//! weir's `RuntimeDirectory`; created if missing outside systemd) and
+//! `weir reload` reads it (or takes `--pid`, which the unit's `ExecReload`
+//! passes as `$MAINPID`), checks that the process is weir (a stale file may
+//! name a recycled pid) and sends SIGHUP.
+//!
+//! # The verdict
+//!
+//! After each reload the running weir writes its verdict (accepted, or
+//! refused with every problem) next to the pid file ([`verdict_path`]), with
+//! a sequence number. `weir reload` notes the number before signalling and
+//! waits for a newer one, so it exits non-zero and prints the problems when
+//! the running agent refused the file, and so does `systemctl reload weir`.
 //!
 //! # What a reload does
 //!
@@ -21,7 +28,9 @@
 //! meanwhile; nothing here closes an inherited descriptor.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::config::{self, Config, ConfigError, Source};
@@ -43,6 +52,8 @@ pub enum ReloadError {
     NotWeir { path: PathBuf, pid: u32 },
     #[error("cannot signal process {pid}: {reason}")]
     Signal { pid: u32, reason: String },
+    #[error("process {pid} gave no verdict on the reload within {}s; see its log (journalctl -u weir)", .waited.as_secs())]
+    NoVerdict { pid: u32, waited: Duration },
 }
 
 /// The pid file of a running weir; removed when dropped, if still ours.
@@ -55,6 +66,10 @@ impl PidFile {
     /// Writes this process's pid to `path` (atomically: temp file + rename).
     pub fn write(path: &Path) -> std::io::Result<PidFile> {
         let pid = std::process::id();
+        // Outside systemd nothing made /run/weir (the RuntimeDirectory).
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let tmp = path.with_extension("pid.tmp");
         std::fs::write(&tmp, format!("{pid}\n"))?;
         std::fs::rename(&tmp, path)?;
@@ -84,9 +99,14 @@ fn read_pid(path: &Path) -> Result<u32, ReloadError> {
     })
 }
 
-/// Sends SIGHUP to the weir named by `pid_file`; returns its pid.
-pub fn signal_running(pid_file: &Path) -> Result<u32, ReloadError> {
+/// The pid in `pid_file`, checked to be a running weir.
+pub fn running_pid(pid_file: &Path) -> Result<u32, ReloadError> {
     let pid = read_pid(pid_file)?;
+    check_is_weir(pid, pid_file)?;
+    Ok(pid)
+}
+
+fn check_is_weir(pid: u32, pid_file: &Path) -> Result<(), ReloadError> {
     // The kernel's name of the process: the executable's file name (15 chars).
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if comm.trim_end() != "weir" {
@@ -95,21 +115,69 @@ pub fn signal_running(pid_file: &Path) -> Result<u32, ReloadError> {
             pid,
         });
     }
-    // kill(1) rather than libc::kill: the crate forbids `unsafe`.
-    let out = std::process::Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .output()
-        .map_err(|e| ReloadError::Signal {
-            pid,
-            reason: format!("cannot run kill(1): {e}"),
-        })?;
-    if !out.status.success() {
-        return Err(ReloadError::Signal {
-            pid,
-            reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
+    Ok(())
+}
+
+/// Sends SIGHUP to the weir named by `pid_file`; returns its pid.
+pub fn signal_running(pid_file: &Path) -> Result<u32, ReloadError> {
+    let pid = running_pid(pid_file)?;
+    hangup(pid)?;
     Ok(pid)
+}
+
+fn hangup(pid: u32) -> Result<(), ReloadError> {
+    let signal_error = |reason: String| ReloadError::Signal { pid, reason };
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| signal_error("not a process id".into()))?;
+    rustix::process::kill_process(target, rustix::process::Signal::HUP)
+        .map_err(|e| signal_error(std::io::Error::from(e).to_string()))
+}
+
+/// Where the weir that writes `pid_file` writes its reload verdicts.
+pub fn verdict_path(pid_file: &Path) -> PathBuf {
+    pid_file.with_extension("verdict")
+}
+
+/// The outcome of one reload, as the running weir wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The process that reloaded.
+    pub pid: u32,
+    /// Counts this process's reloads, from 1.
+    pub seq: u64,
+    pub accepted: bool,
+    /// What it runs on now (accepted) or why it refused: every problem,
+    /// one per line, with file, line and key.
+    pub message: String,
+}
+
+impl Verdict {
+    fn read(path: &Path) -> Option<Verdict> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+/// Asks process `pid` (a weir writing verdicts to `verdict`) to reload, and
+/// waits up to `wait` for its verdict on that reload.
+pub fn reload_and_wait(pid: u32, pid_file: &Path, wait: Duration) -> Result<Verdict, ReloadError> {
+    check_is_weir(pid, pid_file)?;
+    let verdict = verdict_path(pid_file);
+    let seen = Verdict::read(&verdict)
+        .filter(|v| v.pid == pid)
+        .map_or(0, |v| v.seq);
+    hangup(pid)?;
+    let start = Instant::now();
+    loop {
+        if let Some(v) = Verdict::read(&verdict).filter(|v| v.pid == pid && v.seq > seen) {
+            return Ok(v);
+        }
+        if start.elapsed() >= wait {
+            return Err(ReloadError::NoVerdict { pid, waited: wait });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Sends reload requests to the pipeline (the SIGHUP handler holds it).
@@ -128,13 +196,23 @@ impl Trigger {
 pub struct Requests {
     rx: mpsc::Receiver<()>,
     path: Option<PathBuf>,
+    verdict: Option<PathBuf>,
+    seq: u64,
 }
 
 /// A reload channel for a config read from `path` (`None`: the default
-/// lookup, as at start).
-pub fn channel(path: Option<PathBuf>) -> (Trigger, Requests) {
+/// lookup, as at start); verdicts are written to `verdict` when given.
+pub fn channel(path: Option<PathBuf>, verdict: Option<PathBuf>) -> (Trigger, Requests) {
     let (tx, rx) = mpsc::channel(1);
-    (Trigger(tx), Requests { rx, path })
+    (
+        Trigger(tx),
+        Requests {
+            rx,
+            path,
+            verdict,
+            seq: 0,
+        },
+    )
 }
 
 impl Requests {
@@ -148,6 +226,26 @@ impl Requests {
     /// Re-reads and validates the config.
     pub fn load(&self) -> Result<(Config, Source), ConfigError> {
         config::load(self.path.as_deref())
+    }
+
+    /// Publishes the outcome of the reload just done for `weir reload`.
+    pub fn decided(&mut self, accepted: bool, message: &str) {
+        self.seq += 1;
+        let Some(path) = &self.verdict else { return };
+        let verdict = Verdict {
+            pid: std::process::id(),
+            seq: self.seq,
+            accepted,
+            message: message.to_owned(),
+        };
+        let tmp = path.with_extension("verdict.tmp");
+        let written = serde_json::to_vec(&verdict)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&tmp, json))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the reload verdict; `weir reload` will wait for it in vain");
+        }
     }
 }
 

@@ -174,6 +174,30 @@ pub fn load(explicit: Option<&Path>) -> Result<(Config, Source), ConfigError> {
     Ok((config, origin))
 }
 
+/// The string at dotted `key` in the files [`load`] would read, as far as
+/// they parse: for `weir status`, which must find the running agent even
+/// when the file on disk has since become invalid.
+pub fn lenient_string(explicit: Option<&Path>, key: &str) -> Option<String> {
+    let main = explicit.unwrap_or(Path::new(DEFAULT_PATH));
+    let mut texts = vec![load::Text {
+        name: String::new(),
+        text: std::fs::read_to_string(main).unwrap_or_default(),
+    }];
+    for path in load::dropins(main).unwrap_or_default() {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        texts.push(load::Text {
+            name: String::new(),
+            text,
+        });
+    }
+    let (table, _) = load::merge(&texts, &mut Vec::new());
+    let mut value = table.get(key.split('.').next()?)?;
+    for part in key.split('.').skip(1) {
+        value = value.get(part)?;
+    }
+    value.as_str().map(str::to_owned)
+}
+
 fn read(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),

@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 /// A config with a forward source on a temp socket and one file sink per name.
 fn config(dir: &Path, sinks: &[&str]) -> String {
     let mut c = format!(
-        "state_dir = \"{d}/state\"\n\n[sources.docker]\ntype = \"forward\"\nlisten = \"unix://{d}/forward.sock\"\n",
+        "state_dir = \"{d}/state\"\n\n[metrics]\nlisten = \"unix://{d}/metrics.sock\"\n\n[sources.docker]\ntype = \"forward\"\nlisten = \"unix://{d}/forward.sock\"\n",
         d = dir.display()
     );
     for s in sinks {
@@ -231,6 +231,51 @@ fn reload_applies_a_valid_config_and_refuses_an_invalid_one() {
         "{err}"
     );
     notes.wait_for("STATUS=reload refused");
+    // `weir reload` gets the running agent's verdict: exit 1, every problem
+    // with file, line and key.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap() + "keep_files = \"many\"\n",
+    )
+    .unwrap();
+    let out = Command::new(weir_bin())
+        .arg("reload")
+        .arg("--pid-file")
+        .arg(dir.path().join("weir.pid"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refused the reload"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: line {}: `sinks.third.keep_files`",
+            cfg.display(),
+            bad_line + 1
+        )),
+        "{err}"
+    );
+    // The journal text itself names the problem, not only a field.
+    let logged = weir.wait_stderr("sinks.third.keep_files");
+    let line = logged
+        .lines()
+        .find(|l| l.contains("sinks.third.keep_files"))
+        .unwrap();
+    assert!(line.contains("config reload refused"), "{line}");
+    // `weir status` reports the running agent: the invalid file on disk is a
+    // warning line, not an unhealthy exit.
+    let out = Command::new(weir_bin())
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    assert!(
+        printed.starts_with("WARNING: the config on disk is invalid")
+            && printed.contains("sinks.third.keep_files"),
+        "{printed}"
+    );
     // Still alive, healthy and on the previous config.
     notes.wait_for("WATCHDOG=1");
     let status = notes.wait_for("STATUS=in ");
@@ -348,10 +393,17 @@ fn units_keep_their_contracts() {
         "Before=docker.service",
         "ExecStartPre=/usr/bin/weir check-config --quiet",
         "ExecStart=/usr/bin/weir run",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        // Validate first, then wait for the running weir's verdict, so that
+        // `systemctl reload weir` fails when the file is refused.
+        "ExecReload=/usr/bin/weir check-config --quiet",
+        "ExecReload=/usr/bin/weir reload --pid $MAINPID",
+        // Files in /var/log/weir: 0640 group adm.
+        "Group=adm",
+        "UMask=0027",
+        "LimitNOFILE=8192",
         "Restart=on-failure",
         "User=weir",
-        "SupplementaryGroups=systemd-journal",
+        "SupplementaryGroups=weir systemd-journal",
         "StateDirectory=weir",
         "LogsDirectory=weir",
         // A service restart must not unlink the socket in /run/weir.
