@@ -9,6 +9,7 @@ use crate::event::Event;
 use crate::metrics::{self, Counter};
 use crate::scrub::Scrubber;
 use crate::spool::{Offset, SourcePosition, Spool, SpoolError};
+use crate::tap::Tap;
 
 /// What sources append to; cheap to clone.
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct Ingest {
     spool: Spool,
     scrubber: Arc<Scrubber>,
     hostname: Arc<str>,
+    tap: Option<Tap>,
 }
 
 impl Ingest {
@@ -25,7 +27,14 @@ impl Ingest {
             spool,
             scrubber,
             hostname: hostname.into(),
+            tap: None,
         }
+    }
+
+    /// Also offers every scrubbed, spooled event to `weir tap` viewers.
+    pub fn with_tap(mut self, tap: Tap) -> Ingest {
+        self.tap = Some(tap);
+        self
     }
 
     /// Scrubs `events` and appends them as one spool batch, together with the
@@ -65,6 +74,9 @@ impl Ingest {
             )
             .await?;
         spooled_counter(source).add(n);
+        if let Some(tap) = &self.tap {
+            tap.publish(source, events);
+        }
         Ok(offset)
     }
 

@@ -36,6 +36,7 @@ pub mod spool;
 pub mod statelock;
 pub mod status;
 pub mod systemd;
+pub mod tap;
 pub mod units;
 
 pub use config::Config;

@@ -17,6 +17,7 @@ Examples:
   weir reload                         make the running weir re-read its config (like SIGHUP, or
                                       `systemctl reload weir`) and wait for its verdict: exit 1 and
                                       every problem when it refused the file
+  weir tap -s docker -l app=shop      live events of one app, after scrubbing (-f ndjson for JSON)
   weir status                         summary of the running agent (exit 1 if unhealthy)
   weir status --address unix:///run/weir/metrics.sock";
 
@@ -40,6 +41,9 @@ enum Command {
         /// Where to write weir's pid, for `weir reload`; not writable is a warning
         #[arg(long, default_value = weir::reload::DEFAULT_PID_FILE)]
         pid_file: PathBuf,
+        /// Where to serve `weir tap` viewers (a unix socket, mode 0600)
+        #[arg(long, default_value = weir::tap::DEFAULT_SOCKET)]
+        tap_socket: PathBuf,
     },
     /// Validate a config and print the effective config, or every problem (exit 1).
     CheckConfig {
@@ -66,6 +70,26 @@ enum Command {
         #[arg(long, default_value = "90s", value_parser = weir::units::HumanDuration::parse)]
         timeout: weir::units::HumanDuration,
     },
+    /// Print live events from the running agent, after scrubbing, as they
+    /// enter the spool; runs until interrupted. A viewer too slow to keep up
+    /// loses events (counted on stderr); the pipeline is never slowed.
+    Tap {
+        /// Only events of this source (a name under [sources]); repeatable
+        #[arg(short, long = "source")]
+        sources: Vec<String>,
+        /// Only events with this label value, e.g. app=shop or level=err; repeatable
+        #[arg(short, long = "label", value_parser = label_filter)]
+        labels: Vec<(String, String)>,
+        /// ndjson: the file sink's JSON lines; compact: `TIME LABELS: MESSAGE`
+        #[arg(short, long, value_enum, default_value = "compact")]
+        format: weir::tap::Format,
+        /// Exit after this many events
+        #[arg(short = 'n', long)]
+        count: Option<u64>,
+        /// The socket `weir run --tap-socket` serves
+        #[arg(long, default_value = weir::tap::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Summarize the running agent from its metrics endpoint: rates, lag,
     /// spool use, drops and errors by reason. Exits 1 when unhealthy:
     /// unreachable, /health or /ready failing, a lagging sink with no
@@ -87,7 +111,29 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, pid_file } => run(config, &pid_file),
+        Command::Run {
+            config,
+            pid_file,
+            tap_socket,
+        } => run(config, &pid_file, &tap_socket),
+        Command::Tap {
+            sources,
+            labels,
+            format,
+            count,
+            socket,
+        } => {
+            let filter = weir::tap::Filter { sources, labels };
+            weir::tap::view(
+                &socket,
+                &filter,
+                format,
+                count,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
+            )
+            .map_err(anyhow::Error::from)
+        }
         Command::CheckConfig { config, quiet } => check_config(config, quiet),
         Command::Reload {
             pid_file,
@@ -193,10 +239,39 @@ fn reload(pid_file: &Path, pid: Option<u32>, wait: std::time::Duration) -> anyho
     }
 }
 
-fn run(path: Option<PathBuf>, pid_file: &Path) -> anyhow::Result<()> {
+/// `name=value` for `weir tap --label`.
+fn label_filter(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!(
+            "`{s}`: expected NAME=VALUE with NAME one of host, source, app, service, container_name, unit, level"
+        )),
+    }
+}
+
+/// Warns when the open-file limit cannot hold every connection the forward
+/// sources accept (`max_connections`) plus weir's own files.
+fn check_open_files(config: &weir::Config) {
+    let connections: u64 = config
+        .sources
+        .values()
+        .map(|s| match s {
+            weir::source::Config::Forward(f) => u64::from(f.max_connections),
+            _ => 0,
+        })
+        .sum();
+    let needed = connections + 256;
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    if let Some(limit) = limit.filter(|&l| l < needed) {
+        tracing::warn!(limit, needed, "the open-file limit is below max_connections + 256: connections beyond it fail with EMFILE; raise LimitNOFILE (systemctl edit weir) or ulimit -n");
+    }
+}
+
+fn run(path: Option<PathBuf>, pid_file: &Path, tap_socket: &Path) -> anyhow::Result<()> {
     let log = weir::selflog::init(weir::selflog::Output::detect());
     let (config, origin) = weir::config::load(path.as_deref())?;
     tracing::info!(config = %origin, version = env!("CARGO_PKG_VERSION"), "starting");
+    check_open_files(&config);
     // Before the pid file: a second weir on the same state directory must
     // stop without touching the first one's pid file.
     let state_lock = weir::pipeline::lock_state_dir(&config)?;
@@ -220,8 +295,15 @@ fn run(path: Option<PathBuf>, pid_file: &Path) -> anyhow::Result<()> {
         // Installed before anything starts: until then, SIGHUP would kill us.
         let signals = Signals::install()?;
         tokio::spawn(signals.handle(shutdown.clone(), trigger));
-        weir::pipeline::run_reloadable(config, state_lock, shutdown, Some(log), Some(reloads))
-            .await?;
+        weir::pipeline::run_reloadable(
+            config,
+            state_lock,
+            shutdown,
+            Some(log),
+            Some(reloads),
+            Some(tap_socket),
+        )
+        .await?;
         anyhow::Ok(())
     })?;
     Ok(())

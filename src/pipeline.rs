@@ -28,6 +28,7 @@ use crate::source::{self, SourceError};
 use crate::spool::{Spool, SpoolError};
 use crate::statelock::{LockError as StateLockError, StateLock};
 use crate::systemd::{self, StatusLine};
+use crate::tap::{self, Tap};
 use crate::{selflog, sink};
 
 /// How long each shutdown step may take before weir stops waiting for it.
@@ -78,7 +79,7 @@ pub async fn run(
     log: Option<selflog::RateLimit>,
 ) -> Result<(), RunError> {
     let state_lock = lock_state_dir(&config)?;
-    run_reloadable(config, state_lock, shutdown, log, None).await
+    run_reloadable(config, state_lock, shutdown, log, None, None).await
 }
 
 /// Creates the state directory and takes its lock (see [`crate::statelock`]):
@@ -93,13 +94,15 @@ pub fn lock_state_dir(config: &Config) -> Result<StateLock, RunError> {
 }
 
 /// [`run`], and on each request from `reloads` re-read the config and apply
-/// it (or, when it is invalid, log why and keep the current one).
+/// it (or, when it is invalid, log why and keep the current one); with
+/// `tap_socket`, serve `weir tap` viewers there (across reloads).
 pub async fn run_reloadable(
     config: Config,
     mut state_lock: StateLock,
     shutdown: CancellationToken,
     log: Option<selflog::RateLimit>,
     mut reloads: Option<reload::Requests>,
+    tap_socket: Option<&std::path::Path>,
 ) -> Result<(), RunError> {
     let health = Health::new(shutdown.clone());
     register_metrics(&config, &health);
@@ -122,8 +125,14 @@ pub async fn run_reloadable(
         None => None,
     };
     let housekeeping = tokio::spawn(housekeeping(log, health.clone(), metrics_stop.clone()));
+    let tap = Tap::default();
+    let tap_server = tap_socket.and_then(|path| {
+        tap::serve(path, tap.clone(), metrics_stop.clone())
+            .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot serve the tap socket; `weir tap` will not reach this weir"))
+            .ok()
+    });
 
-    let mut running = Running::start(&config).await?;
+    let mut running = Running::start(&config, &tap).await?;
     let mut current = config;
     systemd::ready();
     health.set_ready();
@@ -168,7 +177,7 @@ pub async fn run_reloadable(
                 };
                 systemd::reloading();
                 running.stop().await;
-                running = match Running::start(&new).await {
+                running = match Running::start(&new, &tap).await {
                     Ok(r) => {
                         current = new;
                         if let Some(lock) = lock {
@@ -185,7 +194,7 @@ pub async fn run_reloadable(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start on the reloaded config; going back to the previous one");
-                        let r = Running::start(&current).await?;
+                        let r = Running::start(&current, &tap).await?;
                         requests.decided(false, &format!(
                             "cannot start on the new config ({e}); running on the previous config"
                         ));
@@ -224,6 +233,9 @@ pub async fn run_reloadable(
     health.set_stopped();
     metrics_stop.cancel();
     let _ = housekeeping.await;
+    if let Some(server) = tap_server {
+        let _ = server.await;
+    }
     if let Some(endpoint) = endpoint {
         let _ = tokio::time::timeout(STEP_TIMEOUT, endpoint).await;
     }
@@ -301,7 +313,7 @@ struct Running {
 impl Running {
     /// Opens the spool, starts the sinks, then the sources (which bind or
     /// open what they read); returns once every source listens.
-    async fn start(config: &Config) -> Result<Running, RunError> {
+    async fn start(config: &Config, tap: &Tap) -> Result<Running, RunError> {
         std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
             path: config.state_dir.display().to_string(),
             source,
@@ -309,7 +321,7 @@ impl Running {
         let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
         let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
         let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
-        let ingest = Ingest::new(spool.clone(), scrubber, &config.hostname);
+        let ingest = Ingest::new(spool.clone(), scrubber, &config.hostname).with_tap(tap.clone());
 
         let mut running = Running {
             spool: spool.clone(),

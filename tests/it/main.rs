@@ -19,4 +19,5 @@ mod scrub;
 mod selflog;
 mod spool;
 mod systemd;
+mod tap;
 mod thin_disk;
