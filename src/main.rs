@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
@@ -90,6 +90,12 @@ enum Command {
         #[arg(long, default_value = weir::tap::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Print the shell completion script for bash, zsh or fish (the package
+    /// installs them; e.g. `weir completions bash > ~/.local/share/bash-completion/completions/weir`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Summarize the running agent from its metrics endpoint: rates, lag,
     /// spool use, drops and errors by reason. Exits 1 when unhealthy:
     /// unreachable, /health or /ready failing, a lagging sink with no
@@ -140,6 +146,10 @@ fn main() -> ExitCode {
             pid,
             timeout,
         } => reload(&pid_file, pid, timeout.get()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "weir", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Status {
             config,
             address,

@@ -122,3 +122,67 @@ fn a_second_weir_on_the_same_state_dir_is_refused_and_leaves_the_first_alone() {
         "the first weir stopped"
     );
 }
+
+/// The packaged completion scripts are what `weir completions` prints, so
+/// they never lag behind the command line.
+#[test]
+fn packaged_completions_match_the_command_line() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(weir_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            printed.contains("check-config") && printed.contains("tap"),
+            "{shell}"
+        );
+        let file = root.join(format!("packaging/completions/weir.{shell}"));
+        let packaged = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            packaged == printed,
+            "{} is stale: regenerate with `weir completions {shell} > {}`",
+            file.display(),
+            file.display()
+        );
+    }
+}
+
+/// The man page names every subcommand `weir --help` lists, and has the
+/// sections an administrator looks for.
+#[test]
+fn man_page_covers_every_subcommand_signals_exit_codes_and_files() {
+    let man =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/weir.1")).unwrap();
+    let out = Command::new(weir_bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 6, "{help}");
+    for c in commands {
+        let roff = c.replace('-', "\\-");
+        assert!(
+            man.contains(&format!("\n.B {roff}\n")),
+            "packaging/weir.1 lacks a `.B {roff}` entry under COMMANDS"
+        );
+    }
+    for section in [
+        ".SH SIGNALS",
+        ".SH EXIT STATUS",
+        ".SH FILES",
+        "SIGHUP",
+        "/etc/weir/conf.d",
+    ] {
+        assert!(man.contains(section), "packaging/weir.1 lacks {section}");
+    }
+}

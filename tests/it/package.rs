@@ -69,6 +69,11 @@ fn deb_has_the_files_conffile_and_maintainer_scripts() {
         "./usr/share/doc/weir/copyright",
         "./usr/share/doc/weir/changelog.Debian.gz",
         "./usr/share/doc/weir/daemon.json.example",
+        "./usr/share/man/man1/weir.1.gz",
+        "./usr/share/weir/grafana/weir.json",
+        "./usr/share/bash-completion/completions/weir",
+        "./usr/share/zsh/vendor-completions/_weir",
+        "./usr/share/fish/vendor_completions.d/weir.fish",
     ] {
         assert!(
             files.lines().any(|l| l.ends_with(path)),
@@ -79,6 +84,14 @@ fn deb_has_the_files_conffile_and_maintainer_scripts() {
         files
             .lines()
             .any(|l| l.starts_with("-rwxr-xr-x 0/0 ") && l.ends_with("./usr/bin/weir")),
+        "{files}"
+    );
+    // The conffile may hold secrets: never world-readable, even before the
+    // postinst gives it to group weir.
+    assert!(
+        files
+            .lines()
+            .any(|l| l.starts_with("-rw-r----- 0/0 ") && l.ends_with("./etc/weir/weir.toml")),
         "{files}"
     );
 
@@ -114,6 +127,18 @@ fn deb_has_the_files_conffile_and_maintainer_scripts() {
         "enables the units"
     );
     assert!(postinst.contains("\"fluentd-address\": \"unix:///run/weir/forward.sock\""));
+    // The README's daemon.json: the example and the postinst say the same.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/docker/daemon.json.example"
+    ))
+    .unwrap();
+    for key in [
+        "\"fluentd-request-ack\": \"true\"",
+        "\"fluentd-async\": \"true\"",
+    ] {
+        assert!(postinst.contains(key) && example.contains(key), "{key}");
+    }
     // It prints daemon.json lines; nothing may write to daemon.json.
     for line in postinst.lines().filter(|l| l.contains("daemon.json")) {
         assert!(
@@ -125,6 +150,37 @@ fn deb_has_the_files_conffile_and_maintainer_scripts() {
     assert!(!postinst.contains("restart weir.socket"));
     let postrm = read("postrm");
     assert!(postrm.contains("rm -rf /var/lib/weir"), "{postrm}");
+    // prerm (remove) and postrm (purge) warn while daemon.json still points
+    // at weir's socket; run their function on a daemon.json of each kind.
+    for script in ["prerm", "postrm"] {
+        let text = read(script);
+        let func: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("warn_daemon_json()"))
+            .take_while(|l| *l != "}")
+            .chain(["}", "warn_daemon_json"])
+            .collect::<Vec<_>>()
+            .join("\n");
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc/docker")).unwrap();
+        let warns = |daemon_json: &str| {
+            std::fs::write(root.path().join("etc/docker/daemon.json"), daemon_json).unwrap();
+            let out = run(Command::new("sh")
+                .args(["-c", &func])
+                .env("DPKG_ROOT", root.path()));
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let ours = warns(&example);
+        assert!(
+            ours.contains("WARNING") && ours.contains("go nowhere"),
+            "{script}: {ours}"
+        );
+        assert_eq!(warns("{\"log-driver\": \"journald\"}"), "", "{script}");
+        assert!(
+            text.contains("\n\twarn_daemon_json\n"),
+            "{script} never calls it"
+        );
+    }
     assert!(postrm.contains("deluser --system"), "{postrm}");
     for script in ["postinst", "prerm", "postrm"] {
         run(Command::new("sh")
@@ -194,6 +250,11 @@ fn deb_installs_with_user_conffile_and_enabled_units_then_purges() {
         log.contains("\"log-driver\": \"fluentd\""),
         "postinst prints the daemon.json lines:\n{log}"
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("adduser: Warning") && !stderr.contains("adduser: Warning"),
+        "{log}{stderr}"
+    );
 
     let version = stdout(Command::new("/usr/bin/weir").arg("--version"));
     assert!(version.starts_with("weir "), "{version}");
@@ -204,6 +265,11 @@ fn deb_installs_with_user_conffile_and_enabled_units_then_purges() {
         groups.split_whitespace().any(|g| g == "systemd-journal"),
         "{groups}"
     );
+    // Secrets in the conffile: root writes it, group weir reads it.
+    let mode = stdout(Command::new("stat").args(["-c", "%a %U:%G", "/etc/weir/weir.toml"]));
+    assert_eq!(mode.trim(), "640 root:weir");
+    let mode = stdout(Command::new("stat").args(["-c", "%a %U:%G", "/etc/weir/conf.d"]));
+    assert_eq!(mode.trim(), "750 root:weir");
     let conffiles = stdout(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "weir"]));
     assert!(conffiles.contains("/etc/weir/weir.toml"), "{conffiles}");
     for link in [
