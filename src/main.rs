@@ -42,8 +42,9 @@ enum Command {
         #[arg(long, default_value = weir::reload::DEFAULT_PID_FILE)]
         pid_file: PathBuf,
         /// Where to serve `weir tap` viewers (a unix socket, mode 0600)
-        #[arg(long, default_value = weir::tap::DEFAULT_SOCKET)]
-        tap_socket: PathBuf,
+        /// [default: tap.sock next to the pid file, /run/weir/tap.sock]
+        #[arg(long)]
+        tap_socket: Option<PathBuf>,
     },
     /// Validate a config and print the effective config, or every problem (exit 1).
     CheckConfig {
@@ -121,7 +122,10 @@ fn main() -> ExitCode {
             config,
             pid_file,
             tap_socket,
-        } => run(config, &pid_file, &tap_socket),
+        } => {
+            let tap_socket = tap_socket.unwrap_or_else(|| pid_file.with_file_name("tap.sock"));
+            run(config, &pid_file, &tap_socket)
+        }
         Command::Tap {
             sources,
             labels,

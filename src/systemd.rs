@@ -115,25 +115,12 @@ pub fn inherited_listener(listen: &str) -> Option<std::io::Result<Listener>> {
 }
 
 /// How often to send WATCHDOG=1: half of `WATCHDOG_USEC`, or `None` when
-/// systemd asked for no watchdog (or asked another process, `WATCHDOG_PID`).
+/// systemd asked for no watchdog, or asked it of another process
+/// (`WATCHDOG_PID`, which systemd always sets with `WatchdogSec=`).
 pub fn watchdog_interval() -> Option<Duration> {
-    parse_watchdog(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    )
-}
-
-/// `sd_watchdog_enabled` semantics: `WATCHDOG_USEC` must be a positive
-/// number; `WATCHDOG_PID`, when set, must name this process.
-fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
-    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok()? != own_pid {
-            return None;
-        }
-    }
-    Some(Duration::from_micros(usec / 2))
+    let mut usec = 0;
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+        .then(|| Duration::from_micros(usec / 2))
 }
 
 /// Builds the `STATUS=` line from the metrics registry: events per second in
@@ -234,17 +221,6 @@ fn human_bytes(b: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn watchdog_interval_is_half_the_period_and_respects_the_pid() {
-        let half = Some(Duration::from_millis(15_000));
-        assert_eq!(parse_watchdog(Some("30000000"), None, 7), half);
-        assert_eq!(parse_watchdog(Some("30000000"), Some("7"), 7), half);
-        assert_eq!(parse_watchdog(Some("30000000"), Some("8"), 7), None);
-        assert_eq!(parse_watchdog(Some("0"), None, 7), None);
-        assert_eq!(parse_watchdog(Some("soon"), None, 7), None);
-        assert_eq!(parse_watchdog(None, Some("7"), 7), None);
-    }
 
     #[test]
     fn human_bytes_picks_a_readable_unit() {

@@ -132,8 +132,12 @@ impl Drop for Weir {
 }
 
 fn weir_run(dir: &Path, config_path: &Path, notify: &Path) -> Command {
-    let mut cmd = Command::new(weir_bin());
-    cmd.arg("run")
+    // As systemd does: WATCHDOG_PID names the process the watchdog is for;
+    // the shell execs weir, so that is weir's pid.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+        .arg(weir_bin())
+        .arg("run")
         .arg("--config")
         .arg(config_path)
         .arg("--pid-file")
