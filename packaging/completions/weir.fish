@@ -35,7 +35,7 @@ complete -c weir -n "__fish_weir_needs_command" -f -a "status" -d 'Summarize the
 complete -c weir -n "__fish_weir_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c weir -n "__fish_weir_using_subcommand run" -s c -l config -d 'Config file [default: /etc/weir/weir.toml, else the built-in default]' -r -F
 complete -c weir -n "__fish_weir_using_subcommand run" -l pid-file -d 'Where to write weir\'s pid, for `weir reload`; not writable is a warning' -r -F
-complete -c weir -n "__fish_weir_using_subcommand run" -l tap-socket -d 'Where to serve `weir tap` viewers (a unix socket, mode 0600)' -r -F
+complete -c weir -n "__fish_weir_using_subcommand run" -l tap-socket -d 'Where to serve `weir tap` viewers (a unix socket, mode 0600) [default: tap.sock next to the pid file, /run/weir/tap.sock]' -r -F
 complete -c weir -n "__fish_weir_using_subcommand run" -s h -l help -d 'Print help'
 complete -c weir -n "__fish_weir_using_subcommand check-config" -s c -l config -d 'Config file [default: /etc/weir/weir.toml, else the built-in default]' -r -F
 complete -c weir -n "__fish_weir_using_subcommand check-config" -s q -l quiet -d 'Print nothing when valid (the effective config may hold credentials)'

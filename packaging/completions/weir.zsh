@@ -33,7 +33,7 @@ _arguments "${_arguments_options[@]}" : \
 '-c+[Config file \[default\: /etc/weir/weir.toml, else the built-in default\]]:CONFIG:_files' \
 '--config=[Config file \[default\: /etc/weir/weir.toml, else the built-in default\]]:CONFIG:_files' \
 '--pid-file=[Where to write weir'\''s pid, for \`weir reload\`; not writable is a warning]:PID_FILE:_files' \
-'--tap-socket=[Where to serve \`weir tap\` viewers (a unix socket, mode 0600)]:TAP_SOCKET:_files' \
+'--tap-socket=[Where to serve \`weir tap\` viewers (a unix socket, mode 0600) \[default\: tap.sock next to the pid file, /run/weir/tap.sock\]]:TAP_SOCKET:_files' \
 '-h[Print help]' \
 '--help[Print help]' \
 && ret=0

@@ -220,9 +220,15 @@ fn parse_texts(texts: &[load::Text], origin: &str) -> Result<Config, ConfigError
     let (table, lines) = load::merge(texts, &mut problems);
     let config = if problems.is_empty() {
         let mut found = Problems::default();
-        let config = sections(table, &mut found).map(|raw| raw.validate(&mut found));
+        let (raw, complete) = sections(table, &mut found);
+        let config = raw.validate(&mut found);
         problems = found.into_vec();
-        config
+        if !complete {
+            // "No source/sink configured" may only mean that one could
+            // not be read, which is already a problem of its own.
+            problems.retain(|p| p.key != "sources" && p.key != "sinks");
+        }
+        Some(config)
     } else {
         None
     };
@@ -251,8 +257,9 @@ fn parse_texts(texts: &[load::Text], origin: &str) -> Result<Config, ConfigError
 /// Deserializes each section on its own, so that a wrong key in one does not
 /// hide the problems of the others, and each source and sink by its `type`,
 /// so that a problem inside names its full key (`sinks.local.keep_files`).
-/// `None` when a section could not be read (the problems say why).
-fn sections(mut table: toml::Table, problems: &mut Problems) -> Option<RawConfig> {
+/// What could not be read is left out or at its default, so that the rest is
+/// still validated; `false` then says the result is incomplete.
+fn sections(mut table: toml::Table, problems: &mut Problems) -> (RawConfig, bool) {
     let mut take = |key: &str| table.remove(key);
     let state_dir = take("state_dir");
     let hostname = take("hostname");
@@ -279,36 +286,29 @@ fn sections(mut table: toml::Table, problems: &mut Problems) -> Option<RawConfig
         "gelf" => de(v, key, p).map(sink::RawConfig::Gelf),
         _ => unknown_type(kind, key, "file, loki, gelf", p),
     });
-    let raw = Partial {
-        state_dir: optional(state_dir, "state_dir", problems)
-            .map(|s| s.unwrap_or_else(default_state_dir)),
-        hostname: optional(hostname, "hostname", problems),
-        sources,
-        scrub: optional(scrub, "scrub", problems),
-        spool: optional(spool, "spool", problems),
-        sinks,
-        metrics: optional(metrics, "metrics", problems),
+    let mut complete = sources.1 && sinks.1;
+    let scrub = or_default(optional(scrub, "scrub", problems), &mut complete);
+    let spool = or_default(optional(spool, "spool", problems), &mut complete);
+    let metrics = or_default(optional(metrics, "metrics", problems), &mut complete);
+    let hostname = optional(hostname, "hostname", problems);
+    let state_dir = optional(state_dir, "state_dir", problems);
+    complete &= hostname.is_some() && state_dir.is_some();
+    let raw = RawConfig {
+        state_dir: state_dir.flatten().unwrap_or_else(default_state_dir),
+        hostname: hostname.flatten(),
+        sources: sources.0,
+        scrub,
+        spool,
+        sinks: sinks.0,
+        metrics,
     };
-    Some(RawConfig {
-        state_dir: raw.state_dir?,
-        hostname: raw.hostname?,
-        sources: raw.sources?,
-        scrub: raw.scrub?.unwrap_or_default(),
-        spool: raw.spool?.unwrap_or_default(),
-        sinks: raw.sinks?,
-        metrics: raw.metrics?.unwrap_or_default(),
-    })
+    (raw, complete)
 }
 
-/// The sections of [`sections`] while being read: `None` is a problem.
-struct Partial {
-    state_dir: Option<PathBuf>,
-    hostname: Option<Option<String>>,
-    sources: Option<BTreeMap<String, source::RawConfig>>,
-    scrub: Option<Option<scrub::RawConfig>>,
-    spool: Option<Option<spool::RawConfig>>,
-    sinks: Option<BTreeMap<String, sink::RawConfig>>,
-    metrics: Option<Option<metrics::RawConfig>>,
+/// A section as read, or its default when absent or unreadable (noted).
+fn or_default<T: Default>(read: Option<Option<T>>, complete: &mut bool) -> T {
+    *complete &= read.is_some();
+    read.flatten().unwrap_or_default()
 }
 
 /// Reads a value that may be absent: `Some(None)` when absent.
@@ -342,19 +342,20 @@ fn de<T: serde::de::DeserializeOwned>(
         .ok()
 }
 
-/// `[sources.NAME]` or `[sinks.NAME]` tables, each read by `kind` (its `type`).
+/// `[sources.NAME]` or `[sinks.NAME]` tables, each read by `kind` (its
+/// `type`); those that could be read, and whether that was all of them.
 fn named<T>(
     value: Option<toml::Value>,
     key: &str,
     problems: &mut Problems,
     by_type: impl Fn(&str, &str, toml::Value, &mut Problems) -> Option<T>,
-) -> Option<BTreeMap<String, T>> {
+) -> (BTreeMap<String, T>, bool) {
     let Some(value) = value else {
-        return Some(BTreeMap::new());
+        return (BTreeMap::new(), true);
     };
     let toml::Value::Table(table) = value else {
         problems.add(key, format!("must be tables, e.g. [{key}.NAME]"));
-        return None;
+        return (BTreeMap::new(), false);
     };
     let mut out = BTreeMap::new();
     let mut ok = true;
@@ -383,7 +384,7 @@ fn named<T>(
             None => ok = false,
         }
     }
-    ok.then_some(out)
+    (out, ok)
 }
 
 fn unknown_type<T>(kind: &str, key: &str, known: &str, problems: &mut Problems) -> Option<T> {

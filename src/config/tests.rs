@@ -178,10 +178,10 @@ fn secret_file_and_env_vars() {
     }
 
     let p = problems(&format!(
-        "{MINIMAL}hostname = \"${{WEIR_TEST_UNSET_VAR}}\"\n"
+        "hostname = \"${{WEIR_TEST_UNSET_VAR}}\"\n{MINIMAL}"
     ));
     assert!(
-        p[0].message.contains("WEIR_TEST_UNSET_VAR is not set"),
+        p[0].key == "hostname" && p[0].message.contains("WEIR_TEST_UNSET_VAR is not set"),
         "{p:?}"
     );
     let p = problems(&format!(
@@ -219,6 +219,11 @@ fn dropins_merge_in_name_order_and_problems_name_their_file() {
     let e = load(Some(&main)).unwrap_err();
     let p = e.problems();
     assert_eq!(p.len(), 2, "{e}");
+    // A section that cannot be read does not hide the others' problems.
+    std::fs::write(&main, format!("state_dir = \"rel\"\n{MINIMAL}")).unwrap();
+    let e = load(Some(&main)).unwrap_err();
+    let keys: Vec<_> = e.problems().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["state_dir", "sinks.f.keep_files"], "{e}");
     assert_eq!(p[0].file.as_deref(), Some(main.to_str().unwrap()), "{e}");
     assert_eq!(p[0].key, "state_dir");
     let c_file = d.join("30-c.toml");
