@@ -234,3 +234,26 @@ fn dropins_merge_in_name_order_and_problems_name_their_file() {
         "{e}"
     );
 }
+
+#[test]
+fn secret_files_work_inside_arrays_of_tables_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), "k3y\n").unwrap();
+    std::fs::write(dir.path().join("pw"), "pw\n").unwrap();
+    let d = dir.path().display();
+    let text = format!(
+        "[sources.f]\ntype = \"forward\"\nlisten = \"tcp://127.0.0.1:24224\"\n\
+         shared_key_file = \"{d}/key\"\nusers = [{{ username = \"u\", password_file = \"{d}/pw\" }}]\n\
+         [sinks.f]\ntype = \"file\"\npath = \"/tmp/f\"\n"
+    );
+    let c = parse(&text, "t").unwrap();
+    let source::Config::Forward(f) = &c.sources["f"] else {
+        panic!()
+    };
+    assert_eq!(f.shared_key.as_ref().unwrap().expose(), "k3y");
+    assert_eq!(f.users[0].password, "pw");
+    let both = text.replace("shared_key_file", "shared_key = \"x\"\nshared_key_file");
+    let p = problems(&both);
+    assert_eq!(p[0].key, "sources.f.shared_key_file", "{p:?}");
+    assert!(p[0].message.contains("not both"), "{p:?}");
+}
