@@ -192,10 +192,13 @@ fn reload_applies_a_valid_config_and_refuses_an_invalid_one() {
     let weir = Weir::start(weir_run(dir.path(), &cfg, &notify));
     notes.wait_for("READY=1");
 
-    // Valid: a second sink appears, through `weir reload` and the pid file.
+    // Valid: a second sink appears, through `weir reload --pid`, as the
+    // unit's ExecReload runs it (the verdict is read next to the pid file).
     std::fs::write(&cfg, config(dir.path(), &["first", "second"])).unwrap();
     let out = Command::new(weir_bin())
         .arg("reload")
+        .arg("--pid")
+        .arg(weir.child.id().to_string())
         .arg("--pid-file")
         .arg(dir.path().join("weir.pid"))
         .output()
@@ -204,6 +207,11 @@ fn reload_applies_a_valid_config_and_refuses_an_invalid_one() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("config reloaded: 1 source(s), 2 sink(s)"),
+        "{said}"
     );
     notes.wait_for("RELOADING=1");
     notes.wait_for("READY=1");
