@@ -305,6 +305,11 @@ async fn vacuum_while_stopped_gives_a_counted_gap_and_no_replay() {
     assert_eq!(messages(&take(&mut w, 3).await), lines("new", 1..=3));
     nothing_more(&mut w, Duration::from_millis(500)).await;
     assert_eq!(counter("weir_journal_cursor_gaps_total", "j-vacuum"), 1.0);
+    // The journal's sequence numbers tell how many: the three lost lines.
+    assert_eq!(
+        counter("weir_journal_entries_missed_total", "j-vacuum"),
+        3.0
+    );
     src.stop().await;
 }
 
@@ -629,5 +634,284 @@ fn kill_9_mid_stream_loses_nothing_committed() {
     let got = sink_messages(dir.path());
     for l in &all {
         assert!(got.contains(l), "{l} lost after kill -9");
+    }
+}
+
+// ---- real-world churn (issue 25) -------------------------------------------
+
+/// CPU seconds (user + system) used so far by this process's thread whose
+/// name is `comm` (Linux cuts thread names at 15 bytes).
+fn thread_cpu_s(comm: &str) -> f64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if name.trim_end() == comm {
+            return stat_cpu_s(&std::fs::read_to_string(dir.join("stat")).unwrap());
+        }
+    }
+    panic!("no thread named {comm}");
+}
+
+/// utime + stime of a `/proc/.../stat` line, in seconds (100 ticks a second).
+fn stat_cpu_s(stat: &str) -> f64 {
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_from_an_earlier_boot_resumes_across_the_boot_boundary() {
+    let mut j = Journald::start("boot");
+    let mut w = weir();
+    cat(&j, &lines("boot one", 1..=5));
+    let src = run("j-boot", &config(&j), &w).await;
+    let first = take(&mut w, 5).await;
+    assert_eq!(messages(&first), lines("boot one", 1..=5));
+    let old_boot = first[4].field("_BOOT_ID").unwrap().to_owned();
+    src.stop().await;
+
+    // "Reboot": journald comes back under another boot id, archives the
+    // old boot's file and writes the new boot's entries.
+    let new_boot = "5eb00700000000000000000000000b07";
+    assert_ne!(old_boot, new_boot);
+    j.restart_as_boot(new_boot);
+    j.journalctl(&["--rotate"]);
+    cat(&j, &lines("boot two", 1..=5));
+    j.wait_entries(5, &[&format!("_BOOT_ID={new_boot}"), "--identifier=catapp"]);
+
+    // The stored cursor is of the old boot; `tail` would skip the new boot's
+    // first entries, a `--boot` reader would lose the old boot's last ones.
+    let cfg = journal::Config {
+        start_at: StartAt::Tail,
+        ..config(&j)
+    };
+    let src = run("j-boot", &cfg, &w).await;
+    let second = take(&mut w, 5).await;
+    assert_eq!(messages(&second), lines("boot two", 1..=5));
+    for e in &second {
+        assert_eq!(e.field("_BOOT_ID"), Some(new_boot));
+    }
+    cat(&j, &lines("boot two more", 1..=2));
+    assert_eq!(
+        messages(&take(&mut w, 2).await),
+        lines("boot two more", 1..=2)
+    );
+    nothing_more(&mut w, Duration::from_millis(500)).await;
+    assert_eq!(counter("weir_journal_cursor_gaps_total", "j-boot"), 0.0);
+    assert_eq!(counter("weir_journal_entries_missed_total", "j-boot"), 0.0);
+    src.stop().await;
+}
+
+/// The archived files of a journald namespace (`system@….journal`).
+fn archived_files(j: &Journald) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(j.journal_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("system@") && n.ends_with(".journal"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Flips every bit of 64 KiB in the middle of the objects of a journal file
+/// (after the header's hash tables, before its last object), where entry,
+/// data and entry array objects lie.
+fn corrupt_middle(file: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let mut header = [0u8; 160];
+    f.read_exact(&mut header).unwrap();
+    assert_eq!(&header[..8], b"LPKSHHRH", "not a journal file");
+    let u64_at = |o: usize| u64::from_le_bytes(header[o..o + 8].try_into().unwrap());
+    // Header: data_hash_table_offset at 104 (+ its size at 112), tail_object_offset at 136.
+    let objects_start = u64_at(104) + u64_at(112);
+    let tail = u64_at(136);
+    assert!(
+        tail > objects_start + 4 * 65536,
+        "too few objects to corrupt"
+    );
+    let at = (objects_start + (tail - objects_start) / 2) & !7;
+    let mut buf = vec![0u8; 65536];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut buf).unwrap();
+    for b in &mut buf {
+        *b = !*b;
+    }
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&buf).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_archived_file_is_read_around_counted_and_never_spun_on() {
+    let j = Journald::start("corrupt");
+    let mut w = weir();
+    let old = lines("old", 1..=3000);
+    cat(&j, &old);
+    j.wait_entries(3000, &["--identifier=catapp"]);
+    j.journalctl(&["--rotate"]);
+    let archived = archived_files(&j);
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    corrupt_middle(&archived[0]);
+    cat(&j, &lines("after", 1..=100));
+    j.wait_entries(1, &["MESSAGE=after 100"]);
+
+    let src = run("jc", &config(&j), &w).await;
+    // What can still be read is read; then the active file's entries.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !got.iter().any(|e: &Event| e.message == b"after 100") {
+        assert!(Instant::now() < deadline, "stalled at {} events", got.len());
+        if let Ok(batch) = tokio::time::timeout(
+            Duration::from_secs(1),
+            w.reader.next_batch(10_000, 64 << 20),
+        )
+        .await
+        {
+            got.extend(batch.unwrap().events);
+        }
+    }
+    // Entries of the old file: all before the first new one. Some may have
+    // lost a field to the corruption (libsystemd hands over the items it can
+    // read, as `journalctl` shows them): they still count as read.
+    let first_after = got
+        .iter()
+        .position(|e| e.message == b"after 1")
+        .expect("after 1 delivered");
+    let got_old = first_after as u64;
+    assert_eq!(
+        messages(&got[got.len() - 100..]),
+        lines("after", 1..=100),
+        "the entries after the corrupt file"
+    );
+    assert!(got_old < 3000, "the corruption hid nothing: test broken");
+    assert!(got_old > 0, "nothing read from the corrupt file");
+    // Every old entry is either delivered or counted.
+    let unread = counter("weir_journal_entries_missed_total", "jc")
+        + weir::metrics::value(
+            "weir_source_decode_errors_total",
+            &[("source", "jc"), ("reason", "unreadable_entry")],
+        )
+        .unwrap_or(0.0);
+    eprintln!("old file: {got_old} of 3000 entries read, {unread} counted unread");
+    assert_eq!(
+        got_old as f64 + unread,
+        3000.0,
+        "{got_old} old entries delivered, {unread} counted unread"
+    );
+
+    // New entries keep coming, and waiting costs next to nothing.
+    let cpu0 = thread_cpu_s("journal-jc");
+    let t = Instant::now();
+    for round in 1..=4 {
+        cat(&j, &lines(&format!("new {round}"), 1..=10));
+        assert_eq!(
+            messages(&take(&mut w, 10).await),
+            lines(&format!("new {round}"), 1..=10)
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let cpu = thread_cpu_s("journal-jc") - cpu0;
+    let share = cpu / t.elapsed().as_secs_f64();
+    eprintln!(
+        "reader thread: {cpu:.2} CPU s over {:?} ({:.2}% of a core)",
+        t.elapsed(),
+        share * 100.0
+    );
+    assert!(
+        share < 0.10,
+        "the reader spins: {:.1}% of a core",
+        share * 100.0
+    );
+    nothing_more(&mut w, Duration::from_millis(300)).await;
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_journal_sources_each_resume_from_their_own_cursor() {
+    let a = Journald::start("multi-a");
+    let b = Journald::start("multi-b");
+    let c = Journald::start("multi-c");
+    let mut w = weir();
+    let cfg_a = config(&a);
+    let cfg_b = config(&b);
+    // The third one by directory: the files of a namespace, read like any
+    // copied or remote journal directory.
+    let cfg_c = journal::Config {
+        journal: JournalSet::Directory(c.journal_dir()),
+        ..config(&c)
+    };
+    let write_all = |round: &str| {
+        cat(&a, &lines(&format!("a {round}"), 1..=4));
+        cat(&b, &lines(&format!("b {round}"), 1..=3));
+        cat(&c, &lines(&format!("c {round}"), 1..=2));
+    };
+    let split = |events: &[Event]| {
+        let mut by: std::collections::BTreeMap<char, Vec<String>> = Default::default();
+        for m in messages(events) {
+            by.entry(m.chars().next().unwrap()).or_default().push(m);
+        }
+        by
+    };
+    let expect = |round: &str| {
+        let mut by = std::collections::BTreeMap::new();
+        by.insert('a', lines(&format!("a {round}"), 1..=4));
+        by.insert('b', lines(&format!("b {round}"), 1..=3));
+        by.insert('c', lines(&format!("c {round}"), 1..=2));
+        by
+    };
+    write_all("one");
+    c.wait_entries(2, &["--identifier=catapp"]);
+    let run_all = |w: &Weir| {
+        let (ca, cb, cc) = (cfg_a.clone(), cfg_b.clone(), cfg_c.clone());
+        let ingest = w.ingest.clone();
+        async move {
+            let mut v = Vec::new();
+            for (name, cfg) in [("jm-a", ca), ("jm-b", cb), ("jm-c", cc)] {
+                let stop = CancellationToken::new();
+                let task = journal::start(name, &cfg, ingest.clone(), stop.clone())
+                    .await
+                    .expect("journal source starts");
+                v.push(Running { task, stop });
+            }
+            v
+        }
+    };
+    let srcs = run_all(&w).await;
+    assert_eq!(split(&take(&mut w, 9).await), expect("one"));
+    for s in srcs {
+        s.stop().await;
+    }
+
+    // While stopped: each journal moves on by a different amount.
+    write_all("two");
+    c.wait_entries(1, &["MESSAGE=c two 2"]);
+    let srcs = run_all(&w).await;
+    assert_eq!(split(&take(&mut w, 9).await), expect("two"));
+    write_all("three");
+    assert_eq!(split(&take(&mut w, 9).await), expect("three"));
+    nothing_more(&mut w, Duration::from_millis(500)).await;
+    for (name, received) in [("jm-a", 12.0), ("jm-b", 9.0), ("jm-c", 6.0)] {
+        assert_eq!(
+            counter("weir_journal_cursor_gaps_total", name),
+            0.0,
+            "{name}"
+        );
+        assert_eq!(
+            counter("weir_source_events_received_total", name),
+            received,
+            "{name} read an entry twice"
+        );
+    }
+    for s in srcs {
+        s.stop().await;
     }
 }

@@ -255,6 +255,15 @@ impl Reader {
         }
     }
 
+    /// Whether every entry of the journal passes the include filters, so
+    /// that a jump in sequence numbers means entries were stepped over
+    /// rather than filtered out.
+    fn sequential(&self) -> bool {
+        self.config.units.is_empty()
+            && self.config.identifiers.is_empty()
+            && self.config.max_priority.is_none()
+    }
+
     /// Collects the current entry; `None` when it is weir's own or excluded.
     fn read_entry(&self, j: &mut Journal, entry: &mut Entry) -> io::Result<Option<Pick>> {
         entry.clear();
@@ -297,6 +306,14 @@ impl Reader {
     ) -> Result<(), Stop> {
         let cursor = j.cursor().map_err(Stop::Failed)?;
         let pending = std::mem::take(batch);
+        if let (true, Some(prev)) = (self.sequential(), last_cursor.as_deref()) {
+            let missed = cursor::missed_between(prev, &cursor, pending.read as u64);
+            if missed > 0 {
+                self.metrics.missed.add(missed);
+                tracing::warn!(source = %self.name, missed,
+                    "the journal's sequence numbers jumped: entries were vacuumed before weir read them, or are in a corrupt journal file; reading on");
+            }
+        }
         *last_cursor = Some(cursor.clone());
         if pending.events.is_empty() {
             return Ok(());
