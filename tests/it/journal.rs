@@ -915,3 +915,282 @@ async fn several_journal_sources_each_resume_from_their_own_cursor() {
         s.stop().await;
     }
 }
+
+/// Writes `msgs` with `systemd-cat -t catapp`, running `journalctl --rotate`
+/// after every `per_file` lines (each rotation archives the active file).
+fn cat_rotating(j: &Journald, msgs: &[String], per_file: usize) {
+    for chunk in msgs.chunks(per_file) {
+        cat(j, chunk);
+        j.journalctl(&["--rotate"]);
+    }
+}
+
+/// How many of weir's own log entries in `j` have this message, and the sum
+/// of their `field` (a number) where present.
+fn weir_log(j: &Journald, message: &str, field: &str) -> (usize, u64) {
+    let entries = j.entries(&["SYSLOG_IDENTIFIER=weir", &format!("MESSAGE={message}")]);
+    let sum = entries
+        .iter()
+        .filter_map(|e| e[field].as_str()?.parse::<u64>().ok())
+        .sum();
+    (entries.len(), sum)
+}
+
+#[test]
+fn rotation_vacuum_and_kill_9_while_reading_20000_entries() {
+    let j = Journald::start("churn");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &j, "");
+    let all = lines("churn", 1..=20_000);
+    let (read_live, rest) = all.split_at(8_000);
+    let (vacuumed, after) = rest.split_at(4_000);
+
+    // 1. 8,000 entries over four files, rotated while weir reads; weir is
+    //    killed with SIGKILL mid-stream and started again.
+    let weir = WeirProcess::start(&j, &config);
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| cat_rotating(&j, read_live, 2_000));
+        wait_for("3000 lines in the sink", Duration::from_secs(30), || {
+            (sink_messages(dir.path()).len() >= 3_000).then_some(())
+        });
+        drop(weir); // SIGKILL mid-stream
+        writer.join().unwrap();
+    });
+    let written_before_kill = sink_messages(dir.path());
+    let weir = WeirProcess::start(&j, &config);
+    wait_sink_message(dir.path(), "churn 8000");
+    weir.terminate();
+
+    // 2. While weir is down, 4,000 more are written, then rotated and
+    //    vacuumed away: weir never saw them.
+    cat(&j, vacuumed);
+    j.wait_entries(1, &["MESSAGE=churn 12000"]);
+    // Entries after the last one weir took (`churn 8000`): these 4,000 and
+    // whatever else was logged meanwhile (weir's own shutdown lines).
+    let journal = j.entries(&[]);
+    let last_taken = journal
+        .iter()
+        .position(|e| e["MESSAGE"] == "churn 8000")
+        .unwrap();
+    let unread = journal.len() - last_taken - 1;
+    j.rotate_and_vacuum();
+    assert!(
+        j.entries(&["--identifier=catapp"]).is_empty(),
+        "vacuum left entries"
+    );
+
+    // 3. Started again: a counted gap, then 8,000 more over four rotations.
+    let weir = WeirProcess::start(&j, &config);
+    cat_rotating(&j, after, 2_000);
+    wait_sink_message(dir.path(), "churn 20000");
+    weir.terminate();
+
+    let got = sink_messages(dir.path());
+    let unique: std::collections::HashSet<&str> = got.iter().map(String::as_str).collect();
+    let duplicates = got.len() - unique.len();
+    let lost_live: Vec<_> = read_live
+        .iter()
+        .chain(after)
+        .filter(|l| !unique.contains(l.as_str()))
+        .collect();
+    assert!(
+        lost_live.is_empty(),
+        "{} entries lost: {:?}",
+        lost_live.len(),
+        &lost_live[..lost_live.len().min(10)]
+    );
+    let leaked = vacuumed
+        .iter()
+        .filter(|l| unique.contains(l.as_str()))
+        .count();
+    assert_eq!(leaked, 0, "vacuumed entries cannot have been read");
+    assert_eq!(unique.len(), 16_000, "unexpected events in the sink");
+    eprintln!(
+        "{} lines in the sink: 16000 distinct, {duplicates} duplicates",
+        got.len()
+    );
+    // At-least-once: only what the sink wrote before the SIGKILL but had
+    // not acknowledged yet (its cursor is stored once a second) is written
+    // again, once. The journal side adds none: it resumes right after the
+    // cursor committed with the spooled data.
+    let before_kill: std::collections::HashSet<&str> =
+        written_before_kill.iter().map(String::as_str).collect();
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    for m in &got {
+        *seen.entry(m.as_str()).or_default() += 1;
+    }
+    for (m, n) in &seen {
+        assert!(
+            *n == 1 || (*n == 2 && before_kill.contains(m)),
+            "`{m}` written {n} times"
+        );
+    }
+    assert!(duplicates <= written_before_kill.len());
+    // The gap is counted once and its size told: weir logs both.
+    let (gaps, _) = weir_log(
+        &j,
+        "the last committed journal entry is gone (vacuumed or rotated while weir was down); resuming at the oldest entry since its time, entries in between are lost",
+        "F_RESUME_AT_US",
+    );
+    assert_eq!(gaps, 1, "one gap warning");
+    let (_, missed) = weir_log(
+        &j,
+        "the journal's sequence numbers jumped: entries were vacuumed before weir read them, or are in a corrupt journal file; reading on",
+        "F_MISSED",
+    );
+    assert!(unread >= 4_000);
+    assert_eq!(missed, unread as u64, "the vacuumed entries, counted");
+}
+
+/// `/proc/PID[/task/TID]/io` as name -> value.
+fn proc_io(path: &Path) -> std::collections::HashMap<String, u64> {
+    std::fs::read_to_string(path.join("io"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            Some((k.to_owned(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `/proc` directory of `pid`'s thread named `comm`.
+fn thread_dir(pid: u32, comm: &str) -> PathBuf {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        if std::fs::read_to_string(dir.join("comm"))
+            .unwrap_or_default()
+            .trim_end()
+            == comm
+        {
+            return dir;
+        }
+    }
+    panic!("weir has no thread named {comm}");
+}
+
+/// CPU seconds and I/O of the whole process and of its journal thread.
+struct Usage {
+    cpu: f64,
+    io: std::collections::HashMap<String, u64>,
+    thread_cpu: f64,
+    thread_io: std::collections::HashMap<String, u64>,
+    /// Every thread's (name, write syscalls, bytes written, bytes to storage).
+    threads: std::collections::BTreeMap<String, (u64, u64, u64)>,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Usage {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let thread = thread_dir(pid, "journal-journal");
+        Usage {
+            cpu: stat_cpu_s(&std::fs::read_to_string(proc_dir.join("stat")).unwrap()),
+            io: proc_io(&proc_dir),
+            thread_cpu: stat_cpu_s(&std::fs::read_to_string(thread.join("stat")).unwrap()),
+            thread_io: proc_io(&thread),
+            threads: std::fs::read_dir(proc_dir.join("task"))
+                .unwrap()
+                .filter_map(|t| {
+                    let dir = t.ok()?.path();
+                    let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+                    let io = proc_io(&dir);
+                    let tid = dir.file_name()?.to_string_lossy().into_owned();
+                    Some((
+                        format!("{}/{tid}", comm.trim_end()),
+                        (io["syscw"], io["wchar"], io["write_bytes"]),
+                    ))
+                })
+                .collect(),
+        }
+    }
+}
+
+#[test]
+fn idle_costs_nothing_for_the_journal_source_and_the_whole_agent() {
+    let j = Journald::start("idle");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("forward.sock");
+    let config = write_config(
+        dir.path(),
+        &j,
+        &format!(
+            "[sources.docker]\ntype = \"forward\"\nlisten = \"unix://{}\"\n",
+            sock.display()
+        ),
+    );
+    let weir = WeirProcess::start(&j, &config);
+    cat(&j, &lines("busy", 1..=500));
+    wait_sink_message(dir.path(), "busy 500");
+    // Docker keeps a connection per container open even when it is quiet.
+    let _idle_client = wait_for("the forward socket", Duration::from_secs(10), || {
+        std::os::unix::net::UnixStream::connect(&sock).ok()
+    });
+    // Let start-up and the last batch settle (sink ack, spool sync).
+    std::thread::sleep(Duration::from_secs(3));
+
+    let window = Duration::from_secs(60);
+    let before = Usage::of(weir.pid());
+    std::thread::sleep(window);
+    let after = Usage::of(weir.pid());
+    let delta = |a: &std::collections::HashMap<String, u64>,
+                 b: &std::collections::HashMap<String, u64>,
+                 k: &str| b[k] - a[k];
+    let secs = window.as_secs_f64();
+    eprintln!(
+        "idle {secs} s: journal thread {:.2} CPU s, {} write syscalls, {} bytes written; \
+         whole agent {:.2} CPU s, {} write syscalls, wchar {}, write_bytes {}",
+        after.thread_cpu - before.thread_cpu,
+        delta(&before.thread_io, &after.thread_io, "syscw"),
+        delta(&before.thread_io, &after.thread_io, "wchar"),
+        after.cpu - before.cpu,
+        delta(&before.io, &after.io, "syscw"),
+        delta(&before.io, &after.io, "wchar"),
+        delta(&before.io, &after.io, "write_bytes"),
+    );
+    for (t, (c, w, b)) in &after.threads {
+        let (c0, w0, b0) = before.threads.get(t).copied().unwrap_or_default();
+        if (c - c0, w - w0, b - b0) != (0, 0, 0) {
+            eprintln!(
+                "  thread {t}: {} write syscalls, wchar {}, write_bytes {}",
+                c - c0,
+                w - w0,
+                b - b0
+            );
+        }
+    }
+    assert!(
+        (after.thread_cpu - before.thread_cpu) / secs < 0.005,
+        "the journal source used over 0.5% of a core idle"
+    );
+    assert!(
+        (after.cpu - before.cpu) / secs < 0.005,
+        "the agent used over 0.5% of a core idle"
+    );
+    // The journal source writes nothing at all: no write syscall (wchar
+    // counts every byte passed to write(2), to disk or not), so no cursor
+    // rewrite either.
+    for key in ["wchar", "syscw", "write_bytes"] {
+        assert_eq!(
+            delta(&before.thread_io, &after.thread_io, key),
+            0,
+            "journal thread {key}"
+        );
+    }
+    // The agent sends nothing to storage (write_bytes counts the file pages
+    // a process dirties), and its only writes are the async runtime's 8-byte
+    // eventfd wake-ups (its timers), not files, logs or sockets.
+    assert_eq!(
+        delta(&before.io, &after.io, "write_bytes"),
+        0,
+        "agent write_bytes"
+    );
+    assert_eq!(
+        delta(&before.io, &after.io, "wchar"),
+        8 * delta(&before.io, &after.io, "syscw"),
+        "agent writes other than eventfd wake-ups"
+    );
+    // Still reading: a new entry arrives.
+    cat(&j, &lines("awake", 1..=1));
+    wait_sink_message(dir.path(), "awake 1");
+    weir.terminate();
+}
