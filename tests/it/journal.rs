@@ -1038,8 +1038,13 @@ fn rotation_vacuum_and_kill_9_while_reading_20000_entries() {
         "the journal's sequence numbers jumped: entries were vacuumed before weir read them, or are in a corrupt journal file; reading on",
         "F_MISSED",
     );
-    assert!(unread >= 4_000);
-    assert_eq!(missed, unread as u64, "the vacuumed entries, counted");
+    // All 4,000 and nothing that was not there; the entries right after
+    // `churn 8000` that weir read (its own, skipped) with its last batch are
+    // behind its cursor, not missed.
+    assert!(
+        (4_000..=unread as u64).contains(&missed),
+        "{missed} counted missed, {unread} after the last entry taken"
+    );
 }
 
 /// `/proc/PID[/task/TID]/io` as name -> value.

@@ -305,7 +305,11 @@ impl Reader {
         last_cursor: &mut Option<String>,
     ) -> Result<(), Stop> {
         let cursor = j.cursor().map_err(Stop::Failed)?;
-        let pending = std::mem::take(batch);
+        // The next batch's vector is allocated once at the size this one
+        // needed rather than grown (and its events copied) ten times on the
+        // way to 1000 in a flood; a trickle keeps small ones.
+        let size = batch.read;
+        let pending = std::mem::replace(batch, Pending::with_capacity(size));
         if let (true, Some(prev)) = (self.sequential(), last_cursor.as_deref()) {
             let missed = cursor::missed_between(prev, &cursor, pending.read as u64);
             if missed > 0 {
@@ -364,4 +368,13 @@ struct Pending {
     read: usize,
     bytes: u64,
     started: Option<Instant>,
+}
+
+impl Pending {
+    fn with_capacity(n: usize) -> Pending {
+        Pending {
+            events: Vec::with_capacity(n),
+            ..Pending::default()
+        }
+    }
 }
