@@ -17,6 +17,15 @@
 //! 3. **Unreadable cursor** (no `t=`): start at the tail, counted as a gap.
 //! 4. **First start** (no cursor): `start_at` (`tail`, `head`, `-1h`), never
 //!    reaching further back than `max_age`.
+//!
+//! A cursor from an earlier boot needs nothing special: libsystemd seeks by
+//! the cursor's sequence number within its sequence (`s=`, shared by all the
+//! files one journald writes, across reboots), not by boot, so the next entry
+//! is the first of the new boot (`a_cursor_from_an_earlier_boot_…` test).
+//!
+//! While reading, [`missed_between`] turns a jump in sequence numbers between
+//! two batch cursors into a count of entries stepped over (vacuumed before
+//! they were read, or in a file libsystemd could not read).
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -15,6 +15,14 @@
 //! inotify: `wait` reports `INVALIDATE` and new files are read). A read error
 //! closes the journal, waits [`REOPEN_DELAY`], reopens it and resumes after the
 //! last cursor handed over, with the same gap logic as a restart.
+//!
+//! A corrupt journal file does not stop it: libsystemd steps over what it
+//! cannot read (a file whose header is damaged is not opened at all; a
+//! damaged entry array ends that file early), and an entry whose data cannot
+//! be enumerated is skipped here and counted. Without include filters every
+//! entry of a journald's sequence passes, so each batch's cursor is compared
+//! with the previous one: entries the sequence jumped over are counted in
+//! `weir_journal_entries_missed_total`.
 
 use std::ffi::CString;
 use std::io;
