@@ -6,11 +6,12 @@ export DEBIAN_FRONTEND=noninteractive
 
 build_pkgs=(libsystemd-dev pkg-config gcc)
 # Real peers for the integration tests: Docker's daemon and a busybox rootfs,
-# Go with the Forward and GELF client libraries, journald and its tools.
+# Go with the Forward and GELF client libraries, journald and its tools
+# (systemd-journal-remote writes the journal benchmark's multi-file journal).
 # Units and package tests: lintian, procps, adduser, man-db. TLS test
 # certificates: openssl.
 test_pkgs=(docker.io busybox-static golang-go golang-github-fluent-fluent-logger-golang-dev
-  golang-github-graylog2-go-gelf-dev systemd python3-pip util-linux iproute2 e2fsprogs
+  golang-github-graylog2-go-gelf-dev systemd systemd-journal-remote python3-pip util-linux iproute2 e2fsprogs
   lintian procps adduser man-db openssl)
 
 pkgs=("${build_pkgs[@]}")

@@ -39,6 +39,9 @@ pub struct Journald {
     child: Option<Child>,
     keepalive: Option<UnixStream>,
     machine_id: String,
+    /// A file holding a fake boot id, bind-mounted over
+    /// `/proc/sys/kernel/random/boot_id` for journald (see [`Journald::restart_as_boot`]).
+    boot_id_file: Option<tempfile::NamedTempFile>,
 }
 
 impl Journald {
@@ -71,6 +74,7 @@ impl Journald {
             child: None,
             keepalive: None,
             machine_id,
+            boot_id_file: None,
         };
         std::fs::write(
             j.conf_path(),
@@ -85,7 +89,21 @@ impl Journald {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(JOURNALD)
+        let mut cmd = match &self.boot_id_file {
+            None => Command::new(JOURNALD),
+            Some(file) => {
+                // journald stamps `_BOOT_ID` from this file: a private mount
+                // namespace where it reads another id is a reboot as far as
+                // the journal can tell.
+                let mut c = Command::new("unshare");
+                c.args(["-m", "--propagation", "private", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /proc/sys/kernel/random/boot_id && exec "$@""#)
+                    .arg(file.path())
+                    .arg(JOURNALD);
+                c
+            }
+        };
+        let child = cmd
             .arg(&self.namespace)
             .env("SYSTEMD_LOG_LEVEL", "warning")
             .env("SYSTEMD_LOG_TARGET", "console")
@@ -114,6 +132,30 @@ impl Journald {
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// Stops journald and starts it again as if the machine had rebooted:
+    /// its new entries carry `boot_id` (32 hex digits) as `_BOOT_ID`.
+    pub fn restart_as_boot(&mut self, boot_id: &str) {
+        assert_eq!(boot_id.len(), 32, "a boot id is 32 hex digits");
+        let dashed = format!(
+            "{}-{}-{}-{}-{}\n",
+            &boot_id[..8],
+            &boot_id[8..12],
+            &boot_id[12..16],
+            &boot_id[16..20],
+            &boot_id[20..]
+        );
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(dashed.as_bytes()).unwrap();
+        self.stop();
+        self.boot_id_file = Some(file);
+        self.spawn();
+    }
+
+    /// The pid of the running journald (for reading its `/proc` files).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("journald running").id()
     }
 
     fn stop(&mut self) {

@@ -17,6 +17,15 @@
 //! 3. **Unreadable cursor** (no `t=`): start at the tail, counted as a gap.
 //! 4. **First start** (no cursor): `start_at` (`tail`, `head`, `-1h`), never
 //!    reaching further back than `max_age`.
+//!
+//! A cursor from an earlier boot needs nothing special: libsystemd seeks by
+//! the cursor's sequence number within its sequence (`s=`, shared by all the
+//! files one journald writes, across reboots), not by boot, so the next entry
+//! is the first of the new boot (`a_cursor_from_an_earlier_boot_…` test).
+//!
+//! While reading, [`missed_between`] turns a jump in sequence numbers between
+//! two batch cursors into a count of entries stepped over (vacuumed before
+//! they were read, or in a file libsystemd could not read).
 
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +51,37 @@ pub fn realtime_of(cursor: &str) -> Option<u64> {
         .split(';')
         .find_map(|part| part.strip_prefix("t="))
         .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+}
+
+/// The sequence number of a cursor's entry and the id of the sequence it
+/// belongs to (`s=` and `i=`, hex): journald numbers the entries of all the
+/// files it writes (system, user, rotated and archived) in one sequence.
+pub fn seqnum_of(cursor: &str) -> Option<(&str, u64)> {
+    let mut id = None;
+    let mut num = None;
+    for part in cursor.split(';') {
+        if let Some(s) = part.strip_prefix("s=") {
+            id = Some(s);
+        } else if let Some(i) = part.strip_prefix("i=") {
+            num = u64::from_str_radix(i, 16).ok();
+        }
+    }
+    Some((id?, num?))
+}
+
+/// How many entries lie between `prev` and `next` that were not among the
+/// `read` entries read after `prev` up to and including `next`: the
+/// sequence jumped over entries vacuumed before they were read, or lost in
+/// a corrupt file that libsystemd stepped over. 0 when the two cursors are
+/// of different sequences (another journald instance, files from
+/// `systemd-journal-remote`): then nothing can be told, and nothing is
+/// claimed. Entries of other sequences interleaved in between only make the
+/// figure smaller, never larger.
+pub fn missed_between(prev: &str, next: &str, read: u64) -> u64 {
+    match (seqnum_of(prev), seqnum_of(next)) {
+        (Some((a, i)), Some((b, j))) if a == b && j > i => (j - i).saturating_sub(read),
+        _ => 0,
+    }
 }
 
 /// Positions `j` so that the next `next()` returns the first entry to ingest.
@@ -113,6 +153,23 @@ mod tests {
         assert_eq!(realtime_of("s=1;i=2"), None);
         assert_eq!(realtime_of("t=zz"), None);
         assert_eq!(realtime_of(""), None);
+    }
+
+    #[test]
+    fn counts_the_entries_a_sequence_jumped_over() {
+        let at = |s: &str, i: u64| format!("s={s};i={i:x};b=b;m=1;t=660d20f39e973;x=1");
+        assert_eq!(seqnum_of(&at("aa", 0x1f)), Some(("aa", 0x1f)));
+        assert_eq!(seqnum_of("s=aa;t=1"), None);
+        // 10 read after entry 100, the last one 110: nothing missed.
+        assert_eq!(missed_between(&at("aa", 100), &at("aa", 110), 10), 0);
+        // 10 read, but the last one is 130: 20 were stepped over.
+        assert_eq!(missed_between(&at("aa", 100), &at("aa", 130), 10), 20);
+        // Entries of another sequence were read in between: no overcount.
+        assert_eq!(missed_between(&at("aa", 100), &at("aa", 105), 10), 0);
+        // Another sequence, or going back (a reopened older file): no claim.
+        assert_eq!(missed_between(&at("aa", 100), &at("bb", 500), 1), 0);
+        assert_eq!(missed_between(&at("aa", 100), &at("aa", 50), 1), 0);
+        assert_eq!(missed_between("garbage", &at("aa", 50), 1), 0);
     }
 
     #[test]

@@ -46,8 +46,6 @@ pub struct Entry {
     priority: Option<u8>,
     unit: Option<String>,
     hostname: Option<String>,
-    identifier: Option<String>,
-    pid: Option<Vec<u8>>,
     container_name: Option<String>,
     container_id: Option<String>,
     container_id_full: Option<String>,
@@ -96,18 +94,16 @@ impl Entry {
             b"COM_DOCKER_COMPOSE_SERVICE" => set_once(&mut self.compose_service, || lossy(value)),
             b"CONTAINER_TAG" => self.fields.push(("container_tag".into(), lossy(value))),
             b"IMAGE_NAME" => self.fields.push(("image_name".into(), lossy(value))),
-            b"SYSLOG_IDENTIFIER" => {
-                let v = lossy(value);
-                if self.identifier.is_none() {
-                    self.identifier = Some(v.clone());
-                }
-                self.fields.push(("SYSLOG_IDENTIFIER".into(), v));
-            }
-            b"_PID" => {
-                set_once(&mut self.pid, || value.to_vec());
-                self.fields.push(("_PID".into(), lossy(value)));
-            }
-            b"_UID" | b"_COMM" | b"_BOOT_ID" | b"_TRANSPORT" | b"_SYSTEMD_USER_UNIT" => {
+            // The first `SYSLOG_IDENTIFIER` and `_PID` fields also serve
+            // [`Entry::identity`] and the `service` label: looked up there
+            // rather than copied.
+            b"SYSLOG_IDENTIFIER"
+            | b"_PID"
+            | b"_UID"
+            | b"_COMM"
+            | b"_BOOT_ID"
+            | b"_TRANSPORT"
+            | b"_SYSTEMD_USER_UNIT" => {
                 self.fields.push((lossy(name), lossy(value)));
             }
             b"SYSLOG_RAW" | b"SYSLOG_TIMESTAMP" | b"SYSLOG_PID" | b"COREDUMP" => {}
@@ -120,10 +116,18 @@ impl Entry {
     /// `_PID`, `_SYSTEMD_UNIT` and `SYSLOG_IDENTIFIER`, for self-exclusion and filters.
     pub fn identity(&self) -> (Option<&[u8]>, Option<&str>, Option<&str>) {
         (
-            self.pid.as_deref(),
+            self.field("_PID").map(str::as_bytes),
             self.unit.as_deref(),
-            self.identifier.as_deref(),
+            self.field("SYSLOG_IDENTIFIER"),
         )
+    }
+
+    /// The first field named `name` collected so far.
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Builds the event and clears the entry for the next one.
@@ -145,7 +149,7 @@ impl Entry {
                     .and_then(|u| u.strip_suffix(".service"))
                     .map(str::to_owned)
             })
-            .or_else(|| self.identifier.clone())
+            .or_else(|| self.field("SYSLOG_IDENTIFIER").map(str::to_owned))
             .or_else(|| self.unit.clone());
         e.labels.service = service;
         e.labels.app = self.compose_project.take();
@@ -153,7 +157,10 @@ impl Entry {
         e.labels.unit = self.unit.take();
         e.labels.host = self.hostname.take();
         e.labels.level = self.priority.take().map(Level::from_syslog);
-        e.fields = std::mem::take(&mut self.fields);
+        // The next entry's fields get a vector of the size this one needed,
+        // so that it does not grow (and copy) field by field.
+        let size = self.fields.len() + 2;
+        e.fields = std::mem::replace(&mut self.fields, Vec::with_capacity(size));
         if let Some(id) = self.container_id_full.take().or(self.container_id.take()) {
             e.fields.push(("container_id".into(), id));
         }
@@ -181,8 +188,13 @@ fn set_once<T>(slot: &mut Option<T>, value: impl FnOnce() -> T) {
     }
 }
 
+/// `b` as a String, invalid UTF-8 replaced. Valid text (nearly all) takes the
+/// fast validation of `from_utf8`, not the lossy scan.
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 #[cfg(test)]

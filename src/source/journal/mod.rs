@@ -41,6 +41,9 @@
 //! `weir_journal_cursor_gaps_total`, `weir_journal_entries_skipped_total{reason}`
 //! (`self`: weir's own entries; `excluded`: `exclude_units` /
 //! `exclude_identifiers`), `weir_source_decode_errors_total{reason="unreadable_entry"}`,
+//! `weir_journal_entries_missed_total` (entries the journal's sequence
+//! numbers jumped over while reading: vacuumed before they were read, or lost
+//! in a corrupt file; see [`cursor::missed_between`]),
 //! `weir_journal_read_errors_total` (reopens).
 
 pub mod config;
@@ -253,6 +256,7 @@ pub(crate) struct Metrics {
     pub skipped_self: Counter,
     pub skipped_excluded: Counter,
     pub unreadable: Counter,
+    pub missed: Counter,
     pub read_errors: Counter,
 }
 
@@ -289,6 +293,11 @@ impl Metrics {
                 "weir_source_decode_errors_total",
                 "Records a source could not decode, by reason.",
                 &[("source", source), ("reason", "unreadable_entry")],
+            ),
+            missed: metrics::counter(
+                "weir_journal_entries_missed_total",
+                "Journal entries stepped over unread: the journal's sequence numbers jumped (vacuumed before weir read them, or lost in a corrupt file). Counted only without include filters.",
+                &s,
             ),
             read_errors: metrics::counter(
                 "weir_journal_read_errors_total",

@@ -15,6 +15,14 @@
 //! inotify: `wait` reports `INVALIDATE` and new files are read). A read error
 //! closes the journal, waits [`REOPEN_DELAY`], reopens it and resumes after the
 //! last cursor handed over, with the same gap logic as a restart.
+//!
+//! A corrupt journal file does not stop it: libsystemd steps over what it
+//! cannot read (a file whose header is damaged is not opened at all; a
+//! damaged entry array ends that file early), and an entry whose data cannot
+//! be enumerated is skipped here and counted. Without include filters every
+//! entry of a journald's sequence passes, so each batch's cursor is compared
+//! with the previous one: entries the sequence jumped over are counted in
+//! `weir_journal_entries_missed_total`.
 
 use std::ffi::CString;
 use std::io;
@@ -255,6 +263,15 @@ impl Reader {
         }
     }
 
+    /// Whether every entry of the journal passes the include filters, so
+    /// that a jump in sequence numbers means entries were stepped over
+    /// rather than filtered out.
+    fn sequential(&self) -> bool {
+        self.config.units.is_empty()
+            && self.config.identifiers.is_empty()
+            && self.config.max_priority.is_none()
+    }
+
     /// Collects the current entry; `None` when it is weir's own or excluded.
     fn read_entry(&self, j: &mut Journal, entry: &mut Entry) -> io::Result<Option<Pick>> {
         entry.clear();
@@ -296,7 +313,19 @@ impl Reader {
         last_cursor: &mut Option<String>,
     ) -> Result<(), Stop> {
         let cursor = j.cursor().map_err(Stop::Failed)?;
-        let pending = std::mem::take(batch);
+        // The next batch's vector is allocated once at the size this one
+        // needed rather than grown (and its events copied) ten times on the
+        // way to 1000 in a flood; a trickle keeps small ones.
+        let size = batch.read;
+        let pending = std::mem::replace(batch, Pending::with_capacity(size));
+        if let (true, Some(prev)) = (self.sequential(), last_cursor.as_deref()) {
+            let missed = cursor::missed_between(prev, &cursor, pending.read as u64);
+            if missed > 0 {
+                self.metrics.missed.add(missed);
+                tracing::warn!(source = %self.name, missed,
+                    "the journal's sequence numbers jumped: entries were vacuumed before weir read them, or are in a corrupt journal file; reading on");
+            }
+        }
         *last_cursor = Some(cursor.clone());
         if pending.events.is_empty() {
             return Ok(());
@@ -347,4 +376,13 @@ struct Pending {
     read: usize,
     bytes: u64,
     started: Option<Instant>,
+}
+
+impl Pending {
+    fn with_capacity(n: usize) -> Pending {
+        Pending {
+            events: Vec::with_capacity(n),
+            ..Pending::default()
+        }
+    }
 }
