@@ -172,7 +172,7 @@ impl Reader {
         events: &mut Vec<Event>,
     ) -> Result<(), SpoolError> {
         if self.file.as_ref().map(|f| f.0) != Some(plan.base) {
-            match File::open(segment::path(&self.spool.shared().dir, plan.base)) {
+            match crate::statefile::open_read(&segment::path(&self.spool.shared().dir, plan.base)) {
                 Ok(f) => self.file = Some((plan.base, f)),
                 // Dropped meanwhile: the next plan() moves past it.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -8,7 +8,7 @@
 //! there. Positions come from the tail's header snapshot plus its records.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -17,6 +17,7 @@ use super::record::{self, HEADER_LEN};
 use super::segment::{self, HeaderError};
 use super::state::SegMeta;
 use super::{cursor, Offset, SpoolError};
+use crate::statefile;
 
 /// What a spool directory holds, ready to serve.
 pub struct Recovered {
@@ -111,7 +112,9 @@ fn scan(
 /// Opens or creates the spool in `dir` for `sinks`.
 pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     let cursors_dir = dir.join("cursors");
-    fs::create_dir_all(&cursors_dir).map_err(io("creating the spool directory"))?;
+    // 0700 whatever the umask; neither may be a symlink.
+    statefile::ensure_dir(dir, false).map_err(io("creating the spool directory"))?;
+    statefile::ensure_dir(&cursors_dir, false).map_err(io("creating the spool directory"))?;
     let loaded = cursor::load(&cursors_dir, sinks).map_err(io("reading sink cursors"))?;
     for sink in &loaded.damaged {
         tracing::warn!(sink = %sink, "spool cursor file damaged; the sink restarts at the oldest spooled data");
@@ -129,10 +132,7 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     let mut headers = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let path = segment::path(dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = statefile::open(&path, statefile::options().read(true).write(true))
             .map_err(io("opening a segment"))?;
         let file_len = file
             .metadata()
@@ -290,12 +290,14 @@ pub fn create_segment(
 /// just `header`, durable with its directory entry.
 pub fn create_with_header(dir: &Path, base: Offset, header: &[u8]) -> std::io::Result<File> {
     let path = segment::path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)?;
+    let file = statefile::open(
+        &path,
+        statefile::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )?;
     let r = file
         .write_all_at(header, 0)
         .and_then(|()| file.sync_data())

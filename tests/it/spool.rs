@@ -653,3 +653,93 @@ fn a_failed_fdatasync_is_final_and_nothing_reported_durable_is_lost() {
     assert!(matches!(err, SpoolError::SyncFailed(_)), "{err}");
     assert!(err.to_string().contains("fdatasync failed"), "{err}");
 }
+
+// ---------------------------------------------------------- state files ---
+
+/// A weir started with umask 000 outside systemd keeps its state private
+/// (dirs 0700, files 0600), and one whose scrub key, lock or cursor is a
+/// symlink refuses to start, says which link, and leaves the target alone.
+#[test]
+fn state_files_are_private_whatever_the_umask_and_symlinks_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let state = d.join("state");
+    let config = d.join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{d}/state\"\n[sources.fwd]\ntype = \"forward\"\nlisten = \"unix://{d}/fwd.sock\"\n[sinks.out]\ntype = \"file\"\npath = \"{d}/out.ndjson\"\n[metrics]\nlisten = \"\"\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    // `umask 000; exec weir run ...`: the widest umask there is.
+    let start = || {
+        let cmd = crate::common::weir_run(&config);
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .args(["--pid-file".as_ref(), d.join("weir.pid").as_os_str()])
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("INVOCATION_ID")
+            .stderr(Stdio::piped());
+        sh
+    };
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+
+    let mut weir = start().spawn().unwrap();
+    crate::common::wait_for("weir to listen", Duration::from_secs(30), || {
+        std::os::unix::net::UnixStream::connect(d.join("fwd.sock")).ok()
+    });
+    weir.kill().unwrap();
+    weir.wait().unwrap();
+    let spool = state.join("spool");
+    let segment = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment");
+    for dir in [&state, &spool, &spool.join("cursors")] {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
+    for file in [
+        state.join("lock"),
+        state.join("scrub.key"),
+        segment,
+        spool.join("cursors/out.cursor"),
+    ] {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+
+    // A state directory left 0755 by something else is narrowed.
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let victim = d.join("victim");
+    for name in ["scrub.key", "lock", "spool/cursors/out.cursor"] {
+        std::fs::write(&victim, b"not weir's").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = state.join(name);
+        let real = d.join("real");
+        std::fs::rename(&link, &real).unwrap();
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let out = start().output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{name}: weir followed a link: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{} is a symbolic link", link.display())),
+            "{name}: {stderr}"
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not weir's", "{name}");
+        assert_eq!(mode(&victim), 0o644, "{name}: target chmodded");
+        std::fs::remove_file(&link).unwrap();
+        std::fs::rename(&real, &link).unwrap();
+    }
+    assert_eq!(mode(&state), 0o700);
+}
