@@ -743,3 +743,44 @@ fn state_files_are_private_whatever_the_umask_and_symlinks_are_refused() {
     }
     assert_eq!(mode(&state), 0o700);
 }
+
+// --------------------------------------------------------------- config ---
+
+/// Values beyond sense are refused by `weir check-config`, each with its key
+/// and line, instead of saturating (a 20-digit TiB quota used to become "no
+/// quota") or overflowing.
+#[test]
+fn config_values_beyond_sense_are_refused_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[sources.d]\ntype = \"forward\"\nlisten = \"unix:///run/weir-test.sock\"\n\
+                [sinks.f]\ntype = \"file\"\npath = \"/var/log/weir/out\"\n";
+    for (extra, want) in [
+        (
+            "keep_files = 4000000000\n",
+            "line 7: `sinks.f.keep_files`: 4000000000 is more than 10000",
+        ),
+        (
+            "[spool]\nmax_bytes = \"99999999999999999999TiB\"\n",
+            "line 8: `spool.max_bytes`: `99999999999999999999TiB` is more than the largest size weir accepts",
+        ),
+        (
+            "[spool]\nmax_bytes = 4000000000000000000\n",
+            "line 8: `spool.max_bytes`: `4000000000000000000` is more than the largest size",
+        ),
+        (
+            "[spool]\nfsync_interval = \"400d\"\n",
+            "line 8: `spool.fsync_interval`: `400d` is longer than a year",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("{base}{extra}")).unwrap();
+        let out = Command::new(crate::common::weir_bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra}: {err}");
+        assert!(err.contains(want), "{extra}: {err}");
+    }
+}
