@@ -37,6 +37,7 @@ pub const SPOOL_OLDEST_UNACKED: &str = "weir_spool_oldest_unacked_timestamp_seco
 pub const SPOOL_FSYNCS: &str = "weir_spool_fsyncs_total";
 pub const SPOOL_RECOVERED_DISCARDED_BYTES: &str = "weir_spool_recovered_discarded_bytes_total";
 pub const SPOOL_CORRUPT_RECORDS: &str = "weir_spool_corrupt_records_total";
+pub const SPOOL_CORRUPT_LOST_EVENTS: &str = "weir_spool_corrupt_lost_events_total";
 // Sinks.
 pub const SINK_EVENTS_SENT: &str = "weir_sink_events_sent_total";
 pub const SINK_BYTES_SENT: &str = "weir_sink_bytes_sent_total";
@@ -96,6 +97,7 @@ pub const ALL: &[Family] = &[
     c(SPOOL_FSYNCS, &[]),
     c(SPOOL_RECOVERED_DISCARDED_BYTES, &[]),
     c(SPOOL_CORRUPT_RECORDS, &[]),
+    c(SPOOL_CORRUPT_LOST_EVENTS, &[]),
     c(SINK_EVENTS_SENT, &["sink"]),
     c(SINK_BYTES_SENT, &["sink"]),
     c(SINK_BATCHES, &["sink"]),
