@@ -48,6 +48,7 @@ pub const SINK_REJECTED_EVENTS: &str = "weir_sink_rejected_events_total";
 pub const SINK_ERRORS: &str = "weir_sink_errors_total";
 pub const SINK_LAST_SUCCESS: &str = "weir_sink_last_success_timestamp_seconds";
 pub const SINK_TRUNCATED_EVENTS: &str = "weir_sink_truncated_events_total";
+pub const LOKI_DEMOTED_EVENTS: &str = "weir_sink_loki_demoted_events_total";
 // weir itself.
 pub const LOG_MESSAGES: &str = "weir_log_messages_total";
 pub const LOG_MESSAGES_SUPPRESSED: &str = "weir_log_messages_suppressed_total";
@@ -107,6 +108,7 @@ pub const ALL: &[Family] = &[
     c(SINK_ERRORS, &["sink", "reason"]),
     g(SINK_LAST_SUCCESS, &["sink"]),
     c(SINK_TRUNCATED_EVENTS, &["sink"]),
+    c(LOKI_DEMOTED_EVENTS, &["sink"]),
     c(LOG_MESSAGES, &["level"]),
     c(LOG_MESSAGES_SUPPRESSED, &[]),
     g(BUILD_INFO, &["version"]),
