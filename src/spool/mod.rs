@@ -69,6 +69,11 @@
 //!   offset and cursor stays valid and the repair is done once. Counted in
 //!   `weir_spool_corrupt_records_total`, the events the damaged header
 //!   claimed in `weir_spool_corrupt_lost_events_total`, one error line each;
+//! - after damage in the tail, source positions stop at the last record
+//!   before it (a power cut can leave a hole of unsynced pages before
+//!   records that reached the disk: the source reads the hole again rather
+//!   than skip it), and appends go on in a new tail segment whose header
+//!   holds those positions;
 //! - damage at the end of the tail with no valid record after it (a crash
 //!   during a write): copied aside and cut off
 //!   (`weir_spool_recovered_discarded_bytes_total`, one warning);

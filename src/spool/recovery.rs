@@ -86,6 +86,7 @@ fn scan(
 ) -> std::io::Result<u64> {
     let mut pos = header.len;
     let mut body = Vec::new();
+    let mut damaged = false;
     while file_len - pos >= HEADER_LEN as u64 {
         if let Some(h) = repair::valid_at(file, pos, file_len, &mut body)? {
             pos += h.total_len();
@@ -93,10 +94,16 @@ fn scan(
             each(Found {
                 end: header.base + (pos - header.len),
                 count: h.count,
-                position: parts.position,
+                // A source position after damage would skip the damaged
+                // events (a power cut can leave a hole of unsynced pages
+                // before records that did reach the disk): keep the last
+                // one before it, so the source reads them again
+                // (duplicates of what follows, never loss).
+                position: if damaged { None } else { parts.position },
             });
             continue;
         }
+        damaged = true;
         // A record's header is at least HEADER_LEN bytes, so the next
         // record cannot start before that.
         let Some(next) = repair::next_valid(file, pos + HEADER_LEN as u64, file_len)? else {
@@ -221,6 +228,7 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     let mut sink_pos: HashMap<String, (Offset, u64)> = HashMap::new();
     let n = headers.len();
     let mut tail = None;
+    let mut tail_repaired = false;
     for (i, (base, file, file_len, h)) in headers.into_iter().enumerate() {
         let is_tail = i + 1 == n;
         let mut events = 0u64;
@@ -235,6 +243,7 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
         if is_tail {
             positions = h.positions.clone();
         }
+        let corrupt_before = repairs.corrupt;
         let good = scan(dir, &file, &h, file_len, &mut repairs, |f| {
             events += u64::from(f.count);
             for (k, (_, a)) in inside.iter().enumerate() {
@@ -290,8 +299,27 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
             },
         );
         if is_tail {
+            tail_repaired = repairs.corrupt > corrupt_before;
             tail = Some((file, disk_len));
         }
+    }
+    if tail_repaired {
+        // The tail held damage, so the positions end before it (see
+        // `scan`). Later appends must not sit behind a skipped record in
+        // the same segment (the next open would skip their positions too):
+        // they go to a new tail whose header holds those positions.
+        let next = segments.values().next_back().expect("the tail").end;
+        let (file, header_len) = create_segment(dir, next, &positions)?;
+        segments.insert(
+            next,
+            SegMeta {
+                header_len,
+                end: next,
+                events: 0,
+                disk_len: header_len,
+            },
+        );
+        tail = Some((file, header_len));
     }
 
     let (tail, tail_len) = match tail {
@@ -443,7 +471,9 @@ mod tests {
             let events: Vec<Event> = (0..k + 1)
                 .map(|i| Event::new(i, Origin::Docker, format!("record {k} line {i}")))
                 .collect();
-            record::encode(&mut rec, &events, None, 1).unwrap();
+            // Each record carries the journal position after it.
+            let pos = (k + 1).to_string();
+            record::encode(&mut rec, &events, Some(("journal", pos.as_bytes())), 1).unwrap();
             f.write_all_at(&rec, at).unwrap();
             starts.push(at);
             at += rec.len() as u64;
@@ -456,6 +486,13 @@ mod tests {
         std::fs::write(&path, &b).unwrap();
         let r = recover(d.path(), &sinks()).unwrap();
         assert_eq!((r.corrupt, r.lost_events, r.discarded), (1, 3, 0));
+        // The position stops before the damage, and stays there: the next
+        // appends go to a new tail whose header holds it.
+        assert_eq!(
+            r.positions.get("journal").map(Vec::as_slice),
+            Some(&b"2"[..])
+        );
+        assert_eq!(r.segments.len(), 2);
         assert_eq!(r.segments[&0].events, 1 + 2 + 4 + 5);
         assert_eq!(r.segments[&0].end, at - h, "offsets unchanged");
         let aside = d
@@ -468,6 +505,10 @@ mod tests {
         drop(r);
         let r = recover(d.path(), &sinks()).unwrap();
         assert_eq!((r.corrupt, r.lost_events), (0, 0), "repaired once");
+        assert_eq!(
+            r.positions.get("journal").map(Vec::as_slice),
+            Some(&b"2"[..])
+        );
     }
 
     #[test]
