@@ -186,6 +186,9 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
         let path = segment::path(dir, base);
         let file = statefile::open(&path, statefile::options().read(true).write(true))
             .map_err(io("opening a segment"))?;
+        // Segments an older weir made under a wide umask become private.
+        statefile::restrict(&file, statefile::FILE_MODE)
+            .map_err(io("narrowing a segment's mode"))?;
         let file_len = file
             .metadata()
             .map_err(io("reading a segment's size"))?

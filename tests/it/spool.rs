@@ -786,12 +786,18 @@ fn state_files_are_private_whatever_the_umask_and_symlinks_are_refused() {
     };
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
 
+    // A link planted where the pid file's temporary goes is not written through.
+    let pid_victim = d.join("pid-victim");
+    std::fs::write(&pid_victim, b"keep").unwrap();
+    std::os::unix::fs::symlink(&pid_victim, d.join("weir.pid.tmp")).unwrap();
     let mut weir = start().spawn().unwrap();
     crate::common::wait_for("weir to listen", Duration::from_secs(30), || {
         std::os::unix::net::UnixStream::connect(d.join("fwd.sock")).ok()
     });
     weir.kill().unwrap();
     weir.wait().unwrap();
+    assert_eq!(std::fs::read(&pid_victim).unwrap(), b"keep");
+    std::fs::remove_file(d.join("weir.pid.tmp")).unwrap();
     let spool = state.join("spool");
     let segment = std::fs::read_dir(&spool)
         .unwrap()
