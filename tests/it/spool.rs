@@ -313,7 +313,13 @@ fn damage_in_closed_segments_and_segment_headers_keeps_every_valid_record() {
             got
         })
     };
+    let counter = |name| weir::metrics::value(name, &[]).unwrap_or(0.0);
+    let corrupt_before = counter("weir_spool_corrupt_records_total");
+    let lost_before = counter("weir_spool_corrupt_lost_events_total");
     let got = read_all();
+    // Counted (other tests in this binary may add to the same counters).
+    assert!(counter("weir_spool_corrupt_records_total") >= corrupt_before + 3.0);
+    assert!(counter("weir_spool_corrupt_lost_events_total") >= lost_before + 6.0);
     // Each 16-byte flip falls in one or two records; nothing else is lost.
     let lost: Vec<&(u64, u64)> = records
         .iter()
