@@ -13,7 +13,8 @@
 //! permissions is narrowed (through its open descriptor, never by path).
 //!
 //! The state directory itself may be a symlink (systemd's `DynamicUser=`
-//! makes `/var/lib/weir` one); the names inside it may not.
+//! makes `/var/lib/weir` one), and so may its `spool` directory (an admin
+//! putting the spool on another disk); the files inside them may not.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;

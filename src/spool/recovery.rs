@@ -162,8 +162,10 @@ fn rebuild(
 /// Opens or creates the spool in `dir` for `sinks`.
 pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     let cursors_dir = dir.join("cursors");
-    // 0700 whatever the umask; neither may be a symlink.
-    statefile::ensure_dir(dir, false).map_err(io("creating the spool directory"))?;
+    // 0700 whatever the umask. The spool directory may be a link an admin
+    // made to put it on another disk (only root can, in a 0700 state
+    // directory); nothing inside it may.
+    statefile::ensure_dir(dir, true).map_err(io("creating the spool directory"))?;
     statefile::ensure_dir(&cursors_dir, false).map_err(io("creating the spool directory"))?;
     let loaded = cursor::load(&cursors_dir, sinks).map_err(io("reading sink cursors"))?;
     for sink in &loaded.damaged {
