@@ -271,7 +271,12 @@ impl Planner {
                 }
                 plan.demoted += 1;
             }
-            self.live.insert(key.clone(), now_ns);
+            match self.live.get_mut(&key) {
+                Some(last) => *last = now_ns,
+                None => {
+                    self.live.insert(key.clone(), now_ns);
+                }
+            }
             let (entry, truncated) = self.lines.entry(event, &extra);
             plan.truncated += u64::from(truncated);
             streams.entry(key).or_default().push(entry);
