@@ -1,11 +1,13 @@
-//! Opening a spool: find the segments, cut a torn tail, rebuild the
-//! in-memory state (segments, source positions, sink cursors).
+//! Opening a spool: find the segments, repair damage, cut a torn tail,
+//! rebuild the in-memory state (segments, source positions, sink cursors).
 //!
-//! Closed segments were fdatasync'ed before the next one was created, so
-//! only their record headers are read (to count events; bodies are skipped).
-//! The tail segment is read in full and every record's CRC checked: it ends
-//! at the first record that is torn or damaged, and the file is truncated
-//! there. Positions come from the tail's header snapshot plus its records.
+//! Every segment is read in full and every record's CRC checked (a bit
+//! flipped in a closed segment is as real as one in the tail). A damaged
+//! record costs only itself: [`repair`] resynchronises on the next valid
+//! record and replaces the damage by a skipped record; a damaged segment
+//! header is rebuilt. Only damage at the very end of the tail, with no valid
+//! record after it (a torn write), is cut off. Positions come from the
+//! tail's header snapshot plus its records up to the first damage.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
