@@ -89,10 +89,11 @@ fn scan(
     let mut pos = header.len;
     let mut body = Vec::new();
     let mut damaged = false;
+    let mut window = repair::Window::new(file, file_len);
     while file_len - pos >= HEADER_LEN as u64 {
-        if let Some(h) = repair::valid_at(file, pos, file_len, &mut body)? {
+        if let Some((h, record_body)) = window.record(pos)? {
             pos += h.total_len();
-            let parts = record::split_body(&h, &body).expect("checked by valid_at");
+            let parts = record::split_body(&h, record_body).expect("checked by Window::record");
             each(Found {
                 end: header.base + (pos - header.len),
                 count: h.count,
@@ -116,6 +117,8 @@ fn scan(
         let time_ns = repair::valid_at(file, next, file_len, &mut body)?.map_or(0, |h| h.time_ns);
         let aside = repair::set_aside(dir, header.base, file, pos, len)?;
         repair::mark_skipped(file, pos, len, time_ns)?;
+        // The window may hold the bytes from before the rewrite.
+        window = repair::Window::new(file, file_len);
         repairs.corrupt += 1;
         repairs.lost_events += lost.unwrap_or(0);
         tracing::error!(

@@ -86,6 +86,67 @@ pub fn valid_at(
     Ok(Some(h))
 }
 
+/// A read-ahead window over a segment, so that checking records of a few
+/// hundred bytes costs one `pread` per MiB rather than two per record.
+pub struct Window<'f> {
+    file: &'f File,
+    file_len: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    at: u64,
+}
+
+impl<'f> Window<'f> {
+    pub fn new(file: &'f File, file_len: u64) -> Window<'f> {
+        Window {
+            file,
+            file_len,
+            buf: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// The `n` bytes at `pos`, or `None` past the end of the file.
+    pub fn get(&mut self, pos: u64, n: usize) -> io::Result<Option<&[u8]>> {
+        if pos.saturating_add(n as u64) > self.file_len {
+            return Ok(None);
+        }
+        let end = self.at + self.buf.len() as u64;
+        if pos < self.at || pos + n as u64 > end {
+            let want = (n.max(1 << 20) as u64).min(self.file_len - pos) as usize;
+            self.buf.resize(want, 0);
+            let got = read_full(self.file, &mut self.buf, pos)?;
+            self.buf.truncate(got);
+            self.at = pos;
+            if got < n {
+                return Ok(None);
+            }
+        }
+        let from = (pos - self.at) as usize;
+        Ok(Some(&self.buf[from..from + n]))
+    }
+
+    /// The header and body of the valid record at `pos`, if there is one
+    /// (as [`valid_at`] checks it).
+    pub fn record(&mut self, pos: u64) -> io::Result<Option<(record::Header, &[u8])>> {
+        let Some(hb) = self.get(pos, HEADER_LEN)? else {
+            return Ok(None);
+        };
+        let hb: [u8; HEADER_LEN] = hb.try_into().expect("HEADER_LEN bytes");
+        let Some(h) = record::Header::parse(&hb) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.get(pos, h.total_len() as usize)? else {
+            return Ok(None);
+        };
+        let body = &bytes[HEADER_LEN..];
+        if !h.check(&hb, body) || record::split_body(&h, body).is_err() {
+            return Ok(None);
+        }
+        Ok(Some((h, body)))
+    }
+}
+
 /// The file position of the first valid record at or after `from`.
 pub fn next_valid(file: &File, from: u64, file_len: u64) -> io::Result<Option<u64>> {
     let magic = record::MAGIC.to_le_bytes();
@@ -236,6 +297,31 @@ mod tests {
             );
             assert_eq!(next_valid(&f, gap as u64 + 1, len).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn the_window_reads_the_same_records_as_pread() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("f");
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for k in 0..3000 {
+            starts.push(bytes.len() as u64);
+            bytes.extend(rec(1 + k % 5));
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let f = File::open(&path).unwrap();
+        let n = bytes.len() as u64;
+        let mut w = Window::new(&f, n);
+        let mut body = Vec::new();
+        for &at in &starts {
+            let (h, b) = w.record(at).unwrap().expect("valid");
+            assert_eq!(valid_at(&f, at, n, &mut body).unwrap(), Some(h));
+            assert_eq!(b, &body[..]);
+        }
+        assert!(w.record(n).unwrap().is_none());
+        assert!(w.record(starts[5] + 1).unwrap().is_none());
+        assert!(w.get(n - 3, 4).unwrap().is_none());
     }
 
     #[test]
