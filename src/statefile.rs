@@ -86,12 +86,21 @@ pub fn ensure_dir(dir: &Path, allow_link: bool) -> io::Result<()> {
         .custom_flags(flags)
         .open(dir)
         .map_err(|e| explain(dir, e))?;
-    if let Some(old) = restrict(&d, DIR_MODE)? {
-        tracing::warn!(
+    match restrict(&d, DIR_MODE) {
+        Ok(None) => {}
+        Ok(Some(old)) => tracing::warn!(
             dir = %dir.display(),
             mode = format!("{old:o}"),
             "state directory was accessible to other users; permissions reset to 0700"
-        );
+        ),
+        // Owned by another user who shares it on purpose (group access):
+        // weir can still work in it, so say so rather than refuse to start.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => tracing::warn!(
+            dir = %dir.display(),
+            error = %e,
+            "state directory is accessible to other users and not weir's to chmod; make it 0700 (chmod 700) or let weir create it"
+        ),
+        Err(e) => return Err(e),
     }
     Ok(())
 }
