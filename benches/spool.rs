@@ -18,6 +18,11 @@
 //!   append (what the waiter appends) on a raw file, with a raw writer
 //!   doing the same background load next to it.
 //!
+//! - the time `Spool::open` takes on a spool of 512 MiB (it checks every
+//!   record's CRC, issue 20), in records of 100 events and of one, with its
+//!   segments in the page cache; run only this with
+//!   `cargo bench --bench spool -- open`.
+//!
 //! Targets (issue 3): append >= 80% of raw; p99 durable latency <= 2 x one
 //! fdatasync + 1 ms (the lone writer against the idle disk's fdatasync;
 //! the loaded cases against the fdatasync under the same load).
@@ -289,9 +294,56 @@ async fn durable_latency(dir: &Path, background: Background) -> (Duration, Durat
     (pct(&lat, 0.5), pct(&lat, 0.99), *lat.last().unwrap())
 }
 
+/// Fills a spool with `TOTAL_BYTES`, then times reopening it (recovery reads
+/// and checks every record). Returns (seconds, MB/s).
+async fn open_time(dir: &Path, per_record: usize) -> (f64, f64) {
+    let path = dir.join("open");
+    let spool = Spool::open(&path, &config(), &["s".to_owned()]).unwrap();
+    let batch: Vec<Event> = (0..per_record as u64).map(event).collect();
+    let mut end = 0;
+    while end < TOTAL_BYTES {
+        end = spool.append(&batch, None).await.unwrap();
+    }
+    spool.sync().await.unwrap();
+    drop(spool);
+    settle();
+    let start = Instant::now();
+    let spool = Spool::open(&path, &config(), &["s".to_owned()]).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    drop(spool);
+    let _ = std::fs::remove_dir_all(&path);
+    (secs, end as f64 / 1e6 / secs)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` compatibility
+    }
+    if std::env::args().any(|a| a == "open") {
+        let dir = bench_dir();
+        println!(
+            "spool benchmark (open only): {} ; dir {}",
+            machine(),
+            dir.display()
+        );
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!("load average at start: {}", load.trim());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Records of 100 events, and of one (a Docker message per append).
+        for per_record in [BATCH, 1, BATCH, 1] {
+            let (secs, mbs) = rt.block_on(open_time(&dir, per_record));
+            println!(
+                "Spool::open of {} MiB in records of {per_record} event(s) (every record CRC-checked, page cache warm): {:.3} s = {mbs:.0} MB/s",
+                TOTAL_BYTES >> 20,
+                secs
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
     }
     let dir = bench_dir();
     println!("spool benchmark: {} ; dir {}", machine(), dir.display());

@@ -33,6 +33,7 @@ pub mod selflog;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod statefile;
 pub mod statelock;
 pub mod status;
 pub mod systemd;

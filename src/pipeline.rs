@@ -86,7 +86,7 @@ pub async fn run(
 /// the first thing a weir does, before it writes a pid file or opens the
 /// spool, so that a second weir on the same directory changes nothing.
 pub fn lock_state_dir(config: &Config) -> Result<StateLock, RunError> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
+    crate::statefile::ensure_dir(&config.state_dir, true).map_err(|source| RunError::StateDir {
         path: config.state_dir.display().to_string(),
         source,
     })?;
@@ -253,7 +253,7 @@ fn lock_for(new: &Config, current: &Config) -> Result<Option<StateLock>, String>
     if new.state_dir == current.state_dir {
         return Ok(None);
     }
-    let locked = std::fs::create_dir_all(&new.state_dir)
+    let locked = crate::statefile::ensure_dir(&new.state_dir, true)
         .map_err(|e| e.to_string())
         .and_then(|()| StateLock::acquire(&new.state_dir).map_err(|e| e.to_string()));
     match locked {
@@ -314,9 +314,11 @@ impl Running {
     /// Opens the spool, starts the sinks, then the sources (which bind or
     /// open what they read); returns once every source listens.
     async fn start(config: &Config, tap: &Tap) -> Result<Running, RunError> {
-        std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
-            path: config.state_dir.display().to_string(),
-            source,
+        crate::statefile::ensure_dir(&config.state_dir, true).map_err(|source| {
+            RunError::StateDir {
+                path: config.state_dir.display().to_string(),
+                source,
+            }
         })?;
         let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
         let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;

@@ -71,7 +71,16 @@ impl PidFile {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("pid.tmp");
-        std::fs::write(&tmp, format!("{pid}\n"))?;
+        // Not through a symlink planted at the temporary name (weir runs
+        // as root); the rename then replaces a link at `path` itself.
+        let mut opts = crate::statefile::options();
+        // A pid file is public by convention (unlike state files).
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
+        opts.write(true).create(true).truncate(true);
+        std::io::Write::write_all(
+            &mut crate::statefile::open(&tmp, &opts)?,
+            format!("{pid}\n").as_bytes(),
+        )?;
         std::fs::rename(&tmp, path)?;
         Ok(PidFile {
             path: path.to_owned(),

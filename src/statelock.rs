@@ -11,7 +11,7 @@
 //! kill -9, so a stale lock file never blocks a restart. The file holds the
 //! holder's pid, only to make the refusal say who holds it.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
@@ -41,13 +41,18 @@ impl StateLock {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        // Never through a symlink: as root, `set_len(0)` below would
+        // truncate whatever file a planted link points at.
+        let mut file = crate::statefile::open(
+            &path,
+            crate::statefile::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(io)?;
+        crate::statefile::restrict(&file, crate::statefile::FILE_MODE).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -90,6 +95,17 @@ mod tests {
         assert!(text.contains("state_dir"), "{text}");
         drop(first);
         StateLock::acquire(dir.path()).expect("free again once dropped");
+    }
+
+    #[test]
+    fn a_symlinked_lock_is_refused_and_its_target_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("lock")).unwrap();
+        let err = StateLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     }
 
     #[test]

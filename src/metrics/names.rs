@@ -37,6 +37,7 @@ pub const SPOOL_OLDEST_UNACKED: &str = "weir_spool_oldest_unacked_timestamp_seco
 pub const SPOOL_FSYNCS: &str = "weir_spool_fsyncs_total";
 pub const SPOOL_RECOVERED_DISCARDED_BYTES: &str = "weir_spool_recovered_discarded_bytes_total";
 pub const SPOOL_CORRUPT_RECORDS: &str = "weir_spool_corrupt_records_total";
+pub const SPOOL_CORRUPT_LOST_EVENTS: &str = "weir_spool_corrupt_lost_events_total";
 // Sinks.
 pub const SINK_EVENTS_SENT: &str = "weir_sink_events_sent_total";
 pub const SINK_BYTES_SENT: &str = "weir_sink_bytes_sent_total";
@@ -47,6 +48,7 @@ pub const SINK_REJECTED_EVENTS: &str = "weir_sink_rejected_events_total";
 pub const SINK_ERRORS: &str = "weir_sink_errors_total";
 pub const SINK_LAST_SUCCESS: &str = "weir_sink_last_success_timestamp_seconds";
 pub const SINK_TRUNCATED_EVENTS: &str = "weir_sink_truncated_events_total";
+pub const LOKI_DEMOTED_EVENTS: &str = "weir_sink_loki_demoted_events_total";
 // weir itself.
 pub const LOG_MESSAGES: &str = "weir_log_messages_total";
 pub const LOG_MESSAGES_SUPPRESSED: &str = "weir_log_messages_suppressed_total";
@@ -96,6 +98,7 @@ pub const ALL: &[Family] = &[
     c(SPOOL_FSYNCS, &[]),
     c(SPOOL_RECOVERED_DISCARDED_BYTES, &[]),
     c(SPOOL_CORRUPT_RECORDS, &[]),
+    c(SPOOL_CORRUPT_LOST_EVENTS, &[]),
     c(SINK_EVENTS_SENT, &["sink"]),
     c(SINK_BYTES_SENT, &["sink"]),
     c(SINK_BATCHES, &["sink"]),
@@ -105,6 +108,7 @@ pub const ALL: &[Family] = &[
     c(SINK_ERRORS, &["sink", "reason"]),
     g(SINK_LAST_SUCCESS, &["sink"]),
     c(SINK_TRUNCATED_EVENTS, &["sink"]),
+    c(LOKI_DEMOTED_EVENTS, &["sink"]),
     c(LOG_MESSAGES, &["level"]),
     c(LOG_MESSAGES_SUPPRESSED, &[]),
     g(BUILD_INFO, &["version"]),

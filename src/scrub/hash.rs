@@ -16,7 +16,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rand::RngCore;
@@ -123,7 +123,7 @@ pub fn load_or_create_key(state_dir: &Path) -> Result<[u8; 32], ScrubError> {
             })
         }
     }
-    fs::create_dir_all(state_dir).map_err(io)?;
+    crate::statefile::ensure_dir(state_dir, true).map_err(io)?;
     let mut key = [0u8; 32];
     rand::rngs::OsRng
         .try_fill_bytes(&mut key)
@@ -157,11 +157,11 @@ enum ReadError {
 }
 
 fn read_key(path: &Path) -> Result<[u8; 32], ReadError> {
-    let f = fs::File::open(path).map_err(ReadError::Io)?;
+    // Never through a symlink (it could make weir chmod any file), and the
+    // mode fixed through the descriptor, not the path.
+    let f = crate::statefile::open_read(path).map_err(ReadError::Io)?;
     // A key readable by others is fixed rather than refused: it is ours.
-    let mode = f.metadata().map_err(ReadError::Io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(ReadError::Io)?;
+    if let Some(mode) = crate::statefile::restrict(&f, 0o600).map_err(ReadError::Io)? {
         tracing::warn!(
             mode = format!("{:o}", mode & 0o777),
             "scrub key was readable by other users; permissions reset to 0600"

@@ -30,9 +30,13 @@ pub struct RawConfig {
     pub path: PathBuf,
     /// Rotate when the file would pass this size. Default `100MiB`.
     pub max_file_bytes: Option<ByteSize>,
-    /// Rotated files kept (`PATH.1` .. `PATH.N`). Default 5; 0 keeps none.
+    /// Rotated files kept (`PATH.1` .. `PATH.N`). Default 5; 0 keeps none;
+    /// at most 10,000 (each rotation renames every kept file).
     pub keep_files: Option<u32>,
 }
+
+/// The most rotated files a file sink keeps.
+const MAX_KEEP_FILES: u32 = 10_000;
 
 /// Validated file sink config.
 #[derive(Debug, Clone, Serialize)]
@@ -51,10 +55,17 @@ impl RawConfig {
         if max_file_bytes.0 < 4096 {
             problems.add(format!("{key}.max_file_bytes"), "must be at least 4KiB");
         }
+        let keep_files = self.keep_files.unwrap_or(5);
+        if keep_files > MAX_KEEP_FILES {
+            problems.add(
+                format!("{key}.keep_files"),
+                format!("{keep_files} is more than {MAX_KEEP_FILES} rotated files; keep fewer, larger ones (max_file_bytes)"),
+            );
+        }
         Config {
             path: self.path,
             max_file_bytes,
-            keep_files: self.keep_files.unwrap_or(5),
+            keep_files,
         }
     }
 }

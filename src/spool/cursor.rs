@@ -17,6 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::segment::sync_dir;
+use crate::statefile;
 
 const MAGIC: &[u8; 8] = b"WEIRCUR1";
 const LEN: usize = 8 + 8 + 4;
@@ -58,20 +59,22 @@ pub fn store(dir: &Path, sinks: &[(&str, u64)]) -> std::io::Result<()> {
     for (sink, acked) in sinks {
         let name = file_name(sink);
         let tmp = dir.join(format!("{name}.tmp"));
-        let r = fs::File::create(&tmp).and_then(|mut f| {
+        let mut create = statefile::options();
+        create.write(true).create(true).truncate(true);
+        let r = statefile::open(&tmp, &create).and_then(|mut f| {
             f.write_all(&encode(*acked))?;
             f.sync_data()
         });
         match r {
             Ok(()) => fs::rename(&tmp, dir.join(name))?,
-            Err(e) if is_disk_full(&e) => {
+            Err(e) if super::is_disk_full(&e) => {
                 // A full disk must not keep cursors from moving: they are
                 // what frees space. Overwrite the existing file in place
                 // (its block is already allocated); the 20 bytes sit in one
                 // sector, and a torn write would fail the CRC and restart the
                 // sink at the oldest data (duplicates, never loss).
                 let _ = fs::remove_file(&tmp);
-                let f = fs::OpenOptions::new().write(true).open(dir.join(&name))?;
+                let f = statefile::open(&dir.join(&name), statefile::options().write(true))?;
                 f.write_all_at(&encode(*acked), 0)?;
                 f.sync_data()?;
             }
@@ -79,10 +82,6 @@ pub fn store(dir: &Path, sinks: &[(&str, u64)]) -> std::io::Result<()> {
         }
     }
     sync_dir(dir)
-}
-
-fn is_disk_full(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// What [`load`] found.
@@ -115,11 +114,15 @@ pub fn load(dir: &Path, sinks: &[String]) -> std::io::Result<Loaded> {
             continue;
         }
         match wanted.get(name) {
-            Some(sink) => match fs::read(entry.path()).ok().as_deref().and_then(decode) {
-                Some(acked) => {
-                    out.acked.insert((*sink).clone(), acked);
-                }
-                None => out.damaged.push((*sink).clone()),
+            Some(sink) => match statefile::read(&entry.path()) {
+                // A planted link is refused, not read as a damaged cursor.
+                Err(e) if statefile::is_link_refused(&e) => return Err(e),
+                r => match r.ok().as_deref().and_then(decode) {
+                    Some(acked) => {
+                        out.acked.insert((*sink).clone(), acked);
+                    }
+                    None => out.damaged.push((*sink).clone()),
+                },
             },
             None => {
                 fs::remove_file(entry.path())?;
@@ -159,5 +162,21 @@ mod tests {
         assert!(!d.path().join("x.cursor.tmp").exists());
         store(d.path(), &[("a", 11)]).unwrap();
         assert_eq!(load(d.path(), &sinks).unwrap().acked.get("a"), Some(&11));
+    }
+
+    #[test]
+    fn symlinked_cursors_are_refused_and_never_written_through() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join("a.cursor")).unwrap();
+        let err = load(d.path(), &["a".to_owned()]).unwrap_err();
+        assert!(statefile::is_link_refused(&err), "{err}");
+        fs::remove_file(d.path().join("a.cursor")).unwrap();
+        // A link planted where the temporary file goes is refused too.
+        std::os::unix::fs::symlink(&victim, d.path().join("a.cursor.tmp")).unwrap();
+        let err = store(d.path(), &[("a", 1)]).unwrap_err();
+        assert!(statefile::is_link_refused(&err), "{err}");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep");
     }
 }

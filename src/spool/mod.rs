@@ -19,6 +19,7 @@
 //!   00000000000000000000.seg     segment starting at offset 0
 //!   00000000000067108900.seg     next segment: named by its base offset
 //!   cursors/<sink>.cursor        one per configured sink
+//!   damaged/<base>-<pos>.bin     damaged bytes recovery replaced (for inspection)
 //!
 //! segment := header record*
 //! header  := "WEIRSEG\0" version:u16le flags:u16le header_len:u32le base:u64le
@@ -26,6 +27,7 @@
 //! record  := "WRec" len:u32le crc32c:u32le count:u32le flags:u8 pad:[u8;3] time_ns:i64le body
 //! body    := [src_len:u16le src pos_len:u32le pos]  if flags & 1
 //!            event{count}                          crate::event::codec
+//!            damaged bytes, count = 0               if flags & 2 (skipped)
 //! cursor  := "WEIRCUR1" acked:u64le crc32c:u32le
 //! ```
 //!
@@ -56,10 +58,35 @@
 //!
 //! # Recovery
 //!
-//! [`Spool::open`] reads the record headers of every segment, checks every
-//! record of the tail segment and truncates it at the first torn or corrupt
-//! one (`weir_spool_recovered_discarded_bytes_total`, one log line). Garbage
-//! never panics.
+//! [`Spool::open`] checks every record of every segment (magic, length and
+//! CRC; the whole spool is read once at start). Damage costs only the
+//! damaged records (see `repair`):
+//!
+//! - a damaged record with a valid record after it (a flipped bit, zeroed
+//!   sectors, in the tail or a closed segment): the bytes up to the next
+//!   valid record are copied to `damaged/` and rewritten in place as one
+//!   *skipped* record (flags bit 2, no events) of the same length, so every
+//!   offset and cursor stays valid and the repair is done once. Counted in
+//!   `weir_spool_corrupt_records_total`, the events the damaged header
+//!   claimed in `weir_spool_corrupt_lost_events_total`, one error line each;
+//! - after damage in the tail, source positions stop at the last record
+//!   before it (a power cut can leave a hole of unsynced pages before
+//!   records that reached the disk: the source reads the hole again rather
+//!   than skip it), and appends go on in a new tail segment whose header
+//!   holds those positions;
+//! - damage at the end of the tail with no valid record after it (a crash
+//!   during a write): copied aside and cut off
+//!   (`weir_spool_recovered_discarded_bytes_total`, one warning);
+//! - a damaged segment header in front of valid records: rebuilt, as long as
+//!   the old one (zero padding), with the previous segment's source
+//!   positions (older positions: sources may resend, never skip); a segment
+//!   with no valid record left is removed (the tail) or renamed
+//!   `.seg.corrupt` (a closed one).
+//!
+//! `damaged/` holds at most 64 MiB; later damage is still skipped and
+//! counted, just not copied. Garbage never panics. A record read back damaged
+//! after the open (the disk changed under a running weir) skips the rest of
+//! its segment and is counted the same way.
 //!
 //! # Sinks
 //!
@@ -84,6 +111,7 @@ mod quota;
 mod reader;
 mod record;
 mod recovery;
+mod repair;
 pub mod segment;
 mod state;
 mod syncer;
@@ -288,6 +316,15 @@ thread_local! {
     static ENCODE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Whether a write failed because the disk (or the user's quota) is full:
+/// the errors that freeing spool space can cure.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -301,6 +338,8 @@ impl Spool {
         let rec = recovery::recover(dir, sinks)?;
         let metrics = state::Metrics::new();
         metrics.discarded.add(rec.discarded);
+        metrics.corrupt.add(rec.corrupt);
+        metrics.corrupt_lost.add(rec.lost_events);
         let tail_base = *rec.segments.keys().next_back().expect("a tail segment");
         let next = rec.segments[&tail_base].end;
         let bytes = rec.segments.values().map(|s| s.disk_len).sum();

@@ -172,7 +172,7 @@ impl Reader {
         events: &mut Vec<Event>,
     ) -> Result<(), SpoolError> {
         if self.file.as_ref().map(|f| f.0) != Some(plan.base) {
-            match File::open(segment::path(&self.spool.shared().dir, plan.base)) {
+            match crate::statefile::open_read(&segment::path(&self.spool.shared().dir, plan.base)) {
                 Ok(f) => self.file = Some((plan.base, f)),
                 // Dropped meanwhile: the next plan() moves past it.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -294,17 +294,30 @@ fn take_events(cur: &mut Current, max_events: usize, max_bytes: usize, out: &mut
     }
 }
 
-/// Logs and counts a damaged record, and moves the reader past it: to the
-/// next segment, or to the readable end of the last one.
+/// Logs and counts a record found damaged after the spool was opened (the
+/// disk changed under a running weir; damage present at open was repaired
+/// then), and moves the reader past it: to the next valid record of the
+/// segment, as recovery would (see `repair`), else to the next segment or
+/// the readable end of the last one.
 fn corrupt(r: &mut Reader, plan: &Plan, reason: &'static str) {
     r.spool.shared().metrics.corrupt.inc();
-
+    let to_file = |o: Offset| plan.header_len + (o - plan.base);
+    let next = r.file.as_ref().and_then(|(_, f)| {
+        super::repair::next_valid(f, to_file(r.read) + HEADER_LEN as u64, to_file(plan.limit))
+            .ok()
+            .flatten()
+    });
     tracing::error!(
         segment_base = plan.base,
         offset = r.read,
         reason,
-        "spool record damaged on disk; skipping the rest of its segment"
+        resumed = next.is_some(),
+        "spool record damaged on disk; skipped it (resumed at the next valid record if any, else at the next segment)"
     );
+    if let Some(pos) = next {
+        r.read = plan.base + (pos - plan.header_len);
+        return;
+    }
     let st = r.spool.shared().lock();
     r.read = match st.segments.range(plan.base + 1..).next() {
         Some((&next, _)) => next,

@@ -10,8 +10,11 @@
 //! ```
 //!
 //! A record is valid when its magic matches, `len` fits in the file and the
-//! CRC matches; anything else (a torn write, a flipped bit, zeros left by a
-//! crash) ends the readable part of a segment.
+//! CRC matches; anything else is a torn write, a flipped bit or zeros left by
+//! a crash. Recovery (see `repair`) resynchronises on the next valid record
+//! and turns the damaged bytes between into one *skipped* record
+//! (`flags & SKIPPED`, `count` 0): a valid record holding no events, so
+//! offsets, cursors and quota accounting stay as they were.
 
 use crate::event::{codec, Event};
 
@@ -21,6 +24,9 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"WRec");
 pub const HEADER_LEN: usize = 28;
 /// Flag bit: the body starts with a source position.
 const HAS_POSITION: u8 = 1;
+/// Flag bit: the body is damaged bytes recovery replaced (see `repair`); it
+/// holds no events and no position.
+pub const SKIPPED: u8 = 2;
 
 /// The fixed part of a record, as parsed from its first [`HEADER_LEN`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +102,22 @@ pub fn encode(
     Ok(())
 }
 
+/// The header of a skipped record over `len` damaged body bytes whose
+/// CRC32C (as `crc32c_append` from 0) is `body_crc`.
+pub fn skipped_header(len: u32, time_ns: i64, body_crc: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&len.to_le_bytes());
+    h[16] = SKIPPED;
+    h[20..28].copy_from_slice(&time_ns.to_le_bytes());
+    // CRC(header[12..] ++ body), from the body's CRC: crc32c can only be
+    // extended, so compute the header part first and combine.
+    let head = crc32c::crc32c(&h[12..]);
+    let crc = crc32c::crc32c_combine(head, body_crc, len as usize);
+    h[8..12].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 /// A batch too large for the record format (over 4 GiB, or a source name
 /// over 64 KiB).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -120,6 +142,12 @@ pub struct BodyError(pub &'static str);
 
 /// Splits a body (already CRC-checked) into position and events.
 pub fn split_body<'a>(header: &Header, body: &'a [u8]) -> Result<Body<'a>, BodyError> {
+    if header.flags & SKIPPED != 0 {
+        return Ok(Body {
+            position: None,
+            events: &[],
+        });
+    }
     if header.flags & HAS_POSITION == 0 {
         return Ok(Body {
             position: None,
@@ -204,6 +232,17 @@ mod tests {
             let (hb, body) = b.split_at(HEADER_LEN);
             assert!(!h.check(hb.try_into().unwrap(), body), "bit {i} undetected");
         }
+    }
+
+    #[test]
+    fn a_skipped_record_is_valid_and_holds_nothing() {
+        let body = b"damaged bytes that were a record".repeat(3);
+        let hb = skipped_header(body.len() as u32, 9, crc32c::crc32c(&body));
+        let h = Header::parse(&hb).unwrap();
+        assert!(h.check(&hb, &body));
+        assert_eq!(h.count, 0);
+        let b = split_body(&h, &body).unwrap();
+        assert_eq!((b.position, b.events.len()), (None, 0));
     }
 
     #[test]

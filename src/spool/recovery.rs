@@ -1,22 +1,25 @@
-//! Opening a spool: find the segments, cut a torn tail, rebuild the
-//! in-memory state (segments, source positions, sink cursors).
+//! Opening a spool: find the segments, repair damage, cut a torn tail,
+//! rebuild the in-memory state (segments, source positions, sink cursors).
 //!
-//! Closed segments were fdatasync'ed before the next one was created, so
-//! only their record headers are read (to count events; bodies are skipped).
-//! The tail segment is read in full and every record's CRC checked: it ends
-//! at the first record that is torn or damaged, and the file is truncated
-//! there. Positions come from the tail's header snapshot plus its records.
+//! Every segment is read in full and every record's CRC checked (a bit
+//! flipped in a closed segment is as real as one in the tail). A damaged
+//! record costs only itself: [`repair`] resynchronises on the next valid
+//! record and replaces the damage by a skipped record; a damaged segment
+//! header is rebuilt. Only damage at the very end of the tail, with no valid
+//! record after it (a torn write), is cut off. Positions come from the
+//! tail's header snapshot plus its records up to the first damage.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::record::{self, HEADER_LEN};
+use super::repair;
 use super::segment::{self, HeaderError};
 use super::state::SegMeta;
 use super::{cursor, Offset, SpoolError};
+use crate::statefile;
 
 /// What a spool directory holds, ready to serve.
 pub struct Recovered {
@@ -29,6 +32,10 @@ pub struct Recovered {
     pub sinks: HashMap<String, (Offset, u64)>,
     /// Bytes cut off the tail (torn or corrupt records, a torn new segment).
     pub discarded: u64,
+    /// Damaged records (and segment headers) repaired, and the events the
+    /// damaged records held as far as their headers said.
+    pub corrupt: u64,
+    pub lost_events: u64,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> SpoolError {
@@ -58,60 +65,113 @@ struct Found<'a> {
     position: Option<(&'a str, &'a [u8])>,
 }
 
-/// Walks the records of a segment from `start` (file position); with
-/// `verify`, reads and checks every body. Returns the file position just past
-/// the last good record.
+/// What repairing damaged records in one segment found (see [`repair`]).
+#[derive(Default)]
+struct Repairs {
+    /// Damaged stretches replaced by a skipped record.
+    corrupt: u64,
+    /// Events those stretches held, as far as their headers said.
+    lost_events: u64,
+}
+
+/// Walks and checks every record of a segment, repairing damage in the
+/// middle (see [`repair`]). Returns the file position just past the last
+/// valid record: anything after it is damage with no valid record behind
+/// it, for the caller to cut (tail) or leave (closed segment).
 fn scan(
+    dir: &Path,
     file: &File,
     header: &segment::Header,
     file_len: u64,
-    verify: bool,
+    repairs: &mut Repairs,
     mut each: impl FnMut(Found<'_>),
 ) -> std::io::Result<u64> {
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    r.seek(SeekFrom::Start(header.len))?;
     let mut pos = header.len;
-    let mut hb = [0u8; HEADER_LEN];
     let mut body = Vec::new();
-    loop {
-        if file_len - pos < HEADER_LEN as u64 {
-            break;
+    let mut damaged = false;
+    let mut window = repair::Window::new(file, file_len);
+    while file_len - pos >= HEADER_LEN as u64 {
+        if let Some((h, record_body)) = window.record(pos)? {
+            pos += h.total_len();
+            let parts = record::split_body(&h, record_body).expect("checked by Window::record");
+            each(Found {
+                end: header.base + (pos - header.len),
+                count: h.count,
+                // A source position after damage would skip the damaged
+                // events (a power cut can leave a hole of unsynced pages
+                // before records that did reach the disk): keep the last
+                // one before it, so the source reads them again
+                // (duplicates of what follows, never loss).
+                position: if damaged { None } else { parts.position },
+            });
+            continue;
         }
-        r.read_exact(&mut hb)?;
-        let Some(h) = record::Header::parse(&hb) else {
+        damaged = true;
+        // A record's header is at least HEADER_LEN bytes, so the next
+        // record cannot start before that.
+        let Some(next) = repair::next_valid(file, pos + HEADER_LEN as u64, file_len)? else {
             break;
         };
-        if h.total_len() > file_len - pos {
-            break;
-        }
-        let mut position = None;
-        if verify {
-            body.resize(h.len as usize, 0);
-            r.read_exact(&mut body)?;
-            if !h.check(&hb, &body) {
-                break;
-            }
-            match record::split_body(&h, &body) {
-                Ok(b) => position = b.position,
-                Err(_) => break,
-            }
-        } else {
-            r.seek_relative(i64::from(h.len))?;
-        }
-        pos += h.total_len();
+        let len = next - pos;
+        let lost = repair::events_in(file, pos, len)?;
+        let time_ns = repair::valid_at(file, next, file_len, &mut body)?.map_or(0, |h| h.time_ns);
+        let aside = repair::set_aside(dir, header.base, file, pos, len)?;
+        repair::mark_skipped(file, pos, len, time_ns)?;
+        // The window may hold the bytes from before the rewrite.
+        window = repair::Window::new(file, file_len);
+        repairs.corrupt += 1;
+        repairs.lost_events += lost.unwrap_or(0);
+        tracing::error!(
+            segment = %segment::path(dir, header.base).display(),
+            at_byte = pos,
+            damaged_bytes = len,
+            lost_events = lost.map_or("unknown".to_owned(), |n| n.to_string()),
+            copied_to = if aside { repair::ASIDE_DIR } else { "(not copied: damaged/ is full)" },
+            "spool record damaged on disk; skipped it and kept every valid record after it"
+        );
+        pos = next;
         each(Found {
             end: header.base + (pos - header.len),
-            count: h.count,
-            position,
+            count: 0,
+            position: None,
         });
     }
     Ok(pos)
 }
 
+/// Rebuilds the damaged header of segment `base` in front of its first
+/// valid record; `false` when it holds none (nothing to keep).
+fn rebuild(
+    dir: &Path,
+    base: Offset,
+    file: &File,
+    file_len: u64,
+    positions: &BTreeMap<String, Vec<u8>>,
+) -> std::io::Result<bool> {
+    let Some(first) = repair::next_valid(file, segment::MIN_HEADER_LEN, file_len)? else {
+        return Ok(false);
+    };
+    let aside = repair::set_aside(dir, base, file, 0, first)?;
+    if !repair::rebuild_header(file, base, first, positions)? {
+        return Ok(false);
+    }
+    tracing::error!(
+        segment = %segment::path(dir, base).display(),
+        header_bytes = first,
+        copied_to = if aside { repair::ASIDE_DIR } else { "(not copied: damaged/ is full)" },
+        "spool segment header is damaged; rebuilt it, its records are kept (source positions from the previous segment)"
+    );
+    Ok(true)
+}
+
 /// Opens or creates the spool in `dir` for `sinks`.
 pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     let cursors_dir = dir.join("cursors");
-    fs::create_dir_all(&cursors_dir).map_err(io("creating the spool directory"))?;
+    // 0700 whatever the umask. The spool directory may be a link an admin
+    // made to put it on another disk (only root can, in a 0700 state
+    // directory); nothing inside it may.
+    statefile::ensure_dir(dir, true).map_err(io("creating the spool directory"))?;
+    statefile::ensure_dir(&cursors_dir, false).map_err(io("creating the spool directory"))?;
     let loaded = cursor::load(&cursors_dir, sinks).map_err(io("reading sink cursors"))?;
     for sink in &loaded.damaged {
         tracing::warn!(sink = %sink, "spool cursor file damaged; the sink restarts at the oldest spooled data");
@@ -124,21 +184,38 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     bases.sort_unstable();
 
     let mut discarded = 0;
+    let mut repairs = Repairs::default();
     // A crash while creating a segment can leave a file whose header is
-    // torn: it holds no record, so it goes.
-    let mut headers = Vec::with_capacity(bases.len());
+    // torn: it holds no record, so it goes. A damaged header in front of
+    // valid records is rebuilt.
+    let mut headers: Vec<(Offset, File, u64, segment::Header)> = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let path = segment::path(dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = statefile::open(&path, statefile::options().read(true).write(true))
             .map_err(io("opening a segment"))?;
+        // Segments an older weir made under a wide umask become private.
+        statefile::restrict(&file, statefile::FILE_MODE)
+            .map_err(io("narrowing a segment's mode"))?;
         let file_len = file
             .metadata()
             .map_err(io("reading a segment's size"))?
             .len();
-        match read_header(&file) {
+        let mut header = read_header(&file);
+        if matches!(&header, Ok(h) if h.base != base)
+            || matches!(header, Err(HeaderError::Damaged(_)))
+        {
+            let positions = headers
+                .last()
+                .map(|h| h.3.positions.clone())
+                .unwrap_or_default();
+            if rebuild(dir, base, &file, file_len, &positions)
+                .map_err(io("rebuilding a segment header"))?
+            {
+                repairs.corrupt += 1;
+                header = read_header(&file);
+            }
+        }
+        match header {
             Ok(h) if h.base == base => headers.push((base, file, file_len, h)),
             Err(HeaderError::NewerVersion(version)) => {
                 return Err(SpoolError::NewerFormat { path, version })
@@ -161,6 +238,7 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     let mut sink_pos: HashMap<String, (Offset, u64)> = HashMap::new();
     let n = headers.len();
     let mut tail = None;
+    let mut tail_repaired = false;
     for (i, (base, file, file_len, h)) in headers.into_iter().enumerate() {
         let is_tail = i + 1 == n;
         let mut events = 0u64;
@@ -175,7 +253,8 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
         if is_tail {
             positions = h.positions.clone();
         }
-        let good = scan(&file, &h, file_len, is_tail, |f| {
+        let corrupt_before = repairs.corrupt;
+        let good = scan(dir, &file, &h, file_len, &mut repairs, |f| {
             events += u64::from(f.count);
             for (k, (_, a)) in inside.iter().enumerate() {
                 if f.end <= *a {
@@ -187,6 +266,21 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
             }
         })
         .map_err(io("scanning a segment"))?;
+        let mut good = good;
+        if !is_tail && file_len - good >= HEADER_LEN as u64 {
+            // Damage at the end of a closed segment (fdatasync'ed before the
+            // next one began, so not a torn write): skipped like any other.
+            let lost = repair::events_in(&file, good, file_len - good)
+                .map_err(io("repairing a segment"))?;
+            repair::set_aside(dir, base, &file, good, file_len - good)
+                .map_err(io("copying damaged bytes aside"))?;
+            repair::mark_skipped(&file, good, file_len - good, 0)
+                .map_err(io("repairing a segment"))?;
+            tracing::error!(segment = %segment::path(dir, base).display(), at_byte = good, damaged_bytes = file_len - good, "spool segment ends in damaged bytes; skipped them");
+            repairs.corrupt += 1;
+            repairs.lost_events += lost.unwrap_or(0);
+            good = file_len;
+        }
         let end = base + (good - h.len);
         for (k, (s, a)) in inside.iter().enumerate() {
             if *a < end {
@@ -197,12 +291,12 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
         if good < file_len {
             let path = segment::path(dir, base);
             if is_tail {
-                tracing::warn!(segment = %path.display(), discarded_bytes = file_len - good, "spool tail had a torn or corrupt record (crash during a write); cut it off");
+                repair::set_aside(dir, base, &file, good, file_len - good)
+                    .map_err(io("copying damaged bytes aside"))?;
+                tracing::warn!(segment = %path.display(), discarded_bytes = file_len - good, "spool tail ended in a torn record (crash during a write); cut it off");
                 file.set_len(good).map_err(io("truncating a torn tail"))?;
                 discarded += file_len - good;
                 disk_len = good;
-            } else {
-                tracing::error!(segment = %path.display(), at_byte = good, skipped_bytes = file_len - good, "spool segment is damaged; the records after the damage are skipped");
             }
         }
         segments.insert(
@@ -215,8 +309,27 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
             },
         );
         if is_tail {
+            tail_repaired = repairs.corrupt > corrupt_before;
             tail = Some((file, disk_len));
         }
+    }
+    if tail_repaired {
+        // The tail held damage, so the positions end before it (see
+        // `scan`). Later appends must not sit behind a skipped record in
+        // the same segment (the next open would skip their positions too):
+        // they go to a new tail whose header holds those positions.
+        let next = segments.values().next_back().expect("the tail").end;
+        let (file, header_len) = create_segment(dir, next, &positions)?;
+        segments.insert(
+            next,
+            SegMeta {
+                header_len,
+                end: next,
+                events: 0,
+                disk_len: header_len,
+            },
+        );
+        tail = Some((file, header_len));
     }
 
     let (tail, tail_len) = match tail {
@@ -271,6 +384,8 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
         tail_len,
         sinks: out_sinks,
         discarded,
+        corrupt: repairs.corrupt,
+        lost_events: repairs.lost_events,
     })
 }
 
@@ -290,12 +405,14 @@ pub fn create_segment(
 /// just `header`, durable with its directory entry.
 pub fn create_with_header(dir: &Path, base: Offset, header: &[u8]) -> std::io::Result<File> {
     let path = segment::path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)?;
+    let file = statefile::open(
+        &path,
+        statefile::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )?;
     let r = file
         .write_all_at(header, 0)
         .and_then(|()| file.sync_data())
@@ -350,6 +467,58 @@ mod tests {
         let r = recover(d.path(), &sinks()).unwrap();
         assert_eq!(r.discarded, 5000);
         assert_eq!(r.tail_len as usize, header);
+    }
+
+    #[test]
+    fn a_flipped_record_is_skipped_counted_and_set_aside_once() {
+        use crate::event::{Event, Origin};
+        let d = tempfile::tempdir().unwrap();
+        let (f, h) = create_segment(d.path(), 0, &BTreeMap::new()).unwrap();
+        let mut rec = Vec::new();
+        let mut at = h;
+        let mut starts = Vec::new();
+        for k in 0..5 {
+            let events: Vec<Event> = (0..k + 1)
+                .map(|i| Event::new(i, Origin::Docker, format!("record {k} line {i}")))
+                .collect();
+            // Each record carries the journal position after it.
+            let pos = (k + 1).to_string();
+            record::encode(&mut rec, &events, Some(("journal", pos.as_bytes())), 1).unwrap();
+            f.write_all_at(&rec, at).unwrap();
+            starts.push(at);
+            at += rec.len() as u64;
+        }
+        drop(f);
+        // Flip a body byte of record 2 (3 events).
+        let path = segment::path(d.path(), 0);
+        let mut b = std::fs::read(&path).unwrap();
+        b[starts[2] as usize + HEADER_LEN + 3] ^= 0x10;
+        std::fs::write(&path, &b).unwrap();
+        let r = recover(d.path(), &sinks()).unwrap();
+        assert_eq!((r.corrupt, r.lost_events, r.discarded), (1, 3, 0));
+        // The position stops before the damage, and stays there: the next
+        // appends go to a new tail whose header holds it.
+        assert_eq!(
+            r.positions.get("journal").map(Vec::as_slice),
+            Some(&b"2"[..])
+        );
+        assert_eq!(r.segments.len(), 2);
+        assert_eq!(r.segments[&0].events, 1 + 2 + 4 + 5);
+        assert_eq!(r.segments[&0].end, at - h, "offsets unchanged");
+        let aside = d
+            .path()
+            .join(format!("damaged/{:020}-{:020}.bin", 0, starts[2]));
+        assert_eq!(
+            std::fs::read(aside).unwrap(),
+            &b[starts[2] as usize..starts[3] as usize]
+        );
+        drop(r);
+        let r = recover(d.path(), &sinks()).unwrap();
+        assert_eq!((r.corrupt, r.lost_events), (0, 0), "repaired once");
+        assert_eq!(
+            r.positions.get("journal").map(Vec::as_slice),
+            Some(&b"2"[..])
+        );
     }
 
     #[test]

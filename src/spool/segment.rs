@@ -11,7 +11,8 @@
 //! names. The header carries a snapshot of every source's last position as of
 //! `base`, so a source that appends rarely keeps its position after the
 //! segments that held its records are deleted. `crc` is CRC32C of every
-//! header byte before it.
+//! header byte before it. Zero bytes may pad the header before `crc` (a
+//! header rebuilt by recovery keeps the length of the damaged one).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub const MAGIC: &[u8; 8] = b"WEIRSEG\0";
 pub const VERSION: u16 = 1;
 /// Bytes of the fixed part, before the position snapshot.
 const FIXED_LEN: usize = 8 + 2 + 2 + 4 + 8 + 4;
+/// The shortest header: no positions, just the CRC after the fixed part.
+pub const MIN_HEADER_LEN: u64 = (FIXED_LEN + 4) as u64;
 
 /// The file name of the segment starting at `base`.
 pub fn file_name(base: u64) -> String {
@@ -65,6 +68,28 @@ pub fn encode_header(base: u64, positions: &BTreeMap<String, Vec<u8>>) -> Vec<u8
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// A header for `base` exactly `len` bytes long, zero-padded before its
+/// CRC (the parser ignores bytes after the positions): recovery rebuilds a
+/// damaged header to the length the old one had, so records keep their
+/// offsets. `None` when the positions do not fit in `len`.
+pub fn encode_header_padded(
+    base: u64,
+    positions: &BTreeMap<String, Vec<u8>>,
+    len: u64,
+) -> Option<Vec<u8>> {
+    let mut h = encode_header(base, positions);
+    let len = u32::try_from(len).ok()? as usize;
+    if h.len() > len {
+        return None;
+    }
+    h.truncate(h.len() - 4);
+    h.resize(len - 4, 0);
+    h[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+    let crc = crc32c::crc32c(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    Some(h)
 }
 
 /// A parsed segment header.
@@ -168,6 +193,21 @@ mod tests {
                 positions: p
             })
         );
+    }
+
+    #[test]
+    fn a_padded_header_parses_to_the_same_fields_and_length() {
+        let mut p = BTreeMap::new();
+        p.insert("journal".to_owned(), b"s=1".to_vec());
+        let natural = encode_header(7, &p).len() as u64;
+        let h = encode_header_padded(7, &p, natural + 100).unwrap();
+        assert_eq!(h.len() as u64, natural + 100);
+        let parsed = parse_header(&h).unwrap();
+        assert_eq!(
+            (parsed.base, parsed.len, parsed.positions),
+            (7, natural + 100, p.clone())
+        );
+        assert!(encode_header_padded(7, &p, natural - 1).is_none());
     }
 
     #[test]

@@ -161,6 +161,7 @@ pub struct Metrics {
     pub fsyncs: Counter,
     pub discarded: Counter,
     pub corrupt: Counter,
+    pub corrupt_lost: Counter,
 }
 
 impl Metrics {
@@ -180,7 +181,12 @@ impl Metrics {
             ),
             corrupt: metrics::counter(
                 "weir_spool_corrupt_records_total",
-                "Records that failed their checksum when read back (skipped).",
+                "Spool records found damaged (magic, length or checksum), at open or when read back; each is skipped and the valid records after it kept.",
+                &[],
+            ),
+            corrupt_lost: metrics::counter(
+                crate::metrics::names::SPOOL_CORRUPT_LOST_EVENTS,
+                "Events held by damaged spool records found at open (as far as their headers said), never delivered.",
                 &[],
             ),
         }

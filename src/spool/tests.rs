@@ -278,3 +278,30 @@ async fn positions_survive_deletion_of_their_segment() {
     let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
     assert_eq!(s.source_position("journal").as_deref(), Some(&b"rare"[..]));
 }
+
+/// A record damaged under a running spool (after the open repaired what it
+/// found) costs a reader only that record: it resumes at the next valid one.
+#[tokio::test]
+async fn a_record_damaged_while_running_costs_a_reader_only_itself() {
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(1 << 20, 1 << 30, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    let mut r = s.reader("a").unwrap();
+    let mut ends = vec![0];
+    for i in 0..10 {
+        ends.push(s.append(&[ev(2 * i), ev(2 * i + 1)], None).await.unwrap());
+    }
+    s.wait_durable(*ends.last().unwrap()).await.unwrap();
+    // Flip a byte inside record 4 (events 8 and 9).
+    let header_len = s.shared().lock().segments[&0].header_len;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment::path(d.path(), 0))
+        .unwrap();
+    f.write_all_at(&[0xff], header_len + ends[4] + 40).unwrap();
+    drop(f);
+    let got = read_all(&mut r, 18).await;
+    let want: Vec<Event> = (0..20).filter(|i| !(8..10).contains(i)).map(ev).collect();
+    assert_eq!(got, want);
+}

@@ -263,7 +263,7 @@ impl Writer {
     /// Makes room after a failed write if it can, else marks the spool
     /// stuck and pauses. `false` when shutting down (give up).
     fn handle_error(&mut self, e: std::io::Error) -> bool {
-        let full = e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT);
+        let full = super::is_disk_full(&e);
         let mut st = self.shared.lock();
         if st.shutdown {
             tracing::error!(error = %e, "spool write failed during shutdown; appended data not yet durable is lost");
@@ -427,7 +427,7 @@ impl Writer {
 
 /// The append time in the record header at file position `at`.
 fn read_time(dir: &std::path::Path, base: Offset, at: u64) -> Option<i64> {
-    let f = File::open(segment::path(dir, base)).ok()?;
+    let f = crate::statefile::open_read(&segment::path(dir, base)).ok()?;
     let mut hb = [0u8; HEADER_LEN];
     f.read_exact_at(&mut hb, at).ok()?;
     record::Header::parse(&hb).map(|h| h.time_ns)

@@ -357,8 +357,10 @@ async fn rate_limited_then_recovers() {
     h.stop().await;
 }
 
+/// Loki's distributor stores the valid entries of a push and answers 400
+/// for the one it refuses: weir counts that one and sends nothing again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_refused_entry_is_isolated_and_dropped_alone() {
+async fn one_refused_entry_costs_only_itself_and_nothing_is_sent_twice() {
     let r = Receiver::start().await;
     r.reject_lines_containing("POISON");
     let h = Harness::start("loki_400", config(&r.url(), ""));
@@ -387,7 +389,12 @@ async fn one_refused_entry_is_isolated_and_dropped_alone() {
         h.metric("weir_sink_rejected_events_total", Some("bad_request")),
         1.0
     );
-    assert!(h.metric("weir_sink_splits_total", None) >= 1.0);
+    assert_eq!(h.metric("weir_sink_splits_total", None), 0.0);
+    let stats = r.stats();
+    assert_eq!(
+        stats.received, stats.accepted,
+        "entries sent twice: {stats:?}"
+    );
     let log = h.stop().await;
     assert!(!log.contains("POISON"), "{log}");
     assert!(log.contains("reason=\"bad_request\""), "{log}");
@@ -420,6 +427,136 @@ async fn too_old_and_too_long_entries_are_counted_by_reason() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(r.entries().len(), 50);
+    h.stop().await;
+}
+
+/// The issue's case: 1,000 entries beside 100 month-old ones and five 300 KB
+/// lines. weir knows Loki's default limits, so the month-old ones are never
+/// sent (counted `too_old`) and the long lines are cut to `max_line_size`.
+/// A Loki with tighter limits than weir knows (1 day, 100 KB lines) refuses
+/// some entries of a push (400) after storing the rest: weir treats the push
+/// as delivered except those, so every accepted entry was sent exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loki_400_is_partial_and_no_accepted_entry_is_sent_twice() {
+    let day = 86_400 * 1_000_000_000i64;
+    let base = now_ns();
+    let mut events: Vec<Event> = (0..1000)
+        .map(|i| {
+            event(
+                base - 1000 + i,
+                ["a", "b", "c"][i as usize % 3],
+                format!("fresh {i}"),
+            )
+        })
+        .collect();
+    events.extend((0..100).map(|i| event(base - 30 * day + i, "a", format!("month-old {i}"))));
+    events.extend((0..5).map(|i| event(base + i, "b", noise(i as u64, 300_000))));
+
+    // Loki's defaults, which weir's defaults match: nothing refused by Loki.
+    let r = Receiver::start().await;
+    let h = Harness::start("loki_partial_defaults", config(&r.url(), ""));
+    h.append(&events).await;
+    wait_entries(&r, 1005, Duration::from_secs(20)).await;
+    h.wait_metric("weir_sink_rejected_events_total", Some("too_old"), 100.0)
+        .await;
+    h.wait_metric("weir_sink_truncated_events_total", None, 5.0)
+        .await;
+    let stats = r.stats();
+    assert_eq!(stats.statuses.get(&400), None, "{stats:?}");
+    assert_eq!((stats.received, stats.accepted), (1005, 1005), "{stats:?}");
+    h.stop().await;
+
+    // Tighter than weir knows: 2-day-old entries and 200 KB lines refused
+    // by the receiver, which stores the rest of each push, then says 400.
+    let limits = Limits {
+        reject_old_after: Duration::from_secs(86_400),
+        max_line_size: 100_000,
+        ..Limits::default()
+    };
+    let r = Receiver::start_with(limits, None).await;
+    let h = Harness::start("loki_partial_tight", config(&r.url(), ""));
+    let mut events: Vec<Event> = (0..1000)
+        .map(|i| {
+            event(
+                base - 1000 + i,
+                ["a", "b", "c"][i as usize % 3],
+                format!("fresh {i}"),
+            )
+        })
+        .collect();
+    events.extend((0..100).map(|i| event(base - 2 * day + i, "a", format!("two days {i}"))));
+    events.extend((0..5).map(|i| event(base + i, "b", noise(i as u64, 200_000))));
+    h.append(&events).await;
+    wait_entries(&r, 1000, Duration::from_secs(20)).await;
+    let refused = || {
+        ["too_old", "line_too_long"]
+            .iter()
+            .map(|reason| h.metric("weir_sink_rejected_events_total", Some(reason)))
+            .sum::<f64>()
+    };
+    let start = Instant::now();
+    while refused() < 105.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} {:?}",
+            refused(),
+            r.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = r.stats();
+    assert!(
+        stats.statuses.get(&400).is_some_and(|&n| n >= 1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        (stats.received, stats.accepted),
+        (1000, 1000),
+        "accepted entries were sent again: {stats:?}"
+    );
+    assert_eq!(refused(), 105.0);
+    assert_eq!(h.metric("weir_sink_splits_total", None), 0.0);
+    assert_eq!(h.metric("weir_sink_events_sent_total", None), 1000.0);
+    h.stop().await;
+}
+
+/// 5,000 distinct containers (the issue saw 100,000 make 100,059 streams,
+/// 10,002 in one push): with `max_streams = 500` and `max_streams_per_push
+/// = 100`, Loki sees at most ~500 streams, never more than 100 per push;
+/// every event is delivered, its container name in the line, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_containers_beyond_max_streams_go_into_the_line() {
+    let r = Receiver::start().await;
+    let h = Harness::start(
+        "loki_cardinality",
+        config(&r.url(), "max_streams = 500\nmax_streams_per_push = 100"),
+    );
+    let base = now_ns();
+    let events: Vec<Event> = (0..5000)
+        .map(|i| {
+            let mut e = event(base + i, "web", format!("hello {i}"));
+            e.labels.container_name = Some(format!("web-{i}"));
+            e
+        })
+        .collect();
+    h.append(&events).await;
+    wait_entries(&r, 5000, Duration::from_secs(30)).await;
+    let stats = r.stats();
+    assert!(stats.streams <= 501, "{} streams", stats.streams);
+    assert!(stats.max_streams_per_push <= 100, "{stats:?}");
+    h.wait_metric("weir_sink_loki_demoted_events_total", None, 4500.0)
+        .await;
+    let entries = r.entries();
+    let moved = entries
+        .iter()
+        .filter(|e| !e.labels.contains_key("container_name"))
+        .count();
+    assert_eq!(moved, 4500);
+    assert!(entries
+        .iter()
+        .filter(|e| !e.labels.contains_key("container_name"))
+        .all(|e| e.line.contains("container_name=web-")));
     h.stop().await;
 }
 

@@ -142,6 +142,10 @@ pub struct Stats {
     pub received: u64,
     /// Streams received whose entries were not in time order within the push.
     pub unsorted_streams: u64,
+    /// Most streams in one push.
+    pub max_streams_per_push: usize,
+    /// Distinct streams that had an entry accepted.
+    pub streams: usize,
 }
 
 #[derive(Default)]
@@ -300,7 +304,10 @@ impl Receiver {
     }
 
     pub fn stats(&self) -> Stats {
-        self.state.lock().unwrap().stats.clone()
+        let st = self.state.lock().unwrap();
+        let mut stats = st.stats.clone();
+        stats.streams = st.newest.len();
+        stats
     }
 }
 
@@ -400,6 +407,7 @@ fn push(
     let oldest = now - limits.reject_old_after.as_nanos() as i64;
     let newest_ok = now + 600 * 1_000_000_000;
     let mut st = state.lock().unwrap();
+    st.stats.max_streams_per_push = st.stats.max_streams_per_push.max(request.streams.len());
     let mut first_error = None;
     let mut refused = 0;
     let mut total = 0;

@@ -9,8 +9,21 @@
 //! only be smaller than planned. An entry too large for any push on its own is
 //! dropped and counted here, before anything is sent: it could never be
 //! delivered, and retrying it would loop.
+//!
+//! Entries are also checked against the limits of Loki's distributor that
+//! weir knows before anything is sent (see [`Limits`]): Loki writes the valid
+//! entries of a push and answers 400 for the others, so an entry it would
+//! refuse must not be sent at all, or isolating it by splitting would send
+//! the accepted ones again. Refused here, counted by Loki's reason.
+//!
+//! Stream cardinality is capped: a sink keeps at most `max_streams` live
+//! streams (used within [`STREAM_IDLE`]) and a push holds at most
+//! `max_streams_per_push`. An event that would open a stream beyond the cap
+//! has its most variable labels ([`DEMOTE_ORDER`], `container_name` first)
+//! moved into the line (or structured metadata) until it falls in a live
+//! stream; such events are counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prost::encoding::{encoded_len_varint, key_len};
 use prost::Message;
@@ -73,6 +86,44 @@ pub struct Plan {
     pub too_large: u64,
     /// Lines cut to `max_line_size`.
     pub truncated: u64,
+    /// Entries Loki would refuse, not sent, by Loki's reason (`too_old`,
+    /// `too_new`, `invalid_labels`).
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Events whose labels were moved into the line by the stream cap.
+    pub demoted: u64,
+}
+
+/// Loki's `max_label_value_length` default: a stream with a longer label
+/// value is refused whole.
+pub const MAX_LABEL_VALUE_BYTES: usize = 2048;
+/// A stream unused this long no longer counts as live (Loki's default
+/// `chunk_idle_period`).
+pub const STREAM_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+/// Labels moved into the line, in this order, when the stream cap is
+/// reached: the most variable first. `host`, `source` and `level` stay.
+pub const DEMOTE_ORDER: [&str; 4] = ["container_name", "unit", "app", "service"];
+
+/// The limits entries and streams are checked against before sending.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Entries older than this are refused (`too_old`); `None`: no limit.
+    pub max_age_ns: Option<i64>,
+    /// Entries further ahead of the clock than this are refused (`too_new`).
+    pub max_ahead_ns: i64,
+    pub max_streams: usize,
+    pub max_streams_per_push: usize,
+}
+
+impl Limits {
+    fn from_config(c: &Config) -> Limits {
+        let ns = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Limits {
+            max_age_ns: (!c.reject_older_than.0.is_zero()).then(|| ns(c.reject_older_than.0)),
+            max_ahead_ns: ns(c.reject_newer_than.0),
+            max_streams: c.max_streams,
+            max_streams_per_push: c.max_streams_per_push,
+        }
+    }
 }
 
 /// Builds pushes from events as the config says.
@@ -86,6 +137,9 @@ pub struct Planner {
     /// The size pushes are packed to: `cap`, or less once the server has
     /// shown a lower limit. An entry above it but under `cap` goes alone.
     target: usize,
+    limits: Limits,
+    /// Live streams: label string -> when last used (ns).
+    live: HashMap<String, i64>,
 }
 
 /// Bytes a stream adds besides its entries: its field key, a worst-case
@@ -114,7 +168,39 @@ impl Planner {
             encoding: config.encoding,
             cap: config.max_push_bytes.0 as usize,
             target: config.max_push_bytes.0 as usize,
+            limits: Limits::from_config(config),
+            live: HashMap::new(),
         }
+    }
+
+    /// Streams used within [`STREAM_IDLE`].
+    pub fn live_streams(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Why Loki would refuse `event`, if it would.
+    fn refusal(&self, event: &Event, now_ns: i64) -> Option<&'static str> {
+        let ts = event.timestamp_ns;
+        if self
+            .limits
+            .max_age_ns
+            .is_some_and(|age| ts < now_ns.saturating_sub(age))
+        {
+            return Some("too_old");
+        }
+        if ts > now_ns.saturating_add(self.limits.max_ahead_ns) {
+            return Some("too_new");
+        }
+        let long_label = event
+            .labels
+            .pairs(event.origin)
+            .any(|(k, v)| self.labels.contains(&k) && v.len() > MAX_LABEL_VALUE_BYTES);
+        long_label.then_some("invalid_labels")
+    }
+
+    /// Whether a stream may be used (live already, or room for one more).
+    fn admits(&self, key: &str) -> bool {
+        self.live.contains_key(key) || self.live.len() < self.limits.max_streams
     }
 
     /// The server refused a push of `refused` decoded bytes as too large:
@@ -142,14 +228,23 @@ impl Planner {
         }
     }
 
-    /// Groups, sorts and packs `events` into pushes under the cap.
-    pub fn plan(&self, events: &[Event]) -> Plan {
+    /// Checks, groups, sorts and packs `events` into pushes under the caps,
+    /// as of the wall clock `now_ns`.
+    pub fn plan(&mut self, events: &[Event], now_ns: i64) -> Plan {
         let mut plan = Plan::default();
+        let idle = i64::try_from(STREAM_IDLE.as_nanos()).expect("30 min");
+        self.live
+            .retain(|_, last| *last >= now_ns.saturating_sub(idle));
         let mut streams: BTreeMap<String, Vec<EntryAdapter>> = BTreeMap::new();
         let mut extra = Vec::with_capacity(8);
+        let mut selected = Vec::with_capacity(self.labels.len());
         for event in events {
+            if let Some(reason) = self.refusal(event, now_ns) {
+                *plan.refused.entry(reason).or_default() += 1;
+                continue;
+            }
             extra.clear();
-            let mut selected = Vec::with_capacity(self.labels.len());
+            selected.clear();
             for (k, v) in event.labels.pairs(event.origin) {
                 if v.is_empty() {
                     continue;
@@ -160,7 +255,28 @@ impl Planner {
                     extra.push((k, v));
                 }
             }
-            let key = encode::label_string(selected.into_iter());
+            let mut key = encode::label_string(selected.iter().copied());
+            if !self.admits(&key) {
+                // Beyond the stream cap: move the most variable labels into
+                // the line until the event falls in a live stream (or no
+                // label is left to move).
+                for name in DEMOTE_ORDER {
+                    if let Some(i) = selected.iter().position(|(k, _)| *k == name) {
+                        extra.push(selected.remove(i));
+                        key = encode::label_string(selected.iter().copied());
+                        if self.live.contains_key(&key) {
+                            break;
+                        }
+                    }
+                }
+                plan.demoted += 1;
+            }
+            match self.live.get_mut(&key) {
+                Some(last) => *last = now_ns,
+                None => {
+                    self.live.insert(key.clone(), now_ns);
+                }
+            }
             let (entry, truncated) = self.lines.entry(event, &extra);
             plan.truncated += u64::from(truncated);
             streams.entry(key).or_default().push(entry);
@@ -194,7 +310,9 @@ impl Planner {
                     continue;
                 }
                 let needed = entry_size + if open { 0 } else { overhead };
-                if count > 0 && size + needed > self.target {
+                let streams_full =
+                    !open && current.streams.len() >= self.limits.max_streams_per_push;
+                if count > 0 && (size + needed > self.target || streams_full) {
                     finish(&mut current, &mut size, &mut count);
                     open = false;
                 }
@@ -254,8 +372,11 @@ mod tests {
         c
     }
 
+    /// The planner's clock in these tests; events are stamped relative to it.
+    const NOW: i64 = 1_700_000_000_000_000_000;
+
     fn event(ts: i64, service: &str, msg: String) -> Event {
-        let mut e = Event::new(ts, Origin::Docker, msg);
+        let mut e = Event::new(NOW + ts, Origin::Docker, msg);
         e.labels.host = Some("h1".into());
         e.labels.service = Some(service.into());
         e.labels.level = Some(Level::Info);
@@ -266,19 +387,19 @@ mod tests {
 
     #[test]
     fn groups_by_configured_labels_and_sorts_by_time() {
-        let p = Planner::new(&config("labels = [\"host\", \"service\"]"));
+        let mut p = Planner::new(&config("labels = [\"host\", \"service\"]"));
         let events = vec![
             event(30, "db", "c".into()),
             event(10, "web", "a".into()),
             event(20, "db", "b".into()),
             event(20, "db", "b2".into()),
         ];
-        let plan = p.plan(&events);
+        let plan = p.plan(&events, NOW);
         assert_eq!(plan.pushes.len(), 1);
         let streams = &plan.pushes[0].request.streams;
         assert_eq!(streams.len(), 2);
         assert_eq!(streams[0].labels, r#"{host="h1", service="db"}"#);
-        let ts: Vec<i64> = streams[0].entries.iter().map(|e| e.ts_ns()).collect();
+        let ts: Vec<i64> = streams[0].entries.iter().map(|e| e.ts_ns() - NOW).collect();
         assert_eq!(ts, vec![20, 20, 30]);
         // Equal timestamps keep spool order; unselected labels go to the line.
         assert_eq!(
@@ -290,7 +411,7 @@ mod tests {
 
     fn check_plan(extra: &str, cap: usize) {
         let c = config(extra);
-        let p = Planner::new(&c);
+        let mut p = Planner::new(&c);
         let events: Vec<Event> = (0..3000)
             .map(|i| {
                 event(
@@ -300,7 +421,7 @@ mod tests {
                 )
             })
             .collect();
-        let plan = p.plan(&events);
+        let plan = p.plan(&events, NOW);
         assert_eq!(plan.too_large, 0);
         let total: usize = plan.pushes.iter().map(|p| p.entries).sum();
         assert_eq!(total, events.len());
@@ -334,10 +455,13 @@ mod tests {
     #[test]
     fn an_entry_that_cannot_fit_is_dropped_and_counted() {
         let c = config("max_push_bytes = \"64KiB\"\nmax_line_size = \"16KiB\"\nstructured_metadata = true\nline_format = \"raw\"");
-        let p = Planner::new(&c);
+        let mut p = Planner::new(&c);
         let mut huge = event(1, "a", "small".into());
         huge.fields.push(("blob".into(), "y".repeat(100_000)));
-        let plan = p.plan(&[event(0, "a", "ok".into()), huge, event(2, "a", "ok".into())]);
+        let plan = p.plan(
+            &[event(0, "a", "ok".into()), huge, event(2, "a", "ok".into())],
+            NOW,
+        );
         assert_eq!(plan.too_large, 1);
         assert_eq!(plan.pushes.len(), 1);
         assert_eq!(plan.pushes[0].entries, 2);
@@ -351,7 +475,7 @@ mod tests {
         assert_eq!(p.lower_target(200_000), None, "never raised");
         let mut events: Vec<Event> = (0..100).map(|i| event(i, "a", "x".repeat(2000))).collect();
         events.push(event(100, "a", "y".repeat(60_000)));
-        let plan = p.plan(&events);
+        let plan = p.plan(&events, NOW);
         assert_eq!(plan.too_large, 0);
         assert_eq!(plan.pushes.iter().map(|p| p.entries).sum::<usize>(), 101);
         let last = plan.pushes.last().unwrap();
@@ -362,12 +486,80 @@ mod tests {
     }
 
     #[test]
+    fn entries_loki_would_refuse_are_not_sent_but_counted_by_reason() {
+        let mut p = Planner::new(&config(
+            "reject_older_than = \"7d\"\nreject_newer_than = \"10m\"",
+        ));
+        let day = 86_400 * 1_000_000_000i64;
+        let mut long_label = event(0, "a", "ok".into());
+        long_label.labels.container_name = Some("c".repeat(MAX_LABEL_VALUE_BYTES + 1));
+        let events = vec![
+            event(0, "a", "now".into()),
+            event(-8 * day, "a", "old".into()),
+            event(-6 * day, "a", "six days".into()),
+            event(11 * 60 * 1_000_000_000, "a", "ahead".into()),
+            event(9 * 60 * 1_000_000_000, "a", "nine minutes ahead".into()),
+            long_label,
+        ];
+        let plan = p.plan(&events, NOW);
+        let want: BTreeMap<&str, u64> =
+            [("too_old", 1), ("too_new", 1), ("invalid_labels", 1)].into();
+        assert_eq!(plan.refused, want);
+        assert_eq!(plan.pushes.iter().map(|p| p.entries).sum::<usize>(), 3);
+        // `0s` turns the age check off.
+        let mut p = Planner::new(&config("reject_older_than = \"0s\""));
+        assert!(p
+            .plan(&[event(-300 * day, "a", "x".into())], NOW)
+            .refused
+            .is_empty());
+    }
+
+    #[test]
+    fn beyond_max_streams_container_name_moves_into_the_line() {
+        let mut p = Planner::new(&config("max_streams = 10\nmax_streams_per_push = 4"));
+        let events: Vec<Event> = (0..1000)
+            .map(|i| {
+                let mut e = event(i, "svc", format!("m{i}"));
+                e.labels.container_name = Some(format!("c{i}"));
+                e
+            })
+            .collect();
+        let plan = p.plan(&events, NOW);
+        let streams: std::collections::HashSet<&str> = plan
+            .pushes
+            .iter()
+            .flat_map(|p| p.request.streams.iter().map(|s| s.labels.as_str()))
+            .collect();
+        assert!(streams.len() <= 11, "{} streams", streams.len());
+        assert!(p.live_streams() <= 11);
+        assert_eq!(plan.demoted, 1000 - 10);
+        assert!(plan.pushes.iter().all(|p| p.request.streams.len() <= 4));
+        assert_eq!(plan.pushes.iter().map(|p| p.entries).sum::<usize>(), 1000);
+        // The demoted keep their container name, in the line.
+        let demoted = plan
+            .pushes
+            .iter()
+            .flat_map(|p| &p.request.streams)
+            .find(|s| !s.labels.contains("container_name"))
+            .expect("a stream without container_name");
+        assert!(
+            demoted.entries[0].line.contains("container_name=c"),
+            "{}",
+            demoted.entries[0].line
+        );
+        // Streams idle for 30 minutes stop counting.
+        let later = NOW + 31 * 60 * 1_000_000_000;
+        let plan = p.plan(&events[..5], later);
+        assert_eq!(plan.demoted, 0);
+    }
+
+    #[test]
     fn split_halves_keep_order_and_streams() {
-        let p = Planner::new(&config(""));
+        let mut p = Planner::new(&config(""));
         let events: Vec<Event> = (0..7)
             .map(|i| event(i, if i < 3 { "a" } else { "b" }, format!("m{i}")))
             .collect();
-        let push = p.plan(&events).pushes.remove(0);
+        let push = p.plan(&events, NOW).pushes.remove(0);
         let (a, b) = push.clone().split();
         assert_eq!((a.entries, b.entries), (3, 4));
         let lines = |p: &Push| -> Vec<String> {

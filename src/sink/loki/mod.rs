@@ -6,9 +6,13 @@
 //!
 //! - every push is built under a hard cap on both its size on the wire and
 //!   its decoded (uncompressed protobuf) size ([`batch`]);
-//! - a response saying "too large" splits the push in halves, a 400 splits it
-//!   to isolate and drop only the refused entries, and an entry that can never
-//!   fit is dropped and counted: nothing loops ([`sink`], [`response`]);
+//! - a response saying "too large" splits the push in halves; a 400 means
+//!   Loki stored all but the refused entries, so the push is delivered except
+//!   those (counted), never re-sent; entries Loki's known limits would refuse
+//!   are not sent; an entry that can never fit is dropped and counted:
+//!   nothing loops, nothing is stored twice ([`batch`], [`sink`], [`response`]);
+//! - stream cardinality is capped (`max_streams`, `max_streams_per_push`):
+//!   beyond it variable labels move into the line ([`batch`]);
 //! - a response body is reduced to a `&'static str` reason by a classifier
 //!   and then dropped: weir's log carries at most the status, that reason,
 //!   the push size and the entry count.
@@ -97,6 +101,20 @@ pub struct RawConfig {
     pub retry_initial_backoff: Option<HumanDuration>,
     /// Longest delay between retries (they go on forever). Default `30s`.
     pub retry_max_backoff: Option<HumanDuration>,
+    /// Entries older than this are not sent but counted as refused
+    /// (`too_old`): Loki would refuse them. Default `7d`, Loki's
+    /// `reject_old_samples_max_age`; `0s` sends every age (for a Loki with
+    /// `reject_old_samples: false`).
+    pub reject_older_than: Option<HumanDuration>,
+    /// Entries this far ahead of weir's clock are not sent but counted as
+    /// refused (`too_new`). Default `10m`, Loki's `creation_grace_period`.
+    pub reject_newer_than: Option<HumanDuration>,
+    /// Most live streams (label sets used in the last 30 minutes). Beyond
+    /// it `container_name`, then `unit`, `app` and `service` move into the
+    /// line (or structured metadata) instead of making new streams. Default 2000.
+    pub max_streams: Option<usize>,
+    /// Most streams in one push. Default 1000.
+    pub max_streams_per_push: Option<usize>,
 }
 
 /// The push body format.
@@ -165,6 +183,10 @@ pub struct Config {
     pub max_line_size: ByteSize,
     pub retry_initial_backoff: HumanDuration,
     pub retry_max_backoff: HumanDuration,
+    pub reject_older_than: HumanDuration,
+    pub reject_newer_than: HumanDuration,
+    pub max_streams: usize,
+    pub max_streams_per_push: usize,
 }
 
 fn dur(v: Option<HumanDuration>, default: Duration) -> HumanDuration {
@@ -324,7 +346,21 @@ impl RawConfig {
                 "must be at least retry_initial_backoff".into(),
             );
         }
+        let max_streams = self.max_streams.unwrap_or(2000);
+        let max_streams_per_push = self.max_streams_per_push.unwrap_or(1000);
+        for (field, n) in [
+            ("max_streams", max_streams),
+            ("max_streams_per_push", max_streams_per_push),
+        ] {
+            if !(1..=100_000).contains(&n) {
+                bad(field, format!("{n} is outside 1..100000"));
+            }
+        }
         Config {
+            reject_older_than: dur(self.reject_older_than, Duration::from_secs(7 * 86_400)),
+            reject_newer_than: dur(self.reject_newer_than, Duration::from_secs(600)),
+            max_streams,
+            max_streams_per_push,
             url: self.url,
             encoding,
             compression,

@@ -9,7 +9,8 @@
 //! |---|---|
 //! | 2xx | [`Outcome::Accepted`] |
 //! | 413, or 500 saying `ResourceExhausted` / `larger than max` | [`Outcome::TooLarge`]: split in halves |
-//! | 400 | [`Outcome::Rejected`]: split to isolate the refused entries, drop them |
+//! | 400 refusing entries (age, size, order, labels, metadata, policy) | [`Outcome::PartlyRefused`]: Loki wrote the others; acknowledge, count the refused |
+//! | 400 refusing the push itself (unparsable body) | [`Outcome::Rejected`]: split to isolate what cannot be read, drop it |
 //! | 429, other 5xx, network errors, timeouts | [`Outcome::Retry`]: same push, backoff, forever |
 //! | 401, 403, 404, other 4xx | [`Outcome::Retry`]: a config problem; the data waits in the spool |
 
@@ -23,8 +24,18 @@ pub enum Outcome {
     Accepted,
     /// The push as a whole is too large for the server: split it.
     TooLarge { status: u16, reason: &'static str },
-    /// Loki refused some entries of it: split to find them, drop only those.
+    /// Loki could not read the push as a whole: split to find the part it
+    /// cannot read, drop only that.
     Rejected { status: u16, reason: &'static str },
+    /// Loki's distributor stored the valid entries and refused the others
+    /// (400): sending any of it again would duplicate what was stored, so
+    /// it is delivered except the refused. `refused` is the count Loki gave
+    /// (`total ignored: N out of M`), `None` when it gave none (at least one).
+    PartlyRefused {
+        status: u16,
+        reason: &'static str,
+        refused: Option<u64>,
+    },
     /// Try the same push again later. `status` is 0 for network errors.
     Retry { status: u16, reason: &'static str },
 }
@@ -44,9 +55,14 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
             status,
             reason: "too_large",
         },
-        400 => Outcome::Rejected {
+        400 if is_unreadable(&text) => Outcome::Rejected {
+            status,
+            reason: "bad_request",
+        },
+        400 => Outcome::PartlyRefused {
             status,
             reason: rejection_reason(&text),
+            refused: total_ignored(&text),
         },
         429 => Outcome::Retry {
             status,
@@ -94,6 +110,30 @@ fn rejection_reason(text: &str) -> &'static str {
     } else {
         "bad_request"
     }
+}
+
+/// Whether a 400 says the push could not be decoded at all (nothing of it
+/// was stored), from the texts of Loki's push parsers.
+fn is_unreadable(text: &str) -> bool {
+    [
+        "unmarshal",
+        "snappy",
+        "decompress",
+        "readobject",
+        "invalid character",
+        "unexpected eof",
+        "cannot parse",
+        "failed to parse",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
+}
+
+/// `N` of Loki's `total ignored: N out of M`.
+fn total_ignored(text: &str) -> Option<u64> {
+    let rest = &text[text.find("total ignored: ")? + "total ignored: ".len()..];
+    let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok().filter(|&n| n > 0)
 }
 
 /// The reason for a failed request, from `reqwest`'s error kinds only.
@@ -162,11 +202,38 @@ mod tests {
         for (text, reason) in cases {
             assert_eq!(
                 classify(400, text.as_bytes()),
-                Outcome::Rejected {
+                Outcome::PartlyRefused {
                     status: 400,
-                    reason
+                    reason,
+                    refused: None,
                 },
                 "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_400_is_partial_unless_the_push_was_unreadable() {
+        let body = "entry for stream '{a=\"b\"}' has timestamp too old: 1, oldest acceptable timestamp is: 2\ntotal ignored: 100 out of 1105";
+        assert_eq!(
+            classify(400, body.as_bytes()),
+            Outcome::PartlyRefused {
+                status: 400,
+                reason: "too_old",
+                refused: Some(100)
+            }
+        );
+        for unreadable in [
+            "snappy: corrupt input",
+            "proto: cannot parse invalid wire-format data",
+            "ReadObject: expect { or , or } or n, but found",
+        ] {
+            assert!(
+                matches!(
+                    classify(400, unreadable.as_bytes()),
+                    Outcome::Rejected { .. }
+                ),
+                "{unreadable}"
             );
         }
     }

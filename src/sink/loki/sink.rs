@@ -39,6 +39,7 @@ struct Metrics {
     retries: Counter,
     splits: Counter,
     truncated: Counter,
+    demoted: Counter,
     last_success: Gauge,
     by_reason: HashMap<(&'static str, &'static str), Counter>,
 }
@@ -72,6 +73,11 @@ impl Metrics {
             truncated: metrics::counter(
                 "weir_sink_truncated_events_total",
                 "Events shrunk to fit the server's size limits (line or message cut with a marker).",
+                &l,
+            ),
+            demoted: metrics::counter(
+                crate::metrics::names::LOKI_DEMOTED_EVENTS,
+                "Events whose variable labels (container_name first) went into the line because the sink's stream cap (max_streams) was reached.",
                 &l,
             ),
             last_success: metrics::gauge(
@@ -206,8 +212,12 @@ impl Sink {
 
     /// Plans and delivers every push of a batch.
     async fn deliver_all(&mut self, events: &[Event]) -> Result<(), Cancelled> {
-        let plan = self.planner.plan(events);
+        let plan = self.planner.plan(events, unix_now_ns());
         self.metrics.truncated.add(plan.truncated);
+        self.metrics.demoted.add(plan.demoted);
+        for (reason, n) in &plan.refused {
+            self.metrics.rejected(reason).add(*n);
+        }
         if plan.too_large > 0 {
             self.metrics.rejected("too_large").add(plan.too_large);
             tracing::warn!(
@@ -249,6 +259,23 @@ impl Sink {
                     self.metrics.bytes.add(size as u64);
                     self.metrics.batches.inc();
                     self.metrics.last_success.set(unix_now());
+                }
+                Outcome::PartlyRefused {
+                    status,
+                    reason,
+                    refused,
+                } => {
+                    // Loki stored the rest: resending would duplicate it.
+                    let refused = refused.unwrap_or(1).min(push.entries as u64);
+                    self.metrics.sent.add(push.entries as u64 - refused);
+                    self.metrics.bytes.add(size as u64);
+                    self.metrics.batches.inc();
+                    self.metrics.last_success.set(unix_now());
+                    self.metrics.rejected(reason).add(refused);
+                    tracing::warn!(
+                        sink = %self.name, status, reason, bytes = size, entries = push.entries, refused,
+                        "Loki refused some entries of a push and stored the others; the refused are dropped"
+                    );
                 }
                 Outcome::TooLarge { status, reason } | Outcome::Rejected { status, reason }
                     if push.entries > 1 =>
@@ -316,6 +343,12 @@ impl Sink {
             }
         }
     }
+}
+
+fn unix_now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 fn unix_now() -> i64 {
