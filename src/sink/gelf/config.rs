@@ -1,0 +1,301 @@
+//! The `[sinks.NAME]` section of `type = "gelf"`: keys, defaults, checks,
+//! and the `address` parser (the scheme picks the transport).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{compress, tcp};
+use crate::config::{ByteSize, Problems};
+
+/// Default `chunk_size`: fits a 1500-byte MTU path with room for IP/UDP
+/// headers and tunnels (the value of Docker's gelf driver and go-gelf).
+pub const DEFAULT_CHUNK_SIZE: u64 = 1420;
+/// Default `max_message_bytes`: Graylog's GELF TCP input default (2 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 2 << 20;
+
+/// `[sinks.NAME]` with `type = "gelf"`, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where the Graylog GELF input listens: `udp://host:port`,
+    /// `tcp://host:port` or `tls://host:port` (Graylog's default port is 12201).
+    /// The name is resolved again on every reconnect.
+    pub address: String,
+    /// UDP only: `gzip` (default), `zlib` or `none`. GELF over TCP is never
+    /// compressed.
+    pub compression: Option<Compression>,
+    /// UDP only: messages shorter than this go out uncompressed (GELF
+    /// inputs detect compression per datagram). Default `1KiB`: compressing
+    /// a short line costs more CPU than it saves bytes. `0` compresses every
+    /// message.
+    pub compress_min_bytes: Option<ByteSize>,
+    /// UDP only: the largest datagram sent, 12-byte chunk header included.
+    /// Default `1420` (safe on WAN paths); up to `8192` on a LAN with a
+    /// 9000-byte MTU. Between 256 and 65507 bytes.
+    pub chunk_size: Option<ByteSize>,
+    /// TCP/TLS only: the largest message (JSON bytes). Default `2MiB`, the
+    /// default `max_message_size` of Graylog's GELF TCP input; lower it to
+    /// what your input allows.
+    pub max_message_bytes: Option<ByteSize>,
+    /// `level` of Docker lines written to stdout. Default 6 (info).
+    pub stdout_level: Option<u8>,
+    /// `level` of Docker lines written to stderr. Default 3 (error).
+    pub stderr_level: Option<u8>,
+    /// TLS only: PEM file of the CA certificate(s) to trust instead of the
+    /// system's roots (e.g. a private CA that signed Graylog's certificate).
+    pub ca_file: Option<PathBuf>,
+    /// TLS only: the name expected in the server's certificate. Default: the
+    /// host of `address` (set it when `address` is an IP address).
+    pub server_name: Option<String>,
+}
+
+/// Compression of UDP messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    Gzip,
+    Zlib,
+    None,
+}
+
+/// The transport named by the address scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A parsed `address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub protocol: Protocol,
+    /// Host name or IP address (without IPv6 brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+/// Validated gelf sink config.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub address: String,
+    #[serde(skip)]
+    pub endpoint: Endpoint,
+    pub compression: Compression,
+    pub compress_min_bytes: ByteSize,
+    pub chunk_size: ByteSize,
+    pub max_message_bytes: ByteSize,
+    pub stdout_level: u8,
+    pub stderr_level: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+impl RawConfig {
+    pub fn validate(self, key: &str, problems: &mut Problems) -> Config {
+        let endpoint = parse_address(&self.address).unwrap_or_else(|why| {
+            problems.add(format!("{key}.address"), why);
+            Endpoint {
+                protocol: Protocol::Udp,
+                host: String::new(),
+                port: 0,
+            }
+        });
+        let udp = endpoint.protocol == Protocol::Udp;
+        let tls = endpoint.protocol == Protocol::Tls;
+        let mut only = |set: bool, field: &str, scheme: &str| {
+            if set {
+                problems.add(
+                    format!("{key}.{field}"),
+                    format!("applies only to {scheme} addresses: remove it"),
+                );
+            }
+        };
+        only(
+            !udp && self.compression.is_some_and(|c| c != Compression::None),
+            "compression",
+            "udp://",
+        );
+        only(!udp && self.chunk_size.is_some(), "chunk_size", "udp://");
+        only(
+            !udp && self.compress_min_bytes.is_some(),
+            "compress_min_bytes",
+            "udp://",
+        );
+        only(
+            udp && self.max_message_bytes.is_some(),
+            "max_message_bytes",
+            "tcp:// and tls://",
+        );
+        only(!tls && self.ca_file.is_some(), "ca_file", "tls://");
+        only(!tls && self.server_name.is_some(), "server_name", "tls://");
+        let chunk_size = self.chunk_size.unwrap_or(ByteSize(DEFAULT_CHUNK_SIZE));
+        if !(256..=65_507).contains(&chunk_size.0) {
+            problems.add(
+                format!("{key}.chunk_size"),
+                "must be between 256 and 65507 bytes; 1420 suits WAN paths, 8192 a LAN with jumbo frames",
+            );
+        }
+        let max_message_bytes = self
+            .max_message_bytes
+            .unwrap_or(ByteSize(DEFAULT_MAX_MESSAGE_BYTES));
+        if max_message_bytes.0 < 4096 {
+            problems.add(format!("{key}.max_message_bytes"), "must be at least 4KiB");
+        }
+        let mut level = |v: Option<u8>, field: &str, default: u8| match v {
+            Some(l) if l > 7 => {
+                problems.add(
+                    format!("{key}.{field}"),
+                    "must be a syslog severity from 0 (emergency) to 7 (debug)",
+                );
+                default
+            }
+            Some(l) => l,
+            None => default,
+        };
+        let stdout_level = level(self.stdout_level, "stdout_level", 6);
+        let stderr_level = level(self.stderr_level, "stderr_level", 3);
+        if tls {
+            let name = self.server_name.as_deref().unwrap_or(&endpoint.host);
+            if let Some(ca) = &self.ca_file {
+                if let Err(e) = tcp::tls_connector(Some(ca), name) {
+                    let field = match e {
+                        tcp::TlsSetupError::ServerName { .. } => "server_name",
+                        _ => "ca_file",
+                    };
+                    problems.add(format!("{key}.{field}"), e.to_string());
+                }
+            }
+        }
+        Config {
+            address: self.address,
+            endpoint,
+            compression: self.compression.unwrap_or(Compression::Gzip),
+            compress_min_bytes: self
+                .compress_min_bytes
+                .unwrap_or(ByteSize(compress::DEFAULT_MIN_BYTES)),
+            chunk_size,
+            max_message_bytes,
+            stdout_level,
+            stderr_level,
+            ca_file: self.ca_file,
+            server_name: self.server_name,
+        }
+    }
+}
+
+/// Parses `udp://host:port`, `tcp://host:port`, `tls://host:port` (IPv6 as `[::1]`).
+pub fn parse_address(address: &str) -> Result<Endpoint, String> {
+    let usage = "must be udp://host:port, tcp://host:port or tls://host:port (Graylog's GELF inputs listen on 12201 by default)";
+    let (scheme, rest) = address.split_once("://").ok_or(usage)?;
+    let protocol = match scheme {
+        "udp" => Protocol::Udp,
+        "tcp" => Protocol::Tcp,
+        "tls" => Protocol::Tls,
+        _ => return Err(format!("unknown scheme `{scheme}`: {usage}")),
+    };
+    let (host, port) = rest.rsplit_once(':').ok_or(usage)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{port}` is not a port number: {usage}"))?;
+    if host.is_empty() || host.contains(['/', '[', ']']) {
+        return Err(format!("no valid host: {usage}"));
+    }
+    Ok(Endpoint {
+        protocol,
+        host: host.to_owned(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(toml_text: &str) -> (Config, Vec<String>) {
+        let raw: RawConfig = toml::from_str(toml_text).unwrap();
+        let mut problems = Problems::default();
+        let c = raw.validate("sinks.g", &mut problems);
+        let keys = format!("{problems:?}");
+        let keys = keys
+            .split("key: \"")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().to_owned())
+            .collect();
+        (c, keys)
+    }
+
+    #[test]
+    fn defaults_for_udp() {
+        let (c, problems) = validate("address = \"udp://graylog.example.org:12201\"");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            c.endpoint,
+            Endpoint {
+                protocol: Protocol::Udp,
+                host: "graylog.example.org".into(),
+                port: 12201
+            }
+        );
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.chunk_size, ByteSize(1420));
+        assert_eq!((c.stdout_level, c.stderr_level), (6, 3));
+        // `weir check-config` prints the validated config as TOML.
+        let shown = toml::to_string(&c).unwrap();
+        assert!(shown.contains("compression = \"gzip\""), "{shown}");
+        assert!(shown.contains("chunk_size = \"1420B\""), "{shown}");
+    }
+
+    #[test]
+    fn addresses() {
+        let e = parse_address("tls://[::1]:12201").unwrap();
+        assert_eq!(
+            (e.protocol, e.host.as_str(), e.port),
+            (Protocol::Tls, "::1", 12201)
+        );
+        for bad in [
+            "graylog:12201",
+            "http://graylog:12201",
+            "udp://graylog",
+            "udp://:12201",
+            "udp://graylog:0",
+            "udp://graylog:99999",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_of_another_transport_are_problems() {
+        let (_, problems) = validate(
+            "address = \"tcp://g:12201\"\ncompression = \"gzip\"\nchunk_size = 1000\ncompress_min_bytes = 0\nca_file = \"/x\"\nstdout_level = 9",
+        );
+        assert_eq!(
+            problems,
+            [
+                "sinks.g.compression",
+                "sinks.g.chunk_size",
+                "sinks.g.compress_min_bytes",
+                "sinks.g.ca_file",
+                "sinks.g.stdout_level"
+            ]
+        );
+        let (_, problems) =
+            validate("address = \"udp://g:1\"\nchunk_size = 100\nmax_message_bytes = \"1MiB\"");
+        assert_eq!(
+            problems,
+            ["sinks.g.max_message_bytes", "sinks.g.chunk_size"]
+        );
+        let (_, problems) = validate("address = \"tls://g:1\"\nca_file = \"/nonexistent/ca.pem\"");
+        assert_eq!(problems, ["sinks.g.ca_file"]);
+    }
+}
