@@ -41,6 +41,7 @@ pub mod compress;
 pub mod config;
 pub mod encode;
 pub mod message;
+pub mod pace;
 pub mod tcp;
 pub mod transport;
 pub mod udp;
@@ -54,8 +55,8 @@ use crate::sink::driver::{self, Failure, Prepared, Step};
 use crate::spool;
 
 pub use config::{
-    parse_address, Compression, Config, Endpoint, Protocol, RawConfig, DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_MESSAGE_BYTES,
+    parse_address, Compression, Config, Endpoint, Protocol, Rate, RawConfig, DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RATE,
 };
 pub use encode::{EncodeStats, Encoder, Frames, COMPRESSION_LEVEL};
 pub use transport::SendError;

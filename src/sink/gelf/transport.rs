@@ -91,6 +91,7 @@ impl Transport {
             super::Protocol::Udp => Transport::Udp(udp::UdpSender::new(
                 config.endpoint.clone(),
                 config.chunk_size.0 as usize,
+                super::pace::Pacer::new(config.max_rate),
             )),
             super::Protocol::Tcp | super::Protocol::Tls => {
                 Transport::Stream(tcp::StreamSender::new(config))
