@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{compress, tcp};
-use crate::config::{ByteSize, Problems};
+use crate::config::{ByteSize, HumanDuration, Problems};
+use crate::sink::loki::Secret;
 
 /// Default `chunk_size`: fits a 1500-byte MTU path with room for IP/UDP
 /// headers and tunnels (the value of Docker's gelf driver and go-gelf).
@@ -29,11 +30,14 @@ pub const DEFAULT_MAX_RATE: Rate = Rate {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Where the Graylog GELF input listens: `udp://host:port`,
-    /// `tcp://host:port` or `tls://host:port` (Graylog's default port is 12201).
-    /// The name is resolved again on every reconnect.
+    /// `tcp://host:port`, `tls://host:port` (Graylog's default port is
+    /// 12201), or the URL of a GELF HTTP input, `http://host:port/gelf` or
+    /// `https://host:port/gelf` (the only transport whose server
+    /// acknowledges what it received). The name is resolved again on every
+    /// reconnect.
     pub address: String,
-    /// UDP only: `gzip` (default), `zlib` or `none`. GELF over TCP is never
-    /// compressed.
+    /// UDP and HTTP: `gzip` (default), `zlib` (HTTP `deflate`) or `none`.
+    /// GELF over TCP is never compressed.
     pub compression: Option<Compression>,
     /// UDP only: messages shorter than this go out uncompressed (GELF
     /// inputs detect compression per datagram). Default `1KiB`: compressing
@@ -44,10 +48,27 @@ pub struct RawConfig {
     /// Default `1420` (safe on WAN paths); up to `8192` on a LAN with a
     /// 9000-byte MTU. Between 256 and 65507 bytes.
     pub chunk_size: Option<ByteSize>,
-    /// TCP/TLS only: the largest message (JSON bytes). Default `2MiB`, the
-    /// default `max_message_size` of Graylog's GELF TCP input; lower it to
-    /// what your input allows.
+    /// TCP, TLS and HTTP: the largest message (JSON bytes; a TCP frame is
+    /// this plus its `\0`). Default `2MiB`, the default `max_message_size`
+    /// of Graylog's GELF TCP input (a larger frame is refused with
+    /// `TooLongFrameException`); lower it to what your input allows. A
+    /// larger message is shrunk like an oversized UDP one, and counted.
     pub max_message_bytes: Option<ByteSize>,
+    /// HTTP only: send many messages per request, newline-separated
+    /// (Graylog's GELF HTTP input with "bulk receiving" enabled). Default
+    /// `false`: one message per request, on a kept-alive connection.
+    pub bulk: Option<bool>,
+    /// HTTP only: longest wait for one request, response included, before
+    /// it counts as failed and is retried. Default `30s`.
+    pub request_timeout: Option<HumanDuration>,
+    /// HTTP only: basic auth user name (e.g. for a reverse proxy in front
+    /// of Graylog); needs `password`.
+    pub username: Option<String>,
+    /// HTTP only: basic auth password.
+    pub password: Option<Secret>,
+    /// HTTP only: bearer token (`Authorization: Bearer ...`); excludes
+    /// basic auth.
+    pub bearer_token: Option<Secret>,
     /// UDP only: the most sent per second, as `{ messages = N, bytes = SIZE }`
     /// (either may be left out to keep its default; `0` turns that limit
     /// off). Default `{ messages = 2000, bytes = "2MiB" }`. UDP has no
@@ -62,6 +83,7 @@ pub struct RawConfig {
     pub stderr_level: Option<u8>,
     /// TLS only: PEM file of the CA certificate(s) to trust instead of the
     /// system's roots (e.g. a private CA that signed Graylog's certificate).
+    /// HTTPS: trusted in addition to the system's roots.
     pub ca_file: Option<PathBuf>,
     /// TLS only: the name expected in the server's certificate. Default: the
     /// host of `address` (set it when `address` is an IP address).
@@ -98,6 +120,8 @@ pub enum Protocol {
     Udp,
     Tcp,
     Tls,
+    /// `http://` or `https://`: Graylog's GELF HTTP input.
+    Http,
 }
 
 /// A parsed `address`.
@@ -107,6 +131,15 @@ pub struct Endpoint {
     /// Host name or IP address (without IPv6 brackets).
     pub host: String,
     pub port: u16,
+}
+
+/// How the HTTP transport authenticates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    None,
+    Basic { username: String, password: Secret },
+    Bearer { token: Secret },
 }
 
 /// Validated gelf sink config.
@@ -120,6 +153,9 @@ pub struct Config {
     pub chunk_size: ByteSize,
     pub max_message_bytes: ByteSize,
     pub max_rate: Rate,
+    pub bulk: bool,
+    pub auth: Auth,
+    pub request_timeout: HumanDuration,
     pub stdout_level: u8,
     pub stderr_level: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +176,8 @@ impl RawConfig {
         });
         let udp = endpoint.protocol == Protocol::Udp;
         let tls = endpoint.protocol == Protocol::Tls;
+        let http = endpoint.protocol == Protocol::Http;
+        let https = http && self.address.starts_with("https://");
         let mut only = |set: bool, field: &str, scheme: &str| {
             if set {
                 problems.add(
@@ -149,9 +187,9 @@ impl RawConfig {
             }
         };
         only(
-            !udp && self.compression.is_some_and(|c| c != Compression::None),
+            !udp && !http && self.compression.is_some_and(|c| c != Compression::None),
             "compression",
-            "udp://",
+            "udp:// and http(s)://",
         );
         only(!udp && self.chunk_size.is_some(), "chunk_size", "udp://");
         only(
@@ -162,11 +200,35 @@ impl RawConfig {
         only(
             udp && self.max_message_bytes.is_some(),
             "max_message_bytes",
-            "tcp:// and tls://",
+            "tcp://, tls:// and http(s)://",
+        );
+        only(!http && self.bulk.is_some(), "bulk", "http(s)://");
+        only(
+            !http && self.request_timeout.is_some(),
+            "request_timeout",
+            "http(s)://",
+        );
+
+        only(!http && self.username.is_some(), "username", "http(s)://");
+        only(!http && self.password.is_some(), "password", "http(s)://");
+        only(
+            !http && self.bearer_token.is_some(),
+            "bearer_token",
+            "http(s)://",
         );
         only(!udp && self.max_rate.is_some(), "max_rate", "udp://");
-        only(!tls && self.ca_file.is_some(), "ca_file", "tls://");
+        only(
+            !tls && !https && self.ca_file.is_some(),
+            "ca_file",
+            "tls:// and https://",
+        );
         only(!tls && self.server_name.is_some(), "server_name", "tls://");
+        let request_timeout = self
+            .request_timeout
+            .unwrap_or(HumanDuration(std::time::Duration::from_secs(30)));
+        if request_timeout.0.is_zero() {
+            problems.add(format!("{key}.request_timeout"), "must be more than 0ms");
+        }
         let chunk_size = self.chunk_size.unwrap_or(ByteSize(DEFAULT_CHUNK_SIZE));
         if !(256..=65_507).contains(&chunk_size.0) {
             problems.add(
@@ -215,6 +277,34 @@ impl RawConfig {
                 }
             }
         }
+        let auth = match (self.username, self.password, self.bearer_token) {
+            (None, None, None) => Auth::None,
+            (Some(username), Some(password), None) => Auth::Basic { username, password },
+            (None, None, Some(token)) => Auth::Bearer { token },
+            (_, _, Some(_)) => {
+                problems.add(
+                    format!("{key}.bearer_token"),
+                    "use either a bearer token or username/password, not both",
+                );
+                Auth::None
+            }
+            (Some(_), None, None) => {
+                problems.add(format!("{key}.password"), "basic auth needs a password too");
+                Auth::None
+            }
+            (None, Some(_), None) => {
+                problems.add(format!("{key}.username"), "basic auth needs a username too");
+                Auth::None
+            }
+        };
+        if let (true, Some(path)) = (https, &self.ca_file) {
+            if let Err(e) = std::fs::metadata(path) {
+                problems.add(
+                    format!("{key}.ca_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+            }
+        }
         Config {
             address: self.address,
             endpoint,
@@ -225,6 +315,9 @@ impl RawConfig {
             chunk_size,
             max_message_bytes,
             max_rate,
+            bulk: self.bulk.unwrap_or(false),
+            auth,
+            request_timeout,
             stdout_level,
             stderr_level,
             ca_file: self.ca_file,
@@ -233,10 +326,14 @@ impl RawConfig {
     }
 }
 
-/// Parses `udp://host:port`, `tcp://host:port`, `tls://host:port` (IPv6 as `[::1]`).
+/// Parses `udp://host:port`, `tcp://host:port`, `tls://host:port` (IPv6 as
+/// `[::1]`), and the URLs `http://host:port/path`, `https://...`.
 pub fn parse_address(address: &str) -> Result<Endpoint, String> {
-    let usage = "must be udp://host:port, tcp://host:port or tls://host:port (Graylog's GELF inputs listen on 12201 by default)";
+    let usage = "must be udp://host:port, tcp://host:port, tls://host:port or the URL of a GELF HTTP input, http(s)://host:port/gelf (Graylog's GELF inputs listen on 12201 by default)";
     let (scheme, rest) = address.split_once("://").ok_or(usage)?;
+    if matches!(scheme, "http" | "https") {
+        return parse_url(address, usage);
+    }
     let protocol = match scheme {
         "udp" => Protocol::Udp,
         "tcp" => Protocol::Tcp,
@@ -260,6 +357,35 @@ pub fn parse_address(address: &str) -> Result<Endpoint, String> {
         protocol,
         host: host.to_owned(),
         port,
+    })
+}
+
+fn parse_url(address: &str, usage: &str) -> Result<Endpoint, String> {
+    let url = reqwest::Url::parse(address).map_err(|e| format!("not a URL ({e}): {usage}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials in the URL would show in logs and check-config: use username/password"
+                .into(),
+        );
+    }
+    if url.path() == "/" {
+        return Err(format!(
+            "give the input's path too, e.g. \"{}gelf\" (Graylog's GELF HTTP input answers POST /gelf)",
+            url.as_str()
+        ));
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("no valid host: {usage}"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Ok(Endpoint {
+        protocol: Protocol::Http,
+        host: host.to_owned(),
+        port: url.port_or_known_default().unwrap_or(80),
     })
 }
 
@@ -311,6 +437,7 @@ mod tests {
         for bad in [
             "graylog:12201",
             "http://graylog:12201",
+            "http://user:pw@graylog:12201/gelf",
             "udp://graylog",
             "udp://:12201",
             "udp://graylog:0",

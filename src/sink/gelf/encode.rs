@@ -77,6 +77,7 @@ impl Encoder {
             Protocol::Udp => chunk::max_payload(config.chunk_size.0 as usize),
             // The terminating `\0` is framing, not message.
             Protocol::Tcp | Protocol::Tls => config.max_message_bytes.0 as usize + 1,
+            Protocol::Http => config.max_message_bytes.0 as usize,
         };
         Encoder {
             protocol: config.endpoint.protocol,
@@ -112,6 +113,8 @@ impl Encoder {
                         out.extend_from_slice(json);
                         out.push(0);
                     }
+                    // Compressed per request body, not per message.
+                    Protocol::Http => out.extend_from_slice(json),
                 }
             };
             match message::encode_within(&mut msg, self.limit, &mut frames.data, encode) {

@@ -40,6 +40,7 @@ pub mod chunk;
 pub mod compress;
 pub mod config;
 pub mod encode;
+pub mod http;
 pub mod message;
 pub mod pace;
 pub mod tcp;
@@ -55,8 +56,8 @@ use crate::sink::driver::{self, Failure, Prepared, Step};
 use crate::spool;
 
 pub use config::{
-    parse_address, Compression, Config, Endpoint, Protocol, Rate, RawConfig, DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RATE,
+    parse_address, Auth, Compression, Config, Endpoint, Protocol, Rate, RawConfig,
+    DEFAULT_CHUNK_SIZE, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_RATE,
 };
 pub use encode::{EncodeStats, Encoder, Frames, COMPRESSION_LEVEL};
 pub use transport::SendError;
@@ -108,6 +109,9 @@ impl driver::Sink for GelfSink {
         let stats = self.encoder.encode_batch(&events, &mut self.frames);
         self.next = 0;
         self.reported = 0;
+        if let Transport::Http(http) = &mut self.transport {
+            http.begin(&self.frames);
+        }
         Prepared {
             truncated: stats.truncated,
             too_large: stats.rejected,
@@ -115,6 +119,9 @@ impl driver::Sink for GelfSink {
     }
 
     async fn step(&mut self) -> Step {
+        if let Transport::Http(http) = &mut self.transport {
+            return http.step(&self.frames).await;
+        }
         if self.reported == self.frames.len() {
             return Step::Done;
         }

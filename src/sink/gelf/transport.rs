@@ -83,6 +83,8 @@ pub(super) async fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, SendError
 pub(super) enum Transport {
     Udp(udp::UdpSender),
     Stream(tcp::StreamSender),
+    /// Acknowledged: the sink asks it for driver steps directly.
+    Http(super::http::HttpSender),
 }
 
 impl Transport {
@@ -96,6 +98,7 @@ impl Transport {
             super::Protocol::Tcp | super::Protocol::Tls => {
                 Transport::Stream(tcp::StreamSender::new(config))
             }
+            super::Protocol::Http => Transport::Http(super::http::HttpSender::new(config)),
         }
     }
 
@@ -116,6 +119,7 @@ impl Transport {
                 }
                 Ok(())
             }
+            Transport::Http(_) => unreachable!("the HTTP transport is driven by steps"),
         }
     }
 }
