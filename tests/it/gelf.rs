@@ -988,3 +988,56 @@ async fn https_with_a_custom_ca_and_refused_without_it() {
     assert_eq!(input.accepted().len(), 1);
     untrusted.stop().await;
 }
+
+/// Graylog's GELF TCP input refuses a frame over its `max_message_size`
+/// (2 MiB by default, `TooLongFrameException`): weir never sends one. A
+/// 3 MiB line is shrunk to fit, arrives as one valid frame, and is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_never_sends_a_frame_over_max_message_bytes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = Sink::start("gelf-tcp-frame", &format!("address = \"tcp://{addr}\""));
+    let huge = format!("heap dump\n{}", noise(3 << 20, 11));
+    sink.append(&[
+        docker_event("before", "stdout"),
+        docker_event(&huge, "stderr"),
+        docker_event("after", "stdout"),
+    ])
+    .await;
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    while raw.iter().filter(|b| **b == 0).count() < 3 {
+        let got = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
+            .await
+            .expect("frames within 10 s")
+            .unwrap();
+        assert!(got > 0, "sink closed the connection");
+        raw.extend_from_slice(&chunk[..got]);
+    }
+    let frames: Vec<&[u8]> = raw.split(|b| *b == 0).take(3).collect();
+    let limit = gelf::DEFAULT_MAX_MESSAGE_BYTES as usize;
+    for f in &frames {
+        assert!(f.len() <= limit, "a {} byte frame", f.len());
+    }
+    // Cut in proportion with a 10% margin: far from the limit, not to nothing.
+    assert!(
+        frames[1].len() > limit / 2,
+        "shrunk to {} bytes",
+        frames[1].len()
+    );
+    let big: Value = serde_json::from_slice(frames[1]).unwrap();
+    assert_eq!(big["short_message"], "heap dump");
+    assert!(big["full_message"]
+        .as_str()
+        .unwrap()
+        .ends_with(gelf::message::TRUNCATION_MARKER));
+    let after: Value = serde_json::from_slice(frames[2]).unwrap();
+    assert_eq!(after["short_message"], "after");
+    wait_until("3 sent, 1 truncated", || {
+        sink.metric("weir_sink_events_sent_total") == 3.0
+            && sink.metric("weir_sink_truncated_events_total") == 1.0
+    })
+    .await;
+    sink.stop().await;
+}
