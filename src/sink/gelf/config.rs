@@ -495,4 +495,41 @@ mod tests {
                 .is_err()
         );
     }
+
+    /// Every key the commented example in config/weir.toml shows exists
+    /// (unknown keys are refused), with a value of the right type.
+    #[test]
+    fn the_commented_example_in_weir_toml_parses() {
+        let text = include_str!("../../../config/weir.toml");
+        let keys: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [sinks.graylog]"))
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ").is_some_and(|(k, _)| {
+                    k != "type" && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for key in [
+            "address",
+            "max_rate",
+            "bulk",
+            "bearer_token",
+            "request_timeout",
+        ] {
+            assert!(
+                keys.contains(&format!("{key} = ")),
+                "{key} missing:\n{keys}"
+            );
+        }
+        let raw: RawConfig = toml::from_str(&keys).unwrap();
+        assert_eq!(
+            raw.max_rate.unwrap().messages,
+            Some(DEFAULT_MAX_RATE.messages)
+        );
+    }
 }

@@ -1,40 +1,48 @@
-//! GELF sink: Graylog's format over UDP, TCP or TLS.
+//! GELF sink: Graylog's format over HTTP(S), UDP, TCP or TLS.
 //!
-//! Events become GELF 1.1 messages ([`message`]: field mapping, name rules,
-//! shrinking) and leave through one of three transports, chosen by the
-//! scheme of `address`:
+//! Split like the Loki sink: [`config`] (keys, checks, `address`),
+//! [`encode`] (events -> wire messages, via [`message`]: field mapping, name
+//! rules, shrinking), and the transports ([`transport`] picks one by the
+//! scheme of `address`). The delivery loop is the shared
+//! [`crate::sink::driver`].
 //!
 //! | address          | wire                                                         | a batch is acknowledged in the spool when | what can be lost |
 //! |------------------|--------------------------------------------------------------|-------------------------------------------|------------------|
-//! | `udp://host:port` | one datagram per message, or up to 128 chunks ([`chunk`]); gzip (default), zlib or no compression | every datagram was handed to the kernel ([`udp`]) | anything the network or a busy server drops: UDP has no acknowledgement. A closed port (ICMP unreachable) is noticed and retried |
+//! | `http(s)://host:port/gelf` | `POST`, one JSON message per request or newline-separated (`bulk`), gzip (default), deflate or plain ([`http`]) | the server answered 2xx (Graylog: `202 Accepted`) for every message, or refused one with a 4xx (dropped, counted) | nothing the server acknowledged |
+//! | `udp://host:port` | one datagram per message, or up to 128 chunks ([`chunk`]); gzip (default), zlib or no compression; paced by `max_rate` ([`pace`]) | every datagram was handed to the kernel ([`udp`]) | anything the network or a busy server drops: UDP has no acknowledgement. A closed port (ICMP unreachable) is noticed and retried |
 //! | `tcp://host:port` | JSON + `\0` per message, uncompressed, one connection          | the batch was written and flushed ([`tcp`]) | what was in flight when the server died after weir's liveness probe; otherwise a broken connection resends the batch (possible duplicates, no loss) |
 //! | `tls://host:port` | as `tcp://`, inside TLS (rustls; system roots or `ca_file`) | as `tcp://`                               | as `tcp://`      |
 //!
-//! Network errors are retried with exponential backoff, forever: the spool
-//! keeps the data meanwhile (and sheds the oldest, counted, if it fills).
+//! Failures are retried with exponential backoff, forever: the spool keeps
+//! the data meanwhile (and sheds the oldest, counted, if it fills).
 //! Shutdown stops at once; what was not acknowledged is sent after restart.
 //!
 //! # Size limits
 //!
 //! A UDP message must fit in 128 chunks of `chunk_size` bytes (after
-//! compression); a TCP message in `max_message_bytes`. A message that does
-//! not is shrunk, never dropped: `full_message` is cut (with
+//! compression); a TCP frame or HTTP message in `max_message_bytes`
+//! (default 2 MiB, Graylog's `max_message_size`). A message that does not is
+//! shrunk, never dropped: `full_message` is cut (with
 //! [`message::TRUNCATION_MARKER`]) and, if that is not enough, long field
 //! values, then `short_message`. Such events are counted in
 //! `weir_sink_truncated_events_total{sink}`.
 //!
 //! # Metrics (label `sink` = the section name)
 //!
-//! `weir_sink_events_sent_total`, `weir_sink_bytes_sent_total` (message
-//! bytes after compression, with TCP's `\0`, without UDP chunk headers),
-//! `weir_sink_batches_total`, `weir_sink_retries_total`,
-//! `weir_sink_errors_total{reason}` (`resolve`, `connect`, `tls`,
-//! `tls_setup`, `send`, `timeout`), `weir_sink_truncated_events_total`,
-//! `weir_sink_rejected_events_total{reason="too_large"}` (cannot happen with
-//! the allowed limits; counted should it ever), and
+//! The driver's set: `weir_sink_events_sent_total`,
+//! `weir_sink_bytes_sent_total` (message bytes after compression, with
+//! TCP's `\0`, without UDP chunk headers; HTTP request bodies),
+//! `weir_sink_batches_total` (batches; HTTP requests),
+//! `weir_sink_retries_total`, `weir_sink_errors_total{reason}` (`resolve`,
+//! `connect`, `tls`, `tls_setup`, `send`, `timeout`; HTTP: `network`,
+//! `rate_limited`, `server_error`, `client_setup`, `unexpected_status`),
+//! `weir_sink_truncated_events_total`,
+//! `weir_sink_rejected_events_total{reason}` (`too_large`: cannot happen
+//! with the allowed limits, counted should it ever; HTTP 4xx reasons), and
 //! `weir_sink_last_success_timestamp_seconds`.
 //!
-//! weir's log names the peer, counts, sizes and reasons; never a message.
+//! weir's log names the peer, counts, sizes and reasons; never a message,
+//! never a response body.
 
 pub mod chunk;
 pub mod compress;
