@@ -229,7 +229,7 @@ fn http_receiver() -> (String, Arc<AtomicU64>, String) {
 
 fn report(label: &str, n: usize, secs: f64, cpu: f64, note: &str) {
     println!(
-        "{label:<22}: {:>9.0} messages/s, {:>6.2} CPU s per million messages ({n} in {secs:.2} s); {note}",
+        "{label:<24}: {:>9.0} messages/s, {:>6.2} CPU s per million messages ({n} in {secs:.2} s); {note}",
         n as f64 / secs,
         cpu / n as f64 * 1e6,
     );

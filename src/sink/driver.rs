@@ -298,3 +298,133 @@ fn unix_now() -> i64 {
         .unwrap_or(Duration::ZERO)
         .as_secs() as i64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Problems;
+    use crate::event::Origin;
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    /// A sink that plays a script of steps and records what it was given.
+    struct Scripted {
+        steps: VecDeque<Step>,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Sink for Scripted {
+        const RETRY_MESSAGE: &'static str = "scripted sink failed; retrying";
+
+        fn policy(&self) -> Policy {
+            Policy {
+                max_events: 100,
+                max_bytes: 1 << 20,
+                linger: Duration::from_millis(200),
+                backoff_initial: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(5),
+            }
+        }
+
+        fn begin(&mut self, events: Vec<Event>) -> Prepared {
+            self.batches.lock().unwrap().push(events.len());
+            Prepared {
+                truncated: 1,
+                too_large: 0,
+            }
+        }
+
+        async fn step(&mut self) -> Step {
+            match self.steps.pop_front() {
+                Some(s) => s,
+                // Nothing scripted: hang, as a server that never answers.
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    fn value(name: &str, labels: &[(&str, &str)]) -> f64 {
+        crate::metrics::value(name, labels).unwrap_or(0.0)
+    }
+
+    /// Gathers appends made within `linger` into one batch; counts every
+    /// step in the one set of metrics; acknowledges only at `Done`; a hung
+    /// step is interrupted by shutdown and leaves its batch unacknowledged.
+    #[tokio::test]
+    async fn counts_steps_acknowledges_at_done_and_stops_on_shutdown() {
+        let name = "driver-test";
+        let dir = tempfile::tempdir().unwrap();
+        let mut problems = Problems::default();
+        let config = spool::RawConfig::default().validate("spool", &mut problems);
+        let spool = spool::Spool::open(dir.path(), &config, &[name.to_owned()]).unwrap();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let sink = Scripted {
+            steps: VecDeque::from([
+                Step::Retry(Failure {
+                    reason: "flaky",
+                    detail: "first attempt".into(),
+                    after: None,
+                }),
+                Step::Sent {
+                    events: 2,
+                    bytes: 100,
+                },
+                Step::Dropped {
+                    events: 1,
+                    reason: "refused",
+                },
+                Step::Done,
+            ]),
+            batches: batches.clone(),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            name.to_owned(),
+            sink,
+            spool.reader(name).unwrap(),
+            stop.clone(),
+        ));
+        for text in ["a", "b", "c"] {
+            spool
+                .append(&[Event::new(0, Origin::Docker, text)], None)
+                .await
+                .unwrap();
+        }
+        let lag = || spool.stats().sinks[0].lag_bytes;
+        let start = std::time::Instant::now();
+        while lag() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*batches.lock().unwrap(), [3], "one batch of the 3 appends");
+        let l = [("sink", name)];
+        assert_eq!(value(n::SINK_EVENTS_SENT, &l), 2.0);
+        assert_eq!(value(n::SINK_BYTES_SENT, &l), 100.0);
+        assert_eq!(value(n::SINK_BATCHES, &l), 1.0);
+        assert_eq!(value(n::SINK_RETRIES, &l), 1.0);
+        assert_eq!(value(n::SINK_TRUNCATED_EVENTS, &l), 1.0);
+        assert!(value(n::SINK_LAST_SUCCESS, &l) > 1.7e9);
+        let r = |reason| [("sink", name), ("reason", reason)];
+        assert_eq!(value(n::SINK_ERRORS, &r("flaky")), 1.0);
+        assert_eq!(value(n::SINK_REJECTED_EVENTS, &r("refused")), 1.0);
+
+        // The next batch hangs in `step`: shutdown ends the loop at once,
+        // and the batch stays in the spool.
+        spool
+            .append(&[Event::new(0, Origin::Docker, "d")], None)
+            .await
+            .unwrap();
+        while batches.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("the driver stops at once")
+            .unwrap();
+        assert!(lag() > 0, "the interrupted batch was acknowledged");
+    }
+}

@@ -17,7 +17,8 @@ use crate::event::Event;
 use crate::metrics::{self, names as n, Counter};
 use crate::sink::driver::{self, Failure, Prepared, Step};
 
-/// Most events in one batch (the spool is read in parts of at most this).
+/// Most events in one batch; `batch_max_bytes` or `batch_timeout` usually
+/// ends a batch first.
 const BATCH_EVENTS: usize = 100_000;
 
 /// The Loki sink on the [`driver`].
