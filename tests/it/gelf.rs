@@ -669,6 +669,8 @@ enum Answer {
     Hang,
     /// Reads the request, closes the connection without an answer.
     Close,
+    /// 502 with an 8 MiB HTML page, as a proxy in front of Graylog might.
+    HugeErrorPage,
 }
 
 #[derive(Default)]
@@ -808,6 +810,10 @@ async fn handle_gelf(
                 .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
             Ok(r)
         }
+        Answer::HugeErrorPage => {
+            let page = format!("<html>SECRET-RESPONSE-BODY{}</html>", "x".repeat(8 << 20));
+            respond(502, &page)
+        }
         Answer::Status(code) if code != 202 => respond(code, "SECRET-RESPONSE-BODY"),
         Answer::Status(_) => {
             let text = String::from_utf8(body).unwrap();
@@ -909,14 +915,15 @@ async fn http_bulk_deflate_basic_auth_and_a_refused_message_isolated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_500_429_close_and_hang_are_retried_and_other_4xx_dropped() {
+async fn http_500_huge_page_429_close_and_hang_are_retried_and_other_4xx_dropped() {
     let input = HttpInput::start(None).await;
     input.script(&[
         Answer::Status(500),
+        Answer::HugeErrorPage,
         Answer::RateLimited,
         Answer::Close,
         Answer::Hang,
-        // First message delivered by the 5th request; the second is refused.
+        // First message delivered by the 6th request; the second is refused.
         Answer::Status(202),
         Answer::Status(403),
     ]);
@@ -938,13 +945,13 @@ async fn http_500_429_close_and_hang_are_retried_and_other_4xx_dropped() {
     })
     .await;
     assert_eq!(shorts(&input.accepted()), ["first", "third"]);
-    assert_eq!(sink.errors("server_error"), 1.0);
+    assert_eq!(sink.errors("server_error"), 2.0);
     assert_eq!(sink.errors("rate_limited"), 1.0);
     assert_eq!(sink.errors("timeout"), 1.0);
-    assert_eq!(sink.metric("weir_sink_retries_total"), 4.0);
+    assert_eq!(sink.metric("weir_sink_retries_total"), 5.0);
     {
         let st = input.state.lock().unwrap();
-        assert_eq!(st.requests, 7);
+        assert_eq!(st.requests, 8);
         assert!(st.encodings.iter().all(Option::is_none));
     }
     let log = sink.log.contents();
