@@ -233,6 +233,9 @@ line_format = "raw"
 [sinks.graylog]
 type = "gelf"
 address = "udp://{gelf_addr}"
+# Unpaced: this bench measures the agent's throughput, not what a GELF
+# receiver keeps up with (the default max_rate would make GELF the bottleneck).
+max_rate = {{ messages = 0, bytes = 0 }}
 [metrics]
 listen = ""
 "#,

@@ -19,6 +19,7 @@
 //! [`pipeline::run`] wires it together from a validated [`config::Config`]
 //! and runs until its shutdown token is cancelled.
 
+pub mod backoff;
 pub mod config;
 pub mod event;
 pub mod hostname;

@@ -16,9 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
-use crate::metrics;
 use crate::problems::Problems;
-use crate::sink::retry::Backoff;
+use crate::sink::driver;
 use crate::spool;
 use crate::units::ByteSize;
 
@@ -70,81 +69,87 @@ impl RawConfig {
     }
 }
 
-/// Events per spool read; a batch is one write + one fdatasync.
+/// Events per batch; a batch is one write + one fdatasync.
 const BATCH_EVENTS: usize = 10_000;
 const BATCH_BYTES: usize = 4 << 20;
 
-/// Delivers from `reader` to the file until `shutdown`.
-pub async fn run(
-    name: String,
+/// The file sink on the [`driver`]: a batch is one append + fdatasync.
+pub struct FileSink {
     config: Config,
-    mut reader: spool::Reader,
-    shutdown: CancellationToken,
-) {
-    let sent = metrics::counter(
-        "weir_sink_events_sent_total",
-        "Events a sink delivered and acknowledged.",
-        &[("sink", &name)],
-    );
-    let bytes = metrics::counter(
-        "weir_sink_bytes_sent_total",
-        "Bytes a sink delivered.",
-        &[("sink", &name)],
-    );
-    let errors = metrics::counter(
-        "weir_sink_errors_total",
-        "Failed delivery attempts, by sink and reason.",
-        &[("sink", &name), ("reason", "io")],
-    );
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    loop {
-        let Some(batch) = crate::sink::next_batch_or_stop(
-            &name,
-            &mut reader,
-            &shutdown,
-            BATCH_EVENTS,
-            BATCH_BYTES,
-        )
-        .await
-        else {
-            return;
-        };
-        let mut buf = Vec::with_capacity(batch.events.len() * 200);
-        for e in &batch.events {
-            write_line(&mut buf, e);
-        }
-        // Retry until written: the spool holds the data meanwhile.
-        loop {
-            let cfg = config.clone();
-            let data = std::mem::take(&mut buf);
-            let (res, data) = tokio::task::spawn_blocking(move || {
-                let r = append(&cfg, &data);
-                (r, data)
-            })
-            .await
-            .expect("file write task panicked");
-            buf = data;
-            match res {
-                Ok(()) => break,
-                Err(e) => {
-                    errors.inc();
-                    let delay = backoff.next_delay();
-                    tracing::warn!(sink = %name, path = %config.path.display(), error = %e, retry_in_ms = delay.as_millis() as u64, "cannot write the file sink; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        backoff.reset();
-        sent.add(batch.events.len() as u64);
-        bytes.add(buf.len() as u64);
-        if let Err(e) = reader.ack(batch.end) {
-            tracing::error!(sink = %name, error = %e, "cannot acknowledge in the spool; file sink stops");
-            return;
+    /// The current batch's lines, kept until written.
+    buf: Vec<u8>,
+    events: u64,
+    written: bool,
+}
+
+impl FileSink {
+    pub fn new(config: Config) -> FileSink {
+        FileSink {
+            config,
+            buf: Vec::new(),
+            events: 0,
+            written: true,
         }
     }
+}
+
+impl driver::Sink for FileSink {
+    const RETRY_MESSAGE: &'static str = "cannot write the file sink; retrying";
+
+    fn policy(&self) -> driver::Policy {
+        driver::Policy {
+            max_events: BATCH_EVENTS,
+            max_bytes: BATCH_BYTES,
+            linger: Duration::ZERO,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
+
+    fn begin(&mut self, events: Vec<Event>) -> driver::Prepared {
+        self.buf.clear();
+        for e in &events {
+            write_line(&mut self.buf, e);
+        }
+        self.events = events.len() as u64;
+        self.written = false;
+        driver::Prepared::default()
+    }
+
+    async fn step(&mut self) -> driver::Step {
+        if self.written {
+            return driver::Step::Done;
+        }
+        // Written off the runtime (fdatasync blocks); the buffer goes and comes back.
+        let cfg = self.config.clone();
+        let data = std::mem::take(&mut self.buf);
+        let (res, data) = tokio::task::spawn_blocking(move || {
+            let r = append(&cfg, &data);
+            (r, data)
+        })
+        .await
+        .expect("file write task panicked");
+        self.buf = data;
+        match res {
+            Ok(()) => {
+                self.written = true;
+                driver::Step::Sent {
+                    events: self.events,
+                    bytes: self.buf.len() as u64,
+                }
+            }
+            Err(e) => driver::Step::Retry(driver::Failure {
+                reason: "io",
+                detail: format!("{}: {e}", self.config.path.display()),
+                after: None,
+            }),
+        }
+    }
+}
+
+/// Delivers from `reader` to the file until `shutdown`.
+pub async fn run(name: String, config: Config, reader: spool::Reader, shutdown: CancellationToken) {
+    driver::run(name, FileSink::new(config), reader, shutdown).await
 }
 
 /// Appends one JSON line for `e` to `out`.

@@ -1,11 +1,14 @@
 //! Sinks: where events leave weir. Each sink reads the spool from its own
 //! cursor, delivers, and acknowledges what its server accepted; sinks never
-//! wait for each other.
+//! wait for each other. Every kind runs on the one delivery loop of
+//! [`driver`] (batching, backoff, shutdown, metrics, acknowledgement) and
+//! implements only [`driver::Sink`]: prepare a batch, deliver it, say what
+//! happened.
 
+pub mod driver;
 pub mod file;
 pub mod gelf;
 pub mod loki;
-pub mod retry;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -44,29 +47,6 @@ impl RawConfig {
             RawConfig::File(raw) => Config::File(raw.validate(key, problems)),
             RawConfig::Loki(raw) => Config::Loki(raw.validate(key, problems)),
             RawConfig::Gelf(raw) => Config::Gelf(raw.validate(key, problems)),
-        }
-    }
-}
-
-/// The next batch from the spool for sinks that deliver what one read
-/// returns: `None` when `shutdown` is cancelled, or when the spool cannot be
-/// read (logged once: the sink then stops, and its data stays spooled).
-pub async fn next_batch_or_stop(
-    name: &str,
-    reader: &mut spool::Reader,
-    shutdown: &CancellationToken,
-    max_events: usize,
-    max_bytes: usize,
-) -> Option<spool::Batch> {
-    let batch = tokio::select! {
-        _ = shutdown.cancelled() => return None,
-        b = reader.next_batch(max_events, max_bytes) => b,
-    };
-    match batch {
-        Ok(b) => Some(b),
-        Err(e) => {
-            tracing::error!(sink = %name, error = %e, "cannot read the spool; the sink stops");
-            None
         }
     }
 }

@@ -18,9 +18,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
+use tracing::level_filters::LevelFilter;
 use weir::event::{Event, Level, Origin};
 use weir::metrics;
 use weir::problems::Problems;
+use weir::selflog::{self, CaptureWriter, RateLimit};
 use weir::sink::gelf;
 use weir::spool::{self, Spool};
 
@@ -79,8 +82,19 @@ struct GoGelf {
 
 impl GoGelf {
     fn start() -> GoGelf {
+        GoGelf::start_with(&[])
+    }
+
+    /// go-gelf's reader exactly as shipped (`gelf.NewReader`): the kernel's
+    /// default socket receive buffer.
+    fn start_default_buffer() -> GoGelf {
+        GoGelf::start_with(&["default-buffer"])
+    }
+
+    fn start_with(args: &[&str]) -> GoGelf {
         let mut child = Command::new(gelfrecv_bin())
             .arg("127.0.0.1:0")
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start gelfrecv");
@@ -123,6 +137,26 @@ impl Drop for GoGelf {
     }
 }
 
+impl GoGelf {
+    /// Decoded messages and decode errors until `want` messages arrived or
+    /// nothing came for `quiet`.
+    async fn collect(&mut self, want: usize, quiet: Duration) -> (Vec<Value>, usize) {
+        let (mut decoded, mut errors) = (Vec::new(), 0);
+        while decoded.len() < want {
+            let Ok(Some(line)) = tokio::time::timeout(quiet, self.lines.recv()).await else {
+                break;
+            };
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("error").is_some() {
+                errors += 1;
+            } else {
+                decoded.push(v);
+            }
+        }
+        (decoded, errors)
+    }
+}
+
 // ----------------------------------------------------------------- sink --
 
 /// The real sink loop over a temp spool; stopped on drop.
@@ -131,6 +165,7 @@ struct Sink {
     spool: Spool,
     stop: CancellationToken,
     handle: Option<tokio::task::JoinHandle<()>>,
+    log: CaptureWriter,
     _dir: tempfile::TempDir,
 }
 
@@ -145,12 +180,17 @@ impl Sink {
         let spool = Spool::open(dir.path(), &spool_config, &[name.to_owned()]).unwrap();
         let reader = spool.reader(name).unwrap();
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(gelf::run(name.to_owned(), config, reader, stop.clone()));
+        let log = CaptureWriter::default();
+        let sub = selflog::text_subscriber(log.clone(), LevelFilter::INFO, RateLimit::default());
+        let handle = tokio::spawn(
+            gelf::run(name.to_owned(), config, reader, stop.clone()).with_subscriber(sub),
+        );
         Sink {
             name: name.to_owned(),
             spool,
             stop,
             handle: Some(handle),
+            log,
             _dir: dir,
         }
     }
@@ -161,6 +201,14 @@ impl Sink {
 
     fn metric(&self, name: &str) -> f64 {
         metrics::value(name, &[("sink", &self.name)]).unwrap_or(0.0)
+    }
+
+    fn rejected(&self, reason: &str) -> f64 {
+        metrics::value(
+            "weir_sink_rejected_events_total",
+            &[("sink", &self.name), ("reason", reason)],
+        )
+        .unwrap_or(0.0)
     }
 
     fn errors(&self, reason: &str) -> f64 {
@@ -548,5 +596,455 @@ async fn shutdown_stops_at_once_while_the_server_is_down() {
     sink.append(&[docker_event("pending", "stdout")]).await;
     wait_until("a failed connect", || sink.errors("connect") >= 1.0).await;
     assert_eq!(sink.metric("weir_sink_events_sent_total"), 0.0);
+    sink.stop().await;
+}
+
+/// Issue 22's burst: 5,000 short lines and one 300 KB one from a container,
+/// spooled at once (as after an outage), against go-gelf's reader exactly
+/// as shipped (the kernel's default socket buffer). Unpaced, the reader
+/// decoded 573 to 657 of the 5,000 and never the large one; at the default
+/// `max_rate`, at least 99.9% and the large one (shrunk to 128 chunks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_burst_at_the_default_rate_is_decoded_by_go_gelf() {
+    const SHORT: usize = 5_000;
+    let mut peer = GoGelf::start_default_buffer();
+    let sink = Sink::start(
+        "gelf-udp-burst",
+        &format!("address = \"udp://{}\"", peer.addr),
+    );
+    let mut events: Vec<Event> = (0..SHORT)
+        .map(|i| docker_event(&format!("GET /api/items/{i} 200 1.{i:03}ms"), "stdout"))
+        .collect();
+    events.insert(
+        SHORT / 2,
+        docker_event(&format!("big dump\n{}", noise(300_000, 3)), "stderr"),
+    );
+    sink.append(&events).await;
+
+    let (decoded, errors) = peer.collect(SHORT + 1, Duration::from_secs(5)).await;
+    wait_until("the burst counted as sent", || {
+        sink.metric("weir_sink_events_sent_total") == (SHORT + 1) as f64
+    })
+    .await;
+    let short = decoded
+        .iter()
+        .filter(|v| {
+            v["short_message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("GET /api/items/"))
+        })
+        .count();
+    let big: Vec<&Value> = decoded
+        .iter()
+        .filter(|v| v["short_message"] == "big dump")
+        .collect();
+    eprintln!(
+        "burst: {short} of {SHORT} short decoded, large one {}, {errors} decode errors",
+        big.len()
+    );
+    assert!(
+        short * 1000 >= SHORT * 999,
+        "go-gelf decoded only {short} of {SHORT} ({errors} decode errors)"
+    );
+    assert_eq!(
+        big.len(),
+        1,
+        "the 300 KB message was not decoded ({errors} decode errors)"
+    );
+    let full = big[0]["full_message"].as_str().unwrap();
+    assert!(full.len() > 100_000, "{} bytes", full.len());
+    assert_eq!(sink.metric("weir_sink_truncated_events_total"), 1.0);
+    sink.stop().await;
+}
+
+// -------------------------------------------------- GELF HTTP receiver --
+
+/// How the receiver answers a request.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Status(u16),
+    /// 429 with `Retry-After: 1`.
+    RateLimited,
+    /// Reads the request, never answers.
+    Hang,
+    /// Reads the request, closes the connection without an answer.
+    Close,
+    /// 502 with an 8 MiB HTML page, as a proxy in front of Graylog might.
+    HugeErrorPage,
+}
+
+#[derive(Default)]
+struct HttpState {
+    /// Answers for the next requests, in order; then 202.
+    script: std::collections::VecDeque<Answer>,
+    /// A body (decompressed) holding this is answered 400, as Graylog does
+    /// for a message it cannot parse.
+    refuse_marker: Option<String>,
+    requests: usize,
+    connections: usize,
+    encodings: Vec<Option<String>>,
+    authorization: Option<String>,
+    /// Messages of the requests answered 202.
+    accepted: Vec<Value>,
+}
+
+/// A GELF HTTP input on hyper: `POST /gelf`, gzip/deflate/plain bodies,
+/// one message or newline-separated ones (bulk), 202 Accepted.
+struct HttpInput {
+    addr: std::net::SocketAddr,
+    state: Arc<std::sync::Mutex<HttpState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpInput {
+    async fn start(tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> HttpInput {
+        use hyper_util::rt::TokioIo;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<std::sync::Mutex<HttpState>> = Arc::default();
+        let st = state.clone();
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.lock().unwrap().connections += 1;
+                let st = st.clone();
+                let acceptor = acceptor.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle_gelf(st.clone(), req));
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        Some(a) => {
+                            if let Ok(s) = a.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        HttpInput { addr, state, task }
+    }
+
+    fn url(&self, tls: bool) -> String {
+        match tls {
+            true => format!("https://localhost:{}/gelf", self.addr.port()),
+            false => format!("http://{}/gelf", self.addr),
+        }
+    }
+
+    fn script(&self, answers: &[Answer]) {
+        self.state.lock().unwrap().script.extend(answers);
+    }
+
+    fn accepted(&self) -> Vec<Value> {
+        self.state.lock().unwrap().accepted.clone()
+    }
+}
+
+impl Drop for HttpInput {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type GelfResponse = hyper::Response<http_body_util::Full<bytes::Bytes>>;
+
+async fn handle_gelf(
+    state: Arc<std::sync::Mutex<HttpState>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<GelfResponse, std::io::Error> {
+    use http_body_util::BodyExt;
+    let respond = |code: u16, text: &str| {
+        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+            text.to_owned(),
+        )));
+        *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+        Ok(r)
+    };
+    if req.method() != hyper::Method::POST || req.uri().path() != "/gelf" {
+        return respond(404, "not found");
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let encoding = header("content-encoding");
+    let authorization = header("authorization");
+    let raw = req.into_body().collect().await.unwrap().to_bytes();
+    let mut body = Vec::new();
+    let decoded = match encoding.as_deref() {
+        Some("gzip") => flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut body),
+        Some("deflate") => flate2::read::ZlibDecoder::new(&raw[..]).read_to_end(&mut body),
+        None => {
+            body = raw.to_vec();
+            Ok(body.len())
+        }
+        Some(_) => return respond(415, "unsupported encoding"),
+    };
+    if decoded.is_err() {
+        return respond(400, "cannot decompress");
+    }
+    let answer = {
+        let mut st = state.lock().unwrap();
+        st.requests += 1;
+        st.encodings.push(encoding);
+        st.authorization = authorization;
+        st.script.pop_front().unwrap_or(Answer::Status(202))
+    };
+    match answer {
+        Answer::Hang => std::future::pending().await,
+        Answer::Close => Err(std::io::Error::other("closing without an answer")),
+        Answer::RateLimited => {
+            let mut r: GelfResponse = respond(429, "slow down")?;
+            r.headers_mut()
+                .insert("retry-after", hyper::header::HeaderValue::from_static("1"));
+            Ok(r)
+        }
+        Answer::HugeErrorPage => {
+            let page = format!("<html>SECRET-RESPONSE-BODY{}</html>", "x".repeat(8 << 20));
+            respond(502, &page)
+        }
+        Answer::Status(code) if code != 202 => respond(code, "SECRET-RESPONSE-BODY"),
+        Answer::Status(_) => {
+            let text = String::from_utf8(body).unwrap();
+            let mut st = state.lock().unwrap();
+            if st.refuse_marker.as_ref().is_some_and(|m| text.contains(m)) {
+                return respond(400, "SECRET-RESPONSE-BODY: cannot parse");
+            }
+            for line in text.lines() {
+                st.accepted.push(serde_json::from_str(line).unwrap());
+            }
+            respond(202, "")
+        }
+    }
+}
+
+use std::io::Read as _;
+
+fn shorts(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v["short_message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_one_message_per_request_gzip_keepalive_and_202_acknowledged() {
+    let input = HttpInput::start(None).await;
+    let sink = Sink::start(
+        "gelf-http-single",
+        &format!(
+            "address = \"{}\"\nbearer_token = \"s3cr3t-token\"",
+            input.url(false)
+        ),
+    );
+    let events: Vec<Event> = (0..20)
+        .map(|i| docker_event(&format!("GET /item/{i} 200"), "stdout"))
+        .collect();
+    sink.append(&events).await;
+    wait_until("20 events sent", || {
+        sink.metric("weir_sink_events_sent_total") == 20.0
+    })
+    .await;
+    let want: Vec<String> = (0..20).map(|i| format!("GET /item/{i} 200")).collect();
+    assert_eq!(shorts(&input.accepted()), want);
+    {
+        let st = input.state.lock().unwrap();
+        assert_eq!(st.requests, 20, "one message per request");
+        assert_eq!(st.connections, 1, "one kept-alive connection");
+        assert!(st.encodings.iter().all(|e| e.as_deref() == Some("gzip")));
+        assert_eq!(st.authorization.as_deref(), Some("Bearer s3cr3t-token"));
+    }
+    assert_eq!(sink.metric("weir_sink_batches_total"), 20.0);
+    assert!(sink.metric("weir_sink_last_success_timestamp_seconds") > 1.7e9);
+    let log = sink.log.contents();
+    assert!(!log.contains("s3cr3t"), "{log}");
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_bulk_deflate_basic_auth_and_a_refused_message_isolated() {
+    let input = HttpInput::start(None).await;
+    input.state.lock().unwrap().refuse_marker = Some("POISON".into());
+    let sink = Sink::start(
+        "gelf-http-bulk",
+        &format!(
+            "address = \"{}\"\nbulk = true\ncompression = \"zlib\"\nusername = \"weir\"\npassword = \"pw-123\"",
+            input.url(false)
+        ),
+    );
+    let mut events: Vec<Event> = (0..7)
+        .map(|i| docker_event(&format!("line {i}"), "stdout"))
+        .collect();
+    events.insert(4, docker_event("POISON pill", "stdout"));
+    sink.append(&events).await;
+    wait_until("7 sent and 1 refused", || {
+        sink.metric("weir_sink_events_sent_total") == 7.0 && sink.rejected("bad_request") == 1.0
+    })
+    .await;
+    let want: Vec<String> = (0..7).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        shorts(&input.accepted()),
+        want,
+        "in order, the refused one left out"
+    );
+    {
+        let st = input.state.lock().unwrap();
+        assert!(st.encodings.iter().all(|e| e.as_deref() == Some("deflate")));
+        // "weir:pw-123" in base64.
+        assert_eq!(st.authorization.as_deref(), Some("Basic d2Vpcjpwdy0xMjM="));
+        // One bulk request of 8, then halves down to the refused message.
+        assert!(st.requests > 1 && st.requests <= 8, "{}", st.requests);
+    }
+    let log = sink.log.contents();
+    assert!(log.contains("reason=\"bad_request\""), "{log}");
+    for secret in ["POISON", "SECRET-RESPONSE-BODY", "pw-123"] {
+        assert!(!log.contains(secret), "{secret} in weir's log: {log}");
+    }
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_500_huge_page_429_close_and_hang_are_retried_and_other_4xx_dropped() {
+    let input = HttpInput::start(None).await;
+    input.script(&[
+        Answer::Status(500),
+        Answer::HugeErrorPage,
+        Answer::RateLimited,
+        Answer::Close,
+        Answer::Hang,
+        // First message delivered by the 6th request; the second is refused.
+        Answer::Status(202),
+        Answer::Status(403),
+    ]);
+    let sink = Sink::start(
+        "gelf-http-faults",
+        &format!(
+            "address = \"{}\"\ncompression = \"none\"\nrequest_timeout = \"1s\"",
+            input.url(false)
+        ),
+    );
+    sink.append(&[
+        docker_event("first", "stdout"),
+        docker_event("second", "stdout"),
+        docker_event("third", "stdout"),
+    ])
+    .await;
+    wait_until("2 sent and 1 forbidden", || {
+        sink.metric("weir_sink_events_sent_total") == 2.0 && sink.rejected("forbidden") == 1.0
+    })
+    .await;
+    assert_eq!(shorts(&input.accepted()), ["first", "third"]);
+    assert_eq!(sink.errors("server_error"), 2.0);
+    assert_eq!(sink.errors("rate_limited"), 1.0);
+    assert_eq!(sink.errors("timeout"), 1.0);
+    assert_eq!(sink.metric("weir_sink_retries_total"), 5.0);
+    {
+        let st = input.state.lock().unwrap();
+        assert_eq!(st.requests, 8);
+        assert!(st.encodings.iter().all(Option::is_none));
+    }
+    let log = sink.log.contents();
+    assert!(!log.contains("SECRET-RESPONSE-BODY"), "{log}");
+    assert!(log.contains("HTTP 500"), "{log}");
+    sink.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_custom_ca_and_refused_without_it() {
+    let pki = crate::loki_receiver::TestPki::new();
+    let mut ca = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut ca, pki.ca_pem.as_bytes()).unwrap();
+    let input = HttpInput::start(Some(pki.server_config.clone())).await;
+
+    let trusted = Sink::start(
+        "gelf-https-ca",
+        &format!(
+            "address = \"{}\"\nca_file = \"{}\"",
+            input.url(true),
+            ca.path().display()
+        ),
+    );
+    trusted.append(&[docker_event("over TLS", "stdout")]).await;
+    wait_until("sent over TLS", || {
+        trusted.metric("weir_sink_events_sent_total") == 1.0
+    })
+    .await;
+    assert_eq!(shorts(&input.accepted()), ["over TLS"]);
+    trusted.stop().await;
+
+    let untrusted = Sink::start(
+        "gelf-https-no-ca",
+        &format!("address = \"{}\"", input.url(true)),
+    );
+    untrusted
+        .append(&[docker_event("must not arrive", "stdout")])
+        .await;
+    wait_until("a TLS error", || untrusted.errors("tls") >= 1.0).await;
+    assert_eq!(untrusted.metric("weir_sink_events_sent_total"), 0.0);
+    assert_eq!(input.accepted().len(), 1);
+    untrusted.stop().await;
+}
+
+/// Graylog's GELF TCP input refuses a frame over its `max_message_size`
+/// (2 MiB by default, `TooLongFrameException`): weir never sends one. A
+/// 3 MiB line is shrunk to fit, arrives as one valid frame, and is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_never_sends_a_frame_over_max_message_bytes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = Sink::start("gelf-tcp-frame", &format!("address = \"tcp://{addr}\""));
+    let huge = format!("heap dump\n{}", noise(3 << 20, 11));
+    sink.append(&[
+        docker_event("before", "stdout"),
+        docker_event(&huge, "stderr"),
+        docker_event("after", "stdout"),
+    ])
+    .await;
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    while raw.iter().filter(|b| **b == 0).count() < 3 {
+        let got = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut chunk))
+            .await
+            .expect("frames within 10 s")
+            .unwrap();
+        assert!(got > 0, "sink closed the connection");
+        raw.extend_from_slice(&chunk[..got]);
+    }
+    let frames: Vec<&[u8]> = raw.split(|b| *b == 0).take(3).collect();
+    let limit = gelf::DEFAULT_MAX_MESSAGE_BYTES as usize;
+    for f in &frames {
+        assert!(f.len() <= limit, "a {} byte frame", f.len());
+    }
+    // Cut in proportion with a 10% margin: far from the limit, not to nothing.
+    assert!(
+        frames[1].len() > limit / 2,
+        "shrunk to {} bytes",
+        frames[1].len()
+    );
+    let big: Value = serde_json::from_slice(frames[1]).unwrap();
+    assert_eq!(big["short_message"], "heap dump");
+    assert!(big["full_message"]
+        .as_str()
+        .unwrap()
+        .ends_with(gelf::message::TRUNCATION_MARKER));
+    let after: Value = serde_json::from_slice(frames[2]).unwrap();
+    assert_eq!(after["short_message"], "after");
+    wait_until("3 sent, 1 truncated", || {
+        sink.metric("weir_sink_events_sent_total") == 3.0
+            && sink.metric("weir_sink_truncated_events_total") == 1.0
+    })
+    .await;
     sink.stop().await;
 }

@@ -19,7 +19,7 @@
 //!
 //! Files: [`encode`] (push.proto by hand, snappy, JSON), [`batch`] (events ->
 //! streams -> pushes under the cap), [`service`] (HTTP client, auth, TLS),
-//! [`response`] (what a response means), [`sink`] (the delivery loop).
+//! [`response`] (what a response means), [`sink`] (the sink on [`crate::sink::driver`]).
 
 pub mod batch;
 pub mod encode;
@@ -385,7 +385,8 @@ impl RawConfig {
 /// Delivers from `reader` to Loki until `shutdown`. What was not acknowledged
 /// when `shutdown` fires stays in the spool for the next start.
 pub async fn run(name: String, config: Config, reader: spool::Reader, shutdown: CancellationToken) {
-    sink::run(name, config, reader, shutdown).await
+    let sink = sink::LokiSink::new(&name, config);
+    crate::sink::driver::run(name, sink, reader, shutdown).await
 }
 
 #[cfg(test)]

@@ -58,9 +58,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::ingest::Ingest;
 use crate::metrics::{self, Counter};
-use crate::sink::retry::Backoff;
 use crate::source::SourceError;
 use crate::spool::SpoolError;
 

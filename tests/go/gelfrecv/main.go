@@ -2,7 +2,9 @@
 // reassembles chunks and inflates gzip/zlib) as a test peer for weir.
 //
 // It listens on the UDP address given as the first argument (default
-// 127.0.0.1:0), prints "LISTENING <addr>" on the first line, then one JSON
+// 127.0.0.1:0); with "default-buffer" as the second argument it keeps the
+// kernel's default socket receive buffer (gelf.NewReader exactly as
+// Graylog's library ships it: what a burst test must survive). It prints "LISTENING <addr>" on the first line, then one JSON
 // object per decoded message: the standard fields under their GELF names
 // plus every additional field. A message it cannot decode prints
 // {"error": "..."} instead, so a test sees the failure.
@@ -58,7 +60,13 @@ func main() {
 	if len(os.Args) > 1 {
 		addr = os.Args[1]
 	}
-	r, err := newReader(addr)
+	var r *gelf.Reader
+	var err error
+	if len(os.Args) > 2 && os.Args[2] == "default-buffer" {
+		r, err = gelf.NewReader(addr)
+	} else {
+		r, err = newReader(addr)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gelfrecv:", err)
 		os.Exit(1)

@@ -1,10 +1,16 @@
-//! Exponential backoff with full jitter, shared by every sink.
+//! Exponential backoff with *equal* jitter, shared by the sink driver and
+//! the journal source.
+//!
+//! Equal jitter (half the delay fixed, half random) rather than full jitter
+//! (`[0, delay]`): a server that is down is never retried sooner than half
+//! the nominal delay, while many agents restarting together still spread
+//! their retries over the other half instead of retrying in step.
 
 use std::time::Duration;
 
-/// Delays between attempts: `base * 2^n`, capped at `max`, each drawn
-/// uniformly from `[delay/2, delay]` so that many agents restarting together
-/// do not retry in step.
+/// Delays between attempts: the nominal delay is `base * 2^n` (n failed
+/// attempts so far), capped at `max`; the delay returned is drawn uniformly
+/// from `[nominal/2, nominal]` (equal jitter).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
