@@ -63,6 +63,11 @@ pub struct RawConfig {
     /// Longest line reassembled from Docker's 16 KiB pieces. Default `1MiB`;
     /// the rest is cut and the message ends with a truncation marker.
     pub partial_max_bytes: Option<ByteSize>,
+    /// Most bytes the lines being reassembled may hold, all connections of
+    /// the source together. Default `64MiB`; one connection holds at most 4
+    /// lines' worth (4 × `partial_max_bytes`). Past either, the oldest line
+    /// is emitted as it is (field `partial = "incomplete"`).
+    pub partial_total_bytes: Option<ByteSize>,
     /// How long a split line may wait for its last piece before it is emitted
     /// as it is (field `partial = "incomplete"`). Default `5s`.
     pub partial_timeout: Option<HumanDuration>,
@@ -116,6 +121,7 @@ pub struct Config {
     pub max_decompressed_bytes: ByteSize,
     pub max_connections: u32,
     pub partial_max_bytes: ByteSize,
+    pub partial_total_bytes: ByteSize,
     pub partial_timeout: HumanDuration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -200,6 +206,13 @@ impl RawConfig {
                 "must be at least 16KiB (one Docker piece)",
             );
         }
+        let partial_total_bytes = self.partial_total_bytes.unwrap_or(ByteSize(64 << 20));
+        if partial_total_bytes.0 < partial_max_bytes.0 {
+            problems.add(
+                format!("{key}.partial_total_bytes"),
+                "must be at least partial_max_bytes",
+            );
+        }
         let partial_timeout = self
             .partial_timeout
             .unwrap_or(HumanDuration(Duration::from_secs(5)));
@@ -246,6 +259,7 @@ impl RawConfig {
             max_decompressed_bytes,
             max_connections,
             partial_max_bytes,
+            partial_total_bytes,
             partial_timeout,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
@@ -306,6 +320,7 @@ pub struct Shared {
     pub ingest: Ingest,
     pub limits: decode::DecodeLimits,
     pub partial_max_bytes: usize,
+    pub partial_budget: std::sync::Arc<partial::Budget>,
     pub partial_timeout: Duration,
     pub auth: Option<handshake::Auth>,
     pub metrics: Metrics,
@@ -332,6 +347,7 @@ pub async fn start(
             max_decompressed_bytes: config.max_decompressed_bytes.0 as usize,
         },
         partial_max_bytes: config.partial_max_bytes.0 as usize,
+        partial_budget: partial::Budget::new(config.partial_total_bytes.0 as usize),
         partial_timeout: config.partial_timeout.0,
         auth: config.shared_key.as_ref().map(|k| handshake::Auth {
             shared_key: k.0.clone(),

@@ -224,3 +224,78 @@ proptest! {
         let _ = run(&f);
     }
 }
+
+/// The frame of every mode that holds `entries(n)`.
+fn frames_of(n: usize) -> Vec<Vec<u8>> {
+    let packed = entries(n);
+    let mut forward = Vec::new();
+    rmp::encode::write_array_len(&mut forward, 3).unwrap();
+    rmp::encode::write_str(&mut forward, "t").unwrap();
+    rmp::encode::write_array_len(&mut forward, n as u32).unwrap();
+    forward.extend_from_slice(&packed);
+    chunk_option(&mut forward, "c", None);
+    let mut bin = Vec::new();
+    rmp::encode::write_array_len(&mut bin, 3).unwrap();
+    rmp::encode::write_str(&mut bin, "t").unwrap();
+    rmp::encode::write_bin(&mut bin, &packed).unwrap();
+    chunk_option(&mut bin, "c", None);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&packed).unwrap();
+    let mut gz = Vec::new();
+    rmp::encode::write_array_len(&mut gz, 3).unwrap();
+    rmp::encode::write_str(&mut gz, "t").unwrap();
+    rmp::encode::write_bin(&mut gz, &enc.finish().unwrap()).unwrap();
+    chunk_option(&mut gz, "c", Some(("compressed", "gzip")));
+    vec![forward, bin, gz]
+}
+
+#[test]
+fn a_frame_decoded_a_few_events_at_a_time_gives_every_event_once_in_order() {
+    for frame in frames_of(1000) {
+        let mut d = FrameDecoder::start(&frame, &LIMITS).unwrap();
+        let mut got = Vec::new();
+        let mut calls = 0;
+        let mut record = Record::default();
+        while !d.is_done() {
+            let before = got.len();
+            d.decode_some(
+                &frame,
+                &LIMITS,
+                &mut record,
+                7,
+                &mut |_, r| got.push(r.time_ns),
+                &mut |e| panic!("{e}"),
+            )
+            .unwrap();
+            assert!(got.len() - before <= 7, "at most max_events per call");
+            calls += 1;
+        }
+        assert_eq!(calls, 1000usize.div_ceil(7));
+        let want: Vec<i64> = (0..1000)
+            .map(|i| (1_700_000_000 + i) * 1_000_000_000)
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(d.events, 1000);
+        assert_eq!(d.chunk.as_deref(), Some("c"));
+    }
+}
+
+#[test]
+fn a_long_chunk_id_fails_the_frame_before_any_event() {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(3));
+    chunk_option(&mut f, &"c".repeat(MAX_CHUNK_BYTES + 1), None);
+    let (got, info, _) = run(&f);
+    assert!(got.is_empty());
+    assert_eq!(info.unwrap_err().reason(), "bad_frame");
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(3));
+    chunk_option(&mut f, &"c".repeat(MAX_CHUNK_BYTES), None);
+    assert_eq!(run(&f).0.len(), 3);
+}
