@@ -23,6 +23,7 @@ pub mod config;
 pub mod event;
 pub mod ingest;
 pub mod metrics;
+pub mod net;
 pub mod pipeline;
 pub mod reload;
 pub mod scrub;

@@ -27,6 +27,7 @@ use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
 use crate::ingest::Ingest;
+use crate::net::Slot;
 use crate::spool::Offset;
 
 /// Bytes asked of the socket per read.
@@ -44,20 +45,47 @@ const STEP: usize = 64;
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves one client until it disconnects, sends bad input, or `shutdown`.
-pub async fn serve<S>(mut stream: S, peer: String, shared: &Shared, shutdown: CancellationToken)
-where
+///
+/// The connection gives up its slot (closes, acknowledging nothing more) when
+/// `slot` is asked to give way, and closes when it has sent nothing within
+/// `idle_timeout` of connecting.
+pub async fn serve<S>(
+    mut stream: S,
+    peer: String,
+    shared: &Shared,
+    slot: &Slot,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let m = &shared.metrics;
     let mut buf = BytesMut::with_capacity(READ_SIZE);
 
     if let Some(auth) = &shared.auth {
-        if let Err(e) = handshake::server(&mut stream, auth, &mut buf).await {
-            m.decode_error(e.reason());
-            tracing::warn!(source = %shared.name, peer = %peer, error = %e, "handshake failed; connection closed");
-            return;
+        let timeout = shared.handshake_timeout;
+        let done = tokio::select! {
+            d = tokio::time::timeout(timeout, handshake::server(&mut stream, auth, &mut buf)) => d,
+            _ = slot.give_way().cancelled() => {
+                m.decode_error("gave_way");
+                return;
+            }
+        };
+        match done {
+            Ok(Ok(())) => slot.touch(),
+            Ok(Err(e)) => {
+                m.decode_error(e.reason());
+                tracing::warn!(source = %shared.name, peer = %peer, error = %e, "handshake failed; connection closed");
+                return;
+            }
+            Err(_) => {
+                m.decode_error("handshake_timeout");
+                tracing::warn!(source = %shared.name, peer = %peer, ?timeout, "shared-key handshake not finished in time (handshake_timeout); connection closed");
+                return;
+            }
         }
     }
+    // A connection that never sends must not keep its slot for long.
+    let mut silent_until = Some(Instant::now() + shared.idle_timeout);
 
     let (mut rd, wr) = tokio::io::split(stream);
     let (acks, ack_rx) = mpsc::channel(MAX_PENDING_ACKS);
@@ -75,6 +103,7 @@ where
         last_offset: 0,
         acks,
         frame: None,
+        give_way: slot.give_way(),
     };
     // Do not scan again before the buffer holds this many bytes.
     let mut need = 1;
@@ -97,6 +126,18 @@ where
                     stopping = true;
                     continue;
                 }
+                _ = slot.give_way().cancelled() => {
+                    // A new connection needs the slot: close without
+                    // reading on (the client resends what was not acked).
+                    m.decode_error("gave_way");
+                    tracing::debug!(source = %shared.name, peer = %peer, "idle connection gave way to a new one");
+                    break;
+                }
+                _ = sleep_until(silent_until), if silent_until.is_some() => {
+                    m.decode_error("idle_timeout");
+                    tracing::debug!(source = %shared.name, peer = %peer, "connection sent nothing within idle_timeout; closed");
+                    break;
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     conn.assembler.expire(Instant::now(), &mut conn.batch);
                     if !conn.flush().await {
@@ -114,7 +155,11 @@ where
                 }
                 break;
             }
-            Ok(n) => m.bytes.add(n as u64),
+            Ok(n) => {
+                m.bytes.add(n as u64);
+                slot.touch();
+                silent_until = None;
+            }
             Err(e) => {
                 tracing::debug!(source = %shared.name, peer = %peer, error = %e, "read failed; connection closed");
                 break;
@@ -161,6 +206,8 @@ struct Conn<'a> {
     /// A frame at the start of the buffer, partly decoded (its length and
     /// where its decoding stopped when the batch filled up).
     frame: Option<(usize, FrameDecoder)>,
+    /// Cancelled when the connection must give its slot up.
+    give_way: &'a CancellationToken,
 }
 
 impl Conn<'_> {
@@ -293,7 +340,12 @@ impl Conn<'_> {
             // When the queue is full (the client does not read its acks),
             // this waits: the connection stops reading until acks drain.
             // The acker is gone only if writing an ack failed.
-            if self.acks.send((self.last_offset, chunk)).await.is_err() {
+            let sent = tokio::select! {
+                biased;
+                s = self.acks.send((self.last_offset, chunk)) => s.is_ok(),
+                _ = self.give_way.cancelled() => false,
+            };
+            if !sent {
                 return false;
             }
         }

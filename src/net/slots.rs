@@ -1,0 +1,176 @@
+//! Connection slots with a fair policy: when every slot is taken, the
+//! connection that has been idle longest gives way to the new one.
+//!
+//! A fixed limit alone let 5,000 connections that never send anything hold
+//! all of the forward source's 1,024 slots, and 2,000 idle ones all 32 of
+//! the metrics endpoint's: valid clients were refused for as long as the
+//! idle ones stayed. With this policy an idle connection keeps its slot only
+//! while nobody else needs it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// How long a new connection waits for the connection told to give way to
+/// let go of its slot; after that the new one is refused.
+pub const GIVE_WAY_WAIT: Duration = Duration::from_secs(1);
+
+/// The slots of one listener.
+pub struct Slots {
+    semaphore: Arc<Semaphore>,
+    live: Mutex<HashMap<u64, Arc<Entry>>>,
+    next_id: AtomicU64,
+    epoch: Instant,
+}
+
+struct Entry {
+    /// Milliseconds since `epoch` of the last time the connection did
+    /// something (connected, or the holder called [`Slot::touch`]).
+    last_active: AtomicU64,
+    give_way: CancellationToken,
+}
+
+/// One connection's slot, freed when dropped.
+pub struct Slot {
+    id: u64,
+    entry: Arc<Entry>,
+    slots: Arc<Slots>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            semaphore: Arc::new(Semaphore::new(max)),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// A slot for a new connection: a free one, or the longest-idle
+    /// connection's once it has given way. `None` when no slot came free
+    /// within [`GIVE_WAY_WAIT`] (the holder is busy, e.g. waiting on the
+    /// spool).
+    pub async fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        if let Ok(permit) = self.semaphore.clone().try_acquire_owned() {
+            return Some(self.register(permit));
+        }
+        self.ask_longest_idle_to_give_way();
+        let permit = tokio::time::timeout(GIVE_WAY_WAIT, self.semaphore.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        Some(self.register(permit))
+    }
+
+    /// Connections holding a slot.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Entry>>> {
+        // The map stays consistent even if a holder panicked.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> Slot {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            last_active: AtomicU64::new(self.now_ms()),
+            give_way: CancellationToken::new(),
+        });
+        self.lock().insert(id, entry.clone());
+        Slot {
+            id,
+            entry,
+            slots: self.clone(),
+            _permit: permit,
+        }
+    }
+
+    fn ask_longest_idle_to_give_way(&self) {
+        // A scan of at most `max` entries, only when every slot is taken.
+        let live = self.lock();
+        let oldest = live
+            .values()
+            .filter(|e| !e.give_way.is_cancelled())
+            .min_by_key(|e| e.last_active.load(Ordering::Relaxed));
+        if let Some(e) = oldest {
+            e.give_way.cancel();
+        }
+    }
+}
+
+impl Slot {
+    /// Marks the connection active now (call it when it sends something).
+    pub fn touch(&self) {
+        self.entry
+            .last_active
+            .store(self.slots.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Cancelled when a new connection needs this slot: the holder should
+    /// close the connection (without acknowledging what it has not made
+    /// durable) and drop the slot.
+    pub fn give_way(&self) -> &CancellationToken {
+        &self.entry.give_way
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_longest_idle_connection_gives_way() {
+        let slots = Slots::new(3);
+        let a = slots.acquire().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b = slots.acquire().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let c = slots.acquire().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // `a` is the oldest but active: `b` is the longest idle.
+        a.touch();
+        let slots2 = slots.clone();
+        let d = tokio::spawn(async move { slots2.acquire().await });
+        tokio::task::yield_now().await;
+        assert!(b.give_way().is_cancelled());
+        assert!(!a.give_way().is_cancelled() && !c.give_way().is_cancelled());
+        drop(b);
+        let d = d
+            .await
+            .unwrap()
+            .expect("the freed slot goes to the new connection");
+        assert_eq!(slots.len(), 3);
+        drop((a, c, d));
+        assert!(slots.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_does_not_give_way_keeps_its_slot() {
+        let slots = Slots::new(1);
+        let held = slots.acquire().await.unwrap();
+        assert!(slots.acquire().await.is_none());
+        assert!(held.give_way().is_cancelled());
+    }
+}
