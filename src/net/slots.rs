@@ -1,6 +1,13 @@
 //! Connection slots with a fair policy: when every slot is taken, the
 //! connection that has been idle longest gives way to the new one.
 //!
+//! "Idle longest" ranks first the connections that have sent nothing at all
+//! (oldest first), then those that have, by the time since they last sent;
+//! one that sent within [`ACTIVE`] never gives way. Without the first rule a
+//! flood of fresh silent connections would push out a valid client that
+//! last wrote 100 ms ago; without the second, a flood that sends one byte
+//! per connection would.
+//!
 //! A fixed limit alone let 5,000 connections that never send anything hold
 //! all of the forward source's 1,024 slots, and 2,000 idle ones all 32 of
 //! the metrics endpoint's: valid clients were refused for as long as the
@@ -8,7 +15,7 @@
 //! while nobody else needs it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 /// How long a new connection waits for the connection told to give way to
 /// let go of its slot; after that the new one is refused.
 pub const GIVE_WAY_WAIT: Duration = Duration::from_secs(1);
+/// A connection that sent something this recently keeps its slot.
+pub const ACTIVE: Duration = Duration::from_secs(1);
 
 /// The slots of one listener.
 pub struct Slots {
@@ -31,6 +40,8 @@ struct Entry {
     /// Milliseconds since `epoch` of the last time the connection did
     /// something (connected, or the holder called [`Slot::touch`]).
     last_active: AtomicU64,
+    /// Whether [`Slot::touch`] was ever called.
+    sent: AtomicBool,
     give_way: CancellationToken,
 }
 
@@ -90,6 +101,7 @@ impl Slots {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Entry {
             last_active: AtomicU64::new(self.now_ms()),
+            sent: AtomicBool::new(false),
             give_way: CancellationToken::new(),
         });
         self.lock().insert(id, entry.clone());
@@ -103,11 +115,18 @@ impl Slots {
 
     fn ask_longest_idle_to_give_way(&self) {
         // A scan of at most `max` entries, only when every slot is taken.
+        let now = self.now_ms();
+        let active = |last: u64| now.saturating_sub(last) < ACTIVE.as_millis() as u64;
         let live = self.lock();
         let oldest = live
             .values()
-            .filter(|e| !e.give_way.is_cancelled())
-            .min_by_key(|e| e.last_active.load(Ordering::Relaxed));
+            .map(|e| {
+                let sent = e.sent.load(Ordering::Relaxed);
+                (sent, e.last_active.load(Ordering::Relaxed), e)
+            })
+            .filter(|(sent, last, e)| !e.give_way.is_cancelled() && !(*sent && active(*last)))
+            .min_by_key(|(sent, last, _)| (*sent, *last))
+            .map(|(_, _, e)| e);
         if let Some(e) = oldest {
             e.give_way.cancel();
         }
@@ -120,6 +139,7 @@ impl Slot {
         self.entry
             .last_active
             .store(self.slots.now_ms(), Ordering::Relaxed);
+        self.entry.sent.store(true, Ordering::Relaxed);
     }
 
     /// Cancelled when a new connection needs this slot: the holder should
@@ -141,18 +161,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_longest_idle_connection_gives_way() {
+    async fn silent_connections_give_way_first_then_the_longest_idle() {
         let slots = Slots::new(3);
         let a = slots.acquire().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
         let b = slots.acquire().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
         let c = slots.acquire().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        // `a` is the oldest but active: `b` is the longest idle.
         a.touch();
-        let slots2 = slots.clone();
-        let d = tokio::spawn(async move { slots2.acquire().await });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        c.touch();
+        // `b` never sent anything: it goes first, though `a` is older.
+        let next = |slots: &Arc<Slots>| {
+            let slots = slots.clone();
+            tokio::spawn(async move { slots.acquire().await })
+        };
+        let d = next(&slots);
         tokio::task::yield_now().await;
         assert!(b.give_way().is_cancelled());
         assert!(!a.give_way().is_cancelled() && !c.give_way().is_cancelled());
@@ -160,10 +182,22 @@ mod tests {
         let d = d
             .await
             .unwrap()
-            .expect("the freed slot goes to the new connection");
+            .expect("the freed slot goes to the new one");
+        d.touch();
+        // Everyone sent within ACTIVE: nobody gives way, the new one waits.
+        assert!(slots.acquire().await.is_none());
+        assert!(!a.give_way().is_cancelled() && !c.give_way().is_cancelled());
+        // Past ACTIVE, the longest idle (`a`, then `c`) gives way.
+        tokio::time::sleep(ACTIVE).await;
+        d.touch();
+        let e = next(&slots);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(a.give_way().is_cancelled() && !c.give_way().is_cancelled());
+        drop(a);
+        let _e = e.await.unwrap().expect("a gave way");
         assert_eq!(slots.len(), 3);
-        drop((a, c, d));
-        assert!(slots.is_empty());
+        drop((c, d));
+        assert_eq!(slots.len(), 1);
     }
 
     #[tokio::test]

@@ -131,32 +131,33 @@ fn at_the_limit_the_longest_idle_connection_gives_way() {
     let mut a = connect(&weir.socket);
     let mut b = connect(&weir.socket);
     send_acked(&mut a, "limit a", "a");
-    std::thread::sleep(Duration::from_millis(20));
     send_acked(&mut b, "limit b", "b");
-    // Every slot is taken: `a`, idle longest, is closed for the newcomer.
+    // Both sent within the last second: neither gives way, `c` is refused
+    // (after waiting up to 1s for a slot) and counted.
     let mut c = connect(&weir.socket);
-    send_acked(&mut c, "limit c", "c");
-    assert!(closed_by_server(&mut a), "the longest-idle connection stayed");
-    assert_eq!(
+    assert!(closed_by_server(&mut c), "third connection accepted");
+    let refused = || {
         weir.metric(
             "weir_source_decode_errors_total",
-            &[("reason", "gave_way")]
-        ),
-        1.0
-    );
-    assert_eq!(weir.metric("weir_source_connections", &[]), 2.0);
-    // `b` was not the longest idle: it still works; now `c` gives way.
+            &[("reason", "too_many_connections")],
+        )
+    };
+    assert_eq!(refused(), 1.0);
+    // A second later `a` is idle longest and gives way to `d`.
+    std::thread::sleep(Duration::from_millis(1200));
     send_acked(&mut b, "limit b2", "b2");
     let mut d = connect(&weir.socket);
     send_acked(&mut d, "limit d", "d");
-    assert!(closed_by_server(&mut c), "c stayed");
-    send_acked(&mut b, "limit b3", "b3");
-    assert_eq!(weir.wait_events(6).len(), 6);
-    assert_eq!(
-        weir.metric(
-            "weir_source_decode_errors_total",
-            &[("reason", "too_many_connections")]
-        ),
-        0.0
+    assert!(
+        closed_by_server(&mut a),
+        "the longest-idle connection stayed"
     );
+    assert_eq!(
+        weir.metric("weir_source_decode_errors_total", &[("reason", "gave_way")]),
+        1.0
+    );
+    assert_eq!(weir.metric("weir_source_connections", &[]), 2.0);
+    send_acked(&mut b, "limit b3", "b3");
+    assert_eq!(weir.wait_events(5).len(), 5);
+    assert_eq!(refused(), 1.0);
 }
