@@ -124,7 +124,11 @@ impl Slots {
                 let sent = e.sent.load(Ordering::Relaxed);
                 (sent, e.last_active.load(Ordering::Relaxed), e)
             })
-            .filter(|(sent, last, e)| !e.give_way.is_cancelled() && !(*sent && active(*last)))
+            .filter(|(sent, last, e)| {
+                let told = e.give_way.is_cancelled();
+                let busy = *sent && active(*last);
+                !told && !busy
+            })
             .min_by_key(|(sent, last, _)| (*sent, *last))
             .map(|(_, _, e)| e);
         if let Some(e) = oldest {
