@@ -299,3 +299,48 @@ fn a_long_chunk_id_fails_the_frame_before_any_event() {
     chunk_option(&mut f, &"c".repeat(MAX_CHUNK_BYTES), None);
     assert_eq!(run(&f).0.len(), 3);
 }
+
+/// Times of the events of `frame` decoded `step` at a time, and whether the
+/// frame decoded without a frame-level error.
+fn stepped(frame: &[u8], step: usize) -> (Vec<i64>, bool) {
+    let mut got = Vec::new();
+    let Ok(mut d) = FrameDecoder::start(frame, &LIMITS) else {
+        return (got, false);
+    };
+    let mut record = Record::default();
+    while !d.is_done() {
+        let r = d.decode_some(
+            frame,
+            &LIMITS,
+            &mut record,
+            step,
+            &mut |_, r| got.push(r.time_ns),
+            &mut |_| {},
+        );
+        if r.is_err() {
+            return (got, false);
+        }
+    }
+    (got, true)
+}
+
+proptest! {
+    /// Decoding a damaged frame a few events at a time gives exactly what
+    /// decoding it at once gives, error included.
+    #[test]
+    fn stepped_decoding_equals_whole_decoding(
+        mode in 0usize..3, n in 0usize..40, step in 1usize..9,
+        i in any::<usize>(), b in any::<u8>(), damage in any::<bool>(),
+    ) {
+        let mut f = frames_of(n).swap_remove(mode);
+        if damage {
+            let i = i % f.len();
+            f[i] = b;
+        }
+        let (whole, info, _) = run(&f);
+        let whole: Vec<i64> = whole.into_iter().map(|(t, _)| t).collect();
+        let (got, ok) = stepped(&f, step);
+        prop_assert_eq!(got, whole);
+        prop_assert_eq!(ok, info.is_ok());
+    }
+}
