@@ -153,7 +153,10 @@ impl Listener {
                     (Stream::Tcp(s), Some(tls)) => {
                         let accepted = tokio::select! {
                             a = tokio::time::timeout(timeout, tls.accept(s)) => a,
-                            _ = slot.slot.give_way().cancelled() => return,
+                            _ = slot.slot.give_way().cancelled() => {
+                                shared.metrics.decode_error("gave_way");
+                                return;
+                            }
                         };
                         match accepted {
                             Ok(Ok(s)) => {
