@@ -153,12 +153,14 @@ pub const MAX_CHUNK_BYTES: usize = 256;
 /// It holds positions, not borrows: the caller passes the same frame bytes to
 /// every call (they stay in the connection's read buffer meanwhile).
 /// Everything that can fail the whole frame (structure, options, gzip) is
-/// checked by [`FrameDecoder::start`], before any event is delivered.
+/// checked before any of its events is delivered: by [`FrameDecoder::start`],
+/// or for a Message-mode frame (one event) by its only `decode_some`.
 #[derive(Debug)]
 pub struct FrameDecoder {
     /// The tag's bytes in the frame.
     tag: (usize, usize),
-    /// The `chunk` option: the client waits for `{"ack": chunk}`.
+    /// The `chunk` option: the client waits for `{"ack": chunk}`. (Known
+    /// once [`FrameDecoder::is_done`].)
     pub chunk: Option<String>,
     /// Events delivered so far.
     pub events: usize,
@@ -167,8 +169,12 @@ pub struct FrameDecoder {
 
 #[derive(Debug)]
 enum Body {
-    /// Message mode: the time at this position, then the record.
-    Message(usize),
+    /// Message mode: the time at `at`, then the record, then the option
+    /// map if `options`.
+    Message {
+        at: usize,
+        options: bool,
+    },
     /// Forward mode: `left` more `[time, record]` arrays from `pos`.
     Forward {
         pos: usize,
@@ -210,17 +216,13 @@ impl FrameDecoder {
                 if n < 3 {
                     return Err(DecodeError::BadFrame("message mode needs a record"));
                 }
-                let at = r.pos;
-                r.skip()?;
-                r.skip()?;
-                // The options are read before the event is delivered: a bad
-                // option map fails the whole frame, event included.
-                let options = if n == 4 {
-                    options(&mut r)?
-                } else {
-                    Options::default()
+                // One event: decoded whole by the first `decode_some`,
+                // options included (not scanned twice here).
+                let body = Body::Message {
+                    at: r.pos,
+                    options: n == 4,
                 };
-                (Body::Message(at), options)
+                (body, Options::default())
             }
             // Forward: [tag, [[time, record], ...], option?]
             0x90..=0x9f | 0xdc | 0xdd => {
@@ -298,11 +300,28 @@ impl FrameDecoder {
         let before = self.events;
         let mut events = 0;
         let result = match &mut self.body {
-            Body::Message(at) => {
+            Body::Message {
+                at,
+                options: with_options,
+            } => {
+                let with_options = *with_options;
                 let mut r = Reader::new(bytes);
                 r.pos = *at;
+                self.body = Body::Done;
                 let time = r.value()?;
-                match event(&mut r, time, record) {
+                let rec_start = r.pos;
+                let decoded = event(&mut r, time, record);
+                // The options are read before the event is delivered: a bad
+                // option map fails the whole frame, event included.
+                if with_options {
+                    if decoded.is_err() {
+                        // `event` may have stopped anywhere in the record.
+                        r.pos = rec_start;
+                        r.skip()?;
+                    }
+                    self.chunk = options(&mut r)?.chunk;
+                }
+                match decoded {
                     Ok(()) => {
                         on_event(&tag, record);
                         events += 1;
@@ -310,7 +329,6 @@ impl FrameDecoder {
                     Err(e @ DecodeError::BadEvent(_)) => on_skip(e),
                     Err(e) => return Err(e),
                 }
-                self.body = Body::Done;
                 Ok(())
             }
             Body::Forward { pos, left } => {
