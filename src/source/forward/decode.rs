@@ -145,6 +145,12 @@ pub fn decode_frame_with<'a>(
 /// written, so a client that never reads its acks must not make it large.
 pub const MAX_CHUNK_BYTES: usize = 256;
 
+/// Longest tag kept, in bytes; the rest is cut. The tag is copied into
+/// every event of its frame (field `tag`): a 64 KiB tag over 20,000 tiny
+/// entries made a 125 KB frame into 1.3 GB of events. Real tags are a few
+/// dozen bytes (Docker's default is the container id).
+pub const MAX_TAG_BYTES: usize = 1024;
+
 /// One frame decoded a few events at a time, so that a connection can append
 /// what it has decoded to the spool before going on: a frame's events are
 /// never all in memory at once (a 61 KB gzip frame can inflate to 20 M
@@ -274,9 +280,11 @@ impl FrameDecoder {
         })
     }
 
-    /// The frame's tag (repaired if it is not UTF-8).
+    /// The frame's tag (repaired if it is not UTF-8), at most
+    /// [`MAX_TAG_BYTES`].
     pub fn tag<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
-        String::from_utf8_lossy(&bytes[self.tag.0..self.tag.1])
+        let end = self.tag.1.min(self.tag.0 + MAX_TAG_BYTES);
+        String::from_utf8_lossy(&bytes[self.tag.0..end])
     }
 
     /// Every event was delivered (or skipped).

@@ -344,3 +344,17 @@ proptest! {
         prop_assert_eq!(ok, info.is_ok());
     }
 }
+
+#[test]
+fn a_huge_tag_is_cut_so_that_it_is_not_copied_whole_into_every_event() {
+    let tag = "t".repeat(64 * 1024);
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 2).unwrap();
+    rmp::encode::write_str(&mut f, &tag).unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(3));
+    let mut tags = Vec::new();
+    let info = decode_frame(&f, &LIMITS, &mut |t, _| tags.push(t.len()), &mut |_| {}).unwrap();
+    assert_eq!(tags, [MAX_TAG_BYTES; 3]);
+    assert_eq!(info.tag.len(), MAX_TAG_BYTES);
+}
