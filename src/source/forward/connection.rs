@@ -216,9 +216,22 @@ impl Conn<'_> {
     /// must close (bad input, already counted and logged, or spool failure).
     async fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ()> {
         loop {
+            // Decoding and appending a batch needs one of the source's
+            // batch permits (see `BATCHES_IN_FLIGHT`); queueing acks, which
+            // may wait on a client, does not hold it.
+            let permit = tokio::select! {
+                biased;
+                p = self.shared.batches.acquire() => p.expect("the semaphore is never closed"),
+                _ = self.give_way.cancelled() => {
+                    self.shared.metrics.decode_error("gave_way");
+                    return Err(());
+                }
+            };
             let (consumed, result) = self.decode_frames(buf);
             buf.advance(consumed);
-            if !self.flush().await {
+            let appended = self.append().await;
+            drop(permit);
+            if !appended || !self.queue_acks().await {
                 return Err(());
             }
             match result {
@@ -320,6 +333,11 @@ impl Conn<'_> {
     /// Returns false when the spool refuses (the connection should close
     /// without acknowledging, so the client resends elsewhere or later).
     async fn flush(&mut self) -> bool {
+        self.append().await && self.queue_acks().await
+    }
+
+    /// Appends the pending events as one batch; false when the spool refuses.
+    async fn append(&mut self) -> bool {
         if !self.batch.is_empty() {
             let appended = self
                 .shared
@@ -336,6 +354,11 @@ impl Conn<'_> {
                 }
             }
         }
+        true
+    }
+
+    /// Queues the acks of the frames appended so far.
+    async fn queue_acks(&mut self) -> bool {
         for chunk in self.chunks.drain(..) {
             // When the queue is full (the client does not read its acks),
             // this waits: the connection stops reading until acks drain.

@@ -326,7 +326,16 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Events kept for reuse between appends, for every connection.
     pub spares: batch::Spares,
+    /// Batches being decoded or appended at once, all connections together
+    /// ([`BATCHES_IN_FLIGHT`]).
+    pub batches: tokio::sync::Semaphore,
 }
+
+/// Batches decoded or being appended at once by all the connections of a
+/// source: with [`batch::FULL_BYTES`], at most 64 MiB of decoded events
+/// whatever the number of connections. Two runtime threads decode; the rest
+/// of the permits cover batches waiting on the spool.
+pub const BATCHES_IN_FLIGHT: usize = 16;
 
 /// Binds (or takes from systemd) the listener and spawns the accept loop.
 pub async fn start(
@@ -358,6 +367,7 @@ pub async fn start(
         idle_timeout: config.idle_timeout.0,
         metrics: Metrics::new(name),
         spares: batch::Spares::default(),
+        batches: tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT),
     });
     Ok(tokio::spawn(listener.run(
         shared,
