@@ -25,6 +25,7 @@ pub mod event;
 pub mod hostname;
 pub mod ingest;
 pub mod metrics;
+pub mod net;
 pub mod pipeline;
 pub mod problems;
 pub mod reload;

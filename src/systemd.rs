@@ -32,9 +32,9 @@
 //! sockets once per process, keeps them, and hands out duplicates
 //! (`try_clone`): a source closing its copy at stop leaves the socket open.
 
+use crate::net::{Bound, Endpoint};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -83,11 +83,12 @@ pub enum Listener {
     Tcp(TcpListener),
 }
 
-/// The passed socket listening on `listen` (`unix:///path` or
-/// `tcp://host:port`, as in the forward source config), as a duplicate the
-/// caller owns; `None` when systemd passed no such socket (bind it yourself).
+/// The passed socket listening on `listen`, as a duplicate the caller owns;
+/// `None` when systemd passed no such socket (bind it yourself). Matching is
+/// [`Endpoint::is_bound_at`]: the same path, or an address the host resolves
+/// to (`tcp://localhost:24224` is the socket on 127.0.0.1:24224).
 /// Call it on every start: the originals stay open for the next one.
-pub fn inherited_listener(listen: &str) -> Option<std::io::Result<Listener>> {
+pub fn inherited_listener(listen: &Endpoint) -> Option<std::io::Result<Listener>> {
     static INHERITED: OnceLock<Vec<Listener>> = OnceLock::new();
     // listenfd checks LISTEN_PID and unsets LISTEN_FDS: only the first call
     // in a process can see them, hence the OnceLock.
@@ -100,17 +101,15 @@ pub fn inherited_listener(listen: &str) -> Option<std::io::Result<Listener>> {
             })
             .collect()
     });
-    all.iter().find_map(|l| match l {
-        Listener::Unix(u) => {
-            let path = listen.strip_prefix("unix://")?;
-            let addr = u.local_addr().ok()?;
-            (addr.as_pathname()? == Path::new(path)).then(|| u.try_clone().map(Listener::Unix))
-        }
-        Listener::Tcp(t) => {
-            let want: std::net::SocketAddr = listen.strip_prefix("tcp://")?.parse().ok()?;
-            let matches = t.local_addr().ok()? == want;
-            matches.then(|| t.try_clone().map(Listener::Tcp))
-        }
+    all.iter().find_map(|l| {
+        let bound = match l {
+            Listener::Unix(u) => Bound::Unix(u.local_addr().ok()?.as_pathname()?.to_owned()),
+            Listener::Tcp(t) => Bound::Tcp(t.local_addr().ok()?),
+        };
+        listen.is_bound_at(&bound).then(|| match l {
+            Listener::Unix(u) => u.try_clone().map(Listener::Unix),
+            Listener::Tcp(t) => t.try_clone().map(Listener::Tcp),
+        })
     })
 }
 

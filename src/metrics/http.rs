@@ -18,16 +18,15 @@
 
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Health, Verdict};
+use crate::net::{self, Bound, Slot, Slots, Stream};
 
 /// Longest request head accepted (request line and headers).
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -38,50 +37,9 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// The Content-Type of the Prometheus text format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Where the endpoint listens: `host:port` (or `tcp://host:port`) or `unix:///path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Address {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-/// Why a `metrics.listen` value is not an address.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum AddressError {
-    #[error("a unix socket needs an absolute path: unix:///run/weir/metrics.sock")]
-    RelativeUnixPath,
-    #[error(
-        "must be host:port (e.g. 127.0.0.1:9880) or unix:///path; \"\" turns the endpoint off"
-    )]
-    NoPort,
-}
-
-impl Address {
-    pub fn parse(s: &str) -> Result<Address, AddressError> {
-        if let Some(path) = s.strip_prefix("unix://") {
-            if !path.starts_with('/') {
-                return Err(AddressError::RelativeUnixPath);
-            }
-            return Ok(Address::Unix(PathBuf::from(path)));
-        }
-        let hostport = s.strip_prefix("tcp://").unwrap_or(s);
-        match hostport.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(Address::Tcp(hostport.to_owned()))
-            }
-            _ => Err(AddressError::NoPort),
-        }
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Address::Tcp(a) => write!(f, "{a}"),
-            Address::Unix(p) => write!(f, "unix://{}", p.display()),
-        }
-    }
-}
+/// Where the endpoint listens: `host:port` (or `tcp://host:port`) or
+/// `unix:///path`, parsed by the one endpoint parser.
+pub use crate::net::{Endpoint as Address, EndpointError as AddressError};
 
 /// Why the endpoint could not start. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -98,22 +56,19 @@ pub enum BindError {
 }
 
 /// A bound endpoint socket, not yet serving.
-pub enum Listener {
-    Tcp(TcpListener),
-    /// The path is removed when serving stops.
-    Unix(UnixListener, PathBuf),
+pub struct Listener {
+    inner: net::Listener,
+    /// A unix socket's path, removed when serving stops.
+    path: Option<PathBuf>,
 }
 
 impl Listener {
     /// The address actually bound (with the real port when `:0` was asked).
     pub fn local_address(&self) -> Address {
-        match self {
-            Listener::Tcp(l) => Address::Tcp(
-                l.local_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| "?".into()),
-            ),
-            Listener::Unix(_, p) => Address::Unix(p.clone()),
+        match (&self.inner.bound(), &self.path) {
+            (_, Some(p)) => Address::Unix(p.clone()),
+            (Ok(Bound::Tcp(a)), None) => Address::Tcp(a.to_string()),
+            _ => Address::Tcp("?".into()),
         }
     }
 }
@@ -130,14 +85,20 @@ pub async fn bind(listen: &str) -> Result<Listener, BindError> {
         source,
     };
     match &address {
-        Address::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await.map_err(io)?)),
+        Address::Tcp(a) => Ok(Listener {
+            inner: net::Listener::Tcp(TcpListener::bind(a.as_str()).await.map_err(io)?),
+            path: None,
+        }),
         Address::Unix(path) => {
             remove_stale_socket(path, &address)?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
             let l = UnixListener::bind(path).map_err(io)?;
-            Ok(Listener::Unix(l, path.clone()))
+            Ok(Listener {
+                inner: net::Listener::Unix(l),
+                path: Some(path.clone()),
+            })
         }
     }
 }
@@ -170,56 +131,33 @@ fn remove_stale_socket(path: &Path, address: &Address) -> Result<(), BindError> 
 /// Serves `listener` until `shutdown` is cancelled; then stops accepting,
 /// removes a unix socket path, and returns. Connections in flight finish
 /// within their own timeouts.
+///
+/// Slots are [`crate::net::Slots`]: when all [`MAX_CONNECTIONS`] are taken,
+/// the connection waiting longest for its request gives way, so idle
+/// connections cannot keep a scrape out.
 pub fn serve(listener: Listener, health: Health, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = slots.clone().acquire_owned() => p,
-            };
-            let Ok(permit) = permit else { break };
+        let slots = Slots::new(MAX_CONNECTIONS);
+        let refused = |_: &str| {
+            tracing::debug!("metrics endpoint: no connection gave way; new connection closed");
+        };
+        let serve = |stream: Stream, _peer: String, slot: Slot| {
             let health = health.clone();
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = accept(&listener) => a,
-            };
-            match accepted {
-                Ok(Conn::Tcp(s)) => {
-                    tokio::spawn(async move {
-                        handle(s, &health).await;
-                        drop(permit);
-                    });
+            tokio::spawn(async move {
+                match stream {
+                    Stream::Tcp(s) => handle(s, &health, &slot).await,
+                    Stream::Unix(s) => handle(s, &health, &slot).await,
                 }
-                Ok(Conn::Unix(s)) => {
-                    tokio::spawn(async move {
-                        handle(s, &health).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "metrics endpoint cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        if let Listener::Unix(_, path) = &listener {
+            });
+        };
+        listener
+            .inner
+            .serve("metrics", &slots, &shutdown, refused, serve)
+            .await;
+        if let Some(path) = &listener.path {
             let _ = std::fs::remove_file(path);
         }
     })
-}
-
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &Listener) -> io::Result<Conn> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Conn::Tcp(s)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
-    }
 }
 
 /// A complete answer.
@@ -241,8 +179,13 @@ impl Answer {
     }
 }
 
-async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, health: &Health) {
-    let (answer, head_only) = match tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)).await {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, health: &Health, slot: &Slot) {
+    // Until its request is read, a connection gives way to a newer one.
+    let head = tokio::select! {
+        h = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)) => h,
+        _ = slot.give_way().cancelled() => return,
+    };
+    let (answer, head_only) = match head {
         Err(_) => (Answer::text(408, "request timeout\n"), false),
         Ok(Err(HeadError::Io)) => return,
         Ok(Err(HeadError::TooLarge)) => (Answer::text(431, "request head too large\n"), false),
@@ -485,7 +428,10 @@ mod tests {
     async fn exchange(request: &[u8], health: &Health) -> String {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         let h = health.clone();
-        let task = tokio::spawn(async move { handle(server, &h).await });
+        let task = tokio::spawn(async move {
+            let slot = Slots::new(1).acquire().await.unwrap();
+            handle(server, &h, &slot).await
+        });
         client.write_all(request).await.unwrap();
         let mut out = Vec::new();
         client.read_to_end(&mut out).await.unwrap();

@@ -1,6 +1,7 @@
 //! The forward source against real clients, over a temporary unix socket,
 //! with the real pipeline (`weir::run`, file sink) behind it.
 
+mod attacks;
 mod bad_input;
 mod clients;
 mod docker;

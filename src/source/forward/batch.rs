@@ -16,8 +16,14 @@ use std::sync::Mutex;
 
 use crate::event::{Event, Origin};
 
-/// A batch is appended once it holds this many events, even mid-buffer.
+/// A batch is appended once it holds this many events, even mid-buffer or
+/// mid-frame.
 pub const FULL: usize = 4096;
+/// ... or once its events take this many bytes (in memory, roughly): with
+/// [`FULL`], the most one connection holds decoded at once. A frame of many
+/// events, or of few with a huge tag copied into each, is appended in
+/// several batches.
+pub const FULL_BYTES: usize = 4 << 20;
 /// Events one batch keeps for reuse, at most: a burst bigger than this
 /// allocates the rest, and frees them after its append.
 const KEEP: usize = FULL;
@@ -58,6 +64,8 @@ pub struct Batch<'s> {
     spares: &'s Spares,
     events: Vec<Event>,
     len: usize,
+    /// What `events[..len]` take in memory, roughly (see [`Batch::count_last`]).
+    bytes: usize,
 }
 
 impl<'s> Batch<'s> {
@@ -66,6 +74,7 @@ impl<'s> Batch<'s> {
             spares,
             events: Vec::new(),
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -75,6 +84,17 @@ impl<'s> Batch<'s> {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The batch should be appended before more is decoded into it.
+    pub fn is_full(&self) -> bool {
+        self.len >= FULL || self.bytes >= FULL_BYTES
+    }
+
+    /// Counts the size of the event [`Batch::slot`] last handed out, once
+    /// it is filled.
+    pub fn count_last(&mut self) {
+        self.bytes += self.events[self.len - 1].approx_size() + std::mem::size_of::<Event>();
     }
 
     /// The next event of the batch, to be overwritten whole: a spare one
@@ -106,6 +126,7 @@ impl<'s> Batch<'s> {
         } else {
             self.events[self.len] = event;
         }
+        self.bytes += self.events[self.len].approx_size() + std::mem::size_of::<Event>();
         self.len += 1;
     }
 
@@ -122,6 +143,7 @@ impl<'s> Batch<'s> {
             }
         }
         self.len = 0;
+        self.bytes = 0;
         let mut events = std::mem::take(&mut self.events);
         events.truncate(KEEP);
         self.spares.give(events);

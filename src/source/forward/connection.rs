@@ -5,7 +5,9 @@
 //! for each chunk's spool offset to become durable and then writes
 //! `{"ack": chunk}`, in order. Everything decoded from one socket read is
 //! appended as one batch (per-event appends would cost a spool round trip
-//! each), into events reused from earlier batches ([`super::batch`]). The only wait in the read loop is the spool append itself, which
+//! each), into events reused from earlier batches ([`super::batch`]). A batch
+//! is appended once full ([`super::batch::FULL`] events or [`super::batch::FULL_BYTES`]),
+//! in the middle of a frame if need be. The only wait in the read loop is the spool append itself, which
 //! blocks only when the spool's `when_full = "block"` policy says so.
 //!
 //! Bad input closes only this connection (or skips one event when the frame
@@ -19,12 +21,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{self, Batch};
-use super::decode::{self, DecodeError, Record};
+use super::batch::Batch;
+use super::decode::{DecodeError, FrameDecoder, Record};
 use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
 use crate::ingest::Ingest;
+use crate::net::Slot;
 use crate::spool::Offset;
 
 /// Bytes asked of the socket per read.
@@ -32,36 +35,75 @@ const READ_SIZE: usize = 64 * 1024;
 /// An idle buffer larger than this is given back to the allocator (after one
 /// big frame, do not keep 16 MiB per connection).
 const KEEP_CAPACITY: usize = 1 << 20;
+/// Acks queued for the acker, at most: with [`super::decode::MAX_CHUNK_BYTES`],
+/// what a client that never reads its acks can make weir hold. Past it the
+/// connection stops reading until the acks drain.
+const MAX_PENDING_ACKS: usize = 1024;
+/// Events decoded between two checks of the batch's budget.
+const STEP: usize = 64;
 /// At shutdown, how long to wait for bytes a client already sent.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves one client until it disconnects, sends bad input, or `shutdown`.
-pub async fn serve<S>(mut stream: S, peer: String, shared: &Shared, shutdown: CancellationToken)
-where
+///
+/// The connection gives up its slot (closes, acknowledging nothing more) when
+/// `slot` is asked to give way, and closes when it has sent nothing within
+/// `idle_timeout` of connecting.
+pub async fn serve<S>(
+    mut stream: S,
+    peer: String,
+    shared: &Shared,
+    slot: &Slot,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let m = &shared.metrics;
     let mut buf = BytesMut::with_capacity(READ_SIZE);
 
     if let Some(auth) = &shared.auth {
-        if let Err(e) = handshake::server(&mut stream, auth, &mut buf).await {
-            m.decode_error(e.reason());
-            tracing::warn!(source = %shared.name, peer = %peer, error = %e, "handshake failed; connection closed");
-            return;
+        let timeout = shared.handshake_timeout;
+        let done = tokio::select! {
+            d = tokio::time::timeout(timeout, handshake::server(&mut stream, auth, &mut buf)) => d,
+            _ = slot.give_way().cancelled() => {
+                m.decode_error("gave_way");
+                return;
+            }
+        };
+        match done {
+            Ok(Ok(())) => slot.touch(),
+            Ok(Err(e)) => {
+                m.decode_error(e.reason());
+                tracing::warn!(source = %shared.name, peer = %peer, error = %e, "handshake failed; connection closed");
+                return;
+            }
+            Err(_) => {
+                m.decode_error("handshake_timeout");
+                tracing::warn!(source = %shared.name, peer = %peer, ?timeout, "shared-key handshake not finished in time (handshake_timeout); connection closed");
+                return;
+            }
         }
     }
+    // A connection that never sends must not keep its slot for long.
+    let mut silent_until = Some(Instant::now() + shared.idle_timeout);
 
     let (mut rd, wr) = tokio::io::split(stream);
-    let (acks, ack_rx) = mpsc::unbounded_channel();
+    let (acks, ack_rx) = mpsc::channel(MAX_PENDING_ACKS);
     let acker = tokio::spawn(ack_loop(wr, ack_rx, shared.ingest.clone()));
     let mut conn = Conn {
         shared,
         peer: &peer,
         batch: Batch::new(&shared.spares),
         chunks: Vec::new(),
-        assembler: Assembler::new(shared.partial_max_bytes, shared.partial_timeout),
+        assembler: Assembler::new(
+            shared.partial_max_bytes,
+            shared.partial_timeout,
+            shared.partial_budget.clone(),
+        ),
         last_offset: 0,
         acks,
+        frame: None,
+        give_way: slot.give_way(),
     };
     // Do not scan again before the buffer holds this many bytes.
     let mut need = 1;
@@ -84,6 +126,18 @@ where
                     stopping = true;
                     continue;
                 }
+                _ = slot.give_way().cancelled() => {
+                    // A new connection needs the slot: close without
+                    // reading on (the client resends what was not acked).
+                    m.decode_error("gave_way");
+                    tracing::debug!(source = %shared.name, peer = %peer, "idle connection gave way to a new one");
+                    break;
+                }
+                _ = sleep_until(silent_until), if silent_until.is_some() => {
+                    m.decode_error("idle_timeout");
+                    tracing::debug!(source = %shared.name, peer = %peer, "connection sent nothing within idle_timeout; closed");
+                    break;
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
                     conn.assembler.expire(Instant::now(), &mut conn.batch);
                     if !conn.flush().await {
@@ -101,7 +155,11 @@ where
                 }
                 break;
             }
-            Ok(n) => m.bytes.add(n as u64),
+            Ok(n) => {
+                m.bytes.add(n as u64);
+                slot.touch();
+                silent_until = None;
+            }
             Err(e) => {
                 tracing::debug!(source = %shared.name, peer = %peer, error = %e, "read failed; connection closed");
                 break;
@@ -144,7 +202,12 @@ struct Conn<'a> {
     assembler: Assembler,
     /// The spool offset just past this connection's last append.
     last_offset: Offset,
-    acks: mpsc::UnboundedSender<(Offset, String)>,
+    acks: mpsc::Sender<(Offset, String)>,
+    /// A frame at the start of the buffer, partly decoded (its length and
+    /// where its decoding stopped when the batch filled up).
+    frame: Option<(usize, FrameDecoder)>,
+    /// Cancelled when the connection must give its slot up.
+    give_way: &'a CancellationToken,
 }
 
 impl Conn<'_> {
@@ -153,9 +216,22 @@ impl Conn<'_> {
     /// must close (bad input, already counted and logged, or spool failure).
     async fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ()> {
         loop {
+            // Decoding and appending a batch needs one of the source's
+            // batch permits (see `BATCHES_IN_FLIGHT`); queueing acks, which
+            // may wait on a client, does not hold it.
+            let permit = tokio::select! {
+                biased;
+                p = self.shared.batches.acquire() => p.expect("the semaphore is never closed"),
+                _ = self.give_way.cancelled() => {
+                    self.shared.metrics.decode_error("gave_way");
+                    return Err(());
+                }
+            };
             let (consumed, result) = self.decode_frames(buf);
             buf.advance(consumed);
-            if !self.flush().await {
+            let appended = self.append().await;
+            drop(permit);
+            if !appended || !self.queue_acks().await {
                 return Err(());
             }
             match result {
@@ -169,9 +245,10 @@ impl Conn<'_> {
         }
     }
 
-    /// Decodes every complete frame at the start of `buf` (up to a batch).
-    /// Returns the bytes consumed and how far it got, or the error that must
-    /// close the connection.
+    /// Decodes the complete frames at the start of `buf` until the batch is
+    /// full (possibly in the middle of a frame: [`Conn::frame`] remembers
+    /// where). Returns the bytes of whole frames consumed and how far it got,
+    /// or the error that must close the connection.
     fn decode_frames(&mut self, buf: &[u8]) -> (usize, Result<Progress, DecodeError>) {
         let shared = self.shared;
         let mut pos = 0;
@@ -179,46 +256,73 @@ impl Conn<'_> {
         // One record scratch for every frame of this buffer.
         let mut record = Record::default();
         loop {
-            let len = match frame::scan(&buf[pos..], shared.limits.frame) {
-                Ok(Scan::Complete(n)) => n,
-                Ok(Scan::Incomplete { at_least }) => {
-                    return (pos, Ok(Progress::NeedMore(at_least)))
+            let (len, frame) = match self.frame.take() {
+                // A frame the last batch filled up in the middle of.
+                Some(resume) => resume,
+                None => {
+                    let len = match frame::scan(&buf[pos..], shared.limits.frame) {
+                        Ok(Scan::Complete(n)) => n,
+                        Ok(Scan::Incomplete { at_least }) => {
+                            return (pos, Ok(Progress::NeedMore(at_least)))
+                        }
+                        Err(e) => return (pos, Err(e.into())),
+                    };
+                    match FrameDecoder::start(&buf[pos..pos + len], &shared.limits) {
+                        Ok(f) => (len, f),
+                        Err(e) => return (pos + len, Err(e)),
+                    }
                 }
-                Err(e) => return (pos, Err(e.into())),
             };
+            let mut frame = frame;
+            let bytes = &buf[pos..pos + len];
             let batch = &mut self.batch;
             let assembler = &mut self.assembler;
             let mut skipped = 0u32;
-            let decoded = decode::decode_frame_with(
-                &buf[pos..pos + len],
-                &shared.limits,
-                &mut record,
-                &mut |tag, record| {
-                    if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
-                        // A piece of a long line: it waits in the assembler.
-                        let piece = batch.take_last();
-                        assembler.push(piece, p, now, batch);
-                    }
-                },
-                &mut |e| {
-                    skipped += 1;
-                    shared.metrics.decode_error(e.reason());
-                    if skipped == 1 {
-                        tracing::warn!(source = %shared.name, peer = %self.peer, error = %e, "event skipped");
-                    }
-                },
-            );
-            pos += len;
-            match decoded {
-                Ok(info) => {
-                    shared.metrics.events.add(info.events as u64);
-                    if let Some(chunk) = info.chunk {
-                        self.chunks.push(chunk);
-                    }
+            let before = frame.events;
+            let mut decoded = Ok(());
+            // A few events at a time, so that the batch's budget is checked
+            // often whatever the events' size.
+            while !frame.is_done() && !batch.is_full() {
+                decoded = frame.decode_some(
+                    bytes,
+                    &shared.limits,
+                    &mut record,
+                    STEP,
+                    &mut |tag, record| {
+                        if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
+                            // A piece of a long line: it waits in the assembler.
+                            let piece = batch.take_last();
+                            assembler.push(piece, p, now, batch);
+                        } else {
+                            batch.count_last();
+                        }
+                    },
+                    &mut |e| {
+                        skipped += 1;
+                        shared.metrics.decode_error(e.reason());
+                        if skipped == 1 {
+                            tracing::warn!(source = %shared.name, peer = %self.peer, error = %e, "event skipped");
+                        }
+                    },
+                );
+                if decoded.is_err() {
+                    break;
                 }
-                Err(e) => return (pos, Err(e)),
             }
-            if self.batch.len() >= batch::FULL {
+            shared.metrics.events.add((frame.events - before) as u64);
+            if let Err(e) = decoded {
+                return (pos + len, Err(e));
+            }
+            if !frame.is_done() {
+                // Append what this frame gave so far, then go on with it.
+                self.frame = Some((len, frame));
+                return (pos, Ok(Progress::BatchFull));
+            }
+            pos += len;
+            if let Some(chunk) = frame.chunk {
+                self.chunks.push(chunk);
+            }
+            if self.batch.is_full() {
                 // Leave the rest for the next round, after an append.
                 return (pos, Ok(Progress::BatchFull));
             }
@@ -229,6 +333,11 @@ impl Conn<'_> {
     /// Returns false when the spool refuses (the connection should close
     /// without acknowledging, so the client resends elsewhere or later).
     async fn flush(&mut self) -> bool {
+        self.append().await && self.queue_acks().await
+    }
+
+    /// Appends the pending events as one batch; false when the spool refuses.
+    async fn append(&mut self) -> bool {
         if !self.batch.is_empty() {
             let appended = self
                 .shared
@@ -245,9 +354,23 @@ impl Conn<'_> {
                 }
             }
         }
+        true
+    }
+
+    /// Queues the acks of the frames appended so far.
+    async fn queue_acks(&mut self) -> bool {
         for chunk in self.chunks.drain(..) {
-            // The acker is gone only if the client stopped reading acks.
-            let _ = self.acks.send((self.last_offset, chunk));
+            // When the queue is full (the client does not read its acks),
+            // this waits: the connection stops reading until acks drain.
+            // The acker is gone only if writing an ack failed.
+            let sent = tokio::select! {
+                biased;
+                s = self.acks.send((self.last_offset, chunk)) => s.is_ok(),
+                _ = self.give_way.cancelled() => false,
+            };
+            if !sent {
+                return false;
+            }
         }
         true
     }
@@ -266,7 +389,7 @@ impl Conn<'_> {
 /// one read would lose the second and make the driver time out and resend.
 async fn ack_loop<W: AsyncWrite>(
     mut wr: WriteHalf<W>,
-    mut rx: mpsc::UnboundedReceiver<(Offset, String)>,
+    mut rx: mpsc::Receiver<(Offset, String)>,
     ingest: Ingest,
 ) {
     let mut out = Vec::new();

@@ -120,9 +120,8 @@ pub fn decode_frame<'a>(
     decode_frame_with(bytes, limits, &mut Record::default(), on_event, on_skip)
 }
 
-/// [`decode_frame`] with a caller's `record` to decode into: a connection
-/// passes the same one for every frame of a read buffer, so the record's
-/// entry list is allocated once per read rather than once per frame.
+/// [`decode_frame`] with a caller's `record` to decode into: the record's
+/// entry list is allocated once for every frame it is used for.
 pub fn decode_frame_with<'a>(
     bytes: &'a [u8],
     limits: &DecodeLimits,
@@ -130,126 +129,306 @@ pub fn decode_frame_with<'a>(
     on_event: &mut dyn FnMut(&str, &Record<'_>),
     on_skip: &mut dyn FnMut(DecodeError),
 ) -> Result<FrameInfo<'a>, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let n = r
-        .array_len()
-        .map_err(|_| DecodeError::BadFrame("frame is not an array"))?;
-    if !(2..=4).contains(&n) {
-        return Err(DecodeError::BadFrame(
-            "frame array must have 2 to 4 elements",
-        ));
+    let mut frame = FrameDecoder::start(bytes, limits)?;
+    while !frame.is_done() {
+        frame.decode_some(bytes, limits, record, usize::MAX, on_event, on_skip)?;
     }
-    let tag = match r.value()? {
-        Value::Str(s) => String::from_utf8_lossy(s),
-        _ => return Err(DecodeError::BadFrame("tag is not a string")),
-    };
-    let mut info = FrameInfo {
-        tag,
-        ..FrameInfo::default()
-    };
-    let mode = r.peek()?;
-    match mode {
-        // Message: [tag, time, record, option?]
-        m if is_time_marker(m) => {
-            if n < 3 {
-                return Err(DecodeError::BadFrame("message mode needs a record"));
+    Ok(FrameInfo {
+        tag: frame.tag(bytes),
+        events: frame.events,
+        chunk: frame.chunk,
+    })
+}
+
+/// Longest `chunk` option accepted, in bytes. Clients send a base64 UUID
+/// (24 bytes: Docker, Fluent Bit, fluentd); the id is kept until its ack is
+/// written, so a client that never reads its acks must not make it large.
+pub const MAX_CHUNK_BYTES: usize = 256;
+
+/// Longest tag kept, in bytes; the rest is cut. The tag is copied into
+/// every event of its frame (field `tag`): a 64 KiB tag over 20,000 tiny
+/// entries made a 125 KB frame into 1.3 GB of events. Real tags are a few
+/// dozen bytes (Docker's default is the container id).
+pub const MAX_TAG_BYTES: usize = 1024;
+
+/// One frame decoded a few events at a time, so that a connection can append
+/// what it has decoded to the spool before going on: a frame's events are
+/// never all in memory at once (a 61 KB gzip frame can inflate to 20 M
+/// events).
+///
+/// It holds positions, not borrows: the caller passes the same frame bytes to
+/// every call (they stay in the connection's read buffer meanwhile).
+/// Everything that can fail the whole frame (structure, options, gzip) is
+/// checked before any of its events is delivered: by [`FrameDecoder::start`],
+/// or for a Message-mode frame (one event) by its only `decode_some`.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    /// The tag's bytes in the frame.
+    tag: (usize, usize),
+    /// The `chunk` option: the client waits for `{"ack": chunk}`. (Known
+    /// once [`FrameDecoder::is_done`].)
+    pub chunk: Option<String>,
+    /// Events delivered so far.
+    pub events: usize,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// Message mode: the time at `at`, then the record, then the option
+    /// map if `options`.
+    Message {
+        at: usize,
+        options: bool,
+    },
+    /// Forward mode: `left` more `[time, record]` arrays from `pos`.
+    Forward {
+        pos: usize,
+        left: u64,
+    },
+    /// PackedForward: concatenated entries in `pos..end` of the frame.
+    Packed {
+        pos: usize,
+        end: usize,
+    },
+    /// CompressedPackedForward: the inflated entries, from `pos`.
+    Inflated {
+        data: Vec<u8>,
+        pos: usize,
+    },
+    Done,
+}
+
+impl FrameDecoder {
+    /// Reads the frame's header and options (and inflates a compressed one).
+    pub fn start(bytes: &[u8], limits: &DecodeLimits) -> Result<FrameDecoder, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let n = r
+            .array_len()
+            .map_err(|_| DecodeError::BadFrame("frame is not an array"))?;
+        if !(2..=4).contains(&n) {
+            return Err(DecodeError::BadFrame(
+                "frame array must have 2 to 4 elements",
+            ));
+        }
+        let tag = match r.value()? {
+            Value::Str(s) => (r.pos - s.len(), r.pos),
+            _ => return Err(DecodeError::BadFrame("tag is not a string")),
+        };
+        let mode = r.peek()?;
+        let (body, options) = match mode {
+            // Message: [tag, time, record, option?]
+            m if is_time_marker(m) => {
+                if n < 3 {
+                    return Err(DecodeError::BadFrame("message mode needs a record"));
+                }
+                // One event: decoded whole by the first `decode_some`,
+                // options included (not scanned twice here).
+                let body = Body::Message {
+                    at: r.pos,
+                    options: n == 4,
+                };
+                (body, Options::default())
             }
-            let time = r.value()?;
-            let rec_start = r.pos;
-            let decoded = event(&mut r, time, record);
-            // The options are read before the event is delivered: a bad
-            // option map fails the whole frame, event included.
-            let options = if n == 4 {
-                if decoded.is_err() {
-                    // `event` may have stopped anywhere in the record.
-                    r.pos = rec_start;
+            // Forward: [tag, [[time, record], ...], option?]
+            0x90..=0x9f | 0xdc | 0xdd => {
+                let left = r.array_len()?;
+                let pos = r.pos;
+                for _ in 0..left {
                     r.skip()?;
                 }
-                Some(options(&mut r)?)
-            } else {
-                None
-            };
-            match decoded {
-                Ok(()) => {
-                    on_event(&info.tag, record);
-                    info.events += 1;
-                }
-                Err(e @ DecodeError::BadEvent(_)) => on_skip(e),
-                Err(e) => return Err(e),
+                let options = if n >= 3 {
+                    options(&mut r)?
+                } else {
+                    Options::default()
+                };
+                (Body::Forward { pos, left }, options)
             }
-            if let Some(o) = options {
-                info.chunk = o.chunk;
+            // PackedForward / CompressedPackedForward: [tag, bin, option?]
+            0xc4..=0xc6 | 0xa0..=0xbf | 0xd9..=0xdb => {
+                let packed = match r.value()? {
+                    Value::Str(b) => b,
+                    _ => unreachable!("marker checked"),
+                };
+                let (pos, end) = (r.pos - packed.len(), r.pos);
+                let options = if n >= 3 {
+                    options(&mut r)?
+                } else {
+                    Options::default()
+                };
+                let body = if options.gzip {
+                    Body::Inflated {
+                        data: gunzip(packed, limits.max_decompressed_bytes)?,
+                        pos: 0,
+                    }
+                } else {
+                    Body::Packed { pos, end }
+                };
+                (body, options)
             }
-        }
-        // Forward: [tag, [[time, record], ...], option?]
-        0x90..=0x9f | 0xdc | 0xdd => {
-            let entries = r.array_len()?;
-            let entries_start = r.pos;
-            for _ in 0..entries {
-                r.skip()?;
+            _ => {
+                return Err(DecodeError::BadFrame(
+                    "second element is not a time, array or bin",
+                ))
             }
-            let entries_end = r.pos;
-            if n >= 3 {
-                info.chunk = options(&mut r)?.chunk;
-            }
-            let mut e = Reader::new(&bytes[entries_start..entries_end]);
-            for _ in 0..entries {
-                entry(&mut e, record, &mut info, on_event, on_skip)?;
-            }
-        }
-        // PackedForward / CompressedPackedForward: [tag, bin, option?]
-        0xc4..=0xc6 | 0xa0..=0xbf | 0xd9..=0xdb => {
-            let packed = match r.value()? {
-                Value::Str(b) => b,
-                _ => unreachable!("marker checked"),
-            };
-            let opts = if n >= 3 {
-                options(&mut r)?
-            } else {
-                Options::default()
-            };
-            info.chunk = opts.chunk;
-            if opts.gzip {
-                let inflated = gunzip(packed, limits.max_decompressed_bytes)?;
-                let mut record = Record::default();
-                packed_entries(&inflated, limits, &mut record, &mut info, on_event, on_skip)?;
-            } else {
-                packed_entries(packed, limits, record, &mut info, on_event, on_skip)?;
-            }
-        }
-        _ => {
-            return Err(DecodeError::BadFrame(
-                "second element is not a time, array or bin",
-            ))
-        }
+        };
+        Ok(FrameDecoder {
+            tag,
+            chunk: options.chunk,
+            events: 0,
+            body,
+        })
     }
-    Ok(info)
+
+    /// The frame's tag (repaired if it is not UTF-8), at most
+    /// [`MAX_TAG_BYTES`].
+    pub fn tag<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
+        let end = self.tag.1.min(self.tag.0 + MAX_TAG_BYTES);
+        String::from_utf8_lossy(&bytes[self.tag.0..end])
+    }
+
+    /// Every event was delivered (or skipped).
+    pub fn is_done(&self) -> bool {
+        matches!(self.body, Body::Done)
+    }
+
+    /// Delivers at most `max_events` more events of `bytes` (the frame given
+    /// to [`FrameDecoder::start`]); skipped events do not count. A frame-level
+    /// error is returned after the events before it were delivered.
+    pub fn decode_some<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        limits: &DecodeLimits,
+        record: &mut Record<'a>,
+        max_events: usize,
+        on_event: &mut dyn FnMut(&str, &Record<'_>),
+        on_skip: &mut dyn FnMut(DecodeError),
+    ) -> Result<(), DecodeError> {
+        let tag = self.tag(bytes);
+        let before = self.events;
+        let mut events = 0;
+        let result = match &mut self.body {
+            Body::Message {
+                at,
+                options: with_options,
+            } => {
+                let with_options = *with_options;
+                let mut r = Reader::new(bytes);
+                r.pos = *at;
+                self.body = Body::Done;
+                let time = r.value()?;
+                let rec_start = r.pos;
+                let decoded = event(&mut r, time, record);
+                // The options are read before the event is delivered: a bad
+                // option map fails the whole frame, event included.
+                if with_options {
+                    if decoded.is_err() {
+                        // `event` may have stopped anywhere in the record.
+                        r.pos = rec_start;
+                        r.skip()?;
+                    }
+                    self.chunk = options(&mut r)?.chunk;
+                }
+                match decoded {
+                    Ok(()) => {
+                        on_event(&tag, record);
+                        events += 1;
+                    }
+                    Err(e @ DecodeError::BadEvent(_)) => on_skip(e),
+                    Err(e) => return Err(e),
+                }
+                Ok(())
+            }
+            Body::Forward { pos, left } => {
+                let mut r = Reader::new(bytes);
+                r.pos = *pos;
+                let mut result = Ok(());
+                while *left > 0 && events < max_events {
+                    *left -= 1;
+                    result = entry(&mut r, record, &tag, &mut events, on_event, on_skip);
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                *pos = r.pos;
+                if *left == 0 || result.is_err() {
+                    self.body = Body::Done;
+                }
+                result
+            }
+            Body::Packed { pos, end } => {
+                let mut r = Reader::new(&bytes[..*end]);
+                r.pos = *pos;
+                let result = packed_entries(
+                    &mut r,
+                    limits,
+                    record,
+                    &tag,
+                    &mut events,
+                    max_events,
+                    on_event,
+                    on_skip,
+                );
+                *pos = r.pos;
+                if *pos >= *end || result.is_err() {
+                    self.body = Body::Done;
+                }
+                result
+            }
+            Body::Inflated { data, pos } => {
+                let mut record = Record::default();
+                let mut r = Reader::new(data);
+                r.pos = *pos;
+                let result = packed_entries(
+                    &mut r,
+                    limits,
+                    &mut record,
+                    &tag,
+                    &mut events,
+                    max_events,
+                    on_event,
+                    on_skip,
+                );
+                *pos = r.pos;
+                if *pos >= data.len() || result.is_err() {
+                    self.body = Body::Done;
+                }
+                result
+            }
+            Body::Done => Ok(()),
+        };
+        self.events = before + events;
+        result
+    }
 }
 
 fn is_time_marker(m: u8) -> bool {
     matches!(m, 0x00..=0x7f | 0xcc..=0xcf | 0xd0..=0xd3 | 0xe0..=0xff | 0xca | 0xcb | 0xd7 | 0xc7)
 }
 
-/// The concatenated `[time, record]` entries of PackedForward mode.
+/// The concatenated `[time, record]` entries of PackedForward mode, from
+/// `r.pos` to the end of `r`, until `max_events` were delivered.
+#[allow(clippy::too_many_arguments)]
 fn packed_entries<'b>(
-    entries: &'b [u8],
+    r: &mut Reader<'b>,
     limits: &DecodeLimits,
     record: &mut Record<'b>,
-    info: &mut FrameInfo<'_>,
+    tag: &str,
+    events: &mut usize,
+    max_events: usize,
     on_event: &mut dyn FnMut(&str, &Record<'_>),
     on_skip: &mut dyn FnMut(DecodeError),
 ) -> Result<(), DecodeError> {
-    let mut e = Reader::new(entries);
-    while e.pos < entries.len() {
+    while r.pos < r.buf.len() && *events < max_events {
         // Frame each entry first so that malformed packed bytes are
         // caught with the same limits as the outer stream.
-        match frame::scan(&entries[e.pos..], limits.frame)? {
+        match frame::scan(&r.buf[r.pos..], limits.frame)? {
             frame::Scan::Complete(_) => {}
             frame::Scan::Incomplete { .. } => {
                 return Err(DecodeError::BadFrame("truncated packed entry"))
             }
         }
-        entry(&mut e, record, info, on_event, on_skip)?;
+        entry(r, record, tag, events, on_event, on_skip)?;
     }
     Ok(())
 }
@@ -258,7 +437,8 @@ fn packed_entries<'b>(
 fn entry<'a>(
     r: &mut Reader<'a>,
     record: &mut Record<'a>,
-    info: &mut FrameInfo<'_>,
+    tag: &str,
+    events: &mut usize,
     on_event: &mut dyn FnMut(&str, &Record<'_>),
     on_skip: &mut dyn FnMut(DecodeError),
 ) -> Result<(), DecodeError> {
@@ -272,8 +452,8 @@ fn entry<'a>(
     })();
     match result {
         Ok(()) => {
-            on_event(&info.tag, record);
-            info.events += 1;
+            on_event(tag, record);
+            *events += 1;
             Ok(())
         }
         Err(e @ DecodeError::BadEvent(_)) => {
@@ -359,6 +539,9 @@ fn options(r: &mut Reader<'_>) -> Result<Options, DecodeError> {
         let k = r.value()?;
         let v = r.value()?;
         match (k, v) {
+            (Value::Str(b"chunk"), Value::Str(c)) if c.len() > MAX_CHUNK_BYTES => {
+                return Err(DecodeError::BadFrame("chunk id longer than 256 bytes"))
+            }
             (Value::Str(b"chunk"), Value::Str(c)) => {
                 o.chunk = Some(
                     std::str::from_utf8(c)

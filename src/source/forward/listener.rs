@@ -1,5 +1,6 @@
 //! Listening: the unix socket (bound here, or passed by systemd), optional
-//! TCP with TLS, the accept loop and the connection limit.
+//! TCP with TLS, on the accept loop and slots of [`crate::net`]. A TLS or
+//! shared-key handshake must finish within `handshake_timeout`.
 //!
 //! # The unix socket
 //!
@@ -22,28 +23,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::{connection, Config, Listen, Shared};
+use super::{connection, Config, Shared};
+use crate::net::{self, Endpoint, Slots, Stream};
 use crate::source::SourceError;
 
 /// How long connections get to flush and send their last acks at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A bound listener, ready to accept.
-pub enum Listener {
-    Unix {
-        listener: UnixListener,
-        /// The file to remove at shutdown (`None` when systemd owns it).
-        owned_path: Option<PathBuf>,
-    },
-    Tcp {
-        listener: TcpListener,
-        tls: Option<TlsAcceptor>,
-    },
+pub struct Listener {
+    listener: net::Listener,
+    /// The socket file to remove at shutdown (`None` when systemd owns it,
+    /// or for TCP).
+    owned_path: Option<PathBuf>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Listener {
@@ -53,30 +50,31 @@ impl Listener {
             let name = name.to_owned();
             move |source| SourceError::Io { name, what, source }
         };
-        match &config.address {
-            Listen::Unix(path) => {
-                let listen = format!("unix://{}", path.display());
-                if let Some(inherited) = crate::systemd::inherited_listener(&listen) {
-                    let std = match inherited.map_err(io_err("inherited socket".into()))? {
-                        crate::systemd::Listener::Unix(l) => l,
-                        crate::systemd::Listener::Tcp(_) => {
-                            unreachable!("matched a unix:// address")
-                        }
-                    };
-                    std.set_nonblocking(true)
-                        .map_err(io_err("inherited socket".into()))?;
-                    let listener =
-                        UnixListener::from_std(std).map_err(io_err("inherited socket".into()))?;
-                    let bound = listener
-                        .local_addr()
-                        .ok()
-                        .and_then(|a| a.as_pathname().map(Path::to_owned));
-                    tracing::info!(source = name, path = ?bound, "using the socket passed by systemd (LISTEN_FDS)");
-                    return Ok(Listener::Unix {
-                        listener,
-                        owned_path: None,
-                    });
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(name, cert, key)?),
+            _ => None,
+        };
+        if let Some(inherited) = crate::systemd::inherited_listener(&config.address) {
+            let what = || "inherited socket".to_owned();
+            let listener = match inherited.map_err(io_err(what()))? {
+                crate::systemd::Listener::Unix(l) => {
+                    l.set_nonblocking(true).map_err(io_err(what()))?;
+                    net::Listener::Unix(UnixListener::from_std(l).map_err(io_err(what()))?)
                 }
+                crate::systemd::Listener::Tcp(l) => {
+                    l.set_nonblocking(true).map_err(io_err(what()))?;
+                    net::Listener::Tcp(TcpListener::from_std(l).map_err(io_err(what()))?)
+                }
+            };
+            tracing::info!(source = name, listen = %config.listen, "using the socket passed by systemd (LISTEN_FDS)");
+            return Ok(Listener {
+                listener,
+                owned_path: None,
+                tls,
+            });
+        }
+        match &config.address {
+            Endpoint::Unix(path) => {
                 let listener = bind_unix(path, config.mode).map_err(|e| match e {
                     BindError::Io(what, source) => SourceError::Io {
                         name: name.to_owned(),
@@ -99,16 +97,13 @@ impl Listener {
                     },
                 })?;
                 tracing::info!(source = name, path = %path.display(), mode = %config.socket_mode, "listening");
-                Ok(Listener::Unix {
-                    listener,
+                Ok(Listener {
+                    listener: net::Listener::Unix(listener),
                     owned_path: Some(path.clone()),
+                    tls,
                 })
             }
-            Listen::Tcp(addr) => {
-                let tls = match (&config.tls_cert, &config.tls_key) {
-                    (Some(cert), Some(key)) => Some(tls_acceptor(name, cert, key)?),
-                    _ => None,
-                };
+            Endpoint::Tcp(addr) => {
                 let std = std::net::TcpListener::bind(addr.as_str())
                     .map_err(io_err(format!("bind tcp://{addr}")))?;
                 std.set_nonblocking(true)
@@ -116,7 +111,11 @@ impl Listener {
                 let listener =
                     TcpListener::from_std(std).map_err(io_err(format!("bind tcp://{addr}")))?;
                 tracing::info!(source = name, address = %addr, tls = tls.is_some(), handshake = config.shared_key.is_some(), "listening");
-                Ok(Listener::Tcp { listener, tls })
+                Ok(Listener {
+                    listener: net::Listener::Tcp(listener),
+                    owned_path: None,
+                    tls,
+                })
             }
         }
     }
@@ -128,51 +127,57 @@ impl Listener {
         max_connections: usize,
         shutdown: CancellationToken,
     ) {
-        let slots = Arc::new(Semaphore::new(max_connections));
+        let slots = Slots::new(max_connections);
         let mut tasks = JoinSet::new();
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = self.accept() => a,
-            };
+        let refused = |peer: &str| {
+            shared.metrics.decode_error("too_many_connections");
+            tracing::warn!(source = %shared.name, peer = %peer, max_connections, "connection limit reached and no idle connection gave way; closing the new connection (raise max_connections)");
+        };
+        let serve = |stream: Stream, peer: String, slot: net::Slot| {
             // Reap finished connection tasks so the set does not grow.
             while tasks.try_join_next().is_some() {}
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: wait a little rather than spin.
-                    tracing::warn!(source = %shared.name, error = %e, "accept failed; retrying in 100ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                shared.metrics.decode_error("too_many_connections");
-                tracing::warn!(source = %shared.name, peer = %peer, max_connections, "connection limit reached; closing the new connection (raise max_connections)");
-                continue;
-            };
             let shared = shared.clone();
             let shutdown = shutdown.clone();
-            let tls = match &self {
-                Listener::Tcp { tls, .. } => tls.clone(),
-                Listener::Unix { .. } => None,
-            };
-            let slot = Slot::new(permit, shared.metrics.connections.clone());
+            let tls = self.tls.clone();
+            let slot = Slot::new(slot, shared.metrics.connections.clone());
             tasks.spawn(async move {
-                let _slot = slot;
+                let slot = slot;
+                let timeout = shared.handshake_timeout;
                 match (stream, tls) {
-                    (Stream::Unix(s), _) => connection::serve(s, peer, &shared, shutdown).await,
-                    (Stream::Tcp(s), None) => connection::serve(s, peer, &shared, shutdown).await,
-                    (Stream::Tcp(s), Some(tls)) => match tls.accept(s).await {
-                        Ok(s) => connection::serve(s, peer, &shared, shutdown).await,
-                        Err(e) => {
-                            shared.metrics.decode_error("tls_handshake");
-                            tracing::warn!(source = %shared.name, peer = %peer, error = %e, "TLS handshake failed");
+                    (Stream::Unix(s), _) => {
+                        connection::serve(s, peer, &shared, &slot.slot, shutdown).await
+                    }
+                    (Stream::Tcp(s), None) => {
+                        connection::serve(s, peer, &shared, &slot.slot, shutdown).await
+                    }
+                    (Stream::Tcp(s), Some(tls)) => {
+                        let accepted = tokio::select! {
+                            a = tokio::time::timeout(timeout, tls.accept(s)) => a,
+                            _ = slot.slot.give_way().cancelled() => {
+                                shared.metrics.decode_error("gave_way");
+                                return;
+                            }
+                        };
+                        match accepted {
+                            Ok(Ok(s)) => {
+                                connection::serve(s, peer, &shared, &slot.slot, shutdown).await
+                            }
+                            Ok(Err(e)) => {
+                                shared.metrics.decode_error("tls_handshake");
+                                tracing::warn!(source = %shared.name, peer = %peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                shared.metrics.decode_error("handshake_timeout");
+                                tracing::warn!(source = %shared.name, peer = %peer, ?timeout, "TLS handshake not finished in time (handshake_timeout); connection closed");
+                            }
                         }
-                    },
+                    }
                 }
             });
-        }
+        };
+        self.listener
+            .serve(&shared.name, &slots, &shutdown, refused, serve)
+            .await;
         self.stop_listening();
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
@@ -180,32 +185,10 @@ impl Listener {
         }
     }
 
-    async fn accept(&self) -> io::Result<(Stream, String)> {
-        match self {
-            Listener::Unix { listener, .. } => {
-                let (s, _) = listener.accept().await?;
-                let peer = match s.peer_cred() {
-                    Ok(c) => format!("unix:pid={}", c.pid().unwrap_or(0)),
-                    Err(_) => "unix".to_owned(),
-                };
-                Ok((Stream::Unix(s), peer))
-            }
-            Listener::Tcp { listener, .. } => {
-                let (s, addr) = listener.accept().await?;
-                let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), addr.to_string()))
-            }
-        }
-    }
-
     /// Closes the listening socket and removes the file weir created.
     fn stop_listening(self) {
-        if let Listener::Unix {
-            listener,
-            owned_path: Some(path),
-        } = self
-        {
-            drop(listener);
+        drop(self.listener);
+        if let Some(path) = self.owned_path {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -214,32 +197,24 @@ impl Listener {
 /// A connection slot: counted in the gauge for exactly as long as it holds
 /// its permit.
 struct Slot {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: net::Slot,
     gauge: crate::metrics::Gauge,
 }
 
 impl Slot {
-    fn new(permit: tokio::sync::OwnedSemaphorePermit, gauge: crate::metrics::Gauge) -> Slot {
+    fn new(slot: net::Slot, gauge: crate::metrics::Gauge) -> Slot {
         gauge.add(1);
-        Slot {
-            permit: Some(permit),
-            gauge,
-        }
+        Slot { slot, gauge }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        // Free the slot before the gauge says so: whoever sees the gauge
-        // drop can connect.
-        drop(self.permit.take());
+        // The slot is freed (field drop) right after the gauge says so; a
+        // client that sees the gauge drop and connects at once may wait
+        // for it a moment (`net::slots::GIVE_WAY_WAIT`), not be refused.
         self.gauge.add(-1);
     }
-}
-
-enum Stream {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
 }
 
 #[derive(Debug)]

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Ingest;
 use crate::metrics::{self, Counter, Gauge};
+use crate::net::Endpoint;
 use crate::problems::Problems;
 use crate::secret::Secret;
 use crate::source::SourceError;
@@ -59,12 +60,27 @@ pub struct RawConfig {
     pub max_frame_bytes: Option<ByteSize>,
     /// Most bytes a gzip-compressed frame may inflate to. Default `64MiB`.
     pub max_decompressed_bytes: Option<ByteSize>,
-    /// Concurrent connections (Docker opens one per container). Default 1024;
-    /// further connections are closed at once and counted.
+    /// Concurrent connections (Docker opens one per container). Default 1024.
+    /// When all are taken, the connection idle longest is closed to make
+    /// room for the new one (its client reconnects when it next writes); a
+    /// new connection is refused, and counted, only when none gave way
+    /// within 1s.
     pub max_connections: Option<u32>,
+    /// Time a client gets to finish the TLS handshake and the shared-key
+    /// HELO/PING/PONG exchange (`tcp://` only). Default `10s`.
+    pub handshake_timeout: Option<HumanDuration>,
+    /// A connection that has sent nothing at all this long after connecting
+    /// is closed. Default `60s`. (Once a client has sent something, it may
+    /// stay idle: only the slot policy above reclaims its slot.)
+    pub idle_timeout: Option<HumanDuration>,
     /// Longest line reassembled from Docker's 16 KiB pieces. Default `1MiB`;
     /// the rest is cut and the message ends with a truncation marker.
     pub partial_max_bytes: Option<ByteSize>,
+    /// Most bytes the lines being reassembled may hold, all connections of
+    /// the source together. Default `64MiB`; one connection holds at most 4
+    /// lines' worth (4 × `partial_max_bytes`). Past either, the oldest line
+    /// is emitted as it is (field `partial = "incomplete"`).
+    pub partial_total_bytes: Option<ByteSize>,
     /// How long a split line may wait for its last piece before it is emitted
     /// as it is (field `partial = "incomplete"`). Default `5s`.
     pub partial_timeout: Option<HumanDuration>,
@@ -81,19 +97,12 @@ pub struct RawConfig {
     pub self_hostname: Option<String>,
 }
 
-/// Where to listen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Listen {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
 /// Validated forward source config.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub listen: String,
     #[serde(skip)]
-    pub address: Listen,
+    pub address: Endpoint,
     /// Octal, e.g. `"0600"`.
     pub socket_mode: String,
     #[serde(skip)]
@@ -101,7 +110,10 @@ pub struct Config {
     pub max_frame_bytes: ByteSize,
     pub max_decompressed_bytes: ByteSize,
     pub max_connections: u32,
+    pub handshake_timeout: HumanDuration,
+    pub idle_timeout: HumanDuration,
     pub partial_max_bytes: ByteSize,
+    pub partial_total_bytes: ByteSize,
     pub partial_timeout: HumanDuration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -122,34 +134,10 @@ fn usernames<S: serde::Serializer>(users: &[User], s: S) -> Result<S::Ok, S::Err
 impl RawConfig {
     pub fn validate(self, key: &str, problems: &mut Problems) -> Config {
         let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let address = if let Some(path) = listen.strip_prefix("unix://") {
-            let path = PathBuf::from(path);
-            if !path.is_absolute() {
-                problems.add(
-                    format!("{key}.listen"),
-                    "the socket path must be absolute: unix:///run/weir/forward.sock",
-                );
-            }
-            Listen::Unix(path)
-        } else if let Some(addr) = listen.strip_prefix("tcp://") {
-            if addr
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                problems.add(
-                    format!("{key}.listen"),
-                    "must be tcp://host:port, e.g. tcp://0.0.0.0:24224",
-                );
-            }
-            Listen::Tcp(addr.to_owned())
-        } else {
-            problems.add(
-                format!("{key}.listen"),
-                "must be unix:///path/to.sock or tcp://host:port",
-            );
-            Listen::Unix(PathBuf::new())
-        };
+        let address = Endpoint::parse(&listen).unwrap_or_else(|e| {
+            problems.add(format!("{key}.listen"), e.to_string());
+            Endpoint::Unix(PathBuf::new())
+        });
         let socket_mode = self.socket_mode.unwrap_or_else(|| "0600".into());
         let mode = match u32::from_str_radix(&socket_mode, 8) {
             Ok(m) if m <= 0o777 => m,
@@ -179,11 +167,32 @@ impl RawConfig {
         if max_connections == 0 {
             problems.add(format!("{key}.max_connections"), "must be at least 1");
         }
+        let handshake_timeout = self
+            .handshake_timeout
+            .unwrap_or(HumanDuration(Duration::from_secs(10)));
+        let idle_timeout = self
+            .idle_timeout
+            .unwrap_or(HumanDuration(Duration::from_secs(60)));
+        for (name, d) in [
+            ("handshake_timeout", handshake_timeout),
+            ("idle_timeout", idle_timeout),
+        ] {
+            if d.0.is_zero() {
+                problems.add(format!("{key}.{name}"), "must be more than 0s");
+            }
+        }
         let partial_max_bytes = self.partial_max_bytes.unwrap_or(ByteSize(1 << 20));
         if partial_max_bytes.0 < 16 * 1024 {
             problems.add(
                 format!("{key}.partial_max_bytes"),
                 "must be at least 16KiB (one Docker piece)",
+            );
+        }
+        let partial_total_bytes = self.partial_total_bytes.unwrap_or(ByteSize(64 << 20));
+        if partial_total_bytes.0 < partial_max_bytes.0 {
+            problems.add(
+                format!("{key}.partial_total_bytes"),
+                "must be at least partial_max_bytes",
             );
         }
         let partial_timeout = self
@@ -192,7 +201,7 @@ impl RawConfig {
         if partial_timeout.0.is_zero() {
             problems.add(format!("{key}.partial_timeout"), "must be more than 0s");
         }
-        let tcp = matches!(address, Listen::Tcp(_));
+        let tcp = matches!(address, Endpoint::Tcp(_));
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             problems.add(
                 format!("{key}.tls_cert"),
@@ -231,7 +240,10 @@ impl RawConfig {
             max_frame_bytes,
             max_decompressed_bytes,
             max_connections,
+            handshake_timeout,
+            idle_timeout,
             partial_max_bytes,
+            partial_total_bytes,
             partial_timeout,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
@@ -292,12 +304,24 @@ pub struct Shared {
     pub ingest: Ingest,
     pub limits: decode::DecodeLimits,
     pub partial_max_bytes: usize,
+    pub partial_budget: std::sync::Arc<partial::Budget>,
     pub partial_timeout: Duration,
     pub auth: Option<handshake::Auth>,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
     pub metrics: Metrics,
     /// Events kept for reuse between appends, for every connection.
     pub spares: batch::Spares,
+    /// Batches being decoded or appended at once, all connections together
+    /// ([`BATCHES_IN_FLIGHT`]).
+    pub batches: tokio::sync::Semaphore,
 }
+
+/// Batches decoded or being appended at once by all the connections of a
+/// source: with [`batch::FULL_BYTES`], at most 64 MiB of decoded events
+/// whatever the number of connections. Two runtime threads decode; the rest
+/// of the permits cover batches waiting on the spool.
+pub const BATCHES_IN_FLIGHT: usize = 16;
 
 /// Binds (or takes from systemd) the listener and spawns the accept loop.
 pub async fn start(
@@ -318,14 +342,18 @@ pub async fn start(
             max_decompressed_bytes: config.max_decompressed_bytes.0 as usize,
         },
         partial_max_bytes: config.partial_max_bytes.0 as usize,
+        partial_budget: partial::Budget::new(config.partial_total_bytes.0 as usize),
         partial_timeout: config.partial_timeout.0,
         auth: config.shared_key.as_ref().map(|k| handshake::Auth {
             shared_key: k.0.clone(),
             users: config.users.clone(),
             hostname: config.self_hostname.clone(),
         }),
+        handshake_timeout: config.handshake_timeout.0,
+        idle_timeout: config.idle_timeout.0,
         metrics: Metrics::new(name),
         spares: batch::Spares::default(),
+        batches: tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT),
     });
     Ok(tokio::spawn(listener.run(
         shared,
@@ -352,7 +380,7 @@ mod tests {
     fn defaults() {
         let (c, p) = validate("");
         assert!(p.is_empty());
-        assert_eq!(c.address, Listen::Unix("/run/weir/forward.sock".into()));
+        assert_eq!(c.address, Endpoint::Unix("/run/weir/forward.sock".into()));
         assert_eq!(c.mode, 0o600);
         assert_eq!(c.max_frame_bytes, ByteSize(16 << 20));
         assert_eq!(c.max_connections, 1024);

@@ -12,6 +12,8 @@
 //! container died mid-line, or the connection closed) is emitted as it is,
 //! with the field `partial = "incomplete"`: nothing received is dropped.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::event::Event;
@@ -26,6 +28,33 @@ pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by weir]";
 /// weir hold unbounded memory).
 const MAX_PENDING: usize = 64;
 
+/// Lines one connection may hold, in bytes, as a multiple of the line cap:
+/// a few long lines of different containers' streams at once, not 64.
+pub const CONNECTION_LINES: usize = 4;
+
+/// What the lines pending on all the connections of a source may hold
+/// together (`partial_total_bytes`). Past it, or past a connection's own
+/// share, the oldest pending lines are emitted incomplete at once.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+
+    /// Bytes held now by every connection.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
 struct Pending {
     id: String,
     event: Event,
@@ -38,14 +67,46 @@ pub struct Assembler {
     max_bytes: usize,
     timeout: Duration,
     pending: Vec<Pending>,
+    /// Message bytes of `pending`, counted in `budget` too (the rest of a
+    /// pending line is bounded by [`MAX_PENDING`]).
+    held: usize,
+    budget: Arc<Budget>,
 }
 
 impl Assembler {
-    pub fn new(max_bytes: usize, timeout: Duration) -> Assembler {
+    pub fn new(max_bytes: usize, timeout: Duration, budget: Arc<Budget>) -> Assembler {
         Assembler {
             max_bytes,
             timeout,
             pending: Vec::new(),
+            held: 0,
+            budget,
+        }
+    }
+
+    fn hold(&mut self, bytes: usize) {
+        self.held += bytes;
+        self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Takes pending line `i` out, releasing what it held.
+    fn take(&mut self, i: usize) -> Pending {
+        let p = self.pending.remove(i);
+        let size = p.event.message.len();
+        self.held -= size;
+        self.budget.used.fetch_sub(size, Ordering::Relaxed);
+        p
+    }
+
+    /// Emits the oldest lines, incomplete, while this connection or the
+    /// source holds more than its budget.
+    fn keep_within_budget(&mut self, out: &mut impl Extend<Event>) {
+        let own = self.max_bytes.saturating_mul(CONNECTION_LINES);
+        while !self.pending.is_empty()
+            && (self.held > own || self.budget.used() > self.budget.limit)
+        {
+            let oldest = self.take(0);
+            out.extend([finish(oldest, false)]);
         }
     }
 
@@ -65,11 +126,12 @@ impl Assembler {
                 let take = room.min(piece.message.len());
                 p.event.message.extend_from_slice(&piece.message[..take]);
                 p.truncated += piece.message.len() - take;
+                self.hold(take);
                 i
             }
             None => {
                 if self.pending.len() >= MAX_PENDING {
-                    let oldest = self.pending.remove(0);
+                    let oldest = self.take(0);
                     out.extend([finish(oldest, false)]);
                 }
                 let mut event = piece;
@@ -78,6 +140,7 @@ impl Assembler {
                     truncated = event.message.len() - self.max_bytes;
                     event.message.truncate(self.max_bytes);
                 }
+                self.hold(event.message.len());
                 self.pending.push(Pending {
                     id: partial.id,
                     event,
@@ -88,9 +151,10 @@ impl Assembler {
             }
         };
         if partial.last {
-            let done = self.pending.remove(i);
+            let done = self.take(i);
             out.extend([finish(done, true)]);
         }
+        self.keep_within_budget(out);
     }
 
     /// Emits every line that has waited longer than the timeout.
@@ -99,7 +163,7 @@ impl Assembler {
         let mut i = 0;
         while i < self.pending.len() {
             if now.duration_since(self.pending[i].started) >= timeout {
-                let p = self.pending.remove(i);
+                let p = self.take(i);
                 out.extend([finish(p, false)]);
             } else {
                 i += 1;
@@ -114,11 +178,20 @@ impl Assembler {
 
     /// Emits everything pending (the connection is closing).
     pub fn drain(&mut self, out: &mut impl Extend<Event>) {
-        out.extend(self.pending.drain(..).map(|p| finish(p, false)));
+        while !self.pending.is_empty() {
+            let p = self.take(0);
+            out.extend([finish(p, false)]);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+}
+
+impl Drop for Assembler {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::Relaxed);
     }
 }
 
@@ -155,7 +228,7 @@ mod tests {
 
     #[test]
     fn pieces_join_into_one_line() {
-        let mut a = Assembler::new(1 << 20, Duration::from_secs(5));
+        let mut a = Assembler::new(1 << 20, Duration::from_secs(5), Budget::new(64 << 20));
         let now = Instant::now();
         let mut out = Vec::new();
         a.push(piece("aaa"), part("x", 1, false), now, &mut out);
@@ -170,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_line_over_the_cap_is_truncated_with_a_marker() {
-        let mut a = Assembler::new(5, Duration::from_secs(5));
+        let mut a = Assembler::new(5, Duration::from_secs(5), Budget::new(64 << 20));
         let now = Instant::now();
         let mut out = Vec::new();
         a.push(piece("abcd"), part("x", 1, false), now, &mut out);
@@ -183,7 +256,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_line_is_emitted_after_the_timeout() {
-        let mut a = Assembler::new(100, Duration::from_secs(5));
+        let mut a = Assembler::new(100, Duration::from_secs(5), Budget::new(64 << 20));
         let t0 = Instant::now();
         let mut out = Vec::new();
         a.push(piece("half"), part("x", 1, false), t0, &mut out);
@@ -198,7 +271,7 @@ mod tests {
 
     #[test]
     fn too_many_open_lines_evict_the_oldest() {
-        let mut a = Assembler::new(100, Duration::from_secs(5));
+        let mut a = Assembler::new(100, Duration::from_secs(5), Budget::new(64 << 20));
         let now = Instant::now();
         let mut out = Vec::new();
         for i in 0..=MAX_PENDING {
@@ -207,5 +280,51 @@ mod tests {
         assert_eq!(out.len(), 1);
         a.drain(&mut out);
         assert_eq!(out.len(), MAX_PENDING + 1);
+    }
+
+    #[test]
+    fn pending_lines_stay_within_the_connection_and_source_budgets() {
+        let budget = Budget::new(10_000);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // One connection: at most CONNECTION_LINES lines of max_bytes.
+        let mut a = Assembler::new(1000, Duration::from_secs(5), budget.clone());
+        for i in 0..20 {
+            a.push(
+                piece(&"x".repeat(1000)),
+                part(&format!("id{i}"), 1, false),
+                now,
+                &mut out,
+            );
+            assert!(a.held <= 1000 * CONNECTION_LINES, "{}", a.held);
+        }
+        assert!(
+            out.len() >= 15,
+            "the oldest lines were emitted: {}",
+            out.len()
+        );
+        assert!(out.iter().all(|e| e.field("partial") == Some("incomplete")));
+        // Many connections: together at most the source's budget.
+        let mut others: Vec<_> = (0..10)
+            .map(|_| Assembler::new(1000, Duration::from_secs(5), budget.clone()))
+            .collect();
+        for (n, o) in others.iter_mut().enumerate() {
+            for i in 0..3 {
+                o.push(
+                    piece(&"y".repeat(900)),
+                    part(&format!("c{n}-{i}"), 1, false),
+                    now,
+                    &mut out,
+                );
+                assert!(budget.used() <= 10_000, "{}", budget.used());
+            }
+        }
+        drop(a);
+        drop(others);
+        assert_eq!(
+            budget.used(),
+            0,
+            "dropped assemblers release what they held"
+        );
     }
 }

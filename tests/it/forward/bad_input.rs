@@ -126,29 +126,38 @@ fn a_bad_event_is_skipped_and_its_neighbours_kept() {
 }
 
 #[test]
-fn connections_over_the_limit_are_closed_and_counted() {
+fn at_the_limit_the_longest_idle_connection_gives_way() {
     let weir = Weir::start("fwd_limit", "max_connections = 2");
     let mut a = connect(&weir.socket);
     let mut b = connect(&weir.socket);
     send_acked(&mut a, "limit a", "a");
     send_acked(&mut b, "limit b", "b");
+    // Both sent within the last second: neither gives way, `c` is refused
+    // (after waiting up to 1s for a slot) and counted.
     let mut c = connect(&weir.socket);
     assert!(closed_by_server(&mut c), "third connection accepted");
-    assert_eq!(
+    let refused = || {
         weir.metric(
             "weir_source_decode_errors_total",
-            &[("reason", "too_many_connections")]
-        ),
+            &[("reason", "too_many_connections")],
+        )
+    };
+    assert_eq!(refused(), 1.0);
+    // A second later `a` is idle longest and gives way to `d`.
+    std::thread::sleep(Duration::from_millis(1200));
+    send_acked(&mut b, "limit b2", "b2");
+    let mut d = connect(&weir.socket);
+    send_acked(&mut d, "limit d", "d");
+    assert!(
+        closed_by_server(&mut a),
+        "the longest-idle connection stayed"
+    );
+    assert_eq!(
+        weir.metric("weir_source_decode_errors_total", &[("reason", "gave_way")]),
         1.0
     );
     assert_eq!(weir.metric("weir_source_connections", &[]), 2.0);
-    drop(a);
-    // A slot frees once the server sees `a` close.
-    wait_for("a free slot", Duration::from_secs(10), || {
-        (weir.metric("weir_source_connections", &[]) == 1.0).then_some(())
-    });
-    let mut d = connect(&weir.socket);
-    send_acked(&mut d, "limit d", "d");
-    send_acked(&mut b, "limit b2", "b2");
-    assert_eq!(weir.wait_events(4).len(), 4);
+    send_acked(&mut b, "limit b3", "b3");
+    assert_eq!(weir.wait_events(5).len(), 5);
+    assert_eq!(refused(), 1.0);
 }

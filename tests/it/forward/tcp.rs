@@ -234,3 +234,90 @@ fn tls_and_handshake_with_users() {
         2.0
     );
 }
+
+/// Issue 20: 1,100 TCP connections that never sent a ClientHello kept
+/// authenticated clients out, also 60 s later. Now silent connections give
+/// way to new ones, and those left are closed after `handshake_timeout`.
+#[test]
+fn connections_that_never_start_tls_keep_no_one_out() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(certs.path());
+    let extra = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\nshared_key = \"s3cret\"\nself_hostname = \"weir-test\"\nmax_connections = 64\nhandshake_timeout = \"2s\"",
+        cert.display(),
+        key.display()
+    );
+    let (weir, port) = Weir::start_tcp("fwd_tls_flood", &extra);
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut silent = Vec::new();
+        for _ in 0..300 {
+            silent.push(
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let authenticated = |chunk: &'static str| {
+            let connector = connector.clone();
+            async move {
+                let started = std::time::Instant::now();
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut s = connector.connect(name, tcp).await.expect("TLS handshake");
+                assert_eq!(
+                    handshake(&mut s, "s3cret", ("", "")).await,
+                    (true, String::new())
+                );
+                s.write_all(&message_frame("tls", &[("message", chunk)], Some(chunk)))
+                    .await
+                    .unwrap();
+                let mut buf = Vec::new();
+                let ack = read_value(&mut s, &mut buf).await;
+                let ack: std::collections::HashMap<String, String> =
+                    rmp_serde::from_slice(&ack).unwrap();
+                assert_eq!(ack["ack"], chunk);
+                started.elapsed()
+            }
+        };
+        // Beside 300 silent connections (64 slots): served at once.
+        let took = tokio::time::timeout(Duration::from_secs(5), authenticated("flood-1"))
+            .await
+            .expect("an authenticated client got in");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        // The silent connections still holding slots are closed after
+        // handshake_timeout.
+        crate::common::wait_for("handshake timeouts", Duration::from_secs(10), || {
+            (weir.metric(
+                "weir_source_decode_errors_total",
+                &[("reason", "handshake_timeout")],
+            ) >= 1.0)
+                .then_some(())
+        });
+        let took = tokio::time::timeout(Duration::from_secs(5), authenticated("flood-2"))
+            .await
+            .expect("an authenticated client got in later");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        drop(silent);
+    });
+    let events = weir.wait_events(2);
+    assert_eq!(messages_with(&events, "flood-").len(), 2);
+    assert!(
+        weir.metric("weir_source_decode_errors_total", &[("reason", "gave_way")]) >= 1.0,
+        "silent connections gave way"
+    );
+}

@@ -224,3 +224,137 @@ proptest! {
         let _ = run(&f);
     }
 }
+
+/// The frame of every mode that holds `entries(n)`.
+fn frames_of(n: usize) -> Vec<Vec<u8>> {
+    let packed = entries(n);
+    let mut forward = Vec::new();
+    rmp::encode::write_array_len(&mut forward, 3).unwrap();
+    rmp::encode::write_str(&mut forward, "t").unwrap();
+    rmp::encode::write_array_len(&mut forward, n as u32).unwrap();
+    forward.extend_from_slice(&packed);
+    chunk_option(&mut forward, "c", None);
+    let mut bin = Vec::new();
+    rmp::encode::write_array_len(&mut bin, 3).unwrap();
+    rmp::encode::write_str(&mut bin, "t").unwrap();
+    rmp::encode::write_bin(&mut bin, &packed).unwrap();
+    chunk_option(&mut bin, "c", None);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&packed).unwrap();
+    let mut gz = Vec::new();
+    rmp::encode::write_array_len(&mut gz, 3).unwrap();
+    rmp::encode::write_str(&mut gz, "t").unwrap();
+    rmp::encode::write_bin(&mut gz, &enc.finish().unwrap()).unwrap();
+    chunk_option(&mut gz, "c", Some(("compressed", "gzip")));
+    vec![forward, bin, gz]
+}
+
+#[test]
+fn a_frame_decoded_a_few_events_at_a_time_gives_every_event_once_in_order() {
+    for frame in frames_of(1000) {
+        let mut d = FrameDecoder::start(&frame, &LIMITS).unwrap();
+        let mut got = Vec::new();
+        let mut calls = 0;
+        let mut record = Record::default();
+        while !d.is_done() {
+            let before = got.len();
+            d.decode_some(
+                &frame,
+                &LIMITS,
+                &mut record,
+                7,
+                &mut |_, r| got.push(r.time_ns),
+                &mut |e| panic!("{e}"),
+            )
+            .unwrap();
+            assert!(got.len() - before <= 7, "at most max_events per call");
+            calls += 1;
+        }
+        assert_eq!(calls, 1000usize.div_ceil(7));
+        let want: Vec<i64> = (0..1000)
+            .map(|i| (1_700_000_000 + i) * 1_000_000_000)
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(d.events, 1000);
+        assert_eq!(d.chunk.as_deref(), Some("c"));
+    }
+}
+
+#[test]
+fn a_long_chunk_id_fails_the_frame_before_any_event() {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(3));
+    chunk_option(&mut f, &"c".repeat(MAX_CHUNK_BYTES + 1), None);
+    let (got, info, _) = run(&f);
+    assert!(got.is_empty());
+    assert_eq!(info.unwrap_err().reason(), "bad_frame");
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(3));
+    chunk_option(&mut f, &"c".repeat(MAX_CHUNK_BYTES), None);
+    assert_eq!(run(&f).0.len(), 3);
+}
+
+/// Times of the events of `frame` decoded `step` at a time, and whether the
+/// frame decoded without a frame-level error.
+fn stepped(frame: &[u8], step: usize) -> (Vec<i64>, bool) {
+    let mut got = Vec::new();
+    let Ok(mut d) = FrameDecoder::start(frame, &LIMITS) else {
+        return (got, false);
+    };
+    let mut record = Record::default();
+    while !d.is_done() {
+        let r = d.decode_some(
+            frame,
+            &LIMITS,
+            &mut record,
+            step,
+            &mut |_, r| got.push(r.time_ns),
+            &mut |_| {},
+        );
+        if r.is_err() {
+            return (got, false);
+        }
+    }
+    (got, true)
+}
+
+proptest! {
+    /// Decoding a damaged frame a few events at a time gives exactly what
+    /// decoding it at once gives, error included.
+    #[test]
+    fn stepped_decoding_equals_whole_decoding(
+        mode in 0usize..3, n in 0usize..40, step in 1usize..9,
+        i in any::<usize>(), b in any::<u8>(), damage in any::<bool>(),
+    ) {
+        let mut f = frames_of(n).swap_remove(mode);
+        if damage {
+            let i = i % f.len();
+            f[i] = b;
+        }
+        let (whole, info, _) = run(&f);
+        let whole: Vec<i64> = whole.into_iter().map(|(t, _)| t).collect();
+        let (got, ok) = stepped(&f, step);
+        prop_assert_eq!(got, whole);
+        prop_assert_eq!(ok, info.is_ok());
+    }
+}
+
+#[test]
+fn a_huge_tag_is_cut_so_that_it_is_not_copied_whole_into_every_event() {
+    let tag = "t".repeat(64 * 1024);
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 2).unwrap();
+    rmp::encode::write_str(&mut f, &tag).unwrap();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    f.extend_from_slice(&entries(3));
+    let mut tags = Vec::new();
+    let info = decode_frame(&f, &LIMITS, &mut |t, _| tags.push(t.len()), &mut |_| {}).unwrap();
+    assert_eq!(tags, [MAX_TAG_BYTES; 3]);
+    assert_eq!(info.tag.len(), MAX_TAG_BYTES);
+}
