@@ -49,6 +49,20 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Scrub lines from FILES (or stdin) as the agent would and print them:
+    /// check the `[scrub]` section before trusting it. Pseudonyms use a key
+    /// made for this run.
+    Scrub {
+        /// Config whose `[scrub]` section is used [default: the built-in defaults]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// After each line, print every rewrite: pass, byte span, kind, rule
+        /// and the bytes rewritten
+        #[arg(long)]
+        explain: bool,
+        /// Files to read; none or `-` reads stdin
+        files: Vec<PathBuf>,
+    },
     /// Ask the running weir to re-read its config (sends it SIGHUP); the outcome is in its log.
     Reload {
         /// The pid file `weir run` wrote
@@ -78,6 +92,15 @@ fn main() -> ExitCode {
         Command::Run { config, pid_file } => run(config, &pid_file),
         Command::CheckConfig { config, quiet } => check_config(config, quiet),
         Command::Reload { pid_file } => reload(&pid_file),
+        Command::Scrub {
+            config,
+            explain,
+            files,
+        } => weir::scrub::cli::run(&weir::scrub::cli::Options {
+            config,
+            explain,
+            files,
+        }),
         Command::Status {
             config,
             address,

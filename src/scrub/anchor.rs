@@ -136,6 +136,21 @@ fn key_tail_before(s: &[u8], mut end: usize) -> bool {
     matches!(&t.to_le_bytes(), b"user" | b"name" | b"ogin" | b"mail")
 }
 
+/// Where a key before the separator at `end` ends: before spaces and a
+/// closing `"` or `\"`.
+fn key_end(s: &[u8], mut end: usize) -> usize {
+    while end > 0 && s[end - 1] == b' ' {
+        end -= 1;
+    }
+    if end > 0 && s[end - 1] == b'"' {
+        end -= 1;
+        if end > 0 && s[end - 1] == b'\\' {
+            end -= 1;
+        }
+    }
+    end
+}
+
 /// Whether the anchor at `c` may belong to something the driver detects.
 /// A `false` here must be certain: the driver then skips every byte up to
 /// and including `c`.
@@ -150,8 +165,10 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || (before(1) == Some(b' ') && after == Some(b' '))
                 || key_tail_before(s, c)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
+                || super::secrets::key_tail(s, key_end(s, c))
+                || super::secrets::curl_worth_a_look(s, c)
         }
-        b'=' => key_tail_before(s, c),
+        b'=' => key_tail_before(s, c) || super::secrets::key_tail(s, key_end(s, c)),
         b'.' => may_be_ipv4(s, c),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);

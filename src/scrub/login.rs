@@ -50,7 +50,7 @@
 //! `login:` key.
 
 use super::scan::Cx;
-use super::{hash, programs, shadow};
+use super::{hash, programs, secrets, shadow};
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
@@ -218,8 +218,14 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
+    cx.rule = "secret_key";
+    if let Some(next) = secrets::at_key(cx, i, end) {
+        return Some(next);
+    }
+    cx.rule = "login_key";
     if word.len() == 3 {
         return if word.eq_ignore_ascii_case(b"for") {
+            cx.rule = "for_name";
             for_from(cx, end)
         } else {
             None
@@ -560,7 +566,7 @@ fn userinfo(cx: &mut Cx, b: usize, at: usize) {
     };
     cx.rewrite_login(b, user_end);
     if user_end < at {
-        cx.rewrite_password(user_end + 1, at);
+        cx.rewrite_secret(user_end + 1, at);
     }
 }
 

@@ -68,14 +68,17 @@
 //! `password`, `unsettled`, or a rule's name).
 
 mod anchor;
+pub mod cli;
 pub mod config;
 mod hash;
 mod ipv4;
 mod ipv6;
 mod login;
+pub mod policy;
 mod programs;
 mod rules;
 mod scan;
+mod secrets;
 mod shadow;
 
 #[cfg(test)]
@@ -84,7 +87,7 @@ mod tests;
 use std::borrow::Cow;
 use std::path::Path;
 
-pub use config::{Action, Config, RawConfig, RawRule, Rule};
+pub use config::{Action, Addresses, Config, RawConfig, RawRule, Rule};
 pub use hash::KEY_FILE;
 
 use crate::event::Event;
@@ -108,12 +111,28 @@ pub enum ScrubError {
     Rule { name: String, reason: String },
 }
 
+/// One rewrite as `weir scrub --explain` shows it. `start..end` are byte
+/// offsets into the text as pass `pass` read it (pass 1: the input).
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub pass: usize,
+    pub start: usize,
+    pub end: usize,
+    /// `ipv4`, `ipv6`, `login`, `secrets`, `unsettled`, or a rule's name.
+    pub kind: String,
+    /// The detector that found it (see `weir scrub --explain`'s output).
+    pub rule: String,
+    /// The bytes rewritten.
+    pub text: Vec<u8>,
+}
+
 /// Rewrite counters, one handle per kind (each kind has one action).
 struct Counters {
     ipv4: Counter,
     ipv6: Counter,
     login: Counter,
-    password: Counter,
+    /// Credentials (every `secrets` shape, URL passwords included).
+    secrets: Counter,
     /// Texts masked whole for not settling within [`MAX_PASSES`].
     unsettled: Counter,
 }
@@ -131,6 +150,8 @@ fn rewrite_counter(kind: &str, action: Action) -> Counter {
 pub struct Scrubber {
     config: Config,
     keys: hash::Keyring,
+    /// System accounts, kept as written (see `policy`).
+    accounts: policy::Accounts,
     rules: Vec<rules::Compiled>,
     counters: Counters,
     all_fields: bool,
@@ -140,14 +161,27 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
-    /// Builds the scrubber, creating its hash key in `state_dir` at first start.
+    /// Builds the scrubber, creating its hash key in `state_dir` at first
+    /// start; the system accounts of this host's `/etc/passwd` are kept.
     pub fn new(config: &Config, state_dir: &Path) -> Result<Scrubber, ScrubError> {
         let key = hash::load_or_create_key(state_dir)?;
-        Scrubber::with_key(config, key)
+        Scrubber::with_passwd(config, key, host_passwd().as_deref())
     }
 
-    /// Builds the scrubber with a given master key (tests, benchmarks, fuzzing).
+    /// Builds the scrubber with a given master key and only the built-in
+    /// and configured accounts (tests, benchmarks, fuzzing: the same on any
+    /// machine).
     pub fn with_key(config: &Config, key: [u8; 32]) -> Result<Scrubber, ScrubError> {
+        Scrubber::with_passwd(config, key, None)
+    }
+
+    /// Builds the scrubber with a given key, keeping the system accounts
+    /// (UID < 1000) of `passwd`, the text of an `/etc/passwd`.
+    pub fn with_passwd(
+        config: &Config,
+        key: [u8; 32],
+        passwd: Option<&str>,
+    ) -> Result<Scrubber, ScrubError> {
         let rules = config
             .rules
             .iter()
@@ -159,11 +193,13 @@ impl Scrubber {
                 ipv4: rewrite_counter("ipv4", config.ipv4),
                 ipv6: rewrite_counter("ipv6", config.ipv6),
                 login: rewrite_counter("login", config.logins),
-                password: rewrite_counter("password", Action::Mask),
+                secrets: rewrite_counter("secrets", config.secrets),
                 unsettled: rewrite_counter("unsettled", Action::Mask),
             },
             all_fields: config.fields.iter().any(|f| f == "*"),
-            off: [config.ipv4, config.ipv6, config.logins] == [Action::Keep; 3] && rules.is_empty(),
+            off: [config.ipv4, config.ipv6, config.logins, config.secrets] == [Action::Keep; 4]
+                && rules.is_empty(),
+            accounts: policy::Accounts::new(&config.keep_accounts, passwd),
             keys: hash::Keyring::new(key, rotation),
             rules,
             config: config.clone(),
@@ -207,34 +243,98 @@ impl Scrubber {
     /// again on the result until nothing changes (see "Idempotence" above).
     /// Borrowed when nothing changed. Valid UTF-8 in gives valid UTF-8 out.
     pub fn scrub_text<'a>(&self, text: &'a [u8], timestamp_ns: i64) -> Cow<'a, [u8]> {
-        let Some(mut cur) = self.pass(text, timestamp_ns) else {
+        self.scrub_text_logged(text, timestamp_ns, None)
+    }
+
+    /// [`Scrubber::scrub_text`], telling every rewrite: its span, kind and
+    /// rule (`weir scrub --explain`).
+    pub fn explain_text(&self, text: &[u8], timestamp_ns: i64) -> (Vec<u8>, Vec<Explained>) {
+        let mut log = Vec::new();
+        let out = self
+            .scrub_text_logged(text, timestamp_ns, Some(&mut log))
+            .into_owned();
+        (out, log)
+    }
+
+    fn scrub_text_logged<'a>(
+        &self,
+        text: &'a [u8],
+        timestamp_ns: i64,
+        mut log: Option<&mut Vec<Explained>>,
+    ) -> Cow<'a, [u8]> {
+        let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut()) else {
             return Cow::Borrowed(text);
         };
-        for _ in 1..MAX_PASSES {
-            match self.pass(&cur, timestamp_ns) {
+        for n in 2..=MAX_PASSES {
+            match self.pass(&cur, timestamp_ns, n, log.as_deref_mut()) {
                 Some(next) if next != cur => cur = next,
                 _ => return Cow::Owned(cur),
             }
         }
         // No fixed point within the cap: only hostile input gets here.
         self.counters.unsettled.inc();
+        if let Some(log) = log {
+            log.push(Explained {
+                pass: MAX_PASSES,
+                start: 0,
+                end: cur.len(),
+                kind: "unsettled".into(),
+                rule: "unsettled".into(),
+                text: cur.clone(),
+            });
+        }
         Cow::Owned(self.mask_token().to_vec())
     }
 
-    /// One pass: the built-in detectors, then the extra rules; `None` when
-    /// nothing changed.
-    fn pass(&self, text: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
-        let mut cur = match scan::run(self, text, timestamp_ns) {
-            Some(v) => Cow::Owned(v),
-            None => Cow::Borrowed(text),
+    /// One pass: private-key blocks, the built-in detectors, then the extra
+    /// rules; `None` when nothing changed. Pass `n` is logged as such.
+    fn pass(
+        &self,
+        text: &[u8],
+        timestamp_ns: i64,
+        n: usize,
+        mut log: Option<&mut Vec<Explained>>,
+    ) -> Option<Vec<u8>> {
+        let mut cur = Cow::Borrowed(text);
+        let logging = log.is_some();
+        let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
+            if let Some(log) = log.as_deref_mut() {
+                log.push(Explained {
+                    pass: n,
+                    start,
+                    end,
+                    kind: kind.into(),
+                    rule: rule.into(),
+                    text: stage[start..end].to_vec(),
+                });
+            }
         };
+        if self.config.secrets != Action::Keep {
+            if let Some(v) = secrets::pem_blocks(text, self.mask_token()) {
+                self.counters.secrets.inc();
+                note(text, 0, text.len(), "secrets", "pem_private_key");
+                cur = Cow::Owned(v);
+            }
+        }
+        let mut found = Vec::new();
+        if let Some(v) = scan::run(self, &cur, timestamp_ns, logging.then_some(&mut found)) {
+            for r in &found {
+                note(&cur, r.start, r.end, r.kind, r.rule);
+            }
+            cur = Cow::Owned(v);
+        }
         for rule in &self.rules {
+            let mut spans = Vec::new();
             if let Some(v) = rule.apply(
                 &cur,
                 &self.keys,
                 timestamp_ns,
                 self.config.mask_token.as_bytes(),
+                logging.then_some(&mut spans),
             ) {
+                for &(a, b) in &spans {
+                    note(&cur, a, b, rule.name(), rule.name());
+                }
                 cur = Cow::Owned(v);
             }
         }
@@ -258,8 +358,18 @@ impl Scrubber {
         self.config.mask_token.as_bytes()
     }
 
+    /// Whether `name` is a system account, kept as written.
+    fn is_system_account(&self, name: &[u8]) -> bool {
+        self.accounts.contains(name)
+    }
+
     /// Names of the extra rules, in order (for `weir status` and tests).
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.name())
     }
+}
+
+/// This host's `/etc/passwd`, if readable (its system accounts are kept).
+fn host_passwd() -> Option<String> {
+    std::fs::read_to_string("/etc/passwd").ok()
 }

@@ -18,7 +18,7 @@ use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
 use super::hash::{self, Keyring};
-use super::{ipv4, ipv6, login, programs, shadow, Action, Scrubber};
+use super::{ipv4, ipv6, login, policy, programs, secrets, shadow, Action, Addresses, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -52,9 +52,26 @@ static CLASS: [u8; 256] = {
     t
 };
 
+/// One rewrite, for `weir scrub --explain`: the span of the input, what
+/// kind of item it held and the detector (rule) that found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub start: usize,
+    pub end: usize,
+    pub kind: &'static str,
+    pub rule: &'static str,
+}
+
 /// Scrubs `s` with the built-in detectors; `None` when nothing changed.
-pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
+/// With `log`, every rewrite is appended to it.
+pub fn run(
+    sc: &Scrubber,
+    s: &[u8],
+    timestamp_ns: i64,
+    log: Option<&mut Vec<Rewrite>>,
+) -> Option<Vec<u8>> {
     let mut cx = Cx::new(sc, s, timestamp_ns);
+    cx.log = log.is_some().then(Vec::new);
     let mut anchors = Anchors::new(s);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
@@ -67,6 +84,9 @@ pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
             p = cx.step(p);
         }
         i = p;
+    }
+    if let (Some(log), Some(mine)) = (log, cx.log.take()) {
+        log.extend(mine);
     }
     cx.finish()
 }
@@ -108,6 +128,12 @@ pub struct Cx<'a> {
     /// local part of an e-mail, an access-log user) stop here, so an address
     /// left as it was is not read again as part of a name.
     settled: usize,
+    /// The detector at work, named in `--explain` (set where it is entered).
+    pub rule: &'static str,
+    /// The kind of the item being rewritten.
+    kind: &'static str,
+    /// Rewrites so far, when explaining.
+    log: Option<Vec<Rewrite>>,
 }
 
 impl<'a> Cx<'a> {
@@ -120,6 +146,9 @@ impl<'a> Cx<'a> {
             out: None,
             copied: 0,
             settled: 0,
+            rule: "",
+            kind: "",
+            log: None,
         }
     }
 
@@ -131,11 +160,26 @@ impl<'a> Cx<'a> {
         match class {
             SKIP => i + 1,
             COLON => self.colon(i),
-            AT => login::at_sign(self, i).unwrap_or(i + 1),
-            BRACKET => login::access_log_user(self, i).unwrap_or(i + 1),
-            SLASH => programs::home_dir(self, i).unwrap_or(i + 1),
-            PAREN => programs::paren(self, i).unwrap_or(i + 1),
-            QUOTE => shadow::quoted(self, i).unwrap_or(i + 1),
+            AT => {
+                self.rule = "at_sign";
+                login::at_sign(self, i).unwrap_or(i + 1)
+            }
+            BRACKET => {
+                self.rule = "access_log";
+                login::access_log_user(self, i).unwrap_or(i + 1)
+            }
+            SLASH => {
+                self.rule = "home_dir";
+                programs::home_dir(self, i).unwrap_or(i + 1)
+            }
+            PAREN => {
+                self.rule = "paren";
+                programs::paren(self, i).unwrap_or(i + 1)
+            }
+            QUOTE => {
+                self.rule = "shadow";
+                shadow::quoted(self, i).unwrap_or(i + 1)
+            }
             _ => self.word(i, class),
         }
     }
@@ -199,6 +243,14 @@ impl<'a> Cx<'a> {
     fn replace_with(&mut self, start: usize, end: usize, f: impl FnOnce(&mut Vec<u8>)) {
         debug_assert!(self.copied <= start && start <= end && end <= self.s.len());
         let s = self.s;
+        if let Some(log) = &mut self.log {
+            log.push(Rewrite {
+                start,
+                end,
+                kind: self.kind,
+                rule: self.rule,
+            });
+        }
         let out = self
             .out
             .get_or_insert_with(|| Vec::with_capacity(s.len() + 32));
@@ -221,6 +273,7 @@ impl<'a> Cx<'a> {
             let len = end - i;
             let next = s.get(end).copied();
             if len <= 4 && next == Some(b':') && s[i..end].iter().all(u8::is_ascii_hexdigit) {
+                self.rule = "ipv6";
                 if let Some((addr, end)) = self.detect_v6(i) {
                     self.rewrite_v6(i, end, addr);
                     return end;
@@ -232,6 +285,7 @@ impl<'a> Cx<'a> {
                 && s[i..end].iter().all(u8::is_ascii_digit)
             {
                 let keep_versions = self.sc.config.keep_versions;
+                self.rule = "ipv4";
                 if let Some((octets, end)) =
                     self.in_view(i, |v, at| ipv4::detect(v, at, keep_versions))
                 {
@@ -284,13 +338,25 @@ impl<'a> Cx<'a> {
     /// user; `Login failed: ` is followed by Nextcloud's.
     fn colon(&mut self, i: usize) -> usize {
         let found = match self.s.get(i + 1) {
-            Some(b':') => self.detect_v6(i).map(|(addr, end)| {
-                self.rewrite_v6(i, end, addr);
-                end
-            }),
-            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => programs::sudo_user(self, i),
-            Some(b' ') => programs::nextcloud_login_failed(self, i),
-            _ => None,
+            Some(b':') => {
+                self.rule = "ipv6";
+                self.detect_v6(i).map(|(addr, end)| {
+                    self.rewrite_v6(i, end, addr);
+                    end
+                })
+            }
+            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => {
+                self.rule = "sudo";
+                programs::sudo_user(self, i)
+            }
+            Some(b' ') => {
+                self.rule = "nextcloud";
+                programs::nextcloud_login_failed(self, i)
+            }
+            _ => {
+                self.rule = "curl_user";
+                secrets::curl_user(self, i)
+            }
         };
         found.unwrap_or(i + 1)
     }
@@ -298,6 +364,10 @@ impl<'a> Cx<'a> {
     fn rewrite_v4(&mut self, start: usize, end: usize, octets: [u8; 4], action: Action) {
         let sc = self.sc;
         self.settle(end);
+        self.kind = "ipv4";
+        if sc.config.addresses == Addresses::Public && !policy::public_v4(octets) {
+            return;
+        }
         match action {
             Action::Keep => return,
             Action::Truncate => {
@@ -322,6 +392,10 @@ impl<'a> Cx<'a> {
     fn rewrite_v6(&mut self, start: usize, end: usize, addr: Ipv6Addr) {
         let sc = self.sc;
         self.settle(end);
+        self.kind = "ipv6";
+        if sc.config.addresses == Addresses::Public && !policy::public_v6(addr) {
+            return;
+        }
         if let Some(v4) = ipv6::mapped_v4(addr) {
             // An IPv4 client seen through a dual-stack socket: the IPv4 rules.
             if sc.config.ipv4 == Action::Truncate {
@@ -330,6 +404,7 @@ impl<'a> Cx<'a> {
                 let n = ipv4::format(ipv4::truncate(v4, sc.config.ipv4_prefix), &mut v4buf);
                 buf[7..7 + n].copy_from_slice(&v4buf[..n]);
                 if buf[..7 + n] != self.s[start..end] {
+                    self.kind = "ipv4";
                     self.replace(start, end, &buf[..7 + n]);
                     sc.counters.ipv4.inc();
                 }
@@ -375,9 +450,14 @@ impl<'a> Cx<'a> {
         }
         self.settle(end);
         let v = &self.s[start..end];
-        if v == b"-" || v == sc.config.mask_token.as_bytes() || hash::is_pseudonym(v) {
+        if v == b"-"
+            || v == sc.config.mask_token.as_bytes()
+            || hash::is_pseudonym(v)
+            || sc.is_system_account(v)
+        {
             return;
         }
+        self.kind = "login";
         match sc.config.logins {
             Action::Keep | Action::Truncate => return,
             Action::Hash => {
@@ -391,16 +471,28 @@ impl<'a> Cx<'a> {
         sc.counters.login.inc();
     }
 
-    /// A password (URL userinfo) is masked whenever logins are not kept.
-    pub fn rewrite_password(&mut self, start: usize, end: usize) {
+    /// Applies the `secrets` action to a credential `s[start..end]`.
+    pub fn rewrite_secret(&mut self, start: usize, end: usize) {
         let sc = self.sc;
-        if start < self.copied || start >= end || sc.config.logins == Action::Keep {
+        if start < self.copied || start >= end {
             return;
         }
-        if &self.s[start..end] == sc.config.mask_token.as_bytes() {
+        self.settle(end);
+        let v = &self.s[start..end];
+        if v == sc.config.mask_token.as_bytes() || hash::is_pseudonym(v) {
             return;
         }
-        self.replace(start, end, sc.config.mask_token.as_bytes());
-        sc.counters.password.inc();
+        self.kind = "secrets";
+        match sc.config.secrets {
+            Action::Keep | Action::Truncate => return,
+            Action::Hash => {
+                let key = self.key();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"secret", v, hash::SECRET_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.secrets.inc();
     }
 }
