@@ -209,6 +209,12 @@ fn may_be_ipv6(s: &[u8], c: usize) -> bool {
 /// digit): at most three digits before it, and at least three dots in the
 /// run of digits and dots from it. Decimals (`0.42`, `1700000123.456`) fail.
 fn may_be_ipv4(s: &[u8], c: usize) -> bool {
+    // `host-203-0-113-40.example.net`: a dashed address ends at this dot.
+    if s[..c].iter().rev().take(16).filter(|&&b| b == b'-').count() >= 3
+        && s.get(c + 1).is_some_and(u8::is_ascii_alphabetic)
+    {
+        return true;
+    }
     let digits_before = s[..c]
         .iter()
         .rev()

@@ -498,8 +498,21 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     if s[i + 1..].starts_with(cx.sc.mask_token()) {
         return None;
     }
+    if let Some(end) = not_mail(s, l, i) {
+        cx.settle(end);
+        return Some(end);
+    }
     match domain_end(s, i + 1) {
-        Some(end) if systemd_unit(&s[i + 1..end]) => None,
+        // `git@github.com:org/repo.git`, `alice@host.example:backup/`: an
+        // scp-style remote names a login at a machine, not a mailbox.
+        Some(end)
+            if s.get(end) == Some(&b':')
+                && s.get(end + 1)
+                    .is_some_and(|&c| c.is_ascii_alphabetic() || matches!(c, b'/' | b'~')) =>
+        {
+            cx.rewrite_login(l, i);
+            Some(end)
+        }
         Some(end) => {
             cx.rewrite_login(l, end);
             Some(end)
@@ -515,9 +528,99 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     }
 }
 
-/// `getty@tty1.service`, `user@1000.service`: a systemd unit instance.
-fn systemd_unit(domain: &[u8]) -> bool {
-    let tld = domain.rsplit(|&c| c == b'.').next().unwrap_or(domain);
+/// Domains of SSH algorithm names (`chacha20-poly1305@openssh.com`,
+/// `curve25519-sha256@libssh.org`): RFC 4251's private names, not mail.
+const ALGORITHM_DOMAINS: &[&[u8]] = &[b"openssh.com", b"libssh.org", b"ssh.com"];
+
+/// Traefik's provider suffixes (`api@internal`, `web@docker`).
+const TRAEFIK_PROVIDERS: &[&[u8]] = &[
+    b"internal",
+    b"docker",
+    b"swarm",
+    b"file",
+    b"kubernetes",
+    b"kubernetescrd",
+    b"kubernetesgateway",
+    b"kubernetesingress",
+    b"consul",
+    b"consulcatalog",
+    b"ecs",
+    b"marathon",
+    b"rancher",
+    b"nomad",
+    b"redis",
+    b"etcd",
+    b"zookeeper",
+    b"http",
+];
+
+/// `@` forms that are no e-mail address or login (the `@` at `i`, the
+/// local part from `l`): a systemd unit instance, an SSH algorithm name, a
+/// Traefik `NAME@provider`. Where the form ends, if it is one.
+fn not_mail(s: &[u8], l: usize, i: usize) -> Option<usize> {
+    // The token after the `@`, up to a delimiter of the text around it.
+    let end = i
+        + 1
+        + s[i + 1..]
+            .iter()
+            .take(256)
+            .take_while(|&&c| {
+                !(c.is_ascii_whitespace()
+                    || matches!(
+                        c,
+                        b'"' | b'\''
+                            | b','
+                            | b';'
+                            | b'('
+                            | b')'
+                            | b'<'
+                            | b'>'
+                            | b'['
+                            | b']'
+                            | b'{'
+                            | b'}'
+                    ))
+            })
+            .count();
+    let mut token = &s[i + 1..end];
+    while let Some(t) = token
+        .strip_suffix(b".")
+        .or_else(|| token.strip_suffix(b":"))
+    {
+        token = t;
+    }
+    if systemd_unit(token) {
+        return Some(i + 1 + token.len());
+    }
+    let host = &token[..token
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')))
+        .unwrap_or(token.len())];
+    if ALGORITHM_DOMAINS
+        .iter()
+        .any(|d| host.eq_ignore_ascii_case(d))
+    {
+        return Some(i + 1 + host.len());
+    }
+    // Traefik's routers, services and middlewares: `NAME@PROVIDER`, the
+    // name a word of letters, digits, `-` and `_`.
+    let local = &s[l..i];
+    if TRAEFIK_PROVIDERS.contains(&host)
+        && !local.is_empty()
+        && !s.get(i + 1 + host.len()).is_some_and(|&c| c == b'.')
+    {
+        return Some(i + 1 + host.len());
+    }
+    None
+}
+
+/// `getty@tty1.service`, `systemd-fsck@dev-disk-by\x2duuid-1234.service`:
+/// a systemd unit instance (the instance may hold any escaped bytes).
+fn systemd_unit(token: &[u8]) -> bool {
+    let Some(dot) = token.iter().rposition(|&c| c == b'.') else {
+        return false;
+    };
+    let tld = &token[dot + 1..];
     const UNIT_TYPES: &[&[u8]] = &[
         b"service",
         b"socket",

@@ -289,7 +289,19 @@ impl<'a> Cx<'a> {
                 if let Some((octets, end)) =
                     self.in_view(i, |v, at| ipv4::detect(v, at, keep_versions))
                 {
-                    self.rewrite_v4(i, end, octets, self.sc.config.ipv4);
+                    if ipv4::reversed(s, end) {
+                        let [a, b, c, d] = octets;
+                        self.rewrite_v4_as(i, end, [d, c, b, a], ipv4::Form::Reversed);
+                    } else {
+                        self.rewrite_v4(i, end, octets, self.sc.config.ipv4);
+                    }
+                    return end;
+                }
+            }
+            if class == DIGIT && len <= 3 && next == Some(b'-') {
+                self.rule = "ipv4_in_host_name";
+                if let Some((octets, end)) = self.in_view(i, ipv4::detect_dashed) {
+                    self.rewrite_v4_as(i, end, octets, ipv4::Form::Dashed);
                     return end;
                 }
             }
@@ -362,6 +374,22 @@ impl<'a> Cx<'a> {
     }
 
     fn rewrite_v4(&mut self, start: usize, end: usize, octets: [u8; 4], action: Action) {
+        self.rewrite_v4_form(start, end, octets, action, ipv4::Form::Dotted);
+    }
+
+    /// The `ipv4` action on an address written in another form.
+    fn rewrite_v4_as(&mut self, start: usize, end: usize, octets: [u8; 4], form: ipv4::Form) {
+        self.rewrite_v4_form(start, end, octets, self.sc.config.ipv4, form);
+    }
+
+    fn rewrite_v4_form(
+        &mut self,
+        start: usize,
+        end: usize,
+        octets: [u8; 4],
+        action: Action,
+        form: ipv4::Form,
+    ) {
         let sc = self.sc;
         self.settle(end);
         self.kind = "ipv4";
@@ -372,7 +400,11 @@ impl<'a> Cx<'a> {
             Action::Keep => return,
             Action::Truncate => {
                 let mut buf = [0u8; 15];
-                let n = ipv4::format(ipv4::truncate(octets, sc.config.ipv4_prefix), &mut buf);
+                let n = ipv4::format_as(
+                    ipv4::truncate(octets, sc.config.ipv4_prefix),
+                    form,
+                    &mut buf,
+                );
                 if buf[..n] == self.s[start..end] {
                     return;
                 }
