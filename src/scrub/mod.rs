@@ -70,6 +70,7 @@
 mod anchor;
 pub mod cli;
 pub mod config;
+mod everywhere;
 mod hash;
 mod ipv4;
 mod ipv6;
@@ -213,37 +214,78 @@ impl Scrubber {
     }
 
     /// Rewrites personal data in the message and chosen fields in place.
+    /// A login or e-mail address recognised in any of them is then
+    /// rewritten wherever else it stands in the event (`everywhere`).
     pub fn scrub(&self, event: &mut Event) {
         if self.off {
             return;
         }
         let ts = event.timestamp_ns;
-        if let Cow::Owned(m) = self.scrub_text(&event.message, ts) {
+        let mut seen = Vec::new();
+        if let Cow::Owned(m) = self.scrub_text_full(&event.message, ts, None, &mut seen) {
             event.message = m;
         }
+        let in_scope = |name: &str| self.all_fields || self.config.fields.iter().any(|f| f == name);
         for (name, value) in &mut event.fields {
-            if !(self.all_fields || self.config.fields.iter().any(|f| f == name)) {
+            if !in_scope(name) {
                 continue;
             }
             let scrubbed = if login::field_is_login(name) {
-                self.scrub_login_value(value.as_bytes(), ts)
+                self.scrub_login_value(value.as_bytes(), ts, &mut seen)
             } else {
-                self.scrub_text(value.as_bytes(), ts)
+                self.scrub_text_full(value.as_bytes(), ts, None, &mut seen)
             };
             if let Cow::Owned(v) = scrubbed {
-                // Every rewrite replaces whole characters with ASCII or the
-                // (UTF-8) mask token, so this cannot fail; stay total anyway.
-                *value = String::from_utf8(v)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                *value = into_string(v);
             }
         }
+        // The names of one text are swept there already; sweep every text
+        // with all of them.
+        if seen.is_empty() || event.fields.is_empty() {
+            return;
+        }
+        let names = self.sweep_names(&seen, ts);
+        let mut spans = Vec::new();
+        if let Some(m) = everywhere::sweep(&event.message, &names, &mut spans) {
+            event.message = m;
+        }
+        for (name, value) in &mut event.fields {
+            if in_scope(name) {
+                if let Some(v) = everywhere::sweep(value.as_bytes(), &names, &mut spans) {
+                    *value = into_string(v);
+                }
+            }
+        }
+        self.counters.login.add(spans.len() as u64);
+    }
+
+    /// What each recognised name is rewritten to, for the sweep.
+    fn sweep_names(&self, seen: &[Vec<u8>], timestamp_ns: i64) -> Vec<everywhere::Name> {
+        let mut names: Vec<everywhere::Name> = Vec::new();
+        let key = self.keys.key_for(timestamp_ns);
+        for from in seen {
+            if names.iter().any(|n| &n.from == from) {
+                continue;
+            }
+            let mut to = Vec::new();
+            match self.config.logins {
+                Action::Hash => hash::pseudonym(&key, b"login", from, hash::LOGIN_PREFIX, &mut to),
+                Action::Mask => to.extend_from_slice(self.mask_token()),
+                Action::Keep | Action::Truncate => continue,
+            }
+            names.push(everywhere::Name {
+                from: from.clone(),
+                to,
+            });
+        }
+        names
     }
 
     /// Scrubs free text: built-in detectors in one pass, then the extra rules,
     /// again on the result until nothing changes (see "Idempotence" above).
     /// Borrowed when nothing changed. Valid UTF-8 in gives valid UTF-8 out.
     pub fn scrub_text<'a>(&self, text: &'a [u8], timestamp_ns: i64) -> Cow<'a, [u8]> {
-        self.scrub_text_logged(text, timestamp_ns, None)
+        self.scrub_text_full(text, timestamp_ns, None, &mut Vec::new())
     }
 
     /// [`Scrubber::scrub_text`], telling every rewrite: its span, kind and
@@ -251,22 +293,25 @@ impl Scrubber {
     pub fn explain_text(&self, text: &[u8], timestamp_ns: i64) -> (Vec<u8>, Vec<Explained>) {
         let mut log = Vec::new();
         let out = self
-            .scrub_text_logged(text, timestamp_ns, Some(&mut log))
+            .scrub_text_full(text, timestamp_ns, Some(&mut log), &mut Vec::new())
             .into_owned();
         (out, log)
     }
 
-    fn scrub_text_logged<'a>(
+    /// Scrubs `text` to a fixed point; the logins and e-mail addresses
+    /// recognised (worth sweeping for elsewhere) are added to `seen`.
+    fn scrub_text_full<'a>(
         &self,
         text: &'a [u8],
         timestamp_ns: i64,
         mut log: Option<&mut Vec<Explained>>,
+        seen: &mut Vec<Vec<u8>>,
     ) -> Cow<'a, [u8]> {
-        let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut()) else {
+        let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut(), seen) else {
             return Cow::Borrowed(text);
         };
         for n in 2..=MAX_PASSES {
-            match self.pass(&cur, timestamp_ns, n, log.as_deref_mut()) {
+            match self.pass(&cur, timestamp_ns, n, log.as_deref_mut(), seen) {
                 Some(next) if next != cur => cur = next,
                 _ => return Cow::Owned(cur),
             }
@@ -286,17 +331,18 @@ impl Scrubber {
         Cow::Owned(self.mask_token().to_vec())
     }
 
-    /// One pass: private-key blocks, the built-in detectors, then the extra
-    /// rules; `None` when nothing changed. Pass `n` is logged as such.
+    /// One pass: private-key blocks, the built-in detectors, the extra
+    /// rules, then the sweep for the names recognised (`everywhere`);
+    /// `None` when nothing changed. Pass `n` is logged as such.
     fn pass(
         &self,
         text: &[u8],
         timestamp_ns: i64,
         n: usize,
         mut log: Option<&mut Vec<Explained>>,
+        seen: &mut Vec<Vec<u8>>,
     ) -> Option<Vec<u8>> {
         let mut cur = Cow::Borrowed(text);
-        let logging = log.is_some();
         let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
             if let Some(log) = log.as_deref_mut() {
                 log.push(Explained {
@@ -317,9 +363,14 @@ impl Scrubber {
             }
         }
         let mut found = Vec::new();
-        if let Some(v) = scan::run(self, &cur, timestamp_ns, logging.then_some(&mut found)) {
+        let first_seen = seen.len();
+        if let Some(v) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
+                let name = &cur[r.start..r.end];
+                if r.kind == "login" && everywhere::worth_sweeping(name) {
+                    seen.push(name.to_vec());
+                }
             }
             cur = Cow::Owned(v);
         }
@@ -330,11 +381,22 @@ impl Scrubber {
                 &self.keys,
                 timestamp_ns,
                 self.config.mask_token.as_bytes(),
-                logging.then_some(&mut spans),
+                Some(&mut spans),
             ) {
                 for &(a, b) in &spans {
                     note(&cur, a, b, rule.name(), rule.name());
                 }
+                cur = Cow::Owned(v);
+            }
+        }
+        if seen.len() > first_seen {
+            let names = self.sweep_names(&seen[first_seen..], timestamp_ns);
+            let mut spans = Vec::new();
+            if let Some(v) = everywhere::sweep(&cur, &names, &mut spans) {
+                for &(a, b) in &spans {
+                    note(&cur, a, b, "login", "everywhere");
+                }
+                self.counters.login.add(spans.len() as u64);
                 cur = Cow::Owned(v);
             }
         }
@@ -345,11 +407,21 @@ impl Scrubber {
     }
 
     /// A field that is a login as a whole (`REMOTE_USER=alice`).
-    fn scrub_login_value<'a>(&self, value: &'a [u8], timestamp_ns: i64) -> Cow<'a, [u8]> {
+    fn scrub_login_value<'a>(
+        &self,
+        value: &'a [u8],
+        timestamp_ns: i64,
+        seen: &mut Vec<Vec<u8>>,
+    ) -> Cow<'a, [u8]> {
         let mut cx = scan::Cx::new(self, value, timestamp_ns);
         cx.rewrite_login(0, value.len());
         match cx.finish() {
-            Some(v) => Cow::Owned(v),
+            Some(v) => {
+                if everywhere::worth_sweeping(value) {
+                    seen.push(value.to_vec());
+                }
+                Cow::Owned(v)
+            }
             None => Cow::Borrowed(value),
         }
     }
@@ -372,4 +444,10 @@ impl Scrubber {
 /// This host's `/etc/passwd`, if readable (its system accounts are kept).
 fn host_passwd() -> Option<String> {
     std::fs::read_to_string("/etc/passwd").ok()
+}
+
+/// Every rewrite replaces whole characters with ASCII or the (UTF-8) mask
+/// token, so this cannot fail; stay total anyway.
+fn into_string(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
