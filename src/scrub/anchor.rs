@@ -133,7 +133,17 @@ fn key_tail_before(s: &[u8], mut end: usize) -> bool {
         return false;
     };
     let t = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) | 0x2020_2020;
-    matches!(&t.to_le_bytes(), b"user" | b"name" | b"ogin" | b"mail")
+    matches!(
+        &t.to_le_bytes(),
+        b"user" | b"name" | b"ogin" | b"mail" | b"ount"
+    )
+}
+
+/// Whether the `=` at `c` follows an LDAP `uid` or `cn` (any case).
+fn dn_key_before(s: &[u8], c: usize) -> bool {
+    let lower = |k: usize| c.checked_sub(k).map(|at| s[at] | 0x20);
+    (lower(2) == Some(b'c') && lower(1) == Some(b'n'))
+        || (lower(3) == Some(b'u') && lower(2) == Some(b'i') && lower(1) == Some(b'd'))
 }
 
 /// Where a key before the separator at `end` ends: before spaces and a
@@ -168,7 +178,11 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || super::secrets::key_tail(s, key_end(s, c))
                 || super::secrets::curl_worth_a_look(s, c)
         }
-        b'=' => key_tail_before(s, c) || super::secrets::key_tail(s, key_end(s, c)),
+        b'=' => {
+            key_tail_before(s, c)
+                || super::secrets::key_tail(s, key_end(s, c))
+                || dn_key_before(s, c)
+        }
         b'.' => may_be_ipv4(s, c),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);
@@ -255,7 +269,8 @@ pub fn backup(s: &[u8], c: usize, floor: usize) -> usize {
         while q > floor && s[q - 1] == b' ' {
             q -= 1;
         }
-        if q < p && q > floor && s[q - 1] == b'"' {
+        // `"user" : "x"`, and SQL's `username = 'x'`.
+        if q < p && q > floor && (s[q - 1] == b'"' || (s[c] == b'=' && p == c)) {
             p = q;
             continue;
         }

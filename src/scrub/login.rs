@@ -60,12 +60,15 @@ fn login_key(word: &[u8]) -> Option<bool> {
     // 4-byte compare turns nearly every word away.
     let tail: [u8; 4] = word.get(word.len().checked_sub(4)?..)?.try_into().ok()?;
     let tail = (u32::from_le_bytes(tail) | 0x2020_2020).to_le_bytes();
-    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail") {
+    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail" | b"ount") {
         return None;
     }
     let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
     if is(b"user") {
         return Some(true);
+    }
+    if is(b"account") {
+        return Some(false);
     }
     if [
         &b"username"[..],
@@ -112,6 +115,9 @@ pub fn field_is_login(name: &str) -> bool {
 
 const NOT_NAMES: &[&[u8]] = &[
     b"-",
+    b"--",
+    // login(1) has pam_unix write `logname=LOGIN` before anyone logged in.
+    b"LOGIN",
     b"null",
     b"nil",
     b"none",
@@ -144,6 +150,7 @@ const PROSE: &[&[u8]] = &[
     b"configuration",
     b"count",
     b"created",
+    b"credentials",
     b"data",
     b"database",
     b"deleted",
@@ -194,6 +201,7 @@ const PROSE: &[&[u8]] = &[
     b"slice",
     b"status",
     b"successfully",
+    b"system",
     b"that",
     b"the",
     b"this",
@@ -221,6 +229,12 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     cx.rule = "secret_key";
     if let Some(next) = secrets::at_key(cx, i, end) {
         return Some(next);
+    }
+    if (word.eq_ignore_ascii_case(b"uid") || word.eq_ignore_ascii_case(b"cn"))
+        && s.get(end) == Some(&b'=')
+    {
+        cx.rule = "ldap_dn";
+        return dn_value(cx, i, end + 1);
     }
     cx.rule = "login_key";
     if word.len() == 3 {
@@ -250,30 +264,73 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
             }
         }
     }
-    let json = if i >= 2 && &s[i - 2..i] == b"\\\"" && s[k..].starts_with(b"\\\"") {
+    // The whole key: `"remote_user"` is a JSON key as much as `"user"`.
+    let mut b = i;
+    while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_') {
+        b -= 1;
+    }
+    let json = if b >= 2 && &s[b - 2..b] == b"\\\"" && s[k..].starts_with(b"\\\"") {
         k += 2;
         true
-    } else if i >= 1 && s[i - 1] == b'"' && s.get(k) == Some(&b'"') {
+    } else if b >= 1 && s[b - 1] == b'"' && s.get(k) == Some(&b'"') {
         k += 1;
         true
     } else {
         false
     };
+    // `account` names a person in `account=x` and JSON only: `account:
+    // locked` is prose.
+    let key_only = word.eq_ignore_ascii_case(b"account");
+    // An all-capitals key before `: ` is a label (vsftpd's `OK LOGIN:
+    // Client ...`), not a login.
+    let label = word.len() > 1 && word.iter().all(|c| c.is_ascii_uppercase());
     match s.get(k)? {
         b'=' if s.get(k + 1) != Some(&b'=') => value(cx, k + 1, false),
         b':' if json => value(cx, skip_spaces(s, k + 1), false),
         // `login: alice` needs the space: `user:pass@host` is userinfo.
         // Dovecot's `pop3-login: Disconnected` names a process, not a key.
-        b':' if s.get(k + 1) == Some(&b' ') && !process_label(s, i, word) => {
+        b':' if s.get(k + 1) == Some(&b' ')
+            && !process_label(s, i, word)
+            && !key_only
+            && !label =>
+        {
             value(cx, skip_spaces(s, k + 1), false)
+        }
+        // SQL: `WHERE username = 'heidi'`.
+        b' ' if s[k..].starts_with(b" = ") && matches!(s.get(k + 3), Some(b'\'' | b'"')) => {
+            value(cx, k + 3, false)
         }
         b' ' if json => {
             let p = skip_spaces(s, k);
             (s.get(p) == Some(&b':')).then(|| value(cx, skip_spaces(s, p + 1), false))?
         }
-        b' ' if space_ok => value(cx, k + 1, true),
+        b' ' if space_ok && !key_only => value(cx, k + 1, true),
         _ => None,
     }
+}
+
+/// An LDAP DN's or filter's `uid=NAME` / `cn=NAME` (the value at `q`, the
+/// key at `i`): rewritten when it ends at `,`, `)` or `"` (a DN, a filter)
+/// and holds a letter; `uid=1000` (pam, id) stays. `cn` values may hold
+/// spaces (`cn=Alice Example,ou=people`).
+fn dn_value(cx: &mut Cx, i: usize, q: usize) -> Option<usize> {
+    let s = cx.s;
+    if i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_') {
+        return None;
+    }
+    let spaces = s[i..q].eq_ignore_ascii_case(b"cn=");
+    let len = s[q..]
+        .iter()
+        .take(256)
+        .take_while(|&&c| is_value_byte(c) || (spaces && c == b' '))
+        .count();
+    let ve = q + len;
+    let v = &s[q..ve];
+    if !matches!(s.get(ve), Some(b',' | b')' | b'"')) || !v.iter().any(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    cx.rewrite_login(q, ve);
+    Some(ve)
 }
 
 /// `imap-login:`, `pop3-login:`: dovecot's login processes label their lines.
@@ -483,6 +540,15 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     while l > floor && i - l <= 64 && is_local(s[l - 1]) {
         l -= 1;
     }
+    if l == i {
+        return handle(cx, i);
+    }
+    // `message-id=<...@host>`: a Message-ID names a message, not a mailbox.
+    if message_id_before(s, l) {
+        let end = domain_end(s, i + 1).unwrap_or(i + 1);
+        cx.settle(end);
+        return Some(end);
+    }
     if l > 0 && is_local(s[l - 1]) && l > floor {
         return None; // longer than a local part may be
     }
@@ -513,6 +579,12 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
             cx.rewrite_login(l, i);
             Some(end)
         }
+        // `root@mx.example.org`, `postmaster@...`: a system account's or a
+        // role's mailbox.
+        Some(end) if cx.sc.is_system_account(&s[l..i]) => {
+            cx.settle(end);
+            Some(end)
+        }
         Some(end) => {
             cx.rewrite_login(l, end);
             Some(end)
@@ -526,6 +598,48 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
             Some(i + 1)
         }
     }
+}
+
+/// Whether the text before `l` opens a Message-ID: `message-id=<`
+/// (Postfix), `msgid=<` (Dovecot), `Message-ID: <` (headers), `id: <`
+/// (rspamd).
+fn message_id_before(s: &[u8], l: usize) -> bool {
+    let before = &s[..l];
+    let Some(before) = before.strip_suffix(b"<") else {
+        return false;
+    };
+    [&b"message-id="[..], b"msgid=", b"message-id: ", b" id: "]
+        .iter()
+        .any(|k| {
+            before.len() >= k.len() && before[before.len() - k.len()..].eq_ignore_ascii_case(k)
+        })
+}
+
+/// An `@` at `i` with no local part before it: a handle. `/@bob` in a URL
+/// path (Mastodon, Misskey profiles) and Matrix IDs (`@alice:matrix.org`,
+/// after a space, `{` or `"`): the name is rewritten, the server kept.
+fn handle(cx: &mut Cx, i: usize) -> Option<usize> {
+    let s = cx.s;
+    let before = cx.out_byte_before(i, 1);
+    let q = i + 1;
+    let len = s[q..]
+        .iter()
+        .take(64)
+        .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'='))
+        .count();
+    if len == 0 || hash::pseudonym_len_at(s, q).is_some() {
+        return None;
+    }
+    let end = q + len;
+    let path = before == Some(b'/') && !matches!(s.get(end), Some(b'@' | b'.'));
+    let matrix = matches!(before, None | Some(b' ' | b'{' | b'"' | b'<' | b'('))
+        && s.get(end) == Some(&b':')
+        && s.get(end + 1).is_some_and(u8::is_ascii_alphabetic);
+    if !(path || matrix) {
+        return None;
+    }
+    cx.rewrite_login(q, end);
+    Some(end)
 }
 
 /// Domains of SSH algorithm names (`chacha20-poly1305@openssh.com`,

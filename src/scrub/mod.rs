@@ -81,6 +81,7 @@ mod rules;
 mod scan;
 mod secrets;
 mod shadow;
+mod shapes;
 
 #[cfg(test)]
 mod tests;
@@ -153,6 +154,8 @@ pub struct Scrubber {
     keys: hash::Keyring,
     /// System accounts, kept as written (see `policy`).
     accounts: policy::Accounts,
+    /// The program shapes' table, compiled.
+    shapes: shapes::Shapes,
     rules: Vec<rules::Compiled>,
     counters: Counters,
     all_fields: bool,
@@ -201,6 +204,7 @@ impl Scrubber {
             off: [config.ipv4, config.ipv6, config.logins, config.secrets] == [Action::Keep; 4]
                 && rules.is_empty(),
             accounts: policy::Accounts::new(&config.keep_accounts, passwd),
+            shapes: shapes::Shapes::new(),
             keys: hash::Keyring::new(key, rotation),
             rules,
             config: config.clone(),
@@ -374,6 +378,11 @@ impl Scrubber {
             }
             cur = Cow::Owned(v);
         }
+        if self.config.logins != Action::Keep {
+            if let Some(v) = self.apply_shapes(&cur, timestamp_ns, &mut note, seen) {
+                cur = Cow::Owned(v);
+            }
+        }
         for rule in &self.rules {
             let mut spans = Vec::new();
             if let Some(v) = rule.apply(
@@ -404,6 +413,48 @@ impl Scrubber {
             Cow::Owned(v) => Some(v),
             Cow::Borrowed(_) => None,
         }
+    }
+
+    /// The program shapes (`shapes`): rewrites their name slots with the
+    /// `logins` action; `None` when nothing changed.
+    fn apply_shapes(
+        &self,
+        s: &[u8],
+        timestamp_ns: i64,
+        note: &mut impl FnMut(&[u8], usize, usize, &str, &str),
+        seen: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        let found = self.shapes.find(s);
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        let mut key = None;
+        for (a, b, program) in found {
+            let v = &s[a..b];
+            if hash::is_pseudonym(v)
+                || memchr::memmem::find(v, self.mask_token()).is_some()
+                || self.is_system_account(v)
+            {
+                continue;
+            }
+            note(s, a, b, "login", program);
+            if everywhere::worth_sweeping(v) {
+                seen.push(v.to_vec());
+            }
+            let buf = out.get_or_insert_with(|| Vec::with_capacity(s.len() + 16));
+            buf.extend_from_slice(&s[copied..a]);
+            match self.config.logins {
+                Action::Hash => {
+                    let key = key.get_or_insert_with(|| self.keys.key_for(timestamp_ns));
+                    hash::pseudonym(key, b"login", v, hash::LOGIN_PREFIX, buf);
+                }
+                _ => buf.extend_from_slice(self.mask_token()),
+            }
+            copied = b;
+            self.counters.login.inc();
+        }
+        let mut buf = out?;
+        buf.extend_from_slice(&s[copied..]);
+        Some(buf)
     }
 
     /// A field that is a login as a whole (`REMOTE_USER=alice`).

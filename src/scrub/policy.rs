@@ -136,6 +136,19 @@ pub const BUILTIN_ACCOUNTS: &[&str] = &[
     "halt",
     "shutdown",
     "adm",
+    "gdm",
+    "Debian-gdm",
+    "lightdm",
+    "sddm",
+    // Role mailboxes (RFC 2142) and senders of machines, not people.
+    "postmaster",
+    "abuse",
+    "hostmaster",
+    "webmaster",
+    "mailer-daemon",
+    "MAILER-DAEMON",
+    "noreply",
+    "no-reply",
 ];
 
 /// The accounts kept as written.

@@ -102,6 +102,12 @@ pub fn run_every_position(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<
     cx.finish()
 }
 
+/// `root@host.example`, `noreply@example.org` as a login value: the mailbox
+/// of a system account or a role, not a person's.
+fn is_role_mailbox(sc: &Scrubber, v: &[u8]) -> bool {
+    memchr::memchr(b'@', v).is_some_and(|at| sc.is_system_account(&v[..at]))
+}
+
 /// End of the ASCII alphanumeric run starting at `i`.
 #[inline]
 pub fn word_end(s: &[u8], i: usize) -> usize {
@@ -486,6 +492,7 @@ impl<'a> Cx<'a> {
             || v == sc.config.mask_token.as_bytes()
             || hash::is_pseudonym(v)
             || sc.is_system_account(v)
+            || is_role_mailbox(sc, v)
         {
             return;
         }

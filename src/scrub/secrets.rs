@@ -50,6 +50,17 @@ pub fn secret_key(key: &[u8]) -> bool {
     if key.len() < 3 || key.len() > 48 || key == b"PWD" || key == b"OLDPWD" {
         return false;
     }
+    // `PGPASSWORD`, `MYSQL_ROOT_PASSWORD`, `GITHUB_TOKEN`: environment
+    // variables glue the words in capitals.
+    if key
+        .iter()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+        && [&b"PASSWORD"[..], b"PASSWD", b"SECRET", b"TOKEN"]
+            .iter()
+            .any(|k| key.ends_with(k))
+    {
+        return true;
+    }
     let (last, head) = last_words(key);
     let is = |k: &[u8]| last.eq_ignore_ascii_case(k);
     if [
@@ -129,7 +140,11 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     };
     let q = match s.get(k)? {
         b'=' if s.get(k + 1) != Some(&b'=') && !json => k + 1,
-        b':' if json || s.get(k + 1) == Some(&b' ') => skip_spaces(s, k + 1),
+        b':' if json => skip_spaces(s, k + 1),
+        // `password: x`, `db_password: x` (YAML, headers): at most two
+        // words, so that a function's label (`check_ntlm_password:`) is not
+        // taken for a key.
+        b':' if s.get(k + 1) == Some(&b' ') && yaml_or_header_key(key) => skip_spaces(s, k + 1),
         b' ' if json => {
             let p = skip_spaces(s, k);
             (s.get(p) == Some(&b':')).then(|| skip_spaces(s, p + 1))?
@@ -164,6 +179,21 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     Some(after)
 }
 
+/// Whether `key` before `: ` is a YAML key or an HTTP header (`password`,
+/// `db_password`, `X-Api-Key`) rather than a function's label in a
+/// message (`check_ntlm_password:`): at most two words, or a header's
+/// capitalised words joined by `-`.
+fn yaml_or_header_key(key: &[u8]) -> bool {
+    let seps = key
+        .iter()
+        .filter(|&&c| matches!(c, b'_' | b'-' | b'.'))
+        .count();
+    seps <= 1
+        || key
+            .split(|&c| c == b'-')
+            .all(|w| w.first().is_some_and(u8::is_ascii_uppercase))
+}
+
 fn skip_spaces(s: &[u8], mut p: usize) -> usize {
     while s.get(p) == Some(&b' ') {
         p += 1;
@@ -194,6 +224,11 @@ fn value_span(s: &[u8], q: usize) -> Option<(usize, usize, usize)> {
         Some(&quote @ (b'"' | b'\'')) => {
             let close = closing(s, q + 1, quote)?;
             Some((q + 1, close, close + 1))
+        }
+        // A JSON array of strings (Caddy's headers): the first string.
+        Some(b'[') if s.get(q + 1) == Some(&b'"') => {
+            let close = closing(s, q + 2, b'"')?;
+            Some((q + 2, close, close + 1))
         }
         Some(b'\\') if s.get(q + 1) == Some(&b'"') => {
             let window = &s[q + 2..(q + 2 + 4096).min(s.len())];
