@@ -49,7 +49,7 @@
 //! or `:` only. `pop3-login: Disconnected` is dovecot's process label, not a
 //! `login:` key.
 
-use super::scan::Cx;
+use super::cx::Cx;
 use super::{hash, programs, secrets, shadow};
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a

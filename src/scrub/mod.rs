@@ -7,22 +7,38 @@
 //! off is explicit (`keep`).
 //!
 //! # Layout
+//! One job per module; detectors import `cx` (the state and the rewrites)
+//! and never the driver, so there is no import circle:
+//! `scan` -> {`anchor`, `login`, `programs`, `shadow`, `secrets`} -> `cx`
+//! -> {`policy`, `hash`, `ipv4`, `ipv6`}.
 //! - [`config`]: `[scrub]` keys, defaults and validation.
-//! - `scan`: the one-pass driver and its byte-class prefilter.
+//! - [`policy`]: what is personal: public vs infrastructure addresses,
+//!   system accounts (built-in, `/etc/passwd` UID < 1000, `keep_accounts`).
+//! - `scan`: the one-pass driver; `anchor`: its byte-class prefilter.
+//! - `cx`: the state of one scrub and the rewrites (where policy and actions
+//!   apply).
 //! - `ipv4`, `ipv6`: address detection, truncation (each module documents its
 //!   boundaries).
-//! - `login`: logins, user names, e-mail, URL userinfo, access-log users.
-//! - `programs`: shapes of one program (sudo, dovecot, pam, su, cron,
-//!   Nextcloud), `/home/NAME`, ECS `user` objects.
-//! - `shadow`: the account tools' lines (useradd, usermod, userdel, passwd).
+//! - `login`: logins, user names, e-mail, URL userinfo, access-log users,
+//!   LDAP DNs, handles; the `@` forms that are not mail.
+//! - `programs`, `shadow`: shapes anchored at punctuation (sudo, dovecot,
+//!   pam, su, cron, Nextcloud, `/home/NAME`, ECS; shadow-utils' quotes).
+//! - `shapes`: the table of program shapes (one row per shape, with a real
+//!   example), compiled into one Aho-Corasick matcher.
+//! - `secrets`: credentials (kind `secrets`).
+//! - `everywhere`: recognise once, replace everywhere in the event.
 //! - `hash`: keyed BLAKE3 pseudonyms and the `scrub.key` file.
 //! - `rules`: extra regex rules from the config.
+//! - [`cli`]: `weir scrub [--explain]`.
 //!
 //! # Decisions
 //! | input | becomes | why |
 //! |---|---|---|
 //! | `203.0.113.7:443`, `[203.0.113.7]`, `http://203.0.113.7/` | `203.0.113.0...` | only the address is rewritten; ports and syntax stay |
-//! | `2001:db8:1:2::7`, `[2001:db8:1:2::7]:443`, `fe80::1%eth0` | `2001:db8:1::`, `fe80::%eth0` | RFC 5952 form of the /48; zone ids are interface names, kept |
+//! | `2001:db8:1:2::7`, `[2001:db8:1:2::7]:443` | `2001:db8:1::` | RFC 5952 form of the /48 |
+//! | `127.0.0.1`, `[::1]:9090`, `10.0.0.3`, `fe80::1%eth0`, `fd00::5` | unchanged | the infrastructure's (`policy`); `addresses = "all"` rewrites them |
+//! | `host-203-0-113-40.example.net`, `40.113.0.203.in-addr.arpa` | `host-203-0-113-0...`, `0.113.0.203...` | an address in a host name, rewritten in its form |
+//! | `password=x`, `Authorization: Basic x`, `curl -u a:x` | `...REDACTED` | credentials (`secrets`) |
 //! | `::ffff:203.0.113.7` | `::ffff:203.0.113.0` | an IPv4 client on a dual-stack socket: the `ipv4` action |
 //! | hash of an address | `ip4:3f9a2b1c5d`, `ip6:...` | hashes the binary address: every textual form of one address agrees |
 //! | `user=alice`, `"user":"alice"`, `for alice from` | `u:3f9a2b1c5d` | see `login` for every shape |
@@ -65,11 +81,12 @@
 //! buffer is allocated at the first rewrite only, so an event with nothing
 //! to scrub costs a scan and no allocation. Counters:
 //! `weir_scrub_rewrites_total{kind,action}` (kind `ipv4`, `ipv6`, `login`,
-//! `password`, `unsettled`, or a rule's name).
+//! `secrets`, `unsettled`, or a rule's name).
 
 mod anchor;
 pub mod cli;
 pub mod config;
+mod cx;
 mod everywhere;
 mod hash;
 mod ipv4;

@@ -32,8 +32,8 @@
 //! (an unescaped `"` ends it) and 256 bytes. The risk is a line that quotes
 //! such a message inside other text: the span still ends at the mark.
 
+use super::cx::Cx;
 use super::hash;
-use super::scan::Cx;
 
 /// A byte of a user name in these shapes (POSIX portable names, `$` for
 /// machine accounts, and non-ASCII).
@@ -80,8 +80,12 @@ fn ends_pseudonym(s: &[u8], end: usize) -> bool {
 pub fn sudo_user(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
     let line_end = memchr::memchr(b'\n', &s[c..]).map_or(s.len(), |n| c + n);
-    let rest = &s[c..line_end.min(c + 512)];
-    memchr::memmem::find(rest, b"TTY=")?;
+    // The next `TTY=` is looked up once and remembered: a line of a
+    // thousand ` : ` (hostile input) costs one search, not a thousand.
+    let tty = cx.next_tty(c)?;
+    if tty >= line_end.min(c + 512) {
+        return None;
+    }
     let end = c - 1;
     let start = name_start_before(s, end, cx.floor())?;
     if ends_pseudonym(s, end) {

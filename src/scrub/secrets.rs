@@ -19,8 +19,8 @@
 //! `-u user:pass` where both sides are digits is `docker run -u 1000:1000`,
 //! a UID and GID, and stays.
 
+use super::cx::Cx;
 use super::hash;
-use super::scan::Cx;
 
 /// The lower-cased last word of a compound key (`db_password` ->
 /// `password`, `clientSecret` -> `secret`), and the word before it.
