@@ -11,7 +11,7 @@ use weir::scrub::{RawConfig, Scrubber};
 
 const CONFIGS: [&str; 3] = [
     "",
-    "ipv4 = \"hash\"\nipv6 = \"hash\"\nhash_rotation = \"1d\"",
+    "ipv4 = \"hash\"\nipv6 = \"hash\"\nhash_rotation = \"1d\"\naddresses = \"all\"\nsecrets = \"hash\"",
     "ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"\nkeep_versions = false",
 ];
 

@@ -205,6 +205,10 @@ impl Cx<'_> {
     ) -> Option<(T, usize)> {
         const LEFT: usize = 32;
         const RIGHT: usize = 96;
+        if start < self.copied {
+            // Inside a span already rewritten: nothing starts there.
+            return None;
+        }
         let out = match &self.out {
             Some(out) if start < self.copied + LEFT => out,
             _ => return detect(self.s, start),

@@ -155,7 +155,8 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     if auth {
         let (cs, ce) = credential(s, vs, ve)?;
         cx.rewrite_secret(cs, ce);
-        return Some(after);
+        // The credential may run past the value's first word.
+        return Some(after.max(ce));
     }
     let v = &s[vs..ve];
     const NOT_VALUES: &[&[u8]] = &[

@@ -838,7 +838,7 @@ fn filler() -> impl Strategy<Value = String> {
 /// The configurations the properties run under: defaults, hashes, masks.
 const CONFIGS: [&str; 3] = [
     "",
-    "ipv4 = \"hash\"\nipv6 = \"hash\"",
+    "ipv4 = \"hash\"\nipv6 = \"hash\"\naddresses = \"all\"\nsecrets = \"hash\"",
     "ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"",
 ];
 
@@ -902,6 +902,33 @@ fn log_part() -> impl Strategy<Value = String> {
             "`",
             "(",
             ")",
+            // Policy v2 shapes.
+            "password=",
+            "Authorization: Basic ",
+            " -u ",
+            ":pw ",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "-----END RSA PRIVATE KEY-----",
+            "uid=",
+            ",ou=x",
+            "logged in as ",
+            "] Peer Connection Initiated with ",
+            "/@",
+            "@bob:matrix.org",
+            "message-id=<",
+            "host-203-0-113-",
+            ".example.net",
+            ".in-addr.arpa",
+            "1:2.3.4.5+dfsg",
+            "chacha20-poly1305@openssh.com",
+            "api@internal",
+            "git@github.com:org/x",
+            "127.0.0.1",
+            "fe80::1%eth0",
+            "\"remote_user\":",
+            " = '",
+            "root@mx.example.org",
+            "X-Api-Key: ",
         ])
         .prop_map(str::to_owned),
         "[0-9a-fA-Fr:.@=\" \\[\\]/{}<>-]{0,12}",
