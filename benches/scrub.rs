@@ -9,8 +9,8 @@
 //! lines/s and how many lines were rewritten.
 //!
 //! (d) hostile 1 MB lines, each one shape repeated (sudo's ` : `, `@`
-//! chains, quotes, parentheses, ...): the milliseconds one scrub takes, the
-//! best of three. Target: at most 50 ms each.
+//! chains, quotes, parentheses, ...): the CPU milliseconds one scrub takes,
+//! the best of three. Target: at most 50 ms each.
 
 mod common;
 use common::machine;
@@ -297,11 +297,17 @@ fn hostile(sc: &Scrubber) {
         ("access-log `[`", repeated(" [10/Oct/2000:13:55:36 ")),
     ];
     for (name, line) in lines {
+        // CPU time of this thread (wall clock on a loaded machine says
+        // more about the neighbours), the best of three.
         let mut best = Duration::MAX;
         for _ in 0..3 {
-            let t = Instant::now();
+            let (t, cpu0) = (Instant::now(), thread_cpu());
             black_box(sc.scrub_text(black_box(line), 0));
-            best = best.min(t.elapsed());
+            let took = match (cpu0, thread_cpu()) {
+                (Some(a), Some(b)) if b > a => b - a,
+                _ => t.elapsed(),
+            };
+            best = best.min(took);
         }
         println!(
             "(d) hostile 1 MB: {name:<32} {:8.1} ms{}",

@@ -9,7 +9,8 @@
 //! either side, nor to a `.` or `-` that joins it to more of a word
 //! (`heidi.txt`, `x-heidi`, `heidi-laptop` stay). Names shorter than 3
 //! bytes or without a letter (`user=1000`: a UID as well) are not swept:
-//! too many innocent tokens share them.
+//! too many innocent tokens share them. At most [`MAX_NAMES`] distinct
+//! names are swept for per event (the first ones recognised).
 
 use memchr::memmem;
 
@@ -18,6 +19,10 @@ pub struct Name {
     pub from: Vec<u8>,
     pub to: Vec<u8>,
 }
+
+/// Most distinct names swept for in one event: a real event names a few
+/// people; hostile input naming thousands would cost a search each.
+pub const MAX_NAMES: usize = 16;
 
 /// Whether a recognised name is swept for elsewhere (see the module doc).
 pub fn worth_sweeping(name: &[u8]) -> bool {

@@ -288,6 +288,9 @@ impl Scrubber {
             if names.iter().any(|n| &n.from == from) {
                 continue;
             }
+            if names.len() == everywhere::MAX_NAMES {
+                break;
+            }
             let mut to = Vec::new();
             match self.config.logins {
                 Action::Hash => hash::pseudonym(&key, b"login", from, hash::LOGIN_PREFIX, &mut to),

@@ -334,7 +334,9 @@ pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
 
 /// Whether the `:` at `c` may be curl's `-u user:pass` (for the prefilter).
 pub fn curl_worth_a_look(s: &[u8], c: usize) -> bool {
-    let start = c.saturating_sub(300);
+    // A user name is short: 64 bytes back at most (every `:` of a JSON line
+    // comes here; a longer look-back would cost each of them).
+    let start = c.saturating_sub(64);
     let b = s[start..c]
         .iter()
         .rposition(|&x| x == b' ')
@@ -356,7 +358,10 @@ pub fn curl_worth_a_look(s: &[u8], c: usize) -> bool {
 /// long, and worthless as a pseudonym). `None` when there is none.
 pub fn pem_blocks(s: &[u8], mask: &[u8]) -> Option<Vec<u8>> {
     const HEAD_END: &[u8] = b"PRIVATE KEY-----";
-    let finder = memchr::memmem::Finder::new(HEAD_END);
+    // Built once: every text of every event is searched.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(HEAD_END));
+    let finder = &*FINDER;
     let mut out: Option<Vec<u8>> = None;
     let mut copied = 0;
     let mut at = 0;

@@ -316,6 +316,11 @@ impl Shapes {
     /// program that names them.
     pub fn find(&self, s: &[u8]) -> Vec<(usize, usize, &'static str)> {
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
+        // Nearly every line holds no key: one prefiltered search says so
+        // before the overlapping walk (which cannot use the prefilter).
+        if !self.ac.is_match(s) {
+            return spans;
+        }
         for m in self.ac.find_overlapping_iter(s) {
             for row in &self.rows[m.pattern().as_usize()] {
                 if let Some(found) = row.match_at(s, m.start(), m.end()) {
