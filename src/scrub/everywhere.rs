@@ -24,6 +24,15 @@ pub struct Name {
 /// people; hostile input naming thousands would cost a search each.
 pub const MAX_NAMES: usize = 16;
 
+/// Remembers a recognised name for the sweep: if it is worth sweeping for,
+/// new, and fewer than [`MAX_NAMES`] are remembered (hostile input naming
+/// thousands costs no allocation each).
+pub fn remember(seen: &mut Vec<Vec<u8>>, name: &[u8]) {
+    if seen.len() < MAX_NAMES && worth_sweeping(name) && !seen.iter().any(|n| n == name) {
+        seen.push(name.to_vec());
+    }
+}
+
 /// Whether a recognised name is swept for elsewhere (see the module doc).
 pub fn worth_sweeping(name: &[u8]) -> bool {
     name.len() >= 3 && name.iter().any(u8::is_ascii_alphabetic)

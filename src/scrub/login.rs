@@ -721,7 +721,7 @@ fn not_mail(s: &[u8], l: usize, i: usize) -> Option<usize> {
     let local = &s[l..i];
     if TRAEFIK_PROVIDERS.contains(&host)
         && !local.is_empty()
-        && !s.get(i + 1 + host.len()).is_some_and(|&c| c == b'.')
+        && s.get(i + 1 + host.len()) != Some(&b'.')
     {
         return Some(i + 1 + host.len());
     }

@@ -391,9 +391,8 @@ impl Scrubber {
         if let Some(v) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
-                let name = &cur[r.start..r.end];
-                if r.kind == "login" && everywhere::worth_sweeping(name) {
-                    seen.push(name.to_vec());
+                if r.kind == "login" {
+                    everywhere::remember(seen, &cur[r.start..r.end]);
                 }
             }
             cur = Cow::Owned(v);
@@ -457,9 +456,7 @@ impl Scrubber {
                 continue;
             }
             note(s, a, b, "login", program);
-            if everywhere::worth_sweeping(v) {
-                seen.push(v.to_vec());
-            }
+            everywhere::remember(seen, v);
             let buf = out.get_or_insert_with(|| Vec::with_capacity(s.len() + 16));
             buf.extend_from_slice(&s[copied..a]);
             match self.config.logins {
@@ -488,9 +485,7 @@ impl Scrubber {
         cx.rewrite_login(0, value.len());
         match cx.finish() {
             Some(v) => {
-                if everywhere::worth_sweeping(value) {
-                    seen.push(value.to_vec());
-                }
+                everywhere::remember(seen, value);
                 Cow::Owned(v)
             }
             None => Cow::Borrowed(value),

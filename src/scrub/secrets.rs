@@ -288,8 +288,13 @@ fn credential(s: &[u8], vs: usize, ve: usize) -> Option<(usize, usize)> {
 pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
     let floor = cx.floor();
+    // A user name is short: 64 bytes back at most, so a line of colons
+    // (hostile input) costs a short look per colon.
     let mut b = c;
     while b > floor && !matches!(s[b - 1], b' ' | b'=' | b'"' | b'\'') {
+        if c - b == 64 {
+            return None;
+        }
         b -= 1;
     }
     let lead = &s[..b];
