@@ -117,6 +117,22 @@ const TRICKY: &[(&str, &str)] = &[
         "curl -u u:#:REDACTED https://x.example postgres://u:#:REDACTED@db/shop docker run -u 1000:1000",
     ),
     (
+        "Authorization: Digest username=\"bob\", realm=\"x\", response=\"6629fae4\"",
+        "Authorization: Digest REDACTED",
+    ),
+    (
+        "{\"authorization\":\"token ghp_abc123\"} Proxy-Authorization: Bearer eyJ.x.y",
+        "{\"authorization\":\"token REDACTED\"} Proxy-Authorization: Bearer REDACTED",
+    ),
+    (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk\n-----END OPENSSH PRIVATE KEY-----",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nREDACTED\n-----END OPENSSH PRIVATE KEY-----",
+    ),
+    (
+        "New session 42 of user alice. GET /remote.php/dav/files/alice/x",
+        "New session 42 of user u:#. GET /remote.php/dav/files/u:#/x",
+    ),
+    (
         "PWD=/srv (using password: YES) \"secret\": false",
         "PWD=/srv (using password: YES) \"secret\": false",
     ),
