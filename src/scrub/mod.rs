@@ -131,7 +131,9 @@ pub enum ScrubError {
 }
 
 /// One rewrite as `weir scrub --explain` shows it. `start..end` are byte
-/// offsets into the text as pass `pass` read it (pass 1: the input).
+/// offsets into the text as the stage that rewrote it read it: the
+/// detectors of pass 1 read the input; the program shapes, the extra rules
+/// and the sweep (`everywhere`) read what the stages before them wrote.
 #[derive(Debug, Clone)]
 pub struct Explained {
     pub pass: usize,
