@@ -177,6 +177,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
                 || super::secrets::key_tail(s, key_end(s, c))
                 || super::secrets::curl_worth_a_look(s, c)
+                || s[..c].ends_with(b"\"user_id\"")
         }
         b'=' => {
             key_tail_before(s, c)

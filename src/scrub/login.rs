@@ -264,6 +264,19 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
             }
         }
     }
+    // Caddy's `"user_id":"erin"` holds the name basic auth accepted; other
+    // programs put a number or a UUID there (`"user_id":"42"`), which stays.
+    if space_ok && i >= 1 && s[i - 1] == b'"' && s[k..].starts_with(b"_id\":\"") && word == b"user"
+    {
+        let q = k + 6;
+        let close = closing(s, q, b'"')?;
+        let v = &s[q..close];
+        let an_id = v.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
+        if an_id {
+            return Some(close + 1);
+        }
+        return value(cx, q - 1, false);
+    }
     // The whole key: `"remote_user"` is a JSON key as much as `"user"`.
     let mut b = i;
     while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_') {

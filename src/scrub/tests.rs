@@ -133,6 +133,10 @@ const TRICKY: &[(&str, &str)] = &[
         "New session 42 of user u:#. GET /remote.php/dav/files/u:#/x",
     ),
     (
+        "{\"user_id\":\"erin\",\"x\":{\"user_id\":\"42\"},\"user_id\":\"19aeb848-96fc-44f6\"}",
+        "{\"user_id\":\"u:#\",\"x\":{\"user_id\":\"42\"},\"user_id\":\"19aeb848-96fc-44f6\"}",
+    ),
+    (
         "PWD=/srv (using password: YES) \"secret\": false",
         "PWD=/srv (using password: YES) \"secret\": false",
     ),
