@@ -117,13 +117,14 @@ mod tests {
     /// only ever happen when scrubbing would have changed nothing.
     #[test]
     fn a_scrubber_that_is_off_changes_nothing() {
-        let off = scrubber("ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\n");
+        let off =
+            scrubber("ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\nsecrets = \"keep\"\n");
         assert!(off.is_off());
         let texts = [
             "GET / from 203.0.113.7 and 2001:db8::1 and ::ffff:192.0.2.1",
             "user=alice login: bob alice@example.org",
             "https://carol:hunter2@example.org/ 10.1.2.3:8080",
-            "[10/Oct/2000:13:55:36] 127.0.0.1 - frank [x] \"GET\"",
+            "[10/Oct/2000:13:55:36] 203.0.113.9 - frank [x] \"GET\"",
         ];
         for text in texts {
             let mut e = Event::new(1, Origin::Docker, text);

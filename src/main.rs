@@ -55,6 +55,20 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Scrub lines from FILES (or stdin) as the agent would and print them:
+    /// check the `[scrub]` section before trusting it. Pseudonyms use a key
+    /// made for this run.
+    Scrub {
+        /// Config whose `[scrub]` section is used [default: the built-in defaults]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// After each line, print every rewrite: pass, byte span, kind, rule
+        /// and the bytes rewritten
+        #[arg(long)]
+        explain: bool,
+        /// Files to read; none or `-` reads stdin
+        files: Vec<PathBuf>,
+    },
     /// Ask the running weir to re-read its config (sends it SIGHUP) and wait
     /// for its verdict: exit 0 when it runs on the new config, 1 with every
     /// problem when it refused it (it then keeps running on the previous one).
@@ -154,6 +168,15 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "weir", &mut std::io::stdout());
             Ok(())
         }
+        Command::Scrub {
+            config,
+            explain,
+            files,
+        } => weir::scrub::cli::run(&weir::scrub::cli::Options {
+            config,
+            explain,
+            files,
+        }),
         Command::Status {
             config,
             address,

@@ -6,12 +6,12 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use weir::config::Problems;
+use weir::problems::Problems;
 use weir::scrub::{RawConfig, Scrubber};
 
 const CONFIGS: [&str; 3] = [
     "",
-    "ipv4 = \"hash\"\nipv6 = \"hash\"\nhash_rotation = \"1d\"",
+    "ipv4 = \"hash\"\nipv6 = \"hash\"\nhash_rotation = \"1d\"\naddresses = \"all\"\nsecrets = \"hash\"",
     "ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"\nkeep_versions = false",
 ];
 

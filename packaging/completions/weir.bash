@@ -31,6 +31,9 @@ _weir() {
             weir,run)
                 cmd="weir__subcmd__run"
                 ;;
+            weir,scrub)
+                cmd="weir__subcmd__scrub"
+                ;;
             weir,status)
                 cmd="weir__subcmd__status"
                 ;;
@@ -52,6 +55,9 @@ _weir() {
             weir__subcmd__help,run)
                 cmd="weir__subcmd__help__subcmd__run"
                 ;;
+            weir__subcmd__help,scrub)
+                cmd="weir__subcmd__help__subcmd__scrub"
+                ;;
             weir__subcmd__help,status)
                 cmd="weir__subcmd__help__subcmd__status"
                 ;;
@@ -65,7 +71,7 @@ _weir() {
 
     case "${cmd}" in
         weir)
-            opts="-h -V --help --version run check-config reload tap completions status help"
+            opts="-h -V --help --version run check-config scrub reload tap completions status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -115,7 +121,7 @@ _weir() {
             return 0
             ;;
         weir__subcmd__help)
-            opts="run check-config reload tap completions status help"
+            opts="run check-config scrub reload tap completions status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,6 +191,20 @@ _weir() {
             return 0
             ;;
         weir__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        weir__subcmd__help__subcmd__scrub)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -272,6 +292,28 @@ _weir() {
                     return 0
                     ;;
                 --tap-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        weir__subcmd__scrub)
+            opts="-c -h --config --explain --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -48,6 +48,16 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help]' \
 && ret=0
 ;;
+(scrub)
+_arguments "${_arguments_options[@]}" : \
+'-c+[Config whose \`\[scrub\]\` section is used \[default\: the built-in defaults\]]:CONFIG:_files' \
+'--config=[Config whose \`\[scrub\]\` section is used \[default\: the built-in defaults\]]:CONFIG:_files' \
+'--explain[After each line, print every rewrite\: pass, byte span, kind, rule and the bytes rewritten]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::files -- Files to read; none or `-` reads stdin:_files' \
+&& ret=0
+;;
 (reload)
 _arguments "${_arguments_options[@]}" : \
 '--pid-file=[The pid file \`weir run\` wrote (its verdicts are written next to it)]:PID_FILE:_files' \
@@ -112,6 +122,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(scrub)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (reload)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -146,6 +160,7 @@ _weir_commands() {
     local commands; commands=(
 'run:Run the agent until SIGTERM or SIGINT (a second signal exits at once); SIGHUP re-reads the config' \
 'check-config:Validate a config and print the effective config, or every problem (exit 1)' \
+'scrub:Scrub lines from FILES (or stdin) as the agent would and print them\: check the \`\[scrub\]\` section before trusting it. Pseudonyms use a key made for this run' \
 'reload:Ask the running weir to re-read its config (sends it SIGHUP) and wait for its verdict\: exit 0 when it runs on the new config, 1 with every problem when it refused it (it then keeps running on the previous one)' \
 'tap:Print live events from the running agent, after scrubbing, as they enter the spool; runs until interrupted. A viewer too slow to keep up loses events (counted on stderr); the pipeline is never slowed' \
 'completions:Print the shell completion script for bash, zsh or fish (the package installs them; e.g. \`weir completions bash > ~/.local/share/bash-completion/completions/weir\`)' \
@@ -169,6 +184,7 @@ _weir__subcmd__help_commands() {
     local commands; commands=(
 'run:Run the agent until SIGTERM or SIGINT (a second signal exits at once); SIGHUP re-reads the config' \
 'check-config:Validate a config and print the effective config, or every problem (exit 1)' \
+'scrub:Scrub lines from FILES (or stdin) as the agent would and print them\: check the \`\[scrub\]\` section before trusting it. Pseudonyms use a key made for this run' \
 'reload:Ask the running weir to re-read its config (sends it SIGHUP) and wait for its verdict\: exit 0 when it runs on the new config, 1 with every problem when it refused it (it then keeps running on the previous one)' \
 'tap:Print live events from the running agent, after scrubbing, as they enter the spool; runs until interrupted. A viewer too slow to keep up loses events (counted on stderr); the pipeline is never slowed' \
 'completions:Print the shell completion script for bash, zsh or fish (the package installs them; e.g. \`weir completions bash > ~/.local/share/bash-completion/completions/weir\`)' \
@@ -202,6 +218,11 @@ _weir__subcmd__help__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'weir help run commands' commands "$@"
 }
+(( $+functions[_weir__subcmd__help__subcmd__scrub_commands] )) ||
+_weir__subcmd__help__subcmd__scrub_commands() {
+    local commands; commands=()
+    _describe -t commands 'weir help scrub commands' commands "$@"
+}
 (( $+functions[_weir__subcmd__help__subcmd__status_commands] )) ||
 _weir__subcmd__help__subcmd__status_commands() {
     local commands; commands=()
@@ -221,6 +242,11 @@ _weir__subcmd__reload_commands() {
 _weir__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'weir run commands' commands "$@"
+}
+(( $+functions[_weir__subcmd__scrub_commands] )) ||
+_weir__subcmd__scrub_commands() {
+    local commands; commands=()
+    _describe -t commands 'weir scrub commands' commands "$@"
 }
 (( $+functions[_weir__subcmd__status_commands] )) ||
 _weir__subcmd__status_commands() {

@@ -133,7 +133,32 @@ fn key_tail_before(s: &[u8], mut end: usize) -> bool {
         return false;
     };
     let t = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) | 0x2020_2020;
-    matches!(&t.to_le_bytes(), b"user" | b"name" | b"ogin" | b"mail")
+    matches!(
+        &t.to_le_bytes(),
+        b"user" | b"name" | b"ogin" | b"mail" | b"ount"
+    )
+}
+
+/// Whether the `=` at `c` follows an LDAP `uid` or `cn` (any case).
+fn dn_key_before(s: &[u8], c: usize) -> bool {
+    let lower = |k: usize| c.checked_sub(k).map(|at| s[at] | 0x20);
+    (lower(2) == Some(b'c') && lower(1) == Some(b'n'))
+        || (lower(3) == Some(b'u') && lower(2) == Some(b'i') && lower(1) == Some(b'd'))
+}
+
+/// Where a key before the separator at `end` ends: before spaces and a
+/// closing `"` or `\"`.
+fn key_end(s: &[u8], mut end: usize) -> usize {
+    while end > 0 && s[end - 1] == b' ' {
+        end -= 1;
+    }
+    if end > 0 && s[end - 1] == b'"' {
+        end -= 1;
+        if end > 0 && s[end - 1] == b'\\' {
+            end -= 1;
+        }
+    }
+    end
 }
 
 /// Whether the anchor at `c` may belong to something the driver detects.
@@ -150,8 +175,15 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || (before(1) == Some(b' ') && after == Some(b' '))
                 || key_tail_before(s, c)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
+                || super::secrets::key_tail(s, key_end(s, c))
+                || super::secrets::curl_worth_a_look(s, c)
+                || s[..c].ends_with(b"\"user_id\"")
         }
-        b'=' => key_tail_before(s, c),
+        b'=' => {
+            key_tail_before(s, c)
+                || super::secrets::key_tail(s, key_end(s, c))
+                || dn_key_before(s, c)
+        }
         b'.' => may_be_ipv4(s, c),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);
@@ -192,6 +224,12 @@ fn may_be_ipv6(s: &[u8], c: usize) -> bool {
 /// digit): at most three digits before it, and at least three dots in the
 /// run of digits and dots from it. Decimals (`0.42`, `1700000123.456`) fail.
 fn may_be_ipv4(s: &[u8], c: usize) -> bool {
+    // `host-203-0-113-40.example.net`: a dashed address ends at this dot.
+    if s[..c].iter().rev().take(16).filter(|&&b| b == b'-').count() >= 3
+        && s.get(c + 1).is_some_and(u8::is_ascii_alphabetic)
+    {
+        return true;
+    }
     let digits_before = s[..c]
         .iter()
         .rev()
@@ -232,7 +270,8 @@ pub fn backup(s: &[u8], c: usize, floor: usize) -> usize {
         while q > floor && s[q - 1] == b' ' {
             q -= 1;
         }
-        if q < p && q > floor && s[q - 1] == b'"' {
+        // `"user" : "x"`, and SQL's `username = 'x'`.
+        if q < p && q > floor && (s[q - 1] == b'"' || (s[c] == b'=' && p == c)) {
             p = q;
             continue;
         }

@@ -65,6 +65,21 @@ pub struct RawConfig {
     /// `=`, `:` or `/`) or a product token such as `Chrome/` is a version, not
     /// an address. Default true; false scrubs those too.
     pub keep_versions: Option<bool>,
+    /// Which addresses are personal: `"public"` (default) rewrites only
+    /// addresses that can name a person's connection and keeps the
+    /// infrastructure's byte for byte: loopback, unspecified, RFC 1918,
+    /// CGNAT 100.64/10, ULA fc00::/7, link-local, multicast, broadcast.
+    /// `"all"` rewrites every address.
+    pub addresses: Option<Addresses>,
+    /// Accounts that are not people and are kept as written, besides the
+    /// built-in system accounts (root, daemon, nobody, www-data, postgres,
+    /// git, systemd-*, ...) and every account of `/etc/passwd` with a UID
+    /// below 1000. E.g. `["deploy", "backup"]`.
+    pub keep_accounts: Option<Vec<String>>,
+    /// Credentials: values of password/secret/token/api_key keys,
+    /// Authorization headers, URL and DSN passwords, `-u user:pass`, PEM
+    /// private-key blocks. `mask` (default), `hash` or `keep`.
+    pub secrets: Option<Action>,
     /// Extra rules, applied after the built-in detectors.
     #[serde(default)]
     pub rules: Vec<RawRule>,
@@ -97,7 +112,20 @@ pub struct Config {
     /// Field names; `"*"` means every field.
     pub fields: Vec<String>,
     pub keep_versions: bool,
+    pub addresses: Addresses,
+    pub keep_accounts: Vec<String>,
+    pub secrets: Action,
     pub rules: Vec<Rule>,
+}
+
+/// Which addresses the `ipv4` and `ipv6` actions apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addresses {
+    /// Public addresses only: the infrastructure's are kept.
+    Public,
+    /// Every address.
+    All,
 }
 
 /// A validated extra rule (the regex compiles).
@@ -155,6 +183,23 @@ impl RawConfig {
                 "field names must not be empty; use \"*\" for every field or [] for none",
             );
         }
+        let secrets = self.secrets.unwrap_or(Action::Mask);
+        if secrets == Action::Truncate {
+            problems.add(
+                format!("{key}.secrets"),
+                "a credential cannot be truncated: use \"mask\", \"hash\" or \"keep\"",
+            );
+        }
+        let keep_accounts = self.keep_accounts.unwrap_or_default();
+        if keep_accounts
+            .iter()
+            .any(|a| a.is_empty() || a.contains(char::is_whitespace))
+        {
+            problems.add(
+                format!("{key}.keep_accounts"),
+                "account names must be non-empty and without spaces, e.g. [\"deploy\"]",
+            );
+        }
         let mut rules = Vec::with_capacity(self.rules.len());
         for (n, raw) in self.rules.into_iter().enumerate() {
             let at = format!("{key}.rules[{n}]");
@@ -189,6 +234,9 @@ impl RawConfig {
             hash_rotation: self.hash_rotation,
             fields,
             keep_versions: self.keep_versions.unwrap_or(true),
+            addresses: self.addresses.unwrap_or(Addresses::Public),
+            keep_accounts,
+            secrets,
             rules,
         }
     }

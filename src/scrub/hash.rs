@@ -79,12 +79,14 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 pub const LOGIN_PREFIX: &[u8] = b"u:";
 pub const IPV4_PREFIX: &[u8] = b"ip4:";
 pub const IPV6_PREFIX: &[u8] = b"ip6:";
+/// Credentials with `secrets = "hash"`.
+pub const SECRET_PREFIX: &[u8] = b"pw:";
 
 /// The length of a built-in pseudonym starting at `s[at..]`, if one does (and
 /// is not glued to a following letter or digit).
 pub fn pseudonym_len_at(s: &[u8], at: usize) -> Option<usize> {
     let rest = &s[at.min(s.len())..];
-    [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX]
+    [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX]
         .into_iter()
         .find_map(|p| prefixed_len(rest, p))
 }

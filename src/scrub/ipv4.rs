@@ -50,10 +50,116 @@ pub fn detect(s: &[u8], start: usize, keep_versions: bool) -> Option<([u8; 4], u
         Some(b'.') if s.get(end + 1).is_some_and(u8::is_ascii_digit) => return None,
         _ => {}
     }
-    if keep_versions && is_version(s, start) {
+    if keep_versions && (is_version(s, start) || debian_version(s, start, end)) {
         return None;
     }
     Some((octets, end))
+}
+
+/// Whether the quad `s[start..end]` is part of a Debian (or RPM) version:
+/// after an epoch (`1:2.3.19.1`), or before `+` or `~` (`+dfsg1`,
+/// `~deb12u1`), or before `-` and a revision that is no address
+/// (`2.3.19.1-2.1`, but `203.0.113.7-203.0.113.9` is a range).
+fn debian_version(s: &[u8], start: usize, end: usize) -> bool {
+    match s.get(end) {
+        Some(b'+' | b'~') => return s.get(end + 1).is_some_and(u8::is_ascii_alphanumeric),
+        Some(b'-') if s.get(end + 1).is_some_and(u8::is_ascii_digit) => {
+            return parse_quad(s, end + 1).is_none();
+        }
+        _ => {}
+    }
+    // An epoch: digits and `:` right before, starting a word.
+    if start < 2 || s[start - 1] != b':' {
+        return false;
+    }
+    let digits = s[..start - 1]
+        .iter()
+        .rev()
+        .take(4)
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let b = start - 1 - digits;
+    (1..=3).contains(&digits)
+        && (b == 0 || !(s[b - 1].is_ascii_alphanumeric() || matches!(s[b - 1], b':' | b'.')))
+}
+
+/// The form an address is written in, kept when it is rewritten.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Form {
+    /// `203.0.113.7`
+    Dotted,
+    /// `203-0-113-7`, inside a host name (`host-203-0-113-7.example.net`).
+    Dashed,
+    /// `7.113.0.203`, before `.in-addr.arpa`.
+    Reversed,
+}
+
+/// A dashed address (`203-0-113-40`) inside a host name at the word start
+/// `start`: four octets joined by `-`, then `.` and a letter (a domain), not
+/// glued to more digits before.
+pub fn detect_dashed(s: &[u8], start: usize) -> Option<([u8; 4], usize)> {
+    if start > 0 {
+        let b = s[start - 1];
+        if b.is_ascii_alphanumeric() || b == b'.' {
+            return None;
+        }
+        if b == b'-' && start > 1 && s[start - 2].is_ascii_digit() {
+            return None;
+        }
+    }
+    let mut p = start;
+    let mut octets = [0u8; 4];
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(p) != Some(&b'-') {
+                return None;
+            }
+            p += 1;
+        }
+        let n = s[p.min(s.len())..]
+            .iter()
+            .take(4)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if n == 0 || n > 3 {
+            return None;
+        }
+        let v = s[p..p + n]
+            .iter()
+            .fold(0u32, |v, c| v * 10 + u32::from(c - b'0'));
+        *octet = u8::try_from(v).ok()?;
+        p += n;
+    }
+    (s.get(p) == Some(&b'.') && s.get(p + 1).is_some_and(u8::is_ascii_alphabetic))
+        .then_some((octets, p))
+}
+
+/// Whether the quad ending at `end` is a reverse-DNS name's
+/// (`7.113.0.203.in-addr.arpa`).
+pub fn reversed(s: &[u8], end: usize) -> bool {
+    const ARPA: &[u8] = b".in-addr.arpa";
+    s.get(end..end + ARPA.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(ARPA))
+}
+
+/// Writes `octets` in `form` into `buf`; returns the length.
+pub fn format_as(octets: [u8; 4], form: Form, buf: &mut [u8; 15]) -> usize {
+    match form {
+        Form::Dotted => format(octets, buf),
+        Form::Dashed => {
+            let n = format(octets, buf);
+            for b in &mut buf[..n] {
+                if *b == b'.' {
+                    *b = b'-';
+                }
+            }
+            n
+        }
+        Form::Reversed => {
+            let [a, b, c, d] = octets;
+            format([d, c, b, a], buf)
+        }
+    }
 }
 
 /// Whether the quad at `start` follows a version marker: `version`, `ver`,
@@ -61,8 +167,9 @@ pub fn detect(s: &[u8], start: usize, keep_versions: bool) -> Option<([u8; 4], u
 /// a capitalised product token directly before a `/` (`Chrome/120.0.0.0`).
 pub fn is_version(s: &[u8], start: usize) -> bool {
     let mut p = start;
+    // Spaces and JSON's quotes (`"version": "28.0.5.1"`, `\"v\":\"1...`).
     let skip_spaces = |mut p: usize| {
-        while p > 0 && start - p < 3 && s[p - 1] == b' ' {
+        while p > 0 && start - p < 8 && matches!(s[p - 1], b' ' | b'"' | b'\\') {
             p -= 1;
         }
         p
@@ -87,7 +194,7 @@ pub fn is_version(s: &[u8], start: usize) -> bool {
     if sep == b'/' && p + 1 == start && word.len() >= 2 && word[0].is_ascii_uppercase() {
         return true;
     }
-    [&b"version"[..], b"ver", b"v", b"release"]
+    [&b"version"[..], b"ver", b"v", b"release", b"oid"]
         .iter()
         .any(|k| word.eq_ignore_ascii_case(k))
 }

@@ -49,8 +49,8 @@
 //! or `:` only. `pop3-login: Disconnected` is dovecot's process label, not a
 //! `login:` key.
 
-use super::scan::Cx;
-use super::{hash, programs, shadow};
+use super::cx::Cx;
+use super::{hash, programs, secrets, shadow};
 
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
@@ -60,12 +60,15 @@ fn login_key(word: &[u8]) -> Option<bool> {
     // 4-byte compare turns nearly every word away.
     let tail: [u8; 4] = word.get(word.len().checked_sub(4)?..)?.try_into().ok()?;
     let tail = (u32::from_le_bytes(tail) | 0x2020_2020).to_le_bytes();
-    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail") {
+    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail" | b"ount") {
         return None;
     }
     let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
     if is(b"user") {
         return Some(true);
+    }
+    if is(b"account") {
+        return Some(false);
     }
     if [
         &b"username"[..],
@@ -112,6 +115,9 @@ pub fn field_is_login(name: &str) -> bool {
 
 const NOT_NAMES: &[&[u8]] = &[
     b"-",
+    b"--",
+    // login(1) has pam_unix write `logname=LOGIN` before anyone logged in.
+    b"LOGIN",
     b"null",
     b"nil",
     b"none",
@@ -144,6 +150,7 @@ const PROSE: &[&[u8]] = &[
     b"configuration",
     b"count",
     b"created",
+    b"credentials",
     b"data",
     b"database",
     b"deleted",
@@ -194,6 +201,7 @@ const PROSE: &[&[u8]] = &[
     b"slice",
     b"status",
     b"successfully",
+    b"system",
     b"that",
     b"the",
     b"this",
@@ -218,8 +226,20 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
+    cx.rule = "secret_key";
+    if let Some(next) = secrets::at_key(cx, i, end) {
+        return Some(next);
+    }
+    if (word.eq_ignore_ascii_case(b"uid") || word.eq_ignore_ascii_case(b"cn"))
+        && s.get(end) == Some(&b'=')
+    {
+        cx.rule = "ldap_dn";
+        return dn_value(cx, i, end + 1);
+    }
+    cx.rule = "login_key";
     if word.len() == 3 {
         return if word.eq_ignore_ascii_case(b"for") {
+            cx.rule = "for_name";
             for_from(cx, end)
         } else {
             None
@@ -244,30 +264,86 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
             }
         }
     }
-    let json = if i >= 2 && &s[i - 2..i] == b"\\\"" && s[k..].starts_with(b"\\\"") {
+    // Caddy's `"user_id":"erin"` holds the name basic auth accepted; other
+    // programs put a number or a UUID there (`"user_id":"42"`), which stays.
+    if space_ok && i >= 1 && s[i - 1] == b'"' && s[k..].starts_with(b"_id\":\"") && word == b"user"
+    {
+        let q = k + 6;
+        let close = closing(s, q, b'"')?;
+        let v = &s[q..close];
+        let an_id = v.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
+        if an_id {
+            return Some(close + 1);
+        }
+        return value(cx, q - 1, false);
+    }
+    // The whole key: `"remote_user"` is a JSON key as much as `"user"`.
+    let mut b = i;
+    while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_') {
+        b -= 1;
+    }
+    let json = if b >= 2 && &s[b - 2..b] == b"\\\"" && s[k..].starts_with(b"\\\"") {
         k += 2;
         true
-    } else if i >= 1 && s[i - 1] == b'"' && s.get(k) == Some(&b'"') {
+    } else if b >= 1 && s[b - 1] == b'"' && s.get(k) == Some(&b'"') {
         k += 1;
         true
     } else {
         false
     };
+    // `account` names a person in `account=x` and JSON only: `account:
+    // locked` is prose.
+    let key_only = word.eq_ignore_ascii_case(b"account");
+    // An all-capitals key before `: ` is a label (vsftpd's `OK LOGIN:
+    // Client ...`), not a login.
+    let label = word.len() > 1 && word.iter().all(|c| c.is_ascii_uppercase());
     match s.get(k)? {
         b'=' if s.get(k + 1) != Some(&b'=') => value(cx, k + 1, false),
         b':' if json => value(cx, skip_spaces(s, k + 1), false),
         // `login: alice` needs the space: `user:pass@host` is userinfo.
         // Dovecot's `pop3-login: Disconnected` names a process, not a key.
-        b':' if s.get(k + 1) == Some(&b' ') && !process_label(s, i, word) => {
+        b':' if s.get(k + 1) == Some(&b' ')
+            && !process_label(s, i, word)
+            && !key_only
+            && !label =>
+        {
             value(cx, skip_spaces(s, k + 1), false)
+        }
+        // SQL: `WHERE username = 'heidi'`.
+        b' ' if s[k..].starts_with(b" = ") && matches!(s.get(k + 3), Some(b'\'' | b'"')) => {
+            value(cx, k + 3, false)
         }
         b' ' if json => {
             let p = skip_spaces(s, k);
             (s.get(p) == Some(&b':')).then(|| value(cx, skip_spaces(s, p + 1), false))?
         }
-        b' ' if space_ok => value(cx, k + 1, true),
+        b' ' if space_ok && !key_only => value(cx, k + 1, true),
         _ => None,
     }
+}
+
+/// An LDAP DN's or filter's `uid=NAME` / `cn=NAME` (the value at `q`, the
+/// key at `i`): rewritten when it ends at `,`, `)` or `"` (a DN, a filter)
+/// and holds a letter; `uid=1000` (pam, id) stays. `cn` values may hold
+/// spaces (`cn=Alice Example,ou=people`).
+fn dn_value(cx: &mut Cx, i: usize, q: usize) -> Option<usize> {
+    let s = cx.s;
+    if i > 0 && (s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'_') {
+        return None;
+    }
+    let spaces = s[i..q].eq_ignore_ascii_case(b"cn=");
+    let len = s[q..]
+        .iter()
+        .take(256)
+        .take_while(|&&c| is_value_byte(c) || (spaces && c == b' '))
+        .count();
+    let ve = q + len;
+    let v = &s[q..ve];
+    if !matches!(s.get(ve), Some(b',' | b')' | b'"')) || !v.iter().any(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    cx.rewrite_login(q, ve);
+    Some(ve)
 }
 
 /// `imap-login:`, `pop3-login:`: dovecot's login processes label their lines.
@@ -477,6 +553,15 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     while l > floor && i - l <= 64 && is_local(s[l - 1]) {
         l -= 1;
     }
+    if l == i {
+        return handle(cx, i);
+    }
+    // `message-id=<...@host>`: a Message-ID names a message, not a mailbox.
+    if message_id_before(s, l) {
+        let end = domain_end(s, i + 1).unwrap_or(i + 1);
+        cx.settle(end);
+        return Some(end);
+    }
     if l > 0 && is_local(s[l - 1]) && l > floor {
         return None; // longer than a local part may be
     }
@@ -492,8 +577,27 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     if s[i + 1..].starts_with(cx.sc.mask_token()) {
         return None;
     }
+    if let Some(end) = not_mail(s, l, i) {
+        cx.settle(end);
+        return Some(end);
+    }
     match domain_end(s, i + 1) {
-        Some(end) if systemd_unit(&s[i + 1..end]) => None,
+        // `git@github.com:org/repo.git`, `alice@host.example:backup/`: an
+        // scp-style remote names a login at a machine, not a mailbox.
+        Some(end)
+            if s.get(end) == Some(&b':')
+                && s.get(end + 1)
+                    .is_some_and(|&c| c.is_ascii_alphabetic() || matches!(c, b'/' | b'~')) =>
+        {
+            cx.rewrite_login(l, i);
+            Some(end)
+        }
+        // `root@mx.example.org`, `postmaster@...`: a system account's or a
+        // role's mailbox.
+        Some(end) if cx.sc.is_system_account(&s[l..i]) => {
+            cx.settle(end);
+            Some(end)
+        }
         Some(end) => {
             cx.rewrite_login(l, end);
             Some(end)
@@ -509,9 +613,141 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     }
 }
 
-/// `getty@tty1.service`, `user@1000.service`: a systemd unit instance.
-fn systemd_unit(domain: &[u8]) -> bool {
-    let tld = domain.rsplit(|&c| c == b'.').next().unwrap_or(domain);
+/// Whether the text before `l` opens a Message-ID: `message-id=<`
+/// (Postfix), `msgid=<` (Dovecot), `Message-ID: <` (headers), `id: <`
+/// (rspamd).
+fn message_id_before(s: &[u8], l: usize) -> bool {
+    let before = &s[..l];
+    let Some(before) = before.strip_suffix(b"<") else {
+        return false;
+    };
+    [&b"message-id="[..], b"msgid=", b"message-id: ", b" id: "]
+        .iter()
+        .any(|k| {
+            before.len() >= k.len() && before[before.len() - k.len()..].eq_ignore_ascii_case(k)
+        })
+}
+
+/// An `@` at `i` with no local part before it: a handle. `/@bob` in a URL
+/// path (Mastodon, Misskey profiles) and Matrix IDs (`@alice:matrix.org`,
+/// after a space, `{` or `"`): the name is rewritten, the server kept.
+fn handle(cx: &mut Cx, i: usize) -> Option<usize> {
+    let s = cx.s;
+    let before = cx.out_byte_before(i, 1);
+    let q = i + 1;
+    let len = s[q..]
+        .iter()
+        .take(64)
+        .take_while(|&&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'='))
+        .count();
+    if len == 0 || hash::pseudonym_len_at(s, q).is_some() {
+        return None;
+    }
+    let end = q + len;
+    let path = before == Some(b'/') && !matches!(s.get(end), Some(b'@' | b'.'));
+    let matrix = matches!(before, None | Some(b' ' | b'{' | b'"' | b'<' | b'('))
+        && s.get(end) == Some(&b':')
+        && s.get(end + 1).is_some_and(u8::is_ascii_alphabetic);
+    if !(path || matrix) {
+        return None;
+    }
+    cx.rewrite_login(q, end);
+    Some(end)
+}
+
+/// Domains of SSH algorithm names (`chacha20-poly1305@openssh.com`,
+/// `curve25519-sha256@libssh.org`): RFC 4251's private names, not mail.
+const ALGORITHM_DOMAINS: &[&[u8]] = &[b"openssh.com", b"libssh.org", b"ssh.com"];
+
+/// Traefik's provider suffixes (`api@internal`, `web@docker`).
+const TRAEFIK_PROVIDERS: &[&[u8]] = &[
+    b"internal",
+    b"docker",
+    b"swarm",
+    b"file",
+    b"kubernetes",
+    b"kubernetescrd",
+    b"kubernetesgateway",
+    b"kubernetesingress",
+    b"consul",
+    b"consulcatalog",
+    b"ecs",
+    b"marathon",
+    b"rancher",
+    b"nomad",
+    b"redis",
+    b"etcd",
+    b"zookeeper",
+    b"http",
+];
+
+/// `@` forms that are no e-mail address or login (the `@` at `i`, the
+/// local part from `l`): a systemd unit instance, an SSH algorithm name, a
+/// Traefik `NAME@provider`. Where the form ends, if it is one.
+fn not_mail(s: &[u8], l: usize, i: usize) -> Option<usize> {
+    // The token after the `@`, up to a delimiter of the text around it.
+    let end = i
+        + 1
+        + s[i + 1..]
+            .iter()
+            .take(256)
+            .take_while(|&&c| {
+                !(c.is_ascii_whitespace()
+                    || matches!(
+                        c,
+                        b'"' | b'\''
+                            | b','
+                            | b';'
+                            | b'('
+                            | b')'
+                            | b'<'
+                            | b'>'
+                            | b'['
+                            | b']'
+                            | b'{'
+                            | b'}'
+                    ))
+            })
+            .count();
+    let mut token = &s[i + 1..end];
+    while let Some(t) = token
+        .strip_suffix(b".")
+        .or_else(|| token.strip_suffix(b":"))
+    {
+        token = t;
+    }
+    if systemd_unit(token) {
+        return Some(i + 1 + token.len());
+    }
+    let host = &token[..token
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')))
+        .unwrap_or(token.len())];
+    if ALGORITHM_DOMAINS
+        .iter()
+        .any(|d| host.eq_ignore_ascii_case(d))
+    {
+        return Some(i + 1 + host.len());
+    }
+    // Traefik's routers, services and middlewares: `NAME@PROVIDER`, the
+    // name a word of letters, digits, `-` and `_`.
+    let local = &s[l..i];
+    if TRAEFIK_PROVIDERS.contains(&host)
+        && !local.is_empty()
+        && s.get(i + 1 + host.len()) != Some(&b'.')
+    {
+        return Some(i + 1 + host.len());
+    }
+    None
+}
+
+/// `getty@tty1.service`, `systemd-fsck@dev-disk-by\x2duuid-1234.service`:
+/// a systemd unit instance (the instance may hold any escaped bytes).
+fn systemd_unit(token: &[u8]) -> bool {
+    let Some(dot) = token.iter().rposition(|&c| c == b'.') else {
+        return false;
+    };
+    let tld = &token[dot + 1..];
     const UNIT_TYPES: &[&[u8]] = &[
         b"service",
         b"socket",
@@ -560,7 +796,7 @@ fn userinfo(cx: &mut Cx, b: usize, at: usize) {
     };
     cx.rewrite_login(b, user_end);
     if user_end < at {
-        cx.rewrite_password(user_end + 1, at);
+        cx.rewrite_secret(user_end + 1, at);
     }
 }
 

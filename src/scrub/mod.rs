@@ -7,22 +7,38 @@
 //! off is explicit (`keep`).
 //!
 //! # Layout
+//! One job per module; detectors import `cx` (the state and the rewrites)
+//! and never the driver, so there is no import circle:
+//! `scan` -> {`anchor`, `login`, `programs`, `shadow`, `secrets`} -> `cx`
+//! -> {`policy`, `hash`, `ipv4`, `ipv6`}.
 //! - [`config`]: `[scrub]` keys, defaults and validation.
-//! - `scan`: the one-pass driver and its byte-class prefilter.
+//! - [`policy`]: what is personal: public vs infrastructure addresses,
+//!   system accounts (built-in, `/etc/passwd` UID < 1000, `keep_accounts`).
+//! - `scan`: the one-pass driver; `anchor`: its byte-class prefilter.
+//! - `cx`: the state of one scrub and the rewrites (where policy and actions
+//!   apply).
 //! - `ipv4`, `ipv6`: address detection, truncation (each module documents its
 //!   boundaries).
-//! - `login`: logins, user names, e-mail, URL userinfo, access-log users.
-//! - `programs`: shapes of one program (sudo, dovecot, pam, su, cron,
-//!   Nextcloud), `/home/NAME`, ECS `user` objects.
-//! - `shadow`: the account tools' lines (useradd, usermod, userdel, passwd).
+//! - `login`: logins, user names, e-mail, URL userinfo, access-log users,
+//!   LDAP DNs, handles; the `@` forms that are not mail.
+//! - `programs`, `shadow`: shapes anchored at punctuation (sudo, dovecot,
+//!   pam, su, cron, Nextcloud, `/home/NAME`, ECS; shadow-utils' quotes).
+//! - `shapes`: the table of program shapes (one row per shape, with a real
+//!   example), compiled into one Aho-Corasick matcher.
+//! - `secrets`: credentials (kind `secrets`).
+//! - `everywhere`: recognise once, replace everywhere in the event.
 //! - `hash`: keyed BLAKE3 pseudonyms and the `scrub.key` file.
 //! - `rules`: extra regex rules from the config.
+//! - [`cli`]: `weir scrub [--explain]`.
 //!
 //! # Decisions
 //! | input | becomes | why |
 //! |---|---|---|
 //! | `203.0.113.7:443`, `[203.0.113.7]`, `http://203.0.113.7/` | `203.0.113.0...` | only the address is rewritten; ports and syntax stay |
-//! | `2001:db8:1:2::7`, `[2001:db8:1:2::7]:443`, `fe80::1%eth0` | `2001:db8:1::`, `fe80::%eth0` | RFC 5952 form of the /48; zone ids are interface names, kept |
+//! | `2001:db8:1:2::7`, `[2001:db8:1:2::7]:443` | `2001:db8:1::` | RFC 5952 form of the /48 |
+//! | `127.0.0.1`, `[::1]:9090`, `10.0.0.3`, `fe80::1%eth0`, `fd00::5` | unchanged | the infrastructure's (`policy`); `addresses = "all"` rewrites them |
+//! | `host-203-0-113-40.example.net`, `40.113.0.203.in-addr.arpa` | `host-203-0-113-0...`, `0.113.0.203...` | an address in a host name, rewritten in its form |
+//! | `password=x`, `Authorization: Basic x`, `curl -u a:x` | `...REDACTED` | credentials (`secrets`) |
 //! | `::ffff:203.0.113.7` | `::ffff:203.0.113.0` | an IPv4 client on a dual-stack socket: the `ipv4` action |
 //! | hash of an address | `ip4:3f9a2b1c5d`, `ip6:...` | hashes the binary address: every textual form of one address agrees |
 //! | `user=alice`, `"user":"alice"`, `for alice from` | `u:3f9a2b1c5d` | see `login` for every shape |
@@ -65,18 +81,24 @@
 //! buffer is allocated at the first rewrite only, so an event with nothing
 //! to scrub costs a scan and no allocation. Counters:
 //! `weir_scrub_rewrites_total{kind,action}` (kind `ipv4`, `ipv6`, `login`,
-//! `password`, `unsettled`, or a rule's name).
+//! `secrets`, `unsettled`, or a rule's name).
 
 mod anchor;
+pub mod cli;
 pub mod config;
+mod cx;
+mod everywhere;
 mod hash;
 mod ipv4;
 mod ipv6;
 mod login;
+pub mod policy;
 mod programs;
 mod rules;
 mod scan;
+mod secrets;
 mod shadow;
+mod shapes;
 
 #[cfg(test)]
 mod tests;
@@ -84,7 +106,7 @@ mod tests;
 use std::borrow::Cow;
 use std::path::Path;
 
-pub use config::{Action, Config, RawConfig, RawRule, Rule};
+pub use config::{Action, Addresses, Config, RawConfig, RawRule, Rule};
 pub use hash::KEY_FILE;
 
 use crate::event::Event;
@@ -108,12 +130,30 @@ pub enum ScrubError {
     Rule { name: String, reason: String },
 }
 
+/// One rewrite as `weir scrub --explain` shows it. `start..end` are byte
+/// offsets into the text as the stage that rewrote it read it: the
+/// detectors of pass 1 read the input; the program shapes, the extra rules
+/// and the sweep (`everywhere`) read what the stages before them wrote.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub pass: usize,
+    pub start: usize,
+    pub end: usize,
+    /// `ipv4`, `ipv6`, `login`, `secrets`, `unsettled`, or a rule's name.
+    pub kind: String,
+    /// The detector that found it (see `weir scrub --explain`'s output).
+    pub rule: String,
+    /// The bytes rewritten.
+    pub text: Vec<u8>,
+}
+
 /// Rewrite counters, one handle per kind (each kind has one action).
 struct Counters {
     ipv4: Counter,
     ipv6: Counter,
     login: Counter,
-    password: Counter,
+    /// Credentials (every `secrets` shape, URL passwords included).
+    secrets: Counter,
     /// Texts masked whole for not settling within [`MAX_PASSES`].
     unsettled: Counter,
 }
@@ -131,6 +171,10 @@ fn rewrite_counter(kind: &str, action: Action) -> Counter {
 pub struct Scrubber {
     config: Config,
     keys: hash::Keyring,
+    /// System accounts, kept as written (see `policy`).
+    accounts: policy::Accounts,
+    /// The program shapes' table, compiled.
+    shapes: shapes::Shapes,
     rules: Vec<rules::Compiled>,
     counters: Counters,
     all_fields: bool,
@@ -140,14 +184,27 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
-    /// Builds the scrubber, creating its hash key in `state_dir` at first start.
+    /// Builds the scrubber, creating its hash key in `state_dir` at first
+    /// start; the system accounts of this host's `/etc/passwd` are kept.
     pub fn new(config: &Config, state_dir: &Path) -> Result<Scrubber, ScrubError> {
         let key = hash::load_or_create_key(state_dir)?;
-        Scrubber::with_key(config, key)
+        Scrubber::with_passwd(config, key, host_passwd().as_deref())
     }
 
-    /// Builds the scrubber with a given master key (tests, benchmarks, fuzzing).
+    /// Builds the scrubber with a given master key and only the built-in
+    /// and configured accounts (tests, benchmarks, fuzzing: the same on any
+    /// machine).
     pub fn with_key(config: &Config, key: [u8; 32]) -> Result<Scrubber, ScrubError> {
+        Scrubber::with_passwd(config, key, None)
+    }
+
+    /// Builds the scrubber with a given key, keeping the system accounts
+    /// (UID < 1000) of `passwd`, the text of an `/etc/passwd`.
+    pub fn with_passwd(
+        config: &Config,
+        key: [u8; 32],
+        passwd: Option<&str>,
+    ) -> Result<Scrubber, ScrubError> {
         let rules = config
             .rules
             .iter()
@@ -159,11 +216,14 @@ impl Scrubber {
                 ipv4: rewrite_counter("ipv4", config.ipv4),
                 ipv6: rewrite_counter("ipv6", config.ipv6),
                 login: rewrite_counter("login", config.logins),
-                password: rewrite_counter("password", Action::Mask),
+                secrets: rewrite_counter("secrets", config.secrets),
                 unsettled: rewrite_counter("unsettled", Action::Mask),
             },
             all_fields: config.fields.iter().any(|f| f == "*"),
-            off: [config.ipv4, config.ipv6, config.logins] == [Action::Keep; 3] && rules.is_empty(),
+            off: [config.ipv4, config.ipv6, config.logins, config.secrets] == [Action::Keep; 4]
+                && rules.is_empty(),
+            accounts: policy::Accounts::new(&config.keep_accounts, passwd),
+            shapes: shapes::Shapes::new(),
             keys: hash::Keyring::new(key, rotation),
             rules,
             config: config.clone(),
@@ -177,64 +237,196 @@ impl Scrubber {
     }
 
     /// Rewrites personal data in the message and chosen fields in place.
+    /// A login or e-mail address recognised in any of them is then
+    /// rewritten wherever else it stands in the event (`everywhere`).
     pub fn scrub(&self, event: &mut Event) {
         if self.off {
             return;
         }
         let ts = event.timestamp_ns;
-        if let Cow::Owned(m) = self.scrub_text(&event.message, ts) {
+        let mut seen = Vec::new();
+        if let Cow::Owned(m) = self.scrub_text_full(&event.message, ts, None, &mut seen) {
             event.message = m;
         }
+        let in_scope = |name: &str| self.all_fields || self.config.fields.iter().any(|f| f == name);
         for (name, value) in &mut event.fields {
-            if !(self.all_fields || self.config.fields.iter().any(|f| f == name)) {
+            if !in_scope(name) {
                 continue;
             }
             let scrubbed = if login::field_is_login(name) {
-                self.scrub_login_value(value.as_bytes(), ts)
+                self.scrub_login_value(value.as_bytes(), ts, &mut seen)
             } else {
-                self.scrub_text(value.as_bytes(), ts)
+                self.scrub_text_full(value.as_bytes(), ts, None, &mut seen)
             };
             if let Cow::Owned(v) = scrubbed {
-                // Every rewrite replaces whole characters with ASCII or the
-                // (UTF-8) mask token, so this cannot fail; stay total anyway.
-                *value = String::from_utf8(v)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                *value = into_string(v);
             }
         }
+        // The names of one text are swept there already; sweep every text
+        // with all of them.
+        if seen.is_empty() || event.fields.is_empty() {
+            return;
+        }
+        let names = self.sweep_names(&seen, ts);
+        let mut spans = Vec::new();
+        if let Some(m) = everywhere::sweep(&event.message, &names, &mut spans) {
+            event.message = m;
+        }
+        for (name, value) in &mut event.fields {
+            if in_scope(name) {
+                if let Some(v) = everywhere::sweep(value.as_bytes(), &names, &mut spans) {
+                    *value = into_string(v);
+                }
+            }
+        }
+        self.counters.login.add(spans.len() as u64);
+    }
+
+    /// What each recognised name is rewritten to, for the sweep.
+    fn sweep_names(&self, seen: &[Vec<u8>], timestamp_ns: i64) -> Vec<everywhere::Name> {
+        let mut names: Vec<everywhere::Name> = Vec::new();
+        let key = self.keys.key_for(timestamp_ns);
+        for from in seen {
+            if names.iter().any(|n| &n.from == from) {
+                continue;
+            }
+            if names.len() == everywhere::MAX_NAMES {
+                break;
+            }
+            let mut to = Vec::new();
+            match self.config.logins {
+                Action::Hash => hash::pseudonym(&key, b"login", from, hash::LOGIN_PREFIX, &mut to),
+                Action::Mask => to.extend_from_slice(self.mask_token()),
+                Action::Keep | Action::Truncate => continue,
+            }
+            names.push(everywhere::Name {
+                from: from.clone(),
+                to,
+            });
+        }
+        names
     }
 
     /// Scrubs free text: built-in detectors in one pass, then the extra rules,
     /// again on the result until nothing changes (see "Idempotence" above).
     /// Borrowed when nothing changed. Valid UTF-8 in gives valid UTF-8 out.
     pub fn scrub_text<'a>(&self, text: &'a [u8], timestamp_ns: i64) -> Cow<'a, [u8]> {
-        let Some(mut cur) = self.pass(text, timestamp_ns) else {
+        self.scrub_text_full(text, timestamp_ns, None, &mut Vec::new())
+    }
+
+    /// [`Scrubber::scrub_text`], telling every rewrite: its span, kind and
+    /// rule (`weir scrub --explain`).
+    pub fn explain_text(&self, text: &[u8], timestamp_ns: i64) -> (Vec<u8>, Vec<Explained>) {
+        let mut log = Vec::new();
+        let out = self
+            .scrub_text_full(text, timestamp_ns, Some(&mut log), &mut Vec::new())
+            .into_owned();
+        (out, log)
+    }
+
+    /// Scrubs `text` to a fixed point; the logins and e-mail addresses
+    /// recognised (worth sweeping for elsewhere) are added to `seen`.
+    fn scrub_text_full<'a>(
+        &self,
+        text: &'a [u8],
+        timestamp_ns: i64,
+        mut log: Option<&mut Vec<Explained>>,
+        seen: &mut Vec<Vec<u8>>,
+    ) -> Cow<'a, [u8]> {
+        let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut(), seen) else {
             return Cow::Borrowed(text);
         };
-        for _ in 1..MAX_PASSES {
-            match self.pass(&cur, timestamp_ns) {
+        for n in 2..=MAX_PASSES {
+            match self.pass(&cur, timestamp_ns, n, log.as_deref_mut(), seen) {
                 Some(next) if next != cur => cur = next,
                 _ => return Cow::Owned(cur),
             }
         }
         // No fixed point within the cap: only hostile input gets here.
         self.counters.unsettled.inc();
+        if let Some(log) = log {
+            log.push(Explained {
+                pass: MAX_PASSES,
+                start: 0,
+                end: cur.len(),
+                kind: "unsettled".into(),
+                rule: "unsettled".into(),
+                text: cur.clone(),
+            });
+        }
         Cow::Owned(self.mask_token().to_vec())
     }
 
-    /// One pass: the built-in detectors, then the extra rules; `None` when
-    /// nothing changed.
-    fn pass(&self, text: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
-        let mut cur = match scan::run(self, text, timestamp_ns) {
-            Some(v) => Cow::Owned(v),
-            None => Cow::Borrowed(text),
+    /// One pass: private-key blocks, the built-in detectors, the extra
+    /// rules, then the sweep for the names recognised (`everywhere`);
+    /// `None` when nothing changed. Pass `n` is logged as such.
+    fn pass(
+        &self,
+        text: &[u8],
+        timestamp_ns: i64,
+        n: usize,
+        mut log: Option<&mut Vec<Explained>>,
+        seen: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        let mut cur = Cow::Borrowed(text);
+        let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
+            if let Some(log) = log.as_deref_mut() {
+                log.push(Explained {
+                    pass: n,
+                    start,
+                    end,
+                    kind: kind.into(),
+                    rule: rule.into(),
+                    text: stage[start..end].to_vec(),
+                });
+            }
         };
+        if self.config.secrets != Action::Keep {
+            if let Some(v) = secrets::pem_blocks(text, self.mask_token()) {
+                self.counters.secrets.inc();
+                note(text, 0, text.len(), "secrets", "pem_private_key");
+                cur = Cow::Owned(v);
+            }
+        }
+        let mut found = Vec::new();
+        let first_seen = seen.len();
+        if let Some(v) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
+            for r in &found {
+                note(&cur, r.start, r.end, r.kind, r.rule);
+                if r.kind == "login" {
+                    everywhere::remember(seen, &cur[r.start..r.end]);
+                }
+            }
+            cur = Cow::Owned(v);
+        }
+        if self.config.logins != Action::Keep {
+            if let Some(v) = self.apply_shapes(&cur, timestamp_ns, &mut note, seen) {
+                cur = Cow::Owned(v);
+            }
+        }
         for rule in &self.rules {
+            let mut spans = Vec::new();
             if let Some(v) = rule.apply(
                 &cur,
                 &self.keys,
                 timestamp_ns,
                 self.config.mask_token.as_bytes(),
+                Some(&mut spans),
             ) {
+                for &(a, b) in &spans {
+                    note(&cur, a, b, rule.name(), rule.name());
+                }
+                cur = Cow::Owned(v);
+            }
+        }
+        if seen.len() > first_seen {
+            let names = self.sweep_names(&seen[first_seen..], timestamp_ns);
+            let mut spans = Vec::new();
+            if let Some(v) = everywhere::sweep(&cur, &names, &mut spans) {
+                for &(a, b) in &spans {
+                    note(&cur, a, b, "login", "everywhere");
+                }
+                self.counters.login.add(spans.len() as u64);
                 cur = Cow::Owned(v);
             }
         }
@@ -244,12 +436,60 @@ impl Scrubber {
         }
     }
 
+    /// The program shapes (`shapes`): rewrites their name slots with the
+    /// `logins` action; `None` when nothing changed.
+    fn apply_shapes(
+        &self,
+        s: &[u8],
+        timestamp_ns: i64,
+        note: &mut impl FnMut(&[u8], usize, usize, &str, &str),
+        seen: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<u8>> {
+        let found = self.shapes.find(s);
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        let mut key = None;
+        for (a, b, program) in found {
+            let v = &s[a..b];
+            if hash::is_pseudonym(v)
+                || memchr::memmem::find(v, self.mask_token()).is_some()
+                || self.is_system_account(v)
+            {
+                continue;
+            }
+            note(s, a, b, "login", program);
+            everywhere::remember(seen, v);
+            let buf = out.get_or_insert_with(|| Vec::with_capacity(s.len() + 16));
+            buf.extend_from_slice(&s[copied..a]);
+            match self.config.logins {
+                Action::Hash => {
+                    let key = key.get_or_insert_with(|| self.keys.key_for(timestamp_ns));
+                    hash::pseudonym(key, b"login", v, hash::LOGIN_PREFIX, buf);
+                }
+                _ => buf.extend_from_slice(self.mask_token()),
+            }
+            copied = b;
+            self.counters.login.inc();
+        }
+        let mut buf = out?;
+        buf.extend_from_slice(&s[copied..]);
+        Some(buf)
+    }
+
     /// A field that is a login as a whole (`REMOTE_USER=alice`).
-    fn scrub_login_value<'a>(&self, value: &'a [u8], timestamp_ns: i64) -> Cow<'a, [u8]> {
+    fn scrub_login_value<'a>(
+        &self,
+        value: &'a [u8],
+        timestamp_ns: i64,
+        seen: &mut Vec<Vec<u8>>,
+    ) -> Cow<'a, [u8]> {
         let mut cx = scan::Cx::new(self, value, timestamp_ns);
         cx.rewrite_login(0, value.len());
         match cx.finish() {
-            Some(v) => Cow::Owned(v),
+            Some(v) => {
+                everywhere::remember(seen, value);
+                Cow::Owned(v)
+            }
             None => Cow::Borrowed(value),
         }
     }
@@ -258,8 +498,24 @@ impl Scrubber {
         self.config.mask_token.as_bytes()
     }
 
+    /// Whether `name` is a system account, kept as written.
+    fn is_system_account(&self, name: &[u8]) -> bool {
+        self.accounts.contains(name)
+    }
+
     /// Names of the extra rules, in order (for `weir status` and tests).
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.name())
     }
+}
+
+/// This host's `/etc/passwd`, if readable (its system accounts are kept).
+fn host_passwd() -> Option<String> {
+    std::fs::read_to_string("/etc/passwd").ok()
+}
+
+/// Every rewrite replaces whole characters with ASCII or the (UTF-8) mask
+/// token, so this cannot fail; stay total anyway.
+fn into_string(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }

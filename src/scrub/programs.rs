@@ -32,8 +32,8 @@
 //! (an unescaped `"` ends it) and 256 bytes. The risk is a line that quotes
 //! such a message inside other text: the span still ends at the mark.
 
+use super::cx::Cx;
 use super::hash;
-use super::scan::Cx;
 
 /// A byte of a user name in these shapes (POSIX portable names, `$` for
 /// machine accounts, and non-ASCII).
@@ -79,9 +79,16 @@ fn ends_pseudonym(s: &[u8], end: usize) -> bool {
 /// sudo: the ` : ` at `c` after the invoking user, with `TTY=` later on.
 pub fn sudo_user(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
-    let line_end = memchr::memchr(b'\n', &s[c..]).map_or(s.len(), |n| c + n);
-    let rest = &s[c..line_end.min(c + 512)];
-    memchr::memmem::find(rest, b"TTY=")?;
+    // Within 512 bytes and the line: bounded, so that a line of a thousand
+    // ` : ` costs a thousand short looks, not a thousand whole-line scans.
+    let window = (c + 512).min(s.len());
+    let line_end = memchr::memchr(b'\n', &s[c..window]).map_or(window, |n| c + n);
+    // The next `TTY=` is looked up once and remembered: a line of a
+    // thousand ` : ` (hostile input) costs one search, not a thousand.
+    let tty = cx.next_tty(c)?;
+    if tty >= line_end {
+        return None;
+    }
     let end = c - 1;
     let start = name_start_before(s, end, cx.floor())?;
     if ends_pseudonym(s, end) {

@@ -49,6 +49,7 @@ impl Compiled {
         keys: &Keyring,
         timestamp_ns: i64,
         mask: &[u8],
+        mut spans: Option<&mut Vec<(usize, usize)>>,
     ) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
@@ -81,6 +82,9 @@ impl Compiled {
                 || !char_boundary(s, end)
             {
                 continue;
+            }
+            if let Some(spans) = spans.as_deref_mut() {
+                spans.push((start, end));
             }
             let buf = out.get_or_insert_with(|| Vec::with_capacity(s.len() + 16));
             buf.extend_from_slice(&s[copied..start]);

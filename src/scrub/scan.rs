@@ -17,8 +17,8 @@
 use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
-use super::hash::{self, Keyring};
-use super::{ipv4, ipv6, login, programs, shadow, Action, Scrubber};
+pub use super::cx::{Cx, Rewrite};
+use super::{ipv4, ipv6, login, programs, secrets, shadow, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -53,8 +53,15 @@ static CLASS: [u8; 256] = {
 };
 
 /// Scrubs `s` with the built-in detectors; `None` when nothing changed.
-pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
+/// With `log`, every rewrite is appended to it.
+pub fn run(
+    sc: &Scrubber,
+    s: &[u8],
+    timestamp_ns: i64,
+    log: Option<&mut Vec<Rewrite>>,
+) -> Option<Vec<u8>> {
     let mut cx = Cx::new(sc, s, timestamp_ns);
+    cx.log = log.is_some().then(Vec::new);
     let mut anchors = Anchors::new(s);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
@@ -67,6 +74,9 @@ pub fn run(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
             p = cx.step(p);
         }
         i = p;
+    }
+    if let (Some(log), Some(mine)) = (log, cx.log.take()) {
+        log.extend(mine);
     }
     cx.finish()
 }
@@ -94,35 +104,8 @@ pub fn word_end(s: &[u8], i: usize) -> usize {
     }
 }
 
-/// The state of one scrub: the input, the output (once something changed),
-/// and how far the input has been copied.
-pub struct Cx<'a> {
-    pub sc: &'a Scrubber,
-    pub s: &'a [u8],
-    timestamp_ns: i64,
-    key: Option<[u8; 32]>,
-    out: Option<Vec<u8>>,
-    /// `s[..copied]` is copied (or equal) to the output.
-    pub copied: usize,
-    /// End of the last item detected, rewritten or not: look-behinds (the
-    /// local part of an e-mail, an access-log user) stop here, so an address
-    /// left as it was is not read again as part of a name.
-    settled: usize,
-}
-
-impl<'a> Cx<'a> {
-    pub fn new(sc: &'a Scrubber, s: &'a [u8], timestamp_ns: i64) -> Cx<'a> {
-        Cx {
-            sc,
-            s,
-            timestamp_ns,
-            key: None,
-            out: None,
-            copied: 0,
-            settled: 0,
-        }
-    }
-
+/// The walk's steps: what starts at a position, and the detector for it.
+impl Cx<'_> {
     /// One step of the walk at `i`: a detector for what starts there, or
     /// the next position (past a word, or the next byte).
     #[inline]
@@ -131,84 +114,28 @@ impl<'a> Cx<'a> {
         match class {
             SKIP => i + 1,
             COLON => self.colon(i),
-            AT => login::at_sign(self, i).unwrap_or(i + 1),
-            BRACKET => login::access_log_user(self, i).unwrap_or(i + 1),
-            SLASH => programs::home_dir(self, i).unwrap_or(i + 1),
-            PAREN => programs::paren(self, i).unwrap_or(i + 1),
-            QUOTE => shadow::quoted(self, i).unwrap_or(i + 1),
+            AT => {
+                self.rule = "at_sign";
+                login::at_sign(self, i).unwrap_or(i + 1)
+            }
+            BRACKET => {
+                self.rule = "access_log";
+                login::access_log_user(self, i).unwrap_or(i + 1)
+            }
+            SLASH => {
+                self.rule = "home_dir";
+                programs::home_dir(self, i).unwrap_or(i + 1)
+            }
+            PAREN => {
+                self.rule = "paren";
+                programs::paren(self, i).unwrap_or(i + 1)
+            }
+            QUOTE => {
+                self.rule = "shadow";
+                shadow::quoted(self, i).unwrap_or(i + 1)
+            }
             _ => self.word(i, class),
         }
-    }
-
-    pub fn finish(self) -> Option<Vec<u8>> {
-        let mut out = self.out?;
-        out.extend_from_slice(&self.s[self.copied..]);
-        Some(out)
-    }
-
-    /// The byte `k` places before input position `pos` (`pos >= copied`) as
-    /// the output has it: what a second pass would see there.
-    pub fn out_byte_before(&self, pos: usize, k: usize) -> Option<u8> {
-        debug_assert!(pos >= self.copied);
-        let at = pos.checked_sub(k)?;
-        if at >= self.copied {
-            return Some(self.s[at]);
-        }
-        let out = self.out.as_ref()?;
-        let back = self.copied - at;
-        out.len().checked_sub(back).map(|i| out[i])
-    }
-
-    /// Where look-behinds must stop.
-    pub fn floor(&self) -> usize {
-        self.copied.max(self.settled)
-    }
-
-    /// Whether the input right before `pos` is the fixed phrase `lead`,
-    /// wholly at or after [`Cx::floor`] (so the output holds it unchanged,
-    /// as a second pass would read it), and not the end of a longer word
-    /// (the byte before it is read from the output). The look-behind of the
-    /// shapes that follow a phrase (`password changed for NAME`, `Login
-    /// failed: NAME`, `add 'NAME'`, `new user: name=`).
-    pub fn follows(&self, pos: usize, lead: &[u8]) -> bool {
-        let Some(start) = pos.checked_sub(lead.len()) else {
-            return false;
-        };
-        // Compared from the end, byte by byte: a phrase that is not there
-        // nearly always differs within a byte or two, with no call to memcmp.
-        let same = self.s[start..pos].iter().rev().eq(lead.iter().rev());
-        start >= self.floor()
-            && same
-            && !self
-                .out_byte_before(start, 1)
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-    }
-
-    /// Records that an item was detected up to `end`.
-    pub fn settle(&mut self, end: usize) {
-        self.settled = self.settled.max(end);
-    }
-
-    /// The hash key of this event's period, derived at most once per scrub.
-    fn key(&mut self) -> [u8; 32] {
-        let (keys, ts) = (&self.sc.keys, self.timestamp_ns);
-        *self.key.get_or_insert_with(|| Keyring::key_for(keys, ts))
-    }
-
-    /// Replaces `s[start..end]` with what `f` appends.
-    fn replace_with(&mut self, start: usize, end: usize, f: impl FnOnce(&mut Vec<u8>)) {
-        debug_assert!(self.copied <= start && start <= end && end <= self.s.len());
-        let s = self.s;
-        let out = self
-            .out
-            .get_or_insert_with(|| Vec::with_capacity(s.len() + 32));
-        out.extend_from_slice(&s[self.copied..start]);
-        f(out);
-        self.copied = end;
-    }
-
-    fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
-        self.replace_with(start, end, |out| out.extend_from_slice(with));
     }
 
     /// A word starts at `i`: an address, a login key, or nothing.
@@ -221,6 +148,7 @@ impl<'a> Cx<'a> {
             let len = end - i;
             let next = s.get(end).copied();
             if len <= 4 && next == Some(b':') && s[i..end].iter().all(u8::is_ascii_hexdigit) {
+                self.rule = "ipv6";
                 if let Some((addr, end)) = self.detect_v6(i) {
                     self.rewrite_v6(i, end, addr);
                     return end;
@@ -232,10 +160,23 @@ impl<'a> Cx<'a> {
                 && s[i..end].iter().all(u8::is_ascii_digit)
             {
                 let keep_versions = self.sc.config.keep_versions;
+                self.rule = "ipv4";
                 if let Some((octets, end)) =
                     self.in_view(i, |v, at| ipv4::detect(v, at, keep_versions))
                 {
-                    self.rewrite_v4(i, end, octets, self.sc.config.ipv4);
+                    if ipv4::reversed(s, end) {
+                        let [a, b, c, d] = octets;
+                        self.rewrite_v4_as(i, end, [d, c, b, a], ipv4::Form::Reversed);
+                    } else {
+                        self.rewrite_v4(i, end, octets, self.sc.config.ipv4);
+                    }
+                    return end;
+                }
+            }
+            if class == DIGIT && len <= 3 && next == Some(b'-') {
+                self.rule = "ipv4_in_host_name";
+                if let Some((octets, end)) = self.in_view(i, ipv4::detect_dashed) {
+                    self.rewrite_v4_as(i, end, octets, ipv4::Form::Dashed);
                     return end;
                 }
             }
@@ -264,6 +205,10 @@ impl<'a> Cx<'a> {
     ) -> Option<(T, usize)> {
         const LEFT: usize = 32;
         const RIGHT: usize = 96;
+        if start < self.copied {
+            // Inside a span already rewritten: nothing starts there.
+            return None;
+        }
         let out = match &self.out {
             Some(out) if start < self.copied + LEFT => out,
             _ => return detect(self.s, start),
@@ -284,123 +229,26 @@ impl<'a> Cx<'a> {
     /// user; `Login failed: ` is followed by Nextcloud's.
     fn colon(&mut self, i: usize) -> usize {
         let found = match self.s.get(i + 1) {
-            Some(b':') => self.detect_v6(i).map(|(addr, end)| {
-                self.rewrite_v6(i, end, addr);
-                end
-            }),
-            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => programs::sudo_user(self, i),
-            Some(b' ') => programs::nextcloud_login_failed(self, i),
-            _ => None,
+            Some(b':') => {
+                self.rule = "ipv6";
+                self.detect_v6(i).map(|(addr, end)| {
+                    self.rewrite_v6(i, end, addr);
+                    end
+                })
+            }
+            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => {
+                self.rule = "sudo";
+                programs::sudo_user(self, i)
+            }
+            Some(b' ') => {
+                self.rule = "nextcloud";
+                programs::nextcloud_login_failed(self, i)
+            }
+            _ => {
+                self.rule = "curl_user";
+                secrets::curl_user(self, i)
+            }
         };
         found.unwrap_or(i + 1)
-    }
-
-    fn rewrite_v4(&mut self, start: usize, end: usize, octets: [u8; 4], action: Action) {
-        let sc = self.sc;
-        self.settle(end);
-        match action {
-            Action::Keep => return,
-            Action::Truncate => {
-                let mut buf = [0u8; 15];
-                let n = ipv4::format(ipv4::truncate(octets, sc.config.ipv4_prefix), &mut buf);
-                if buf[..n] == self.s[start..end] {
-                    return;
-                }
-                self.replace(start, end, &buf[..n]);
-            }
-            Action::Hash => {
-                let key = self.key();
-                self.replace_with(start, end, |out| {
-                    hash::pseudonym(&key, b"ipv4", &octets, hash::IPV4_PREFIX, out)
-                });
-            }
-            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
-        }
-        sc.counters.ipv4.inc();
-    }
-
-    fn rewrite_v6(&mut self, start: usize, end: usize, addr: Ipv6Addr) {
-        let sc = self.sc;
-        self.settle(end);
-        if let Some(v4) = ipv6::mapped_v4(addr) {
-            // An IPv4 client seen through a dual-stack socket: the IPv4 rules.
-            if sc.config.ipv4 == Action::Truncate {
-                let mut buf = *b"::ffff:xxx.xxx.xxx.xxx";
-                let mut v4buf = [0u8; 15];
-                let n = ipv4::format(ipv4::truncate(v4, sc.config.ipv4_prefix), &mut v4buf);
-                buf[7..7 + n].copy_from_slice(&v4buf[..n]);
-                if buf[..7 + n] != self.s[start..end] {
-                    self.replace(start, end, &buf[..7 + n]);
-                    sc.counters.ipv4.inc();
-                }
-            } else {
-                self.rewrite_v4(start, end, v4, sc.config.ipv4);
-            }
-            return;
-        }
-        match sc.config.ipv6 {
-            Action::Keep => return,
-            Action::Truncate => {
-                use std::io::Write as _;
-                let mut buf = [0u8; 64];
-                let addr = ipv6::truncate(addr, sc.config.ipv6_prefix);
-                let room = buf.len();
-                let mut w = &mut buf[..];
-                // 64 bytes hold the longest form (45): the write cannot fail.
-                let _ = write!(w, "{addr}");
-                let n = room - w.len();
-                if buf[..n] == self.s[start..end] {
-                    return;
-                }
-                self.replace(start, end, &buf[..n]);
-            }
-            Action::Hash => {
-                let key = self.key();
-                let octets = addr.octets();
-                self.replace_with(start, end, |out| {
-                    hash::pseudonym(&key, b"ipv6", &octets, hash::IPV6_PREFIX, out)
-                });
-            }
-            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
-        }
-        sc.counters.ipv6.inc();
-    }
-
-    /// Applies the login action to `s[start..end]`, unless it is empty,
-    /// `-`, the mask token or a pseudonym already.
-    pub fn rewrite_login(&mut self, start: usize, end: usize) {
-        let sc = self.sc;
-        if start < self.floor() || start >= end {
-            return;
-        }
-        self.settle(end);
-        let v = &self.s[start..end];
-        if v == b"-" || v == sc.config.mask_token.as_bytes() || hash::is_pseudonym(v) {
-            return;
-        }
-        match sc.config.logins {
-            Action::Keep | Action::Truncate => return,
-            Action::Hash => {
-                let key = self.key();
-                self.replace_with(start, end, |out| {
-                    hash::pseudonym(&key, b"login", v, hash::LOGIN_PREFIX, out)
-                });
-            }
-            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
-        }
-        sc.counters.login.inc();
-    }
-
-    /// A password (URL userinfo) is masked whenever logins are not kept.
-    pub fn rewrite_password(&mut self, start: usize, end: usize) {
-        let sc = self.sc;
-        if start < self.copied || start >= end || sc.config.logins == Action::Keep {
-            return;
-        }
-        if &self.s[start..end] == sc.config.mask_token.as_bytes() {
-            return;
-        }
-        self.replace(start, end, sc.config.mask_token.as_bytes());
-        sc.counters.password.inc();
     }
 }

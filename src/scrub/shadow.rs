@@ -30,7 +30,7 @@
 //! quotes are `'NAME'` (shadow 4.2 on) or `` `NAME' `` (4.1); a name is
 //! anything up to the closing `'` on the line, at most 256 bytes.
 
-use super::scan::Cx;
+use super::cx::Cx;
 
 /// The quoted shapes: `%n` is a quoted name (rewritten), `%g` a quoted group
 /// name (kept). The text before the first `%` is the phrase looked behind

@@ -1,0 +1,324 @@
+//! The state of one scrub ([`Cx`]) and the rewrites every detector ends
+//! in: the input, the output (allocated at the first rewrite), how far the
+//! input is copied, and the one place where the policy (`policy`) and the
+//! actions apply. Detectors (`login`, `programs`, `shadow`, `secrets`)
+//! import this module and nothing of the driver (`scan`), which imports
+//! them: no import circle.
+
+use std::net::Ipv6Addr;
+
+use super::hash::{self, Keyring};
+use super::{ipv4, ipv6, policy, Action, Addresses, Scrubber};
+
+/// One rewrite, for `weir scrub --explain`: the span of the input, what
+/// kind of item it held and the detector (rule) that found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub start: usize,
+    pub end: usize,
+    pub kind: &'static str,
+    pub rule: &'static str,
+}
+
+/// `root@host.example`, `noreply@example.org` as a login value: the mailbox
+/// of a system account or a role, not a person's.
+fn is_role_mailbox(sc: &Scrubber, v: &[u8]) -> bool {
+    memchr::memchr(b'@', v).is_some_and(|at| sc.is_system_account(&v[..at]))
+}
+
+/// The state of one scrub: the input, the output (once something changed),
+/// and how far the input has been copied.
+pub struct Cx<'a> {
+    pub sc: &'a Scrubber,
+    pub s: &'a [u8],
+    timestamp_ns: i64,
+    key: Option<[u8; 32]>,
+    pub(super) out: Option<Vec<u8>>,
+    /// `s[..copied]` is copied (or equal) to the output.
+    pub copied: usize,
+    /// End of the last item detected, rewritten or not: look-behinds (the
+    /// local part of an e-mail, an access-log user) stop here, so an address
+    /// left as it was is not read again as part of a name.
+    settled: usize,
+    /// The detector at work, named in `--explain` (set where it is entered).
+    pub rule: &'static str,
+    /// The kind of the item being rewritten.
+    kind: &'static str,
+    /// Rewrites so far, when explaining.
+    pub(super) log: Option<Vec<Rewrite>>,
+    /// Where the next `TTY=` at or after some position is (sudo's shape),
+    /// once looked up: `Some(None)` when there is none.
+    tty: Option<Option<usize>>,
+}
+
+impl<'a> Cx<'a> {
+    pub fn finish(self) -> Option<Vec<u8>> {
+        let mut out = self.out?;
+        out.extend_from_slice(&self.s[self.copied..]);
+        Some(out)
+    }
+
+    pub(super) fn rewrite_v4(&mut self, start: usize, end: usize, octets: [u8; 4], action: Action) {
+        self.rewrite_v4_form(start, end, octets, action, ipv4::Form::Dotted);
+    }
+
+    pub fn new(sc: &'a Scrubber, s: &'a [u8], timestamp_ns: i64) -> Cx<'a> {
+        Cx {
+            sc,
+            s,
+            timestamp_ns,
+            key: None,
+            out: None,
+            copied: 0,
+            settled: 0,
+            rule: "",
+            kind: "",
+            log: None,
+            tty: None,
+        }
+    }
+
+    /// The byte `k` places before input position `pos` (`pos >= copied`) as
+    /// the output has it: what a second pass would see there.
+    pub fn out_byte_before(&self, pos: usize, k: usize) -> Option<u8> {
+        debug_assert!(pos >= self.copied);
+        let at = pos.checked_sub(k)?;
+        if at >= self.copied {
+            return Some(self.s[at]);
+        }
+        let out = self.out.as_ref()?;
+        let back = self.copied - at;
+        out.len().checked_sub(back).map(|i| out[i])
+    }
+
+    /// Where look-behinds must stop.
+    pub fn floor(&self) -> usize {
+        self.copied.max(self.settled)
+    }
+
+    /// Whether the input right before `pos` is the fixed phrase `lead`,
+    /// wholly at or after [`Cx::floor`] (so the output holds it unchanged,
+    /// as a second pass would read it), and not the end of a longer word
+    /// (the byte before it is read from the output). The look-behind of the
+    /// shapes that follow a phrase (`password changed for NAME`, `Login
+    /// failed: NAME`, `add 'NAME'`, `new user: name=`).
+    pub fn follows(&self, pos: usize, lead: &[u8]) -> bool {
+        let Some(start) = pos.checked_sub(lead.len()) else {
+            return false;
+        };
+        // Compared from the end, byte by byte: a phrase that is not there
+        // nearly always differs within a byte or two, with no call to memcmp.
+        let same = self.s[start..pos].iter().rev().eq(lead.iter().rev());
+        start >= self.floor()
+            && same
+            && !self
+                .out_byte_before(start, 1)
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+    }
+
+    /// The position of the first `TTY=` at or after `from` (the walk only
+    /// goes forward, so a remembered one stays valid until passed).
+    pub fn next_tty(&mut self, from: usize) -> Option<usize> {
+        match self.tty {
+            Some(Some(at)) if at >= from => return Some(at),
+            Some(None) => return None,
+            _ => {}
+        }
+        let found = memchr::memmem::find(&self.s[from..], b"TTY=").map(|n| from + n);
+        self.tty = Some(found);
+        found
+    }
+
+    /// Records that an item was detected up to `end`.
+    pub fn settle(&mut self, end: usize) {
+        self.settled = self.settled.max(end);
+    }
+
+    /// The hash key of this event's period, derived at most once per scrub.
+    fn key(&mut self) -> [u8; 32] {
+        let (keys, ts) = (&self.sc.keys, self.timestamp_ns);
+        *self.key.get_or_insert_with(|| Keyring::key_for(keys, ts))
+    }
+
+    /// Replaces `s[start..end]` with what `f` appends.
+    fn replace_with(&mut self, start: usize, end: usize, f: impl FnOnce(&mut Vec<u8>)) {
+        debug_assert!(self.copied <= start && start <= end && end <= self.s.len());
+        let s = self.s;
+        if let Some(log) = &mut self.log {
+            log.push(Rewrite {
+                start,
+                end,
+                kind: self.kind,
+                rule: self.rule,
+            });
+        }
+        let out = self
+            .out
+            .get_or_insert_with(|| Vec::with_capacity(s.len() + 32));
+        out.extend_from_slice(&s[self.copied..start]);
+        f(out);
+        self.copied = end;
+    }
+
+    fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
+        self.replace_with(start, end, |out| out.extend_from_slice(with));
+    }
+
+    /// The `ipv4` action on an address written in another form.
+    pub(super) fn rewrite_v4_as(
+        &mut self,
+        start: usize,
+        end: usize,
+        octets: [u8; 4],
+        form: ipv4::Form,
+    ) {
+        self.rewrite_v4_form(start, end, octets, self.sc.config.ipv4, form);
+    }
+
+    fn rewrite_v4_form(
+        &mut self,
+        start: usize,
+        end: usize,
+        octets: [u8; 4],
+        action: Action,
+        form: ipv4::Form,
+    ) {
+        let sc = self.sc;
+        self.settle(end);
+        self.kind = "ipv4";
+        if sc.config.addresses == Addresses::Public && !policy::public_v4(octets) {
+            return;
+        }
+        match action {
+            Action::Keep => return,
+            Action::Truncate => {
+                let mut buf = [0u8; 15];
+                let n = ipv4::format_as(
+                    ipv4::truncate(octets, sc.config.ipv4_prefix),
+                    form,
+                    &mut buf,
+                );
+                if buf[..n] == self.s[start..end] {
+                    return;
+                }
+                self.replace(start, end, &buf[..n]);
+            }
+            Action::Hash => {
+                let key = self.key();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"ipv4", &octets, hash::IPV4_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.ipv4.inc();
+    }
+
+    pub(super) fn rewrite_v6(&mut self, start: usize, end: usize, addr: Ipv6Addr) {
+        let sc = self.sc;
+        self.settle(end);
+        self.kind = "ipv6";
+        if sc.config.addresses == Addresses::Public && !policy::public_v6(addr) {
+            return;
+        }
+        if let Some(v4) = ipv6::mapped_v4(addr) {
+            // An IPv4 client seen through a dual-stack socket: the IPv4 rules.
+            if sc.config.ipv4 == Action::Truncate {
+                let mut buf = *b"::ffff:xxx.xxx.xxx.xxx";
+                let mut v4buf = [0u8; 15];
+                let n = ipv4::format(ipv4::truncate(v4, sc.config.ipv4_prefix), &mut v4buf);
+                buf[7..7 + n].copy_from_slice(&v4buf[..n]);
+                if buf[..7 + n] != self.s[start..end] {
+                    self.kind = "ipv4";
+                    self.replace(start, end, &buf[..7 + n]);
+                    sc.counters.ipv4.inc();
+                }
+            } else {
+                self.rewrite_v4(start, end, v4, sc.config.ipv4);
+            }
+            return;
+        }
+        match sc.config.ipv6 {
+            Action::Keep => return,
+            Action::Truncate => {
+                use std::io::Write as _;
+                let mut buf = [0u8; 64];
+                let addr = ipv6::truncate(addr, sc.config.ipv6_prefix);
+                let room = buf.len();
+                let mut w = &mut buf[..];
+                // 64 bytes hold the longest form (45): the write cannot fail.
+                let _ = write!(w, "{addr}");
+                let n = room - w.len();
+                if buf[..n] == self.s[start..end] {
+                    return;
+                }
+                self.replace(start, end, &buf[..n]);
+            }
+            Action::Hash => {
+                let key = self.key();
+                let octets = addr.octets();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"ipv6", &octets, hash::IPV6_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.ipv6.inc();
+    }
+
+    /// Applies the login action to `s[start..end]`, unless it is empty,
+    /// `-`, the mask token or a pseudonym already.
+    pub fn rewrite_login(&mut self, start: usize, end: usize) {
+        let sc = self.sc;
+        if start < self.floor() || start >= end {
+            return;
+        }
+        self.settle(end);
+        let v = &self.s[start..end];
+        if v == b"-"
+            || v == sc.config.mask_token.as_bytes()
+            || hash::is_pseudonym(v)
+            || sc.is_system_account(v)
+            || is_role_mailbox(sc, v)
+        {
+            return;
+        }
+        self.kind = "login";
+        match sc.config.logins {
+            Action::Keep | Action::Truncate => return,
+            Action::Hash => {
+                let key = self.key();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"login", v, hash::LOGIN_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.login.inc();
+    }
+
+    /// Applies the `secrets` action to a credential `s[start..end]`.
+    pub fn rewrite_secret(&mut self, start: usize, end: usize) {
+        let sc = self.sc;
+        if start < self.copied || start >= end {
+            return;
+        }
+        self.settle(end);
+        let v = &self.s[start..end];
+        if v == sc.config.mask_token.as_bytes() || hash::is_pseudonym(v) {
+            return;
+        }
+        self.kind = "secrets";
+        match sc.config.secrets {
+            Action::Keep | Action::Truncate => return,
+            Action::Hash => {
+                let key = self.key();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"secret", v, hash::SECRET_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.secrets.inc();
+    }
+}

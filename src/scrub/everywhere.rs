@@ -1,0 +1,119 @@
+//! Recognise once, replace everywhere: a login or e-mail address that a
+//! detector recognised anywhere in an event (its message or a field) is
+//! rewritten the same way at every whole-token occurrence in that event:
+//! `user=heidi ... GET /files/heidi/`, `/@alice`, `'heidi'` in an SQL
+//! statement. Detectors find names by their context; the same name
+//! elsewhere in the event has none, but is no less the person's.
+//!
+//! A whole token is not glued to a letter, digit, `_` or non-ASCII byte on
+//! either side, nor to a `.` or `-` that joins it to more of a word
+//! (`heidi.txt`, `x-heidi`, `heidi-laptop` stay). Names shorter than 3
+//! bytes or without a letter (`user=1000`: a UID as well) are not swept:
+//! too many innocent tokens share them. At most [`MAX_NAMES`] distinct
+//! names are swept for per event (the first ones recognised).
+
+use memchr::memmem;
+
+/// A name recognised in the event and what it was rewritten to.
+pub struct Name {
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+}
+
+/// Most distinct names swept for in one event: a real event names a few
+/// people; hostile input naming thousands would cost a search each.
+pub const MAX_NAMES: usize = 16;
+
+/// Remembers a recognised name for the sweep: if it is worth sweeping for,
+/// new, and fewer than [`MAX_NAMES`] are remembered (hostile input naming
+/// thousands costs no allocation each).
+pub fn remember(seen: &mut Vec<Vec<u8>>, name: &[u8]) {
+    if seen.len() < MAX_NAMES && worth_sweeping(name) && !seen.iter().any(|n| n == name) {
+        seen.push(name.to_vec());
+    }
+}
+
+/// Whether a recognised name is swept for elsewhere (see the module doc).
+pub fn worth_sweeping(name: &[u8]) -> bool {
+    name.len() >= 3 && name.iter().any(u8::is_ascii_alphabetic)
+}
+
+fn glue(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+/// Whether `s[a..b]` is a whole token.
+fn whole(s: &[u8], a: usize, b: usize) -> bool {
+    let before = |k: usize| a.checked_sub(k).map(|i| s[i]);
+    let after = |k: usize| s.get(b + k - 1).copied();
+    let glued_before = match before(1) {
+        Some(c) if glue(c) => true,
+        Some(b'.' | b'-') => before(2).is_some_and(glue),
+        _ => false,
+    };
+    let glued_after = match after(1) {
+        Some(c) if glue(c) => true,
+        Some(b'.' | b'-') => after(2).is_some_and(glue),
+        _ => false,
+    };
+    !glued_before && !glued_after
+}
+
+/// Replaces every whole-token occurrence of each name in `s`; the spans
+/// replaced (of `s`) go to `spans`. `None` when there was none.
+pub fn sweep(s: &[u8], names: &[Name], spans: &mut Vec<(usize, usize)>) -> Option<Vec<u8>> {
+    let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+    for (k, n) in names.iter().enumerate() {
+        for at in memmem::find_iter(s, &n.from) {
+            let end = at + n.from.len();
+            if whole(s, at, end) {
+                hits.push((at, end, k));
+            }
+        }
+    }
+    if hits.is_empty() {
+        return None;
+    }
+    // Longest first where two names overlap (`alice` in `alice.b@x.org`
+    // cannot be whole, but `bob` and `bobby` both may be listed).
+    hits.sort_by_key(|&(a, b, _)| (a, std::cmp::Reverse(b)));
+    let mut out = Vec::with_capacity(s.len() + 16);
+    let mut copied = 0;
+    for (a, b, k) in hits {
+        if a < copied {
+            continue;
+        }
+        out.extend_from_slice(&s[copied..a]);
+        out.extend_from_slice(&names[k].to);
+        spans.push((a, b));
+        copied = b;
+    }
+    out.extend_from_slice(&s[copied..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_tokens_only() {
+        let names = [Name {
+            from: b"heidi".to_vec(),
+            to: b"u:0123456789".to_vec(),
+        }];
+        let mut spans = Vec::new();
+        let s =
+            b"GET /files/heidi/ 'heidi' /@heidi heidi.txt x-heidi heidi-laptop heidis heidi. heidi";
+        let out = sweep(s, &names, &mut spans).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /files/u:0123456789/ 'u:0123456789' /@u:0123456789 heidi.txt x-heidi heidi-laptop heidis u:0123456789. u:0123456789"
+        );
+        assert_eq!(spans.len(), 5);
+        assert!(sweep(b"nothing here", &names, &mut spans).is_none());
+        assert!(!worth_sweeping(b"al"));
+        assert!(!worth_sweeping(b"1000"));
+        assert!(worth_sweeping(b"bob"));
+    }
+}

@@ -1,0 +1,264 @@
+//! What is personal: the decisions every detector defers to once it has
+//! found an address or a name. Detectors say *where* something is; this
+//! module says whether it names a person.
+//!
+//! | kept byte for byte (with `addresses = "public"`) | why |
+//! |---|---|
+//! | `127.0.0.0/8`, `::1`, `0.0.0.0`, `::` | loopback and "all interfaces": rewriting `127.0.0.1` to `127.0.0.0` changes its meaning |
+//! | `10/8`, `172.16/12`, `192.168/16`, `fc00::/7` | private and ULA networks: containers and the LAN |
+//! | `100.64/10` | CGNAT and Tailscale-style overlays: the provider's side |
+//! | `169.254/16`, `fe80::/10` (with zone) | link-local: one cable, no person |
+//! | `224/4`, `ff00::/8`, `255.255.255.255` | multicast and broadcast: groups, not hosts |
+//!
+//! Everything else (including the documentation ranges such as
+//! `203.0.113.0/24`, which tests and examples use for clients) is public.
+//! An IPv4-mapped IPv6 address is judged by its IPv4 address.
+//!
+//! Accounts kept as written: [`BUILTIN_ACCOUNTS`] (and any name starting
+//! with `systemd-` or `_`, Debian's convention for daemon users), every
+//! account of the host's `/etc/passwd` with a UID below 1000, and the
+//! config's `keep_accounts`. They name software, not people.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Whether an IPv4 address may name a person's connection.
+pub fn public_v4(o: [u8; 4]) -> bool {
+    let a = Ipv4Addr::from(o);
+    !(a.is_loopback()
+        || a.is_unspecified()
+        || a.is_private()
+        || a.is_link_local()
+        || a.is_multicast()
+        || a.is_broadcast()
+        || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        || o[0] == 0
+        || o[0] >= 240)
+}
+
+/// Whether an IPv6 address may name a person's connection.
+pub fn public_v6(a: Ipv6Addr) -> bool {
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return public_v4(v4.octets());
+    }
+    let s = a.segments();
+    !(a.is_loopback()
+        || a.is_unspecified()
+        || a.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00
+        || (s[0] & 0xffc0) == 0xfe80)
+}
+
+/// Accounts of software, not people, on every Linux host: Debian's
+/// base-passwd, the usual daemon packages, and the names tools log.
+pub const BUILTIN_ACCOUNTS: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "www-data",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "nogroup",
+    "messagebus",
+    "sshd",
+    "postgres",
+    "mysql",
+    "redis",
+    "git",
+    "gitea",
+    "forgejo",
+    "nginx",
+    "apache",
+    "httpd",
+    "caddy",
+    "traefik",
+    "haproxy",
+    "postfix",
+    "dovecot",
+    "dovenull",
+    "vmail",
+    "opendkim",
+    "clamav",
+    "amavis",
+    "bind",
+    "named",
+    "dnsmasq",
+    "ntp",
+    "chrony",
+    "_chrony",
+    "polkitd",
+    "syslog",
+    "tss",
+    "uuidd",
+    "tcpdump",
+    "avahi",
+    "colord",
+    "rtkit",
+    "docker",
+    "containerd",
+    "prometheus",
+    "grafana",
+    "node_exporter",
+    "openldap",
+    "ldap",
+    "slapd",
+    "memcache",
+    "memcached",
+    "rabbitmq",
+    "elasticsearch",
+    "mongodb",
+    "mastodon",
+    "peertube",
+    "synapse",
+    "matrix-synapse",
+    "keycloak",
+    "nextcloud",
+    "ftp",
+    "vsftpd",
+    "fail2ban",
+    "openvpn",
+    "unbound",
+    "systemd",
+    "admin",
+    "operator",
+    "halt",
+    "shutdown",
+    "adm",
+    "gdm",
+    "Debian-gdm",
+    "lightdm",
+    "sddm",
+    // Role mailboxes (RFC 2142) and senders of machines, not people.
+    "postmaster",
+    "abuse",
+    "hostmaster",
+    "webmaster",
+    "mailer-daemon",
+    "MAILER-DAEMON",
+    "noreply",
+    "no-reply",
+];
+
+/// The accounts kept as written.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    names: HashSet<Box<[u8]>>,
+}
+
+impl Accounts {
+    /// The built-in list, the config's `keep_accounts`, and the system
+    /// accounts of `passwd` (the text of `/etc/passwd`, if readable).
+    pub fn new(keep: &[String], passwd: Option<&str>) -> Accounts {
+        let mut names: HashSet<Box<[u8]>> = BUILTIN_ACCOUNTS
+            .iter()
+            .map(|n| n.as_bytes().into())
+            .collect();
+        names.extend(keep.iter().map(|n| n.as_bytes().into()));
+        if let Some(text) = passwd {
+            names.extend(system_accounts(text).map(|n| n.as_bytes().into()));
+        }
+        Accounts { names }
+    }
+
+    /// Whether `name` is an account of software (compared as written:
+    /// account names are case-sensitive).
+    pub fn contains(&self, name: &[u8]) -> bool {
+        name.starts_with(b"systemd-")
+            || (name.len() > 1 && name[0] == b'_')
+            || self.names.contains(name)
+    }
+}
+
+/// Names of `/etc/passwd` entries with a UID below 1000 (system accounts by
+/// Debian's and Fedora's policy; `nobody` is 65534 and built in).
+pub fn system_accounts(passwd: &str) -> impl Iterator<Item = &str> {
+    passwd.lines().filter_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let uid: u32 = f.nth(1)?.parse().ok()?;
+        (uid < 1000 && !name.is_empty() && !name.starts_with('#')).then_some(name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infrastructure_addresses() {
+        for a in [
+            [127, 0, 0, 1],
+            [0, 0, 0, 0],
+            [10, 0, 0, 3],
+            [172, 18, 0, 5],
+            [192, 168, 1, 20],
+            [100, 64, 0, 1],
+            [100, 127, 255, 254],
+            [169, 254, 169, 254],
+            [224, 0, 0, 251],
+            [255, 255, 255, 255],
+        ] {
+            assert!(!public_v4(a), "{a:?}");
+        }
+        for a in [
+            [203, 0, 113, 7],
+            [198, 51, 100, 23],
+            [100, 128, 0, 1],
+            [172, 32, 0, 1],
+            [8, 8, 8, 8],
+        ] {
+            assert!(public_v4(a), "{a:?}");
+        }
+        for a in [
+            "::1",
+            "::",
+            "fd00::5",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!public_v6(a.parse().unwrap()), "{a}");
+        }
+        for a in ["2001:db8::1", "2a01:4f8::1", "::ffff:203.0.113.7"] {
+            assert!(public_v6(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn passwd_system_accounts() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      _apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n\
+                      prometheus:x:998:998::/var/lib/prometheus:/bin/false\n\
+                      alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash\n\
+                      nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                      broken line\n";
+        let names: Vec<&str> = system_accounts(passwd).collect();
+        assert_eq!(names, ["root", "_apt", "prometheus"]);
+        let acc = Accounts::new(&["deploy".into()], Some("svc-x:x:120:120::/:/bin/false\n"));
+        for n in [
+            "root",
+            "www-data",
+            "systemd-resolve",
+            "_apt",
+            "deploy",
+            "svc-x",
+        ] {
+            assert!(acc.contains(n.as_bytes()), "{n}");
+        }
+        for n in ["alice", "Root", "_", "deployer"] {
+            assert!(!acc.contains(n.as_bytes()), "{n}");
+        }
+    }
+}

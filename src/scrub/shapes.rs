@@ -1,0 +1,483 @@
+//! Program shapes: where one program's lines name a person, declared once
+//! as a row of [`SHAPES`] and compiled into one matcher.
+//!
+//! A row is the program, the shape, and an example line (a test scrubs
+//! every example and checks that each name slot was rewritten). A shape is
+//! literal text with slots:
+//!
+//! - `%n`: a name (letters, digits, `. _ - $ @ +`, non-ASCII), rewritten
+//!   with the `logins` action unless it is a system account;
+//! - `%w`: words up to the next literal on the line (a display name such
+//!   as `"Tina Example"`), rewritten whole;
+//! - `%k`: a name that is kept (a repository, a group).
+//!
+//! The longest literal of each shape is its key; one Aho-Corasick automaton
+//! finds every key in the text (its SIMD prefilter keeps a line with none
+//! cheap), and the rest of the shape is matched around the hit, forward
+//! and backward. Literals are case-sensitive: these are the programs' own
+//! format strings. A shape whose first literal starts with a letter or
+//! digit must start a word. Adding a program is one row here and its lines
+//! in the corpus (`tests/corpus/scrub/`).
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// One program shape (see the module doc).
+pub struct Row {
+    pub program: &'static str,
+    pub shape: &'static str,
+    /// A real line of the program (read by the tests: every row matches
+    /// its example).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub example: &'static str,
+}
+
+/// The table. Keep rows grouped by program; the example is a real line.
+pub const SHAPES: &[Row] = &[
+    Row {
+        program: "python-ldap-auth",
+        shape: "Authenticated as %n via ",
+        example: "INFO app.auth: Authenticated as kate via LDAP",
+    },
+    Row {
+        program: "generic",
+        shape: "logged in as %n",
+        example: "user paul logged in as paul from 203.0.113.98",
+    },
+    Row {
+        program: "generic",
+        shape: "login failed for \"%n\"",
+        example: "WARN login failed for \"quinn\" from 203.0.113.99",
+    },
+    Row {
+        program: "generic",
+        shape: "login failed for '%n'",
+        example: "WARN login failed for 'quinn'",
+    },
+    Row {
+        program: "roundcube",
+        shape: "Failed login for %n from ",
+        example: "<a1b2> Failed login for erin from 203.0.113.43 in session a1b2 (error: 0)",
+    },
+    Row {
+        program: "roundcube",
+        shape: "Successful login for %n (ID: ",
+        example: "<a1b2> Successful login for erin (ID: 7) from 203.0.113.43",
+    },
+    Row {
+        program: "roundcube",
+        shape: "Login failed for %n against ",
+        example: "IMAP Error: Login failed for erin against 127.0.0.1 from 203.0.113.43.",
+    },
+    Row {
+        program: "gitea",
+        shape: "Failed authentication attempt for %n from ",
+        example: "[I] Failed authentication attempt for dave from 203.0.113.73:0: user does not exist",
+    },
+    Row {
+        program: "gitea",
+        shape: "completed GET /%n/%k/src/",
+        example: "router: completed GET /dave/dotfiles/src/branch/main for 203.0.113.73:51234, 200 OK",
+    },
+    Row {
+        program: "forgejo",
+        shape: "Unable to get repository: %n/%k Error",
+        example: "[E] Unable to get repository: erin/notes Error: repository does not exist",
+    },
+    Row {
+        program: "forgejo",
+        shape: "owner_name: %n, ",
+        example: "[id: 0, uid: 0, owner_name: erin, name: notes]",
+    },
+    Row {
+        program: "jenkins",
+        shape: "Failed to authenticate with basic auth for %n",
+        example: "WARNING j.s.s.BasicHeaderProcessor#doFilter: Failed to authenticate with basic auth for nina",
+    },
+    Row {
+        program: "openvpn",
+        shape: "[%n] Peer Connection Initiated with ",
+        example: "203.0.113.44:51234 [alice] Peer Connection Initiated with [AF_INET]203.0.113.44:51234",
+    },
+    Row {
+        program: "openvpn",
+        shape: "authentication succeeded for username '%n'",
+        example: "TLS: Username/Password authentication succeeded for username 'bob'",
+    },
+    Row {
+        program: "openvpn",
+        shape: " %n/%k MULTI",
+        example: "2024-10-10 13:55:36 alice/203.0.113.44:51234 MULTI_sva: pool returned IPv4=10.8.0.6",
+    },
+    Row {
+        program: "openvpn",
+        shape: " %n/%k SIGUSR1[",
+        example: "2024-10-10 13:55:37 alice/203.0.113.44:51234 SIGUSR1[soft,ping-restart] received",
+    },
+    Row {
+        program: "vsftpd",
+        shape: "] [%n] OK LOGIN: ",
+        example: "[pid 3000] [carol] OK LOGIN: Client \"::ffff:203.0.113.77\"",
+    },
+    Row {
+        program: "vsftpd",
+        shape: "] [%n] FAIL LOGIN: ",
+        example: "[pid 3002] [dave] FAIL LOGIN: Client \"::ffff:203.0.113.78\"",
+    },
+    Row {
+        program: "vsftpd",
+        shape: "] [%n] OK UPLOAD: ",
+        example: "[pid 3000] [carol] OK UPLOAD: Client \"::ffff:203.0.113.77\", \"/x\", 12 bytes",
+    },
+    Row {
+        program: "vsftpd",
+        shape: "] [%n] OK DOWNLOAD: ",
+        example: "[pid 3000] [carol] OK DOWNLOAD: Client \"::ffff:203.0.113.77\", \"/x\", 12 bytes",
+    },
+    Row {
+        program: "vsftpd-xferlog",
+        shape: " r %n ftp 0 * ",
+        example: "1 203.0.113.77 1048576 /srv/backup.tar.gz b _ i r carol ftp 0 * c",
+    },
+    Row {
+        program: "login",
+        shape: " FOR '%n', ",
+        example: "FAILED LOGIN (1) on '/dev/tty1' FOR 'dave', Authentication failure",
+    },
+    Row {
+        program: "postgresql",
+        shape: "role \"%n\" does not exist",
+        example: "FATAL:  role \"ivan\" does not exist",
+    },
+    Row {
+        program: "apt",
+        shape: "Requested-By: %n (",
+        example: "Requested-By: alice (1000)",
+    },
+    Row {
+        program: "auditd",
+        shape: " acct=\"%n\" ",
+        example: "msg='op=PAM:authentication grantors=pam_unix acct=\"alice\" exe=\"/usr/bin/sudo\"",
+    },
+    Row {
+        program: "mongodb",
+        shape: "\"principalName\":\"%n\"",
+        example: "\"attr\":{\"mechanism\":\"SCRAM-SHA-256\",\"principalName\":\"alice\",\"authenticationDatabase\":\"admin\"}",
+    },
+    Row {
+        program: "samba",
+        shape: "Authentication for user [%n] -> [%n] ",
+        example: "check_ntlm_password:  Authentication for user [alice] -> [alice] FAILED with error NT_STATUS_WRONG_PASSWORD",
+    },
+    Row {
+        program: "samba",
+        shape: " initially as user %n (",
+        example: "connect to service homes initially as user bob (uid=1001, gid=1001) (pid 4567)",
+    },
+    Row {
+        program: "synapse",
+        shape: "Failed password login for user @%n:",
+        example: "INFO - POST-12346 - Failed password login for user @bob:matrix.example",
+    },
+    Row {
+        program: "mastodon",
+        shape: "/users/%n/",
+        example: "method=GET path=/users/bob/outbox format=json controller=ActivityPub::OutboxesController",
+    },
+    Row {
+        program: "mastodon",
+        shape: "/users/%n ",
+        example: "Error delivering https://mastodon.example/users/bob to https://other.example/inbox",
+    },
+    Row {
+        program: "peertube",
+        shape: "\"url\":\"/a/%n/",
+        example: "{\"level\":\"info\",\"message\":\"HTTP request\",\"method\":\"GET\",\"url\":\"/a/carol/video-channels\"}",
+    },
+    Row {
+        program: "nextcloud",
+        shape: "/remote.php/dav/files/%n/",
+        example: "\"PROPFIND /remote.php/dav/files/heidi/ HTTP/1.1\"",
+    },
+    Row {
+        program: "nextcloud",
+        shape: "\"message\":\"Scanning files for %n\"",
+        example: "\"message\":\"Scanning files for heidi\"",
+    },
+    Row {
+        program: "vaultwarden",
+        shape: "User %n logged in successfully.",
+        example: "[vaultwarden::api::identity][INFO] User lena@example.org logged in successfully. IP: 203.0.113.96",
+    },
+    Row {
+        program: "mail",
+        shape: "From: \"%w\" <",
+        example: "From: \"Tina Example\" <tina@example.org> Subject: invoice",
+    },
+    Row {
+        program: "mail",
+        shape: "To: \"%w\" <",
+        example: "To: \"Tina Example\" <tina@example.org>",
+    },
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Seg {
+    Lit(&'static str),
+    Name,
+    Words,
+    Kept,
+}
+
+struct Compiled {
+    segs: Vec<Seg>,
+    /// The index in `segs` of the literal the automaton finds.
+    key: usize,
+    program: &'static str,
+}
+
+/// The compiled table: one automaton over every row's key.
+pub struct Shapes {
+    ac: AhoCorasick,
+    /// For each automaton pattern, the rows it keys.
+    rows: Vec<Vec<Compiled>>,
+}
+
+fn parse(shape: &'static str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    let mut rest = shape;
+    while let Some(p) = rest.find('%') {
+        if p > 0 {
+            segs.push(Seg::Lit(&rest[..p]));
+        }
+        segs.push(match rest.as_bytes().get(p + 1) {
+            Some(b'n') => Seg::Name,
+            Some(b'w') => Seg::Words,
+            Some(b'k') => Seg::Kept,
+            _ => panic!("shape {shape:?}: `%` must be followed by n, w or k"),
+        });
+        rest = &rest[p + 2..];
+    }
+    if !rest.is_empty() {
+        segs.push(Seg::Lit(rest));
+    }
+    segs
+}
+
+/// A byte of a `%n` or `%k` slot.
+fn name_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'$' | b'@' | b'+') || c >= 0x80
+}
+
+/// A byte of a slot: `%k` also holds `:` (`203.0.113.44:51234`).
+fn slot_byte(slot: Seg, c: u8) -> bool {
+    name_byte(c) || (slot == Seg::Kept && c == b':')
+}
+
+/// Longest slot accepted (Linux allows 32-byte names; e-mails are longer).
+const MAX_SLOT: usize = 256;
+
+impl Shapes {
+    pub fn new() -> Shapes {
+        let mut keys: Vec<&'static str> = Vec::new();
+        let mut rows: Vec<Vec<Compiled>> = Vec::new();
+        for row in SHAPES {
+            let segs = parse(row.shape);
+            let key = (0..segs.len())
+                .filter(|&i| matches!(segs[i], Seg::Lit(_)))
+                .max_by_key(|&i| match segs[i] {
+                    Seg::Lit(l) => l.len(),
+                    _ => 0,
+                })
+                .expect("every shape has a literal");
+            let Seg::Lit(lit) = segs[key] else {
+                unreachable!()
+            };
+            let c = Compiled {
+                segs,
+                key,
+                program: row.program,
+            };
+            match keys.iter().position(|k| *k == lit) {
+                Some(i) => rows[i].push(c),
+                None => {
+                    keys.push(lit);
+                    rows.push(vec![c]);
+                }
+            }
+        }
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(&keys)
+            .expect("the shape keys compile");
+        Shapes { ac, rows }
+    }
+
+    /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
+    /// program that names them.
+    pub fn find(&self, s: &[u8]) -> Vec<(usize, usize, &'static str)> {
+        let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
+        // Nearly every line holds no key: one prefiltered search says so
+        // before the overlapping walk (which cannot use the prefilter).
+        if !self.ac.is_match(s) {
+            return spans;
+        }
+        for m in self.ac.find_overlapping_iter(s) {
+            for row in &self.rows[m.pattern().as_usize()] {
+                if let Some(found) = row.match_at(s, m.start(), m.end()) {
+                    for (a, b) in found {
+                        spans.push((a, b, row.program));
+                    }
+                }
+            }
+        }
+        spans.sort_unstable();
+        let mut end = 0;
+        spans.retain(|&(a, b, _)| {
+            let keep = a >= end;
+            if keep {
+                end = b;
+            }
+            keep
+        });
+        spans
+    }
+}
+
+impl Default for Shapes {
+    fn default() -> Shapes {
+        Shapes::new()
+    }
+}
+
+impl Compiled {
+    /// The row matched around its key at `s[ks..ke]`: the spans of its
+    /// rewritten slots.
+    fn match_at(&self, s: &[u8], ks: usize, ke: usize) -> Option<Vec<(usize, usize)>> {
+        let mut out = Vec::new();
+        // Forward from the key.
+        let mut p = ke;
+        let mut k = self.key + 1;
+        while k < self.segs.len() {
+            match self.segs[k] {
+                Seg::Lit(l) => {
+                    if !s[p..].starts_with(l.as_bytes()) {
+                        return None;
+                    }
+                    p += l.len();
+                }
+                slot => {
+                    let next = match self.segs.get(k + 1) {
+                        Some(Seg::Lit(l)) => Some(l.as_bytes()),
+                        _ => None,
+                    };
+                    let end = slot_forward(s, p, slot, next)?;
+                    if slot != Seg::Kept {
+                        out.push((p, end));
+                    }
+                    p = end;
+                }
+            }
+            k += 1;
+        }
+        // Backward from the key.
+        let mut p = ks;
+        for k in (0..self.key).rev() {
+            match self.segs[k] {
+                Seg::Lit(l) => {
+                    if !s[..p].ends_with(l.as_bytes()) {
+                        return None;
+                    }
+                    p -= l.len();
+                }
+                slot => {
+                    let mut b = p;
+                    while b > 0 && p - b < MAX_SLOT && slot_byte(slot, s[b - 1]) {
+                        b -= 1;
+                    }
+                    if b == p || (k == 0 && b > 0 && slot_byte(slot, s[b - 1])) {
+                        return None;
+                    }
+                    if slot != Seg::Kept {
+                        out.push((b, p));
+                    }
+                    p = b;
+                }
+            }
+        }
+        // A shape opening with a word starts a word.
+        if let Some(Seg::Lit(l)) = self.segs.first() {
+            if l.as_bytes()[0].is_ascii_alphanumeric() && p > 0 && s[p - 1].is_ascii_alphanumeric()
+            {
+                return None;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The end of a slot starting at `p`, before the literal `next` (if any).
+fn slot_forward(s: &[u8], p: usize, slot: Seg, next: Option<&[u8]>) -> Option<usize> {
+    let window = &s[p..(p + MAX_SLOT).min(s.len())];
+    if slot == Seg::Words {
+        let next = next?;
+        let end = memchr::memmem::find(window, next)?;
+        let words = &window[..end];
+        return (end > 0 && !words.contains(&b'\n') && !words.contains(&b'"')).then_some(p + end);
+    }
+    // A pseudonym (`u:3f9a2b1c5d`, holding a `:`) fills the slot whole: the
+    // name was rewritten by an earlier pass.
+    if let Some(n) = super::hash::pseudonym_len_at(s, p) {
+        return Some(p + n);
+    }
+    let run = window.iter().take_while(|&&c| slot_byte(slot, c)).count();
+    if run == 0 {
+        return None;
+    }
+    match next {
+        // The longest run the next literal follows (a name may end in `.`
+        // before a literal `.`).
+        Some(l) => (1..=run)
+            .rev()
+            .find(|&n| s[p + n..].starts_with(l))
+            .map(|n| p + n),
+        None => Some(p + run),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row finds a name in its own example, and only where a slot is.
+    #[test]
+    fn every_example_matches_its_row() {
+        let shapes = Shapes::new();
+        for row in SHAPES {
+            let found = shapes.find(row.example.as_bytes());
+            assert!(
+                found.iter().any(|&(_, _, p)| p == row.program),
+                "{}: {:?} finds nothing in {:?}",
+                row.program,
+                row.shape,
+                row.example
+            );
+        }
+    }
+
+    #[test]
+    fn near_misses() {
+        let shapes = Shapes::new();
+        for s in [
+            "xAuthenticated as kate via LDAP",
+            "role \"\" does not exist",
+            "From: \"a\nb\" <x@y.org>",
+            "GET /users/ HTTP/1.1",
+        ] {
+            assert!(shapes.find(s.as_bytes()).is_empty(), "{s}");
+        }
+        let s = b"completed GET /dave/dotfiles/src/branch/main";
+        let found = shapes.find(s);
+        assert_eq!(found.len(), 1);
+        assert_eq!(&s[found[0].0..found[0].1], b"dave");
+    }
+}
