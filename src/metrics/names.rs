@@ -24,6 +24,7 @@ pub const SOURCE_EVENTS_SPOOLED: &str = "weir_source_events_spooled_total";
 // The journal source.
 pub const JOURNAL_CURSOR_GAPS: &str = "weir_journal_cursor_gaps_total";
 pub const JOURNAL_ENTRIES_SKIPPED: &str = "weir_journal_entries_skipped_total";
+pub const JOURNAL_ENTRIES_MISSED: &str = "weir_journal_entries_missed_total";
 pub const JOURNAL_READ_ERRORS: &str = "weir_journal_read_errors_total";
 // Scrub.
 pub const SCRUB_REWRITES: &str = "weir_scrub_rewrites_total";
@@ -87,6 +88,7 @@ pub const ALL: &[Family] = &[
     c(SOURCE_EVENTS_SPOOLED, &["source"]),
     c(JOURNAL_CURSOR_GAPS, &["source"]),
     c(JOURNAL_ENTRIES_SKIPPED, &["source", "reason"]),
+    c(JOURNAL_ENTRIES_MISSED, &["source"]),
     c(JOURNAL_READ_ERRORS, &["source"]),
     c(SCRUB_REWRITES, &["kind", "action"]),
     g(SPOOL_BYTES, &[]),

@@ -295,7 +295,7 @@ impl Metrics {
                 &[("source", source), ("reason", "unreadable_entry")],
             ),
             missed: metrics::counter(
-                "weir_journal_entries_missed_total",
+                crate::metrics::names::JOURNAL_ENTRIES_MISSED,
                 "Journal entries stepped over unread: the journal's sequence numbers jumped (vacuumed before weir read them, or lost in a corrupt file). Counted only without include filters.",
                 &s,
             ),
