@@ -393,28 +393,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_parse() {
-        assert_eq!(
-            Address::parse("127.0.0.1:9880"),
-            Ok(Address::Tcp("127.0.0.1:9880".into()))
-        );
-        assert_eq!(
-            Address::parse("tcp://[::1]:9880"),
-            Ok(Address::Tcp("[::1]:9880".into()))
-        );
-        assert_eq!(
-            Address::parse("unix:///run/weir/m.sock"),
-            Ok(Address::Unix("/run/weir/m.sock".into()))
-        );
-        assert_eq!(
-            Address::parse("unix://rel.sock"),
-            Err(AddressError::RelativeUnixPath)
-        );
-        assert_eq!(Address::parse("9880"), Err(AddressError::NoPort));
-        assert_eq!(Address::parse("host:http"), Err(AddressError::NoPort));
-    }
-
-    #[test]
     fn request_lines_parse() {
         assert_eq!(
             parse_request_line(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a"),
