@@ -5,6 +5,7 @@
 //! implements only [`driver::Sink`]: prepare a batch, deliver it, say what
 //! happened.
 
+pub mod cause;
 pub mod driver;
 pub mod file;
 pub mod gelf;

@@ -17,6 +17,7 @@ mod package;
 mod pipeline;
 mod scrub;
 mod selflog;
+mod sink_errors;
 mod sink_status;
 mod spool;
 mod systemd;

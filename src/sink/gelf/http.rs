@@ -29,6 +29,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, C
 
 use super::config::Auth;
 use super::{Compression, Config, Frames, COMPRESSION_LEVEL};
+use crate::sink::cause::Cause;
 use crate::sink::driver::{Failure, Step};
 use crate::sink::loki::response::network_reason;
 
@@ -118,11 +119,11 @@ impl HttpSender {
             let answer = self.post(body).await;
             let status = match answer {
                 Ok(status) => status,
-                Err(reason) => {
+                Err((reason, cause)) => {
                     return Step::Retry(Failure {
                         reason,
                         detail: format!(
-                            "no answer from {} to a request of {size} bytes, {messages} messages",
+                            "{cause} ({}); a request of {size} bytes, {messages} messages",
                             self.url
                         ),
                         after: None,
@@ -201,7 +202,8 @@ impl HttpSender {
     }
 
     /// Posts `body`; the status and `Retry-After`, or the reason it failed.
-    async fn post(&self, body: Vec<u8>) -> Result<Answer, &'static str> {
+    /// Posts one body; without an answer, the metric reason and the cause.
+    async fn post(&self, body: Vec<u8>) -> Result<Answer, (&'static str, Cause)> {
         let client = self.client.as_ref().expect("built before posting");
         let mut request = client
             .post(self.url.clone())
@@ -215,7 +217,11 @@ impl HttpSender {
         if let Auth::Basic { username, password } = &self.auth {
             request = request.basic_auth(username, Some(&password.0));
         }
-        let mut response = request.send().await.map_err(|e| network_reason(&e))?;
+        let mut response = request.send().await.map_err(|e| {
+            let host = self.url.host_str().unwrap_or("?");
+            let cause = Cause::of_reqwest(&e, host, CONNECT_TIMEOUT, self.request_timeout);
+            (network_reason(&e), cause)
+        })?;
         let code = response.status().as_u16();
         let retry_after = response
             .headers()

@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::tcp::CONNECT_TIMEOUT;
 use super::{tcp, udp, Endpoint, Frames};
+use crate::sink::cause::Cause;
 
 /// Longest a DNS lookup may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -13,31 +15,32 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// payload (only the peer, timeouts and OS/TLS errors).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("cannot resolve {peer}: {source}; check `address` and DNS")]
+    #[error("{cause} (port {port}); check `address` and DNS", cause = Cause::of(source, host, RESOLVE_TIMEOUT))]
     Resolve {
-        peer: String,
+        host: String,
+        port: u16,
         source: std::io::Error,
     },
     #[error("{peer} resolved to no address; check `address` and DNS")]
     NoAddress { peer: String },
-    #[error("cannot connect to {peer}: {source}; is the Graylog GELF input running?")]
+    #[error("{cause} ({peer}); is the Graylog GELF input running?", cause = Cause::of(source, peer, CONNECT_TIMEOUT))]
     Connect {
         peer: String,
         source: std::io::Error,
     },
-    #[error("TLS handshake with {peer} failed: {source}; check its certificate, `ca_file` and `server_name`")]
+    #[error("{cause} ({peer}); check its certificate, `ca_file` and `server_name`", cause = tls_cause(source, peer))]
     Tls {
         peer: String,
         source: std::io::Error,
     },
     #[error(transparent)]
     TlsSetup(#[from] tcp::TlsSetupError),
-    #[error("sending to {peer} failed: {source}")]
+    #[error("{cause} ({peer}) while sending", cause = Cause::of(source, peer, CONNECT_TIMEOUT))]
     Send {
         peer: String,
         source: std::io::Error,
     },
-    #[error("{what} to {peer} timed out after {secs}s")]
+    #[error("timeout after {secs}s ({what} to {peer})")]
     Timeout {
         what: &'static str,
         peer: String,
@@ -59,6 +62,15 @@ impl SendError {
     }
 }
 
+/// A failed handshake is a TLS failure even when rustls's reason is not
+/// in the chain (the server hung up mid-handshake, say).
+fn tls_cause(source: &std::io::Error, peer: &str) -> Cause {
+    match Cause::of(source, peer, CONNECT_TIMEOUT) {
+        tls @ Cause::Tls(_) => tls,
+        other => Cause::Tls(format!("handshake failed: {other}")),
+    }
+}
+
 /// Resolves the endpoint's host now (DNS may change between reconnects).
 pub(super) async fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, SendError> {
     let peer = || format!("{}:{}", endpoint.host, endpoint.port);
@@ -71,7 +83,8 @@ pub(super) async fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, SendError
             secs: RESOLVE_TIMEOUT.as_secs(),
         })?
         .map_err(|source| SendError::Resolve {
-            peer: peer(),
+            host: endpoint.host.clone(),
+            port: endpoint.port,
             source,
         })?;
     addrs

@@ -36,7 +36,8 @@ pub enum Outcome {
         reason: &'static str,
         refused: Option<u64>,
     },
-    /// Try the same push again later. `status` is 0 for network errors.
+    /// Try the same push again later (network errors are the service's
+    /// `Unreachable`, with their cause).
     Retry { status: u16, reason: &'static str },
 }
 

@@ -9,6 +9,15 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, C
 use super::encode::Body;
 use super::response::{self, Outcome, BODY_PEEK};
 use super::{Auth, Config};
+use crate::sink::cause::Cause;
+
+/// No HTTP answer at all: the metric reason (a fixed word) and what exactly
+/// failed (for the log).
+#[derive(Debug)]
+pub struct Unreachable {
+    pub reason: &'static str,
+    pub cause: Cause,
+}
 
 /// Why the client could not be built. Says what to fix; carries no payload.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +41,8 @@ pub struct Service {
     client: reqwest::Client,
     url: reqwest::Url,
     auth: Auth,
+    connect_timeout: std::time::Duration,
+    request_timeout: std::time::Duration,
 }
 
 impl Service {
@@ -76,11 +87,23 @@ impl Service {
             client,
             url,
             auth: config.auth.clone(),
+            connect_timeout: config.connect_timeout.0,
+            request_timeout: config.request_timeout.0,
         })
     }
 
-    /// Sends one push and says what its response means.
-    pub async fn push(&self, body: &Body) -> Outcome {
+    /// `host:port` of the endpoint, for log lines (never the path or
+    /// credentials).
+    pub fn peer(&self) -> String {
+        let host = self.url.host_str().unwrap_or("?");
+        match self.url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        }
+    }
+
+    /// Sends one push and says what its response means, or why there was none.
+    pub async fn push(&self, body: &Body) -> Result<Outcome, Unreachable> {
         let mut request = self
             .client
             .post(self.url.clone())
@@ -95,15 +118,16 @@ impl Service {
         let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                return Outcome::Retry {
-                    status: 0,
+                let host = self.url.host_str().unwrap_or("?");
+                return Err(Unreachable {
                     reason: response::network_reason(&e),
-                }
+                    cause: Cause::of_reqwest(&e, host, self.connect_timeout, self.request_timeout),
+                });
             }
         };
         let status = response.status().as_u16();
         if response.status().is_success() {
-            return Outcome::Accepted;
+            return Ok(Outcome::Accepted);
         }
         // Read only the start of the body: enough for a classifier, never
         // enough to matter if a proxy answers with a whole page.
@@ -114,6 +138,6 @@ impl Service {
                 Ok(None) | Err(_) => break,
             }
         }
-        response::classify(status, &peek)
+        Ok(response::classify(status, &peek))
     }
 }

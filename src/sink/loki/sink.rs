@@ -144,7 +144,20 @@ impl driver::Sink for LokiSink {
                 }
             } else {
                 let service = self.service.as_ref().expect("built above");
-                service.push(body).await
+                match service.push(body).await {
+                    Ok(outcome) => outcome,
+                    Err(failed) => {
+                        return Step::Retry(Failure {
+                            reason: failed.reason,
+                            detail: format!(
+                                "{} ({}); a push of {size} bytes, {entries} entries",
+                                failed.cause,
+                                service.peer()
+                            ),
+                            after: None,
+                        })
+                    }
+                }
             };
             match outcome {
                 Outcome::Accepted => {
@@ -209,14 +222,12 @@ impl driver::Sink for LokiSink {
                     return Step::Dropped { events: 1, reason };
                 }
                 Outcome::Retry { status, reason } => {
-                    let answer = if status == 0 {
-                        "no response".to_owned()
-                    } else {
-                        format!("HTTP {status}")
-                    };
+                    let peer = self.service.as_ref().map(Service::peer).unwrap_or_default();
                     return Step::Retry(Failure {
                         reason,
-                        detail: format!("{answer} to a push of {size} bytes, {entries} entries"),
+                        detail: format!(
+                            "HTTP {status} from {peer} to a push of {size} bytes, {entries} entries"
+                        ),
                         after: None,
                     });
                 }
