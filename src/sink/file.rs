@@ -7,19 +7,26 @@
 //! holds everything acknowledged even after a power loss. When the file would
 //! pass `max_file_bytes` it is renamed to `PATH.1` (older ones shift to `.2`,
 //! ...; beyond `keep_files` they are deleted) and a new file is started.
+//!
+//! Retention: with `max_age`, a file (rotated or current) whose last write is
+//! older than `max_age` is deleted, checked at start and every minute even
+//! when nothing arrives. A file's last write is its newest line, so nothing
+//! in a deleted file is younger than `max_age`; a file still being written
+//! keeps its older lines until it rotates (bounded by `max_file_bytes`).
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Event;
 use crate::problems::Problems;
 use crate::sink::driver;
 use crate::spool;
-use crate::units::ByteSize;
+use crate::units::{ByteSize, HumanDuration};
 
 /// `[sinks.NAME]` with `type = "file"`, as written.
 #[derive(Debug, Deserialize)]
@@ -32,6 +39,10 @@ pub struct RawConfig {
     /// Rotated files kept (`PATH.1` .. `PATH.N`). Default 5; 0 keeps none;
     /// at most 10,000 (each rotation renames every kept file).
     pub keep_files: Option<u32>,
+    /// Delete files (rotated or current) whose last write is older than
+    /// this, e.g. `"30d"`. Default `"0s"`: off, only `keep_files` limits
+    /// what is kept (deleting an administrator's logs by age is their call).
+    pub max_age: Option<HumanDuration>,
 }
 
 /// The most rotated files a file sink keeps.
@@ -43,6 +54,8 @@ pub struct Config {
     pub path: PathBuf,
     pub max_file_bytes: ByteSize,
     pub keep_files: u32,
+    /// `0s`: off.
+    pub max_age: HumanDuration,
 }
 
 impl RawConfig {
@@ -65,6 +78,7 @@ impl RawConfig {
             path: self.path,
             max_file_bytes,
             keep_files,
+            max_age: self.max_age.unwrap_or(HumanDuration(Duration::ZERO)),
         }
     }
 }
@@ -80,6 +94,9 @@ pub struct FileSink {
     buf: Vec<u8>,
     events: u64,
     written: bool,
+    /// Held while appending or pruning: a file is never deleted between
+    /// the check of its age and a write to it.
+    files: Arc<Mutex<()>>,
 }
 
 impl FileSink {
@@ -89,6 +106,7 @@ impl FileSink {
             buf: Vec::new(),
             events: 0,
             written: true,
+            files: Arc::new(Mutex::new(())),
         }
     }
 }
@@ -123,7 +141,9 @@ impl driver::Sink for FileSink {
         // Written off the runtime (fdatasync blocks); the buffer goes and comes back.
         let cfg = self.config.clone();
         let data = std::mem::take(&mut self.buf);
+        let files = self.files.clone();
         let (res, data) = tokio::task::spawn_blocking(move || {
+            let _held = files.lock().unwrap_or_else(|e| e.into_inner());
             let r = append(&cfg, &data);
             (r, data)
         })
@@ -149,7 +169,59 @@ impl driver::Sink for FileSink {
 
 /// Delivers from `reader` to the file until `shutdown`.
 pub async fn run(name: String, config: Config, reader: spool::Reader, shutdown: CancellationToken) {
-    driver::run(name, FileSink::new(config), reader, shutdown).await
+    let sink = FileSink::new(config.clone());
+    if !config.max_age.0.is_zero() {
+        let (files, stop, name) = (sink.files.clone(), shutdown.clone(), name.clone());
+        tokio::spawn(async move {
+            loop {
+                let (cfg, files) = (config.clone(), files.clone());
+                let pruned = tokio::task::spawn_blocking(move || {
+                    let _held = files.lock().unwrap_or_else(|e| e.into_inner());
+                    prune(&cfg.path, cfg.keep_files, cfg.max_age.0, SystemTime::now())
+                })
+                .await
+                .expect("file prune task panicked");
+                match pruned {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(sink = %name, files = n, max_age = %config.max_age, "deleted files older than max_age")
+                    }
+                    Err(e) => {
+                        tracing::warn!(sink = %name, error = %e, "cannot delete files older than max_age; will try again in a minute")
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                }
+            }
+        });
+    }
+    driver::run(name, sink, reader, shutdown).await
+}
+
+/// How often files are checked against `max_age`.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes the current file and rotated files `PATH.1..=PATH.keep` whose
+/// last write is older than `max_age`; returns how many it deleted.
+fn prune(path: &Path, keep: u32, max_age: Duration, now: SystemTime) -> std::io::Result<u32> {
+    let Some(cutoff) = now.checked_sub(max_age) else {
+        return Ok(0);
+    };
+    let mut deleted = 0;
+    for file in std::iter::once(path.to_owned()).chain((1..=keep).map(|n| rotated(path, n))) {
+        let modified = match std::fs::metadata(&file).and_then(|m| m.modified()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if modified < cutoff {
+            std::fs::remove_file(&file)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Appends one JSON line for `e` to `out`.
@@ -244,6 +316,7 @@ mod tests {
             path: dir.path().join("sub/events.ndjson"),
             max_file_bytes: ByteSize(100),
             keep_files: 2,
+            max_age: HumanDuration(Duration::ZERO),
         };
         for i in 0..5u8 {
             append(&cfg, &[b'a' + i; 60]).unwrap();
@@ -253,5 +326,32 @@ mod tests {
         assert_eq!(read(rotated(&cfg.path, 1)), vec![b'd'; 60]);
         assert_eq!(read(rotated(&cfg.path, 2)), vec![b'c'; 60]);
         assert!(!rotated(&cfg.path, 3).exists());
+    }
+
+    #[test]
+    fn prune_deletes_only_files_last_written_before_max_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        let day = Duration::from_secs(86_400);
+        let now = SystemTime::now();
+        // current: written now; .1: 2 days ago; .2: 10 days ago; .4 (beyond
+        // keep = 3) untouched: rotation deletes it, not retention.
+        for (file, age) in [
+            (path.clone(), Duration::ZERO),
+            (rotated(&path, 1), 2 * day),
+            (rotated(&path, 2), 10 * day),
+            (rotated(&path, 4), 10 * day),
+        ] {
+            let f = File::create(&file).unwrap();
+            f.set_modified(now - age).unwrap();
+        }
+        assert_eq!(prune(&path, 3, 7 * day, now).unwrap(), 1);
+        assert!(path.exists());
+        assert!(rotated(&path, 1).exists());
+        assert!(!rotated(&path, 2).exists());
+        assert!(rotated(&path, 4).exists());
+        // An idle current file older than max_age goes too.
+        assert_eq!(prune(&path, 3, day / 2, now + day).unwrap(), 2);
+        assert!(!path.exists() && !rotated(&path, 1).exists());
     }
 }

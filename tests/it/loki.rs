@@ -689,6 +689,7 @@ async fn a_down_loki_delays_no_other_sink() {
         path: out.clone(),
         max_file_bytes: weir::units::ByteSize(100 << 20),
         keep_files: 1,
+        max_age: weir::units::HumanDuration(std::time::Duration::ZERO),
     };
     let file_reader = h.spool.reader("file").unwrap();
     let file_task = tokio::spawn(weir::sink::file::run(

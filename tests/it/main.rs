@@ -15,6 +15,7 @@ mod loki_receiver;
 mod metrics;
 mod package;
 mod pipeline;
+mod retention;
 mod scrub;
 mod selflog;
 mod sink_errors;
