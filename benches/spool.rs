@@ -205,6 +205,7 @@ fn config() -> Config {
         when_full: WhenFull::DropOldest,
         segment_bytes: ByteSize(64 << 20),
         fsync_interval: HumanDuration(Duration::from_millis(100)),
+        max_age: HumanDuration(Duration::ZERO),
     }
 }
 

@@ -149,6 +149,11 @@ pub struct RawConfig {
     /// writer awaiting durability (Forward ack, journal cursor) gets its
     /// fdatasync immediately whatever this says; readers see data once synced.
     pub fsync_interval: Option<HumanDuration>,
+    /// Events whose timestamp is older than this are dropped when a sink
+    /// reads them, counted in `weir_spool_dropped_events_total{reason="max_age"}`.
+    /// Default `7d`, Loki's `reject_old_samples_max_age` (Loki refuses them
+    /// anyway); `0s` keeps events whatever their age.
+    pub max_age: Option<HumanDuration>,
 }
 
 /// The spool's policy when `max_bytes` is reached or the disk is full.
@@ -175,6 +180,8 @@ pub struct Config {
     /// for durability. Shorter: less data lost by a power cut that nobody
     /// acknowledged anyway, and lower sink latency; longer: fewer syncs.
     pub fsync_interval: HumanDuration,
+    /// `0s`: off.
+    pub max_age: HumanDuration,
 }
 
 impl RawConfig {
@@ -186,6 +193,9 @@ impl RawConfig {
             fsync_interval: self
                 .fsync_interval
                 .unwrap_or(HumanDuration(std::time::Duration::from_millis(100))),
+            max_age: self
+                .max_age
+                .unwrap_or(HumanDuration(std::time::Duration::from_secs(7 * 86_400))),
         };
         if c.segment_bytes.0 < 4096 {
             problems.add(format!("{key}.segment_bytes"), "must be at least 4KiB");
@@ -636,6 +646,12 @@ impl Spool {
             chunk: Vec::new(),
             cur: None,
             durable: self.shared().durable.subscribe(),
+            max_age: self.shared().config.max_age.0,
+            expired: crate::metrics::counter(
+                "weir_spool_dropped_events_total",
+                "Events a sink never got because the spool dropped them, by reason.",
+                &[("sink", sink), ("reason", "max_age")],
+            ),
         })
     }
 

@@ -36,6 +36,10 @@ pub struct Reader {
     /// The record being handed out in parts.
     pub(super) cur: Option<Current>,
     pub(super) durable: watch::Receiver<Offset>,
+    /// Events older than this (by their timestamp) are dropped here.
+    pub(super) max_age: std::time::Duration,
+    /// `weir_spool_dropped_events_total{reason="max_age"}` for this sink.
+    pub(super) expired: crate::metrics::Counter,
 }
 
 /// A record whose events are being handed out.
@@ -86,12 +90,34 @@ impl Reader {
             }
             self.seg_events += events.len() as u64;
             self.publish();
+            self.drop_expired(&mut events);
             if !events.is_empty() {
                 return Ok(Batch {
                     events,
                     end: self.read,
                 });
             }
+        }
+    }
+
+    /// Drops events older than `max_age` (retention, and Loki refuses them
+    /// anyway). A batch of only expired events is skipped: its offsets are
+    /// acknowledged with the next batch the sink delivers.
+    fn drop_expired(&self, events: &mut Vec<Event>) {
+        if self.max_age.is_zero() {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cutoff = now.saturating_sub(self.max_age).as_nanos();
+        let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
+        let before = events.len();
+        events.retain(|e| e.timestamp_ns >= cutoff);
+        let dropped = (before - events.len()) as u64;
+        if dropped > 0 {
+            self.expired.add(dropped);
+            tracing::warn!(sink = %self.sink, events = dropped, "dropped spooled events older than spool.max_age");
         }
     }
 

@@ -10,6 +10,7 @@ pub(crate) fn config(segment: u64, max: u64, when_full: WhenFull) -> Config {
         when_full,
         segment_bytes: ByteSize(segment),
         fsync_interval: HumanDuration(Duration::from_millis(20)),
+        max_age: HumanDuration(Duration::ZERO),
     }
 }
 

@@ -176,7 +176,10 @@ impl Sink {
         let config = raw.validate(&format!("sinks.{name}"), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let dir = tempfile::tempdir().unwrap();
-        let spool_config = spool::RawConfig::default().validate("spool", &mut problems);
+        let spool_config = // Fixed 2023-2025 timestamps: keep them whatever spool.max_age says.
+        toml::from_str::<spool::RawConfig>("max_age = \"0s\"")
+            .unwrap()
+            .validate("spool", &mut problems);
         let spool = Spool::open(dir.path(), &spool_config, &[name.to_owned()]).unwrap();
         let reader = spool.reader(name).unwrap();
         let stop = CancellationToken::new();

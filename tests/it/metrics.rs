@@ -494,7 +494,16 @@ fn forward_message(container: &str, i: usize) -> Vec<u8> {
     record.insert("container_name", format!("/{container}"));
     record.insert("source", "stdout".to_owned());
     record.insert("log", format!("line {i} from {container}"));
-    rmp_serde::to_vec(&("docker.test", 1_700_000_000u64 + i as u64, record)).unwrap()
+    rmp_serde::to_vec(&(
+        "docker.test",
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs())
+            + i as u64,
+        record,
+    ))
+    .unwrap()
 }
 
 /// (received by `source`, spooled by `source`, sent by `sink`, dropped for `sink`).
@@ -632,7 +641,14 @@ fn books_balance_in_process_through_ingest_spool_and_sinks() {
                         let events: Vec<Event> = (0..PER_BATCH)
                             .map(|i| {
                                 let msg = format!("producer {p} batch {b} event {i}");
-                                Event::new(1_700_000_000_000_000_000, Origin::Docker, msg)
+                                Event::new(
+                                    std::time::SystemTime::now()
+                                        .duration_since(std::time::UNIX_EPOCH)
+                                        .unwrap()
+                                        .as_nanos() as i64,
+                                    Origin::Docker,
+                                    msg,
+                                )
                             })
                             .collect();
                         received.add(events.len() as u64);

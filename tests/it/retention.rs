@@ -59,7 +59,10 @@ async fn the_file_sink_deletes_files_older_than_max_age() {
     );
 
     spool
-        .append(&[Event::new(1, Origin::Docker, "still delivered")], None)
+        .append(
+            &[Event::new(now_ns(), Origin::Docker, "still delivered")],
+            None,
+        )
         .await
         .unwrap();
     for _ in 0..500 {
@@ -80,4 +83,59 @@ fn max_age_is_off_by_default() {
     let raw: file::RawConfig = toml::from_str("path = \"/var/log/weir/x.ndjson\"").unwrap();
     let config = raw.validate("sinks.x", &mut Problems::default());
     assert!(config.max_age.0.is_zero());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_drops_events_older_than_max_age_and_counts_them() {
+    let mut problems = Problems::default();
+    let config = toml::from_str::<spool::RawConfig>("max_age = \"7d\"")
+        .unwrap()
+        .validate("spool", &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    // The default is Loki's 7 days.
+    let default = spool::RawConfig::default().validate("spool", &mut problems);
+    assert_eq!(default.max_age.0, Duration::from_secs(7 * 86_400));
+
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path(), &config, &["aged".to_owned()]).unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let at = |age: Duration| (now - age).as_nanos() as i64;
+    let day = Duration::from_secs(86_400);
+    spool
+        .append(
+            &[
+                Event::new(at(8 * day), Origin::Docker, "eight days old"),
+                Event::new(at(6 * day), Origin::Docker, "six days old"),
+                Event::new(at(30 * day), Origin::Docker, "a month old"),
+                Event::new(at(Duration::ZERO), Origin::Docker, "fresh"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let mut reader = spool.reader("aged").unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(10), reader.next_batch(100, 1 << 20))
+        .await
+        .unwrap()
+        .unwrap();
+    let messages: Vec<_> = batch
+        .events
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.message).into_owned())
+        .collect();
+    assert_eq!(messages, ["six days old", "fresh"]);
+    let dropped = weir::metrics::value(
+        "weir_spool_dropped_events_total",
+        &[("sink", "aged"), ("reason", "max_age")],
+    );
+    assert_eq!(dropped, Some(2.0));
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
 }

@@ -61,7 +61,16 @@ fn forward_message(i: u64) -> Vec<u8> {
     record.insert("container_name", "/status-test".to_owned());
     record.insert("source", "stdout".to_owned());
     record.insert("log", format!("line {i} of a busy container"));
-    rmp_serde::to_vec(&("docker.test", 1_700_000_000u64 + i, record)).unwrap()
+    rmp_serde::to_vec(&(
+        "docker.test",
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs())
+            + i,
+        record,
+    ))
+    .unwrap()
 }
 
 #[test]

@@ -22,6 +22,7 @@ fn config(segment: u64, max: u64, when_full: WhenFull, fsync_ms: u64) -> Config 
         when_full,
         segment_bytes: ByteSize(segment),
         fsync_interval: HumanDuration(Duration::from_millis(fsync_ms)),
+        max_age: HumanDuration(Duration::ZERO),
     }
 }
 

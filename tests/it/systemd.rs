@@ -429,7 +429,15 @@ fn units_keep_their_contracts() {
 /// A Forward Message-mode event, `[tag, time, record]`.
 fn forward_message(msg: &str) -> Vec<u8> {
     let record = std::collections::BTreeMap::from([("log", msg), ("source", "stdout")]);
-    rmp_serde::to_vec(&("docker.test", 1_700_000_000u64, record)).unwrap()
+    rmp_serde::to_vec(&(
+        "docker.test",
+        (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()),
+        record,
+    ))
+    .unwrap()
 }
 
 /// Socket activation: systemd-socket-activate holds the socket and passes it

@@ -91,7 +91,14 @@ fn a_bad_event_is_skipped_and_its_neighbours_kept() {
     rmp::encode::write_array_len(&mut f, 3).unwrap();
     for m in [Some("kept 1"), None, Some("kept 2")] {
         rmp::encode::write_array_len(&mut f, 2).unwrap();
-        rmp::encode::write_uint(&mut f, 1_700_000_000).unwrap();
+        rmp::encode::write_uint(
+            &mut f,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
         match m {
             Some(m) => {
                 rmp::encode::write_map_len(&mut f, 1).unwrap();
