@@ -341,11 +341,10 @@ pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
 pub fn curl_worth_a_look(s: &[u8], c: usize) -> bool {
     // A user name is short: 64 bytes back at most (every `:` of a JSON line
     // comes here; a longer look-back would cost each of them).
+    // A vectorised search: most `:` (JSON keys, times) have no space in
+    // the 64 bytes before them, and a byte loop there cost 8% of the time.
     let start = c.saturating_sub(64);
-    let b = s[start..c]
-        .iter()
-        .rposition(|&x| x == b' ')
-        .map(|p| start + p);
+    let b = memchr::memrchr(b' ', &s[start..c]).map(|p| start + p);
     b.is_some_and(|b| {
         let lead = &s[..=b];
         let lead = lead.strip_suffix(b"\"").unwrap_or(lead);
