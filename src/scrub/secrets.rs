@@ -290,9 +290,7 @@ pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
     // The lead (` -u `, ` --user `, ` --user=`, then maybe a quote) ends at
     // most 65 bytes before `c`, so its `-` is in the 80 bytes before it:
     // one vectorised look spares the byte loop below at every other `:`.
-    if memchr::memchr(b'-', &s[c.saturating_sub(80)..c]).is_none() {
-        return None;
-    }
+    memchr::memchr(b'-', &s[c.saturating_sub(80)..c])?;
     let floor = cx.floor();
     // A user name is short: 64 bytes back at most, so a line of colons
     // (hostile input) costs a short look per colon.
