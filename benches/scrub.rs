@@ -224,12 +224,28 @@ fn main() {
         .filter(|l| !l.iter().any(u8::is_ascii_digit))
         .cloned()
         .collect();
-    measure("(a) mixed corpus (default config)", &sc, &mixed);
-    measure("(b) nothing to scrub", &sc, &clean);
-    measure("(b') prose only, no digits", &sc, &prose);
-    let corpus = repository_corpus();
-    measure("(c) tests/corpus/scrub", &sc, &corpus);
-    hostile(&sc);
+    // `cargo bench --bench scrub -- b` runs only the sections whose label
+    // holds `(b`: one section at a time under a profiler.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |label: &str| {
+        only.as_deref()
+            .is_none_or(|o| label.contains(&format!("({o}")))
+    };
+    if wanted("(a)") {
+        measure("(a) mixed corpus (default config)", &sc, &mixed);
+    }
+    if wanted("(b)") {
+        measure("(b) nothing to scrub", &sc, &clean);
+    }
+    if wanted("(b')") {
+        measure("(b') prose only, no digits", &sc, &prose);
+    }
+    if wanted("(c)") {
+        measure("(c) tests/corpus/scrub", &sc, &repository_corpus());
+    }
+    if wanted("(d)") {
+        hostile(&sc);
+    }
 }
 
 /// The inputs of `tests/corpus/scrub/*.txt` (marks removed: `⟦x→y⟧` is `x`).

@@ -49,6 +49,9 @@ pub struct Cx<'a> {
     /// Where the next `TTY=` at or after some position is (sudo's shape),
     /// once looked up: `Some(None)` when there is none.
     tty: Option<Option<usize>>,
+    /// `(from, at)`: the first token delimiter at or after `from` is at
+    /// `at` (`s.len()` when none), once looked up (see [`Cx::next_delimiter`]).
+    delimiter: Option<(usize, usize)>,
 }
 
 impl<'a> Cx<'a> {
@@ -75,6 +78,7 @@ impl<'a> Cx<'a> {
             kind: "",
             log: None,
             tty: None,
+            delimiter: None,
         }
     }
 
@@ -114,6 +118,24 @@ impl<'a> Cx<'a> {
             && !self
                 .out_byte_before(start, 1)
                 .is_some_and(|b| b.is_ascii_alphanumeric())
+    }
+
+    /// The first byte at or after `from` that ends a token in running text
+    /// (whitespace, quotes, `,;()<>[]{}`), or `s.len()`. Remembered: the
+    /// walk only goes forward, so each byte is looked at once per pass even
+    /// in a line of `@` chains with no delimiter (hostile input).
+    pub fn next_delimiter(&mut self, from: usize) -> usize {
+        if let Some((f, at)) = self.delimiter {
+            if f <= from && from <= at {
+                return at;
+            }
+        }
+        let at = self.s[from..]
+            .iter()
+            .position(|&c| token_delimiter(c))
+            .map_or(self.s.len(), |n| from + n);
+        self.delimiter = Some((from, at));
+        at
     }
 
     /// The position of the first `TTY=` at or after `from` (the walk only
@@ -321,4 +343,13 @@ impl<'a> Cx<'a> {
         }
         sc.counters.secrets.inc();
     }
+}
+
+/// Whether `c` ends a token in running text (see [`Cx::next_delimiter`]).
+fn token_delimiter(c: u8) -> bool {
+    c.is_ascii_whitespace()
+        || matches!(
+            c,
+            b'"' | b'\'' | b',' | b';' | b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}'
+        )
 }

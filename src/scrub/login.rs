@@ -577,7 +577,7 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     if s[i + 1..].starts_with(cx.sc.mask_token()) {
         return None;
     }
-    if let Some(end) = not_mail(s, l, i) {
+    if let Some(end) = not_mail(cx, l, i) {
         cx.settle(end);
         return Some(end);
     }
@@ -684,31 +684,11 @@ const TRAEFIK_PROVIDERS: &[&[u8]] = &[
 /// `@` forms that are no e-mail address or login (the `@` at `i`, the
 /// local part from `l`): a systemd unit instance, an SSH algorithm name, a
 /// Traefik `NAME@provider`. Where the form ends, if it is one.
-fn not_mail(s: &[u8], l: usize, i: usize) -> Option<usize> {
-    // The token after the `@`, up to a delimiter of the text around it.
-    let end = i
-        + 1
-        + s[i + 1..]
-            .iter()
-            .take(256)
-            .take_while(|&&c| {
-                !(c.is_ascii_whitespace()
-                    || matches!(
-                        c,
-                        b'"' | b'\''
-                            | b','
-                            | b';'
-                            | b'('
-                            | b')'
-                            | b'<'
-                            | b'>'
-                            | b'['
-                            | b']'
-                            | b'{'
-                            | b'}'
-                    ))
-            })
-            .count();
+fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
+    let s = cx.s;
+    // The token after the `@`, up to a delimiter of the text around it (at
+    // most 256 bytes).
+    let end = cx.next_delimiter(i + 1).min(i + 1 + 256);
     let mut token = &s[i + 1..end];
     while let Some(t) = token
         .strip_suffix(b".")

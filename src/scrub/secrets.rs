@@ -287,6 +287,10 @@ fn credential(s: &[u8], vs: usize, ve: usize) -> Option<(usize, usize)> {
 /// curl's `-u user:pass` / `--user user:pass`: the `:` at `c`.
 pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
+    // The lead (` -u `, ` --user `, ` --user=`, then maybe a quote) ends at
+    // most 65 bytes before `c`, so its `-` is in the 80 bytes before it:
+    // one vectorised look spares the byte loop below at every other `:`.
+    memchr::memchr(b'-', &s[c.saturating_sub(80)..c])?;
     let floor = cx.floor();
     // A user name is short: 64 bytes back at most, so a line of colons
     // (hostile input) costs a short look per colon.
@@ -341,11 +345,10 @@ pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
 pub fn curl_worth_a_look(s: &[u8], c: usize) -> bool {
     // A user name is short: 64 bytes back at most (every `:` of a JSON line
     // comes here; a longer look-back would cost each of them).
+    // A vectorised search: most `:` (JSON keys, times) have no space in
+    // the 64 bytes before them, and a byte loop there cost 8% of the time.
     let start = c.saturating_sub(64);
-    let b = s[start..c]
-        .iter()
-        .rposition(|&x| x == b' ')
-        .map(|p| start + p);
+    let b = memchr::memrchr(b' ', &s[start..c]).map(|p| start + p);
     b.is_some_and(|b| {
         let lead = &s[..=b];
         let lead = lead.strip_suffix(b"\"").unwrap_or(lead);

@@ -12,8 +12,7 @@
 //! - `%k`: a name that is kept (a repository, a group).
 //!
 //! The longest literal of each shape is its key; one Aho-Corasick automaton
-//! finds every key in the text (its SIMD prefilter keeps a line with none
-//! cheap), and the rest of the shape is matched around the hit, forward
+//! finds every key in the text, and the rest of the shape is matched around the hit, forward
 //! and backward. Literals are case-sensitive: these are the programs' own
 //! format strings. A shape whose first literal starts with a letter or
 //! digit must start a word. Adding a program is one row here and its lines
@@ -237,6 +236,13 @@ struct Compiled {
 
 /// The compiled table: one automaton over every row's key.
 pub struct Shapes {
+    /// The same keys, leftmost-first: only this match kind gets the packed
+    /// SIMD searcher (Teddy), which says in one fast scan whether a line
+    /// holds any key and where the first one starts. A standard-semantics
+    /// automaton has no such prefilter and walks every byte; on lines with
+    /// nothing to scrub that walk was half the scrubber's time.
+    first: AhoCorasick,
+    /// Every key, overlapping (a key may hide inside another).
     ac: AhoCorasick,
     /// For each automaton pattern, the rows it keys.
     rows: Vec<Vec<Compiled>>,
@@ -309,19 +315,25 @@ impl Shapes {
             .match_kind(MatchKind::Standard)
             .build(&keys)
             .expect("the shape keys compile");
-        Shapes { ac, rows }
+        let first = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&keys)
+            .expect("the shape keys compile");
+        Shapes { first, ac, rows }
     }
 
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
     /// program that names them.
     pub fn find(&self, s: &[u8]) -> Vec<(usize, usize, &'static str)> {
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
-        // Nearly every line holds no key: one prefiltered search says so
-        // before the overlapping walk (which cannot use the prefilter).
-        if !self.ac.is_match(s) {
+        // Nearly every line holds no key: one SIMD search says so before
+        // the overlapping walk (which cannot use it). No key occurrence
+        // starts before the leftmost one, so the walk starts there.
+        let Some(first) = self.first.find(s) else {
             return spans;
-        }
-        for m in self.ac.find_overlapping_iter(s) {
+        };
+        let input = aho_corasick::Input::new(s).span(first.start()..s.len());
+        for m in self.ac.find_overlapping_iter(input) {
             for row in &self.rows[m.pattern().as_usize()] {
                 if let Some(found) = row.match_at(s, m.start(), m.end()) {
                     for (a, b) in found {
