@@ -282,15 +282,7 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_') {
         b -= 1;
     }
-    let json = if b >= 2 && &s[b - 2..b] == b"\\\"" && s[k..].starts_with(b"\\\"") {
-        k += 2;
-        true
-    } else if b >= 1 && s[b - 1] == b'"' && s.get(k) == Some(&b'"') {
-        k += 1;
-        true
-    } else {
-        false
-    };
+    let (k, json) = secrets::quoted_key_end(s, b, k);
     // `account` names a person in `account=x` and JSON only: `account:
     // locked` is prose.
     let key_only = word.eq_ignore_ascii_case(b"account");

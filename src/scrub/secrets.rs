@@ -128,16 +128,7 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         return None;
     }
     // The separator: `=`, `: `, `":"`, `\":\"`, `" : "`.
-    let mut k = end;
-    let json = if b >= 2 && &s[b - 2..b] == b"\\\"" && s[k..].starts_with(b"\\\"") {
-        k += 2;
-        true
-    } else if b >= 1 && s[b - 1] == b'"' && s.get(k) == Some(&b'"') {
-        k += 1;
-        true
-    } else {
-        false
-    };
+    let (k, json) = quoted_key_end(s, b, end);
     let q = match s.get(k)? {
         b'=' if s.get(k + 1) != Some(&b'=') && !json => k + 1,
         b':' if json => skip_spaces(s, k + 1),
@@ -422,6 +413,19 @@ fn trim(s: &[u8], mut a: usize, mut b: usize) -> (usize, usize) {
         if (a, b) == before {
             return (a, b);
         }
+    }
+}
+
+/// Where a key that starts at `b` and ends at `k` really ends when it is
+/// quoted: past its closing `"` (JSON) or `\"` (JSON inside a string), and
+/// whether it was. Shared by the secret and the login keys.
+pub(super) fn quoted_key_end(s: &[u8], b: usize, k: usize) -> (usize, bool) {
+    if b >= 2 && &s[b - 2..b] == b"\\\"" && s[k..].starts_with(b"\\\"") {
+        (k + 2, true)
+    } else if b >= 1 && s[b - 1] == b'"' && s.get(k) == Some(&b'"') {
+        (k + 1, true)
+    } else {
+        (k, false)
     }
 }
 
