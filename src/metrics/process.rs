@@ -3,8 +3,6 @@
 //! scrapes. A value that cannot be read is reported as `NaN` rather than
 //! failing the scrape.
 
-use std::sync::OnceLock;
-
 use super::{counter_fn, gauge_fn, names};
 
 /// Registers the `process_*` families. Idempotent.
@@ -119,35 +117,10 @@ fn start_time() -> Option<f64> {
     Some(boot as f64 + stat()?.starttime as f64 / clock_ticks())
 }
 
-/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), read from the auxiliary
-/// vector the kernel gave the process (`AT_CLKTCK`) since `unsafe` is
-/// forbidden here; 100 (USER_HZ on every mainstream architecture) otherwise.
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), which rustix reads
+/// from the auxiliary vector the kernel gave the process (`AT_CLKTCK`).
 fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::fs::read("/proc/self/auxv")
-            .ok()
-            .and_then(|auxv| auxv_value(&auxv, AT_CLKTCK))
-            .filter(|&t| t > 0)
-            .map_or(100.0, |t| t as f64)
-    })
-}
-
-const AT_CLKTCK: u64 = 17;
-
-/// The value of `key` in an auxiliary vector: native-endian word pairs.
-fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
-    const W: usize = std::mem::size_of::<usize>();
-    let word = |b: &[u8]| {
-        let mut a = [0u8; W];
-        a.copy_from_slice(b);
-        usize::from_ne_bytes(a) as u64
-    };
-    auxv.chunks_exact(2 * W)
-        .map(|pair| (word(&pair[..W]), word(&pair[W..])))
-        .take_while(|&(k, _)| k != 0)
-        .find(|&(k, _)| k == key)
-        .map(|(_, v)| v)
+    rustix::param::clock_ticks_per_second() as f64
 }
 
 #[cfg(test)]
