@@ -34,13 +34,9 @@ impl Endpoint {
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         let hostport = s.strip_prefix("tcp://").unwrap_or(s);
-        match hostport.rsplit_once(':') {
-            Some((host, port))
-                if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok() =>
-            {
-                Ok(Endpoint::Tcp(hostport.to_owned()))
-            }
-            _ => Err(EndpointError::NoPort),
+        match host_port(hostport) {
+            Some(_) => Ok(Endpoint::Tcp(hostport.to_owned())),
+            None => Err(EndpointError::NoPort),
         }
     }
 
@@ -57,6 +53,21 @@ impl Endpoint {
             _ => false,
         }
     }
+}
+
+/// `host:port` split at its last colon, the brackets of an IPv6 host
+/// removed (`[::1]:12201` is `::1` and 12201): the one reading of a host and
+/// port, for listen addresses here and for the GELF sink's `udp://`,
+/// `tcp://` and `tls://` addresses. `None` when the port is not a number up
+/// to 65535 or the host is empty or holds `/`, `[` or `]`.
+pub fn host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty() && !host.contains(['/', '[', ']'])).then_some((host, port))
 }
 
 /// Where a socket is actually bound.
@@ -101,6 +112,20 @@ mod tests {
         );
         for bad in ["9880", "host:http", "udp://x:1", "http://x", ":9880", ""] {
             assert_eq!(Endpoint::parse(bad), Err(EndpointError::NoPort), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_and_port_are_read_once_for_every_address() {
+        assert_eq!(host_port("[::1]:12201"), Some(("::1", 12201)));
+        assert_eq!(
+            host_port("graylog.example.org:0"),
+            Some(("graylog.example.org", 0))
+        );
+        for bad in [
+            "graylog", ":1", "g:99999", "g:http", "a/b:1", "[::1:1", "::1]:1",
+        ] {
+            assert_eq!(host_port(bad), None, "{bad}");
         }
     }
 

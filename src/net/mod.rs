@@ -7,7 +7,7 @@
 pub mod endpoint;
 pub mod slots;
 
-pub use endpoint::{Bound, Endpoint, EndpointError};
+pub use endpoint::{host_port, Bound, Endpoint, EndpointError};
 pub use slots::{Slot, Slots};
 
 use std::io;

@@ -9,6 +9,7 @@ pub mod cause;
 pub mod driver;
 pub mod file;
 pub mod gelf;
+pub mod http_client;
 pub mod loki;
 
 use serde::{Deserialize, Serialize};

@@ -341,19 +341,9 @@ pub fn parse_address(address: &str) -> Result<Endpoint, String> {
         "tls" => Protocol::Tls,
         _ => return Err(format!("unknown scheme `{scheme}`: {usage}")),
     };
-    let (host, port) = rest.rsplit_once(':').ok_or(usage)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("`{port}` is not a port number: {usage}"))?;
-    if host.is_empty() || host.contains(['/', '[', ']']) {
-        return Err(format!("no valid host: {usage}"));
-    }
+    let (host, port) = crate::net::host_port(rest)
+        .filter(|&(_, port)| port != 0)
+        .ok_or_else(|| format!("no valid host and port (1 to 65535): {usage}"))?;
     Ok(Endpoint {
         protocol,
         host: host.to_owned(),

@@ -31,6 +31,7 @@ use super::config::Auth;
 use super::{Compression, Config, Frames, COMPRESSION_LEVEL};
 use crate::sink::cause::Cause;
 use crate::sink::driver::{Failure, Step};
+use crate::sink::http_client;
 use crate::sink::loki::response::network_reason;
 
 /// Longest wait for a TCP (+ TLS) connection.
@@ -249,38 +250,13 @@ impl HttpSender {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(self.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            // A redirected POST would become a GET: say so instead.
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                format!(
-                    "cannot read ca_file {}: {e}; fix the path or its permissions",
-                    path.display()
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    format!(
-                        "ca_file {} holds no usable PEM certificate; give a PEM file of CA certificates",
-                        path.display()
-                    )
-                })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        builder
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        http_client::build(http_client::Options {
+            ca_file: self.ca_file.as_deref(),
+            connect_timeout: CONNECT_TIMEOUT,
+            request_timeout: self.request_timeout,
+            headers,
+        })
+        .map_err(|e| e.to_string())
     }
 }
 

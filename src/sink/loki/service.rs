@@ -1,8 +1,6 @@
-//! The HTTP side: one `reqwest` client (rustls, the system's roots plus an
-//! optional CA file), tenant and auth headers, timeouts, and one call that
-//! turns a push body into an [`Outcome`].
-
-use std::path::PathBuf;
+//! The HTTP side: the sinks' one client builder ([`http_client`]), tenant
+//! and auth headers, and one call that turns a push body into an
+//! [`Outcome`].
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 
@@ -10,6 +8,7 @@ use super::encode::Body;
 use super::response::{self, Outcome, BODY_PEEK};
 use super::{Auth, Config};
 use crate::sink::cause::Cause;
+use crate::sink::http_client;
 
 /// No HTTP answer at all: the metric reason (a fixed word) and what exactly
 /// failed (for the log).
@@ -22,17 +21,10 @@ pub struct Unreachable {
 /// Why the client could not be built. Says what to fix; carries no payload.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("cannot read ca_file {path}: {source}; fix the path or its permissions")]
-    CaRead {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("ca_file {path} holds no usable PEM certificate; give a PEM file of CA certificates")]
-    CaParse { path: PathBuf },
     #[error("tenant_id or credentials contain characters not allowed in an HTTP header")]
     BadHeader,
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Client(#[from] http_client::ClientError),
 }
 
 /// A configured Loki endpoint.
@@ -61,28 +53,12 @@ impl Service {
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
-            .default_headers(headers)
-            .connect_timeout(config.connect_timeout.0)
-            .timeout(config.request_timeout.0)
-            .pool_idle_timeout(std::time::Duration::from_secs(60));
-        if let Some(path) = &config.ca_file {
-            let pem = std::fs::read(path).map_err(|source| ServiceError::CaRead {
-                path: path.clone(),
-                source,
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|_| ServiceError::CaParse { path: path.clone() })?;
-            if certs.is_empty() {
-                return Err(ServiceError::CaParse { path: path.clone() });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder.build().map_err(ServiceError::Client)?;
+        let client = http_client::build(http_client::Options {
+            ca_file: config.ca_file.as_deref(),
+            connect_timeout: config.connect_timeout.0,
+            request_timeout: config.request_timeout.0,
+            headers,
+        })?;
         Ok(Service {
             client,
             url,
