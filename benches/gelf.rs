@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use weir::event::{Event, Origin};
-use weir::metrics;
 use weir::problems::Problems;
 use weir::sink::gelf;
 use weir::spool::{self, Spool};
@@ -118,8 +117,12 @@ fn run_sink(
         let cpu0 = cpu_ns(&exclude);
         let start = Instant::now();
         let task = tokio::spawn(gelf::run(name.to_owned(), config, reader, stop.clone()));
-        let sent =
-            || metrics::value("weir_sink_events_sent_total", &[("sink", name)]).unwrap_or(0.0);
+        let sent = || {
+            spool
+                .metrics()
+                .value("weir_sink_events_sent_total", &[("sink", name)])
+                .unwrap_or(0.0)
+        };
         while sent() < events.len() as f64 {
             // Polled every 10 ms: often enough for the timing (under 1% of the
             // shortest run), rarely enough not to count as the sink's CPU.

@@ -326,6 +326,7 @@ fn weir_reader_only(dir: &Path, total: usize) -> (Duration, f64) {
             tx,
             ready_tx,
             stop.clone(),
+            &weir::metrics::Metrics::new(),
         )
         .unwrap();
         ready_rx.await.unwrap().map_err(|e| e.source).unwrap();
@@ -369,7 +370,9 @@ fn weir_into_spool(dir: &Path, total: usize, round: u32) -> (Duration, f64) {
             .await
             .unwrap();
         let spooled = || {
-            weir::metrics::value("weir_source_events_spooled_total", &[("source", &name)])
+            spool
+                .metrics()
+                .value("weir_source_events_spooled_total", &[("source", &name)])
                 .unwrap_or(0.0) as usize
         };
         while spooled() < total {

@@ -117,7 +117,10 @@ fn run_one(label: &str, extra: &str, all: &[Event]) {
         let cpu = thread_cpu_seconds() - cpu0;
         stop.cancel();
         task.await.unwrap();
-        let sent = weir::metrics::value("weir_sink_bytes_sent_total", &[("sink", &name)]).unwrap();
+        let sent = spool
+            .metrics()
+            .value("weir_sink_bytes_sent_total", &[("sink", &name)])
+            .unwrap();
         (wall, cpu, sent)
     });
     stop_receiver.cancel();

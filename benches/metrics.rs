@@ -1,6 +1,7 @@
 //! What metrics cost: the hot-path counter add (alone and contended), the
-//! registry render at a realistic and a large series count, and a whole
-//! scrape over the endpoint (HTTP on a unix socket, render included).
+//! registry encode at a realistic and a large series count, and a whole
+//! scrape over the endpoint (hyper on a unix socket, encode included), of
+//! `/metrics` and of `/status`.
 //!
 //! Run: `cargo bench --bench metrics`. Prints the machine first.
 
@@ -11,7 +12,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weir::metrics::{self, http, Health, Registry};
+use weir::metrics::{http, labels, Health, Metrics};
 
 /// Runs `f` `iters` times and returns the mean time per call.
 fn per_call(iters: u64, mut f: impl FnMut()) -> Duration {
@@ -22,17 +23,14 @@ fn per_call(iters: u64, mut f: impl FnMut()) -> Duration {
     start.elapsed() / iters as u32
 }
 
-fn registry_with(series: usize) -> Registry {
-    let r = Registry::default();
+fn registry_with(series: usize) -> Metrics {
+    let r = Metrics::new();
     for i in 0..series {
         let sink = format!("sink{}", i % 8);
         let reason = format!("reason{}", i / 8);
-        r.counter(
-            "weir_sink_errors_total",
-            "Failed delivery attempts, by sink and reason.",
-            &[("sink", &sink), ("reason", &reason)],
-        )
-        .add(i as u64 * 1000);
+        r.sink_errors
+            .with(labels::SinkReason::new(&sink, &reason))
+            .add(i as u64 * 1000);
     }
     r
 }
@@ -40,7 +38,8 @@ fn registry_with(series: usize) -> Registry {
 fn main() {
     println!("machine: {}", machine());
 
-    let c = metrics::counter("weir_bench_total", "Bench.", &[("sink", "a")]);
+    let metrics = Metrics::new();
+    let c = metrics.sink_events_sent.with(labels::sink("a"));
     let t = per_call(50_000_000, || c.add(black_box(1)));
     println!(
         "counter add, 1 thread:        {:>8.2} ns/op",
@@ -67,19 +66,18 @@ fn main() {
 
     for series in [100, 1_000, 10_000] {
         let r = registry_with(series);
-        let bytes = r.render().len();
+        let bytes = r.encode().len();
         let iters = (200_000 / series as u64).max(10);
         let t = per_call(iters, || {
-            black_box(r.render());
+            black_box(r.encode());
         });
         println!(
-            "render {series:>6} series:         {:>8.1} µs ({bytes} bytes)",
+            "encode {series:>6} series:         {:>8.1} µs ({bytes} bytes)",
             t.as_secs_f64() * 1e6
         );
     }
 
-    // A whole scrape of the process registry over the endpoint.
-    metrics::register_process_metrics();
+    // A whole scrape of a pipeline's registry over the endpoint.
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("unix://{}/m.sock", dir.path().display());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -92,23 +90,30 @@ fn main() {
     let address = listener.local_address();
     let _server = {
         let _in = rt.enter();
-        http::serve(listener, Health::new(stop.clone()), stop.clone())
+        http::serve(
+            listener,
+            metrics.clone(),
+            Health::new(stop.clone()),
+            stop.clone(),
+        )
     };
-    let mut latencies: Vec<Duration> = (0..2_000)
-        .map(|_| {
-            let start = Instant::now();
-            let r = http::get(&address, "/metrics", Duration::from_secs(5)).unwrap();
-            assert_eq!(r.status, 200);
-            start.elapsed()
-        })
-        .collect();
-    latencies.sort();
-    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
-    println!(
-        "scrape /metrics over unix socket ({} families): p50 {:.0} µs, p99 {:.0} µs",
-        metrics::render().matches("# TYPE").count(),
-        p(0.5),
-        p(0.99)
-    );
+    for path in ["/metrics", "/status"] {
+        let mut latencies: Vec<Duration> = (0..2_000)
+            .map(|_| {
+                let start = Instant::now();
+                let r = http::get(&address, path, Duration::from_secs(5)).unwrap();
+                assert_eq!(r.status, 200);
+                start.elapsed()
+            })
+            .collect();
+        latencies.sort();
+        let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        println!(
+            "scrape {path} over unix socket ({} families): p50 {:.0} µs, p99 {:.0} µs",
+            metrics.encode().matches("# TYPE").count(),
+            p(0.5),
+            p(0.99)
+        );
+    }
     stop.cancel();
 }

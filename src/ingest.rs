@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::event::Event;
-use crate::metrics::{self, Counter};
+use crate::metrics::labels;
 use crate::scrub::Scrubber;
 use crate::spool::{Offset, SourcePosition, Spool, SpoolError};
 use crate::tap::Tap;
@@ -73,7 +73,11 @@ impl Ingest {
                 position.map(|position| SourcePosition { source, position }),
             )
             .await?;
-        spooled_counter(source).add(n);
+        self.spool
+            .metrics()
+            .source_events_spooled
+            .with(labels::source(source))
+            .add(n);
         if let Some(tap) = &self.tap {
             tap.publish(source, events);
         }
@@ -85,18 +89,15 @@ impl Ingest {
         self.spool.wait_durable(offset).await
     }
 
+    /// The registry the spool counts in, for the sources' metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.spool.metrics()
+    }
+
     /// The last position `source` committed with a batch, recovered from the spool.
     pub fn committed_position(&self, source: &str) -> Option<Vec<u8>> {
         self.spool.source_position(source)
     }
-}
-
-fn spooled_counter(source: &str) -> Counter {
-    metrics::counter(
-        "weir_source_events_spooled_total",
-        "Events a source appended to the spool (after scrubbing).",
-        &[("source", source)],
-    )
 }
 
 #[cfg(test)]

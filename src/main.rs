@@ -339,6 +339,7 @@ fn run(path: Option<PathBuf>, pid_file: &Path, tap_socket: &Path) -> anyhow::Res
             Some(log),
             Some(reloads),
             Some(tap_socket),
+            &weir::metrics::Metrics::new(),
         )
         .await?;
         anyhow::Ok(())

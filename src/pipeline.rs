@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ingest::Ingest;
-use crate::metrics::{self, health, names, Health};
+use crate::metrics::{self, health, Health, Metrics};
 use crate::reload;
 use crate::scrub::{ScrubError, Scrubber};
 use crate::source::{self, SourceError};
@@ -78,8 +78,18 @@ pub async fn run(
     shutdown: CancellationToken,
     log: Option<selflog::RateLimit>,
 ) -> Result<(), RunError> {
+    run_counting_in(config, shutdown, log, &Metrics::new()).await
+}
+
+/// [`run`], counting in `metrics` (a test reads them there).
+pub async fn run_counting_in(
+    config: Config,
+    shutdown: CancellationToken,
+    log: Option<selflog::RateLimit>,
+    metrics: &Metrics,
+) -> Result<(), RunError> {
     let state_lock = lock_state_dir(&config)?;
-    run_reloadable(config, state_lock, shutdown, log, None, None).await
+    run_reloadable(config, state_lock, shutdown, log, None, None, metrics).await
 }
 
 /// Creates the state directory and takes its lock (see [`crate::statelock`]):
@@ -103,9 +113,10 @@ pub async fn run_reloadable(
     log: Option<selflog::RateLimit>,
     mut reloads: Option<reload::Requests>,
     tap_socket: Option<&std::path::Path>,
+    metrics: &Metrics,
 ) -> Result<(), RunError> {
     let health = Health::new(shutdown.clone());
-    register_metrics(&config, &health);
+    register_metrics(metrics, &config, &health);
     // Serve from before the spool opens (its recovery may take a while), so
     // that `/ready` says "starting" rather than refusing, and a taken
     // address is reported before anything else starts. The guard stops the
@@ -118,6 +129,7 @@ pub async fn run_reloadable(
             let listener = metrics::http::bind(listen).await?;
             Some(metrics::http::serve(
                 listener,
+                metrics.clone(),
                 health.clone(),
                 metrics_stop.clone(),
             ))
@@ -132,7 +144,7 @@ pub async fn run_reloadable(
             .ok()
     });
 
-    let mut running = Running::start(&config, &tap).await?;
+    let mut running = Running::start(&config, &tap, metrics).await?;
     let mut current = config;
     systemd::ready();
     health.set_ready();
@@ -148,7 +160,7 @@ pub async fn run_reloadable(
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate
-    let mut status = status_line(&current);
+    let mut status = status_line(&current, metrics);
     systemd::status(&status.line());
     let mut was_healthy = true;
 
@@ -177,7 +189,7 @@ pub async fn run_reloadable(
                 };
                 systemd::reloading();
                 running.stop().await;
-                running = match Running::start(&new, &tap).await {
+                running = match Running::start(&new, &tap, metrics).await {
                     Ok(r) => {
                         current = new;
                         if let Some(lock) = lock {
@@ -194,7 +206,7 @@ pub async fn run_reloadable(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start on the reloaded config; going back to the previous one");
-                        let r = Running::start(&current, &tap).await?;
+                        let r = Running::start(&current, &tap, metrics).await?;
                         requests.decided(false, &format!(
                             "cannot start on the new config ({e}); running on the previous config"
                         ));
@@ -202,7 +214,7 @@ pub async fn run_reloadable(
                     }
                 };
                 systemd::ready();
-                status = status_line(&current);
+                status = status_line(&current, metrics);
                 systemd::status(&status.line());
             }
             _ = tick.tick() => {
@@ -243,8 +255,12 @@ pub async fn run_reloadable(
     outcome
 }
 
-fn status_line(config: &Config) -> StatusLine {
-    StatusLine::new(config.sources.keys().cloned(), config.sinks.keys().cloned())
+fn status_line(config: &Config, metrics: &Metrics) -> StatusLine {
+    StatusLine::new(
+        metrics,
+        config.sources.keys().cloned(),
+        config.sinks.keys().cloned(),
+    )
 }
 
 /// The lock on a reloaded config's state directory when it moved (`None`:
@@ -313,7 +329,7 @@ struct Running {
 impl Running {
     /// Opens the spool, starts the sinks, then the sources (which bind or
     /// open what they read); returns once every source listens.
-    async fn start(config: &Config, tap: &Tap) -> Result<Running, RunError> {
+    async fn start(config: &Config, tap: &Tap, metrics: &Metrics) -> Result<Running, RunError> {
         crate::statefile::ensure_dir(&config.state_dir, true).map_err(|source| {
             RunError::StateDir {
                 path: config.state_dir.display().to_string(),
@@ -321,8 +337,14 @@ impl Running {
             }
         })?;
         let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
-        let spool = Spool::open(&config.state_dir.join("spool"), &config.spool, &sink_names)?;
-        let scrubber = Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?);
+        let spool = Spool::open_with(
+            &config.state_dir.join("spool"),
+            &config.spool,
+            &sink_names,
+            metrics,
+        )?;
+        let scrubber =
+            Arc::new(Scrubber::new(&config.scrub, &config.state_dir)?.counting_in(metrics));
         let ingest = Ingest::new(spool.clone(), scrubber, &config.hostname).with_tap(tap.clone());
 
         let mut running = Running {
@@ -413,21 +435,11 @@ async fn join_all(what: &'static str, tasks: Vec<(String, JoinHandle<()>)>) {
 }
 
 /// The metrics that describe the agent as a whole rather than a component.
-fn register_metrics(config: &Config, health: &Health) {
-    metrics::register_process_metrics();
-    metrics::gauge(
-        names::SPOOL_MAX_BYTES,
-        "Most bytes the spool may use (`spool.max_bytes`).",
-        &[],
-    )
-    .set(i64::try_from(config.spool.max_bytes.0).unwrap_or(i64::MAX));
-    let health = health.clone();
-    metrics::gauge_fn(
-        names::UP,
-        "1 while the pipeline runs and its loop is alive (as /health), else 0.",
-        &[],
-        move || f64::from(u8::from(health.liveness() == health::Verdict::Ok)),
-    );
+fn register_metrics(metrics: &Metrics, config: &Config, health: &Health) {
+    metrics
+        .spool_max_bytes
+        .set(i64::try_from(config.spool.max_bytes.0).unwrap_or(i64::MAX));
+    metrics.register_collector(health::Up(health.clone()));
 }
 
 /// Periodic chores: the liveness heartbeat (every [`health::BEAT_INTERVAL`])

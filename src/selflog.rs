@@ -18,7 +18,7 @@
 //! so no call site can forget it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::callsite::Identifier;
@@ -115,23 +115,15 @@ fn level_label(level: &tracing::Level) -> &'static str {
 }
 
 fn log_lines_counter(level: &str) -> metrics::Counter {
-    metrics::counter(
-        "weir_log_messages_total",
-        "Lines weir wrote to its own log, by level.",
-        &[("level", level)],
-    )
+    metrics::families::own_log()
+        .lines
+        .with(metrics::labels::Level {
+            level: level.to_owned(),
+        })
 }
 
-fn suppressed_counter() -> metrics::Counter {
-    static C: OnceLock<metrics::Counter> = OnceLock::new();
-    C.get_or_init(|| {
-        metrics::counter(
-            "weir_log_messages_suppressed_total",
-            "Lines of weir's own log suppressed by the per-call-site rate limit.",
-            &[],
-        )
-    })
-    .clone()
+fn suppressed_counter() -> &'static metrics::Counter {
+    &metrics::families::own_log().suppressed
 }
 
 impl<S> Filter<S> for RateLimit {

@@ -1,16 +1,16 @@
 //! `weir status`: a human summary of a running agent, read from its metrics
 //! endpoint, and an exit code a script or a monitoring check can use.
 //!
-//! It asks `/health` and `/ready`, then scrapes `/metrics` twice
-//! [`Options::interval`] apart to compute rates. It prints counts, rates,
-//! sizes and reasons only: the endpoint carries no payload, so neither can
+//! It fetches the agent's [`Snapshot`] from `/status` twice,
+//! [`Options::interval`] apart, to compute rates. It prints counts, rates,
+//! sizes and reasons only: the snapshot carries no payload, so neither can
 //! this.
 //!
 //! # When the agent is unhealthy (exit 1)
 //!
 //! - the endpoint cannot be reached (weir not running, wrong address);
-//! - `/health` is not 200 (the pipeline loop stalled or stopped);
-//! - `/ready` is not 200 (still starting, or shutting down);
+//! - it is not healthy, as `/health` (the pipeline loop stalled or stopped);
+//! - it is not ready, as `/ready` (still starting, or shutting down);
 //! - a sink is behind (`weir_spool_sink_lag_bytes` > 0) and has not
 //!   delivered for [`Options::stall_after`] (or never has, and weir has been
 //!   up that long): its server is down or rejecting everything;
@@ -21,13 +21,12 @@
 //! warnings but do not fail the check: a few bad records are normal life,
 //! and a sink that errors without delivering trips the stall rule.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::metrics::http::{self, Address};
-use crate::metrics::names as n;
-use crate::metrics::parse::Scrape;
+use crate::metrics::Snapshot;
 
 /// How `weir status` runs.
 #[derive(Debug, Clone)]
@@ -93,62 +92,32 @@ impl Report {
 
 /// Asks the agent and builds the report.
 pub fn run(options: &Options) -> Report {
-    let get = |path| http::get(&options.address, path, options.timeout);
-    let health = match get("/health") {
-        Ok(r) => r,
-        Err(e) => return Report::unreachable(options, e.to_string()),
-    };
-    let ready = match get("/ready") {
-        Ok(r) => r,
-        Err(e) => return Report::unreachable(options, e.to_string()),
-    };
-    let scrape = || -> Result<(Scrape, std::time::Instant), String> {
-        let r = get("/metrics").map_err(|e| e.to_string())?;
+    let fetch = || -> Result<(Snapshot, std::time::Instant), String> {
+        let r =
+            http::get(&options.address, "/status", options.timeout).map_err(|e| e.to_string())?;
         if r.status != 200 {
-            return Err(format!("/metrics answered {}", r.status));
+            return Err(format!("/status answered {}", r.status));
         }
-        let s = Scrape::parse(&r.body).map_err(|e| format!("/metrics is not valid: {e}"))?;
+        let s = serde_json::from_str(&r.body).map_err(|e| {
+            format!("/status is not a weir snapshot ({e}); is this weir's `metrics.listen`?")
+        })?;
         Ok((s, std::time::Instant::now()))
     };
-    let (first, t0) = match scrape() {
+    let (first, t0) = match fetch() {
         Ok(s) => s,
         Err(e) => return Report::unreachable(options, e),
     };
     std::thread::sleep(options.interval);
-    let (second, t1) = match scrape() {
+    let (second, t1) = match fetch() {
         Ok(s) => s,
         Err(e) => return Report::unreachable(options, e),
     };
-    let probes = Probes {
-        health: (health.status, health.body.trim().to_owned()),
-        ready: (ready.status, ready.body.trim().to_owned()),
-    };
-    summarize(
-        options,
-        &probes,
-        &first,
-        &second,
-        (t1 - t0).as_secs_f64(),
-        unix_now(),
-    )
+    summarize(options, &first, &second, (t1 - t0).as_secs_f64())
 }
 
-/// The answers of `/health` and `/ready`: status and (weir's own) reason text.
-#[derive(Debug, Clone)]
-pub struct Probes {
-    pub health: (u16, String),
-    pub ready: (u16, String),
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// The change of a counter between scrapes; a reset (agent restarted) counts
-/// from zero.
-fn delta(before: f64, after: f64) -> f64 {
+/// The change of a counter between snapshots; a reset (agent restarted)
+/// counts from zero.
+fn delta(before: u64, after: u64) -> u64 {
     if after >= before {
         after - before
     } else {
@@ -156,138 +125,102 @@ fn delta(before: f64, after: f64) -> f64 {
     }
 }
 
-/// Builds the report from two scrapes `elapsed` seconds apart, `now` being
-/// the Unix time of the second. Pure, so that tests can feed it anything.
-pub fn summarize(
-    options: &Options,
-    probes: &Probes,
-    first: &Scrape,
-    second: &Scrape,
-    elapsed: f64,
-    now: f64,
-) -> Report {
+/// What grew in `after` since `before`, by reason.
+fn grown(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, &v)| (k.clone(), delta(before.get(k).copied().unwrap_or(0), v)))
+        .filter(|&(_, d)| d > 0)
+        .collect()
+}
+
+/// Builds the report from two snapshots `elapsed` seconds apart (the
+/// second's `time` is "now"). Pure, so that tests can feed it anything.
+pub fn summarize(options: &Options, first: &Snapshot, second: &Snapshot, elapsed: f64) -> Report {
     let elapsed = elapsed.max(1e-3);
+    let now = second.time;
     let mut out = String::new();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    let rate = |name: &str, label: &str, value: &str| {
-        delta(
-            first.get(name, label, value),
-            second.get(name, label, value),
-        ) / elapsed
-    };
+    let rate = |before: u64, after: u64| delta(before, after) as f64 / elapsed;
 
     // The agent.
-    let version = second
-        .family(n::BUILD_INFO)
-        .next()
-        .map_or("?", |s| s.label("version"));
-    let start = second.sum(n::PROCESS_START_TIME);
-    let uptime = (start > 0.0).then(|| (now - start).max(0.0));
+    let uptime = (second.start_time > 0.0).then(|| (now - second.start_time).max(0.0));
     let _ = writeln!(
         out,
-        "weir {version} at {}: up {}, health {}, {}",
+        "weir {} at {}: up {}, health {}, {}",
+        second.version,
         options.address,
         uptime.map_or("?".into(), duration),
-        verdict(&probes.health, "ok"),
-        if probes.ready.0 == 200 {
-            "ready".to_owned()
-        } else {
-            format!("not ready ({})", probes.ready.1)
-        },
+        second
+            .unhealthy
+            .as_ref()
+            .map_or("ok".to_owned(), |why| format!("FAILING ({why})")),
+        second
+            .not_ready
+            .as_ref()
+            .map_or("ready".to_owned(), |why| format!("not ready ({why})")),
     );
-    if probes.health.0 != 200 {
+    if let Some(why) = &second.unhealthy {
+        problems.push(format!("/health answered 503: {why}"));
+    }
+    if let Some(why) = &second.not_ready {
         problems.push(format!(
-            "/health answered {}: {}",
-            probes.health.0, probes.health.1
+            "/ready answered 503: {why} (starting or shutting down)"
         ));
     }
-    if probes.ready.0 != 200 {
-        problems.push(format!(
-            "/ready answered {}: {} (starting or shutting down)",
-            probes.ready.0, probes.ready.1
-        ));
-    }
-    let cpu = delta(
-        first.sum(n::PROCESS_CPU_SECONDS),
-        second.sum(n::PROCESS_CPU_SECONDS),
-    ) / elapsed;
+    let cpu = (second.process.cpu_seconds - first.process.cpu_seconds).max(0.0) / elapsed;
     let _ = writeln!(
         out,
         "process: cpu {:.1}%, rss {}, fds {}/{}",
         cpu * 100.0,
-        bytes(second.sum(n::PROCESS_RESIDENT_MEMORY)),
-        second.sum(n::PROCESS_OPEN_FDS),
-        second.sum(n::PROCESS_MAX_FDS),
+        bytes(second.process.resident_bytes),
+        second.process.open_fds,
+        second
+            .process
+            .max_fds
+            .map_or("unlimited".into(), |m| m.to_string()),
     );
-    let log_lines = second.by(n::LOG_MESSAGES, "level");
     let _ = writeln!(
         out,
         "weir's own log: {} lines ({}), {} suppressed by the rate limit",
-        log_lines.values().fold(0.0, |a, b| a + b),
-        reasons(&log_lines),
-        second.sum(n::LOG_MESSAGES_SUPPRESSED),
+        second.log.lines.values().sum::<u64>(),
+        reasons(&second.log.lines),
+        second.log.suppressed,
     );
 
     // Sources.
-    let sources = label_values(
-        second,
-        &[
-            n::SOURCE_EVENTS_RECEIVED,
-            n::SOURCE_BYTES_RECEIVED,
-            n::SOURCE_EVENTS_SPOOLED,
-            n::SOURCE_CONNECTIONS,
-            n::SOURCE_DECODE_ERRORS,
-        ],
-        "source",
-    );
     let _ = writeln!(out, "\nsources:");
-    if sources.is_empty() {
+    if second.sources.is_empty() {
         let _ = writeln!(out, "  (none reported yet)");
     }
-    for s in &sources {
-        let errors = by_where(second, n::SOURCE_DECODE_ERRORS, "source", s, "reason");
-        let new_errors = delta(
-            first.get(n::SOURCE_DECODE_ERRORS, "source", s),
-            second.get(n::SOURCE_DECODE_ERRORS, "source", s),
-        );
+    let none = Default::default();
+    for (name, s) in &second.sources {
+        let before = first.sources.get(name).unwrap_or(&none);
         let _ = writeln!(
             out,
-            "  {s}: {:.1} events/s ({}/s), {} received, {} spooled, {} connections, decode errors: {}",
-            rate(n::SOURCE_EVENTS_RECEIVED, "source", s),
-            bytes(rate(n::SOURCE_BYTES_RECEIVED, "source", s)),
-            second.get(n::SOURCE_EVENTS_RECEIVED, "source", s),
-            second.get(n::SOURCE_EVENTS_SPOOLED, "source", s),
-            second.get(n::SOURCE_CONNECTIONS, "source", s),
-            reasons(&errors),
+            "  {name}: {} events/s ({}/s), {} received, {} spooled, {} connections, decode errors: {}",
+            per_second(rate(before.events_received, s.events_received)),
+            bytes(rate(before.bytes_received, s.bytes_received)),
+            s.events_received,
+            s.events_spooled,
+            s.connections,
+            reasons(&s.decode_errors),
         );
-        if new_errors > 0.0 {
+        let new_errors = grown(&before.decode_errors, &s.decode_errors);
+        if !new_errors.is_empty() {
             warnings.push(format!(
-                "source {s}: {new_errors} decode errors in the last {elapsed:.1} s ({})",
-                reasons(&by_where_delta(
-                    first,
-                    second,
-                    n::SOURCE_DECODE_ERRORS,
-                    "source",
-                    s,
-                    "reason"
-                ))
+                "source {name}: {} decode errors in the last {elapsed:.1} s ({})",
+                new_errors.values().sum::<u64>(),
+                reasons(&new_errors)
             ));
         }
     }
 
-    // Scrub.
-    let mut rewrites = BTreeMap::new();
-    for s in second.family(n::SCRUB_REWRITES) {
-        *rewrites
-            .entry(format!("{}/{}", s.label("kind"), s.label("action")))
-            .or_insert(0.0) += s.value;
-    }
-    let _ = writeln!(out, "\nscrub rewrites: {}", reasons(&rewrites));
+    let _ = writeln!(out, "\nscrub rewrites: {}", reasons(&second.scrub_rewrites));
 
     // Spool.
-    let used = second.sum(n::SPOOL_BYTES);
-    let max = second.sum(n::SPOOL_MAX_BYTES);
+    let (used, max) = (second.spool.bytes as f64, second.spool.max_bytes as f64);
     let _ = writeln!(
         out,
         "spool: {} of {}{}, {} segments",
@@ -298,48 +231,32 @@ pub fn summarize(
         } else {
             String::new()
         },
-        second.sum(n::SPOOL_SEGMENTS),
+        second.spool.segments,
     );
 
     // Sinks.
-    let sinks = label_values(
-        second,
-        &[
-            n::SINK_EVENTS_SENT,
-            n::SINK_BYTES_SENT,
-            n::SINK_ERRORS,
-            n::SINK_LAST_SUCCESS,
-            n::SPOOL_SINK_LAG_BYTES,
-            n::SPOOL_DROPPED_EVENTS,
-        ],
-        "sink",
-    );
     let _ = writeln!(out, "\nsinks:");
-    if sinks.is_empty() {
+    if second.sinks.is_empty() {
         let _ = writeln!(out, "  (none reported yet)");
     }
     let stall = options.stall_after.as_secs_f64();
-    for s in &sinks {
-        let lag = second.get(n::SPOOL_SINK_LAG_BYTES, "sink", s);
-        let oldest = second.get(n::SPOOL_OLDEST_UNACKED, "sink", s);
-        let last = second.get(n::SINK_LAST_SUCCESS, "sink", s);
-        let since_success = (last > 0.0).then(|| (now - last).max(0.0));
-        let dropped = by_where(second, n::SPOOL_DROPPED_EVENTS, "sink", s, "reason");
-        let rejected = by_where(second, n::SINK_REJECTED_EVENTS, "sink", s, "reason");
-        let errors = by_where(second, n::SINK_ERRORS, "sink", s, "reason");
+    let none = Default::default();
+    for (name, s) in &second.sinks {
+        let before = first.sinks.get(name).unwrap_or(&none);
+        let since_success = (s.last_success > 0).then(|| (now - s.last_success as f64).max(0.0));
         let _ = writeln!(
             out,
-            "  {s}: {:.1} events/s ({}/s), {} sent",
-            rate(n::SINK_EVENTS_SENT, "sink", s),
-            bytes(rate(n::SINK_BYTES_SENT, "sink", s)),
-            second.get(n::SINK_EVENTS_SENT, "sink", s),
+            "  {name}: {} events/s ({}/s), {} sent",
+            per_second(rate(before.events_sent, s.events_sent)),
+            bytes(rate(before.bytes_sent, s.bytes_sent)),
+            s.events_sent,
         );
         let _ = writeln!(
             out,
             "    lag {}, oldest unacknowledged {}, last success {}",
-            bytes(lag),
-            if oldest > 0.0 {
-                format!("{} ago", duration((now - oldest).max(0.0)))
+            bytes(s.lag_bytes as f64),
+            if s.oldest_unacked > 0 {
+                format!("{} ago", duration((now - s.oldest_unacked as f64).max(0.0)))
             } else {
                 "none".into()
             },
@@ -348,20 +265,20 @@ pub fn summarize(
         let _ = writeln!(
             out,
             "    retries {}, splits {}, errors: {}; rejected: {}; dropped: {}",
-            second.get(n::SINK_RETRIES, "sink", s),
-            second.get(n::SINK_SPLITS, "sink", s),
-            reasons(&errors),
-            reasons(&rejected),
-            reasons(&dropped),
+            s.retries,
+            s.splits,
+            reasons(&s.errors),
+            reasons(&s.rejected),
+            reasons(&s.dropped),
         );
         let stalled = match since_success {
             Some(d) => d > stall,
             None => uptime.is_some_and(|u| u > stall),
         };
-        if lag > 0.0 && stalled {
+        if s.lag_bytes > 0 && stalled {
             problems.push(format!(
-                "sink {s} is {} behind and {}: is its server up and accepting?",
-                bytes(lag),
+                "sink {name} is {} behind and {}: is its server up and accepting?",
+                bytes(s.lag_bytes as f64),
                 since_success.map_or(
                     format!(
                         "has delivered nothing in {}",
@@ -371,22 +288,22 @@ pub fn summarize(
                 ),
             ));
         }
-        let new_drops = by_where_delta(first, second, n::SPOOL_DROPPED_EVENTS, "sink", s, "reason");
-        if new_drops.values().any(|&v| v > 0.0) {
+        let new_drops = grown(&before.dropped, &s.dropped);
+        if !new_drops.is_empty() {
             problems.push(format!(
-                "sink {s}: {} events dropped in the last {elapsed:.1} s ({}): the spool is full; raise spool.max_bytes or fix the sink",
-                new_drops.values().fold(0.0, |a, b| a + b),
+                "sink {name}: {} events dropped in the last {elapsed:.1} s ({}): the spool is full; raise spool.max_bytes or fix the sink",
+                new_drops.values().sum::<u64>(),
                 reasons(&new_drops),
             ));
         }
-        for (family, what) in [
-            (n::SINK_REJECTED_EVENTS, "rejected"),
-            (n::SINK_ERRORS, "errors"),
+        for (what, before, after) in [
+            ("rejected", &before.rejected, &s.rejected),
+            ("errors", &before.errors, &s.errors),
         ] {
-            let new = by_where_delta(first, second, family, "sink", s, "reason");
-            if new.values().any(|&v| v > 0.0) {
+            let new = grown(before, after);
+            if !new.is_empty() {
                 warnings.push(format!(
-                    "sink {s}: {what} in the last {elapsed:.1} s: {}",
+                    "sink {name}: {what} in the last {elapsed:.1} s: {}",
                     reasons(&new)
                 ));
             }
@@ -405,63 +322,11 @@ pub fn summarize(
     }
 }
 
-fn verdict(probe: &(u16, String), ok: &str) -> String {
-    if probe.0 == 200 {
-        ok.to_owned()
-    } else {
-        format!("FAILING ({})", probe.1)
-    }
-}
-
-/// Every value of `label` in any of `families`.
-fn label_values(scrape: &Scrape, families: &[&str], label: &str) -> BTreeSet<String> {
-    families
-        .iter()
-        .flat_map(|f| scrape.family(f))
-        .map(|s| s.label(label).to_owned())
-        .filter(|v| !v.is_empty())
-        .collect()
-}
-
-/// `family`'s series where `label` = `value`, summed by `by`.
-fn by_where(
-    scrape: &Scrape,
-    family: &str,
-    label: &str,
-    value: &str,
-    by: &str,
-) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    for s in scrape.family(family).filter(|s| s.label(label) == value) {
-        *out.entry(s.label(by).to_owned()).or_insert(0.0) += s.value;
-    }
-    out
-}
-
-fn by_where_delta(
-    first: &Scrape,
-    second: &Scrape,
-    family: &str,
-    label: &str,
-    value: &str,
-    by: &str,
-) -> BTreeMap<String, f64> {
-    let before = by_where(first, family, label, value, by);
-    by_where(second, family, label, value, by)
-        .into_iter()
-        .map(|(k, v)| {
-            let d = delta(before.get(&k).copied().unwrap_or(0.0), v);
-            (k, d)
-        })
-        .filter(|(_, d)| *d > 0.0)
-        .collect()
-}
-
 /// `reason 3, other 1`, or `none`.
-fn reasons(counts: &BTreeMap<String, f64>) -> String {
+fn reasons(counts: &BTreeMap<String, u64>) -> String {
     let parts: Vec<String> = counts
         .iter()
-        .filter(|(_, v)| **v > 0.0)
+        .filter(|(_, v)| **v > 0)
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     if parts.is_empty() {
@@ -471,7 +336,8 @@ fn reasons(counts: &BTreeMap<String, f64>) -> String {
     }
 }
 
-/// `1.5 MiB`.
+/// `1.5 MiB`: the one byte formatter of weir's human output (`weir status`
+/// and systemd's `STATUS=` line).
 pub fn bytes(v: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = v.max(0.0);
@@ -485,6 +351,11 @@ pub fn bytes(v: f64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[unit])
     }
+}
+
+/// `118.5`: the one rate formatter (one decimal; the caller says `/s` of what).
+pub fn per_second(v: f64) -> String {
+    format!("{:.1}", v.max(0.0))
 }
 
 /// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
@@ -505,17 +376,7 @@ pub fn duration(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scrape(text: &str) -> Scrape {
-        Scrape::parse(text).unwrap()
-    }
-
-    fn ok() -> Probes {
-        Probes {
-            health: (200, "ok".into()),
-            ready: (200, "ok".into()),
-        }
-    }
+    use crate::metrics::snapshot;
 
     fn options() -> Options {
         Options::new(Address::Tcp("127.0.0.1:9880".into()))
@@ -523,27 +384,35 @@ mod tests {
 
     const NOW: f64 = 1_700_000_000.0;
 
-    fn base(sent: u64, dropped: u64, last_success: f64, lag: u64) -> String {
-        format!(
-            "weir_build_info{{version=\"1.2.3\"}} 1\n\
-             process_start_time_seconds {}\n\
-             process_cpu_seconds_total 10\n\
-             weir_source_events_received_total{{source=\"docker\"}} {sent}\n\
-             weir_source_decode_errors_total{{source=\"docker\",reason=\"bad_frame\"}} 2\n\
-             weir_sink_events_sent_total{{sink=\"loki\"}} {sent}\n\
-             weir_sink_last_success_timestamp_seconds{{sink=\"loki\"}} {last_success}\n\
-             weir_spool_sink_lag_bytes{{sink=\"loki\"}} {lag}\n\
-             weir_spool_dropped_events_total{{sink=\"loki\",reason=\"spool_full\"}} {dropped}\n\
-             weir_spool_bytes 1048576\nweir_spool_max_bytes 1073741824\n",
-            NOW - 3600.0
-        )
+    fn base(sent: u64, dropped: u64, last_success: f64, lag: i64) -> Snapshot {
+        let mut s = Snapshot {
+            version: "1.2.3".into(),
+            time: NOW,
+            start_time: NOW - 3600.0,
+            spool: snapshot::Spool {
+                bytes: 1 << 20,
+                max_bytes: 1 << 30,
+                segments: 1,
+            },
+            ..Snapshot::default()
+        };
+        s.process.cpu_seconds = 10.0;
+        let docker = s.sources.entry("docker".into()).or_default();
+        docker.events_received = sent;
+        docker.decode_errors.insert("bad_frame".into(), 2);
+        let loki = s.sinks.entry("loki".into()).or_default();
+        loki.events_sent = sent;
+        loki.last_success = last_success as i64;
+        loki.lag_bytes = lag;
+        loki.dropped.insert("spool_full".into(), dropped);
+        s
     }
 
     #[test]
     fn a_flowing_agent_is_healthy_and_rates_are_per_second() {
-        let a = scrape(&base(1000, 0, NOW - 1.0, 0));
-        let b = scrape(&base(1500, 0, NOW, 0));
-        let r = summarize(&options(), &ok(), &a, &b, 2.0, NOW);
+        let a = base(1000, 0, NOW - 1.0, 0);
+        let b = base(1500, 0, NOW, 0);
+        let r = summarize(&options(), &a, &b, 2.0);
         assert!(r.healthy(), "{}", r.render());
         let text = r.render();
         assert!(
@@ -559,9 +428,9 @@ mod tests {
 
     #[test]
     fn growing_drops_are_unhealthy_with_the_reason() {
-        let a = scrape(&base(1000, 5, NOW, 0));
-        let b = scrape(&base(1000, 9, NOW, 0));
-        let r = summarize(&options(), &ok(), &a, &b, 1.0, NOW);
+        let a = base(1000, 5, NOW, 0);
+        let b = base(1000, 9, NOW, 0);
+        let r = summarize(&options(), &a, &b, 1.0);
         assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
         assert!(
             r.problems[0].contains("sink loki: 4 events dropped"),
@@ -570,14 +439,14 @@ mod tests {
         );
         assert!(r.problems[0].contains("spool_full 4"), "{:?}", r.problems);
         // Old drops that no longer grow are history, not a problem.
-        let r = summarize(&options(), &ok(), &b, &b, 1.0, NOW);
+        let r = summarize(&options(), &b, &b, 1.0);
         assert!(r.healthy(), "{:?}", r.problems);
     }
 
     #[test]
     fn a_lagging_sink_without_success_is_unhealthy() {
-        let a = scrape(&base(10, 0, NOW - 600.0, 4096));
-        let r = summarize(&options(), &ok(), &a, &a, 1.0, NOW);
+        let a = base(10, 0, NOW - 600.0, 4096);
+        let r = summarize(&options(), &a, &a, 1.0);
         assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
         assert!(
             r.problems[0].contains("sink loki is 4.0 KiB behind and last delivered 10m 0s ago"),
@@ -585,11 +454,11 @@ mod tests {
             r.problems
         );
         // Idle but caught up: fine, however long ago the last delivery.
-        let a = scrape(&base(10, 0, NOW - 600.0, 0));
-        assert!(summarize(&options(), &ok(), &a, &a, 1.0, NOW).healthy());
+        let a = base(10, 0, NOW - 600.0, 0);
+        assert!(summarize(&options(), &a, &a, 1.0).healthy());
         // Never delivered, behind, up for an hour.
-        let a = scrape(&base(10, 0, 0.0, 100));
-        let r = summarize(&options(), &ok(), &a, &a, 1.0, NOW);
+        let a = base(10, 0, 0.0, 100);
+        let r = summarize(&options(), &a, &a, 1.0);
         assert!(
             r.problems[0].contains("has delivered nothing in 1h 0m"),
             "{:?}",
@@ -599,12 +468,10 @@ mod tests {
 
     #[test]
     fn failing_probes_are_unhealthy() {
-        let a = scrape(&base(1, 0, NOW, 0));
-        let probes = Probes {
-            health: (503, "pipeline loop stalled (no heartbeat)".into()),
-            ready: (503, "shutting down".into()),
-        };
-        let r = summarize(&options(), &probes, &a, &a, 1.0, NOW);
+        let mut a = base(1, 0, NOW, 0);
+        a.unhealthy = Some("pipeline loop stalled (no heartbeat)".into());
+        a.not_ready = Some("shutting down".into());
+        let r = summarize(&options(), &a, &a, 1.0);
         assert_eq!(r.problems.len(), 2, "{:?}", r.problems);
         assert!(r
             .render()
@@ -613,14 +480,16 @@ mod tests {
 
     #[test]
     fn counter_resets_count_from_zero() {
-        assert_eq!(delta(100.0, 150.0), 50.0);
-        assert_eq!(delta(100.0, 20.0), 20.0);
+        assert_eq!(delta(100, 150), 50);
+        assert_eq!(delta(100, 20), 20);
     }
 
     #[test]
     fn units_read_well() {
         assert_eq!(bytes(512.0), "512 B");
         assert_eq!(bytes(1536.0), "1.5 KiB");
+        assert_eq!(bytes(340.0 * 1048576.0), "340.0 MiB");
+        assert_eq!(per_second(118.54), "118.5");
         assert_eq!(duration(59.0), "59s");
         assert_eq!(duration(3725.0), "1h 2m");
         assert_eq!(duration(90061.0), "1d 1h");

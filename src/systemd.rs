@@ -32,15 +32,15 @@
 //! sockets once per process, keeps them, and hands out duplicates
 //! (`try_clone`): a source closing its copy at stop leaves the socket open.
 
+use crate::metrics::{Metrics, Snapshot};
 use crate::net::{Bound, Endpoint};
+use crate::status;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
-
-use crate::metrics;
 
 fn notify(states: &[NotifyState]) {
     // Failing to notify is not worth stopping for: systemd will time us out
@@ -122,50 +122,30 @@ pub fn watchdog_interval() -> Option<Duration> {
         .then(|| Duration::from_micros(usec / 2))
 }
 
-/// Builds the `STATUS=` line from the metrics registry: events per second in
-/// (spooled by the sources, after scrubbing) and, per sink, events per second
-/// out and the bytes it lags behind the spool's head.
+/// Builds the `STATUS=` line from the pipeline's [`Snapshot`] (the one
+/// `weir status` renders): events per second in (spooled by the sources,
+/// after scrubbing) and, per sink, events per second out and the bytes it
+/// lags behind the spool's head.
 ///
-/// `in 120.0/s; local: out 118.5/s, lag 1.2MiB; loki: out 0.0/s, lag 340.0MiB`
+/// `in 120.0/s; local: out 118.5/s, lag 1.2 MiB; loki: out 0.0/s, lag 340.0 MiB`
 pub struct StatusLine {
+    metrics: Metrics,
     sources: Vec<String>,
     sinks: Vec<String>,
-    last: Option<(Instant, Sample)>,
-}
-
-#[derive(Clone)]
-struct Sample {
-    events_in: f64,
-    /// Per sink, same order as `StatusLine::sinks`.
-    events_out: Vec<f64>,
+    last: Option<(Instant, Snapshot)>,
 }
 
 impl StatusLine {
     pub fn new(
+        metrics: &Metrics,
         sources: impl IntoIterator<Item = String>,
         sinks: impl IntoIterator<Item = String>,
     ) -> Self {
         StatusLine {
+            metrics: metrics.clone(),
             sources: sources.into_iter().collect(),
             sinks: sinks.into_iter().collect(),
             last: None,
-        }
-    }
-
-    fn sample(&self) -> Sample {
-        let value =
-            |name: &str, label: &str, v: &str| metrics::value(name, &[(label, v)]).unwrap_or(0.0);
-        Sample {
-            events_in: self
-                .sources
-                .iter()
-                .map(|s| value("weir_source_events_spooled_total", "source", s))
-                .sum(),
-            events_out: self
-                .sinks
-                .iter()
-                .map(|s| value("weir_sink_events_sent_total", "sink", s))
-                .collect(),
         }
     }
 
@@ -173,7 +153,7 @@ impl StatusLine {
     /// first call, which only records a starting point and reports totals).
     pub fn line(&mut self) -> String {
         let now = Instant::now();
-        let sample = self.sample();
+        let snapshot = self.metrics.snapshot(None);
         let line = match &self.last {
             None => format!(
                 "running: {} source(s), {} sink(s); rates follow",
@@ -182,73 +162,54 @@ impl StatusLine {
             ),
             Some((then, prev)) => {
                 let secs = now.duration_since(*then).as_secs_f64().max(1e-3);
-                let rate = |new: f64, old: f64| (new - old).max(0.0) / secs;
-                let mut line = format!("in {:.1}/s", rate(sample.events_in, prev.events_in));
-                for (i, sink) in self.sinks.iter().enumerate() {
-                    let out = rate(sample.events_out[i], prev.events_out[i]);
-                    line.push_str(&format!("; {sink}: out {out:.1}/s"));
-                    if let Some(lag) =
-                        metrics::value("weir_spool_sink_lag_bytes", &[("sink", sink)])
-                    {
-                        line.push_str(&format!(", lag {}", human_bytes(lag)));
+                let rate = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs;
+                let spooled = |s: &Snapshot| -> u64 {
+                    self.sources
+                        .iter()
+                        .filter_map(|name| s.sources.get(name))
+                        .map(|src| src.events_spooled)
+                        .sum()
+                };
+                let mut line = format!(
+                    "in {}/s",
+                    status::per_second(rate(spooled(&snapshot), spooled(prev)))
+                );
+                for sink in &self.sinks {
+                    let sent = |s: &Snapshot| s.sinks.get(sink).map_or(0, |k| k.events_sent);
+                    let out = rate(sent(&snapshot), sent(prev));
+                    line.push_str(&format!("; {sink}: out {}/s", status::per_second(out)));
+                    if let Some(k) = snapshot.sinks.get(sink) {
+                        line.push_str(&format!(", lag {}", status::bytes(k.lag_bytes as f64)));
                     }
                 }
                 line
             }
         };
-        self.last = Some((now, sample));
+        self.last = Some((now, snapshot));
         line
     }
-}
-
-/// `1536` -> `1.5KiB`; one decimal, binary units.
-fn human_bytes(b: f64) -> String {
-    let mut v = b.max(0.0);
-    for unit in ["B", "KiB", "MiB", "GiB"] {
-        if v < 1024.0 || unit == "GiB" {
-            return if unit == "B" {
-                format!("{v:.0}B")
-            } else {
-                format!("{v:.1}{unit}")
-            };
-        }
-        v /= 1024.0;
-    }
-    unreachable!("the loop returns at GiB")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_bytes_picks_a_readable_unit() {
-        assert_eq!(human_bytes(0.0), "0B");
-        assert_eq!(human_bytes(1536.0), "1.5KiB");
-        assert_eq!(human_bytes(340.0 * 1048576.0), "340.0MiB");
-        assert_eq!(human_bytes(5.0 * 1073741824.0 * 1024.0), "5120.0GiB");
-    }
+    use crate::metrics::labels;
 
     #[test]
     fn status_line_reports_rates_and_lag_per_sink() {
-        let sent = metrics::counter(
-            "weir_sink_events_sent_total",
-            "Events a sink delivered and acknowledged.",
-            &[("sink", "status-test")],
-        );
-        metrics::gauge(
-            "weir_spool_sink_lag_bytes",
-            "Bytes appended to the spool that a sink has not acknowledged.",
-            &[("sink", "status-test")],
-        )
-        .set(1536);
-        let mut status = StatusLine::new(["status-src".to_owned()], ["status-test".to_owned()]);
+        let metrics = Metrics::new();
+        let sent = metrics.sink_events_sent.with(labels::sink("local"));
+        metrics
+            .spool_sink_lag_bytes
+            .with(labels::sink("local"))
+            .set(1536);
+        let mut status = StatusLine::new(&metrics, ["docker".to_owned()], ["local".to_owned()]);
         assert!(status.line().starts_with("running: 1 source(s), 1 sink(s)"));
         sent.add(100);
         std::thread::sleep(Duration::from_millis(50));
         let line = status.line();
-        assert!(line.starts_with("in 0.0/s; status-test: out "), "{line}");
-        assert!(line.ends_with(", lag 1.5KiB"), "{line}");
+        assert!(line.starts_with("in 0.0/s; local: out "), "{line}");
+        assert!(line.ends_with(", lag 1.5 KiB"), "{line}");
         let out: f64 = line
             .split("out ")
             .nth(1)

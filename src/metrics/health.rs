@@ -96,6 +96,27 @@ impl Health {
     }
 }
 
+/// `weir_up`: 1 while [`Health::liveness`] is OK, read at each scrape so a
+/// wedged loop shows as 0 even though nothing updates a gauge.
+#[derive(Debug)]
+pub struct Up(pub Health);
+
+impl prometheus_client::collector::Collector for Up {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        let up = i64::from(self.0.liveness() == Verdict::Ok);
+        prometheus_client::metrics::gauge::ConstGauge::new(up).encode(encoder.encode_descriptor(
+            super::names::UP,
+            "1 while the pipeline runs and its loop is alive (as /health), else 0.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

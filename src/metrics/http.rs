@@ -1,31 +1,40 @@
-//! The metrics endpoint: a deliberately tiny HTTP/1.1 responder on tokio.
+//! The metrics endpoint, served with hyper (HTTP/1.1).
 //!
-//! It answers `GET` (and `HEAD`) for three paths and nothing else:
+//! It answers `GET` (and `HEAD`) for four paths and nothing else:
 //!
 //! | path       | 200 when                                   | else |
 //! |------------|--------------------------------------------|------|
-//! | `/metrics` | always: the registry, text format 0.0.4    |      |
+//! | `/metrics` | always: the registry, Prometheus text format 0.0.4 | |
 //! | `/health`  | the pipeline loop is alive                 | 503 and the reason |
 //! | `/ready`   | the spool is open and every source listens, not shutting down | 503 and the reason |
+//! | `/status`  | always: the [`Snapshot`] as JSON           |      |
 //!
 //! One request per connection (`Connection: close`), a request head of at
-//! most [`MAX_REQUEST_BYTES`], [`IO_TIMEOUT`] to read it and to write the
-//! answer, at most [`MAX_CONNECTIONS`] at once (further clients wait in the
-//! kernel's backlog). A scraper is the only client this needs to please; a
-//! full HTTP stack would be more code to trust than this file.
+//! most [`MAX_REQUEST_BYTES`] (else 431), [`IO_TIMEOUT`] to read it and as
+//! long again to answer, at most [`MAX_CONNECTIONS`] at once, the one that
+//! has waited longest for its request giving way to a new one (so idle
+//! connections cannot keep a scrape out).
 //!
 //! [`get`] is the matching blocking client, used by `weir status` and tests.
 
-use std::io::{self, Read as _};
+use std::convert::Infallible;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Full, Limited};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Health, Verdict};
+use super::Metrics;
 use crate::net::{self, Bound, Slot, Slots, Stream};
 
 /// Longest request head accepted (request line and headers).
@@ -34,8 +43,8 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 32;
-/// The Content-Type of the Prometheus text format.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The Content-Type of `/metrics`: the Prometheus text format.
+pub const METRICS_CONTENT_TYPE: &str = super::CONTENT_TYPE;
 
 /// Where the endpoint listens: `host:port` (or `tcp://host:port`) or
 /// `unix:///path`, parsed by the one endpoint parser.
@@ -128,6 +137,12 @@ fn remove_stale_socket(path: &Path, address: &Address) -> Result<(), BindError> 
     }
 }
 
+/// What the endpoint serves.
+struct Served {
+    metrics: Metrics,
+    health: Health,
+}
+
 /// Serves `listener` until `shutdown` is cancelled; then stops accepting,
 /// removes a unix socket path, and returns. Connections in flight finish
 /// within their own timeouts.
@@ -135,18 +150,24 @@ fn remove_stale_socket(path: &Path, address: &Address) -> Result<(), BindError> 
 /// Slots are [`crate::net::Slots`]: when all [`MAX_CONNECTIONS`] are taken,
 /// the connection waiting longest for its request gives way, so idle
 /// connections cannot keep a scrape out.
-pub fn serve(listener: Listener, health: Health, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn serve(
+    listener: Listener,
+    metrics: Metrics,
+    health: Health,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let served = Arc::new(Served { metrics, health });
     tokio::spawn(async move {
         let slots = Slots::new(MAX_CONNECTIONS);
         let refused = |_: &str| {
             tracing::debug!("metrics endpoint: no connection gave way; new connection closed");
         };
         let serve = |stream: Stream, _peer: String, slot: Slot| {
-            let health = health.clone();
+            let served = served.clone();
             tokio::spawn(async move {
                 match stream {
-                    Stream::Tcp(s) => handle(s, &health, &slot).await,
-                    Stream::Unix(s) => handle(s, &health, &slot).await,
+                    Stream::Tcp(s) => connection(s, served, slot).await,
+                    Stream::Unix(s) => connection(s, served, slot).await,
                 }
             });
         };
@@ -160,143 +181,81 @@ pub fn serve(listener: Listener, health: Health, shutdown: CancellationToken) ->
     })
 }
 
-/// A complete answer.
-struct Answer {
-    status: u16,
-    content_type: &'static str,
-    extra_header: Option<&'static str>,
-    body: String,
-}
+type Response = hyper::Response<Full<Bytes>>;
 
-impl Answer {
-    fn text(status: u16, body: impl Into<String>) -> Answer {
-        Answer {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            extra_header: None,
-            body: body.into(),
-        }
+/// One connection: one request, answered, then closed. Until its request
+/// head is read it gives way to a newer connection that needs the slot.
+async fn connection<S>(stream: S, served: Arc<Served>, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let slot = Arc::new(slot);
+    let service_slot = slot.clone();
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        service_slot.touch();
+        let answer = route(request.method(), request.uri().path(), &served);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IO_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(MAX_REQUEST_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = tokio::time::timeout(2 * IO_TIMEOUT, conn) => {}
+        _ = slot.give_way().cancelled() => {}
     }
 }
 
-async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, health: &Health, slot: &Slot) {
-    // Until its request is read, a connection gives way to a newer one.
-    let head = tokio::select! {
-        h = tokio::time::timeout(IO_TIMEOUT, read_head(&mut stream)) => h,
-        _ = slot.give_way().cancelled() => return,
-    };
-    let (answer, head_only) = match head {
-        Err(_) => (Answer::text(408, "request timeout\n"), false),
-        Ok(Err(HeadError::Io)) => return,
-        Ok(Err(HeadError::TooLarge)) => (Answer::text(431, "request head too large\n"), false),
-        Ok(Ok(head)) => match parse_request_line(&head) {
-            None => (Answer::text(400, "malformed request\n"), false),
-            Some((method, path)) => (route(method, path, health), method == "HEAD"),
-        },
-    };
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
-        answer.status,
-        reason_phrase(answer.status),
-        answer.content_type,
-        answer.body.len()
-    );
-    if let Some(h) = answer.extra_header {
-        out.push_str(h);
-        out.push_str("\r\n");
-    }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(&answer.body);
-    }
-    let _ = tokio::time::timeout(IO_TIMEOUT, async {
-        stream.write_all(out.as_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
+fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
+    let mut r = hyper::Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
-enum HeadError {
-    Io,
-    TooLarge,
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    answer(status, "text/plain; charset=utf-8", body)
 }
 
-/// Reads up to the blank line that ends the request head.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, HeadError> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.map_err(|_| HeadError::Io)?;
-        if n == 0 {
-            return Err(HeadError::Io);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find(&buf, b"\r\n\r\n").or_else(|| find(&buf, b"\n\n")) {
-            buf.truncate(end);
-            return Ok(buf);
-        }
-        if buf.len() > MAX_REQUEST_BYTES {
-            return Err(HeadError::TooLarge);
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// `GET /path?query HTTP/1.1` -> (`GET`, `/path`).
-fn parse_request_line(head: &[u8]) -> Option<(&str, &str)> {
-    let line = head.split(|&b| b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") || !target.starts_with('/') {
-        return None;
-    }
-    Some((method, target.split('?').next().unwrap_or(target)))
-}
-
-fn route(method: &str, path: &str, health: &Health) -> Answer {
-    if method != "GET" && method != "HEAD" {
-        let mut a = Answer::text(405, "only GET is supported\n");
-        a.extra_header = Some("Allow: GET, HEAD");
-        return a;
+fn route(method: &Method, path: &str, served: &Served) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
     let verdict = |v: Verdict| match v {
-        Verdict::Ok => Answer::text(200, "ok\n"),
-        Verdict::Failing(why) => Answer::text(503, format!("{why}\n")),
+        Verdict::Ok => text(StatusCode::OK, "ok\n"),
+        Verdict::Failing(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     };
     match path {
-        "/metrics" => Answer {
-            status: 200,
-            content_type: METRICS_CONTENT_TYPE,
-            extra_header: None,
-            body: super::render(),
-        },
-        "/health" | "/healthz" => verdict(health.liveness()),
-        "/ready" | "/readyz" => verdict(health.readiness()),
-        "/" => Answer::text(200, "weir: /metrics /health /ready\n"),
-        _ => Answer::text(404, "not found; try /metrics, /health or /ready\n"),
-    }
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "",
+        "/metrics" => answer(
+            StatusCode::OK,
+            METRICS_CONTENT_TYPE,
+            served.metrics.encode(),
+        ),
+        "/status" => {
+            let snapshot = served.metrics.snapshot(Some(&served.health));
+            let json = serde_json::to_vec(&snapshot).expect("a snapshot serializes");
+            answer(StatusCode::OK, "application/json", json)
+        }
+        "/health" | "/healthz" => verdict(served.health.liveness()),
+        "/ready" | "/readyz" => verdict(served.health.readiness()),
+        "/" => text(StatusCode::OK, "weir: /metrics /health /ready /status\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /health, /ready or /status\n",
+        ),
     }
 }
 
 /// A response read by [`get`].
 #[derive(Debug, Clone)]
-pub struct Response {
+pub struct Answer {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: String,
@@ -307,84 +266,90 @@ pub struct Response {
 pub enum GetError {
     #[error("cannot connect to {address}: {source}")]
     Connect { address: String, source: io::Error },
-    #[error("{address}: {source}")]
-    Io { address: String, source: io::Error },
-    #[error("{address}: not an HTTP response")]
-    Malformed { address: String },
+    #[error("{address}: {why}")]
+    Http { address: String, why: String },
+    #[error("{address}: no answer within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
 }
 
 /// Most bytes [`get`] reads: far above any real scrape.
-const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
-/// A blocking `GET path` against the endpoint at `address`.
-pub fn get(address: &Address, path: &str, timeout: Duration) -> Result<Response, GetError> {
-    let name = address.to_string();
+/// A blocking `GET path` against the endpoint at `address`, all of it
+/// within `timeout`.
+pub fn get(address: &Address, path: &str, timeout: Duration) -> Result<Answer, GetError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| GetError::Connect {
+            address: address.to_string(),
+            source,
+        })?;
+    runtime.block_on(async {
+        tokio::time::timeout(timeout, get_async(address, path))
+            .await
+            .unwrap_or_else(|_| {
+                Err(GetError::Timeout {
+                    address: address.to_string(),
+                    timeout,
+                })
+            })
+    })
+}
+
+async fn get_async(address: &Address, path: &str) -> Result<Answer, GetError> {
     let connect = |source| GetError::Connect {
-        address: name.clone(),
+        address: address.to_string(),
         source,
     };
-    let raw = match address {
+    match address {
         Address::Tcp(a) => {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolves to nothing");
-            let mut stream = None;
-            for sa in std::net::ToSocketAddrs::to_socket_addrs(a.as_str()).map_err(connect)? {
-                match std::net::TcpStream::connect_timeout(&sa, timeout) {
-                    Ok(s) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Err(e) => last = e,
-                }
-            }
-            let s = stream.ok_or_else(|| connect(last))?;
-            s.set_read_timeout(Some(timeout))
-                .and_then(|()| s.set_write_timeout(Some(timeout)))
-                .and_then(|()| exchange(s, path))
+            let s = tokio::net::TcpStream::connect(a.as_str())
+                .await
+                .map_err(connect)?;
+            exchange(s, address, path).await
         }
         Address::Unix(p) => {
-            let s = std::os::unix::net::UnixStream::connect(p).map_err(connect)?;
-            s.set_read_timeout(Some(timeout))
-                .and_then(|()| s.set_write_timeout(Some(timeout)))
-                .and_then(|()| exchange(s, path))
+            let s = tokio::net::UnixStream::connect(p).await.map_err(connect)?;
+            exchange(s, address, path).await
         }
     }
-    .map_err(|source| GetError::Io {
-        address: name.clone(),
-        source,
-    })?;
-    parse_response(&raw).ok_or(GetError::Malformed { address: name })
 }
 
-/// Writes the request, reads the whole answer (the server closes).
-fn exchange(mut stream: impl io::Read + io::Write, path: &str) -> io::Result<Vec<u8>> {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: weir\r\nUser-Agent: weir-status\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw)?;
-    Ok(raw)
-}
-
-fn parse_response(raw: &[u8]) -> Option<Response> {
-    let end = find(raw, b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next()?;
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    let status = parts.next()?.parse().ok()?;
-    let content_type = lines.find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-type")
-            .then(|| v.trim().to_owned())
-    });
-    Some(Response {
+async fn exchange<S>(stream: S, address: &Address, path: &str) -> Result<Answer, GetError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |e: &dyn std::fmt::Display| GetError::Http {
+        address: address.to_string(),
+        why: e.to_string(),
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| http(&e))?;
+    let driver = tokio::spawn(conn);
+    let request = Request::get(path)
+        .header(hyper::header::HOST, "weir")
+        .header(hyper::header::USER_AGENT, "weir-status")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| http(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| http(&e))?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| http(&e))?
+        .to_bytes();
+    driver.abort();
+    Ok(Answer {
         status,
         content_type,
-        body: String::from_utf8_lossy(&raw[end + 4..]).into_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
 
@@ -392,23 +357,16 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn request_lines_parse() {
-        assert_eq!(
-            parse_request_line(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a"),
-            Some(("GET", "/metrics"))
-        );
-        assert_eq!(parse_request_line(b"GET /metrics"), None);
-        assert_eq!(parse_request_line(b"GET metrics HTTP/1.1"), None);
-        assert_eq!(parse_request_line(b"\xff\xfe"), None);
-    }
-
-    async fn exchange(request: &[u8], health: &Health) -> String {
+    async fn exchange_raw(request: &[u8], health: &Health) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let (mut client, server) = tokio::io::duplex(1 << 20);
-        let h = health.clone();
+        let served = Arc::new(Served {
+            metrics: Metrics::new(),
+            health: health.clone(),
+        });
         let task = tokio::spawn(async move {
             let slot = Slots::new(1).acquire().await.unwrap();
-            handle(server, &h, &slot).await
+            connection(server, served, slot).await
         });
         client.write_all(request).await.unwrap();
         let mut out = Vec::new();
@@ -421,40 +379,41 @@ mod tests {
     async fn answers_methods_paths_and_oversized_heads() {
         let health = Health::new(CancellationToken::new());
         health.beat();
-        let r = exchange(b"GET /health HTTP/1.1\r\n\r\n", &health).await;
+        let r = exchange_raw(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n", &health).await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(r.contains("Connection: close\r\n"), "{r}");
-        let r = exchange(b"GET /ready HTTP/1.0\r\n\r\n", &health).await;
-        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
-        let r = exchange(b"POST /metrics HTTP/1.1\r\n\r\n", &health).await;
         assert!(
-            r.starts_with("HTTP/1.1 405 ") && r.contains("Allow: GET"),
+            r.to_ascii_lowercase().contains("connection: close\r\n"),
             "{r}"
         );
-        let r = exchange(b"GET /nope HTTP/1.1\r\n\r\n", &health).await;
+        let r = exchange_raw(b"GET /ready HTTP/1.0\r\n\r\n", &health).await;
+        assert!(
+            r.starts_with("HTTP/1.0 503 ") || r.starts_with("HTTP/1.1 503 "),
+            "{r}"
+        );
+        let r = exchange_raw(b"POST /metrics HTTP/1.1\r\nHost: a\r\n\r\n", &health).await;
+        assert!(
+            r.starts_with("HTTP/1.1 405 ") && r.to_ascii_lowercase().contains("allow: get"),
+            "{r}"
+        );
+        let r = exchange_raw(b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n", &health).await;
         assert!(r.starts_with("HTTP/1.1 404 "), "{r}");
-        let r = exchange(b"HEAD /metrics HTTP/1.1\r\n\r\n", &health).await;
+        let r = exchange_raw(b"HEAD /metrics HTTP/1.1\r\nHost: a\r\n\r\n", &health).await;
         assert!(
             r.starts_with("HTTP/1.1 200 ") && r.ends_with("\r\n\r\n"),
             "{r}"
         );
+        let r = exchange_raw(b"GET /status HTTP/1.1\r\nHost: a\r\n\r\n", &health).await;
+        let json = r.split("\r\n\r\n").nth(1).unwrap();
+        let s: super::super::Snapshot = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            s.not_ready.as_deref(),
+            Some("starting: spool or sources not ready yet")
+        );
         let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
         big.extend(std::iter::repeat_n(b'x', MAX_REQUEST_BYTES + 10));
-        let r = exchange(&big, &health).await;
+        let r = exchange_raw(&big, &health).await;
         assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
-        let r = exchange(b"garbage\r\n\r\n", &health).await;
+        let r = exchange_raw(b"garbage\r\n\r\n", &health).await;
         assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
-    }
-
-    #[test]
-    fn responses_parse() {
-        let r = parse_response(
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\r\nwhy\n",
-        )
-        .unwrap();
-        assert_eq!(r.status, 503);
-        assert_eq!(r.content_type.as_deref(), Some("text/plain"));
-        assert_eq!(r.body, "why\n");
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_none());
     }
 }

@@ -1,34 +1,43 @@
-//! Process-wide metrics registry, rendered in the Prometheus text format, and
-//! the endpoint that serves it.
+//! weir's metrics: typed families on `prometheus-client`, declared once in
+//! [`families`] with one HELP text each, in a registry that the pipeline
+//! creates and hands to its components ([`Metrics`]), and the endpoint that
+//! serves it.
 //!
-//! Components ask for a handle once (`counter(...)`) and keep it: the hot path
-//! is one relaxed atomic add. Values that are cheaper to read than to track
-//! (process CPU, open fds, ...) are registered as closures
-//! ([`gauge_fn`], [`counter_fn`]) and computed at scrape time. Names follow
-//! Prometheus conventions: a `weir_` prefix, `_total` for counters, base units
-//! (`_bytes`, `_seconds`); [`names`] lists every family weir registers, which
-//! the dashboard and `weir status` are checked against.
+//! Components take their handles once (`metrics.sink_events_sent.with(..)`)
+//! and keep them: the hot path is one relaxed atomic add. Values cheaper to
+//! read than to track (process CPU, open fds, liveness) are collectors,
+//! computed at scrape time. Names follow Prometheus conventions: a `weir_`
+//! prefix, `_total` for counters, base units (`_bytes`, `_seconds`);
+//! [`names`] lists every family, which the dashboard is checked against.
 //!
-//! - [`http`]: `/metrics`, `/health` and `/ready` on `metrics.listen`.
+//! - [`http`]: `/metrics`, `/health`, `/ready` and `/status` on `metrics.listen`.
 //! - [`health`]: the liveness and readiness state the pipeline sets.
 //! - [`process`]: the standard `process_*` metrics from `/proc/self`.
-//! - [`parse`]: a reader of the text format, for `weir status` and tests.
+//! - [`snapshot`]: the one summary `/status`, `weir status` and systemd's
+//!   `STATUS=` line render.
 
+pub mod families;
 pub mod health;
 pub mod http;
 pub mod names;
-pub mod parse;
 pub mod process;
+pub mod snapshot;
 
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::{Arc, Mutex, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 
 use crate::problems::Problems;
 
+pub use families::{labels, Families};
 pub use health::Health;
+pub use snapshot::Snapshot;
 
 /// The default of `metrics.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9880";
@@ -37,8 +46,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9880";
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Where `/metrics`, `/health` and `/ready` are served: `host:port` or
-    /// `unix:///path`. Default `127.0.0.1:9880`; `""` turns the endpoint off.
+    /// Where `/metrics`, `/health`, `/ready` and `/status` are served:
+    /// `host:port` or `unix:///path`. Default `127.0.0.1:9880`; `""` turns
+    /// the endpoint off.
     pub listen: Option<String>,
 }
 
@@ -66,295 +76,241 @@ impl RawConfig {
 }
 
 /// A monotonically increasing count.
-#[derive(Clone, Debug)]
-pub struct Counter(Arc<AtomicU64>);
+#[derive(Clone, Debug, Default)]
+pub struct Counter(prometheus_client::metrics::counter::Counter<u64, AtomicU64>);
 
 impl Counter {
     pub fn inc(&self) {
         self.add(1)
     }
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
 /// A value that goes up and down.
-#[derive(Clone, Debug)]
-pub struct Gauge(Arc<AtomicI64>);
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(prometheus_client::metrics::gauge::Gauge<i64, AtomicI64>);
 
 impl Gauge {
     pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed)
+        self.0.set(v);
     }
     pub fn add(&self, v: i64) {
-        self.0.fetch_add(v, Ordering::Relaxed);
+        self.0.inc_by(v);
     }
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// The Prometheus type of a family.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Kind {
-    Counter,
-    Gauge,
+impl TypedMetric for Counter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+impl EncodeMetric for Counter {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+impl TypedMetric for Gauge {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+impl EncodeMetric for Gauge {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
+/// The series of one family, by label set. Unlike `prometheus-client`'s own
+/// `Family` it can list its series, which [`snapshot`] needs; series come
+/// out sorted.
+#[derive(Debug)]
+pub struct Family<L, M> {
+    series: Arc<RwLock<BTreeMap<L, M>>>,
+}
+
+impl<L, M> Clone for Family<L, M> {
+    fn clone(&self) -> Self {
+        Family {
+            series: self.series.clone(),
         }
     }
 }
 
-/// A value computed at scrape time. It must be quick and must not call back
-/// into the registry for the same family (it runs without the registry lock,
-/// so other families are fine).
-type ValueFn = Arc<dyn Fn() -> f64 + Send + Sync>;
-
-enum Cell {
-    Counter(Arc<AtomicU64>),
-    Gauge(Arc<AtomicI64>),
-    Computed(ValueFn),
+impl<L, M> Default for Family<L, M> {
+    fn default() -> Self {
+        Family {
+            series: Arc::default(),
+        }
+    }
 }
 
-struct Family {
-    help: &'static str,
-    kind: Kind,
-    series: BTreeMap<Vec<(String, String)>, Cell>,
-}
-
-/// All metric families of the process.
-#[derive(Default)]
-pub struct Registry {
-    families: Mutex<BTreeMap<&'static str, Family>>,
-}
-
-fn global() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
-}
-
-fn key(labels: &[(&str, &str)]) -> Vec<(String, String)> {
-    labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-/// A series' value captured under the lock; closures run after it is released.
-enum Snapshot {
-    Int(i128),
-    Computed(ValueFn),
-}
-
-impl Registry {
-    fn family<'a>(
-        families: &'a mut BTreeMap<&'static str, Family>,
-        name: &'static str,
-        help: &'static str,
-        kind: Kind,
-    ) -> &'a mut Family {
-        let fam = families.entry(name).or_insert_with(|| Family {
-            help,
-            kind,
-            series: BTreeMap::new(),
-        });
-        assert_eq!(fam.kind, kind, "metric {name} registered as two kinds");
-        fam
+impl<L: Ord + Clone, M: Clone + Default> Family<L, M> {
+    /// The handle of the series with `labels`, created at zero if new.
+    pub fn with(&self, labels: L) -> M {
+        let read = self.series.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = read.get(&labels) {
+            return m.clone();
+        }
+        drop(read);
+        let mut write = self.series.write().unwrap_or_else(|e| e.into_inner());
+        write.entry(labels).or_default().clone()
     }
 
-    pub fn counter(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-    ) -> Counter {
-        let mut fams = self.families.lock().unwrap();
-        let fam = Self::family(&mut fams, name, help, Kind::Counter);
-        let cell = fam
-            .series
-            .entry(key(labels))
-            .or_insert_with(|| Cell::Counter(Arc::default()));
-        match cell {
-            Cell::Counter(c) => Counter(c.clone()),
-            Cell::Gauge(_) => unreachable!("kind checked above"),
-            Cell::Computed(_) => panic!("metric {name} {labels:?} is computed, not a counter"),
+    /// Every series, sorted by labels.
+    pub fn series(&self) -> Vec<(L, M)> {
+        let read = self.series.read().unwrap_or_else(|e| e.into_inner());
+        read.iter().map(|(l, m)| (l.clone(), m.clone())).collect()
+    }
+}
+
+impl<L: EncodeLabelSet, M: EncodeMetric + TypedMetric> TypedMetric for Family<L, M> {
+    const TYPE: MetricType = M::TYPE;
+}
+
+impl<L: EncodeLabelSet, M: EncodeMetric + TypedMetric> EncodeMetric for Family<L, M> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let read = self.series.read().unwrap_or_else(|e| e.into_inner());
+        for (labels, metric) in read.iter() {
+            metric.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+}
+
+/// The registry of one pipeline and its families; cheap to clone. Created
+/// where the pipeline starts (or by a test) and passed to the components,
+/// so two pipelines in one process (tests) never share a series.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    families: Families,
+    registry: Mutex<Registry>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+    fn deref(&self) -> &Families {
+        &self.inner.families
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// The Content-Type of what [`Metrics::encode`] writes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+impl Metrics {
+    /// Every family of weir (at zero, `weir_build_info` at 1) and the
+    /// `process_*` collector.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let families = Families::new(&mut registry);
+        families
+            .build_info
+            .with(labels::Version {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register_collector(Box::new(process::Process));
+        Metrics {
+            inner: Arc::new(Inner {
+                families,
+                registry: Mutex::new(registry),
+            }),
         }
     }
 
-    pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-        let mut fams = self.families.lock().unwrap();
-        let fam = Self::family(&mut fams, name, help, Kind::Gauge);
-        let cell = fam
-            .series
-            .entry(key(labels))
-            .or_insert_with(|| Cell::Gauge(Arc::default()));
-        match cell {
-            Cell::Gauge(g) => Gauge(g.clone()),
-            Cell::Counter(_) => unreachable!("kind checked above"),
-            Cell::Computed(_) => panic!("metric {name} {labels:?} is computed, not a gauge"),
-        }
+    /// Adds a collector (values computed at each scrape).
+    pub fn register_collector(&self, collector: impl Collector) {
+        self.registry().register_collector(Box::new(collector));
     }
 
-    /// Registers a series whose value `f` computes at each scrape. Registering
-    /// the same name and labels again replaces the function (a pipeline
-    /// started twice in one process, as in tests, reports the newest).
-    pub fn computed(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        kind: Kind,
-        labels: &[(&str, &str)],
-        f: impl Fn() -> f64 + Send + Sync + 'static,
-    ) {
-        let mut fams = self.families.lock().unwrap();
-        let fam = Self::family(&mut fams, name, help, kind);
-        fam.series.insert(key(labels), Cell::Computed(Arc::new(f)));
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The current value of one series, if it exists.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let snapshot = {
-            let fams = self.families.lock().unwrap();
-            snapshot(fams.get(name)?.series.get(&key(labels))?)
-        };
-        Some(match snapshot {
-            Snapshot::Int(v) => v as f64,
-            Snapshot::Computed(f) => f(),
-        })
-    }
-
-    /// Every family in the Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
-        type Series = Vec<(Vec<(String, String)>, Snapshot)>;
-        let families: Vec<(&'static str, &'static str, Kind, Series)> = {
-            let fams = self.families.lock().unwrap();
-            fams.iter()
-                .map(|(name, fam)| {
-                    let series = fam
-                        .series
-                        .iter()
-                        .map(|(labels, cell)| (labels.clone(), snapshot(cell)))
-                        .collect();
-                    (*name, fam.help, fam.kind, series)
-                })
-                .collect()
-        };
-        let mut out = String::with_capacity(families.len() * 160);
-        for (name, help, kind, series) in families {
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
-            let _ = writeln!(out, "# TYPE {name} {}", kind.as_str());
-            for (labels, value) in series {
-                out.push_str(name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
-                        }
-                        let _ = write!(out, "{k}=\"{}\"", escape_label(v));
-                    }
-                    out.push('}');
-                }
-                let _ = match value {
-                    Snapshot::Int(v) => writeln!(out, " {v}"),
-                    Snapshot::Computed(f) => writeln!(out, " {}", format_value(f())),
-                };
-            }
-        }
+    /// Every family in the Prometheus text format, version 0.0.4
+    /// ([`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry())
+            .expect("writing to a String cannot fail");
         out
     }
-}
 
-fn snapshot(cell: &Cell) -> Snapshot {
-    match cell {
-        Cell::Counter(c) => Snapshot::Int(c.load(Ordering::Relaxed).into()),
-        Cell::Gauge(g) => Snapshot::Int(g.load(Ordering::Relaxed).into()),
-        Cell::Computed(f) => Snapshot::Computed(f.clone()),
+    /// The value of the series `name` (as exposed, `_total` included) with
+    /// exactly `labels`, in any order; for tests and benchmarks, which ask
+    /// by the names users see. Encodes the whole registry: not for a hot path.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self.encode();
+        let mut want: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        want.sort();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+                let mut have = sample_labels(rest.strip_suffix('}')?)?;
+                have.sort();
+                (n == name && have == want).then(|| value.parse().ok())?
+            })
     }
 }
 
-/// A label value as the exposition format wants it: `\`, `"` and newline escaped.
-pub fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// HELP text: `\` and newline escaped (quotes are literal there).
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-/// A float as the exposition format spells it (`+Inf`, `-Inf`, `NaN`).
-pub fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
+/// `k="v",k2="v2"` (values escaped as the text format does) as pairs.
+fn sample_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        out.push((key.to_owned(), value));
+        rest = after[end + 1..].trim_start_matches(',');
     }
-}
-
-/// A counter in the process registry; same name and labels give the same counter.
-pub fn counter(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
-    global().counter(name, help, labels)
-}
-
-/// A gauge in the process registry.
-pub fn gauge(name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-    global().gauge(name, help, labels)
-}
-
-/// A gauge in the process registry whose value `f` computes at scrape time.
-pub fn gauge_fn(
-    name: &'static str,
-    help: &'static str,
-    labels: &[(&str, &str)],
-    f: impl Fn() -> f64 + Send + Sync + 'static,
-) {
-    global().computed(name, help, Kind::Gauge, labels, f)
-}
-
-/// A counter in the process registry whose value `f` reads at scrape time
-/// (from a source that only grows, such as the kernel's CPU time).
-pub fn counter_fn(
-    name: &'static str,
-    help: &'static str,
-    labels: &[(&str, &str)],
-    f: impl Fn() -> f64 + Send + Sync + 'static,
-) {
-    global().computed(name, help, Kind::Counter, labels, f)
-}
-
-/// The current value of a series in the process registry.
-pub fn value(name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    global().value(name, labels)
-}
-
-/// The process registry in the Prometheus text format.
-pub fn render() -> String {
-    global().render()
-}
-
-/// Registers the metrics that describe weir itself: `weir_build_info`, and
-/// the `process_*` family. Idempotent.
-pub fn register_process_metrics() {
-    gauge(
-        names::BUILD_INFO,
-        "Always 1; the version label says which weir is running.",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-    )
-    .set(1);
-    process::register();
+    Some(out)
 }
 
 #[cfg(test)]
@@ -362,58 +318,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_share_series_and_render() {
-        let r = Registry::default();
-        let a = r.counter("weir_test_total", "Test counter.", &[("sink", "a\"b")]);
-        let b = r.counter("weir_test_total", "Test counter.", &[("sink", "a\"b")]);
+    fn counters_share_series_and_encode_in_the_text_format() {
+        let m = Metrics::new();
+        let sink = || labels::SinkReason::new("a\"b", "timeout");
+        let a = m.sink_errors.with(sink());
+        let b = m.sink_errors.with(sink());
         a.add(2);
         b.inc();
-        r.gauge("weir_test_bytes", "Test gauge.", &[]).set(-4);
-        assert_eq!(r.value("weir_test_total", &[("sink", "a\"b")]), Some(3.0));
-        let text = r.render();
-        assert!(text.contains("# TYPE weir_test_total counter\n"), "{text}");
+        m.spool_bytes.set(-4);
+        let text = m.encode();
         assert!(
-            text.contains("weir_test_total{sink=\"a\\\"b\"} 3\n"),
+            text.contains("# TYPE weir_sink_errors_total counter\n"),
             "{text}"
         );
-        assert!(text.contains("weir_test_bytes -4\n"), "{text}");
+        assert!(
+            text.contains("weir_sink_errors_total{sink=\"a\\\"b\",reason=\"timeout\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("weir_spool_bytes -4\n"), "{text}");
+        assert!(
+            text.contains("# HELP weir_spool_bytes Bytes the spool uses on disk.\n"),
+            "one period, not the two prometheus-client would add: {text}"
+        );
+        assert_eq!(
+            m.value(
+                "weir_sink_errors_total",
+                &[("reason", "timeout"), ("sink", "a\"b")]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(m.value("weir_sink_errors_total", &[("sink", "a\"b")]), None);
+        assert!(m.value("process_max_fds", &[]).unwrap() >= 64.0);
     }
 
     #[test]
-    fn computed_series_are_evaluated_at_scrape_time_and_replaceable() {
-        let r = Registry::default();
-        let n = Arc::new(AtomicU64::new(1));
-        let n2 = n.clone();
-        r.computed("weir_test_fn", "Computed.", Kind::Gauge, &[], move || {
-            n2.load(Ordering::Relaxed) as f64 / 2.0
-        });
-        assert!(r.render().contains("weir_test_fn 0.5\n"));
-        n.store(7, Ordering::Relaxed);
-        assert!(r.render().contains("weir_test_fn 3.5\n"));
-        assert_eq!(r.value("weir_test_fn", &[]), Some(3.5));
-        r.computed("weir_test_fn", "Computed.", Kind::Gauge, &[], || {
-            f64::INFINITY
-        });
-        assert!(r.render().contains("weir_test_fn +Inf\n"));
+    fn two_registries_share_nothing() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.spool_fsyncs.inc();
+        assert_eq!(a.value("weir_spool_fsyncs_total", &[]), Some(1.0));
+        assert_eq!(b.value("weir_spool_fsyncs_total", &[]), Some(0.0));
     }
 
     #[test]
-    fn help_and_labels_are_escaped() {
-        let r = Registry::default();
-        r.counter(
-            "weir_test_total",
-            "Back\\slash and\nnewline \"quoted\".",
-            &[("reason", "a\\b\nc\"d")],
+    fn escaped_label_values_read_back() {
+        assert_eq!(
+            sample_labels(r#"a="x\\y\"z\nw",b="""#),
+            Some(vec![
+                ("a".into(), "x\\y\"z\nw".into()),
+                ("b".into(), String::new())
+            ])
         );
-        let text = r.render();
-        assert!(
-            text.contains("# HELP weir_test_total Back\\\\slash and\\nnewline \"quoted\".\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("weir_test_total{reason=\"a\\\\b\\nc\\\"d\"} 0\n"),
-            "{text}"
-        );
+        assert_eq!(sample_labels("a=x"), None);
     }
 
     #[test]
@@ -435,13 +390,5 @@ mod tests {
             err.contains("line 8: `metrics.listen`: must be host:port"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn float_formatting_follows_the_exposition_format() {
-        assert_eq!(format_value(f64::NAN), "NaN");
-        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(format_value(1.25), "1.25");
-        assert_eq!(format_value(3.0), "3");
     }
 }

@@ -1,11 +1,25 @@
 //! Every metric family weir registers: the one list the Grafana dashboard
 //! (`packaging/grafana/weir.json`) and `weir status` are checked against.
 //!
-//! A component that adds a family adds it here too; a test fails when the
-//! live registry holds a `weir_` family this list lacks, or when a dashboard
+//! A family added to [`super::families`] is added here too; a test fails
+//! when the registry holds a family this list lacks, or when a dashboard
 //! query names a family that is not here.
 
-use super::Kind;
+/// The Prometheus type of a family.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
 
 /// One family: its name, type and label names.
 #[derive(Debug, Clone, Copy)]

@@ -3,46 +3,83 @@
 //! scrapes. A value that cannot be read is reported as `NaN` rather than
 //! failing the scrape.
 
-use super::{counter_fn, gauge_fn, names};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
-/// Registers the `process_*` families. Idempotent.
-pub fn register() {
-    counter_fn(
-        names::PROCESS_CPU_SECONDS,
-        "Total user and system CPU time spent in seconds.",
-        &[],
-        || stat().map_or(f64::NAN, |s| (s.utime + s.stime) as f64 / clock_ticks()),
-    );
-    gauge_fn(
-        names::PROCESS_RESIDENT_MEMORY,
-        "Resident memory size in bytes.",
-        &[],
-        || status_kib("VmRSS:").map_or(f64::NAN, |k| (k * 1024) as f64),
-    );
-    gauge_fn(
-        names::PROCESS_VIRTUAL_MEMORY,
-        "Virtual memory size in bytes.",
-        &[],
-        || stat().map_or(f64::NAN, |s| s.vsize as f64),
-    );
-    gauge_fn(
-        names::PROCESS_OPEN_FDS,
-        "Number of open file descriptors.",
-        &[],
-        || std::fs::read_dir("/proc/self/fd").map_or(f64::NAN, |d| d.count() as f64),
-    );
-    gauge_fn(
-        names::PROCESS_MAX_FDS,
-        "Maximum number of open file descriptors.",
-        &[],
-        || max_fds().unwrap_or(f64::NAN),
-    );
-    gauge_fn(
-        names::PROCESS_START_TIME,
-        "Start time of the process since unix epoch in seconds.",
-        &[],
-        || start_time().unwrap_or(f64::NAN),
-    );
+use super::names;
+
+/// The `process_*` families, read at each scrape.
+#[derive(Debug)]
+pub struct Process;
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stat = stat();
+        let cpu = cpu_seconds();
+        let counter = names::PROCESS_CPU_SECONDS
+            .strip_suffix("_total")
+            .expect("a counter");
+        ConstCounter::new(cpu).encode(encoder.encode_descriptor(
+            counter,
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let gauges = [
+            (
+                names::PROCESS_RESIDENT_MEMORY,
+                "Resident memory size in bytes.",
+                resident_bytes(),
+            ),
+            (
+                names::PROCESS_VIRTUAL_MEMORY,
+                "Virtual memory size in bytes.",
+                stat.as_ref().map_or(f64::NAN, |s| s.vsize as f64),
+            ),
+            (
+                names::PROCESS_OPEN_FDS,
+                "Number of open file descriptors.",
+                open_fds(),
+            ),
+            (
+                names::PROCESS_MAX_FDS,
+                "Maximum number of open file descriptors.",
+                max_fds().unwrap_or(f64::NAN),
+            ),
+            (
+                names::PROCESS_START_TIME,
+                "Start time of the process since unix epoch in seconds.",
+                start_time().unwrap_or(f64::NAN),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Seconds of CPU the process used, user and system.
+pub fn cpu_seconds() -> f64 {
+    stat().map_or(f64::NAN, |s| (s.utime + s.stime) as f64 / clock_ticks())
+}
+
+/// Open file descriptors.
+pub fn open_fds() -> f64 {
+    std::fs::read_dir("/proc/self/fd").map_or(f64::NAN, |d| d.count() as f64)
+}
+
+/// Resident memory in bytes.
+pub fn resident_bytes() -> f64 {
+    status_kib("VmRSS:").map_or(f64::NAN, |k| (k * 1024) as f64)
 }
 
 /// The fields of `/proc/self/stat` weir reports.
@@ -88,7 +125,7 @@ fn status_kib(key: &str) -> Option<u64> {
 }
 
 /// The soft limit on open files; `+Inf` when unlimited.
-fn max_fds() -> Option<f64> {
+pub fn max_fds() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     parse_max_fds(&text)
 }
@@ -106,7 +143,7 @@ fn parse_max_fds(limits: &str) -> Option<f64> {
 }
 
 /// Boot time (from `/proc/stat`) plus the process's start in ticks after boot.
-fn start_time() -> Option<f64> {
+pub fn start_time() -> Option<f64> {
     let boot: u64 = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()

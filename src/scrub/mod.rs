@@ -110,7 +110,7 @@ pub use config::{Action, Addresses, Config, RawConfig, RawRule, Rule};
 pub use hash::KEY_FILE;
 
 use crate::event::Event;
-use crate::metrics::{self, Counter};
+use crate::metrics::{labels, Counter, Metrics};
 
 /// Passes over a text at most (see "Idempotence"): real log lines need two
 /// at most; a text still changing after this many is masked whole.
@@ -147,7 +147,9 @@ pub struct Explained {
     pub text: Vec<u8>,
 }
 
-/// Rewrite counters, one handle per kind (each kind has one action).
+/// Rewrite counters, one handle per kind (each kind has one action); in no
+/// registry until [`Scrubber::counting_in`].
+#[derive(Default)]
 struct Counters {
     ipv4: Counter,
     ipv6: Counter,
@@ -158,12 +160,25 @@ struct Counters {
     unsettled: Counter,
 }
 
-fn rewrite_counter(kind: &str, action: Action) -> Counter {
-    metrics::counter(
-        "weir_scrub_rewrites_total",
-        "Personal data items rewritten before the spool, by kind and action.",
-        &[("kind", kind), ("action", action.as_str())],
-    )
+/// The `weir_scrub_rewrites_total` series of `kind`.
+fn rewrite_counter(registry: &Metrics, kind: &str, action: Action) -> Counter {
+    registry.scrub_rewrites.with(labels::Rewrite {
+        kind: kind.to_owned(),
+        action: action.as_str().to_owned(),
+    })
+}
+
+impl Counters {
+    fn new(config: &Config, registry: &Metrics) -> Counters {
+        let counter = |kind: &str, action: Action| rewrite_counter(registry, kind, action);
+        Counters {
+            ipv4: counter("ipv4", config.ipv4),
+            ipv6: counter("ipv6", config.ipv6),
+            login: counter("login", config.logins),
+            secrets: counter("secrets", config.secrets),
+            unsettled: counter("unsettled", Action::Mask),
+        }
+    }
 }
 
 /// Applies the configured rules to events. Shared by every source
@@ -212,13 +227,7 @@ impl Scrubber {
             .collect::<Result<Vec<_>, _>>()?;
         let rotation = config.hash_rotation.map(|d| d.get().as_secs());
         Ok(Scrubber {
-            counters: Counters {
-                ipv4: rewrite_counter("ipv4", config.ipv4),
-                ipv6: rewrite_counter("ipv6", config.ipv6),
-                login: rewrite_counter("login", config.logins),
-                secrets: rewrite_counter("secrets", config.secrets),
-                unsettled: rewrite_counter("unsettled", Action::Mask),
-            },
+            counters: Counters::default(),
             all_fields: config.fields.iter().any(|f| f == "*"),
             off: [config.ipv4, config.ipv6, config.logins, config.secrets] == [Action::Keep; 4]
                 && rules.is_empty(),
@@ -228,6 +237,15 @@ impl Scrubber {
             rules,
             config: config.clone(),
         })
+    }
+
+    /// Counts rewrites in `registry` (until then, in a registry of its own).
+    pub fn counting_in(mut self, registry: &Metrics) -> Scrubber {
+        self.counters = Counters::new(&self.config, registry);
+        for rule in &mut self.rules {
+            rule.count_in(registry);
+        }
+        self
     }
 
     /// Whether scrubbing is off: every detector is `keep` and there are no

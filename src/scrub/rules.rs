@@ -31,11 +31,16 @@ impl Compiled {
         })?;
         Ok(Compiled {
             prefix: format!("{}:", rule.name).into_bytes(),
-            counter: super::rewrite_counter(&rule.name, rule.action),
+            counter: Counter::default(),
             name: rule.name.clone(),
             regex,
             action: rule.action,
         })
+    }
+
+    /// Counts this rule's rewrites in `registry`.
+    pub fn count_in(&mut self, registry: &crate::metrics::Metrics) {
+        self.counter = super::rewrite_counter(registry, &self.name, self.action);
     }
 
     pub fn name(&self) -> &str {

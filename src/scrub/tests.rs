@@ -717,20 +717,26 @@ fn scrubber_is_send_and_sync() {
 }
 
 #[test]
-fn counters_count_rewrites() {
-    let sc = scrubber_with("ipv6 = \"mask\"");
-    let before = metrics::value(
-        "weir_scrub_rewrites_total",
-        &[("kind", "ipv6"), ("action", "mask")],
+fn counters_count_rewrites_in_the_registry_given() {
+    let registry = crate::metrics::Metrics::new();
+    let sc = scrubber_with(
+        "ipv6 = \"mask\"\n[[rules]]\nname = \"iban\"\npattern = 'DE[0-9]{20}'\naction = \"mask\"\n",
     )
-    .unwrap_or(0.0);
-    scrub_str(&sc, "a 2001:db8::1 b 2001:db8::2");
-    let after = metrics::value(
-        "weir_scrub_rewrites_total",
-        &[("kind", "ipv6"), ("action", "mask")],
-    )
-    .unwrap();
-    assert!(after - before >= 2.0, "{before} -> {after}");
+    .counting_in(&registry);
+    scrub_str(&sc, "a 2001:db8::1 b 2001:db8::2 to DE89370400440532013000");
+    let value = |kind| {
+        registry
+            .value(
+                "weir_scrub_rewrites_total",
+                &[("kind", kind), ("action", "mask")],
+            )
+            .unwrap()
+    };
+    assert_eq!(value("ipv6"), 2.0);
+    assert_eq!(value("iban"), 1.0);
+    // Another scrubber counts in its own registry, not in this one.
+    scrub_str(&scrubber_with("ipv6 = \"mask\""), "2001:db8::3");
+    assert_eq!(value("ipv6"), 2.0);
 }
 
 // --- The key file ------------------------------------------------------------

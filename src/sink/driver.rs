@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::event::Event;
-use crate::metrics::{self, names as n, Counter, Gauge};
+use crate::metrics::{labels, names as n, Counter, Family, Gauge};
 use crate::spool::{self, Offset};
 
 /// Most events asked of the spool in one read while gathering.
@@ -121,60 +121,40 @@ struct Metrics {
     retries: Counter,
     truncated: Counter,
     last_success: Gauge,
+    errors: Family<labels::SinkReason, Counter>,
+    rejected: Family<labels::SinkReason, Counter>,
     /// `weir_sink_errors_total` / `weir_sink_rejected_events_total` by reason,
     /// taken on first use.
     by_reason: HashMap<(&'static str, &'static str), Counter>,
 }
 
 impl Metrics {
-    fn new(sink: &str) -> Metrics {
-        let l = &[("sink", sink)];
+    fn new(registry: &crate::metrics::Metrics, sink: &str) -> Metrics {
+        let l = || labels::sink(sink);
         Metrics {
             sink: sink.to_owned(),
-            sent: metrics::counter(
-                n::SINK_EVENTS_SENT,
-                "Events a sink delivered and acknowledged.",
-                l,
-            ),
-            bytes: metrics::counter(
-                n::SINK_BYTES_SENT,
-                "Bytes a sink delivered, as sent on the wire or written.",
-                l,
-            ),
-            batches: metrics::counter(
-                n::SINK_BATCHES,
-                "Requests (or writes) a sink had accepted.",
-                l,
-            ),
-            retries: metrics::counter(
-                n::SINK_RETRIES,
-                "Delivery attempts a sink repeated after a failure.",
-                l,
-            ),
-            truncated: metrics::counter(
-                n::SINK_TRUNCATED_EVENTS,
-                "Events shrunk to fit the server's size limits (line or message cut with a marker).",
-                l,
-            ),
-            last_success: metrics::gauge(
-                n::SINK_LAST_SUCCESS,
-                "Unix time of a sink's last accepted request (or write).",
-                l,
-            ),
+            sent: registry.sink_events_sent.with(l()),
+            bytes: registry.sink_bytes_sent.with(l()),
+            batches: registry.sink_batches.with(l()),
+            retries: registry.sink_retries.with(l()),
+            truncated: registry.sink_truncated_events.with(l()),
+            last_success: registry.sink_last_success.with(l()),
+            errors: registry.sink_errors.clone(),
+            rejected: registry.sink_rejected_events.clone(),
             by_reason: HashMap::new(),
         }
     }
 
     fn by_reason(&mut self, family: &'static str, reason: &'static str) -> &Counter {
+        let family_of = if family == n::SINK_ERRORS {
+            &self.errors
+        } else {
+            &self.rejected
+        };
         let sink = &self.sink;
-        self.by_reason.entry((family, reason)).or_insert_with(|| {
-            let help = if family == n::SINK_ERRORS {
-                "Failed delivery attempts, by sink and reason."
-            } else {
-                "Events a sink dropped because the server refused them (or they could never fit), by reason."
-            };
-            metrics::counter(family, help, &[("sink", sink), ("reason", reason)])
-        })
+        self.by_reason
+            .entry((family, reason))
+            .or_insert_with(|| family_of.with(labels::SinkReason::new(sink, reason)))
     }
 }
 
@@ -187,7 +167,7 @@ pub async fn run<S: Sink>(
     shutdown: CancellationToken,
 ) {
     let policy = sink.policy();
-    let mut m = Metrics::new(&name);
+    let mut m = Metrics::new(reader.metrics(), &name);
     let mut backoff = Backoff::new(policy.backoff_initial, policy.backoff_max);
     loop {
         let (events, end) = match gather(&mut reader, &policy, &shutdown).await {
@@ -343,10 +323,6 @@ mod tests {
         }
     }
 
-    fn value(name: &str, labels: &[(&str, &str)]) -> f64 {
-        crate::metrics::value(name, labels).unwrap_or(0.0)
-    }
-
     /// Gathers appends made within `linger` into one batch; counts every
     /// step in the one set of metrics; acknowledges only at `Done`; a hung
     /// step is interrupted by shutdown and leaves its batch unacknowledged.
@@ -403,6 +379,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(*batches.lock().unwrap(), [3], "one batch of the 3 appends");
+        let value = |name, labels: &[(&str, &str)]| spool.metrics().value(name, labels).unwrap();
         let l = [("sink", name)];
         assert_eq!(value(n::SINK_EVENTS_SENT, &l), 2.0);
         assert_eq!(value(n::SINK_BYTES_SENT, &l), 100.0);

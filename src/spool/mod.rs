@@ -343,10 +343,22 @@ fn now_ns() -> i64 {
 
 impl Spool {
     /// Opens (or creates) the spool in `dir` for the named sinks, recovering
-    /// from whatever a crash left, and starts its writer thread.
+    /// from whatever a crash left, and starts its writer thread. Its metrics
+    /// (and those of whatever takes them from [`Spool::metrics`]) go to a
+    /// registry of its own; [`Spool::open_with`] names the registry.
     pub fn open(dir: &Path, config: &Config, sinks: &[String]) -> Result<Spool, SpoolError> {
+        Spool::open_with(dir, config, sinks, &crate::metrics::Metrics::new())
+    }
+
+    /// [`Spool::open`] with its metrics in `registry`.
+    pub fn open_with(
+        dir: &Path,
+        config: &Config,
+        sinks: &[String],
+        registry: &crate::metrics::Metrics,
+    ) -> Result<Spool, SpoolError> {
         let rec = recovery::recover(dir, sinks)?;
-        let metrics = state::Metrics::new();
+        let metrics = state::Metrics::new(registry);
         metrics.discarded.add(rec.discarded);
         metrics.corrupt.add(rec.corrupt);
         metrics.corrupt_lost.add(rec.lost_events);
@@ -357,7 +369,7 @@ impl Spool {
             .sinks
             .iter()
             .map(|(name, &(acked, events_before))| {
-                let mut s = SinkState::new(name, acked);
+                let mut s = SinkState::new(name, acked, registry);
                 s.read_events_in_seg = events_before;
                 s.read_seg = rec
                     .segments
@@ -430,6 +442,12 @@ impl Spool {
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    /// The registry the spool counts in; the ingest, sources and sinks built
+    /// on this spool count there too.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared().metrics.registry
     }
 
     /// Appends one batch; returns the offset just past it. The data is not
@@ -621,7 +639,7 @@ impl Spool {
         let s = st
             .sinks
             .entry(sink.to_owned())
-            .or_insert_with(|| SinkState::new(sink, oldest));
+            .or_insert_with(|| SinkState::new(sink, oldest, &self.shared().metrics.registry));
         let read = s.acked;
         s.read = read;
         let seg_base = st
@@ -647,11 +665,10 @@ impl Spool {
             cur: None,
             durable: self.shared().durable.subscribe(),
             max_age: self.shared().config.max_age.0,
-            expired: crate::metrics::counter(
-                "weir_spool_dropped_events_total",
-                "Events a sink never got because the spool dropped them, by reason.",
-                &[("sink", sink), ("reason", "max_age")],
-            ),
+            expired: self
+                .metrics()
+                .spool_dropped_events
+                .with(crate::metrics::labels::SinkReason::new(sink, "max_age")),
         })
     }
 

@@ -60,6 +60,11 @@ struct Plan {
 }
 
 impl Reader {
+    /// The registry of the spool, for the sink's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.spool.metrics()
+    }
+
     /// Waits until there is data past this reader's read position, then returns
     /// at least one event and at most `max_events` / about `max_bytes`.
     /// Cancel-safe: dropping the future loses nothing.

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::sync::{watch, Notify};
 
 use super::{Config, Offset};
-use crate::metrics::{self, Counter, Gauge};
+use crate::metrics::{labels, Counter, Gauge};
 
 /// What the spool knows about one segment file.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub struct SinkState {
 }
 
 impl SinkState {
-    pub fn new(name: &str, acked: Offset) -> SinkState {
+    pub fn new(name: &str, acked: Offset, registry: &crate::metrics::Metrics) -> SinkState {
         SinkState {
             acked,
             stored: acked,
@@ -59,27 +59,17 @@ impl SinkState {
             read_seg: acked,
             dropped_total: 0,
             oldest_unacked_ns: None,
-            dropped: metrics::counter(
-                "weir_spool_dropped_events_total",
-                "Events a sink never got because the spool dropped them, by reason.",
-                &[("sink", name), ("reason", "spool_full")],
-            ),
-            lag: metrics::gauge(
-                "weir_spool_sink_lag_bytes",
-                "Spool bytes appended but not yet acknowledged by the sink.",
-                &[("sink", name)],
-            ),
-            oldest: metrics::gauge(
-                "weir_spool_oldest_unacked_timestamp_seconds",
-                "When the oldest record the sink has not acknowledged was appended (0 when caught up).",
-                &[("sink", name)],
-            ),
+            dropped: registry
+                .spool_dropped_events
+                .with(labels::SinkReason::new(name, "spool_full")),
+            lag: registry.spool_sink_lag_bytes.with(labels::sink(name)),
+            oldest: registry.spool_oldest_unacked.with(labels::sink(name)),
         }
     }
 
     #[cfg(test)]
     pub fn new_for_test(name: &str, acked: Offset) -> SinkState {
-        SinkState::new(name, acked)
+        SinkState::new(name, acked, &crate::metrics::Metrics::new())
     }
 }
 
@@ -154,8 +144,9 @@ impl State {
     }
 }
 
-/// Process-wide spool metrics.
+/// The spool's handles in the registry, and the registry for its sinks'.
 pub struct Metrics {
+    pub registry: crate::metrics::Metrics,
     pub bytes: Gauge,
     pub segments: Gauge,
     pub fsyncs: Counter,
@@ -165,30 +156,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(registry: &crate::metrics::Metrics) -> Metrics {
         Metrics {
-            bytes: metrics::gauge("weir_spool_bytes", "Bytes the spool uses on disk.", &[]),
-            segments: metrics::gauge("weir_spool_segments", "Segment files in the spool.", &[]),
-            fsyncs: metrics::counter(
-                "weir_spool_fsyncs_total",
-                "fdatasync calls on spool segments.",
-                &[],
-            ),
-            discarded: metrics::counter(
-                "weir_spool_recovered_discarded_bytes_total",
-                "Bytes of torn or corrupt records cut off the spool's tail at open.",
-                &[],
-            ),
-            corrupt: metrics::counter(
-                "weir_spool_corrupt_records_total",
-                "Spool records found damaged (magic, length or checksum), at open or when read back; each is skipped and the valid records after it kept.",
-                &[],
-            ),
-            corrupt_lost: metrics::counter(
-                crate::metrics::names::SPOOL_CORRUPT_LOST_EVENTS,
-                "Events held by damaged spool records found at open (as far as their headers said), never delivered.",
-                &[],
-            ),
+            registry: registry.clone(),
+            bytes: registry.spool_bytes.clone(),
+            segments: registry.spool_segments.clone(),
+            fsyncs: registry.spool_fsyncs.clone(),
+            discarded: registry.spool_recovered_discarded_bytes.clone(),
+            corrupt: registry.spool_corrupt_records.clone(),
+            corrupt_lost: registry.spool_corrupt_lost_events.clone(),
         }
     }
 }

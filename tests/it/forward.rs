@@ -25,6 +25,8 @@ pub struct Weir {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub name: String,
+    /// The pipeline's registry.
+    pub metrics: weir::metrics::Metrics,
     shutdown: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -102,19 +104,24 @@ impl Weir {
         let config = weir::config::parse(text, "test").unwrap();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        let metrics = weir::metrics::Metrics::new();
+        let registry = metrics.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(weir::run(config, stop, None))
-                .expect("weir::run");
+            rt.block_on(weir::pipeline::run_counting_in(
+                config, stop, None, &registry,
+            ))
+            .expect("weir::run");
         });
         Weir {
             dir,
             socket,
             name: name.to_owned(),
+            metrics,
             shutdown,
             thread: Some(thread),
         }
@@ -142,7 +149,7 @@ impl Weir {
     pub fn metric(&self, family: &str, extra: &[(&str, &str)]) -> f64 {
         let mut labels = vec![("source", self.name.as_str())];
         labels.extend_from_slice(extra);
-        weir::metrics::value(family, &labels).unwrap_or(0.0)
+        self.metrics.value(family, &labels).unwrap_or(0.0)
     }
 
     /// Stops the pipeline (graceful shutdown) and waits for it.

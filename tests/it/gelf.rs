@@ -21,7 +21,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 use tracing::level_filters::LevelFilter;
 use weir::event::{Event, Level, Origin};
-use weir::metrics;
 use weir::problems::Problems;
 use weir::selflog::{self, CaptureWriter, RateLimit};
 use weir::sink::gelf;
@@ -203,23 +202,30 @@ impl Sink {
     }
 
     fn metric(&self, name: &str) -> f64 {
-        metrics::value(name, &[("sink", &self.name)]).unwrap_or(0.0)
+        self.spool
+            .metrics()
+            .value(name, &[("sink", &self.name)])
+            .unwrap_or(0.0)
     }
 
     fn rejected(&self, reason: &str) -> f64 {
-        metrics::value(
-            "weir_sink_rejected_events_total",
-            &[("sink", &self.name), ("reason", reason)],
-        )
-        .unwrap_or(0.0)
+        self.spool
+            .metrics()
+            .value(
+                "weir_sink_rejected_events_total",
+                &[("sink", &self.name), ("reason", reason)],
+            )
+            .unwrap_or(0.0)
     }
 
     fn errors(&self, reason: &str) -> f64 {
-        metrics::value(
-            "weir_sink_errors_total",
-            &[("sink", &self.name), ("reason", reason)],
-        )
-        .unwrap_or(0.0)
+        self.spool
+            .metrics()
+            .value(
+                "weir_sink_errors_total",
+                &[("sink", &self.name), ("reason", reason)],
+            )
+            .unwrap_or(0.0)
     }
 
     /// Cancels and waits; fails if the loop does not stop at once.

@@ -34,7 +34,13 @@ fn weir() -> Weir {
     let mut problems = weir::problems::Problems::default();
     let spool_config = spool::RawConfig::default().validate("spool", &mut problems);
     let scrub_config = weir::scrub::RawConfig::default().validate("scrub", &mut problems);
-    let spool = Spool::open(&dir.path().join("spool"), &spool_config, &["t".into()]).unwrap();
+    let spool = Spool::open_with(
+        &dir.path().join("spool"),
+        &spool_config,
+        &["t".into()],
+        registry(),
+    )
+    .unwrap();
     let scrubber = Arc::new(Scrubber::new(&scrub_config, dir.path()).unwrap());
     let ingest = Ingest::new(spool.clone(), scrubber, "agent-host");
     let reader = spool.reader("t").unwrap();
@@ -120,8 +126,15 @@ fn messages(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
+/// One registry for every test's spool here: a test that restarts its
+/// source on a new spool still reads one count (sources are named per test).
+fn registry() -> &'static weir::metrics::Metrics {
+    static REGISTRY: std::sync::OnceLock<weir::metrics::Metrics> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(weir::metrics::Metrics::new)
+}
+
 fn counter(name: &str, source: &str) -> f64 {
-    weir::metrics::value(name, &[("source", source)]).unwrap_or(0.0)
+    registry().value(name, &[("source", source)]).unwrap_or(0.0)
 }
 
 fn lines(prefix: &str, range: std::ops::RangeInclusive<u32>) -> Vec<String> {
@@ -401,7 +414,7 @@ async fn entries_of_this_process_or_named_weir_are_never_ingested() {
     cat(&j, &lines("marker", 1..=1));
     assert_eq!(messages(&take(&mut w, 1).await), ["marker 1"]);
     nothing_more(&mut w, Duration::from_millis(300)).await;
-    let skipped = weir::metrics::value(
+    let skipped = registry().value(
         "weir_journal_entries_skipped_total",
         &[("source", "j-selfpid"), ("reason", "self")],
     );
@@ -849,11 +862,12 @@ async fn read_around_a_damaged_file(tag: &str, name: &str, damage: impl FnOnce(&
     assert!(got_old < 3000, "the corruption hid nothing: test broken");
     // Every old entry is either delivered or counted.
     let unread = counter("weir_journal_entries_missed_total", name)
-        + weir::metrics::value(
-            "weir_source_decode_errors_total",
-            &[("source", name), ("reason", "unreadable_entry")],
-        )
-        .unwrap_or(0.0);
+        + registry()
+            .value(
+                "weir_source_decode_errors_total",
+                &[("source", name), ("reason", "unreadable_entry")],
+            )
+            .unwrap_or(0.0);
     eprintln!("old file: {got_old} of 3000 entries read, {unread} counted unread");
     assert_eq!(
         got_old as f64 + unread,

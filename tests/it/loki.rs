@@ -78,7 +78,7 @@ impl Harness {
         if let Some(r) = reason {
             labels.push(("reason", r));
         }
-        weir::metrics::value(name, &labels).unwrap_or(0.0)
+        self.spool.metrics().value(name, &labels).unwrap_or(0.0)
     }
 
     /// Waits until a metric of this sink reaches `at_least`.

@@ -10,15 +10,22 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use weir::metrics::http::{self, Address};
-use weir::metrics::names;
-use weir::metrics::parse::Scrape;
+use weir::metrics::{labels, names, Metrics, Snapshot};
 
 use crate::common::{wait_for, weir_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn get(address: &Address, path: &str) -> Result<http::Response, http::GetError> {
+fn get(address: &Address, path: &str) -> Result<http::Answer, http::GetError> {
     http::get(address, path, TIMEOUT)
+}
+
+/// The agent's `/status`.
+fn snapshot(address: &Address) -> Snapshot {
+    let r = get(address, "/status").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    serde_json::from_str(&r.body).unwrap()
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
@@ -44,6 +51,7 @@ fn config_text(dir: &Path, sink: &str, listen: &str) -> String {
 
 /// `weir::run` on its own runtime; cancelled and joined on drop.
 struct InProcess {
+    metrics: Metrics,
     shutdown: CancellationToken,
     runtime: Option<tokio::runtime::Runtime>,
     done: Option<tokio::task::JoinHandle<Result<(), weir::pipeline::RunError>>>,
@@ -58,8 +66,13 @@ impl InProcess {
             .build()
             .unwrap();
         let shutdown = CancellationToken::new();
-        let done = runtime.spawn(weir::run(config, shutdown.clone(), None));
+        let metrics = Metrics::new();
+        let (stop, registry) = (shutdown.clone(), metrics.clone());
+        let done = runtime.spawn(async move {
+            weir::pipeline::run_counting_in(config, stop, None, &registry).await
+        });
         InProcess {
+            metrics,
             shutdown,
             runtime: Some(runtime),
             done: Some(done),
@@ -94,10 +107,11 @@ fn wait_ready(address: &Address) {
 /// Checks `text` against the exposition format independently of weir's own
 /// parser: every sample belongs to a family announced by exactly one HELP and
 /// one TYPE before it, names and label names are valid, label values are
-/// properly escaped, values are numbers. Returns family -> (type, samples).
-fn validate_exposition(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
+/// properly escaped, values are numbers. Returns family -> (type, the label
+/// names of each sample).
+fn validate_exposition(text: &str) -> BTreeMap<String, (String, Vec<BTreeSet<String>>)> {
     let mut help = BTreeSet::new();
-    let mut families: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+    let mut families: BTreeMap<String, (String, Vec<BTreeSet<String>>)> = BTreeMap::new();
     let valid_name = |s: &str| {
         !s.is_empty()
             && !s.starts_with(|c: char| c.is_ascii_digit())
@@ -131,6 +145,7 @@ fn validate_exposition(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
             .get_mut(name)
             .unwrap_or_else(|| panic!("sample {line:?} has no TYPE/HELP before it"));
         let mut rest = &line[name_end..];
+        let mut label_names = BTreeSet::new();
         if let Some(labels) = rest.strip_prefix('{') {
             let mut chars = labels.char_indices();
             loop {
@@ -138,6 +153,7 @@ fn validate_exposition(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
                 let eq = start.find('=').expect("label without =");
                 let label = &start[..eq];
                 assert!(valid_name(label) && !label.starts_with("__"), "{line:?}");
+                assert!(label_names.insert(label.to_owned()), "{line:?}");
                 for _ in 0..=eq {
                     chars.next();
                 }
@@ -172,7 +188,7 @@ fn validate_exposition(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
                 "negative counter {line:?}"
             );
         }
-        fam.1.push(line.to_owned());
+        fam.1.push(label_names);
     }
     families
 }
@@ -182,14 +198,13 @@ fn endpoint_serves_valid_exposition_and_the_catalog_covers_it() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let _weir = InProcess::start(&config_text(dir.path(), "expo", &listen));
+    let weir = InProcess::start(&config_text(dir.path(), "expo", &listen));
     // A hostile label value, to see it escaped on the wire.
-    weir::metrics::counter(
-        "weir_test_escaping_total",
-        "Test family with \\ and a\nnewline in its help.",
-        &[("reason", "quote\" backslash\\ newline\n end")],
-    )
-    .add(3);
+    let hostile = "quote\" backslash\\ newline\n end";
+    weir.metrics
+        .sink_errors
+        .with(labels::SinkReason::new("expo", hostile))
+        .add(3);
     let address = Address::parse(&listen).unwrap();
     wait_ready(&address);
 
@@ -202,52 +217,53 @@ fn endpoint_serves_valid_exposition_and_the_catalog_covers_it() {
     let families = validate_exposition(&r.body);
     assert!(
         r.body.contains(
-            "weir_test_escaping_total{reason=\"quote\\\" backslash\\\\ newline\\n end\"} 3\n"
+            "weir_sink_errors_total{sink=\"expo\",reason=\"quote\\\" backslash\\\\ newline\\n end\"} 3\n"
         ),
         "{}",
         r.body
     );
-    assert!(r.body.contains(
-        "# HELP weir_test_escaping_total Test family with \\\\ and a\\nnewline in its help.\n"
-    ));
-    // weir's parser agrees with the independent check.
-    let scrape = Scrape::parse(&r.body).unwrap();
     assert_eq!(
-        scrape.get(
-            "weir_test_escaping_total",
-            "reason",
-            "quote\" backslash\\ newline\n end"
-        ),
-        3.0
+        weir.metrics
+            .value(names::SINK_ERRORS, &[("sink", "expo"), ("reason", hostile)]),
+        Some(3.0)
     );
+    assert!(r
+        .body
+        .contains("# HELP weir_sink_errors_total Failed delivery attempts, by sink and reason.\n"));
 
     // The agent's own families are there, with plausible values.
     let version = env!("CARGO_PKG_VERSION");
     assert!(r
         .body
         .contains(&format!("weir_build_info{{version=\"{version}\"}} 1\n")));
-    assert_eq!(scrape.sum(names::UP), 1.0);
-    assert_eq!(scrape.sum(names::SPOOL_MAX_BYTES), (1u64 << 30) as f64);
-    assert!(scrape.sum(names::PROCESS_RESIDENT_MEMORY) > 1e6);
-    assert!(scrape.sum(names::PROCESS_OPEN_FDS) >= 3.0);
-    assert!(scrape.sum(names::PROCESS_START_TIME) > 1.6e9);
-    assert!(scrape.has(names::SINK_EVENTS_SENT, "sink", "expo"));
+    let value = |name| weir.metrics.value(name, &[]).unwrap();
+    assert_eq!(value(names::UP), 1.0);
+    assert_eq!(value(names::SPOOL_MAX_BYTES), (1u64 << 30) as f64);
+    assert!(value(names::PROCESS_RESIDENT_MEMORY) > 1e6);
+    assert!(value(names::PROCESS_OPEN_FDS) >= 3.0);
+    assert!(value(names::PROCESS_START_TIME) > 1.6e9);
+    assert!(r
+        .body
+        .contains("weir_sink_events_sent_total{sink=\"expo\"} "));
 
     // Every weir/process family on the wire is in the catalog, with its
-    // type and label names: the dashboard and `weir status` rely on it.
+    // type and label names: the dashboard relies on it.
     for (name, (kind, samples)) in &families {
-        if name.starts_with("weir_test_") {
-            continue;
-        }
         let entry = names::find(name)
             .unwrap_or_else(|| panic!("{name} is registered but missing from metrics::names::ALL"));
         assert_eq!(entry.kind.as_str(), kind, "{name}");
-        for s in scrape.family(name) {
-            let got: BTreeSet<&str> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
-            let want: BTreeSet<&str> = entry.labels.iter().copied().collect();
-            assert_eq!(got, want, "labels of {name} in {samples:?}");
+        let want: BTreeSet<String> = entry.labels.iter().map(|l| (*l).to_owned()).collect();
+        for got in samples {
+            assert_eq!(got, &want, "labels of {name}");
         }
     }
+
+    // `/status` is the same registry, as one snapshot.
+    let s = snapshot(&address);
+    assert_eq!(s.version, version);
+    assert_eq!(s.sinks["expo"].errors[hostile], 3);
+    assert_eq!(s.spool.max_bytes, 1 << 30);
+    assert_eq!((s.unhealthy, s.not_ready), (None, None));
 }
 
 /// Runs Prometheus's `promtool` with `args`, `stdin` on its standard input.
@@ -305,7 +321,7 @@ fn health_and_ready_follow_the_lifecycle() {
     let address = listener.local_address();
     let server = {
         let _in_runtime = rt.enter();
-        http::serve(listener, health.clone(), stop.clone())
+        http::serve(listener, Metrics::new(), health.clone(), stop.clone())
     };
 
     let status = |path| get(&address, path).unwrap();
@@ -368,7 +384,7 @@ fn unix_socket_listener_replaces_a_stale_socket_and_refuses_a_live_one() {
     wait_ready(&address);
     let r = get(&address, "/metrics").unwrap();
     assert_eq!(r.status, 200);
-    Scrape::parse(&r.body).unwrap();
+    validate_exposition(&r.body);
 
     // A second agent on the same socket must not steal it.
     let other = tempfile::tempdir().unwrap();
@@ -506,19 +522,22 @@ fn forward_message(container: &str, i: usize) -> Vec<u8> {
     .unwrap()
 }
 
-/// (received by `source`, spooled by `source`, sent by `sink`, dropped for `sink`).
-fn counts(s: &Scrape, source: &str, sink: &str) -> (f64, f64, f64, f64) {
+/// (received by `source`, spooled by `source`, sent by `sink`, dropped for
+/// `sink` over every reason).
+fn counts(s: &Snapshot, source: &str, sink: &str) -> (u64, u64, u64, u64) {
+    let src = s.sources.get(source).cloned().unwrap_or_default();
+    let snk = s.sinks.get(sink).cloned().unwrap_or_default();
     (
-        s.get(names::SOURCE_EVENTS_RECEIVED, "source", source),
-        s.get(names::SOURCE_EVENTS_SPOOLED, "source", source),
-        s.get(names::SINK_EVENTS_SENT, "sink", sink),
-        s.get(names::SPOOL_DROPPED_EVENTS, "sink", sink),
+        src.events_received,
+        src.events_spooled,
+        snk.events_sent,
+        snk.dropped.values().sum(),
     )
 }
 
 /// What must hold at any scrape, even mid-load: nothing is spooled that was
 /// not received, nothing delivered or dropped that was not spooled.
-fn check_books_in_flight(s: &Scrape, source: &str, sinks: &[&str]) {
+fn check_books_in_flight(s: &Snapshot, source: &str, sinks: &[&str]) {
     for sink in sinks {
         let (received, spooled, sent, dropped) = counts(s, source, sink);
         assert!(
@@ -536,12 +555,12 @@ fn check_books_in_flight(s: &Scrape, source: &str, sinks: &[&str]) {
 /// books exactly: received = spooled = sent + dropped, the drops summed over
 /// their reasons, and each sink's file holds as many lines as it was
 /// counted to send.
-fn check_books_settled(address: &Address, source: &str, sinks: &[(&str, PathBuf)], total: f64) {
+fn check_books_settled(address: &Address, source: &str, sinks: &[(&str, PathBuf)], total: u64) {
     let last = wait_for(
         "every sink to account for every event",
         Duration::from_secs(60),
         || {
-            let s = Scrape::parse(&get(address, "/metrics").unwrap().body).unwrap();
+            let s = snapshot(address);
             let settled = sinks.iter().all(|(sink, _)| {
                 let (received, spooled, sent, dropped) = counts(&s, source, sink);
                 received == total && spooled == total && sent + dropped == total
@@ -551,27 +570,38 @@ fn check_books_settled(address: &Address, source: &str, sinks: &[(&str, PathBuf)
     );
     for (sink, path) in sinks {
         let (received, spooled, sent, dropped) = counts(&last, source, sink);
-        let by_reason: BTreeMap<String, f64> = last
-            .family(names::SPOOL_DROPPED_EVENTS)
-            .filter(|s| s.label("sink") == *sink)
-            .map(|s| (s.label("reason").to_owned(), s.value))
-            .collect();
-        let dropped_by_reason = by_reason.values().fold(0.0, |a, b| a + b);
         assert_eq!(received, total);
         assert_eq!(spooled, received);
-        assert_eq!(dropped_by_reason, dropped);
         assert_eq!(
-            sent + dropped_by_reason,
+            sent + dropped,
             spooled,
-            "{sink}: sent {sent}, dropped {by_reason:?}"
+            "{sink}: sent {sent}, dropped {:?}",
+            last.sinks[*sink].dropped
         );
-        let lines = std::fs::read_to_string(path).unwrap().lines().count() as f64;
+        // The exposition says the same as the snapshot.
+        let exposed: f64 = last.sinks[*sink]
+            .dropped
+            .keys()
+            .map(|reason| {
+                let body = get(address, "/metrics").unwrap().body;
+                let line = format!(
+                    "{}{{sink=\"{sink}\",reason=\"{reason}\"}} ",
+                    names::SPOOL_DROPPED_EVENTS
+                );
+                body.lines()
+                    .find_map(|l| l.strip_prefix(line.as_str()))
+                    .map_or(0.0, |v| v.parse::<f64>().unwrap())
+            })
+            .sum();
+        assert_eq!(exposed, dropped as f64, "{sink}");
+        let lines = std::fs::read_to_string(path).unwrap().lines().count() as u64;
         assert_eq!(
             lines, sent,
             "{sink}: the file holds what was counted as sent"
         );
     }
-    assert_eq!(last.get(names::SOURCE_DECODE_ERRORS, "source", source), 0.0);
+    let errors = last.sources[source].decode_errors.values().sum::<u64>();
+    assert_eq!(errors, 0);
 }
 
 /// The books balance through the parts that are real in every branch:
@@ -617,8 +647,12 @@ fn books_balance_in_process_through_ingest_spool_and_sinks() {
         let spool =
             weir::spool::Spool::open(&config.state_dir.join("spool"), &config.spool, &names)
                 .unwrap();
-        let scrubber =
-            Arc::new(weir::scrub::Scrubber::new(&config.scrub, &config.state_dir).unwrap());
+        let metrics = spool.metrics().clone();
+        let scrubber = Arc::new(
+            weir::scrub::Scrubber::new(&config.scrub, &config.state_dir)
+                .unwrap()
+                .counting_in(&metrics),
+        );
         let ingest = weir::ingest::Ingest::new(spool.clone(), scrubber, "testhost");
         for (name, c) in &config.sinks {
             weir::sink::spawn(name, c, spool.reader(name).unwrap(), stop.clone());
@@ -626,12 +660,8 @@ fn books_balance_in_process_through_ingest_spool_and_sinks() {
         let health = weir::metrics::Health::new(stop.clone());
         health.set_ready();
         let listener = http::bind(&listen).await.unwrap();
-        http::serve(listener, health, stop.clone());
-        let received = weir::metrics::counter(
-            names::SOURCE_EVENTS_RECEIVED,
-            "Events a source decoded from its input.",
-            &[("source", source)],
-        );
+        http::serve(listener, metrics.clone(), health, stop.clone());
+        let received = metrics.source_events_received.with(labels::source(source));
         (0..PRODUCERS)
             .map(|p| {
                 let ingest = ingest.clone();
@@ -662,14 +692,14 @@ fn books_balance_in_process_through_ingest_spool_and_sinks() {
     let address = Address::parse(&listen).unwrap();
     let mut scrapes = 0;
     while !producers.iter().all(|p| p.is_finished()) || scrapes == 0 {
-        let s = Scrape::parse(&get(&address, "/metrics").unwrap().body).unwrap();
+        let s = snapshot(&address);
         check_books_in_flight(&s, source, &sink_names);
         scrapes += 1;
     }
     for p in producers {
         rt.block_on(p).unwrap();
     }
-    let total = (PRODUCERS * BATCHES * PER_BATCH) as f64;
+    let total = (PRODUCERS * BATCHES * PER_BATCH) as u64;
     check_books_settled(&address, source, &sinks, total);
 }
 
@@ -718,7 +748,7 @@ fn books_balance_under_load() {
     let sink_names: Vec<&str> = sinks.iter().map(|(n, _)| *n).collect();
     let mut scrapes = 0;
     while !clients.iter().all(|c| c.is_finished()) {
-        let s = Scrape::parse(&get(&address, "/metrics").unwrap().body).unwrap();
+        let s = snapshot(&address);
         check_books_in_flight(&s, "docker", &sink_names);
         scrapes += 1;
         std::thread::sleep(Duration::from_millis(50));
@@ -727,7 +757,7 @@ fn books_balance_under_load() {
         c.join().unwrap();
     }
     assert!(scrapes > 0, "the load finished before a single scrape");
-    check_books_settled(&address, "docker", &sinks, (CLIENTS * PER_CLIENT) as f64);
+    check_books_settled(&address, "docker", &sinks, (CLIENTS * PER_CLIENT) as u64);
 }
 
 #[test]

@@ -126,7 +126,7 @@ async fn the_spool_drops_events_older_than_max_age_and_counts_them() {
         .map(|e| String::from_utf8_lossy(&e.message).into_owned())
         .collect();
     assert_eq!(messages, ["six days old", "fresh"]);
-    let dropped = weir::metrics::value(
+    let dropped = spool.metrics().value(
         "weir_spool_dropped_events_total",
         &[("sink", "aged"), ("reason", "max_age")],
     );

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument::WithSubscriber;
 use tracing::level_filters::LevelFilter;
 use weir::event::{Event, Origin};
-use weir::metrics;
 use weir::problems::Problems;
 use weir::selflog::{self, CaptureWriter, RateLimit};
 use weir::sink::{self, gelf, loki};
@@ -66,11 +65,13 @@ impl Running {
     }
 
     fn errors(&self, reason: &str) -> f64 {
-        metrics::value(
-            "weir_sink_errors_total",
-            &[("sink", &self.name), ("reason", reason)],
-        )
-        .unwrap_or(0.0)
+        self._spool
+            .metrics()
+            .value(
+                "weir_sink_errors_total",
+                &[("sink", &self.name), ("reason", reason)],
+            )
+            .unwrap_or(0.0)
     }
 
     /// Waits for the first failed attempt; returns its log line.

@@ -385,7 +385,7 @@ impl RawConfig {
 /// Delivers from `reader` to Loki until `shutdown`. What was not acknowledged
 /// when `shutdown` fires stays in the spool for the next start.
 pub async fn run(name: String, config: Config, reader: spool::Reader, shutdown: CancellationToken) {
-    let sink = sink::LokiSink::new(&name, config);
+    let sink = sink::LokiSink::new(&name, config, reader.metrics());
     crate::sink::driver::run(name, sink, reader, shutdown).await
 }
 

@@ -16,7 +16,7 @@ use super::response::Outcome;
 use super::service::Service;
 use super::Config;
 use crate::event::Event;
-use crate::metrics::{self, names as n, Counter};
+use crate::metrics::{labels, Counter};
 use crate::sink::driver::{self, Failure, Prepared, Step};
 
 /// Most events in one batch; `batch_max_bytes` or `batch_timeout` usually
@@ -48,7 +48,7 @@ pub(super) struct LokiSink {
 }
 
 impl LokiSink {
-    pub(super) fn new(name: &str, config: Config) -> LokiSink {
+    pub(super) fn new(name: &str, config: Config, registry: &crate::metrics::Metrics) -> LokiSink {
         LokiSink {
             name: name.to_owned(),
             planner: Planner::new(&config),
@@ -58,16 +58,8 @@ impl LokiSink {
             encoded: None,
             announced_split: false,
             drops: Vec::new(),
-            splits: metrics::counter(
-                n::SINK_SPLITS,
-                "Pushes a sink split in two after the server refused them.",
-                &[("sink", name)],
-            ),
-            demoted: metrics::counter(
-                n::LOKI_DEMOTED_EVENTS,
-                "Events whose variable labels (container_name first) went into the line because the sink's stream cap (max_streams) was reached.",
-                &[("sink", name)],
-            ),
+            splits: registry.sink_splits.with(labels::sink(name)),
+            demoted: registry.loki_demoted_events.with(labels::sink(name)),
         }
     }
 }

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::Ingest;
-use crate::metrics::{self, Counter, Gauge};
+use crate::metrics::{labels, Counter, Gauge};
 use crate::net::Endpoint;
 use crate::problems::Problems;
 use crate::secret::Secret;
@@ -261,40 +261,26 @@ pub struct Metrics {
     pub events: Counter,
     pub bytes: Counter,
     pub connections: Gauge,
+    decode_errors: crate::metrics::Family<labels::SourceReason, Counter>,
     source: String,
 }
 
 impl Metrics {
-    fn new(source: &str) -> Metrics {
-        let l = [("source", source)];
+    fn new(registry: &crate::metrics::Metrics, source: &str) -> Metrics {
         Metrics {
-            events: metrics::counter(
-                "weir_source_events_received_total",
-                "Events a source decoded from its clients.",
-                &l,
-            ),
-            bytes: metrics::counter(
-                "weir_source_bytes_received_total",
-                "Bytes a source read from its clients.",
-                &l,
-            ),
-            connections: metrics::gauge(
-                "weir_source_connections",
-                "Open client connections of a source.",
-                &l,
-            ),
+            events: registry.source_events_received.with(labels::source(source)),
+            bytes: registry.source_bytes_received.with(labels::source(source)),
+            connections: registry.source_connections.with(labels::source(source)),
+            decode_errors: registry.source_decode_errors.clone(),
             source: source.to_owned(),
         }
     }
 
     /// Counts one bad input (a rare event: the lookup is not on the hot path).
     pub fn decode_error(&self, reason: &'static str) {
-        metrics::counter(
-            "weir_source_decode_errors_total",
-            "Bad input a source rejected, by reason.",
-            &[("source", &self.source), ("reason", reason)],
-        )
-        .inc();
+        self.decode_errors
+            .with(labels::SourceReason::new(&self.source, reason))
+            .inc();
     }
 }
 
@@ -331,6 +317,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, SourceError> {
     let listener = listener::Listener::open(name, config)?;
+    let metrics = Metrics::new(ingest.metrics(), name);
     let shared = Arc::new(Shared {
         name: name.to_owned(),
         ingest,
@@ -351,7 +338,7 @@ pub async fn start(
         }),
         handshake_timeout: config.handshake_timeout.0,
         idle_timeout: config.idle_timeout.0,
-        metrics: Metrics::new(name),
+        metrics,
         spares: batch::Spares::default(),
         batches: tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT),
     });

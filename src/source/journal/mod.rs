@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::ingest::Ingest;
-use crate::metrics::{self, Counter};
+use crate::metrics::{labels, Counter};
 use crate::source::SourceError;
 use crate::spool::SpoolError;
 
@@ -189,8 +189,16 @@ impl Run {
         let (tx, batches) = mpsc::channel(CHANNEL_BATCHES);
         let (ready_tx, ready_rx) = oneshot::channel();
         let stop = shutdown.child_token();
-        let thread = reader::spawn(name, config.clone(), committed, tx, ready_tx, stop.clone())
-            .map_err(OpenFailed::Spawn)?;
+        let thread = reader::spawn(
+            name,
+            config.clone(),
+            committed,
+            tx,
+            ready_tx,
+            stop.clone(),
+            ingest.metrics(),
+        )
+        .map_err(OpenFailed::Spawn)?;
         match ready_rx.await {
             Ok(Ok(())) => Ok(Run {
                 batches,
@@ -261,49 +269,20 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(source: &str) -> Metrics {
-        let s = [("source", source)];
+    pub fn new(registry: &crate::metrics::Metrics, source: &str) -> Metrics {
+        let s = || labels::source(source);
+        let reason = |r| labels::SourceReason::new(source, r);
         Metrics {
-            events: metrics::counter(
-                "weir_source_events_received_total",
-                "Events a source received.",
-                &s,
-            ),
-            bytes: metrics::counter(
-                "weir_source_bytes_received_total",
-                "Bytes a source received.",
-                &s,
-            ),
-            gaps: metrics::counter(
-                "weir_journal_cursor_gaps_total",
-                "Starts where the committed journal entry was gone (vacuumed or rotated away); entries in between were lost.",
-                &s,
-            ),
-            skipped_self: metrics::counter(
-                "weir_journal_entries_skipped_total",
-                "Journal entries not ingested: weir's own (self) or filtered out (excluded).",
-                &[("source", source), ("reason", "self")],
-            ),
-            skipped_excluded: metrics::counter(
-                "weir_journal_entries_skipped_total",
-                "Journal entries not ingested: weir's own (self) or filtered out (excluded).",
-                &[("source", source), ("reason", "excluded")],
-            ),
-            unreadable: metrics::counter(
-                "weir_source_decode_errors_total",
-                "Records a source could not decode, by reason.",
-                &[("source", source), ("reason", "unreadable_entry")],
-            ),
-            missed: metrics::counter(
-                crate::metrics::names::JOURNAL_ENTRIES_MISSED,
-                "Journal entries stepped over unread: the journal's sequence numbers jumped (vacuumed before weir read them, or lost in a corrupt file). Counted only without include filters.",
-                &s,
-            ),
-            read_errors: metrics::counter(
-                "weir_journal_read_errors_total",
-                "Journal read or reopen failures; the reader reopens and resumes after its last cursor.",
-                &s,
-            ),
+            events: registry.source_events_received.with(s()),
+            bytes: registry.source_bytes_received.with(s()),
+            gaps: registry.journal_cursor_gaps.with(s()),
+            skipped_self: registry.journal_entries_skipped.with(reason("self")),
+            skipped_excluded: registry.journal_entries_skipped.with(reason("excluded")),
+            unreadable: registry
+                .source_decode_errors
+                .with(reason("unreadable_entry")),
+            missed: registry.journal_entries_missed.with(s()),
+            read_errors: registry.journal_read_errors.with(s()),
         }
     }
 }

@@ -79,12 +79,13 @@ pub fn spawn(
     batches: mpsc::Sender<Batch>,
     ready: oneshot::Sender<Result<(), OpenError>>,
     shutdown: CancellationToken,
+    registry: &crate::metrics::Metrics,
 ) -> io::Result<JoinHandle<()>> {
     let reader = Reader {
         name: name.to_owned(),
         config,
         me: SelfIdentity::current(),
-        metrics: Metrics::new(name),
+        metrics: Metrics::new(registry, name),
         batches,
         shutdown,
     };
