@@ -94,6 +94,29 @@ impl Harness {
         }
     }
 
+    /// Waits until the sink has acknowledged everything appended: from then
+    /// on it sends nothing more, so what the receiver holds is final.
+    async fn wait_acknowledged(&self) {
+        let start = Instant::now();
+        let lag = || {
+            let stats = self.spool.stats();
+            stats
+                .sinks
+                .iter()
+                .find(|s| s.sink == self.name)
+                .expect("the sink's cursor")
+                .lag_bytes
+        };
+        while lag() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} bytes never acknowledged",
+                lag()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn stop(self) -> String {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(2), self.task)
@@ -300,7 +323,7 @@ async fn incident_2_server_limit_below_cap_splits_and_logs_no_payload() {
         h.append(&events).await;
     }
     wait_entries(&r, 800, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.wait_acknowledged().await;
     let got: Vec<String> = r.entries().into_iter().map(|e| e.line).collect();
     assert_eq!(got.len(), 800, "each line exactly once");
     let got: HashSet<String> = got
@@ -385,7 +408,7 @@ async fn one_refused_entry_costs_only_itself_and_nothing_is_sent_twice() {
         assert!(start.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.wait_acknowledged().await;
     assert_eq!(r.entries().len(), 199);
     assert!(r.entries().iter().all(|e| !e.line.contains("POISON")));
     assert_eq!(
@@ -507,7 +530,7 @@ async fn a_loki_400_is_partial_and_no_accepted_entry_is_sent_twice() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.wait_acknowledged().await;
     let stats = r.stats();
     assert!(
         stats.statuses.get(&400).is_some_and(|&n| n >= 1),
@@ -583,7 +606,7 @@ async fn server_down_for_a_while_loses_nothing() {
     assert!(r.entries().is_empty());
     r.up().await;
     wait_entries(&r, 300, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.wait_acknowledged().await;
     assert_eq!(r.entries().len(), 300);
     h.stop().await;
 }
@@ -598,7 +621,8 @@ async fn shutdown_while_retrying_is_immediate_and_keeps_the_batch() {
         .map(|i| event(base + i, "a", format!("l{i}")))
         .collect();
     h.append(&events).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Retrying: shutdown must interrupt the backoff.
+    h.wait_metric("weir_sink_retries_total", None, 1.0).await;
     let spool = h.spool.clone();
     let start = Instant::now();
     h.stop.cancel();
