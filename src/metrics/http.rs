@@ -375,6 +375,34 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// A client that starts a request and never finishes it (slowloris) is
+    /// cut off after IO_TIMEOUT, not served forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_head_that_never_ends_is_cut_off() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let served = Arc::new(Served {
+            metrics: Metrics::new(),
+            health: Health::new(CancellationToken::new()),
+        });
+        let slot = Slots::new(1).acquire().await.unwrap();
+        let task = tokio::spawn(connection(server, served, slot));
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .unwrap();
+        let start = tokio::time::Instant::now();
+        let mut out = Vec::new();
+        let _ = client.read_to_end(&mut out).await;
+        let waited = start.elapsed();
+        assert!(
+            waited >= IO_TIMEOUT && waited < 2 * IO_TIMEOUT,
+            "closed after {waited:?}"
+        );
+        assert!(!String::from_utf8_lossy(&out).contains(" 200 "));
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn answers_methods_paths_and_oversized_heads() {
         let health = Health::new(CancellationToken::new());
