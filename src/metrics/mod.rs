@@ -107,28 +107,23 @@ impl Gauge {
     }
 }
 
-impl TypedMetric for Counter {
-    const TYPE: MetricType = MetricType::Counter;
+/// Encodes a wrapper as the prometheus-client metric it wraps.
+macro_rules! encode_as_inner {
+    ($($ty:ident),*) => {$(
+        impl TypedMetric for $ty {
+            const TYPE: MetricType = MetricType::$ty;
+        }
+        impl EncodeMetric for $ty {
+            fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+                self.0.encode(encoder)
+            }
+            fn metric_type(&self) -> MetricType {
+                Self::TYPE
+            }
+        }
+    )*};
 }
-impl EncodeMetric for Counter {
-    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        self.0.encode(encoder)
-    }
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
-impl TypedMetric for Gauge {
-    const TYPE: MetricType = MetricType::Gauge;
-}
-impl EncodeMetric for Gauge {
-    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        self.0.encode(encoder)
-    }
-    fn metric_type(&self) -> MetricType {
-        Self::TYPE
-    }
-}
+encode_as_inner!(Counter, Gauge);
 
 /// The series of one family, by label set. Unlike `prometheus-client`'s own
 /// `Family` it can list its series, which [`snapshot`] needs; series come
