@@ -77,6 +77,35 @@ mod tests {
         }
     }
 
+    /// A 3xx comes back to the sink as it is: following it would turn the
+    /// POST into a GET without the body.
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/push", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut requests = 0;
+            while let Ok(Ok((mut s, _))) =
+                tokio::time::timeout(Duration::from_millis(500), listener.accept()).await
+            {
+                requests += 1;
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n",
+                    )
+                    .await;
+            }
+            requests
+        });
+        let client = build(options(None)).unwrap();
+        let r = client.post(&url).body("x").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 302);
+        assert_eq!(server.await.unwrap(), 1, "the redirect was followed");
+    }
+
     #[test]
     fn a_missing_or_empty_ca_file_says_which_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
