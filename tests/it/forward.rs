@@ -7,6 +7,7 @@ mod clients;
 mod docker;
 mod flow;
 mod listen;
+mod reload;
 mod tcp;
 
 use std::io::{Read, Write};

@@ -331,15 +331,15 @@ fn forward_frame(tag: &str, bytes: usize, entry_bytes: usize, chunk: &str) -> Ve
 /// Before: one 15 MiB Forward frame of 3-byte `[0, {}]` entries (inside
 /// `max_frame_bytes`) became 5.2 M events in memory at once, 3.1 GB kept
 /// after (about 600 bytes an event). Now they are appended in batches as
-/// they are decoded. Scaled to 2 MiB (700,000 events, 400 MB before): the
+/// they are decoded. Scaled to 1 MiB (350,000 events, 200 MB before): the
 /// 15 MiB frame takes over a minute through a debug build on a busy
-/// machine, and holds no more.
+/// machine, and holds no more (batches of 4,096 events either way).
 #[test]
 fn a_big_frame_of_empty_entries_is_appended_in_batches() {
     let mut agent = Agent::start("", "");
     let beside = Beside::start(&agent);
     let before = agent.mib("VmRSS");
-    let frame = forward_frame("t", 2 << 20, 0, "empty");
+    let frame = forward_frame("t", 1 << 20, 0, "empty");
     let mut s = connect(&agent.socket);
     s.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     let started = Instant::now();
@@ -349,7 +349,7 @@ fn a_big_frame_of_empty_entries_is_appended_in_batches() {
     let peak = agent.mib("VmHWM");
     let acked = beside.finish();
     eprintln!(
-        "2 MiB frame of {} empty entries acked in {took:?}: RSS {before} MiB before, peak {peak} MiB; {acked} acks beside, each within 1 s",
+        "1 MiB frame of {} empty entries acked in {took:?}: RSS {before} MiB before, peak {peak} MiB; {acked} acks beside, each within 1 s",
         frame.len() / 3
     );
     assert!(agent.alive());
