@@ -66,7 +66,7 @@ pub struct OverBudget {
 
 impl Budget {
     pub fn new(bytes: usize) -> Arc<Budget> {
-        let units = (bytes / UNIT).min(Semaphore::MAX_PERMITS).max(1);
+        let units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(Budget {
             semaphore: Semaphore::new(units),
             units,
@@ -186,7 +186,16 @@ impl Share {
                 Err(_) => {
                     let missing =
                         (more as usize).saturating_sub(budget.semaphore.available_permits());
-                    budget.ask_longest_idle_to_give_way(self.id, missing);
+                    let asked = budget.ask_longest_idle_to_give_way(self.id, missing);
+                    if asked == 0 {
+                        continue;
+                    }
+                    tracing::warn!(
+                        wanted_bytes = bytes,
+                        budget_bytes = budget.total(),
+                        asked,
+                        "buffer budget (max_buffered_bytes) used up for {WAIT:?}; the connections holding some that received nothing for longest close unacknowledged (their clients resend)"
+                    );
                 }
             }
         }
