@@ -14,15 +14,16 @@
 //! Connections can hold part of the budget while waiting for more (two
 //! frames half received), or hold it without progress (a client that sends
 //! most of a frame and stops). So a connection that has waited [`WAIT`]
-//! asks the holders that received nothing for the longest time to give
-//! way, as many as hold what it misses: they close without acknowledging
+//! while no holder is busy (decoding a whole frame, which ends by itself:
+//! then waiting is only waiting in line) asks the holders that received
+//! nothing for the longest time to give way, as many as hold what it misses: they close without acknowledging
 //! their frame (their clients resend), and their shares go to the waiters,
 //! first come first served. The asking connection is never one that gives
 //! way, so the two connections of a deadlock cannot both close. A client
 //! that keeps sending keeps its share longer than one that stalls.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ struct Holder {
     units: AtomicU64,
     /// Milliseconds since `epoch` the connection last received something.
     last_active: AtomicU64,
+    /// Busy with what it holds (decoding and appending a whole frame): it
+    /// gives its share back when done, so it is never asked to give way.
+    busy: AtomicBool,
     give_way: CancellationToken,
 }
 
@@ -93,6 +97,7 @@ impl Budget {
         let holder = Arc::new(Holder {
             units: AtomicU64::new(0),
             last_active: AtomicU64::new(self.now_ms()),
+            busy: AtomicBool::new(false),
             give_way,
         });
         self.lock().insert(id, holder.clone());
@@ -115,13 +120,23 @@ impl Budget {
 
     /// Asks the holders (other than `asking`) that received nothing for the
     /// longest time to give way, as many as hold `units` together (at least
-    /// one). Returns how many were asked.
+    /// one), unless one is busy. Returns how many were asked.
     fn ask_longest_idle_to_give_way(&self, asking: u64, units: usize) -> usize {
         let holders = self.lock();
+        // A busy holder gives its share back by itself: waiting on it is
+        // waiting in line, not a deadlock.
+        if holders.iter().any(|(id, h)| {
+            *id != asking && h.units.load(Ordering::Relaxed) > 0 && h.busy.load(Ordering::Relaxed)
+        }) {
+            return 0;
+        }
         let mut idle: Vec<_> = holders
             .iter()
             .filter(|(id, h)| {
-                **id != asking && h.units.load(Ordering::Relaxed) > 0 && !h.give_way.is_cancelled()
+                **id != asking
+                    && h.units.load(Ordering::Relaxed) > 0
+                    && !h.busy.load(Ordering::Relaxed)
+                    && !h.give_way.is_cancelled()
             })
             .map(|(_, h)| (h.last_active.load(Ordering::Relaxed), h))
             .collect();
@@ -158,6 +173,19 @@ impl Share {
         self.holder
             .last_active
             .store(self.budget.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Marks the connection busy with what it holds (decoding and appending
+    /// a frame it has whole), or back to waiting on its client or on the
+    /// budget. Only a connection that is not busy is asked to give way: one
+    /// that received a whole frame and works through it gives its share
+    /// back by itself, however long the spool takes.
+    pub fn set_busy(&self, busy: bool) {
+        self.holder.busy.store(busy, Ordering::Relaxed);
+    }
+
+    pub fn is_busy(&self) -> bool {
+        self.holder.busy.load(Ordering::Relaxed)
     }
 
     /// Holds at least `bytes` (rounded up to the unit), waiting for others
@@ -297,6 +325,16 @@ mod tests {
         // never the waiter itself.
         assert!(ta.is_cancelled() && !tb.is_cancelled() && !tc.is_cancelled());
         drop(a);
+        // While a holder is busy, nobody is asked, however long it waits.
+        b.set_busy(true);
+        let mut d = budget.share(CancellationToken::new());
+        let waiter_d =
+            tokio::spawn(
+                async move { tokio::time::timeout(3 * WAIT, d.grow_to(100 * UNIT)).await },
+            );
+        tokio::time::sleep(3 * WAIT).await;
+        assert!(!tb.is_cancelled());
+        assert!(waiter_d.await.unwrap().is_err(), "nobody gave way");
         let c = waiter.await.unwrap();
         assert_eq!(c.bytes(), 50 * UNIT);
         assert_eq!(budget.available(), 10 * UNIT);

@@ -221,7 +221,10 @@ pub async fn serve<S>(
         if buf.len() < need {
             continue;
         }
-        match conn.process(&mut buf).await {
+        conn.share.set_busy(true);
+        let processed = conn.process(&mut buf).await;
+        conn.share.set_busy(false);
+        match processed {
             Ok(at_least) => need = at_least,
             Err(()) => break,
         }
@@ -297,7 +300,9 @@ impl Conn<'_> {
                 Ok(Progress::BatchFull) => continue,
                 Ok(Progress::NeedMore(at_least)) => return Ok(at_least),
                 Ok(Progress::NeedBudget(bytes)) => {
-                    // Waiting here holds no batch permit.
+                    // Waiting here holds no batch permit, and may be asked
+                    // to give way (two such waiters must not deadlock).
+                    self.share.set_busy(false);
                     let grown = tokio::select! {
                         biased;
                         _ = self.give_way.cancelled() => {
@@ -306,6 +311,7 @@ impl Conn<'_> {
                         }
                         g = self.share.grow_to(bytes) => g,
                     };
+                    self.share.set_busy(true);
                     if let Err(e) = grown {
                         self.reject(
                             "buffer_budget",
@@ -448,15 +454,24 @@ impl Conn<'_> {
 
     /// Queues the acks of the frames appended so far.
     async fn queue_acks(&mut self) -> bool {
+        let busy = self.share.is_busy();
         for chunk in self.chunks.drain(..) {
             // When the queue is full (the client does not read its acks),
             // this waits: the connection stops reading until acks drain.
-            // The acker is gone only if writing an ack failed.
+            // The acker is gone only if writing an ack failed. Waiting on
+            // its client, it may be asked to give its budget share way.
+            let item = match self.acks.try_send((self.last_offset, chunk)) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(item)) => item,
+            };
+            self.share.set_busy(false);
             let sent = tokio::select! {
                 biased;
-                s = self.acks.send((self.last_offset, chunk)) => s.is_ok(),
+                s = self.acks.send(item) => s.is_ok(),
                 _ = self.give_way.cancelled() => false,
             };
+            self.share.set_busy(busy);
             if !sent {
                 return false;
             }
