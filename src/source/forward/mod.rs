@@ -65,9 +65,10 @@ pub struct RawConfig {
     /// each connection's read buffer. Default `max_frame_bytes +
     /// max_decompressed_bytes` (80MiB), the least it may be: one frame at
     /// the limits must fit. A connection that needs more waits (only its
-    /// client slows down); one waiting 0.5s makes the connection that holds
-    /// some and received nothing for longest close unacknowledged (its
-    /// client resends).
+    /// client slows down); one waiting 0.5s while no holder is busy with a
+    /// whole frame makes those holding some that received nothing for
+    /// longest close unacknowledged (`reason="gave_way"`; their clients
+    /// resend). See [`crate::net::budget`].
     pub max_buffered_bytes: Option<ByteSize>,
     /// Concurrent connections (Docker opens one per container). Default 1024.
     /// When all are taken, the connection idle longest is closed to make
