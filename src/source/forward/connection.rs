@@ -557,6 +557,54 @@ mod tests {
 
     const MAX: usize = (16 << 20) + READ_SIZE;
 
+    /// Over a grid of states: a read always gets at least MIN_READ of room,
+    /// a buffer holding little is never kept charged, and a new buffer is
+    /// never bigger than the largest frame and a read (or what it holds
+    /// plus MIN_READ).
+    #[test]
+    fn every_state_leaves_room_to_read_and_stays_within_bounds() {
+        let sizes = [
+            0,
+            1,
+            100,
+            4095,
+            4096,
+            20_000,
+            FREE / 2,
+            FREE / 2 + 1,
+            FREE - 1,
+            FREE,
+            FREE + 1,
+            1 << 20,
+            (16 << 20) - 1,
+            16 << 20,
+            MAX - 1,
+            MAX,
+        ];
+        for &len in &sizes {
+            for &extra in &[0, 1, MIN_READ - 1, MIN_READ, READ_SIZE, 1 << 20] {
+                let capacity = len + extra;
+                for charged in [false, true] {
+                    for &need in &[len + 1, len + 10, 1 << 20, 15 << 20, 16 << 20] {
+                        match resize(len, capacity, charged, need, MAX) {
+                            None => {
+                                assert!(capacity - len >= MIN_READ);
+                                assert!(!charged || len > FREE / 2, "{len} {capacity}");
+                            }
+                            Some(c) => {
+                                assert!(c >= len + MIN_READ, "{len} {capacity} {need} -> {c}");
+                                assert!(c <= MAX.max(len + MIN_READ), "{len} -> {c}");
+                                if len <= FREE / 2 {
+                                    assert_eq!(c, FREE);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn small_frames_stay_in_the_free_buffer() {
         // Room enough: keep it.
