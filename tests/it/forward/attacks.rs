@@ -629,3 +629,53 @@ fn gzip_frames_waiting_for_the_budget_to_inflate_are_all_acked() {
         "peak RSS {peak} MiB, {before} MiB before"
     );
 }
+
+/// Two half-sent frames that the budget cannot both hold: without a rule
+/// they would wait on each other for ever (each holding part of the budget,
+/// each waiting for more). The one that received nothing for longer gives
+/// way (closed unacknowledged), the other completes and is acked, and the
+/// first client's frame, resent whole, is acked too. Scaled: 1 MiB frames
+/// and a budget of 1 MiB + 1 KiB.
+#[test]
+fn two_half_frames_the_budget_cannot_hold_do_not_wait_on_each_other() {
+    let mut agent = Agent::start(
+        "max_frame_bytes = \"1MiB\"\nmax_decompressed_bytes = \"1KiB\"",
+        "",
+    );
+    let beside = Beside::start(&agent);
+    let frame_a = forward_frame("t", 1_000_000, 1000, "a");
+    let frame_b = forward_frame("t", 1_000_000, 1000, "b");
+    assert!(frame_a.len() < 1 << 20);
+    let half = 700 << 10;
+    let mut a = connect(&agent.socket);
+    a.write_all(&frame_a[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut b = connect(&agent.socket);
+    // weir reads this only once the budget lets it: write from a thread.
+    let rest_b = frame_b[half..].to_vec();
+    let first_b = frame_b[..half].to_vec();
+    let writer = {
+        let mut b = b.try_clone().unwrap();
+        std::thread::spawn(move || b.write_all(&first_b))
+    };
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut a),
+        "the holder idle longest was not closed"
+    );
+    let gave_way_after = started.elapsed();
+    writer.join().unwrap().unwrap();
+    b.write_all(&rest_b).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(read_ack(&mut b), "b");
+    let mut again = connect(&agent.socket);
+    again
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    again.write_all(&frame_a).unwrap();
+    assert_eq!(read_ack(&mut again), "a");
+    let acked = beside.finish();
+    eprintln!("two half frames: the idle one gave way after {gave_way_after:?}; both acked; {acked} acks beside, each within 1 s");
+    assert!(agent.alive());
+}
