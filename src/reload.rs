@@ -35,7 +35,8 @@
 //! then closes. A frame received only in part is dropped unacknowledged.
 //! A client that requires acks (Docker's `fluentd-request-ack`,
 //! fluent-logger-golang's `RequestAck`) reconnects and resends what it has
-//! no ack for: nothing acknowledged is lost or resent
+//! no ack for: nothing is lost; a record may be stored twice (at least
+//! once), e.g. when its ack was lost with the connection
 //! (`forward::reload::a_client_requiring_acks_loses_nothing_across_reloads`).
 //! A socket weir bound itself is removed and bound again, so a client
 //! connecting in between is refused and retries; one systemd passed keeps
