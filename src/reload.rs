@@ -26,6 +26,21 @@
 //! new config. The process stays, so the listening socket systemd passed
 //! (`LISTEN_FDS`) stays open and Docker's connections queue in its backlog
 //! meanwhile; nothing here closes an inherited descriptor.
+//!
+//! # Open Forward connections
+//!
+//! Stopping the forward source closes every open connection cleanly: each
+//! takes what its client already sent (waiting up to 50 ms for bytes in
+//! flight), appends the complete frames, writes their acks once durable,
+//! then closes. A frame received only in part is dropped unacknowledged.
+//! A client that requires acks (Docker's `fluentd-request-ack`,
+//! fluent-logger-golang's `RequestAck`) reconnects and resends what it has
+//! no ack for: nothing is lost; a record may be stored twice (at least
+//! once), e.g. when its ack was lost with the connection
+//! (`forward::reload::a_client_requiring_acks_loses_nothing_across_reloads`).
+//! A socket weir bound itself is removed and bound again, so a client
+//! connecting in between is refused and retries; one systemd passed keeps
+//! queueing connections in its backlog.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

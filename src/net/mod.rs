@@ -2,11 +2,15 @@
 //!
 //! - [`endpoint`]: the one address type (`unix:///path` | `tcp://host:port`).
 //! - [`slots`]: connection slots; the longest-idle connection gives way.
+//! - [`budget`]: bytes held by all connections beyond their fixed share;
+//!   the longest-idle holder gives way to a waiter.
 //! - [`Listener::serve`]: the one accept loop.
 
+pub mod budget;
 pub mod endpoint;
 pub mod slots;
 
+pub use budget::{Budget, Share};
 pub use endpoint::{host_port, Bound, Endpoint, EndpointError};
 pub use slots::{Slot, Slots};
 

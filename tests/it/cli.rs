@@ -85,11 +85,8 @@ fn a_second_weir_on_the_same_state_dir_is_refused_and_leaves_the_first_alone() {
     .unwrap();
     let pid_file = dir.path().join("weir.pid");
     let start = || {
-        crate::common::weir_run(&config)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .spawn()
-            .unwrap()
+        // weir_run passes --pid-file next to the config: `pid_file`.
+        crate::common::weir_run(&config).spawn().unwrap()
     };
     let mut first = start();
     struct Kill<'a>(&'a mut std::process::Child);

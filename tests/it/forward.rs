@@ -7,6 +7,7 @@ mod clients;
 mod docker;
 mod flow;
 mod listen;
+mod reload;
 mod tcp;
 
 use std::io::{Read, Write};
@@ -127,13 +128,14 @@ impl Weir {
         }
     }
 
-    /// Every event the file sink has written so far.
+    /// Every event the file sink has written so far: complete lines only.
+    /// The sink may be in the middle of writing a line when this reads the
+    /// file; a line is complete (and must be valid JSON) once its '\n' is
+    /// there.
     pub fn events(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("events.ndjson")).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_str(l).expect("the file sink writes JSON lines"))
+        let bytes = std::fs::read(self.dir.path().join("events.ndjson")).unwrap_or_default();
+        complete_lines(&bytes)
+            .map(|l| serde_json::from_slice(l).expect("the file sink writes JSON lines"))
             .collect()
     }
 
@@ -168,6 +170,26 @@ impl Drop for Weir {
             let _ = t.join();
         }
     }
+}
+
+/// The non-empty lines of `bytes` that end with '\n' (without it); a last
+/// line still being written is left out.
+pub fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    bytes[..end]
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+}
+
+#[test]
+fn a_line_being_written_is_not_read() {
+    fn lines(b: &[u8]) -> Vec<&[u8]> {
+        complete_lines(b).collect()
+    }
+    assert!(lines(b"").is_empty());
+    assert!(lines(b"{\"a\":").is_empty());
+    assert_eq!(lines(b"{}\n{\"a\""), [b"{}"]);
+    assert_eq!(lines(b"{}\n\n[1]\n"), [&b"{}"[..], &b"[1]"[..]]);
 }
 
 /// Events whose message starts with `prefix`, as strings.

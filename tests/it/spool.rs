@@ -801,7 +801,6 @@ fn state_files_are_private_whatever_the_umask_and_symlinks_are_refused() {
             .arg("umask 000; exec \"$0\" \"$@\"")
             .arg(cmd.get_program())
             .args(cmd.get_args())
-            .args(["--pid-file".as_ref(), d.join("weir.pid").as_os_str()])
             .env_remove("JOURNAL_STREAM")
             .env_remove("INVOCATION_ID")
             .stderr(Stdio::piped());

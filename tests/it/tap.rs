@@ -28,8 +28,6 @@ fn start(dir: &Path) -> Child {
     )
     .unwrap();
     let child = weir_run(&config)
-        .arg("--pid-file")
-        .arg(dir.join("weir.pid"))
         .arg("--tap-socket")
         .arg(dir.join("tap.sock"))
         .stderr(Stdio::null())

@@ -10,6 +10,15 @@
 //! in the middle of a frame if need be. The only wait in the read loop is the spool append itself, which
 //! blocks only when the spool's `when_full = "block"` policy says so.
 //!
+//! # Memory
+//!
+//! Each connection reads into a buffer of [`FREE`] bytes of its own. A
+//! frame that does not fit (and the inflated data of a gzip frame) is held
+//! on the source's shared budget (`max_buffered_bytes`, [`crate::net::budget`]):
+//! the buffer grows only once the budget granted it, so what all
+//! connections hold is bounded whatever their number, and shrinks back to
+//! [`FREE`] (giving the budget back) once the big frame is consumed.
+//!
 //! Bad input closes only this connection (or skips one event when the frame
 //! boundaries are still known), is counted by reason and logged without
 //! payload. Events decoded before the bad frame are kept.
@@ -27,14 +36,19 @@ use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
 use crate::ingest::Ingest;
-use crate::net::Slot;
+use crate::net::{Share, Slot};
 use crate::spool::Offset;
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read, at most (and the room a growing
+/// buffer gets beyond what it holds).
 const READ_SIZE: usize = 64 * 1024;
-/// An idle buffer larger than this is given back to the allocator (after one
-/// big frame, do not keep 16 MiB per connection).
-const KEEP_CAPACITY: usize = 1 << 20;
+/// A connection's own read buffer, not counted on the shared budget: a
+/// Docker event (a 16 KiB piece of a line and its metadata) fits, so a
+/// client of small frames never waits on the budget, however busy it is.
+const FREE: usize = READ_SIZE;
+/// A read gets at least this much room; with less, the buffer is moved or
+/// grown first.
+const MIN_READ: usize = 4 * 1024;
 /// Acks queued for the acker, at most: with [`super::decode::MAX_CHUNK_BYTES`],
 /// what a client that never reads its acks can make weir hold. Past it the
 /// connection stops reading until the acks drain.
@@ -59,7 +73,7 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let m = &shared.metrics;
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut buf = BytesMut::with_capacity(FREE);
 
     if let Some(auth) = &shared.auth {
         let timeout = shared.handshake_timeout;
@@ -104,12 +118,49 @@ pub async fn serve<S>(
         acks,
         frame: None,
         give_way: slot.give_way(),
+        share: shared.buffers.share(slot.give_way().clone()),
+        buffer_charge: 0,
     };
+    // Largest buffer: a frame at the limit and one read past it.
+    let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
     // Do not scan again before the buffer holds this many bytes.
     let mut need = 1;
     let mut stopping = false;
     loop {
-        buf.reserve(READ_SIZE);
+        if let Some(capacity) = resize(
+            buf.len(),
+            buf.capacity(),
+            conn.buffer_charge > 0,
+            need,
+            max_buffer,
+        ) {
+            let charge = capacity.saturating_sub(FREE);
+            if charge > conn.share.bytes() {
+                if stopping {
+                    break;
+                }
+                // Wait for the budget without reading: only this client slows.
+                let grown = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = slot.give_way().cancelled() => {
+                        m.decode_error("gave_way");
+                        tracing::debug!(source = %shared.name, peer = %peer, "connection gave way while waiting for the buffer budget");
+                        break;
+                    }
+                    g = conn.share.grow_to(charge) => g,
+                };
+                if let Err(e) = grown {
+                    conn.reject("buffer_budget", &format!("{e}; raise max_buffered_bytes"));
+                    break;
+                }
+            }
+            let mut moved = BytesMut::with_capacity(capacity);
+            moved.extend_from_slice(&buf);
+            buf = moved;
+            conn.buffer_charge = charge;
+            conn.share.shrink_to(charge);
+        }
         let deadline = conn.assembler.next_deadline();
         let read = if stopping {
             // Shutting down: take what the client already sent (it is in
@@ -127,10 +178,11 @@ pub async fn serve<S>(
                     continue;
                 }
                 _ = slot.give_way().cancelled() => {
-                    // A new connection needs the slot: close without
-                    // reading on (the client resends what was not acked).
+                    // A new connection needs the slot, or a waiting one
+                    // the budget this one holds: close without reading on
+                    // (the client resends what was not acked).
                     m.decode_error("gave_way");
-                    tracing::debug!(source = %shared.name, peer = %peer, "idle connection gave way to a new one");
+                    tracing::debug!(source = %shared.name, peer = %peer, "idle connection gave way to a new one or to the buffer budget");
                     break;
                 }
                 _ = sleep_until(silent_until), if silent_until.is_some() => {
@@ -158,6 +210,7 @@ pub async fn serve<S>(
             Ok(n) => {
                 m.bytes.add(n as u64);
                 slot.touch();
+                conn.share.touch();
                 silent_until = None;
             }
             Err(e) => {
@@ -168,12 +221,12 @@ pub async fn serve<S>(
         if buf.len() < need {
             continue;
         }
-        match conn.process(&mut buf).await {
+        conn.share.set_busy(true);
+        let processed = conn.process(&mut buf).await;
+        conn.share.set_busy(false);
+        match processed {
             Ok(at_least) => need = at_least,
             Err(()) => break,
-        }
-        if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
-            buf = BytesMut::with_capacity(READ_SIZE);
         }
     }
     conn.assembler.drain(&mut conn.batch);
@@ -188,6 +241,10 @@ enum Progress {
     /// Every complete frame was decoded; scan again once the buffer holds
     /// this many bytes.
     NeedMore(usize),
+    /// The next frame inflated to more than the connection may hold
+    /// without waiting: wait until its share of the budget is this many
+    /// bytes (the inflated data was dropped meanwhile), then decode it again.
+    NeedBudget(usize),
     /// The batch is full: append it, then continue with the same buffer.
     BatchFull,
 }
@@ -208,6 +265,11 @@ struct Conn<'a> {
     frame: Option<(usize, FrameDecoder)>,
     /// Cancelled when the connection must give its slot up.
     give_way: &'a CancellationToken,
+    /// What this connection holds of the source's buffer budget: its read
+    /// buffer beyond [`FREE`] (`buffer_charge`), plus the inflated data of
+    /// the frame being decoded.
+    share: Share,
+    buffer_charge: usize,
 }
 
 impl Conn<'_> {
@@ -237,6 +299,27 @@ impl Conn<'_> {
             match result {
                 Ok(Progress::BatchFull) => continue,
                 Ok(Progress::NeedMore(at_least)) => return Ok(at_least),
+                Ok(Progress::NeedBudget(bytes)) => {
+                    // Waiting here holds no batch permit, and may be asked
+                    // to give way (two such waiters must not deadlock).
+                    self.share.set_busy(false);
+                    let grown = tokio::select! {
+                        biased;
+                        _ = self.give_way.cancelled() => {
+                            self.shared.metrics.decode_error("gave_way");
+                            return Err(());
+                        }
+                        g = self.share.grow_to(bytes) => g,
+                    };
+                    self.share.set_busy(true);
+                    if let Err(e) = grown {
+                        self.reject(
+                            "buffer_budget",
+                            &format!("gzip frame: {e}; raise max_buffered_bytes"),
+                        );
+                        return Err(());
+                    }
+                }
                 Err(e) => {
                     self.reject(e.reason(), &e.to_string());
                     return Err(());
@@ -267,10 +350,20 @@ impl Conn<'_> {
                         }
                         Err(e) => return (pos, Err(e.into())),
                     };
-                    match FrameDecoder::start(&buf[pos..pos + len], &shared.limits) {
-                        Ok(f) => (len, f),
+                    let f = match FrameDecoder::start(&buf[pos..pos + len], &shared.limits) {
+                        Ok(f) => f,
                         Err(e) => return (pos + len, Err(e)),
+                    };
+                    // Inflated data is held on the budget until the frame
+                    // is done; without room now, drop it and wait for room.
+                    let inflated = f.inflated_bytes();
+                    if inflated > 0 {
+                        let want = self.buffer_charge + inflated;
+                        if !self.share.try_grow_to(want) {
+                            return (pos, Ok(Progress::NeedBudget(want)));
+                        }
                     }
+                    (len, f)
                 }
             };
             let mut frame = frame;
@@ -319,6 +412,8 @@ impl Conn<'_> {
                 return (pos, Ok(Progress::BatchFull));
             }
             pos += len;
+            // Done: its inflated data is gone, give its budget back.
+            self.share.shrink_to(self.buffer_charge);
             if let Some(chunk) = frame.chunk {
                 self.chunks.push(chunk);
             }
@@ -359,15 +454,24 @@ impl Conn<'_> {
 
     /// Queues the acks of the frames appended so far.
     async fn queue_acks(&mut self) -> bool {
+        let busy = self.share.is_busy();
         for chunk in self.chunks.drain(..) {
             // When the queue is full (the client does not read its acks),
             // this waits: the connection stops reading until acks drain.
-            // The acker is gone only if writing an ack failed.
+            // The acker is gone only if writing an ack failed. Waiting on
+            // its client, it may be asked to give its budget share way.
+            let item = match self.acks.try_send((self.last_offset, chunk)) {
+                Ok(()) => continue,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(item)) => item,
+            };
+            self.share.set_busy(false);
             let sent = tokio::select! {
                 biased;
-                s = self.acks.send((self.last_offset, chunk)) => s.is_ok(),
+                s = self.acks.send(item) => s.is_ok(),
                 _ = self.give_way.cancelled() => false,
             };
+            self.share.set_busy(busy);
             if !sent {
                 return false;
             }
@@ -421,5 +525,112 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The capacity the read buffer should be given before the next read, or
+/// `None` to keep it: back to [`FREE`] once it holds little (giving the
+/// budget back, and the room before its data after frames were consumed),
+/// larger when less than [`MIN_READ`] is left. It grows at least twofold,
+/// or at once to the size the frame is known to need (`need`), so that a
+/// big frame is copied a few times, not once per read, and asks the budget
+/// for its whole size early; never past `max`.
+fn resize(len: usize, capacity: usize, charged: bool, need: usize, max: usize) -> Option<usize> {
+    let spare = capacity - len;
+    if len <= FREE / 2 {
+        return (charged || spare < MIN_READ).then_some(FREE);
+    }
+    if spare >= MIN_READ {
+        return None;
+    }
+    let grown = (2 * len)
+        .max(len + READ_SIZE)
+        .max(need.saturating_add(READ_SIZE))
+        .min(max)
+        .max(len + MIN_READ);
+    Some(grown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = (16 << 20) + READ_SIZE;
+
+    /// Over a grid of states: a read always gets at least MIN_READ of room,
+    /// a buffer holding little is never kept charged, and a new buffer is
+    /// never bigger than the largest frame and a read (or what it holds
+    /// plus MIN_READ).
+    #[test]
+    fn every_state_leaves_room_to_read_and_stays_within_bounds() {
+        let sizes = [
+            0,
+            1,
+            100,
+            4095,
+            4096,
+            20_000,
+            FREE / 2,
+            FREE / 2 + 1,
+            FREE - 1,
+            FREE,
+            FREE + 1,
+            1 << 20,
+            (16 << 20) - 1,
+            16 << 20,
+            MAX - 1,
+            MAX,
+        ];
+        for &len in &sizes {
+            for &extra in &[0, 1, MIN_READ - 1, MIN_READ, READ_SIZE, 1 << 20] {
+                let capacity = len + extra;
+                for charged in [false, true] {
+                    for &need in &[len + 1, len + 10, 1 << 20, 15 << 20, 16 << 20] {
+                        match resize(len, capacity, charged, need, MAX) {
+                            None => {
+                                assert!(capacity - len >= MIN_READ);
+                                assert!(!charged || len > FREE / 2, "{len} {capacity}");
+                            }
+                            Some(c) => {
+                                assert!(c >= len + MIN_READ, "{len} {capacity} {need} -> {c}");
+                                assert!(c <= MAX.max(len + MIN_READ), "{len} -> {c}");
+                                if len <= FREE / 2 {
+                                    assert_eq!(c, FREE);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_frames_stay_in_the_free_buffer() {
+        // Room enough: keep it.
+        assert_eq!(resize(0, FREE, false, 1, MAX), None);
+        assert_eq!(resize(20_000, FREE, false, 20_001, MAX), None);
+        // Little room left after frames were consumed: move the rest to
+        // the start of a fresh free buffer, still uncharged.
+        assert_eq!(resize(100, 2_000, false, 101, MAX), Some(FREE));
+    }
+
+    #[test]
+    fn a_big_frame_grows_geometrically_or_at_once_and_shrinks_back() {
+        // Forward mode: the scan knows only the next entry.
+        assert_eq!(
+            resize(FREE - 100, FREE, false, FREE + 10, MAX),
+            Some(FREE + 10 + READ_SIZE)
+        );
+        assert_eq!(resize(1 << 20, 1 << 20, true, 1 << 20, MAX), Some(2 << 20));
+        // PackedForward: the bin's header says the frame is 15 MiB.
+        assert_eq!(
+            resize(FREE - 100, FREE, false, 15 << 20, MAX),
+            Some((15 << 20) + READ_SIZE)
+        );
+        // Never past the largest frame and one read.
+        assert_eq!(resize(12 << 20, 12 << 20, true, 13 << 20, MAX), Some(MAX));
+        // Consumed: back to the free buffer, the budget given back.
+        assert_eq!(resize(10, 5 << 20, true, 11, MAX), Some(FREE));
     }
 }

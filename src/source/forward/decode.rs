@@ -287,6 +287,16 @@ impl FrameDecoder {
         String::from_utf8_lossy(&bytes[self.tag.0..end])
     }
 
+    /// Bytes of inflated entries this decoder holds (a
+    /// CompressedPackedForward frame not yet done), 0 otherwise: the
+    /// connection counts them against the source's buffer budget.
+    pub fn inflated_bytes(&self) -> usize {
+        match &self.body {
+            Body::Inflated { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+
     /// Every event was delivered (or skipped).
     pub fn is_done(&self) -> bool {
         matches!(self.body, Body::Done)

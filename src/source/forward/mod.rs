@@ -60,6 +60,16 @@ pub struct RawConfig {
     pub max_frame_bytes: Option<ByteSize>,
     /// Most bytes a gzip-compressed frame may inflate to. Default `64MiB`.
     pub max_decompressed_bytes: Option<ByteSize>,
+    /// Most bytes all connections of the source together may hold in frames
+    /// being received and in inflated gzip data, beyond the first 64KiB of
+    /// each connection's read buffer. Default `max_frame_bytes +
+    /// max_decompressed_bytes` (80MiB), the least it may be: one frame at
+    /// the limits must fit. A connection that needs more waits (only its
+    /// client slows down); one waiting 0.5s while no holder is busy with a
+    /// whole frame makes those holding some that received nothing for
+    /// longest close unacknowledged (`reason="gave_way"`; their clients
+    /// resend). See [`crate::net::budget`].
+    pub max_buffered_bytes: Option<ByteSize>,
     /// Concurrent connections (Docker opens one per container). Default 1024.
     /// When all are taken, the connection idle longest is closed to make
     /// room for the new one (its client reconnects when it next writes); a
@@ -109,6 +119,7 @@ pub struct Config {
     pub mode: u32,
     pub max_frame_bytes: ByteSize,
     pub max_decompressed_bytes: ByteSize,
+    pub max_buffered_bytes: ByteSize,
     pub max_connections: u32,
     pub handshake_timeout: HumanDuration,
     pub idle_timeout: HumanDuration,
@@ -162,6 +173,20 @@ impl RawConfig {
                 format!("{key}.max_decompressed_bytes"),
                 "must be between 1KiB and 1GiB",
             );
+        }
+        let least_buffered = max_frame_bytes.0.saturating_add(max_decompressed_bytes.0);
+        let max_buffered_bytes = self.max_buffered_bytes.unwrap_or(ByteSize(least_buffered));
+        if max_buffered_bytes.0 < least_buffered {
+            problems.add(
+                format!("{key}.max_buffered_bytes"),
+                format!(
+                    "must be at least max_frame_bytes + max_decompressed_bytes ({least_buffered} bytes): \
+                     a frame within those limits must fit; lower them too, or raise this"
+                ),
+            );
+        }
+        if max_buffered_bytes.0 > 1 << 40 {
+            problems.add(format!("{key}.max_buffered_bytes"), "must be at most 1TiB");
         }
         let max_connections = self.max_connections.unwrap_or(1024);
         if max_connections == 0 {
@@ -239,6 +264,7 @@ impl RawConfig {
             mode,
             max_frame_bytes,
             max_decompressed_bytes,
+            max_buffered_bytes,
             max_connections,
             handshake_timeout,
             idle_timeout,
@@ -292,6 +318,9 @@ pub struct Shared {
     pub partial_max_bytes: usize,
     pub partial_budget: std::sync::Arc<partial::Budget>,
     pub partial_timeout: Duration,
+    /// Frames being received and inflated data, all connections together
+    /// (`max_buffered_bytes`).
+    pub buffers: std::sync::Arc<crate::net::Budget>,
     pub auth: Option<handshake::Auth>,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
@@ -331,6 +360,7 @@ pub async fn start(
         partial_max_bytes: config.partial_max_bytes.0 as usize,
         partial_budget: partial::Budget::new(config.partial_total_bytes.0 as usize),
         partial_timeout: config.partial_timeout.0,
+        buffers: crate::net::Budget::new(config.max_buffered_bytes.0 as usize),
         auth: config.shared_key.as_ref().map(|k| handshake::Auth {
             shared_key: k.0.clone(),
             users: config.users.clone(),
@@ -371,6 +401,18 @@ mod tests {
         assert_eq!(c.mode, 0o600);
         assert_eq!(c.max_frame_bytes, ByteSize(16 << 20));
         assert_eq!(c.max_connections, 1024);
+        assert_eq!(c.max_buffered_bytes, ByteSize(80 << 20));
+    }
+
+    #[test]
+    fn the_buffer_budget_must_hold_one_frame_at_the_limits() {
+        let (c, p) = validate("max_frame_bytes = \"1MiB\"\nmax_decompressed_bytes = \"4MiB\"\n");
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.max_buffered_bytes, ByteSize(5 << 20));
+        let (_, p) = validate("max_buffered_bytes = \"64MiB\"\n");
+        assert!(format!("{p:?}").contains("max_buffered_bytes"), "{p:?}");
+        let (_, p) = validate("max_buffered_bytes = \"1GiB\"\n");
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]

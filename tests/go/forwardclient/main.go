@@ -27,11 +27,13 @@ func main() {
 	n := flag.Int("n", 10, "records to send")
 	batch := flag.Int("batch", 100, "records per Forward/PackedForward frame")
 	tag := flag.String("tag", "go.test", "tag")
+	retries := flag.Int("retries", 1, "message: attempts per record (the library's MaxRetry)")
+	interval := flag.Duration("interval", 0, "message: pause between records")
 	flag.Parse()
 	var err error
 	switch *mode {
 	case "message":
-		err = sendMessages(*socket, *tag, *n)
+		err = sendMessages(*socket, *tag, *n, *retries, *interval)
 	case "forward", "packed":
 		err = sendBatches(*socket, *tag, *n, *batch, *mode == "packed")
 	default:
@@ -51,7 +53,7 @@ func record(mode string, i int) map[string]interface{} {
 	}
 }
 
-func sendMessages(socket, tag string, n int) error {
+func sendMessages(socket, tag string, n, retries int, interval time.Duration) error {
 	logger, err := fluent.New(fluent.Config{
 		FluentNetwork:      "unix",
 		FluentSocketPath:   socket,
@@ -59,7 +61,8 @@ func sendMessages(socket, tag string, n int) error {
 		SubSecondPrecision: true,
 		Timeout:            10 * time.Second,
 		WriteTimeout:       10 * time.Second,
-		MaxRetry:           1,
+		MaxRetry:           retries,
+		RetryWait:          100,
 	})
 	if err != nil {
 		return err
@@ -70,6 +73,7 @@ func sendMessages(socket, tag string, n int) error {
 		if err := logger.Post(tag, record("message", i)); err != nil {
 			return fmt.Errorf("post %d: %w", i, err)
 		}
+		time.Sleep(interval)
 	}
 	return nil
 }

@@ -46,7 +46,7 @@ s.close()
 }
 
 /// Builds `tests/go/forwardclient` once per test run.
-fn go_client() -> &'static PathBuf {
+pub(super) fn go_client() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");

@@ -71,12 +71,12 @@ impl Drop for ActivatedWeir {
     }
 }
 
-/// Reads the file sink's events from a config's directory.
+/// Reads the file sink's events from a config's directory (complete
+/// lines only: the sink may be writing one).
 pub fn file_events(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("events.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let bytes = std::fs::read(dir.join("events.ndjson")).unwrap_or_default();
+    super::complete_lines(&bytes)
+        .map(|l| serde_json::from_slice(l).unwrap())
         .collect()
 }
 
