@@ -239,6 +239,14 @@ impl Serialize for MetaMap<'_> {
 /// Loki's label syntax: `{a="x", b="y"}`, values quoted Go-style.
 pub fn label_string<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::with_capacity(64);
+    write_label_string(&mut out, pairs);
+    out
+}
+
+/// [`label_string`] into `out` (cleared first), for a caller that reuses
+/// one buffer rather than allocate a string per event.
+pub fn write_label_string<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.clear();
     out.push('{');
     for (i, (k, v)) in pairs.enumerate() {
         if i > 0 {
@@ -246,11 +254,10 @@ pub fn label_string<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Stri
         }
         out.push_str(k);
         out.push_str("=\"");
-        escape_quoted(&mut out, v);
+        escape_quoted(out, v);
         out.push('"');
     }
     out.push('}');
-    out
 }
 
 /// Appends `v` escaped for a double-quoted Go/LogQL/logfmt string.
@@ -368,7 +375,7 @@ impl LineBuilder {
                 logfmt_value(out, message);
                 for (k, v) in fields {
                     out.push(' ');
-                    out.push_str(&sanitize_name(k));
+                    push_sanitized_name(out, k);
                     out.push('=');
                     logfmt_value(out, v);
                 }
@@ -418,20 +425,24 @@ fn logfmt_value(out: &mut String, v: &str) {
 
 /// A label-like name (`[a-zA-Z_][a-zA-Z0-9_]*`): other characters become `_`.
 pub fn sanitize_name(k: &str) -> String {
-    let mut s: String = k
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
+    let mut s = String::with_capacity(k.len() + 1);
+    push_sanitized_name(&mut s, k);
     s
+}
+
+/// Appends [`sanitize_name`]`(k)` to `out` without a string of its own (a
+/// logfmt line has one per field). A name that is already valid, as nearly
+/// all are, is copied whole.
+fn push_sanitized_name(out: &mut String, k: &str) {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if k.is_empty() || k.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    if k.chars().all(valid) {
+        out.push_str(k);
+    } else {
+        out.extend(k.chars().map(|c| if valid(c) { c } else { '_' }));
+    }
 }
 
 #[cfg(test)]
@@ -494,6 +505,34 @@ mod tests {
         assert_eq!(e.line, "GET / 200");
         assert_eq!(e.structured_metadata[1].name, "weird_key");
         assert_eq!(e.structured_metadata[1].value, "two words");
+    }
+
+    /// Field names in a logfmt line and metadata names are sanitised the
+    /// same way: digits first, empty, non-ASCII and punctuation.
+    #[test]
+    fn names_are_sanitised_alike_in_lines_and_metadata() {
+        let cases = [
+            ("_PID", "_PID"),
+            ("1st", "_1st"),
+            ("", "_"),
+            ("é-a.b", "__a_b"),
+            ("9é", "_9_"),
+        ];
+        let mut e = Event::new(0, Origin::Journal, "m");
+        e.fields = cases
+            .iter()
+            .map(|(k, _)| (k.to_string(), "v".into()))
+            .collect();
+        let b = LineBuilder {
+            format: LineFormat::Logfmt,
+            structured_metadata: false,
+            max_line_size: 1024,
+        };
+        let (entry, _) = b.entry(&e, &[]);
+        assert_eq!(entry.line, "msg=m _PID=v _1st=v _=v __a_b=v _9_=v");
+        for (k, want) in cases {
+            assert_eq!(sanitize_name(k), want, "{k:?}");
+        }
     }
 
     #[test]
