@@ -133,6 +133,15 @@ fn main() {
             least_cpu(EXPORT),
         );
     }
+    // Where the CPU goes, stage by stage (least CPU per stage, so noise
+    // from the shared machine does not add up): what the rows differ by.
+    let (read, spool, e2e) = (least_cpu(READER), least_cpu(SPOOL), least_cpu(E2E));
+    println!(
+        "CPU s per M by stage: journal read + mapping {read:.2}; scrub + spool append {:.2}; \
+         spool read + file sink (and the binary's own costs) {:.2}",
+        spool - read,
+        e2e - spool
+    );
     let anon = rows.iter().filter_map(|r| r.4).max().unwrap_or(0);
     println!(
         "target: weir end to end >= 1.00x journalctl, <= 3 CPU s per M, <= 64 MiB anon (peak here {:.1} MiB)",
