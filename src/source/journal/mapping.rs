@@ -114,6 +114,9 @@ impl Entry {
     }
 
     /// Adds one data item, `NAME=value`.
+    // Not collapsed into match guards: a repeated MESSAGE or CONTAINER_ID
+    // failing its guard would fall through to the arms that make fields.
+    #[allow(clippy::collapsible_match)]
     pub fn add(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
         let Some(eq) = memchr::memchr(b'=', data) else {
