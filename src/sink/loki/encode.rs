@@ -260,22 +260,43 @@ pub fn write_label_string<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a
     out.push('}');
 }
 
-/// Appends `v` escaped for a double-quoted Go/LogQL/logfmt string.
+/// Appends `v` escaped for a double-quoted Go/LogQL/logfmt string: `\\`,
+/// `\"`, `\n`, `\r`, `\t`, other control characters (U+0000-U+001F,
+/// U+007F-U+009F) as `\uXXXX`. Runs of characters that need nothing are
+/// copied whole (every label value and logfmt field goes through here).
 fn escape_quoted(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = v.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        // The control character and its length in bytes, if one starts here.
+        let (c, len) = match b[i] {
+            b'\\' | b'"' | 0x00..=0x1f | 0x7f => (u32::from(b[i]), 1),
+            // U+0080-U+009F: 0xC2 followed by 0x80-0x9F in UTF-8.
+            0xc2 if matches!(b.get(i + 1), Some(0x80..=0x9f)) => (u32::from(b[i + 1]), 2),
+            _ => {
+                i += 1;
+                continue;
             }
-            c => out.push(c),
+        };
+        out.push_str(&v[start..i]);
+        match c {
+            0x5c => out.push_str("\\\\"),
+            0x22 => out.push_str("\\\""),
+            0x0a => out.push_str("\\n"),
+            0x0d => out.push_str("\\r"),
+            0x09 => out.push_str("\\t"),
+            c => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[(c >> 4) as usize]));
+                out.push(char::from(HEX[(c & 0xf) as usize]));
+            }
         }
+        i += len;
+        start = i;
     }
+    out.push_str(&v[start..]);
 }
 
 /// Parses a label string written by [`label_string`] back into pairs.
@@ -472,6 +493,50 @@ mod tests {
                 ("service".to_owned(), "a\"b\\c\nd\u{1}".to_owned())
             ]
         );
+    }
+
+    /// The escaping as it was written first, char by char: the reference.
+    fn escape_quoted_by_char(v: &str) -> String {
+        let mut out = String::new();
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_matches_the_char_by_char_reference_on_every_control_char() {
+        let every: String = (0u32..0x800).filter_map(char::from_u32).collect();
+        for v in [
+            every.as_str(),
+            "",
+            "plain",
+            "\u{9f}\u{a0}\u{85}é\u{2028}\\\"\u{7f}x",
+        ] {
+            let mut out = String::new();
+            escape_quoted(&mut out, v);
+            assert_eq!(out, escape_quoted_by_char(v), "{v:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_matches_the_char_by_char_reference(v in "\\PC*|[\\x00-\\x20\\x7f-\\u{a0}\"\\\\a]{0,24}") {
+            let mut out = String::new();
+            escape_quoted(&mut out, &v);
+            proptest::prop_assert_eq!(out, escape_quoted_by_char(&v));
+        }
     }
 
     fn sample() -> Event {
