@@ -17,7 +17,8 @@
 //! the page cache:
 //! - `journalctl -D DIR -o export > /dev/null` (the baseline: same library,
 //!   same files, and it formats text);
-//! - the reader thread alone: sd_journal -> Events, batches over the channel;
+//! - the reader thread alone: sd_journal -> Events, batches over the channel
+//!   (and back, to be refilled, as the source does once they are spooled);
 //! - weir end to end: the `weir` binary (journal source -> scrub -> spool ->
 //!   file sink), until the file sink has written every entry; its CPU s
 //!   (user + system, from /proc/PID/stat) and its peak anonymous memory
@@ -132,6 +133,15 @@ fn main() {
             least_cpu(EXPORT),
         );
     }
+    // Where the CPU goes, stage by stage (least CPU per stage, so noise
+    // from the shared machine does not add up): what the rows differ by.
+    let (read, spool, e2e) = (least_cpu(READER), least_cpu(SPOOL), least_cpu(E2E));
+    println!(
+        "CPU s per M by stage: journal read + mapping {read:.2}; scrub + spool append {:.2}; \
+         spool read + file sink (and the binary's own costs) {:.2}",
+        spool - read,
+        e2e - spool
+    );
     let anon = rows.iter().filter_map(|r| r.4).max().unwrap_or(0);
     println!(
         "target: weir end to end >= 1.00x journalctl, <= 3 CPU s per M, <= 64 MiB anon (peak here {:.1} MiB)",
@@ -317,6 +327,7 @@ fn weir_reader_only(dir: &Path, total: usize) -> (Duration, f64) {
         let cpu0 = process_cpu();
         let t = Instant::now();
         let (tx, mut rx) = mpsc::channel(4);
+        let (recycle, recycled) = mpsc::channel(6);
         let (ready_tx, ready_rx) = oneshot::channel();
         let stop = CancellationToken::new();
         let thread = journal::reader::spawn(
@@ -324,6 +335,7 @@ fn weir_reader_only(dir: &Path, total: usize) -> (Duration, f64) {
             source_config(dir),
             None,
             tx,
+            recycled,
             ready_tx,
             stop.clone(),
             &weir::metrics::Metrics::new(),
@@ -332,7 +344,10 @@ fn weir_reader_only(dir: &Path, total: usize) -> (Duration, f64) {
         ready_rx.await.unwrap().map_err(|e| e.source).unwrap();
         let mut n = 0;
         while n < total {
-            n += rx.recv().await.expect("reader ended early").events.len();
+            // Handed back as the source does once a batch is spooled.
+            let events = rx.recv().await.expect("reader ended early").events;
+            n += events.len();
+            let _ = recycle.try_send(events);
         }
         let wall = t.elapsed();
         stop.cancel();

@@ -6,6 +6,10 @@
 //! (optionally `-- EVENTS`, default 200000, split between the two Forward
 //! generators; the journal writer adds a tenth of that).
 //!
+//! `cargo bench --bench pipeline -- loki [EVENTS]`: Forward -> Loki alone
+//! (issue 24's end-to-end case): the two Forward generators, no journal, no
+//! GELF sink, whose UDP sends would otherwise be most of weir's CPU.
+//!
 //! - Docker-shaped: 4 connections, Message mode, one event per write,
 //!   EventTime, ~150-byte lines in `log` with Docker's record fields;
 //! - PackedForward: 2 connections, 100 events per frame (what fluent-bit and
@@ -174,14 +178,12 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 }
 
 fn main() {
-    let total: u64 = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(200_000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let loki_only = args.iter().any(|a| a == "loki");
+    let total: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);
     let per_docker = total / 2 / DOCKER_CONNS;
     let per_packed = total / 2 / PACKED_CONNS;
-    let journal = total / 10;
+    let journal = if loki_only { 0 } else { total / 10 };
     let total = per_docker * DOCKER_CONNS + per_packed * PACKED_CONNS + journal;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -207,45 +209,48 @@ fn main() {
         });
     }
 
-    let journald = Journald::start("bench");
+    let journald = (!loki_only).then(|| Journald::start("bench"));
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("forward.sock");
     let config = dir.path().join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let mut toml = format!(
+        r#"
 state_dir = "{state}"
 hostname = "bench-host"
 [sources.docker]
 type = "forward"
 listen = "unix://{socket}"
+[sinks.loki]
+type = "loki"
+url = "{url}"
+line_format = "raw"
+[metrics]
+listen = ""
+"#,
+        state = dir.path().join("state").display(),
+        socket = socket.display(),
+        url = receiver.url(),
+    );
+    if let Some(journald) = &journald {
+        toml += &format!(
+            r#"
 [sources.journal]
 type = "journal"
 namespace = "{namespace}"
 start_at = "head"
 max_age = "off"
 identifiers = ["weir-bench"]
-[sinks.loki]
-type = "loki"
-url = "{url}"
-line_format = "raw"
 [sinks.graylog]
 type = "gelf"
 address = "udp://{gelf_addr}"
 # Unpaced: this bench measures the agent's throughput, not what a GELF
 # receiver keeps up with (the default max_rate would make GELF the bottleneck).
 max_rate = {{ messages = 0, bytes = 0 }}
-[metrics]
-listen = ""
 "#,
-            state = dir.path().join("state").display(),
-            socket = socket.display(),
             namespace = journald.namespace,
-            url = receiver.url(),
-        ),
-    )
-    .unwrap();
+        );
+    }
+    std::fs::write(&config, toml).unwrap();
     let weir = Weir(
         Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["run", "--config"])
@@ -265,7 +270,8 @@ listen = ""
     }
     let cpu_start = cpu_seconds(pid);
 
-    println!("pipeline: {total} events ({DOCKER_CONNS} Docker-shaped connections, {PACKED_CONNS} PackedForward, 1 journal writer: {journal}) -> weir -> Loki + GELF/UDP; {}", machine());
+    let sinks = if loki_only { "Loki" } else { "Loki + GELF/UDP" };
+    println!("pipeline: {total} events ({DOCKER_CONNS} Docker-shaped connections, {PACKED_CONNS} PackedForward, 1 journal writer: {journal}) -> weir -> {sinks}; {}", machine());
     let start = Instant::now();
     let mut writers = Vec::new();
     for c in 0..DOCKER_CONNS {
@@ -280,7 +286,7 @@ listen = ""
             packed_client(&socket, c, per_packed)
         }));
     }
-    {
+    if let Some(journald) = &journald {
         let socket = journald.socket();
         writers.push(std::thread::spawn(move || journal_client(&socket, journal)));
     }
@@ -304,7 +310,7 @@ listen = ""
     // everything or its count stalls for 2 s (UDP drops what the receiver's
     // socket buffer cannot hold).
     let (mut gelf_count, mut last_change) = (0, Instant::now());
-    while gelf_count < total && last_change.elapsed() < Duration::from_secs(2) {
+    while !loki_only && gelf_count < total && last_change.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(50));
         let now = datagrams.load(Ordering::Relaxed);
         if now != gelf_count {
@@ -340,9 +346,11 @@ listen = ""
         "  weir CPU: {cpu:.2} s = {cpu_per_m:.2} CPU s per million events; peak RSS {:.1} MiB",
         rss as f64 / 1024.0
     );
-    println!("  GELF/UDP: {gelf_count} of {total} datagrams received, the last {gelf_elapsed:.2} s after the first write (UDP drops what the receiver cannot take; not asserted)");
+    if !loki_only {
+        println!("  GELF/UDP: {gelf_count} of {total} datagrams received, the last {gelf_elapsed:.2} s after the first write (UDP drops what the receiver cannot take; not asserted)");
+    }
     let json = serde_json::json!({
-        "bench": "pipeline",
+        "bench": if loki_only { "pipeline loki" } else { "pipeline" },
         "machine": machine(),
         "events": total,
         "docker_connections": DOCKER_CONNS,
@@ -357,7 +365,11 @@ listen = ""
         "gelf_datagrams": gelf_count,
         "gelf_seconds": gelf_elapsed,
     });
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pipeline.json");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(if loki_only {
+        "target/bench-pipeline-loki.json"
+    } else {
+        "target/bench-pipeline.json"
+    });
     std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
     println!("  results: {}", out.display());
     drop(weir);

@@ -78,7 +78,7 @@ impl Reader {
             let plan = self.plan();
             let mut events = Vec::new();
             if let Some(cur) = &mut self.cur {
-                take_events(cur, max_events, max_bytes, &mut events);
+                take_events(&cur.events, &mut cur.at, max_events, max_bytes, &mut events);
                 if cur.at >= cur.events.len() {
                     self.read = cur.end;
                     self.cur = None;
@@ -263,30 +263,33 @@ impl Reader {
                 corrupt(self, plan, "malformed record body");
                 return Ok(());
             };
-            let mut cur = Current {
-                start: self.read,
-                end: self.read + total,
-                events: parts.events.to_vec(),
-                at: 0,
-            };
-            at += total as usize;
+            // Decoded where it was read; copied only if part of it is left
+            // for the next batch.
+            let mut taken = 0;
             let before = events.len();
             take_events(
-                &mut cur,
+                parts.events,
+                &mut taken,
                 max_events,
                 max_bytes.saturating_sub(bytes),
                 events,
             );
-            bytes += cur.at;
-            if cur.at < cur.events.len() {
+            bytes += taken;
+            if taken < parts.events.len() {
                 if events.len() == before && !events.is_empty() {
                     // Nothing of it fitted: leave it for the next batch whole.
                     break;
                 }
-                self.cur = Some(cur);
+                self.cur = Some(Current {
+                    start: self.read,
+                    end: self.read + total,
+                    events: parts.events.to_vec(),
+                    at: taken,
+                });
                 break;
             }
-            self.read = cur.end;
+            at += total as usize;
+            self.read += total;
         }
         Ok(())
     }
@@ -304,24 +307,31 @@ impl Reader {
     }
 }
 
-/// Decodes events of `cur` into `out` within the limits (at least one if
-/// `out` is empty). A decode error ends the record (CRC passed, so it is a
-/// bug or a foreign writer): the rest of it is skipped.
-fn take_events(cur: &mut Current, max_events: usize, max_bytes: usize, out: &mut Vec<Event>) {
-    let start = cur.at;
-    while cur.at < cur.events.len() && out.len() < max_events {
-        if !out.is_empty() && cur.at - start >= max_bytes {
+/// Decodes the encoded events of `buf` from `*at` into `out` within the
+/// limits (at least one if `out` is empty), moving `*at` past them. A decode
+/// error ends the record (CRC passed, so it is a bug or a foreign writer):
+/// the rest of it is skipped.
+fn take_events(
+    buf: &[u8],
+    at: &mut usize,
+    max_events: usize,
+    max_bytes: usize,
+    out: &mut Vec<Event>,
+) {
+    let start = *at;
+    while *at < buf.len() && out.len() < max_events {
+        if !out.is_empty() && *at - start >= max_bytes {
             break;
         }
-        let mut at = cur.at;
-        if record::decode_events(&cur.events, &mut at, 1, out).is_err() {
+        let mut next = *at;
+        if record::decode_events(buf, &mut next, 1, out).is_err() {
             tracing::error!(
                 "spool record holds an undecodable event; skipping the rest of the record"
             );
-            cur.at = cur.events.len();
+            *at = buf.len();
             break;
         }
-        cur.at = at;
+        *at = next;
     }
 }
 

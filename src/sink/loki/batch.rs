@@ -238,6 +238,7 @@ impl Planner {
         let mut streams: BTreeMap<String, Vec<EntryAdapter>> = BTreeMap::new();
         let mut extra = Vec::with_capacity(8);
         let mut selected = Vec::with_capacity(self.labels.len());
+        let mut key = String::with_capacity(128);
         for event in events {
             if let Some(reason) = self.refusal(event, now_ns) {
                 *plan.refused.entry(reason).or_default() += 1;
@@ -255,7 +256,9 @@ impl Planner {
                     extra.push((k, v));
                 }
             }
-            let mut key = encode::label_string(selected.iter().copied());
+            // The key is written into one reused buffer and copied only for
+            // a stream not seen before: most events join an existing one.
+            encode::write_label_string(&mut key, selected.iter().copied());
             if !self.admits(&key) {
                 // Beyond the stream cap: move the most variable labels into
                 // the line until the event falls in a live stream (or no
@@ -263,7 +266,7 @@ impl Planner {
                 for name in DEMOTE_ORDER {
                     if let Some(i) = selected.iter().position(|(k, _)| *k == name) {
                         extra.push(selected.remove(i));
-                        key = encode::label_string(selected.iter().copied());
+                        encode::write_label_string(&mut key, selected.iter().copied());
                         if self.live.contains_key(&key) {
                             break;
                         }
@@ -279,7 +282,12 @@ impl Planner {
             }
             let (entry, truncated) = self.lines.entry(event, &extra);
             plan.truncated += u64::from(truncated);
-            streams.entry(key).or_default().push(entry);
+            match streams.get_mut(&key) {
+                Some(entries) => entries.push(entry),
+                None => {
+                    streams.insert(key.clone(), vec![entry]);
+                }
+            }
         }
         let push_overhead = match self.encoding {
             Encoding::Protobuf => 0,

@@ -239,6 +239,14 @@ impl Serialize for MetaMap<'_> {
 /// Loki's label syntax: `{a="x", b="y"}`, values quoted Go-style.
 pub fn label_string<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::with_capacity(64);
+    write_label_string(&mut out, pairs);
+    out
+}
+
+/// [`label_string`] into `out` (cleared first), for a caller that reuses
+/// one buffer rather than allocate a string per event.
+pub fn write_label_string<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.clear();
     out.push('{');
     for (i, (k, v)) in pairs.enumerate() {
         if i > 0 {
@@ -246,29 +254,49 @@ pub fn label_string<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Stri
         }
         out.push_str(k);
         out.push_str("=\"");
-        escape_quoted(&mut out, v);
+        escape_quoted(out, v);
         out.push('"');
     }
     out.push('}');
-    out
 }
 
-/// Appends `v` escaped for a double-quoted Go/LogQL/logfmt string.
+/// Appends `v` escaped for a double-quoted Go/LogQL/logfmt string: `\\`,
+/// `\"`, `\n`, `\r`, `\t`, other control characters (U+0000-U+001F,
+/// U+007F-U+009F) as `\uXXXX`. Runs of characters that need nothing are
+/// copied whole (every label value and logfmt field goes through here).
 fn escape_quoted(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = v.as_bytes();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        // The control character and its length in bytes, if one starts here.
+        let (c, len) = match b[i] {
+            b'\\' | b'"' | 0x00..=0x1f | 0x7f => (u32::from(b[i]), 1),
+            // U+0080-U+009F: 0xC2 followed by 0x80-0x9F in UTF-8.
+            0xc2 if matches!(b.get(i + 1), Some(0x80..=0x9f)) => (u32::from(b[i + 1]), 2),
+            _ => {
+                i += 1;
+                continue;
             }
-            c => out.push(c),
+        };
+        out.push_str(&v[start..i]);
+        match c {
+            0x5c => out.push_str("\\\\"),
+            0x22 => out.push_str("\\\""),
+            0x0a => out.push_str("\\n"),
+            0x0d => out.push_str("\\r"),
+            0x09 => out.push_str("\\t"),
+            c => {
+                out.push_str("\\u00");
+                out.push(char::from(HEX[(c >> 4) as usize]));
+                out.push(char::from(HEX[(c & 0xf) as usize]));
+            }
         }
+        i += len;
+        start = i;
     }
+    out.push_str(&v[start..]);
 }
 
 /// Parses a label string written by [`label_string`] back into pairs.
@@ -368,7 +396,7 @@ impl LineBuilder {
                 logfmt_value(out, message);
                 for (k, v) in fields {
                     out.push(' ');
-                    out.push_str(&sanitize_name(k));
+                    push_sanitized_name(out, k);
                     out.push('=');
                     logfmt_value(out, v);
                 }
@@ -418,20 +446,24 @@ fn logfmt_value(out: &mut String, v: &str) {
 
 /// A label-like name (`[a-zA-Z_][a-zA-Z0-9_]*`): other characters become `_`.
 pub fn sanitize_name(k: &str) -> String {
-    let mut s: String = k
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert(0, '_');
-    }
+    let mut s = String::with_capacity(k.len() + 1);
+    push_sanitized_name(&mut s, k);
     s
+}
+
+/// Appends [`sanitize_name`]`(k)` to `out` without a string of its own (a
+/// logfmt line has one per field). A name that is already valid, as nearly
+/// all are, is copied whole.
+fn push_sanitized_name(out: &mut String, k: &str) {
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if k.is_empty() || k.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    if k.chars().all(valid) {
+        out.push_str(k);
+    } else {
+        out.extend(k.chars().map(|c| if valid(c) { c } else { '_' }));
+    }
 }
 
 #[cfg(test)]
@@ -461,6 +493,50 @@ mod tests {
                 ("service".to_owned(), "a\"b\\c\nd\u{1}".to_owned())
             ]
         );
+    }
+
+    /// The escaping as it was written first, char by char: the reference.
+    fn escape_quoted_by_char(v: &str) -> String {
+        let mut out = String::new();
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn escaping_matches_the_char_by_char_reference_on_every_control_char() {
+        let every: String = (0u32..0x800).filter_map(char::from_u32).collect();
+        for v in [
+            every.as_str(),
+            "",
+            "plain",
+            "\u{9f}\u{a0}\u{85}é\u{2028}\\\"\u{7f}x",
+        ] {
+            let mut out = String::new();
+            escape_quoted(&mut out, v);
+            assert_eq!(out, escape_quoted_by_char(v), "{v:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_matches_the_char_by_char_reference(v in "\\PC*|[\\x00-\\x20\\x7f-\\u{a0}\"\\\\a]{0,24}") {
+            let mut out = String::new();
+            escape_quoted(&mut out, &v);
+            proptest::prop_assert_eq!(out, escape_quoted_by_char(&v));
+        }
     }
 
     fn sample() -> Event {
@@ -494,6 +570,34 @@ mod tests {
         assert_eq!(e.line, "GET / 200");
         assert_eq!(e.structured_metadata[1].name, "weird_key");
         assert_eq!(e.structured_metadata[1].value, "two words");
+    }
+
+    /// Field names in a logfmt line and metadata names are sanitised the
+    /// same way: digits first, empty, non-ASCII and punctuation.
+    #[test]
+    fn names_are_sanitised_alike_in_lines_and_metadata() {
+        let cases = [
+            ("_PID", "_PID"),
+            ("1st", "_1st"),
+            ("", "_"),
+            ("é-a.b", "__a_b"),
+            ("9é", "_9_"),
+        ];
+        let mut e = Event::new(0, Origin::Journal, "m");
+        e.fields = cases
+            .iter()
+            .map(|(k, _)| (k.to_string(), "v".into()))
+            .collect();
+        let b = LineBuilder {
+            format: LineFormat::Logfmt,
+            structured_metadata: false,
+            max_line_size: 1024,
+        };
+        let (entry, _) = b.entry(&e, &[]);
+        assert_eq!(entry.line, "msg=m _PID=v _1st=v _=v __a_b=v _9_=v");
+        for (k, want) in cases {
+            assert_eq!(sanitize_name(k), want, "{k:?}");
+        }
     }
 
     #[test]

@@ -38,62 +38,133 @@ use crate::event::{Event, Level, Origin};
 /// are dropped (a field is metadata; a big one is a payload in disguise).
 pub const MAX_FIELD_VALUE: usize = 4096;
 
-/// The items of one journal entry, collected for mapping. Reused between
-/// entries to keep allocations down.
-#[derive(Debug, Default)]
+/// Recycled events kept for reuse at most (a batch's worth and a half).
+const SPARE_EVENTS: usize = 1500;
+/// A recycled event holding more than this many bytes of buffers is freed
+/// rather than kept: one huge message must not pin its memory for good.
+const SPARE_EVENT_BYTES: usize = 16 << 10;
+
+/// The items of one journal entry, written straight into the event being
+/// built. Its strings are reused: from the previous entry's event when
+/// events come back through [`Entry::recycle`] (the journal source hands
+/// every spooled batch back), so that a steady stream of entries costs no
+/// allocation per field.
+#[derive(Debug)]
 pub struct Entry {
-    message: Option<Vec<u8>>,
-    priority: Option<u8>,
-    unit: Option<String>,
-    hostname: Option<String>,
-    container_name: Option<String>,
-    container_id: Option<String>,
-    container_id_full: Option<String>,
-    compose_project: Option<String>,
-    compose_service: Option<String>,
-    truncated: Option<String>,
-    fields: Vec<(String, String)>,
+    /// The event being filled: `message`, labels and `fields[..nfields]`
+    /// are this entry's; the rest are buffers left from an earlier one.
+    event: Event,
+    nfields: usize,
+    /// Which of this entry's single-valued items were seen (the first wins).
+    seen: u16,
+    container_id: String,
+    container_id_full: String,
+    truncated: String,
+    /// Events to fill next, returned by the consumer.
+    spare: Vec<Event>,
     /// Bytes of all data items, for `weir_source_bytes_received_total`.
     pub bytes: u64,
     /// Items at or over this length may have been cut by libsystemd.
     threshold: usize,
 }
 
+// Bits of `Entry::seen`.
+const MESSAGE: u16 = 1;
+const PRIORITY: u16 = 1 << 1;
+const UNIT: u16 = 1 << 2;
+const HOSTNAME: u16 = 1 << 3;
+const CONTAINER_NAME: u16 = 1 << 4;
+const CONTAINER_ID: u16 = 1 << 5;
+const CONTAINER_ID_FULL: u16 = 1 << 6;
+const COMPOSE_PROJECT: u16 = 1 << 7;
+const COMPOSE_SERVICE: u16 = 1 << 8;
+const TRUNCATED: u16 = 1 << 9;
+
 impl Entry {
     /// `threshold` is the journal's data threshold (0 for none).
     pub fn new(threshold: usize) -> Entry {
         Entry {
+            event: blank(),
+            nfields: 0,
+            seen: 0,
+            container_id: String::new(),
+            container_id_full: String::new(),
+            truncated: String::new(),
+            spare: Vec::new(),
+            bytes: 0,
             threshold,
-            ..Entry::default()
         }
     }
 
+    /// Keeps `events` (already delivered) to be refilled by later entries,
+    /// leaving the vector empty for the caller to reuse.
+    pub fn recycle(&mut self, events: &mut Vec<Event>) {
+        for e in events.drain(..) {
+            if self.spare.len() < SPARE_EVENTS && buffers(&e) <= SPARE_EVENT_BYTES {
+                self.spare.push(e);
+            }
+        }
+    }
+
+    /// Marks `bit` seen; false if it was already (a later duplicate is ignored).
+    fn first(&mut self, bit: u16) -> bool {
+        let new = self.seen & bit == 0;
+        self.seen |= bit;
+        new
+    }
+
     /// Adds one data item, `NAME=value`.
+    // Not collapsed into match guards: a repeated MESSAGE or CONTAINER_ID
+    // failing its guard would fall through to the arms that make fields.
+    #[allow(clippy::collapsible_match)]
     pub fn add(&mut self, data: &[u8]) {
         self.bytes += data.len() as u64;
-        let Some(eq) = data.iter().position(|&b| b == b'=') else {
+        let Some(eq) = memchr::memchr(b'=', data) else {
             return;
         };
         let (name, value) = (&data[..eq], &data[eq + 1..]);
-        if self.threshold > 0 && data.len() >= self.threshold && self.truncated.is_none() {
-            self.truncated = Some(lossy(name));
+        if self.threshold > 0 && data.len() >= self.threshold && self.first(TRUNCATED) {
+            set_lossy(&mut self.truncated, name);
         }
+        let l = &mut self.event.labels;
         match name {
-            b"MESSAGE" => set_once(&mut self.message, || value.to_vec()),
-            b"PRIORITY" => {
-                if let [d @ b'0'..=b'7'] = value {
-                    self.priority = Some(d - b'0');
+            b"MESSAGE" => {
+                if self.seen & MESSAGE == 0 {
+                    self.seen |= MESSAGE;
+                    self.event.message.clear();
+                    self.event.message.extend_from_slice(value);
                 }
             }
-            b"_SYSTEMD_UNIT" => set_once(&mut self.unit, || lossy(value)),
-            b"_HOSTNAME" => set_once(&mut self.hostname, || lossy(value)),
-            b"CONTAINER_NAME" => set_once(&mut self.container_name, || lossy(value)),
-            b"CONTAINER_ID" => set_once(&mut self.container_id, || lossy(value)),
-            b"CONTAINER_ID_FULL" => set_once(&mut self.container_id_full, || lossy(value)),
-            b"COM_DOCKER_COMPOSE_PROJECT" => set_once(&mut self.compose_project, || lossy(value)),
-            b"COM_DOCKER_COMPOSE_SERVICE" => set_once(&mut self.compose_service, || lossy(value)),
-            b"CONTAINER_TAG" => self.fields.push(("container_tag".into(), lossy(value))),
-            b"IMAGE_NAME" => self.fields.push(("image_name".into(), lossy(value))),
+            // The last valid one wins, as it always has.
+            b"PRIORITY" => {
+                if let [d @ b'0'..=b'7'] = value {
+                    self.seen |= PRIORITY;
+                    l.level = Some(Level::from_syslog(d - b'0'));
+                }
+            }
+            b"_SYSTEMD_UNIT" => label(&mut self.seen, UNIT, &mut l.unit, value),
+            b"_HOSTNAME" => label(&mut self.seen, HOSTNAME, &mut l.host, value),
+            b"CONTAINER_NAME" => {
+                label(&mut self.seen, CONTAINER_NAME, &mut l.container_name, value)
+            }
+            b"COM_DOCKER_COMPOSE_PROJECT" => {
+                label(&mut self.seen, COMPOSE_PROJECT, &mut l.app, value)
+            }
+            b"COM_DOCKER_COMPOSE_SERVICE" => {
+                label(&mut self.seen, COMPOSE_SERVICE, &mut l.service, value)
+            }
+            b"CONTAINER_ID" => {
+                if self.first(CONTAINER_ID) {
+                    set_lossy(&mut self.container_id, value);
+                }
+            }
+            b"CONTAINER_ID_FULL" => {
+                if self.first(CONTAINER_ID_FULL) {
+                    set_lossy(&mut self.container_id_full, value);
+                }
+            }
+            b"CONTAINER_TAG" => self.push_field(b"container_tag", value),
+            b"IMAGE_NAME" => self.push_field(b"image_name", value),
             // The first `SYSLOG_IDENTIFIER` and `_PID` fields also serve
             // [`Entry::identity`] and the `service` label: looked up there
             // rather than copied.
@@ -103,28 +174,40 @@ impl Entry {
             | b"_COMM"
             | b"_BOOT_ID"
             | b"_TRANSPORT"
-            | b"_SYSTEMD_USER_UNIT" => {
-                self.fields.push((lossy(name), lossy(value)));
-            }
+            | b"_SYSTEMD_USER_UNIT" => self.push_field(name, value),
             b"SYSLOG_RAW" | b"SYSLOG_TIMESTAMP" | b"SYSLOG_PID" | b"COREDUMP" => {}
             _ if name.first() == Some(&b'_') => {}
-            _ if value.len() <= MAX_FIELD_VALUE => self.fields.push((lossy(name), lossy(value))),
+            _ if value.len() <= MAX_FIELD_VALUE => self.push_field(name, value),
             _ => {}
         }
+    }
+
+    /// Appends a field, refilling the strings of an earlier entry's field
+    /// in that place if there is one.
+    fn push_field(&mut self, name: &[u8], value: &[u8]) {
+        put_field(&mut self.event.fields, &mut self.nfields, name, value);
     }
 
     /// `_PID`, `_SYSTEMD_UNIT` and `SYSLOG_IDENTIFIER`, for self-exclusion and filters.
     pub fn identity(&self) -> (Option<&[u8]>, Option<&str>, Option<&str>) {
         (
             self.field("_PID").map(str::as_bytes),
-            self.unit.as_deref(),
+            self.label(UNIT, &self.event.labels.unit),
             self.field("SYSLOG_IDENTIFIER"),
         )
     }
 
+    /// A label slot's value if this entry set it.
+    fn label<'a>(&self, bit: u16, slot: &'a Option<String>) -> Option<&'a str> {
+        if self.seen & bit == 0 {
+            return None;
+        }
+        slot.as_deref()
+    }
+
     /// The first field named `name` collected so far.
     fn field(&self, name: &str) -> Option<&str> {
-        self.fields
+        self.event.fields[..self.nfields]
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
@@ -132,59 +215,151 @@ impl Entry {
 
     /// Builds the event and clears the entry for the next one.
     pub fn take_event(&mut self, realtime_us: u64) -> Event {
-        let mut e = Event::new(
-            i64::try_from(realtime_us)
-                .unwrap_or(i64::MAX / 1000)
-                .saturating_mul(1000),
-            Origin::Journal,
-            self.message.take().unwrap_or_default(),
-        );
-        let service = self
-            .compose_service
-            .take()
-            .or_else(|| self.container_name.clone())
-            .or_else(|| {
-                self.unit
-                    .as_deref()
-                    .and_then(|u| u.strip_suffix(".service"))
-                    .map(str::to_owned)
-            })
-            .or_else(|| self.field("SYSLOG_IDENTIFIER").map(str::to_owned))
-            .or_else(|| self.unit.clone());
-        e.labels.service = service;
-        e.labels.app = self.compose_project.take();
-        e.labels.container_name = self.container_name.take();
-        e.labels.unit = self.unit.take();
-        e.labels.host = self.hostname.take();
-        e.labels.level = self.priority.take().map(Level::from_syslog);
-        // The next entry's fields get a vector of the size this one needed,
-        // so that it does not grow (and copy) field by field.
-        let size = self.fields.len() + 2;
-        e.fields = std::mem::replace(&mut self.fields, Vec::with_capacity(size));
-        if let Some(id) = self.container_id_full.take().or(self.container_id.take()) {
-            e.fields.push(("container_id".into(), id));
+        let seen = self.seen;
+        let e = &mut self.event;
+        e.timestamp_ns = i64::try_from(realtime_us)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000);
+        e.origin = Origin::Journal;
+        if seen & MESSAGE == 0 {
+            e.message.clear();
         }
-        self.container_id = None;
-        if let Some(name) = self.truncated.take() {
-            e.fields.push(("weir_truncated".into(), name));
+        if seen & PRIORITY == 0 {
+            e.labels.level = None;
         }
-        self.clear();
-        e
+        let l = &mut e.labels;
+        for (bit, slot) in [
+            (UNIT, &mut l.unit),
+            (HOSTNAME, &mut l.host),
+            (CONTAINER_NAME, &mut l.container_name),
+            (COMPOSE_PROJECT, &mut l.app),
+        ] {
+            if seen & bit == 0 {
+                *slot = None;
+            }
+        }
+        let id = if seen & CONTAINER_ID_FULL != 0 {
+            Some(&self.container_id_full)
+        } else if seen & CONTAINER_ID != 0 {
+            Some(&self.container_id)
+        } else {
+            None
+        };
+        if let Some(id) = id {
+            put_field(
+                &mut e.fields,
+                &mut self.nfields,
+                b"container_id",
+                id.as_bytes(),
+            );
+        }
+        if seen & TRUNCATED != 0 {
+            put_field(
+                &mut e.fields,
+                &mut self.nfields,
+                b"weir_truncated",
+                self.truncated.as_bytes(),
+            );
+        }
+        e.fields.truncate(self.nfields);
+        if seen & COMPOSE_SERVICE == 0 {
+            // The compose service, else the container name, else the unit
+            // without `.service`, else the identifier, else the unit.
+            let identifier = e
+                .fields
+                .iter()
+                .find(|(k, _)| k == "SYSLOG_IDENTIFIER")
+                .map(|(_, v)| v.as_str());
+            let unit = l.unit.as_deref();
+            let service = l
+                .container_name
+                .as_deref()
+                .or_else(|| unit.and_then(|u| u.strip_suffix(".service")))
+                .or(identifier)
+                .or(unit);
+            match service {
+                Some(s) => set_str(&mut l.service, s),
+                None => l.service = None,
+            }
+        }
+        let next = self.spare.pop().unwrap_or_else(blank);
+        let event = std::mem::replace(&mut self.event, next);
+        self.reset();
+        event
     }
 
     /// Forgets the entry without building an event.
     pub fn clear(&mut self) {
-        let threshold = self.threshold;
-        let fields = std::mem::take(&mut self.fields);
-        *self = Entry::new(threshold);
-        self.fields = fields;
-        self.fields.clear();
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        self.seen = 0;
+        self.nfields = 0;
+        self.bytes = 0;
     }
 }
 
-fn set_once<T>(slot: &mut Option<T>, value: impl FnOnce() -> T) {
-    if slot.is_none() {
-        *slot = Some(value());
+/// An event with nothing in it yet, to be filled.
+fn blank() -> Event {
+    Event::new(0, Origin::Journal, Vec::new())
+}
+
+/// Sets `fields[*n]` (reusing its strings) or appends it, and counts it.
+fn put_field(fields: &mut Vec<(String, String)>, n: &mut usize, name: &[u8], value: &[u8]) {
+    if let Some((k, v)) = fields.get_mut(*n) {
+        set_lossy(k, name);
+        set_lossy(v, value);
+    } else {
+        fields.push((lossy(name), lossy(value)));
+    }
+    *n += 1;
+}
+
+/// Bytes of buffers an event holds.
+fn buffers(e: &Event) -> usize {
+    let l = &e.labels;
+    let labels: usize = [&l.host, &l.app, &l.service, &l.container_name, &l.unit]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::capacity))
+        .sum();
+    let fields: usize = e
+        .fields
+        .iter()
+        .map(|(k, v)| k.capacity() + v.capacity())
+        .sum();
+    e.message.capacity() + labels + fields
+}
+
+/// Sets a label slot to `value` (the first occurrence wins), reusing its string.
+fn label(seen: &mut u16, bit: u16, slot: &mut Option<String>, value: &[u8]) {
+    if *seen & bit != 0 {
+        return;
+    }
+    *seen |= bit;
+    match slot {
+        Some(s) => set_lossy(s, value),
+        None => *slot = Some(lossy(value)),
+    }
+}
+
+/// Sets `slot` to `s`, reusing its string.
+fn set_str(slot: &mut Option<String>, s: &str) {
+    match slot {
+        Some(buf) => {
+            buf.clear();
+            buf.push_str(s);
+        }
+        None => *slot = Some(s.to_owned()),
+    }
+}
+
+/// Replaces `out` with `b`, invalid UTF-8 replaced, in its own buffer.
+fn set_lossy(out: &mut String, b: &[u8]) {
+    out.clear();
+    match std::str::from_utf8(b) {
+        Ok(s) => out.push_str(s),
+        Err(_) => out.push_str(&String::from_utf8_lossy(b)),
     }
 }
 
@@ -297,6 +472,96 @@ mod tests {
         assert_eq!(e.field("COREDUMP"), None);
         assert_eq!(e.field("BLOB"), None);
         assert_eq!(e.field("X"), Some("\u{fffd}"));
+    }
+
+    /// Entries of every shape, mapped by one `Entry` that gets each event
+    /// back (changed, as the scrubber and labelling change them) before the
+    /// next: the same events as a fresh `Entry` per entry builds.
+    #[test]
+    fn recycled_events_map_like_fresh_ones() {
+        let shapes: &[&[&[u8]]] = &[
+            &[
+                b"MESSAGE=started",
+                b"PRIORITY=3",
+                b"_SYSTEMD_UNIT=nginx.service",
+                b"_HOSTNAME=web-1",
+                b"SYSLOG_IDENTIFIER=nginx",
+                b"_PID=42",
+                b"_COMM=nginx",
+                b"_BOOT_ID=b00t",
+                b"CODE_LINE=7",
+                b"CODE_FILE=a.c",
+                b"CODE_FUNC=f",
+                b"MESSAGE_ID=abc",
+            ],
+            &[b"_SYSTEMD_UNIT=session-3.scope"],
+            &[
+                b"MESSAGE=GET /",
+                b"MESSAGE=second message ignored",
+                b"CONTAINER_NAME=shop-db-1",
+                b"CONTAINER_ID=0123456789ab",
+                b"CONTAINER_ID_FULL=0123456789abcdef",
+                b"COM_DOCKER_COMPOSE_PROJECT=shop",
+                b"COM_DOCKER_COMPOSE_SERVICE=db",
+                b"COM_DOCKER_COMPOSE_SERVICE=ignored",
+                b"_SYSTEMD_UNIT=docker.service",
+                b"PRIORITY=6",
+                b"PRIORITY=2",
+                b"PRIORITY=x",
+            ],
+            &[b"MESSAGE=x", b"CONTAINER_NAME=web", b"CONTAINER_ID=ab"],
+            &[b"MESSAGE=a\xffb", b"X=\xfe", b"SYSLOG_IDENTIFIER=kernel"],
+            &[b"MESSAGE=0123456789abcdef-long", b"_HOSTNAME=h2"],
+            &[],
+        ];
+        let mut recycling = Entry::new(16);
+        let mut back = Vec::new();
+        for round in 0..3 {
+            for (i, items) in shapes.iter().enumerate() {
+                let mut fresh = Entry::new(16);
+                for item in *items {
+                    fresh.add(item);
+                    recycling.add(item);
+                }
+                let want = fresh.take_event(i as u64);
+                let mut got = recycling.take_event(i as u64);
+                assert_eq!(got, want, "shape {i}, round {round}");
+                // What happens downstream before it comes back.
+                got.message = b"scrubbed".repeat(round + 1);
+                got.labels.host.get_or_insert_with(|| "agent".into());
+                got.labels.app = Some("x".into());
+                got.fields.push(("extra".into(), "y".into()));
+                back.push(got);
+                if (i + round) % 2 == 0 {
+                    recycling.recycle(&mut back);
+                    assert!(back.is_empty());
+                }
+            }
+        }
+    }
+
+    /// The pool is bounded, and an event that grew big is not kept.
+    #[test]
+    fn recycling_keeps_a_bounded_pool_of_small_events() {
+        let mut entry = Entry::new(0);
+        let mut back: Vec<Event> = (0..SPARE_EVENTS + 10)
+            .map(|_| Event::new(0, Origin::Journal, "m"))
+            .collect();
+        back.push(Event::new(
+            0,
+            Origin::Journal,
+            vec![0; SPARE_EVENT_BYTES + 1],
+        ));
+        entry.recycle(&mut back);
+        assert_eq!(entry.spare.len(), SPARE_EVENTS);
+        let mut big = vec![Event::new(
+            0,
+            Origin::Journal,
+            vec![0; SPARE_EVENT_BYTES + 1],
+        )];
+        let mut empty = Entry::new(0);
+        empty.recycle(&mut big);
+        assert!(empty.spare.is_empty());
     }
 
     #[test]

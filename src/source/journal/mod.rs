@@ -92,7 +92,7 @@ pub async fn start(
         let mut run = first;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
-            let appended = append_batches(&name, &ingest, &mut run.batches, &shutdown).await;
+            let appended = append_batches(&name, &ingest, &mut run, &shutdown).await;
             run.close().await;
             match appended {
                 Ok(()) => return,
@@ -143,6 +143,8 @@ fn from_time(config: &Config, from_us: u64) -> Config {
 /// One reader thread, started from the spool's committed cursor.
 struct Run {
     batches: mpsc::Receiver<reader::Batch>,
+    /// Spooled batches back to the thread, to be refilled.
+    recycle: mpsc::Sender<Vec<crate::event::Event>>,
     thread: std::thread::JoinHandle<()>,
     /// Stops this thread only (a child of the source's shutdown token).
     stop: CancellationToken,
@@ -187,6 +189,8 @@ impl Run {
             .committed_position(name)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         let (tx, batches) = mpsc::channel(CHANNEL_BATCHES);
+        // Room for every batch in flight to come back.
+        let (recycle, recycled) = mpsc::channel(CHANNEL_BATCHES + 2);
         let (ready_tx, ready_rx) = oneshot::channel();
         let stop = shutdown.child_token();
         let thread = reader::spawn(
@@ -194,6 +198,7 @@ impl Run {
             config.clone(),
             committed,
             tx,
+            recycled,
             ready_tx,
             stop.clone(),
             ingest.metrics(),
@@ -202,6 +207,7 @@ impl Run {
         match ready_rx.await {
             Ok(Ok(())) => Ok(Run {
                 batches,
+                recycle,
                 thread,
                 stop,
             }),
@@ -220,20 +226,21 @@ impl Run {
     }
 }
 
-/// Appends each batch with its cursor until shutdown. On a spool error the
-/// batch is not retried from memory: the caller restarts the reader from the
-/// spool's committed cursor, so nothing is skipped and the cursor never moves
-/// past a batch the spool did not take.
+/// Appends each batch with its cursor until shutdown, then hands its events
+/// back to the reader thread to refill. On a spool error the batch is not
+/// retried from memory: the caller restarts the reader from the spool's
+/// committed cursor, so nothing is skipped and the cursor never moves past a
+/// batch the spool did not take.
 async fn append_batches(
     name: &str,
     ingest: &Ingest,
-    rx: &mut mpsc::Receiver<reader::Batch>,
+    run: &mut Run,
     shutdown: &CancellationToken,
 ) -> Result<(), Interrupted> {
     loop {
-        let batch = tokio::select! {
+        let mut batch = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            b = rx.recv() => match b {
+            b = run.batches.recv() => match b {
                 Some(b) => b,
                 None if shutdown.is_cancelled() => return Ok(()),
                 None => return Err(Interrupted::ReaderGone),
@@ -241,9 +248,11 @@ async fn append_batches(
         };
         // Not raced against shutdown: an append in progress completes.
         ingest
-            .append(name, batch.events, Some(batch.cursor.as_bytes()))
+            .append_batch(name, &mut batch.events, Some(batch.cursor.as_bytes()))
             .await
             .map_err(Interrupted::Spool)?;
+        // Full (the thread is behind taking them back): these are freed.
+        let _ = run.recycle.try_send(batch.events);
     }
 }
 

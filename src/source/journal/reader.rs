@@ -24,6 +24,7 @@
 //! with the previous one: entries the sequence jumped over are counted in
 //! `weir_journal_entries_missed_total`.
 
+use std::cell::RefCell;
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -71,12 +72,15 @@ pub struct OpenError {
 
 /// Starts the reader thread. It opens and positions the journal, reports
 /// that (or why it failed) on `ready`, then sends batches until `shutdown`
-/// or until the receiving side is gone.
+/// or until the receiving side is gone. Batches sent back on `recycled`
+/// once spooled are refilled with later entries (their strings reused
+/// rather than allocated anew); sending none back is fine.
 pub fn spawn(
     name: &str,
     config: Config,
     committed: Option<String>,
     batches: mpsc::Sender<Batch>,
+    recycled: mpsc::Receiver<Vec<Event>>,
     ready: oneshot::Sender<Result<(), OpenError>>,
     shutdown: CancellationToken,
     registry: &crate::metrics::Metrics,
@@ -87,6 +91,7 @@ pub fn spawn(
         me: SelfIdentity::current(),
         metrics: Metrics::new(registry, name),
         batches,
+        recycled: RefCell::new(recycled),
         shutdown,
     };
     std::thread::Builder::new()
@@ -100,6 +105,8 @@ struct Reader {
     me: SelfIdentity,
     metrics: Metrics,
     batches: mpsc::Sender<Batch>,
+    /// Spooled batches coming back for reuse (only this thread reads it).
+    recycled: RefCell<mpsc::Receiver<Vec<Event>>>,
     shutdown: CancellationToken,
 }
 
@@ -225,7 +232,7 @@ impl Reader {
             }
             let got = match j.next() {
                 Ok(n) => n > 0,
-                Err(e) => return self.fail(j, &mut batch, last_cursor, e),
+                Err(e) => return self.fail(j, &mut entry, &mut batch, last_cursor, e),
             };
             if got {
                 let started = *batch.started.get_or_insert_with(Instant::now);
@@ -236,10 +243,10 @@ impl Reader {
                         batch.events.push(pick.take(&mut entry));
                     }
                     Ok(None) => {}
-                    Err(e) => return self.fail(j, &mut batch, last_cursor, e),
+                    Err(e) => return self.fail(j, &mut entry, &mut batch, last_cursor, e),
                 }
                 if batch.read >= BATCH_ENTRIES || started.elapsed() >= BATCH_WINDOW {
-                    if let Err(stop) = self.flush(j, &mut batch, last_cursor) {
+                    if let Err(stop) = self.flush(j, &mut entry, &mut batch, last_cursor) {
                         return stop;
                     }
                 }
@@ -250,7 +257,7 @@ impl Reader {
                 Some(started) => match BATCH_WINDOW.checked_sub(started.elapsed()) {
                     Some(left) if !left.is_zero() => left,
                     _ => {
-                        if let Err(stop) = self.flush(j, &mut batch, last_cursor) {
+                        if let Err(stop) = self.flush(j, &mut entry, &mut batch, last_cursor) {
                             return stop;
                         }
                         continue;
@@ -259,7 +266,7 @@ impl Reader {
                 None => WAIT_STEP,
             };
             if let Err(e) = j.wait(Some(wait)) {
-                return self.fail(j, &mut batch, last_cursor, e);
+                return self.fail(j, &mut entry, &mut batch, last_cursor, e);
             }
         }
     }
@@ -310,15 +317,19 @@ impl Reader {
     fn flush(
         &self,
         j: &mut Journal,
+        entry: &mut Entry,
         batch: &mut Pending,
         last_cursor: &mut Option<String>,
     ) -> Result<(), Stop> {
         let cursor = j.cursor().map_err(Stop::Failed)?;
-        // The next batch's vector is allocated once at the size this one
-        // needed rather than grown (and its events copied) ten times on the
-        // way to 1000 in a flood; a trickle keeps small ones.
-        let size = batch.read;
-        let pending = std::mem::replace(batch, Pending::with_capacity(size));
+        let events = self.next_vector(entry, batch.read);
+        let pending = std::mem::replace(
+            batch,
+            Pending {
+                events,
+                ..Pending::default()
+            },
+        );
         if let (true, Some(prev)) = (self.sequential(), last_cursor.as_deref()) {
             let missed = cursor::missed_between(prev, &cursor, pending.read as u64);
             if missed > 0 {
@@ -340,16 +351,34 @@ impl Reader {
         self.batches.blocking_send(out).map_err(|_| Stop::Done)
     }
 
+    /// The vector for the next batch. Batches that came back give their
+    /// events to `entry` to refill and their emptied vector; else one is
+    /// allocated once at the size this batch needed rather than grown (and
+    /// its events copied) ten times on the way to 1000 in a flood; a
+    /// trickle keeps small ones.
+    fn next_vector(&self, entry: &mut Entry, size: usize) -> Vec<Event> {
+        let mut back = None;
+        while let Ok(mut events) = self.recycled.borrow_mut().try_recv() {
+            entry.recycle(&mut events);
+            back = Some(events);
+        }
+        match back {
+            Some(v) if v.capacity() >= size => v,
+            _ => Vec::with_capacity(size),
+        }
+    }
+
     /// After an error: hand over what was read so far (it is valid), then reopen.
     fn fail(
         &self,
         j: &mut Journal,
+        entry: &mut Entry,
         batch: &mut Pending,
         last_cursor: &mut Option<String>,
         e: io::Error,
     ) -> Stop {
         if batch.read > 0 {
-            if let Err(stop) = self.flush(j, batch, last_cursor) {
+            if let Err(stop) = self.flush(j, entry, batch, last_cursor) {
                 return stop;
             }
         }
@@ -377,13 +406,4 @@ struct Pending {
     read: usize,
     bytes: u64,
     started: Option<Instant>,
-}
-
-impl Pending {
-    fn with_capacity(n: usize) -> Pending {
-        Pending {
-            events: Vec::with_capacity(n),
-            ..Pending::default()
-        }
-    }
 }
