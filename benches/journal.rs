@@ -334,9 +334,11 @@ fn weir_reader_only(dir: &Path, total: usize) -> (Duration, f64) {
             "bench-reader",
             source_config(dir),
             None,
-            tx,
-            recycled,
-            ready_tx,
+            journal::reader::Channels {
+                batches: tx,
+                recycled,
+                ready: ready_tx,
+            },
             stop.clone(),
             &weir::metrics::Metrics::new(),
         )

@@ -197,9 +197,11 @@ impl Run {
             name,
             config.clone(),
             committed,
-            tx,
-            recycled,
-            ready_tx,
+            reader::Channels {
+                batches: tx,
+                recycled,
+                ready: ready_tx,
+            },
             stop.clone(),
             ingest.metrics(),
         )

@@ -70,6 +70,16 @@ pub struct OpenError {
     pub source: io::Error,
 }
 
+/// How the reader thread talks to the source's task.
+pub struct Channels {
+    /// Batches read, with the cursor of their last entry.
+    pub batches: mpsc::Sender<Batch>,
+    /// Spooled batches sent back for reuse.
+    pub recycled: mpsc::Receiver<Vec<Event>>,
+    /// Whether the journal could be opened and positioned.
+    pub ready: oneshot::Sender<Result<(), OpenError>>,
+}
+
 /// Starts the reader thread. It opens and positions the journal, reports
 /// that (or why it failed) on `ready`, then sends batches until `shutdown`
 /// or until the receiving side is gone. Batches sent back on `recycled`
@@ -79,12 +89,15 @@ pub fn spawn(
     name: &str,
     config: Config,
     committed: Option<String>,
-    batches: mpsc::Sender<Batch>,
-    recycled: mpsc::Receiver<Vec<Event>>,
-    ready: oneshot::Sender<Result<(), OpenError>>,
+    channels: Channels,
     shutdown: CancellationToken,
     registry: &crate::metrics::Metrics,
 ) -> io::Result<JoinHandle<()>> {
+    let Channels {
+        batches,
+        recycled,
+        ready,
+    } = channels;
     let reader = Reader {
         name: name.to_owned(),
         config,
