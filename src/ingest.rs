@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::event::Event;
 use crate::metrics::{self, Counter};
-use crate::scrub::Scrubber;
+use crate::scrub::{FieldMemo, Scrubber};
 use crate::spool::{Offset, SourcePosition, Spool, SpoolError};
 use crate::tap::Tap;
 
@@ -59,11 +59,26 @@ impl Ingest {
         events: &mut [Event],
         position: Option<&[u8]>,
     ) -> Result<Offset, SpoolError> {
+        self.append_batch_with(source, events, &mut FieldMemo::new(), position)
+            .await
+    }
+
+    /// [`Ingest::append_batch`] for a source whose events repeat fields (a
+    /// Docker connection: container id, tag, stream): `memo`, kept by the
+    /// caller from batch to batch, spares the scrubber scanning them again.
+    /// Use one memo with one `Ingest` only (it is valid for one scrubber).
+    pub async fn append_batch_with(
+        &self,
+        source: &str,
+        events: &mut [Event],
+        memo: &mut FieldMemo,
+        position: Option<&[u8]>,
+    ) -> Result<Offset, SpoolError> {
         for event in events.iter_mut() {
             if event.labels.host.is_none() {
                 event.labels.host = Some(self.hostname.to_string());
             }
-            self.scrubber.scrub(event);
+            self.scrubber.scrub_with(event, Some(memo));
         }
         let n = events.len() as u64;
         let offset = self
