@@ -3,7 +3,7 @@
 //! Scrubbing happens here, before the spool write, so personal data never
 //! touches disk whatever the source.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::event::Event;
 use crate::metrics::{self, Counter};
@@ -18,6 +18,10 @@ pub struct Ingest {
     scrubber: Arc<Scrubber>,
     hostname: Arc<str>,
     tap: Option<Tap>,
+    /// `weir_source_events_spooled_total` of each source, taken once: a
+    /// registry lookup per append was a cost per event for Docker's one
+    /// event per read.
+    spooled: Arc<Mutex<Vec<(String, Counter)>>>,
 }
 
 impl Ingest {
@@ -28,6 +32,7 @@ impl Ingest {
             scrubber,
             hostname: hostname.into(),
             tap: None,
+            spooled: Arc::default(),
         }
     }
 
@@ -88,11 +93,21 @@ impl Ingest {
                 position.map(|position| SourcePosition { source, position }),
             )
             .await?;
-        spooled_counter(source).add(n);
+        self.spooled_counter(source).add(n);
         if let Some(tap) = &self.tap {
             tap.publish(source, events);
         }
         Ok(offset)
+    }
+
+    fn spooled_counter(&self, source: &str) -> Counter {
+        let mut cache = self.spooled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = cache.iter().find(|(s, _)| s == source) {
+            return c.clone();
+        }
+        let c = spooled_counter(source);
+        cache.push((source.to_owned(), c.clone()));
+        c
     }
 
     /// Returns once everything up to `offset` is fsynced.
