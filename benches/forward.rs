@@ -438,9 +438,15 @@ fn docker_record(f: &mut Vec<u8>, c: usize) {
     }
 }
 
+/// Now: a sink drops events older than `spool.max_age`, so a fixed time
+/// would one day leave the file sink nothing to write.
 fn event_time(f: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
     f.extend_from_slice(&[0xd7, 0x00]);
-    f.extend_from_slice(&1_795_000_000u32.to_be_bytes());
+    f.extend_from_slice(&now.to_be_bytes());
     f.extend_from_slice(&123_456_789u32.to_be_bytes());
 }
 
