@@ -517,8 +517,11 @@ mod stages {
     /// events refilled in a reused batch, one scrub memo per connection,
     /// a spool record (events + CRC32C) per batch.
     pub fn measure(frame_bytes: &[u8], scrub: &str) -> Stages {
-        let config = weir::config::parse(&format!("[scrub]\n{scrub}\n"), "bench").unwrap();
-        let scrubber = Arc::new(Scrubber::with_key(&config.scrub, [7; 32]).unwrap());
+        let raw: weir::scrub::RawConfig = toml::from_str(scrub).unwrap();
+        let mut problems = weir::problems::Problems::default();
+        let config = raw.validate("scrub", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let scrubber = Arc::new(Scrubber::with_key(&config, [7; 32]).unwrap());
         let limits = DecodeLimits {
             frame: frame::Limits {
                 max_bytes: 16 << 20,
