@@ -501,21 +501,37 @@ mod stages {
         }
     }
 
-    /// This thread's CPU time in ns (the scheduler's own count).
+    /// This thread's CPU time in ns (the scheduler's own count, which it
+    /// brings up to date at its ticks: only long intervals are exact).
     fn thread_ns() -> u64 {
         let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
         s.split_whitespace().next().unwrap().parse().unwrap()
     }
 
-    /// Events per measured round: a batch as the receiver appends it.
+    /// Events per round: a batch as the receiver appends it.
     const ROUND: usize = 4096;
-    /// Events measured per scenario.
+    /// Each stage runs at least this long (and this many events), so that
+    /// the scheduler's tick (4 ms) is a small part of what is measured.
+    const AT_LEAST: std::time::Duration = std::time::Duration::from_millis(300);
     const EVENTS: usize = 200_000;
+
+    /// Runs `round` (which returns the events it handled) until it has run
+    /// long enough; returns this thread's CPU ns per event.
+    fn timed(mut round: impl FnMut() -> usize) -> f64 {
+        let (cpu, wall) = (thread_ns(), std::time::Instant::now());
+        let mut events = 0;
+        while events < EVENTS || wall.elapsed() < AT_LEAST {
+            events += round();
+        }
+        (thread_ns() - cpu) as f64 / events as f64
+    }
 
     /// Runs each stage over `frame` (repeated) with the scrubber `scrub`
     /// configures, as the receiver does: one record scratch per buffer,
-    /// events refilled in a reused batch, one scrub memo per connection,
-    /// a spool record (events + CRC32C) per batch.
+    /// events refilled in a reused batch, one scrub memo per connection
+    /// (the bench's lines have nothing to rewrite, so scrubbing the same
+    /// batch again costs what scrubbing new ones would), a spool record
+    /// (events + CRC32C) per batch.
     pub fn measure(frame_bytes: &[u8], scrub: &str) -> Stages {
         let raw: weir::scrub::RawConfig = toml::from_str(scrub).unwrap();
         let mut problems = weir::problems::Problems::default();
@@ -531,54 +547,62 @@ mod stages {
         };
         let per_frame = count(frame_bytes, &limits);
         let frames = ROUND.div_ceil(per_frame);
-        let rounds = EVENTS / (frames * per_frame) + 1;
-        let events = (rounds * frames * per_frame) as f64;
-        let (mut framing, mut decode, mut build, mut scrub, mut encode) = (0, 0, 0, 0, 0);
-        let spares = Spares::default();
-        let mut memo = FieldMemo::new();
-        let mut out = Vec::new();
-        for _ in 0..rounds {
-            let t = thread_ns();
+        let framing = timed(|| {
             for _ in 0..frames {
                 std::hint::black_box(frame::scan(frame_bytes, limits.frame).unwrap());
             }
-            framing += thread_ns() - t;
-            let t = thread_ns();
+            frames * per_frame
+        });
+        let decode = timed(|| {
             for _ in 0..frames {
                 decode_frame(frame_bytes, &limits, &mut |_, r| {
                     std::hint::black_box(r.entries.len());
                 });
             }
-            decode += thread_ns() - t;
-            let mut batch = Batch::new(&spares);
-            let t = thread_ns();
+            frames * per_frame
+        });
+        let spares = Spares::default();
+        let fill = |batch: &mut Batch<'_>| {
             for _ in 0..frames {
                 decode_frame(frame_bytes, &limits, &mut |tag, r| {
                     docker::fill_event(batch.slot(), tag, r);
                     batch.count_last();
                 });
             }
-            build += thread_ns() - t;
-            let t = thread_ns();
+        };
+        let build = timed(|| {
+            let mut batch = Batch::new(&spares);
+            fill(&mut batch);
+            let n = batch.len();
+            batch.clear();
+            n
+        });
+        let mut batch = Batch::new(&spares);
+        fill(&mut batch);
+        for e in batch.events_mut() {
+            e.labels.host = Some("bench-host".into());
+        }
+        let mut memo = FieldMemo::new();
+        let scrub = timed(|| {
             for e in batch.events_mut() {
-                e.labels.host.get_or_insert_with(|| "bench-host".into());
                 scrubber.scrub_with(e, Some(&mut memo));
             }
-            scrub += thread_ns() - t;
-            let t = thread_ns();
+            batch.len()
+        });
+        let mut out = Vec::new();
+        let encode = timed(|| {
             out.clear();
             for e in batch.events_mut().iter() {
                 codec::encode(e, &mut out);
             }
             std::hint::black_box(crc32c::crc32c(&out));
-            encode += thread_ns() - t;
-            batch.clear();
-        }
-        let per_m = |ns: u64| ns as f64 / 1e3 / events;
+            batch.len()
+        });
+        let per_m = |ns: f64| ns / 1e3;
         Stages {
             framing: per_m(framing),
             decode: per_m(decode),
-            build: per_m(build.saturating_sub(decode)),
+            build: per_m((build - decode).max(0.0)),
             scrub: per_m(scrub),
             encode: per_m(encode),
         }
