@@ -17,11 +17,14 @@
 //! [`super::Scrubber`] that filled it: keep one per connection (or per
 //! batch), never share it between scrubbers.
 
-/// Most field names remembered; the rest are scanned every time.
-const MAX_NAMES: usize = 16;
-/// Longest value remembered, in bytes (Docker's container id is 64, a tag
-/// at most 1 KiB): a long value is as cheap to scan as to compare and copy.
-const MAX_VALUE_BYTES: usize = 1024;
+/// Most field names remembered; the rest are scanned every time. Docker
+/// sends 3 constant fields (plus the labels and env the `labels`/`env`
+/// log-opts name).
+const MAX_NAMES: usize = 8;
+/// Longest value remembered, in bytes (Docker's container id is 64, its
+/// default tag 12): with [`MAX_NAMES`], at most ~2 KiB per connection,
+/// 2 MiB for the default 1024 connections, whatever clients send.
+const MAX_VALUE_BYTES: usize = 256;
 
 /// Per field name, the last value found to scrub to itself. See the module doc.
 #[derive(Debug, Default)]
