@@ -1,21 +1,28 @@
 //! Forward source throughput: events/s and MB/s accepted into the spool over
 //! the unix socket, CPU seconds per million events and peak RSS of the
-//! receiving process.
+//! receiving process, and where that CPU goes, stage by stage.
 //!
 //! ```text
 //! cargo bench --bench forward            # every scenario
 //! cargo bench --bench forward -- Packed  # those whose name contains "Packed"
+//! WEIR_BENCH_WRAP="valgrind --tool=callgrind" cargo bench --bench forward -- "docker-shaped, 50"
 //! ```
 //!
 //! The receiver runs in a child process (this binary re-executed with
-//! `WEIR_BENCH_SERVER=DIR`): the forward source, `Ingest` and the spool with
-//! its default config and no sinks, so nothing but receiving, decoding,
-//! mapping and spooling is measured, and `/proc/PID` gives its own CPU time
-//! and peak RSS. A fresh child serves each scenario. The load generator
-//! (threads with blocking sockets, in this process) shares the machine's
-//! cores with it. A scenario ends when the last frame of every connection,
-//! which asks for an ack, is acknowledged: the ack comes only after
-//! everything before it on that connection was appended and made durable.
+//! `WEIR_BENCH_SERVER=DIR`, under `WEIR_BENCH_WRAP` if set, to profile it),
+//! so `/proc/PID` gives its own CPU time and peak RSS. A fresh child serves
+//! each scenario, in one of two configurations:
+//! - *receiver only*: the forward source, `Ingest` with scrubbing off and
+//!   the spool (defaults, durable) with no sinks: nothing but receiving,
+//!   decoding, mapping and spooling is measured;
+//! - *as users run it*: the whole agent (`weir::pipeline::run`) with the
+//!   default scrubber (on) and a file sink; the scenario ends once the sink
+//!   has written every event, so its CPU is counted too.
+//!
+//! The load generator (threads with blocking sockets, in this process)
+//! shares the machine's cores with it. Every connection's last frame asks
+//! for an ack, which comes only after everything before it on that
+//! connection was appended and made durable.
 //!
 //! Scenarios:
 //! - Docker-shaped: Message mode, one event per write, EventTime, a 139-byte
@@ -23,9 +30,18 @@
 //!   `log`), from 1 and from 50 connections, one container per connection.
 //! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
 //!
+//! After them, the CPU per event of each stage the receiver runs in process
+//! (framing, msgpack decoding, event building, scrubbing, spool record
+//! encoding), measured apart on this thread over the same frames through the
+//! same functions, beside the receiver's measured total: the rest is the
+//! socket reads, the runtime, the spool's copy, write and fsync, the acks
+//! (and the file sink's JSON and writes, as users run it).
+//!
 //! Targets (issue 4, 2 cores, scrubbing off, spool defaults): >= 300k
 //! events/s from 50 Docker-shaped connections, >= 1.5M events/s
 //! PackedForward, <= 3 CPU s per million Docker-shaped events, RSS <= 64 MiB.
+//! Issue 24, scrub on and durable: Docker-shaped <= 1.5 CPU s per million,
+//! PackedForward >= 2M events/s at <= 0.35 CPU s per million.
 
 mod common;
 use common::machine;
@@ -38,7 +54,30 @@ use std::time::{Duration, Instant};
 
 /// Turns scrubbing off in the receiver's config, as the targets ask (an
 /// empty `[scrub]` section would mean the private defaults: scrubbing on).
-const SCRUB_OFF: &str = "ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\n";
+/// Every detector: until this bench said `secrets = "keep"`, its
+/// "scrubbing off" still masked secrets, at about a third of the receiver's
+/// CPU.
+const SCRUB_OFF: &str = "ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\nsecrets = \"keep\"\n";
+/// The scrubber's defaults: what users run.
+const SCRUB_ON: &str = "";
+
+/// Which receiver serves a scenario.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    /// Source -> Ingest (scrubbing off) -> spool, no sinks.
+    ReceiverOnly,
+    /// The whole agent: scrubbing on (defaults), a file sink.
+    AsUsersRunIt,
+}
+
+impl Setup {
+    fn scrub(self) -> &'static str {
+        match self {
+            Setup::ReceiverOnly => SCRUB_OFF,
+            Setup::AsUsersRunIt => SCRUB_ON,
+        }
+    }
+}
 
 fn main() {
     if let Ok(dir) = std::env::var("WEIR_BENCH_SERVER") {
@@ -48,31 +87,101 @@ fn main() {
     println!("forward source benchmark");
     // Absolute figures mean little on a busy machine: say how busy it was.
     println!("machine: {}", machine());
-    println!("receiver: forward source (unix socket) -> Ingest (scrubbing off) -> durable spool (defaults, temp dir), acks after fsync");
+    println!("receiver only: forward source (unix socket) -> Ingest (scrubbing off) -> durable spool (defaults, temp dir), acks after fsync");
+    println!("as users run it (\"users:\"): the whole agent, scrubbing on (defaults), durable spool, file sink; ends once the sink wrote every event");
     println!();
     println!(
-        "{:<34} {:>10} {:>12} {:>8} {:>12} {:>10}",
+        "{:<40} {:>10} {:>12} {:>8} {:>12} {:>10}",
         "scenario", "events", "events/s", "MB/s", "CPU s/M ev", "peak RSS"
     );
     // `cargo bench` passes `--bench`; any other argument picks scenarios.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
-    let run = |name: &str, frames: &[Vec<u8>], frames_per_conn, events_per_frame| {
+    let mut totals = Vec::new();
+    let mut run = |name: &str, setup, frames: &[Vec<u8>], frames_per_conn, events_per_frame| {
         if filter.as_deref().is_none_or(|f| name.contains(f)) {
-            run(name, frames, frames_per_conn, events_per_frame);
+            let cpu = run(name, setup, frames, frames_per_conn, events_per_frame);
+            totals.push((name.to_owned(), setup, frames[0].clone(), cpu));
         }
     };
+    use Setup::*;
     // One container per connection, as Docker connects.
     let docker = |n: usize| (0..n).map(docker_frame).collect::<Vec<_>>();
-    run("docker-shaped, 1 connection", &docker(1), 300_000, 1);
-    run("docker-shaped, 50 connections", &docker(50), 12_000, 1);
+    run(
+        "docker-shaped, 1 connection",
+        ReceiverOnly,
+        &docker(1),
+        300_000,
+        1,
+    );
+    run(
+        "docker-shaped, 50 connections",
+        ReceiverOnly,
+        &docker(50),
+        12_000,
+        1,
+    );
     let packed = |n: usize| (0..n).map(|c| packed_frame(c, 1000)).collect::<Vec<_>>();
-    run("PackedForward x1000, 1 connection", &packed(1), 1_000, 1000);
-    run("PackedForward x1000, 4 connections", &packed(4), 300, 1000);
+    run(
+        "PackedForward x1000, 1 connection",
+        ReceiverOnly,
+        &packed(1),
+        1_000,
+        1000,
+    );
+    run(
+        "PackedForward x1000, 4 connections",
+        ReceiverOnly,
+        &packed(4),
+        300,
+        1000,
+    );
+    run(
+        "users: docker-shaped, 50 connections",
+        AsUsersRunIt,
+        &docker(50),
+        12_000,
+        1,
+    );
+    run(
+        "users: PackedForward x1000, 4 conns",
+        AsUsersRunIt,
+        &packed(4),
+        300,
+        1000,
+    );
+    println!();
+    println!("CPU per event by stage, in CPU s per million events (= us per event): each stage");
+    println!(
+        "measured apart on this thread, over the scenario's frames, through the receiver's own"
+    );
+    println!(
+        "functions; \"rest\" = the receiver's measured total - the stages: socket reads, runtime,"
+    );
+    println!("spool copy/write/fsync, acks (and, for users:, the file sink).");
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "scenario", "framing", "decode", "build", "scrub", "encode", "total", "rest"
+    );
+    for (name, setup, frame, total) in totals {
+        let st = stages::measure(&frame, setup.scrub());
+        println!(
+            "{:<40} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            name,
+            st.framing,
+            st.decode,
+            st.build,
+            st.scrub,
+            st.encode,
+            total,
+            total - st.sum()
+        );
+    }
     println!();
     println!("machine at end: {}", machine());
 }
 
-/// Receiver: the forward source in front of a spool with no sinks.
+/// Receiver: the forward source in front of a spool with no sinks, or (with
+/// `users` in DIR) the whole agent.
 fn server(dir: &Path) {
     let text = std::fs::read_to_string(dir.join("weir.toml")).unwrap();
     let config = weir::config::parse(&text, "bench").unwrap();
@@ -80,6 +189,9 @@ fn server(dir: &Path) {
         .enable_all()
         .build()
         .unwrap();
+    if dir.join("users").exists() {
+        return rt.block_on(agent(config, dir));
+    }
     rt.block_on(async {
         let spool =
             weir::spool::Spool::open(&config.state_dir.join("spool"), &config.spool, &[]).unwrap();
@@ -104,39 +216,99 @@ fn server(dir: &Path) {
     });
 }
 
+/// The whole agent. Reads `wait N` lines from stdin and answers `delivered`
+/// once its file sink wrote N events; stops when stdin closes.
+async fn agent(config: weir::Config, dir: &Path) {
+    let socket = dir.join("forward.sock");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let metrics = weir::metrics::Metrics::new();
+    let run = {
+        let (stop, metrics) = (stop.clone(), metrics.clone());
+        tokio::spawn(
+            async move { weir::pipeline::run_counting_in(config, stop, None, &metrics).await },
+        )
+    };
+    while !socket.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("ready");
+    tokio::task::spawn_blocking(move || {
+        for line in std::io::stdin().lines() {
+            let Some(n) = line
+                .ok()
+                .and_then(|l| l.strip_prefix("wait ")?.parse::<f64>().ok())
+            else {
+                break;
+            };
+            let sent = || {
+                metrics
+                    .value("weir_sink_events_sent_total", &[("sink", "local")])
+                    .unwrap_or(0.0)
+            };
+            while sent() < n {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            println!("delivered");
+        }
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    let _ = run.await;
+}
+
 struct Server {
     child: Child,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The child's stdout, after its `ready`.
+    out: BufReader<std::process::ChildStdout>,
+    dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start() -> Server {
+    fn start(setup: Setup) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("forward.sock");
         let config = format!(
-            "state_dir = \"{d}/state\"\nhostname = \"bench-host\"\n[sources.bench]\ntype = \"forward\"\nlisten = \"unix://{s}\"\n[scrub]\n{SCRUB_OFF}\n[sinks.unused]\ntype = \"file\"\npath = \"{d}/unused.ndjson\"\n",
+            "state_dir = \"{d}/state\"\nhostname = \"bench-host\"\n[sources.bench]\ntype = \"forward\"\nlisten = \"unix://{s}\"\n[scrub]\n{scrub}\n[sinks.local]\ntype = \"file\"\npath = \"{d}/events.ndjson\"\n",
             d = dir.path().display(),
-            s = socket.display()
+            s = socket.display(),
+            scrub = setup.scrub(),
         );
         std::fs::write(dir.path().join("weir.toml"), config).unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        if setup == Setup::AsUsersRunIt {
+            std::fs::write(dir.path().join("users"), "").unwrap();
+        }
+        let exe = std::env::current_exe().unwrap();
+        let wrap = std::env::var("WEIR_BENCH_WRAP").unwrap_or_default();
+        let mut argv: Vec<&std::ffi::OsStr> = wrap.split_whitespace().map(|w| w.as_ref()).collect();
+        argv.push(exe.as_os_str());
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
             .env("WEIR_BENCH_SERVER", dir.path())
             .env("WEIR_LOG", "error")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready", "receiver did not start");
         Server {
             child,
             socket,
-            _dir: dir,
+            out,
+            dir,
         }
+    }
+
+    /// Waits until the agent's file sink wrote `events` events.
+    fn wait_delivered(&mut self, events: usize) {
+        writeln!(self.child.stdin.as_ref().unwrap(), "wait {events}").unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "delivered", "file sink did not finish");
     }
 
     /// (user + system CPU seconds, peak RSS bytes) of the receiver so far.
@@ -181,8 +353,15 @@ fn clock_ticks() -> f64 {
 /// One scenario: a connection per frame of `frames`, each writing
 /// `frames_per_conn` copies of its frame (one write each) then one acked
 /// frame; `events_per_frame` events in each.
-fn run(name: &str, frames: &[Vec<u8>], frames_per_conn: usize, events_per_frame: usize) {
-    let server = Server::start();
+/// Returns the receiver's CPU seconds per million events.
+fn run(
+    name: &str,
+    setup: Setup,
+    frames: &[Vec<u8>],
+    frames_per_conn: usize,
+    events_per_frame: usize,
+) -> f64 {
+    let mut server = Server::start(setup);
     let (cpu0, _) = server.usage();
     let conns = frames.len();
     let start = Instant::now();
@@ -207,22 +386,30 @@ fn run(name: &str, frames: &[Vec<u8>], frames_per_conn: usize, events_per_frame:
     for t in threads {
         t.join().unwrap();
     }
+    let events = conns * (frames_per_conn + 1) * events_per_frame;
+    if setup == Setup::AsUsersRunIt {
+        server.wait_delivered(events);
+    }
     let elapsed = start.elapsed().as_secs_f64();
     let (cpu1, rss) = server.usage();
-    let events = conns * (frames_per_conn + 1) * events_per_frame;
     let bytes: usize = frames
         .iter()
         .map(|f| frames_per_conn * f.len() + with_chunk(f, "last").len())
         .sum();
+    let cpu_per_m = (cpu1 - cpu0) / (events as f64 / 1e6);
     println!(
-        "{:<34} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB",
+        "{:<40} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB",
         name,
         events,
         events as f64 / elapsed,
         bytes as f64 / elapsed / 1e6,
-        (cpu1 - cpu0) / (events as f64 / 1e6),
+        cpu_per_m,
         rss as f64 / (1 << 20) as f64
     );
+    // The file sink's output is as large as the input: do not keep it
+    // while the next scenario runs.
+    let _ = std::fs::remove_file(server.dir.path().join("events.ndjson"));
+    cpu_per_m
 }
 
 /// A ~150-byte log line.
@@ -258,9 +445,15 @@ fn docker_record(f: &mut Vec<u8>, c: usize) {
     }
 }
 
+/// Now: a sink drops events older than `spool.max_age`, so a fixed time
+/// would one day leave the file sink nothing to write.
 fn event_time(f: &mut Vec<u8>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
     f.extend_from_slice(&[0xd7, 0x00]);
-    f.extend_from_slice(&1_795_000_000u32.to_be_bytes());
+    f.extend_from_slice(&now.to_be_bytes());
     f.extend_from_slice(&123_456_789u32.to_be_bytes());
 }
 
@@ -288,4 +481,158 @@ fn with_chunk(frame: &[u8], chunk: &str) -> Vec<u8> {
     rmp::encode::write_str(&mut f, "chunk").unwrap();
     rmp::encode::write_str(&mut f, chunk).unwrap();
     f
+}
+
+/// The receiver's in-process stages, measured apart.
+mod stages {
+    use std::sync::Arc;
+
+    use weir::event::codec;
+    use weir::scrub::{FieldMemo, Scrubber};
+    use weir::source::forward::batch::{Batch, Spares};
+    use weir::source::forward::decode::{DecodeLimits, FrameDecoder, Record};
+    use weir::source::forward::{docker, frame, MAX_DEPTH};
+
+    /// CPU s per million events (us per event) of each stage.
+    pub struct Stages {
+        pub framing: f64,
+        pub decode: f64,
+        pub build: f64,
+        pub scrub: f64,
+        pub encode: f64,
+    }
+
+    impl Stages {
+        pub fn sum(&self) -> f64 {
+            self.framing + self.decode + self.build + self.scrub + self.encode
+        }
+    }
+
+    /// This thread's CPU time in ns (the scheduler's own count, which it
+    /// brings up to date at its ticks: only long intervals are exact).
+    fn thread_ns() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        s.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Events per round: a batch as the receiver appends it.
+    const ROUND: usize = 4096;
+    /// Each stage runs at least this long (and this many events), so that
+    /// the scheduler's tick (4 ms) is a small part of what is measured.
+    const AT_LEAST: std::time::Duration = std::time::Duration::from_millis(300);
+    const EVENTS: usize = 200_000;
+
+    /// Runs `round` (which returns the events it handled) until it has run
+    /// long enough; returns this thread's CPU ns per event.
+    fn timed(mut round: impl FnMut() -> usize) -> f64 {
+        let (cpu, wall) = (thread_ns(), std::time::Instant::now());
+        let mut events = 0;
+        while events < EVENTS || wall.elapsed() < AT_LEAST {
+            events += round();
+        }
+        (thread_ns() - cpu) as f64 / events as f64
+    }
+
+    /// Runs each stage over `frame` (repeated) with the scrubber `scrub`
+    /// configures, as the receiver does: one record scratch per buffer,
+    /// events refilled in a reused batch, one scrub memo per connection
+    /// (the bench's lines have nothing to rewrite, so scrubbing the same
+    /// batch again costs what scrubbing new ones would), a spool record
+    /// (events + CRC32C) per batch.
+    pub fn measure(frame_bytes: &[u8], scrub: &str) -> Stages {
+        let raw: weir::scrub::RawConfig = toml::from_str(scrub).unwrap();
+        let mut problems = weir::problems::Problems::default();
+        let config = raw.validate("scrub", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let scrubber = Arc::new(Scrubber::with_key(&config, [7; 32]).unwrap());
+        let limits = DecodeLimits {
+            frame: frame::Limits {
+                max_bytes: 16 << 20,
+                max_depth: MAX_DEPTH,
+            },
+            max_decompressed_bytes: 64 << 20,
+        };
+        let per_frame = count(frame_bytes, &limits);
+        let frames = ROUND.div_ceil(per_frame);
+        let framing = timed(|| {
+            for _ in 0..frames {
+                std::hint::black_box(frame::scan(frame_bytes, limits.frame).unwrap());
+            }
+            frames * per_frame
+        });
+        let decode = timed(|| {
+            for _ in 0..frames {
+                decode_frame(frame_bytes, &limits, &mut |_, r| {
+                    std::hint::black_box(r.entries.len());
+                });
+            }
+            frames * per_frame
+        });
+        let spares = Spares::default();
+        let fill = |batch: &mut Batch<'_>| {
+            for _ in 0..frames {
+                decode_frame(frame_bytes, &limits, &mut |tag, r| {
+                    docker::fill_event(batch.slot(), tag, r);
+                    batch.count_last();
+                });
+            }
+        };
+        let build = timed(|| {
+            let mut batch = Batch::new(&spares);
+            fill(&mut batch);
+            let n = batch.len();
+            batch.clear();
+            n
+        });
+        let mut batch = Batch::new(&spares);
+        fill(&mut batch);
+        for e in batch.events_mut() {
+            e.labels.host = Some("bench-host".into());
+        }
+        let mut memo = FieldMemo::new();
+        let scrub = timed(|| {
+            for e in batch.events_mut() {
+                scrubber.scrub_with(e, Some(&mut memo));
+            }
+            batch.len()
+        });
+        let mut out = Vec::new();
+        let encode = timed(|| {
+            out.clear();
+            for e in batch.events_mut().iter() {
+                codec::encode(e, &mut out);
+            }
+            std::hint::black_box(crc32c::crc32c(&out));
+            batch.len()
+        });
+        let per_m = |ns: f64| ns / 1e3;
+        Stages {
+            framing: per_m(framing),
+            decode: per_m(decode),
+            build: per_m((build - decode).max(0.0)),
+            scrub: per_m(scrub),
+            encode: per_m(encode),
+        }
+    }
+
+    fn decode_frame(
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        on_event: &mut dyn FnMut(&str, &Record<'_>),
+    ) {
+        let mut record = Record::default();
+        let mut f = FrameDecoder::start(bytes, limits).unwrap();
+        while !f.is_done() {
+            f.decode_some(bytes, limits, &mut record, 64, on_event, &mut |e| {
+                panic!("bench frame skipped an event: {e}")
+            })
+            .unwrap();
+        }
+    }
+
+    fn count(bytes: &[u8], limits: &DecodeLimits) -> usize {
+        let mut n = 0;
+        decode_frame(bytes, limits, &mut |_, _| n += 1);
+        n
+    }
 }

@@ -201,85 +201,55 @@ pub mod codec {
 
     /// Appends `event`'s encoding to `out`.
     ///
-    /// Sizes the encoding first and writes into a slice of exactly that
-    /// length: one growth check per event instead of one per byte pushed
-    /// (the spool encodes millions of events a second).
+    /// Reserves an upper bound once, then appends piece by piece: no
+    /// sizing pass and no zero-filling before the bytes are written (the
+    /// spool encodes millions of events a second; measured by the forward
+    /// instructions per Docker-shaped event, measured with callgrind).
     pub fn encode(event: &Event, out: &mut Vec<u8>) {
         let l = &event.labels;
         let opt = [&l.host, &l.app, &l.service, &l.container_name, &l.unit];
-        let mut len = 8 + 1 + 1 + 1 + bytes_len(&event.message);
-        len += varint_len(event.fields.len() as u64);
+        // Every length prefix takes at most 10 bytes.
+        let mut upper = 8 + 1 + 1 + 1 + 10 + event.message.len() + 10;
         let mut present = 0u8;
         for (i, v) in opt.iter().enumerate() {
             if let Some(v) = v {
                 present |= 1 << i;
-                len += bytes_len(v.as_bytes());
+                upper += 10 + v.len();
             }
         }
         for (k, v) in &event.fields {
-            len += bytes_len(k.as_bytes()) + bytes_len(v.as_bytes());
+            upper += 20 + k.len() + v.len();
         }
-        let start = out.len();
-        out.resize(start + len, 0);
-        let mut w = Writer {
-            buf: &mut out[start..],
-            pos: 0,
-        };
-        w.put(&event.timestamp_ns.to_le_bytes());
-        w.put(&[
-            match event.origin {
-                Origin::Docker => 0,
-                Origin::Journal => 1,
-            },
-            present,
-        ]);
+        out.reserve(upper);
+        out.extend_from_slice(&event.timestamp_ns.to_le_bytes());
+        out.push(match event.origin {
+            Origin::Docker => 0,
+            Origin::Journal => 1,
+        });
+        out.push(present);
         for v in opt.iter().copied().flatten() {
-            w.put_bytes(v.as_bytes());
+            put_bytes(out, v.as_bytes());
         }
-        w.put(&[l.level.map_or(0xff, Level::as_syslog)]);
-        w.put_bytes(&event.message);
-        w.put_varint(event.fields.len() as u64);
+        out.push(l.level.map_or(0xff, Level::as_syslog));
+        put_bytes(out, &event.message);
+        put_varint(out, event.fields.len() as u64);
         for (k, v) in &event.fields {
-            w.put_bytes(k.as_bytes());
-            w.put_bytes(v.as_bytes());
+            put_bytes(out, k.as_bytes());
+            put_bytes(out, v.as_bytes());
         }
-        debug_assert_eq!(w.pos, len, "encoded length as sized");
     }
 
-    fn varint_len(v: u64) -> usize {
-        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
     }
 
-    fn bytes_len(b: &[u8]) -> usize {
-        varint_len(b.len() as u64) + b.len()
-    }
-
-    /// Writes into a slice sized beforehand.
-    struct Writer<'a> {
-        buf: &'a mut [u8],
-        pos: usize,
-    }
-
-    impl Writer<'_> {
-        fn put(&mut self, b: &[u8]) {
-            self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
-            self.pos += b.len();
-        }
-
-        fn put_varint(&mut self, mut v: u64) {
-            while v >= 0x80 {
-                self.buf[self.pos] = (v as u8) | 0x80;
-                self.pos += 1;
-                v >>= 7;
-            }
-            self.buf[self.pos] = v as u8;
-            self.pos += 1;
-        }
-
-        fn put_bytes(&mut self, b: &[u8]) {
-            self.put_varint(b.len() as u64);
-            self.put(b);
-        }
+    fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+        put_varint(out, b.len() as u64);
+        out.extend_from_slice(b);
     }
 
     /// Decodes one event from the start of `buf`; returns it and the bytes used.
@@ -435,6 +405,27 @@ mod tests {
             assert_eq!(d, e, "message of {n} bytes");
             assert_eq!(used, buf.len() - 6, "message of {n} bytes");
         }
+    }
+
+    /// The bytes are the spool format's, written out by hand from its
+    /// grammar: records written before the encoder was rewritten (and
+    /// after) are the same bytes, read by the same decoder.
+    #[test]
+    fn codec_bytes_are_the_documented_format() {
+        let mut buf = Vec::new();
+        codec::encode(&sample(), &mut buf);
+        let mut expected = 1_700_000_000_123_456_789i64.to_le_bytes().to_vec();
+        expected.extend_from_slice(&[0, 0b101]); // docker; host and service
+        expected.extend_from_slice(b"\x02h1\x02db");
+        expected.push(3); // error
+        expected.extend_from_slice(b"\x0dhello \xff world");
+        expected.extend_from_slice(b"\x01\x0ccontainer_id\x06abc123");
+        assert_eq!(buf, expected);
+        // A 200-byte message: a two-byte length.
+        let mut buf = Vec::new();
+        codec::encode(&Event::new(0, Origin::Journal, vec![b'x'; 200]), &mut buf);
+        assert_eq!(buf[8..14], [1, 0, 0xff, 0xc8, 0x01, b'x']);
+        assert_eq!(buf[buf.len() - 1], 0);
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! Scrubbing happens here, before the spool write, so personal data never
 //! touches disk whatever the source.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::event::Event;
-use crate::metrics::labels;
-use crate::scrub::Scrubber;
+use crate::metrics::{labels, Counter};
+use crate::scrub::{FieldMemo, Scrubber};
 use crate::spool::{Offset, SourcePosition, Spool, SpoolError};
 use crate::tap::Tap;
 
@@ -18,6 +18,10 @@ pub struct Ingest {
     scrubber: Arc<Scrubber>,
     hostname: Arc<str>,
     tap: Option<Tap>,
+    /// `weir_source_events_spooled_total` of each source, taken once: a
+    /// registry lookup per append was a cost per event for Docker's one
+    /// event per read.
+    spooled: Arc<Mutex<Vec<(String, Counter)>>>,
 }
 
 impl Ingest {
@@ -28,6 +32,7 @@ impl Ingest {
             scrubber,
             hostname: hostname.into(),
             tap: None,
+            spooled: Arc::default(),
         }
     }
 
@@ -59,11 +64,26 @@ impl Ingest {
         events: &mut [Event],
         position: Option<&[u8]>,
     ) -> Result<Offset, SpoolError> {
+        self.append_batch_with(source, events, &mut FieldMemo::new(), position)
+            .await
+    }
+
+    /// [`Ingest::append_batch`] for a source whose events repeat fields (a
+    /// Docker connection: container id, tag, stream): `memo`, kept by the
+    /// caller from batch to batch, spares the scrubber scanning them again.
+    /// Use one memo with one `Ingest` only (it is valid for one scrubber).
+    pub async fn append_batch_with(
+        &self,
+        source: &str,
+        events: &mut [Event],
+        memo: &mut FieldMemo,
+        position: Option<&[u8]>,
+    ) -> Result<Offset, SpoolError> {
         for event in events.iter_mut() {
             if event.labels.host.is_none() {
                 event.labels.host = Some(self.hostname.to_string());
             }
-            self.scrubber.scrub(event);
+            self.scrubber.scrub_with(event, Some(memo));
         }
         let n = events.len() as u64;
         let offset = self
@@ -73,15 +93,25 @@ impl Ingest {
                 position.map(|position| SourcePosition { source, position }),
             )
             .await?;
-        self.spool
-            .metrics()
-            .source_events_spooled
-            .with(labels::source(source))
-            .add(n);
+        self.spooled_counter(source).add(n);
         if let Some(tap) = &self.tap {
             tap.publish(source, events);
         }
         Ok(offset)
+    }
+
+    fn spooled_counter(&self, source: &str) -> Counter {
+        let mut cache = self.spooled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = cache.iter().find(|(s, _)| s == source) {
+            return c.clone();
+        }
+        let c = self
+            .spool
+            .metrics()
+            .source_events_spooled
+            .with(labels::source(source));
+        cache.push((source.to_owned(), c.clone()));
+        c
     }
 
     /// Returns once everything up to `offset` is fsynced.

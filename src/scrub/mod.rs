@@ -92,6 +92,7 @@ mod hash;
 mod ipv4;
 mod ipv6;
 mod login;
+mod memo;
 pub mod policy;
 mod programs;
 mod rules;
@@ -108,6 +109,7 @@ use std::path::Path;
 
 pub use config::{Action, Addresses, Config, RawConfig, RawRule, Rule};
 pub use hash::KEY_FILE;
+pub use memo::FieldMemo;
 
 use crate::event::Event;
 use crate::metrics::{labels, Counter, Metrics};
@@ -258,6 +260,13 @@ impl Scrubber {
     /// A login or e-mail address recognised in any of them is then
     /// rewritten wherever else it stands in the event (`everywhere`).
     pub fn scrub(&self, event: &mut Event) {
+        self.scrub_with(event, None)
+    }
+
+    /// [`Scrubber::scrub`], skipping the scan of fields `memo` knows to be
+    /// clean and remembering those found clean (see [`FieldMemo`]); the
+    /// result is the same as [`Scrubber::scrub`]'s.
+    pub fn scrub_with(&self, event: &mut Event, mut memo: Option<&mut FieldMemo>) {
         if self.off {
             return;
         }
@@ -268,16 +277,23 @@ impl Scrubber {
         }
         let in_scope = |name: &str| self.all_fields || self.config.fields.iter().any(|f| f == name);
         for (name, value) in &mut event.fields {
-            if !in_scope(name) {
+            if !in_scope(name) || memo.as_ref().is_some_and(|m| m.is_clean(name, value)) {
                 continue;
             }
+            let names_before = seen.len();
             let scrubbed = if login::field_is_login(name) {
                 self.scrub_login_value(value.as_bytes(), ts, &mut seen)
             } else {
                 self.scrub_text_full(value.as_bytes(), ts, None, &mut seen)
             };
-            if let Cow::Owned(v) = scrubbed {
-                *value = into_string(v);
+            match scrubbed {
+                Cow::Owned(v) => *value = into_string(v),
+                Cow::Borrowed(_) if seen.len() == names_before => {
+                    if let Some(memo) = memo.as_deref_mut() {
+                        memo.found_clean(name, value);
+                    }
+                }
+                Cow::Borrowed(_) => {}
             }
         }
         // The names of one text are swept there already; sweep every text

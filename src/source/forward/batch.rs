@@ -15,6 +15,7 @@
 use std::sync::Mutex;
 
 use crate::event::{Event, Origin};
+use crate::scrub::FieldMemo;
 
 /// A batch is appended once it holds this many events, even mid-buffer or
 /// mid-frame.
@@ -66,6 +67,10 @@ pub struct Batch<'s> {
     len: usize,
     /// What `events[..len]` take in memory, roughly (see [`Batch::count_last`]).
     bytes: usize,
+    /// The connection's fields found clean by the scrubber (its container
+    /// id, tag, stream): scanned once, not once per event. Per connection,
+    /// so per scrubber (a connection keeps its source's `Ingest`).
+    memo: FieldMemo,
 }
 
 impl<'s> Batch<'s> {
@@ -75,6 +80,7 @@ impl<'s> Batch<'s> {
             events: Vec::new(),
             len: 0,
             bytes: 0,
+            memo: FieldMemo::new(),
         }
     }
 
@@ -133,6 +139,12 @@ impl<'s> Batch<'s> {
     /// The events of the batch, to label and scrub in place.
     pub fn events_mut(&mut self) -> &mut [Event] {
         &mut self.events[..self.len]
+    }
+
+    /// The events, with the scrubber memo of the connection they came from
+    /// ([`crate::ingest::Ingest::append_batch_with`]).
+    pub fn parts_mut(&mut self) -> (&mut [Event], &mut FieldMemo) {
+        (&mut self.events[..self.len], &mut self.memo)
     }
 
     /// Empties the batch after its append and gives its events to the pool.

@@ -434,10 +434,11 @@ impl Conn<'_> {
     /// Appends the pending events as one batch; false when the spool refuses.
     async fn append(&mut self) -> bool {
         if !self.batch.is_empty() {
+            let (events, memo) = self.batch.parts_mut();
             let appended = self
                 .shared
                 .ingest
-                .append_batch(&self.shared.name, self.batch.events_mut(), None)
+                .append_batch_with(&self.shared.name, events, memo, None)
                 .await;
             self.batch.clear();
             match appended {

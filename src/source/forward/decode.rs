@@ -367,11 +367,10 @@ impl FrameDecoder {
                 result
             }
             Body::Packed { pos, end } => {
-                let mut r = Reader::new(&bytes[..*end]);
+                let mut r = Reader::packed(&bytes[..*end], limits);
                 r.pos = *pos;
                 let result = packed_entries(
                     &mut r,
-                    limits,
                     record,
                     &tag,
                     &mut events,
@@ -387,11 +386,10 @@ impl FrameDecoder {
             }
             Body::Inflated { data, pos } => {
                 let mut record = Record::default();
-                let mut r = Reader::new(data);
+                let mut r = Reader::packed(data, limits);
                 r.pos = *pos;
                 let result = packed_entries(
                     &mut r,
-                    limits,
                     &mut record,
                     &tag,
                     &mut events,
@@ -418,10 +416,8 @@ fn is_time_marker(m: u8) -> bool {
 
 /// The concatenated `[time, record]` entries of PackedForward mode, from
 /// `r.pos` to the end of `r`, until `max_events` were delivered.
-#[allow(clippy::too_many_arguments)]
 fn packed_entries<'b>(
     r: &mut Reader<'b>,
-    limits: &DecodeLimits,
     record: &mut Record<'b>,
     tag: &str,
     events: &mut usize,
@@ -429,15 +425,13 @@ fn packed_entries<'b>(
     on_event: &mut dyn FnMut(&str, &Record<'_>),
     on_skip: &mut dyn FnMut(DecodeError),
 ) -> Result<(), DecodeError> {
+    // The outer framing saw one bin: the entries in it get the same limits
+    // as the outer stream while they are decoded ([`Reader::packed`]: nested
+    // values are skipped within the depth limit; an entry larger than a
+    // frame is refused before its event is delivered). Not by framing each
+    // entry first, which read every entry twice (a sixth of a PackedForward
+    // event's decoding, callgrind).
     while r.pos < r.buf.len() && *events < max_events {
-        // Frame each entry first so that malformed packed bytes are
-        // caught with the same limits as the outer stream.
-        match frame::scan(&r.buf[r.pos..], limits.frame)? {
-            frame::Scan::Complete(_) => {}
-            frame::Scan::Incomplete { .. } => {
-                return Err(DecodeError::BadFrame("truncated packed entry"))
-            }
-        }
         entry(r, record, tag, events, on_event, on_skip)?;
     }
     Ok(())
@@ -457,8 +451,21 @@ fn entry<'a>(
         if r.array_len()? != 2 {
             return Err(DecodeError::BadEvent("entry is not [time, record]"));
         }
+        if matches!(r.peek()?, 0x80..=0x9f | 0xdc..=0xdf) {
+            // Not read as a value: that would skip it within a record
+            // value's depth, one level less than the time's (the whole
+            // entry is skipped below, within the entry's).
+            return Err(DecodeError::BadEvent("time is not an integer or EventTime"));
+        }
         let time = r.value()?;
-        event(r, time, record)
+        event(r, time, record)?;
+        if r.pos - start > r.max_entry_bytes {
+            return Err(frame::FrameError::TooLarge {
+                limit: r.max_entry_bytes,
+            }
+            .into());
+        }
+        Ok(())
     })();
     match result {
         Ok(()) => {
@@ -469,7 +476,13 @@ fn entry<'a>(
         Err(e @ DecodeError::BadEvent(_)) => {
             // Resynchronise on the entry boundary: skip the whole entry.
             r.pos = start;
-            r.skip()?;
+            r.skip_within(r.max_depth)?;
+            if r.pos - start > r.max_entry_bytes {
+                return Err(frame::FrameError::TooLarge {
+                    limit: r.max_entry_bytes,
+                }
+                .into());
+            }
             on_skip(e);
             Ok(())
         }
@@ -592,13 +605,36 @@ fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
 pub struct Reader<'a> {
     buf: &'a [u8],
     pub pos: usize,
+    /// Deepest nesting of a value at the root of `buf` (an entry of packed
+    /// entries); a record's values, two levels down, get two fewer.
+    max_depth: usize,
+    /// Largest `[time, record]` entry of packed entries.
+    max_entry_bytes: usize,
 }
 
 const TRUNCATED: DecodeError = DecodeError::BadFrame("value runs past the end of its frame");
 
 impl<'a> Reader<'a> {
+    /// A reader over bytes the outer framing checked whole.
     pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            max_depth: usize::MAX,
+            max_entry_bytes: usize::MAX,
+        }
+    }
+
+    /// A reader over PackedForward entries (a bin's bytes, or the inflated
+    /// ones), which the outer framing did not look into: they get the
+    /// frame's limits here.
+    fn packed(buf: &'a [u8], limits: &DecodeLimits) -> Reader<'a> {
+        Reader {
+            buf,
+            pos: 0,
+            max_depth: limits.frame.max_depth,
+            max_entry_bytes: limits.frame.max_bytes,
+        }
     }
 
     fn peek(&self) -> Result<u8, DecodeError> {
@@ -655,18 +691,28 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips one complete value (its structure was checked by framing).
+    /// Skips one complete value of a record (two levels below an entry).
     fn skip(&mut self) -> Result<(), DecodeError> {
+        self.skip_within(self.max_depth.saturating_sub(2))
+    }
+
+    /// Skips one complete value nested at most `max_depth` deep: a value
+    /// nested deeper fails the frame (`too_deep`), as the outer framing
+    /// would have.
+    fn skip_within(&mut self, max_depth: usize) -> Result<(), DecodeError> {
         let limits = Limits {
             max_bytes: self.buf.len() - self.pos,
-            max_depth: usize::MAX,
+            max_depth,
         };
         match frame::scan(&self.buf[self.pos..], limits) {
             Ok(frame::Scan::Complete(n)) => {
                 self.pos += n;
                 Ok(())
             }
-            _ => Err(TRUNCATED),
+            Ok(frame::Scan::Incomplete { .. }) | Err(frame::FrameError::TooLarge { .. }) => {
+                Err(TRUNCATED)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

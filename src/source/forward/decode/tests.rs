@@ -358,3 +358,119 @@ fn a_huge_tag_is_cut_so_that_it_is_not_copied_whole_into_every_event() {
     assert_eq!(tags, [MAX_TAG_BYTES; 3]);
     assert_eq!(info.tag.len(), MAX_TAG_BYTES);
 }
+
+/// `[tag, bin(entries), {}]`, gzip-compressed when `gzip`.
+fn packed_frame(entries: &[u8], gzip: bool) -> Vec<u8> {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, "t").unwrap();
+    if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(entries).unwrap();
+        rmp::encode::write_bin(&mut f, &enc.finish().unwrap()).unwrap();
+        rmp::encode::write_map_len(&mut f, 1).unwrap();
+        rmp::encode::write_str(&mut f, "compressed").unwrap();
+        rmp::encode::write_str(&mut f, "gzip").unwrap();
+    } else {
+        rmp::encode::write_bin(&mut f, entries).unwrap();
+        rmp::encode::write_map_len(&mut f, 0).unwrap();
+    }
+    f
+}
+
+/// Packed entries are no longer framed one by one before being decoded:
+/// decoding them applies the same limits. Framing each entry (what the
+/// decoder did before) is the oracle: an entry whose nested values framing
+/// refuses as too deep fails the frame as `too_deep` before its event, at
+/// every depth around the limit, whether the nesting is in a value, in a
+/// key or in the time, plain or gzip.
+#[test]
+fn packed_entries_get_the_frame_depth_limit() {
+    for depth in 25..40 {
+        for place in ["value", "key", "time"] {
+            let mut nested = vec![0x91; depth];
+            nested.push(0x01);
+            let mut entry = Vec::new();
+            rmp::encode::write_array_len(&mut entry, 2).unwrap();
+            if place == "time" {
+                entry.extend_from_slice(&nested);
+            } else {
+                event_time(&mut entry, 1_700_000_000, 0);
+            }
+            rmp::encode::write_map_len(&mut entry, 2).unwrap();
+            rmp::encode::write_str(&mut entry, "log").unwrap();
+            rmp::encode::write_str(&mut entry, "deep").unwrap();
+            match place {
+                "value" => {
+                    rmp::encode::write_str(&mut entry, "v").unwrap();
+                    entry.extend_from_slice(&nested);
+                }
+                "key" => {
+                    entry.extend_from_slice(&nested);
+                    rmp::encode::write_str(&mut entry, "v").unwrap();
+                }
+                _ => {
+                    rmp::encode::write_str(&mut entry, "v").unwrap();
+                    rmp::encode::write_str(&mut entry, "w").unwrap();
+                }
+            }
+            let framed = frame::scan(&entry, LIMITS.frame);
+            let mut all = entries(2);
+            all.extend_from_slice(&entry);
+            all.extend_from_slice(&entries(1));
+            for gzip in [false, true] {
+                let f = packed_frame(&all, gzip);
+                let (got, info, skipped) = run(&f);
+                let what = format!("depth {depth} in the {place}, gzip {gzip}");
+                match framed {
+                    Ok(frame::Scan::Complete(_)) => {
+                        let info = info.unwrap_or_else(|e| panic!("{what}: {e}"));
+                        // A bad time skips the event; the rest are kept.
+                        let expected = if place == "time" { 3 } else { 4 };
+                        assert_eq!(info.events, expected, "{what}");
+                        assert_eq!(got.len(), expected, "{what}");
+                        assert_eq!(skipped.len(), 4 - expected, "{what}");
+                    }
+                    Err(frame::FrameError::TooDeep { .. }) => {
+                        assert_eq!(info.unwrap_err().reason(), "too_deep", "{what}");
+                        assert_eq!(got.len(), 2, "{what}: the events before it only");
+                    }
+                    other => panic!("{what}: framing said {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// An inflated entry larger than a frame may be is refused before its
+/// event is delivered (the bytes of a plain bin are inside a frame, so
+/// within the limit already).
+#[test]
+fn an_inflated_entry_larger_than_a_frame_fails_the_frame() {
+    let limits = DecodeLimits {
+        frame: Limits {
+            max_bytes: 1024,
+            max_depth: 32,
+        },
+        max_decompressed_bytes: 1 << 20,
+    };
+    let mut all = entries(2);
+    rmp::encode::write_array_len(&mut all, 2).unwrap();
+    event_time(&mut all, 1_700_000_000, 0);
+    record(&mut all, &"x".repeat(2000));
+    all.extend_from_slice(&entries(1));
+    let f = packed_frame(&all, true);
+    let mut got = 0;
+    let info = decode_frame(&f, &limits, &mut |_, _| got += 1, &mut |e| {
+        panic!("skipped {e}")
+    });
+    assert_eq!(info.unwrap_err().reason(), "frame_too_large");
+    assert_eq!(got, 2);
+    // A bad marker inside an entry: malformed, as framing would say.
+    let mut all = entries(1);
+    all.extend_from_slice(&[0x92, 0x01, 0x81, 0xa1, b'k', 0xc1]);
+    let f = packed_frame(&all, false);
+    let (got, info, _) = run(&f);
+    assert_eq!(info.unwrap_err().reason(), "malformed");
+    assert_eq!(got.len(), 1);
+}

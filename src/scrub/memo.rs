@@ -1,0 +1,206 @@
+//! Field values already found clean, so a connection's constant fields are
+//! scanned once instead of once per event.
+//!
+//! A Docker event carries its container's id, its tag and its stream as
+//! fields: the same text in every event of a connection, and about a third
+//! of the bytes the scrubber scanned per event (2.9k of 13.8k instructions
+//! of a Docker-shaped event, measured with callgrind). Scanning a field
+//! depends only on its name and text (not on the rest of the event nor on
+//! the time: a text with nothing to rewrite has nothing hashed), so a value
+//! that scrubbed to itself, and recognised no name, will do so again.
+//! Such a field is still swept for the names found elsewhere in its event
+//! (`everywhere`): only its own scan is skipped.
+//!
+//! The memo keeps, per field name, the last value found clean: one slot per
+//! name, overwritten in place (no allocation once warm, even for a field
+//! whose value changes with every event). It is only valid for the
+//! [`super::Scrubber`] that filled it: keep one per connection (or per
+//! batch), never share it between scrubbers.
+
+/// Most field names remembered; the rest are scanned every time. Docker
+/// sends 3 constant fields (plus the labels and env the `labels`/`env`
+/// log-opts name).
+const MAX_NAMES: usize = 8;
+/// Longest value remembered, in bytes (Docker's container id is 64, its
+/// default tag 12): with [`MAX_NAMES`], at most ~2 KiB per connection,
+/// 2 MiB for the default 1024 connections, whatever clients send.
+const MAX_VALUE_BYTES: usize = 256;
+
+/// Per field name, the last value found to scrub to itself. See the module doc.
+#[derive(Debug, Default)]
+pub struct FieldMemo {
+    clean: Vec<(String, String)>,
+}
+
+impl FieldMemo {
+    pub fn new() -> FieldMemo {
+        FieldMemo::default()
+    }
+
+    /// Whether `value` of field `name` was found clean before.
+    pub(super) fn is_clean(&self, name: &str, value: &str) -> bool {
+        self.clean.iter().any(|(n, v)| v == value && n == name)
+    }
+
+    /// Remembers that `value` of field `name` scrubbed to itself and
+    /// recognised no name.
+    pub(super) fn found_clean(&mut self, name: &str, value: &str) {
+        if value.len() > MAX_VALUE_BYTES {
+            return;
+        }
+        if let Some((_, v)) = self.clean.iter_mut().find(|(n, _)| n == name) {
+            v.clear();
+            v.push_str(value);
+        } else if self.clean.len() < MAX_NAMES {
+            self.clean.push((name.to_owned(), value.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Origin};
+    use crate::problems::Problems;
+    use crate::scrub::{RawConfig, Scrubber};
+
+    fn scrubber(toml_text: &str) -> Scrubber {
+        let raw: RawConfig = toml::from_str(toml_text).unwrap();
+        let mut problems = Problems::default();
+        let config = raw.validate("scrub", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        Scrubber::with_key(&config, [7; 32]).unwrap()
+    }
+
+    fn event(ts: i64, message: &str, fields: &[(&str, &str)]) -> Event {
+        let mut e = Event::new(ts, Origin::Docker, message);
+        e.fields = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        e
+    }
+
+    /// A stream of events as one connection sends them, where constant
+    /// fields hold names and addresses that other events reveal: with the
+    /// memo warm, every event comes out byte for byte as without it.
+    #[test]
+    fn a_memo_changes_no_result() {
+        let id = "3f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
+        let events = [
+            event(
+                1,
+                "starting",
+                &[
+                    ("container_id", id),
+                    ("note", "box of bob"),
+                    ("stream", "stdout"),
+                ],
+            ),
+            event(
+                2,
+                "user=bob logged in",
+                &[
+                    ("container_id", id),
+                    ("note", "box of bob"),
+                    ("stream", "stdout"),
+                ],
+            ),
+            event(
+                3,
+                "GET / 200",
+                &[
+                    ("container_id", id),
+                    ("note", "box of bob"),
+                    ("stream", "stderr"),
+                ],
+            ),
+            event(
+                4,
+                "login: alice@example.org",
+                &[
+                    ("container_id", id),
+                    ("note", "alice@example.org"),
+                    ("stream", "stderr"),
+                ],
+            ),
+            event(
+                5,
+                "x",
+                &[
+                    ("container_id", id),
+                    ("note", "from 203.0.113.7"),
+                    ("user", "carol"),
+                ],
+            ),
+            event(
+                6,
+                "user=carol",
+                &[("container_id", id), ("note", "carol"), ("user", "carol")],
+            ),
+            event(
+                7,
+                "nothing",
+                &[("container_id", id), ("note", "carol"), ("user", "root")],
+            ),
+            event(
+                8,
+                "su dave",
+                &[
+                    ("container_id", "dave"),
+                    ("note", "carol"),
+                    ("user", "root"),
+                ],
+            ),
+            event(
+                9,
+                "user=dave",
+                &[
+                    ("container_id", "dave"),
+                    ("note", "carol"),
+                    ("user", "root"),
+                ],
+            ),
+        ];
+        for config in ["", "logins = \"mask\"", "fields = [\"note\", \"user\"]"] {
+            let s = scrubber(config);
+            let mut memo = FieldMemo::new();
+            for round in 0..3 {
+                for e in &events {
+                    let (mut plain, mut memoised) = (e.clone(), e.clone());
+                    s.scrub(&mut plain);
+                    s.scrub_with(&mut memoised, Some(&mut memo));
+                    assert_eq!(memoised, plain, "config {config:?}, round {round}");
+                }
+            }
+            // It did remember (and so skip) something.
+            assert!(!memo.clean.is_empty(), "config {config:?}");
+        }
+        // The sweep still reaches a field remembered clean: bob, found in
+        // event 2's message, is rewritten in its `note`.
+        let s = scrubber("");
+        let mut memo = FieldMemo::new();
+        let mut first = events[0].clone();
+        s.scrub_with(&mut first, Some(&mut memo));
+        assert!(memo.is_clean("note", "box of bob"));
+        assert!(memo.is_clean("container_id", id));
+        let mut second = events[1].clone();
+        s.scrub_with(&mut second, Some(&mut memo));
+        assert_ne!(second.field("note"), Some("box of bob"));
+    }
+
+    #[test]
+    fn one_slot_per_name_and_bounded() {
+        let mut memo = FieldMemo::new();
+        memo.found_clean("stream", "stdout");
+        memo.found_clean("stream", "stderr");
+        assert!(memo.is_clean("stream", "stderr") && !memo.is_clean("stream", "stdout"));
+        assert!(!memo.is_clean("other", "stderr"));
+        for i in 0..100 {
+            memo.found_clean(&format!("f{i}"), "v");
+        }
+        assert_eq!(memo.clean.len(), MAX_NAMES);
+        memo.found_clean("long", &"x".repeat(MAX_VALUE_BYTES + 1));
+        assert!(!memo.is_clean("long", &"x".repeat(MAX_VALUE_BYTES + 1)));
+    }
+}
