@@ -55,7 +55,7 @@ const MIN_READ: usize = 4 * 1024;
 const MAX_PENDING_ACKS: usize = 1024;
 /// Events decoded between two checks of the batch's budget.
 const STEP: usize = 64;
-/// At shutdown, how long to wait for bytes a client already sent.
+/// At shutdown, how long to take bytes a client already sent, in all.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Serves one client until it disconnects, sends bad input, or `shutdown`.
@@ -125,7 +125,11 @@ pub async fn serve<S>(
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
     // Do not scan again before the buffer holds this many bytes.
     let mut need = 1;
-    let mut stopping = false;
+    // Set at shutdown: until when bytes the client already sent are taken.
+    // One deadline for the whole drain, not one per read: a client that
+    // keeps sending (every ack answered by its next record) would otherwise
+    // hold a reload or a stop for as long as it has records.
+    let mut stopping: Option<Instant> = None;
     loop {
         if let Some(capacity) = resize(
             buf.len(),
@@ -136,7 +140,7 @@ pub async fn serve<S>(
         ) {
             let charge = capacity.saturating_sub(FREE);
             if charge > conn.share.bytes() {
-                if stopping {
+                if stopping.is_some() {
                     break;
                 }
                 // Wait for the budget without reading: only this client slows.
@@ -162,11 +166,11 @@ pub async fn serve<S>(
             conn.share.shrink_to(charge);
         }
         let deadline = conn.assembler.next_deadline();
-        let read = if stopping {
+        let read = if let Some(drained_by) = stopping {
             // Shutting down: take what the client already sent (it is in
             // the kernel's buffer and would be lost with the connection),
             // but do not wait for more.
-            match tokio::time::timeout(DRAIN_WAIT, rd.read_buf(&mut buf)).await {
+            match tokio::time::timeout_at(drained_by.into(), rd.read_buf(&mut buf)).await {
                 Ok(r) => r,
                 Err(_) => break,
             }
@@ -174,7 +178,7 @@ pub async fn serve<S>(
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    stopping = true;
+                    stopping = Some(Instant::now() + DRAIN_WAIT);
                     continue;
                 }
                 _ = slot.give_way().cancelled() => {

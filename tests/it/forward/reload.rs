@@ -85,10 +85,11 @@ fn a_client_requiring_acks_loses_nothing_across_reloads() {
     let started = Instant::now();
     for at in [Duration::from_millis(800), Duration::from_millis(2000)] {
         std::thread::sleep(at.saturating_sub(started.elapsed()));
-        assert!(
-            client.try_wait().unwrap().is_none(),
-            "the client must still be sending when weir reloads"
-        );
+        if let Some(status) = client.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = client.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the client must still be sending when weir reloads; it ended {status} after {:?}: {err}", started.elapsed());
+        }
         let out = Command::new(weir_bin())
             .args(["reload", "--pid-file"])
             .arg(dir.path().join("weir.pid"))
