@@ -11,6 +11,8 @@
 //! | `.` after a digit | IPv4 (the dot after the first octet) |
 //! | `=` | `key=value`, useradd's `new user: name=NAME` |
 //! | `@` | e-mail, URL userinfo |
+//! | `%` | a percent-encoded e-mail address (`vera%40example.org`) |
+//! | `.` after `ip6` | an IPv6 reverse-DNS name (`….2.ip6.arpa`) |
 //! | `[` | the date of an access-log line |
 //! | space after `r`/`R` | `user NAME`, `user NAME: `, `for NAME from`, `password changed for NAME` |
 //! | `/` after `e` | `/home/NAME` |
@@ -36,6 +38,7 @@ fn is_anchor(c: u8, p: u8) -> bool {
     (c == b':')
         | (c == b'=')
         | (c == b'@')
+        | (c == b'%')
         | (c == b'[')
         | ((c == b'.') & (p.wrapping_sub(b'0') < 10))
         | ((c == b' ') & (lower == b'r'))
@@ -184,7 +187,8 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || super::secrets::key_tail(s, key_end(s, c))
                 || dn_key_before(s, c)
         }
-        b'.' => may_be_ipv4(s, c),
+        b'.' => may_be_ipv4(s, c) || (s[..c].ends_with(b"ip6") && s[c + 1..].starts_with(b"arpa")),
+        b'%' => s[c + 1..].starts_with(b"40"),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);
             (lower(3) == Some(b'f') && lower(2) == Some(b'o')) || key_tail_before(s, c)
@@ -296,7 +300,7 @@ mod tests {
 
     #[test]
     fn anchors_match_the_byte_rule_at_every_offset() {
-        let text = b"a user=x 1.2 for y: [z] @ /home/q e/ r  ...:9= add 'x' `y' (to";
+        let text = b"a user=x 1.2 for y: [z] @ /home/q e/ r  ...:9= add 'x' `y' (to %40";
         for len in 0..text.len() {
             let s = &text[..len];
             let want: Vec<usize> = (0..s.len())
