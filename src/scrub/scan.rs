@@ -18,7 +18,7 @@ use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
 pub use super::cx::{Cx, Rewrite};
-use super::{ipv4, ipv6, login, programs, secrets, shadow, Scrubber};
+use super::{ipv4, ipv6, login, programs, secrets, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -29,8 +29,7 @@ const AT: u8 = 5;
 const BRACKET: u8 = 6;
 const SLASH: u8 = 7;
 const PAREN: u8 = 8;
-const QUOTE: u8 = 9;
-const PERCENT: u8 = 10;
+const PERCENT: u8 = 9;
 
 static CLASS: [u8; 256] = {
     let mut t = [SKIP; 256];
@@ -45,7 +44,6 @@ static CLASS: [u8; 256] = {
             b'[' => BRACKET,
             b'/' => SLASH,
             b'(' => PAREN,
-            b'\'' | b'`' => QUOTE,
             b'%' => PERCENT,
             _ => SKIP,
         };
@@ -131,10 +129,6 @@ impl Cx<'_> {
             PAREN => {
                 self.rule = "paren";
                 programs::paren(self, i).unwrap_or(i + 1)
-            }
-            QUOTE => {
-                self.rule = "shadow";
-                shadow::quoted(self, i).unwrap_or(i + 1)
             }
             PERCENT => {
                 self.rule = "at_sign_encoded";

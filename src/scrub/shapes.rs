@@ -9,7 +9,10 @@
 //!   with the `logins` action unless it is a system account;
 //! - `%w`: words up to the next literal on the line (a display name such
 //!   as `"Tina Example"`), rewritten whole;
-//! - `%k`: a name that is kept (a repository, a group).
+//! - `%k`: a name that is kept (a repository, a group);
+//! - `%q`, `%Q`: a quoted name, `'NAME'` or `` `NAME' `` (shadow-utils 4.2
+//!   on, and 4.1), rewritten (`%q`) or kept (`%Q`, a group); anything up to
+//!   the closing `'` on the line, at most 256 bytes.
 //!
 //! The longest literal of each shape is its key; one Aho-Corasick automaton
 //! finds every key in the text, and the rest of the shape is matched around the hit, forward
@@ -217,6 +220,79 @@ pub const SHAPES: &[Row] = &[
         shape: "To: \"%w\" <",
         example: "To: \"Tina Example\" <tina@example.org>",
     },
+    // shadow-utils: accounts in quoted phrases. Groups in membership lines
+    // are shared groups and stay; `removed group` removes only a user's
+    // private group, named after the user (see `shadow` for `name=`).
+    Row {
+        program: "useradd",
+        shape: "add %q to group %Q",
+        example: "useradd[4300]: add 'erin' to group 'sudo'",
+    },
+    Row {
+        program: "useradd",
+        shape: "add %q to shadow group %Q",
+        example: "useradd[4300]: add `erin' to shadow group `sudo'",
+    },
+    Row {
+        program: "userdel",
+        shape: "delete %q from group %Q",
+        example: "userdel[4310]: delete 'erin' from group 'sudo'",
+    },
+    Row {
+        program: "userdel",
+        shape: "delete %q from shadow group %Q",
+        example: "userdel[4310]: delete 'erin' from shadow group 'sudo'",
+    },
+    Row {
+        program: "userdel",
+        shape: "removed group %q owned by %q",
+        example: "userdel[4310]: removed group 'erin' owned by 'erin'",
+    },
+    Row {
+        program: "userdel",
+        shape: "removed shadow group %q owned by %q",
+        example: "userdel[4310]: removed shadow group 'erin' owned by 'erin'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change user name %q to %q",
+        example: "usermod[4301]: change user name 'erin' to 'erin2'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change %q to %q in group %Q",
+        example: "usermod[4301]: change 'erin' to 'erin2' in group 'sudo'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change %q to %q in shadow group %Q",
+        example: "usermod[4301]: change 'erin' to 'erin2' in shadow group 'sudo'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change admin %q to %q in shadow group %Q",
+        example: "usermod[4301]: change admin 'erin' to 'erin2' in shadow group 'sudo'",
+    },
+    Row {
+        program: "passwd",
+        shape: "password for %q changed by %q",
+        example: "passwd[4305]: password for 'erin' changed by 'root'",
+    },
+    Row {
+        program: "passwd",
+        shape: "password locked for %q",
+        example: "passwd[4306]: password locked for 'erin'",
+    },
+    Row {
+        program: "passwd",
+        shape: "minimum age for %q",
+        example: "passwd[4307]: now < minimum age for 'erin'",
+    },
+    Row {
+        program: "chsh",
+        shape: "change shell for %q",
+        example: "chsh[4308]: can't change shell for 'erin'",
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -225,6 +301,8 @@ enum Seg {
     Name,
     Words,
     Kept,
+    /// A quoted name: rewritten (`%q`) or not (`%Q`).
+    Quoted(bool),
 }
 
 struct Compiled {
@@ -259,7 +337,9 @@ fn parse(shape: &'static str) -> Vec<Seg> {
             Some(b'n') => Seg::Name,
             Some(b'w') => Seg::Words,
             Some(b'k') => Seg::Kept,
-            _ => panic!("shape {shape:?}: `%` must be followed by n, w or k"),
+            Some(b'q') => Seg::Quoted(true),
+            Some(b'Q') => Seg::Quoted(false),
+            _ => panic!("shape {shape:?}: `%` must be followed by n, w, k, q or Q"),
         });
         rest = &rest[p + 2..];
     }
@@ -377,6 +457,13 @@ impl Compiled {
                     }
                     p += l.len();
                 }
+                Seg::Quoted(rewritten) => {
+                    let (a, b) = quoted_forward(s, p)?;
+                    if rewritten {
+                        out.push((a, b));
+                    }
+                    p = b + 1;
+                }
                 slot => {
                     let next = match self.segs.get(k + 1) {
                         Some(Seg::Lit(l)) => Some(l.as_bytes()),
@@ -400,6 +487,13 @@ impl Compiled {
                         return None;
                     }
                     p -= l.len();
+                }
+                Seg::Quoted(rewritten) => {
+                    let (a, b) = quoted_backward(s, p)?;
+                    if rewritten {
+                        out.push((a, b));
+                    }
+                    p = a - 1;
                 }
                 slot => {
                     let mut b = p;
@@ -425,6 +519,34 @@ impl Compiled {
         }
         Some(out)
     }
+}
+
+/// Whether `c` opens a quoted name (`'x'`, or `` `x' `` of shadow 4.1).
+fn opening_quote(c: u8) -> bool {
+    c == b'\'' || c == b'`'
+}
+
+/// A quoted name opening at `p`: the span inside the quotes.
+fn quoted_forward(s: &[u8], p: usize) -> Option<(usize, usize)> {
+    if !opening_quote(*s.get(p)?) {
+        return None;
+    }
+    let q = p + 1;
+    let window = &s[q..(q + MAX_SLOT + 1).min(s.len())];
+    let len = window.iter().position(|&c| c == b'\'' || c == b'\n')?;
+    (len > 0 && window[len] == b'\'').then_some((q, q + len))
+}
+
+/// A quoted name closing right before `p`: the span inside the quotes.
+fn quoted_backward(s: &[u8], p: usize) -> Option<(usize, usize)> {
+    let close = p.checked_sub(1).filter(|&c| s[c] == b'\'')?;
+    let window = &s[close.saturating_sub(MAX_SLOT + 1)..close];
+    let len = window
+        .iter()
+        .rev()
+        .position(|&c| opening_quote(c) || c == b'\n')?;
+    let open = close - len - 1;
+    (len > 0 && opening_quote(s[open])).then_some((open + 1, close))
 }
 
 /// The end of a slot starting at `p`, before the literal `next` (if any).
