@@ -14,8 +14,9 @@
 //!   on, and 4.1), rewritten (`%q`) or kept (`%Q`, a group); anything up to
 //!   the closing `'` on the line, at most 256 bytes.
 //!
-//! The longest literal of each shape is its key; one Aho-Corasick automaton
-//! finds every key in the text, and the rest of the shape is matched around the hit, forward
+//! One literal of each shape is its key (the one with the rarest first
+//! bytes, see [`choose_key`]); one Aho-Corasick automaton finds every key in
+//! the text, and the rest of the shape is matched around the hit, forward
 //! and backward. Literals are case-sensitive: these are the programs' own
 //! format strings. A shape whose first literal starts with a letter or
 //! digit must start a word. Adding a program is one row here and its lines
@@ -309,7 +310,52 @@ struct Compiled {
     segs: Vec<Seg>,
     /// The index in `segs` of the literal the automaton finds.
     key: usize,
+    /// The automaton's pattern starts with the closing `'` of the quoted
+    /// slot before the key literal.
+    key_quote: bool,
     program: &'static str,
+}
+
+/// How rare a byte is in log text: lower-case letters, digits and spaces
+/// are everywhere; capitals and common punctuation less so; quotes,
+/// brackets and the rest rarely.
+fn rarity(c: u8) -> usize {
+    match c {
+        b'a'..=b'z' | b'0'..=b'9' | b' ' => 1,
+        b'A'..=b'Z' | b'.' | b',' | b'-' | b'_' | b':' | b'/' | b'=' => 2,
+        _ => 3,
+    }
+}
+
+fn key_literal(segs: &[Seg], k: usize) -> &'static str {
+    match segs[k] {
+        Seg::Lit(l) => l,
+        _ => unreachable!("keys are literals"),
+    }
+}
+
+/// The literal of a shape the automaton looks for, and its pattern. The
+/// automaton's SIMD search (Teddy) fingerprints the first 4 bytes of each
+/// pattern and checks every position they match, so the key is the literal
+/// of at least 4 bytes whose first 4 are rarest (then the longest): `]
+/// Peer Connection` rather than `Authentication for user [`, and `' to
+/// group ` rather than `add ` (a literal after a quoted slot starts with
+/// the slot's closing `'`). Common English words as first bytes (` to `,
+/// ` in `) would have every line of prose checked.
+fn choose_key(segs: &[Seg]) -> (usize, String) {
+    let pattern = |k: usize| {
+        let quote = k > 0 && matches!(segs[k - 1], Seg::Quoted(_));
+        format!("{}{}", if quote { "'" } else { "" }, key_literal(segs, k))
+    };
+    let score = |p: &str| {
+        let rare: usize = p.bytes().take(4).map(rarity).sum();
+        (p.len() >= 4, rare, p.len())
+    };
+    let key = (0..segs.len())
+        .filter(|&k| matches!(segs[k], Seg::Lit(_)))
+        .max_by_key(|&k| score(&pattern(k)))
+        .expect("every shape has a literal");
+    (key, pattern(key))
 }
 
 /// The compiled table: one automaton over every row's key.
@@ -364,29 +410,21 @@ const MAX_SLOT: usize = 256;
 
 impl Shapes {
     pub fn new() -> Shapes {
-        let mut keys: Vec<&'static str> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
         let mut rows: Vec<Vec<Compiled>> = Vec::new();
         for row in SHAPES {
             let segs = parse(row.shape);
-            let key = (0..segs.len())
-                .filter(|&i| matches!(segs[i], Seg::Lit(_)))
-                .max_by_key(|&i| match segs[i] {
-                    Seg::Lit(l) => l.len(),
-                    _ => 0,
-                })
-                .expect("every shape has a literal");
-            let Seg::Lit(lit) = segs[key] else {
-                unreachable!()
-            };
+            let (key, pattern) = choose_key(&segs);
             let c = Compiled {
+                key_quote: pattern.len() > key_literal(&segs, key).len(),
                 segs,
                 key,
                 program: row.program,
             };
-            match keys.iter().position(|k| *k == lit) {
+            match keys.iter().position(|k| *k == pattern) {
                 Some(i) => rows[i].push(c),
                 None => {
-                    keys.push(lit);
+                    keys.push(pattern);
                     rows.push(vec![c]);
                 }
             }
@@ -415,7 +453,8 @@ impl Shapes {
         let input = aho_corasick::Input::new(s).span(first.start()..s.len());
         for m in self.ac.find_overlapping_iter(input) {
             for row in &self.rows[m.pattern().as_usize()] {
-                if let Some(found) = row.match_at(s, m.start(), m.end()) {
+                let ks = m.start() + usize::from(row.key_quote);
+                if let Some(found) = row.match_at(s, ks, m.end()) {
                     for (a, b) in found {
                         spans.push((a, b, row.program));
                     }
@@ -596,6 +635,26 @@ mod tests {
                 row.example
             );
         }
+    }
+
+    /// Keys are 4 bytes or more and none starts like a word of prose.
+    #[test]
+    fn keys_are_rare() {
+        let shapes = Shapes::new();
+        let keys: Vec<String> = SHAPES
+            .iter()
+            .map(|r| choose_key(&parse(r.shape)).1)
+            .collect();
+        for k in &keys {
+            assert!(k.len() >= 4, "{k:?}");
+            for common in [" to ", " in ", " for ", "add ", " r "] {
+                assert!(!k.starts_with(common), "{k:?}");
+            }
+        }
+        assert_eq!(choose_key(&parse("add %q to group %Q")).1, "' to group ");
+        assert!(shapes
+            .find(b"add it to the group to go in for a walk")
+            .is_empty());
     }
 
     #[test]
