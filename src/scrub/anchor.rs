@@ -163,9 +163,10 @@ fn key_end(s: &[u8], mut end: usize) -> usize {
 
 /// Whether the anchor at `c` may belong to something the driver detects.
 /// A `false` here must be certain: the driver then skips every byte up to
-/// and including `c`.
+/// and including `c`. `curl` says whether the text holds curl's `-u`
+/// anywhere (asked only when needed, and then once: `Cx::curl_possible`).
 #[inline]
-pub fn worth_a_look(s: &[u8], c: usize) -> bool {
+pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool {
     let before = |k: usize| c.checked_sub(k).map(|at| s[at]);
     let after = s.get(c + 1).copied();
     match s[c] {
@@ -176,7 +177,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || key_tail_before(s, c)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
                 || super::secrets::key_tail(s, key_end(s, c))
-                || super::secrets::curl_worth_a_look(s, c)
+                || (curl() && super::secrets::curl_worth_a_look(s, c))
                 || s[..c].ends_with(b"\"user_id\"")
         }
         b'=' => {

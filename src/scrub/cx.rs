@@ -26,6 +26,26 @@ fn is_role_mailbox(sc: &Scrubber, v: &[u8]) -> bool {
     memchr::memchr(b'@', v).is_some_and(|at| sc.is_system_account(&v[..at]))
 }
 
+/// The longest pseudonym remembered (`pw:` or `ip4:` and 10 hex digits).
+const MEMO_OUT: usize = 16;
+
+/// A pseudonym made in this scrub (`len` 0: an empty slot).
+#[derive(Clone, Copy)]
+struct Memo {
+    /// The span of the input hashed.
+    from: (usize, usize),
+    domain: &'static [u8],
+    out: [u8; MEMO_OUT],
+    len: usize,
+}
+
+const NO_MEMO: Memo = Memo {
+    from: (0, 0),
+    domain: b"",
+    out: [0; MEMO_OUT],
+    len: 0,
+};
+
 /// The state of one scrub: the input, the output (once something changed),
 /// and how far the input has been copied.
 pub struct Cx<'a> {
@@ -54,6 +74,11 @@ pub struct Cx<'a> {
     /// `(from, at)`: the first token delimiter at or after `from` is at
     /// `at` (`s.len()` when none), once looked up (see [`Cx::next_delimiter`]).
     delimiter: Option<(usize, usize)>,
+    /// Whether the text holds `-u` (curl's `-u`, `--user`), once looked up.
+    curl: Option<bool>,
+    /// The last pseudonyms made, and which slot is overwritten next.
+    memo: [Memo; 4],
+    memo_next: usize,
 }
 
 impl<'a> Cx<'a> {
@@ -82,6 +107,9 @@ impl<'a> Cx<'a> {
             tty: None,
             arpa: None,
             delimiter: None,
+            curl: None,
+            memo: [NO_MEMO; 4],
+            memo_next: 0,
         }
     }
 
@@ -167,6 +195,15 @@ impl<'a> Cx<'a> {
         found
     }
 
+    /// Whether curl's `-u user:password` may be in the text: every form of
+    /// it (` -u `, ` --user `, ` --user=`) holds `-u`. One search per pass.
+    pub fn curl_possible(&mut self) -> bool {
+        static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"-u"));
+        let s = self.s;
+        *self.curl.get_or_insert_with(|| FINDER.find(s).is_some())
+    }
+
     /// Records that an item was detected up to `end`.
     pub fn settle(&mut self, end: usize) {
         self.settled = self.settled.max(end);
@@ -196,6 +233,42 @@ impl<'a> Cx<'a> {
         out.extend_from_slice(&s[self.copied..start]);
         f(out);
         self.copied = end;
+    }
+
+    /// Replaces `s[start..end]` with its pseudonym in hashing `domain`.
+    /// The last few pseudonyms are remembered: a text naming one person
+    /// several times (`user=alice ... /home/alice`), or a hostile chain of
+    /// one address, hashes each name once.
+    fn replace_hashed(
+        &mut self,
+        start: usize,
+        end: usize,
+        domain: &'static [u8],
+        prefix: &'static [u8],
+    ) {
+        let s = self.s;
+        let v = &s[start..end];
+        let known = self
+            .memo
+            .iter()
+            .find(|m| m.domain == domain && m.len > 0 && &s[m.from.0..m.from.1] == v)
+            .map(|m| (m.out, m.len));
+        let (out, len) = known.unwrap_or_else(|| {
+            let mut buf = Vec::with_capacity(MEMO_OUT);
+            hash::pseudonym(&self.key(), domain, v, prefix, &mut buf);
+            let mut out = [0u8; MEMO_OUT];
+            out[..buf.len()].copy_from_slice(&buf);
+            let len = buf.len();
+            self.memo[self.memo_next] = Memo {
+                from: (start, end),
+                domain,
+                out,
+                len,
+            };
+            self.memo_next = (self.memo_next + 1) % self.memo.len();
+            (out, len)
+        });
+        self.replace(start, end, &out[..len]);
     }
 
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
@@ -366,12 +439,7 @@ impl<'a> Cx<'a> {
         self.kind = "login";
         match sc.config.logins {
             Action::Keep | Action::Truncate => return,
-            Action::Hash => {
-                let key = self.key();
-                self.replace_with(start, end, |out| {
-                    hash::pseudonym(&key, b"login", v, hash::LOGIN_PREFIX, out)
-                });
-            }
+            Action::Hash => self.replace_hashed(start, end, b"login", hash::LOGIN_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
         sc.counters.login.inc();
@@ -391,12 +459,7 @@ impl<'a> Cx<'a> {
         self.kind = "secrets";
         match sc.config.secrets {
             Action::Keep | Action::Truncate => return,
-            Action::Hash => {
-                let key = self.key();
-                self.replace_with(start, end, |out| {
-                    hash::pseudonym(&key, b"secret", v, hash::SECRET_PREFIX, out)
-                });
-            }
+            Action::Hash => self.replace_hashed(start, end, b"secret", hash::SECRET_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
         sc.counters.secrets.inc();

@@ -65,7 +65,7 @@ pub fn run(
     let mut anchors = Anchors::new(s);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
-        if !anchor::worth_a_look(s, c) {
+        if !anchor::worth_a_look(s, c, &mut || cx.curl_possible()) {
             i = c + 1;
             continue;
         }

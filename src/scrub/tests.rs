@@ -621,6 +621,31 @@ fn same_login_same_pseudonym_every_shape() {
     assert_ne!(scrub_str(&sc, "user=bob"), a);
 }
 
+/// Pseudonyms made once per text and reused (`Cx`'s memo) are the ones
+/// hashing each occurrence gives: per name and per kind (`u:` vs `pw:`),
+/// past the memo's few slots too.
+#[test]
+fn repeated_names_in_one_text_hash_as_alone() {
+    let sc = scrubber_with("secrets = \"hash\"");
+    let alone = |t: &str| scrub_str(&sc, t);
+    let names = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let mut text = String::new();
+    let mut want = String::new();
+    for _ in 0..2 {
+        for n in names {
+            text.push_str(&format!("user={n} password={n} "));
+            want.push_str(&format!(
+                "{} {} ",
+                alone(&format!("user={n}")),
+                alone(&format!("password={n}"))
+            ));
+        }
+    }
+    assert_eq!(scrub_str(&sc, &text), want);
+    // The same name in two hashing domains: two pseudonyms.
+    assert_ne!(alone("user=alice")[7..], alone("password=alice")[12..]);
+}
+
 #[test]
 fn ipv6_hash_is_the_same_for_every_textual_form() {
     let sc = scrubber_with("ipv6 = \"hash\"\nipv4 = \"hash\"");
