@@ -26,26 +26,6 @@ fn is_role_mailbox(sc: &Scrubber, v: &[u8]) -> bool {
     memchr::memchr(b'@', v).is_some_and(|at| sc.is_system_account(&v[..at]))
 }
 
-/// The longest pseudonym remembered (`pw:` or `ip4:` and 10 hex digits).
-const MEMO_OUT: usize = 16;
-
-/// A pseudonym made in this scrub (`len` 0: an empty slot).
-#[derive(Clone, Copy)]
-struct Memo {
-    /// The span of the input hashed.
-    from: (usize, usize),
-    domain: &'static [u8],
-    out: [u8; MEMO_OUT],
-    len: usize,
-}
-
-const NO_MEMO: Memo = Memo {
-    from: (0, 0),
-    domain: b"",
-    out: [0; MEMO_OUT],
-    len: 0,
-};
-
 /// The state of one scrub: the input, the output (once something changed),
 /// and how far the input has been copied.
 pub struct Cx<'a> {
@@ -76,9 +56,6 @@ pub struct Cx<'a> {
     delimiter: Option<(usize, usize)>,
     /// Whether the text holds `-u` (curl's `-u`, `--user`), once looked up.
     curl: Option<bool>,
-    /// The last pseudonyms made, and which slot is overwritten next.
-    memo: [Memo; 4],
-    memo_next: usize,
 }
 
 impl<'a> Cx<'a> {
@@ -108,8 +85,6 @@ impl<'a> Cx<'a> {
             arpa: None,
             delimiter: None,
             curl: None,
-            memo: [NO_MEMO; 4],
-            memo_next: 0,
         }
     }
 
@@ -236,9 +211,6 @@ impl<'a> Cx<'a> {
     }
 
     /// Replaces `s[start..end]` with its pseudonym in hashing `domain`.
-    /// The last few pseudonyms are remembered: a text naming one person
-    /// several times (`user=alice ... /home/alice`), or a hostile chain of
-    /// one address, hashes each name once.
     fn replace_hashed(
         &mut self,
         start: usize,
@@ -246,29 +218,11 @@ impl<'a> Cx<'a> {
         domain: &'static [u8],
         prefix: &'static [u8],
     ) {
-        let s = self.s;
-        let v = &s[start..end];
-        let known = self
-            .memo
-            .iter()
-            .find(|m| m.domain == domain && m.len > 0 && &s[m.from.0..m.from.1] == v)
-            .map(|m| (m.out, m.len));
-        let (out, len) = known.unwrap_or_else(|| {
-            let mut buf = Vec::with_capacity(MEMO_OUT);
-            hash::pseudonym(&self.key(), domain, v, prefix, &mut buf);
-            let mut out = [0u8; MEMO_OUT];
-            out[..buf.len()].copy_from_slice(&buf);
-            let len = buf.len();
-            self.memo[self.memo_next] = Memo {
-                from: (start, end),
-                domain,
-                out,
-                len,
-            };
-            self.memo_next = (self.memo_next + 1) % self.memo.len();
-            (out, len)
+        let key = self.key();
+        let v = &self.s[start..end];
+        self.replace_with(start, end, |out| {
+            hash::pseudonym(&key, domain, v, prefix, out)
         });
-        self.replace(start, end, &out[..len]);
     }
 
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
