@@ -224,7 +224,8 @@ const PRODUCTS: &[&[u8]] = &[
 
 /// Whether the quad `s[start..end]` is an ASN.1 object identifier rather
 /// than an address: its first arc is 0, 1 or 2 (every OID's), and the line
-/// before it (at most 128 bytes) names OIDs: the word `oid`/`OID`, slapd's
+/// before it (at most 48 bytes: each quad of a hostile line of them reads
+/// that far) names OIDs: the word `oid`/`OID`, slapd's
 /// attribute list `attr=`, or a longer OID (five or more arcs, as
 /// `1.3.6.1.4.1.2021.10.1.3.1`). `SRCH attr=cn mail 2.5.4.3`, `oid
 /// 1.3.6.1.4.1.311 and 2.5.4.3`. A public address of 1.0.0.0/8 or
@@ -233,7 +234,7 @@ pub fn is_oid(s: &[u8], start: usize) -> bool {
     if !matches!(s[start], b'0'..=b'2') || s.get(start + 1) != Some(&b'.') {
         return false;
     }
-    let from = start.saturating_sub(128);
+    let from = start.saturating_sub(48);
     let line = &s[from..start];
     let line = match memchr::memrchr(b'\n', line) {
         Some(n) => &line[n + 1..],
