@@ -16,7 +16,7 @@
 //! | `[` | the date of an access-log line |
 //! | space after `r`/`R` | `user NAME`, `user NAME: `, `for NAME from`, `password changed for NAME` |
 //! | `/` after `e` | `/home/NAME` |
-//! | `(` | dovecot's `imap(NAME)`, pam's `by NAME(uid=`, su's `(to NAME) NAME on`, cron's `(NAME) CMD (` |
+//! | `(` | dovecot's `imap(NAME)`, su's `(to NAME) NAME on`, cron's `(NAME) CMD (` |
 //!
 //! [`worth_a_look`] then throws most anchors away with a look at their
 //! neighbours (`=` after `level` holds no login), and [`backup`] says where the

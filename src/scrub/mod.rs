@@ -21,7 +21,7 @@
 //!   boundaries).
 //! - `login`: logins, user names, e-mail, URL userinfo, access-log users,
 //!   LDAP DNs, handles; the `@` forms that are not mail.
-//! - `programs`: shapes anchored at punctuation (sudo, dovecot, pam, su,
+//! - `programs`: shapes anchored at punctuation (sudo, dovecot, su,
 //!   cron, Nextcloud, `/home/NAME`, ECS); `shadow`: useradd's `name=`.
 //! - `shapes`: the table of program shapes (one row per shape, with a real
 //!   example), compiled into one Aho-Corasick matcher.

@@ -221,6 +221,11 @@ pub const SHAPES: &[Row] = &[
         shape: "To: \"%w\" <",
         example: "To: \"Tina Example\" <tina@example.org>",
     },
+    Row {
+        program: "pam",
+        shape: " by %n(uid=",
+        example: "pam_unix(sudo:session): session opened for user root(uid=0) by alice(uid=1000)",
+    },
     // shadow-utils: accounts in quoted phrases. Groups in membership lines
     // are shared groups and stay; `removed group` removes only a user's
     // private group, named after the user (see `shadow` for `name=`).
