@@ -8,7 +8,7 @@
 //! | any | `/home/alice/.ssh/authorized_keys`, `PWD=/home/alice` | `alice`: a home directory names its user | the `/` after `home` |
 //! | dovecot | `imap(alice)<7><x>:`, `pop3(alice):`, `auth: passwd-file(alice,203.0.113.7): unknown user` | the user | the `(` |
 //! | su, runuser (util-linux) | `(to root) alice on pts/0`, `FAILED SU (to root) alice on pts/0` | both users | the `(` |
-//! | cron | `CRON[1234]: (alice) CMD (/usr/bin/backup)`, cronie's `CMDOUT`, `CMDEND` | the crontab's owner, `root` included | the `(` |
+//! | cron | `CRON[1234]: (alice) CMD (/usr/bin/backup)`, cronie's `CMDOUT`, `CMDEND` | the crontab's owner (a system account such as `root` stays) | the `(` |
 //! | Nextcloud | `Login failed: alice (Remote IP: 203.0.113.7)`, `Login failed: 'alice' (...`, `alice disabled (...` | what was typed, up to ` (Remote IP: ` | the `:` after `failed` |
 //! | ECS JSON | `"user":{"name":"alice"}`, `"user":{"target":{"full_name":"Alice B"}}` | `name` and `full_name` in a `user` object (or its `target`, `effective`, `changes`) | the `:` after the key |
 //!

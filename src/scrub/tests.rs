@@ -368,7 +368,7 @@ const TRICKY: &[(&str, &str)] = &[
         "(to be continued) later on; (to do) list on monday; f(to x) y on pts/1",
         "(to be continued) later on; (to do) list on monday; f(to x) y on pts/1",
     ),
-    // cron: the crontab's owner, root included.
+    // cron: the crontab's owner; system accounts (root) stay.
     (
         "CRON[1234]: (alice) CMD (/usr/bin/backup)",
         "CRON[1234]: (u:#) CMD (/usr/bin/backup)",
