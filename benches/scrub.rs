@@ -311,6 +311,19 @@ fn hostile(sc: &Scrubber) {
         ("dashed `1-2-3-`", repeated("1-2-3-")),
         ("`/home/`", repeated("/home/")),
         ("access-log `[`", repeated(" [10/Oct/2000:13:55:36 ")),
+        ("encoded `a%40`", repeated("a%40")),
+        ("`%40b.c` chain", repeated("a%40b.cd")),
+        ("nibbles `1.` before ip6.arpa", {
+            let mut l = repeated("1.");
+            l.extend_from_slice(b"ip6.arpa");
+            l
+        }),
+        ("shadow keys `' to group '`", repeated("' to group '")),
+        ("OIDs `2.5.4.3 ` after attr=", {
+            let mut l = b"attr=".to_vec();
+            l.extend_from_slice(&repeated("2.5.4.3 "));
+            l
+        }),
     ];
     for (name, line) in lines {
         // CPU time of this thread (wall clock on a loaded machine says

@@ -11,11 +11,12 @@
 //! | `.` after a digit | IPv4 (the dot after the first octet) |
 //! | `=` | `key=value`, useradd's `new user: name=NAME` |
 //! | `@` | e-mail, URL userinfo |
+//! | `%` | a percent-encoded e-mail address (`vera%40example.org`) |
+//! | `.` after `ip6` | an IPv6 reverse-DNS name (`….2.ip6.arpa`) |
 //! | `[` | the date of an access-log line |
 //! | space after `r`/`R` | `user NAME`, `user NAME: `, `for NAME from`, `password changed for NAME` |
 //! | `/` after `e` | `/home/NAME` |
-//! | `(` | dovecot's `imap(NAME)`, pam's `by NAME(uid=`, su's `(to NAME) NAME on`, cron's `(NAME) CMD (` |
-//! | `'`, `` ` `` | shadow-utils' quoted names: `add 'NAME' to group`, `password for 'NAME' changed by` |
+//! | `(` | dovecot's `imap(NAME)`, su's `(to NAME) NAME on`, cron's `(NAME) CMD (` |
 //!
 //! [`worth_a_look`] then throws most anchors away with a look at their
 //! neighbours (`=` after `level` holds no login), and [`backup`] says where the
@@ -36,13 +37,12 @@ fn is_anchor(c: u8, p: u8) -> bool {
     (c == b':')
         | (c == b'=')
         | (c == b'@')
+        | (c == b'%')
         | (c == b'[')
         | ((c == b'.') & (p.wrapping_sub(b'0') < 10))
         | ((c == b' ') & (lower == b'r'))
         | ((c == b'/') & (p == b'e'))
         | (c == b'(')
-        | (c == b'\'')
-        | (c == b'`')
 }
 
 /// Bit `k` is set when `cur[k]` (after `prev[k]`) is an anchor.
@@ -163,9 +163,10 @@ fn key_end(s: &[u8], mut end: usize) -> usize {
 
 /// Whether the anchor at `c` may belong to something the driver detects.
 /// A `false` here must be certain: the driver then skips every byte up to
-/// and including `c`.
+/// and including `c`. `curl` says whether the text holds curl's `-u`
+/// anywhere (asked only when needed, and then once: `Cx::curl_possible`).
 #[inline]
-pub fn worth_a_look(s: &[u8], c: usize) -> bool {
+pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool {
     let before = |k: usize| c.checked_sub(k).map(|at| s[at]);
     let after = s.get(c + 1).copied();
     match s[c] {
@@ -176,7 +177,7 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || key_tail_before(s, c)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
                 || super::secrets::key_tail(s, key_end(s, c))
-                || super::secrets::curl_worth_a_look(s, c)
+                || (curl() && super::secrets::curl_worth_a_look(s, c))
                 || s[..c].ends_with(b"\"user_id\"")
         }
         b'=' => {
@@ -184,14 +185,14 @@ pub fn worth_a_look(s: &[u8], c: usize) -> bool {
                 || super::secrets::key_tail(s, key_end(s, c))
                 || dn_key_before(s, c)
         }
-        b'.' => may_be_ipv4(s, c),
+        b'.' => may_be_ipv4(s, c) || (s[..c].ends_with(b"ip6") && s[c + 1..].starts_with(b"arpa")),
+        b'%' => s[c + 1..].starts_with(b"40"),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);
             (lower(3) == Some(b'f') && lower(2) == Some(b'o')) || key_tail_before(s, c)
         }
         b'/' => s[..c].ends_with(b"/home"),
         b'(' => super::programs::paren_worth_a_look(s, c),
-        b'\'' | b'`' => super::shadow::quote_worth_a_look(s, c),
         _ => true, // `@`, `[`
     }
 }
@@ -296,7 +297,7 @@ mod tests {
 
     #[test]
     fn anchors_match_the_byte_rule_at_every_offset() {
-        let text = b"a user=x 1.2 for y: [z] @ /home/q e/ r  ...:9= add 'x' `y' (to";
+        let text = b"a user=x 1.2 for y: [z] @ /home/q e/ r  ...:9= add 'x' `y' (to %40 ip6.arpa";
         for len in 0..text.len() {
             let s = &text[..len];
             let want: Vec<usize> = (0..s.len())

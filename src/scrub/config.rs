@@ -61,9 +61,11 @@ pub struct RawConfig {
     /// (default). A field whose name says it holds a login (`user`,
     /// `REMOTE_USER`, `user.name`, `email`, ...) is a login as a whole.
     pub fields: Option<Vec<String>>,
-    /// A dotted quad right after `version`, `ver`, `v`, `release` (then ` `,
-    /// `=`, `:` or `/`) or a product token such as `Chrome/` is a version, not
-    /// an address. Default true; false scrubs those too.
+    /// A dotted quad right after `version`, `ver`, `v`, `release`, `build`
+    /// (then ` `, `=`, `:` or `/`) or a product token such as `Chrome/` or
+    /// `Nextcloud ` is a version, and one starting `0.`, `1.` or `2.` on a
+    /// line naming OIDs is an OID (`ipv4::is_oid`), not an address. Default
+    /// true; false scrubs those too.
     pub keep_versions: Option<bool>,
     /// Which addresses are personal: `"public"` (default) rewrites only
     /// addresses that can name a person's connection and keeps the

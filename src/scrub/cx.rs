@@ -49,9 +49,13 @@ pub struct Cx<'a> {
     /// Where the next `TTY=` at or after some position is (sudo's shape),
     /// once looked up: `Some(None)` when there is none.
     tty: Option<Option<usize>>,
+    /// Where the next `ip6.arpa` at or after some position is, likewise.
+    arpa: Option<Option<usize>>,
     /// `(from, at)`: the first token delimiter at or after `from` is at
     /// `at` (`s.len()` when none), once looked up (see [`Cx::next_delimiter`]).
     delimiter: Option<(usize, usize)>,
+    /// Whether the text holds `-u` (curl's `-u`, `--user`), once looked up.
+    curl: Option<bool>,
 }
 
 impl<'a> Cx<'a> {
@@ -78,7 +82,9 @@ impl<'a> Cx<'a> {
             kind: "",
             log: None,
             tty: None,
+            arpa: None,
             delimiter: None,
+            curl: None,
         }
     }
 
@@ -151,6 +157,28 @@ impl<'a> Cx<'a> {
         found
     }
 
+    /// The position of the first `ip6.arpa` at or after `from`, looked up
+    /// once per pass (the one-nibble words before it are many).
+    pub fn next_arpa(&mut self, from: usize) -> Option<usize> {
+        match self.arpa {
+            Some(Some(at)) if at >= from => return Some(at),
+            Some(None) => return None,
+            _ => {}
+        }
+        let found = memchr::memmem::find(&self.s[from..], ipv6::ARPA).map(|n| from + n);
+        self.arpa = Some(found);
+        found
+    }
+
+    /// Whether curl's `-u user:password` may be in the text: every form of
+    /// it (` -u `, ` --user `, ` --user=`) holds `-u`. One search per pass.
+    pub fn curl_possible(&mut self) -> bool {
+        static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"-u"));
+        let s = self.s;
+        *self.curl.get_or_insert_with(|| FINDER.find(s).is_some())
+    }
+
     /// Records that an item was detected up to `end`.
     pub fn settle(&mut self, end: usize) {
         self.settled = self.settled.max(end);
@@ -180,6 +208,21 @@ impl<'a> Cx<'a> {
         out.extend_from_slice(&s[self.copied..start]);
         f(out);
         self.copied = end;
+    }
+
+    /// Replaces `s[start..end]` with its pseudonym in hashing `domain`.
+    fn replace_hashed(
+        &mut self,
+        start: usize,
+        end: usize,
+        domain: &'static [u8],
+        prefix: &'static [u8],
+    ) {
+        let key = self.key();
+        let v = &self.s[start..end];
+        self.replace_with(start, end, |out| {
+            hash::pseudonym(&key, domain, v, prefix, out)
+        });
     }
 
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
@@ -288,6 +331,48 @@ impl<'a> Cx<'a> {
         sc.counters.ipv6.inc();
     }
 
+    /// The `ipv6` action on the nibbles `s[start..end]` of a reverse-DNS
+    /// name (`ipv6::detect_arpa`: `n` nibbles, `addr` the address or prefix
+    /// they write). Truncation zeroes the nibbles past the prefix in place,
+    /// so the name keeps its form (and the case of the nibbles kept).
+    pub(super) fn rewrite_v6_arpa(&mut self, start: usize, end: usize, addr: Ipv6Addr, n: usize) {
+        let sc = self.sc;
+        self.settle(end);
+        self.kind = "ipv6";
+        if sc.config.addresses == Addresses::Public && !policy::public_v6(addr) {
+            return;
+        }
+        match sc.config.ipv6 {
+            Action::Keep => return,
+            Action::Truncate => {
+                let kept = u128::from(ipv6::truncate(addr, sc.config.ipv6_prefix));
+                let mut name = [0u8; 63];
+                let name = &mut name[..end - start];
+                name.copy_from_slice(&self.s[start..end]);
+                for j in 0..n {
+                    // Text nibble `j` is the address's `n - 1 - j`th from the top.
+                    let v = (kept >> (4 * (32 - n + j))) as u8 & 0xf;
+                    if ipv6::nibble(name[2 * j]) != v {
+                        name[2 * j] = b"0123456789abcdef"[usize::from(v)];
+                    }
+                }
+                if name[..] == self.s[start..end] {
+                    return;
+                }
+                self.replace(start, end, name);
+            }
+            Action::Hash => {
+                let key = self.key();
+                let octets = addr.octets();
+                self.replace_with(start, end, |out| {
+                    hash::pseudonym(&key, b"ipv6", &octets, hash::IPV6_PREFIX, out)
+                });
+            }
+            Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
+        }
+        sc.counters.ipv6.inc();
+    }
+
     /// Applies the login action to `s[start..end]`, unless it is empty,
     /// `-`, the mask token or a pseudonym already.
     pub fn rewrite_login(&mut self, start: usize, end: usize) {
@@ -308,12 +393,7 @@ impl<'a> Cx<'a> {
         self.kind = "login";
         match sc.config.logins {
             Action::Keep | Action::Truncate => return,
-            Action::Hash => {
-                let key = self.key();
-                self.replace_with(start, end, |out| {
-                    hash::pseudonym(&key, b"login", v, hash::LOGIN_PREFIX, out)
-                });
-            }
+            Action::Hash => self.replace_hashed(start, end, b"login", hash::LOGIN_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
         sc.counters.login.inc();
@@ -333,12 +413,7 @@ impl<'a> Cx<'a> {
         self.kind = "secrets";
         match sc.config.secrets {
             Action::Keep | Action::Truncate => return,
-            Action::Hash => {
-                let key = self.key();
-                self.replace_with(start, end, |out| {
-                    hash::pseudonym(&key, b"secret", v, hash::SECRET_PREFIX, out)
-                });
-            }
+            Action::Hash => self.replace_hashed(start, end, b"secret", hash::SECRET_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
         sc.counters.secrets.inc();

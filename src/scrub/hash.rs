@@ -61,16 +61,81 @@ impl Keyring {
 
 /// Appends `prefix` and the pseudonym of `value` (in hashing domain `domain`).
 pub fn pseudonym(key: &[u8; 32], domain: &[u8], value: &[u8], prefix: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(prefix);
+    let n = domain.len() + 1 + value.len();
+    if n > RECENT_INPUT {
+        out.extend_from_slice(&digest_hex(key, domain, value));
+        return;
+    }
+    let mut input = [0u8; RECENT_INPUT];
+    input[..domain.len()].copy_from_slice(domain);
+    input[domain.len() + 1..n].copy_from_slice(value);
+    let input = &input[..n];
+    // FNV-1a picks the slot: cheap, and a collision only costs a hash.
+    let slot = input.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) as usize
+        % RECENT_SLOTS;
+    let hex = RECENT.with_borrow_mut(|recent| {
+        let r = &mut recent[slot];
+        if usize::from(r.len) != n || r.key != *key || &r.input[..n] != input {
+            r.hex = digest_hex(key, domain, value);
+            r.key = *key;
+            r.input[..n].copy_from_slice(input);
+            r.len = n as u8;
+        }
+        r.hex
+    });
+    out.extend_from_slice(&hex);
+}
+
+/// The pseudonym's hex digits: the first bytes of the keyed BLAKE3 digest.
+fn digest_hex(key: &[u8; 32], domain: &[u8], value: &[u8]) -> [u8; HASH_HEX] {
     let mut h = blake3::Hasher::new_keyed(key);
     h.update(domain);
     h.update(&[0]);
     h.update(value);
     let digest = h.finalize();
-    out.extend_from_slice(prefix);
-    for b in &digest.as_bytes()[..HASH_HEX / 2] {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
+    let mut hex = [0u8; HASH_HEX];
+    for (k, b) in digest.as_bytes()[..HASH_HEX / 2].iter().enumerate() {
+        hex[2 * k] = HEX[usize::from(b >> 4)];
+        hex[2 * k + 1] = HEX[usize::from(b & 15)];
     }
+    hex
+}
+
+/// Slots of the per-thread table of recent pseudonyms.
+const RECENT_SLOTS: usize = 128;
+/// Longest `domain || 0 || value` the table holds (longer ones are hashed
+/// every time).
+const RECENT_INPUT: usize = 64;
+
+/// One pseudonym made recently: its key, input and digits (`len` 0: empty).
+#[derive(Clone, Copy)]
+struct Recent {
+    key: [u8; 32],
+    input: [u8; RECENT_INPUT],
+    len: u8,
+    hex: [u8; HASH_HEX],
+}
+
+thread_local! {
+    /// Pseudonyms this thread made recently. The same people and machines
+    /// recur line after line (a user's session, a client's requests), and
+    /// the keyed BLAKE3 hash of a short name is most of what rewriting it
+    /// costs: a look-up here is a small fraction of that. Bounded (128
+    /// slots of 107 bytes per thread), and a slot is reused by whatever
+    /// lands on it next; it holds the names the scrubber is rewriting, no
+    /// more than the events in flight already do.
+    static RECENT: std::cell::RefCell<Vec<Recent>> = std::cell::RefCell::new(vec![
+        Recent {
+            key: [0; 32],
+            input: [0; RECENT_INPUT],
+            len: 0,
+            hex: [0; HASH_HEX],
+        };
+        RECENT_SLOTS
+    ]);
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -50,7 +50,8 @@ pub fn detect(s: &[u8], start: usize, keep_versions: bool) -> Option<([u8; 4], u
         Some(b'.') if s.get(end + 1).is_some_and(u8::is_ascii_digit) => return None,
         _ => {}
     }
-    if keep_versions && (is_version(s, start) || debian_version(s, start, end)) {
+    if keep_versions && (is_version(s, start) || debian_version(s, start, end) || is_oid(s, start))
+    {
         return None;
     }
     Some((octets, end))
@@ -194,9 +195,65 @@ pub fn is_version(s: &[u8], start: usize) -> bool {
     if sep == b'/' && p + 1 == start && word.len() >= 2 && word[0].is_ascii_uppercase() {
         return true;
     }
-    [&b"version"[..], b"ver", b"v", b"release", b"oid"]
+    if [&b"version"[..], b"ver", b"v", b"release", b"build", b"oid"]
         .iter()
         .any(|k| word.eq_ignore_ascii_case(k))
+    {
+        return true;
+    }
+    // `Nextcloud 29.0.7.1 is up to date`: a product that numbers its
+    // releases with four parts, then one space.
+    sep == b' ' && p + 1 == start && PRODUCTS.contains(&word)
+}
+
+/// Products whose versions have four parts, as their own messages name
+/// them before the version (`Nextcloud 29.0.7.1`, `Chrome 120.0.6099.109`,
+/// `Windows 10.0.19045.3803`). Their names followed by an address are no
+/// log phrase.
+const PRODUCTS: &[&[u8]] = &[
+    b"Nextcloud",
+    b"ownCloud",
+    b"Chrome",
+    b"Chromium",
+    b"Edge",
+    b"Windows",
+    b"Plesk",
+    b"Thunderbird",
+    b"Firefox",
+];
+
+/// Whether the quad `s[start..end]` is an ASN.1 object identifier rather
+/// than an address: its first arc is 0, 1 or 2 (every OID's), and the line
+/// before it (at most 48 bytes: each quad of a hostile line of them reads
+/// that far) names OIDs: the word `oid`/`OID`, slapd's
+/// attribute list `attr=`, or a longer OID (five or more arcs, as
+/// `1.3.6.1.4.1.2021.10.1.3.1`). `SRCH attr=cn mail 2.5.4.3`, `oid
+/// 1.3.6.1.4.1.311 and 2.5.4.3`. A public address of 1.0.0.0/8 or
+/// 2.0.0.0/8 on such a line is kept as well: the price of not hashing OIDs.
+pub fn is_oid(s: &[u8], start: usize) -> bool {
+    if !matches!(s[start], b'0'..=b'2') || s.get(start + 1) != Some(&b'.') {
+        return false;
+    }
+    let from = start.saturating_sub(48);
+    let line = &s[from..start];
+    let line = match memchr::memrchr(b'\n', line) {
+        Some(n) => &line[n + 1..],
+        None => line,
+    };
+    if memchr::memmem::find(line, b"attr=").is_some() {
+        return true;
+    }
+    // Words of the line, split at anything but letters, digits and dots.
+    line.split(|&c| !(c.is_ascii_alphanumeric() || c == b'.'))
+        .any(|w| {
+            w.eq_ignore_ascii_case(b"oid")
+                || w.eq_ignore_ascii_case(b"oids")
+                || (w.len() >= 9
+                    && w.iter().all(|&c| c.is_ascii_digit() || c == b'.')
+                    && w.iter().filter(|&&c| c == b'.').count() >= 4
+                    && w[0].is_ascii_digit()
+                    && !w.windows(2).any(|p| p == b".."))
+        })
 }
 
 /// Keeps the first `prefix` bits.

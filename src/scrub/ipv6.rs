@@ -176,6 +176,51 @@ pub fn truncate(addr: Ipv6Addr, prefix: u8) -> Ipv6Addr {
     Ipv6Addr::from(bits & mask)
 }
 
+/// The domain a reverse-DNS name of an IPv6 address ends in (RFC 3596).
+pub const ARPA: &[u8] = b"ip6.arpa";
+
+/// A reverse-DNS name of an IPv6 address or prefix at `start`, a word start
+/// (`7.0.0.0.….2.6.2.1.0.0.2.ip6.arpa`, RFC 3596): 1 to 32 hex nibbles,
+/// the lowest first, each followed by `.`, then [`ARPA`] (lower case, as
+/// resolvers log it) ending the word. The address (nibbles not written are
+/// zero), the number of nibbles and where they end (before `ip6.arpa`: like
+/// `in-addr.arpa` names, only the nibbles are rewritten).
+pub fn detect_arpa(s: &[u8], start: usize) -> Option<(Ipv6Addr, usize, usize)> {
+    if start > 0 && (s[start - 1].is_ascii_alphanumeric() || matches!(s[start - 1], b'.' | b'-')) {
+        return None;
+    }
+    let mut bits = 0u128;
+    let mut p = start;
+    let mut n = 0;
+    while !s[p..].starts_with(ARPA) {
+        let c = *s.get(p)?;
+        if n == 32 || !is_hex(c) || s.get(p + 1) != Some(&b'.') {
+            return None;
+        }
+        bits = bits >> 4 | u128::from(nibble(c)) << 124;
+        n += 1;
+        p += 2;
+    }
+    let after = p + ARPA.len();
+    if n == 0
+        || s.get(after)
+            .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'-')
+    {
+        return None;
+    }
+    // Read lowest first and shifted in from the top: the last nibble read
+    // is the address's highest, the first the `n`th from the top.
+    Some((Ipv6Addr::from(bits), n, p - 1))
+}
+
+/// The value of the hex digit `c`.
+pub fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        _ => (c | 0x20) - b'a' + 10,
+    }
+}
+
 /// The embedded IPv4 address of `::ffff:a.b.c.d` (in any textual form).
 pub fn mapped_v4(addr: Ipv6Addr) -> Option<[u8; 4]> {
     addr.to_ipv4_mapped().map(|v4| v4.octets())

@@ -399,6 +399,12 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
             if matches!(s.get(ve), Some(b'=' | b':')) && !labelled {
                 return None;
             }
+            // `email=vera%40example.org` (a URL's query): the whole address.
+            if s[ve..].starts_with(b"%40") {
+                if let Some(d) = domain_end(s, ve + 3) {
+                    ve = d;
+                }
+            }
             // A sentence's full stop is not part of the name.
             while ve > q && s[ve - 1] == b'.' {
                 ve -= 1;
@@ -481,8 +487,10 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
     Some(end)
 }
 
+/// A byte of an e-mail's local part; non-ASCII for internationalised
+/// addresses (RFC 6531: `jörg@example.de`).
 fn is_local(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') || c >= 0x80
 }
 
 fn is_userinfo(c: u8) -> bool {
@@ -603,6 +611,52 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
             Some(i + 1)
         }
     }
+}
+
+/// `%40` at `i`: a percent-encoded `@`, as a mailbox stands in a URL's
+/// query or path (`?email=vera%40example.org`, `mailto:vera%40example.org`):
+/// an e-mail address when a local part comes before it and a dotted domain
+/// after it, rewritten whole. `%40bob` and `50%40` stay.
+pub fn encoded_at(cx: &mut Cx, i: usize) -> Option<usize> {
+    let s = cx.s;
+    if !s[i..].starts_with(b"%40") {
+        return None;
+    }
+    let floor = cx.floor();
+    let mut l = i;
+    while l > floor && i - l <= 64 && is_local(s[l - 1]) {
+        l -= 1;
+    }
+    if l > 0 && l > floor && is_local(s[l - 1]) {
+        return None; // longer than a local part may be
+    }
+    // `mailto%3Avera%40…`, `q=a%20vera%40…`: an encoded byte that is no
+    // local-part byte (`:`, space, `%`) ends the local part.
+    let mut k = l;
+    while let Some(n) = memchr::memchr(b'%', &s[k..i]) {
+        let p = k + n;
+        let decoded = s.get(p + 1..p + 3).and_then(|h| {
+            let h = std::str::from_utf8(h).ok()?;
+            u8::from_str_radix(h, 16).ok()
+        });
+        if decoded.is_some_and(|c| c == b'%' || !is_local(c)) {
+            l = p + 3;
+        }
+        k = p + 1;
+    }
+    while l < i && s[l] == b'.' {
+        l += 1;
+    }
+    if l >= i || s[l..i].starts_with(cx.sc.mask_token()) || hash::pseudonym_len_at(s, l).is_some() {
+        return None;
+    }
+    let end = domain_end(s, i + 3)?;
+    if cx.sc.is_system_account(&s[l..i]) {
+        cx.settle(end);
+        return Some(end);
+    }
+    cx.rewrite_login(l, end);
+    Some(end)
 }
 
 /// Whether the text before `l` opens a Message-ID: `message-id=<`
@@ -772,13 +826,20 @@ fn userinfo(cx: &mut Cx, b: usize, at: usize) {
     }
 }
 
-/// The end of a dotted domain name at `p` whose last label is 2+ letters.
+/// A byte of a domain label: internationalised names (IDN) are written in
+/// UTF-8 (`bücher.example`) or in punycode (`xn--bcher-kva.example`).
+fn is_label(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80
+}
+
+/// The end of a dotted domain name at `p` whose last label is a top-level
+/// domain: 2+ letters (`org`), non-ASCII (`рф`) or punycode (`xn--p1ai`).
 fn domain_end(s: &[u8], p: usize) -> Option<usize> {
     let mut q = p;
     let mut labels = 0;
     loop {
         let start = q;
-        while q < s.len() && (s[q].is_ascii_alphanumeric() || s[q] == b'-') {
+        while q < s.len() && is_label(s[q]) {
             q += 1;
         }
         if q == start {
@@ -786,10 +847,11 @@ fn domain_end(s: &[u8], p: usize) -> Option<usize> {
         }
         labels += 1;
         let label = &s[start..q];
-        let dot_next =
-            s.get(q) == Some(&b'.') && s.get(q + 1).is_some_and(u8::is_ascii_alphanumeric);
+        let dot_next = s.get(q) == Some(&b'.') && s.get(q + 1).is_some_and(|&c| is_label(c));
         if !dot_next {
-            let tld_ok = label.len() >= 2 && label.iter().all(u8::is_ascii_alphabetic);
+            let punycode = label.len() > 4 && label[..4].eq_ignore_ascii_case(b"xn--");
+            let tld_ok = label.len() >= 2
+                && (punycode || label.iter().all(|&c| c.is_ascii_alphabetic() || c >= 0x80));
             return (labels >= 2 && tld_ok).then_some(q);
         }
         q += 1;

@@ -21,8 +21,8 @@
 //!   boundaries).
 //! - `login`: logins, user names, e-mail, URL userinfo, access-log users,
 //!   LDAP DNs, handles; the `@` forms that are not mail.
-//! - `programs`, `shadow`: shapes anchored at punctuation (sudo, dovecot,
-//!   pam, su, cron, Nextcloud, `/home/NAME`, ECS; shadow-utils' quotes).
+//! - `programs`: shapes anchored at punctuation (sudo, dovecot, su,
+//!   cron, Nextcloud, `/home/NAME`, ECS); `shadow`: useradd's `name=`.
 //! - `shapes`: the table of program shapes (one row per shape, with a real
 //!   example), compiled into one Aho-Corasick matcher.
 //! - `secrets`: credentials (kind `secrets`).
@@ -38,18 +38,21 @@
 //! | `2001:db8:1:2::7`, `[2001:db8:1:2::7]:443` | `2001:db8:1::` | RFC 5952 form of the /48 |
 //! | `127.0.0.1`, `[::1]:9090`, `10.0.0.3`, `fe80::1%eth0`, `fd00::5` | unchanged | the infrastructure's (`policy`); `addresses = "all"` rewrites them |
 //! | `host-203-0-113-40.example.net`, `40.113.0.203.in-addr.arpa` | `host-203-0-113-0...`, `0.113.0.203...` | an address in a host name, rewritten in its form |
+//! | `7.7.0.….8.b.d.0.1.0.0.2.ip6.arpa` | `0.0.0.….1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa` | the nibbles past the prefix zeroed in place; zones shorter than the prefix stay |
+//! | `jörg@bücher.example`, `a@xn--bcher-kva.example`, `vera%40example.org` | `u:3f9a2b1c5d` | internationalised and percent-encoded e-mail, whole |
 //! | `password=x`, `Authorization: Basic x`, `curl -u a:x` | `...REDACTED` | credentials (`secrets`) |
 //! | `::ffff:203.0.113.7` | `::ffff:203.0.113.0` | an IPv4 client on a dual-stack socket: the `ipv4` action |
 //! | hash of an address | `ip4:3f9a2b1c5d`, `ip6:...` | hashes the binary address: every textual form of one address agrees |
 //! | `user=alice`, `"user":"alice"`, `for alice from` | `u:3f9a2b1c5d` | see `login` for every shape |
 //! | `https://alice:pw@host` | `https://u:...:REDACTED@host` | a password is masked, never hashed |
-//! | `(to root) alice on pts/0`, `(alice) CMD (...)`, `add 'alice' to group 'sudo'` | `u:...` for each user; the group stays | su, cron and shadow-utils shapes (`programs`, `shadow`) |
+//! | `(to root) alice on pts/0`, `(alice) CMD (...)`, `add 'alice' to group 'sudo'` | `u:...` for each user; the group stays | su, cron (`programs`) and shadow-utils (rows of `shapes`) |
 //! | `name=nginx`, `add 'milk' to cart`, `(to be continued) later on` | unchanged | `name=` is a login only in useradd's lines; the program shapes match whole |
 //! | `12:34:56`, `20:17:03.644`, `2024-05-01T12:34:56Z` | unchanged | too few groups for IPv6, no dotted quad |
 //! | `00:1a:2b:3c:4d:5e`, `00:11:22:33:44:55:66:77` | unchanged | 6 groups; 8 groups of 2 digits = EUI-64 |
 //! | UUIDs, hex hashes, `1.5s`, `5.7.1` | unchanged | not colon groups, not four octets |
 //! | `1.2.3.4.5`, `a1.2.3.4`, `1.2.3.999` | unchanged | not a word of exactly four octets |
-//! | `version 1.2.3.4`, `v1.2.3.4`, `Chrome/120.0.0.0` | unchanged | versions (`keep_versions`, default true) |
+//! | `version 1.2.3.4`, `v1.2.3.4`, `Chrome/120.0.0.0`, `Nextcloud 29.0.7.1` | unchanged | versions (`keep_versions`, default true) |
+//! | `oid 2.5.4.3`, `SRCH attr=2.5.4.3`, `1.3.6.1.4.1.311 and 2.5.29.17` | unchanged | OIDs: first arc 0-2 on a line naming OIDs (`keep_versions`) |
 //!
 //! Idempotence: scrubbing twice equals scrubbing once. Truncated addresses
 //! truncate to themselves; pseudonyms and the mask token (which may not
@@ -79,7 +82,9 @@
 //!
 //! Speed: one pass over the bytes with a class-table prefilter; the output
 //! buffer is allocated at the first rewrite only, so an event with nothing
-//! to scrub costs a scan and no allocation. Counters:
+//! to scrub costs a scan and no allocation. Each thread remembers the
+//! pseudonyms it made recently (`hash`): the same users and clients recur
+//! line after line, and their keyed hash is most of what rewriting costs. Counters:
 //! `weir_scrub_rewrites_total{kind,action}` (kind `ipv4`, `ipv6`, `login`,
 //! `secrets`, `unsettled`, or a rule's name).
 

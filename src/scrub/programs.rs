@@ -7,9 +7,8 @@
 //! | sudo | `alice : 3 incorrect password attempts ; TTY=pts/0 ; ...` | the leading user | the ` : ` |
 //! | any | `/home/alice/.ssh/authorized_keys`, `PWD=/home/alice` | `alice`: a home directory names its user | the `/` after `home` |
 //! | dovecot | `imap(alice)<7><x>:`, `pop3(alice):`, `auth: passwd-file(alice,203.0.113.7): unknown user` | the user | the `(` |
-//! | pam | `session opened for user root(uid=0) by alice(uid=1000)` | `alice` | the `(` |
 //! | su, runuser (util-linux) | `(to root) alice on pts/0`, `FAILED SU (to root) alice on pts/0` | both users | the `(` |
-//! | cron | `CRON[1234]: (alice) CMD (/usr/bin/backup)`, cronie's `CMDOUT`, `CMDEND` | the crontab's owner, `root` included | the `(` |
+//! | cron | `CRON[1234]: (alice) CMD (/usr/bin/backup)`, cronie's `CMDOUT`, `CMDEND` | the crontab's owner (a system account such as `root` stays) | the `(` |
 //! | Nextcloud | `Login failed: alice (Remote IP: 203.0.113.7)`, `Login failed: 'alice' (...`, `alice disabled (...` | what was typed, up to ` (Remote IP: ` | the `:` after `failed` |
 //! | ECS JSON | `"user":{"name":"alice"}`, `"user":{"target":{"full_name":"Alice B"}}` | `name` and `full_name` in a `user` object (or its `target`, `effective`, `changes`) | the `:` after the key |
 //!
@@ -18,7 +17,7 @@
 //! alone. `/home/` must start a path (not after a letter, digit, `.`, `_`,
 //! `-` or `~`: `/srv/home/x` is not a home directory). The dovecot shape is
 //! limited to dovecot's service and passdb names, so `f(x)` in application
-//! logs is left alone; pam's `by NAME(uid=` needs the `uid=`. In ECS JSON only
+//! logs is left alone (pam's `by NAME(uid=` is a row of `shapes`). In ECS JSON only
 //! the person-naming keys are logins: `user.id` and `user.group.name` stay.
 //!
 //! su's and cron's `(` must start the text or follow a space, and the whole
@@ -183,7 +182,7 @@ fn cron_shape(s: &[u8], c: usize) -> Option<(usize, usize)> {
 }
 
 /// A `(` at `c`: su's `(to root) alice on pts/0`, cron's `(alice) CMD (`,
-/// dovecot's `imap(alice)` and pam's `by alice(uid=1000)`.
+/// and dovecot's `imap(alice)`.
 pub fn paren(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
     // su and cron open their lines with the `(`: it starts the text or
@@ -223,11 +222,6 @@ pub fn paren(cx: &mut Cx, c: usize) -> Option<usize> {
         }
         cx.rewrite_login(q, end);
         return Some(end);
-    }
-    // pam: `by NAME(uid=N)`.
-    if s[c + 1..].starts_with(b"uid=") && s[..w].ends_with(b" by ") && !ends_pseudonym(s, c) {
-        cx.rewrite_login(w, c);
-        return Some(c + 1);
     }
     None
 }
@@ -348,10 +342,7 @@ impl Key {
 
 /// Whether a `(` at `c` may open one of the shapes above.
 pub fn paren_worth_a_look(s: &[u8], c: usize) -> bool {
-    s[c + 1..].starts_with(b"uid=")
-        || su_shape(s, c).is_some()
-        || may_be_cron(s, c)
-        || DOVECOT.iter().any(|d| s[..c].ends_with(d))
+    su_shape(s, c).is_some() || may_be_cron(s, c) || DOVECOT.iter().any(|d| s[..c].ends_with(d))
 }
 
 /// A cheap superset of [`cron_shape`] for the prefilter, which meets every

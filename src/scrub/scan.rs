@@ -18,7 +18,7 @@ use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
 pub use super::cx::{Cx, Rewrite};
-use super::{ipv4, ipv6, login, programs, secrets, shadow, Scrubber};
+use super::{ipv4, ipv6, login, programs, secrets, Scrubber};
 
 const SKIP: u8 = 0;
 const DIGIT: u8 = 1;
@@ -29,7 +29,7 @@ const AT: u8 = 5;
 const BRACKET: u8 = 6;
 const SLASH: u8 = 7;
 const PAREN: u8 = 8;
-const QUOTE: u8 = 9;
+const PERCENT: u8 = 9;
 
 static CLASS: [u8; 256] = {
     let mut t = [SKIP; 256];
@@ -44,7 +44,7 @@ static CLASS: [u8; 256] = {
             b'[' => BRACKET,
             b'/' => SLASH,
             b'(' => PAREN,
-            b'\'' | b'`' => QUOTE,
+            b'%' => PERCENT,
             _ => SKIP,
         };
         i += 1;
@@ -65,7 +65,7 @@ pub fn run(
     let mut anchors = Anchors::new(s);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
-        if !anchor::worth_a_look(s, c) {
+        if !anchor::worth_a_look(s, c, &mut || cx.curl_possible()) {
             i = c + 1;
             continue;
         }
@@ -130,9 +130,9 @@ impl Cx<'_> {
                 self.rule = "paren";
                 programs::paren(self, i).unwrap_or(i + 1)
             }
-            QUOTE => {
-                self.rule = "shadow";
-                shadow::quoted(self, i).unwrap_or(i + 1)
+            PERCENT => {
+                self.rule = "at_sign_encoded";
+                login::encoded_at(self, i).unwrap_or(i + 1)
             }
             _ => self.word(i, class),
         }
@@ -147,6 +147,17 @@ impl Cx<'_> {
             // and a colon, a first octet 1-3 digits and a dot.
             let len = end - i;
             let next = s.get(end).copied();
+            // `7.0.….2.ip6.arpa`: one nibble and a dot, `ip6.arpa` at most
+            // 64 bytes on (32 nibbles and their dots).
+            if len == 1 && next == Some(b'.') && self.next_arpa(i).is_some_and(|at| at - i <= 64) {
+                self.rule = "ipv6_reverse_dns";
+                if let Some(((addr, n), end)) = self.in_view(i, |v, at| {
+                    ipv6::detect_arpa(v, at).map(|(a, n, end)| ((a, n), end))
+                }) {
+                    self.rewrite_v6_arpa(i, end, addr, n);
+                    return end;
+                }
+            }
             if len <= 4 && next == Some(b':') && s[i..end].iter().all(u8::is_ascii_hexdigit) {
                 self.rule = "ipv6";
                 if let Some((addr, end)) = self.detect_v6(i) {

@@ -278,6 +278,11 @@ fn credential(s: &[u8], vs: usize, ve: usize) -> Option<(usize, usize)> {
 /// curl's `-u user:pass` / `--user user:pass`: the `:` at `c`.
 pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
     let s = cx.s;
+    // Every lead holds `-u`: a text without it (nearly all) is done here,
+    // at the cost of one search per text.
+    if !cx.curl_possible() {
+        return None;
+    }
     // The lead (` -u `, ` --user `, ` --user=`, then maybe a quote) ends at
     // most 65 bytes before `c`, so its `-` is in the 80 bytes before it:
     // one vectorised look spares the byte loop below at every other `:`.

@@ -9,10 +9,14 @@
 //!   with the `logins` action unless it is a system account;
 //! - `%w`: words up to the next literal on the line (a display name such
 //!   as `"Tina Example"`), rewritten whole;
-//! - `%k`: a name that is kept (a repository, a group).
+//! - `%k`: a name that is kept (a repository, a group);
+//! - `%q`, `%Q`: a quoted name, `'NAME'` or `` `NAME' `` (shadow-utils 4.2
+//!   on, and 4.1), rewritten (`%q`) or kept (`%Q`, a group); anything up to
+//!   the closing `'` on the line, at most 256 bytes.
 //!
-//! The longest literal of each shape is its key; one Aho-Corasick automaton
-//! finds every key in the text, and the rest of the shape is matched around the hit, forward
+//! One literal of each shape is its key (the one with the rarest first
+//! bytes, see [`choose_key`]); one Aho-Corasick automaton finds every key in
+//! the text, and the rest of the shape is matched around the hit, forward
 //! and backward. Literals are case-sensitive: these are the programs' own
 //! format strings. A shape whose first literal starts with a letter or
 //! digit must start a word. Adding a program is one row here and its lines
@@ -217,6 +221,84 @@ pub const SHAPES: &[Row] = &[
         shape: "To: \"%w\" <",
         example: "To: \"Tina Example\" <tina@example.org>",
     },
+    Row {
+        program: "pam",
+        shape: " by %n(uid=",
+        example: "pam_unix(sudo:session): session opened for user root(uid=0) by alice(uid=1000)",
+    },
+    // shadow-utils: accounts in quoted phrases. Groups in membership lines
+    // are shared groups and stay; `removed group` removes only a user's
+    // private group, named after the user (see `shadow` for `name=`).
+    Row {
+        program: "useradd",
+        shape: "add %q to group %Q",
+        example: "useradd[4300]: add 'erin' to group 'sudo'",
+    },
+    Row {
+        program: "useradd",
+        shape: "add %q to shadow group %Q",
+        example: "useradd[4300]: add `erin' to shadow group `sudo'",
+    },
+    Row {
+        program: "userdel",
+        shape: "delete %q from group %Q",
+        example: "userdel[4310]: delete 'erin' from group 'sudo'",
+    },
+    Row {
+        program: "userdel",
+        shape: "delete %q from shadow group %Q",
+        example: "userdel[4310]: delete 'erin' from shadow group 'sudo'",
+    },
+    Row {
+        program: "userdel",
+        shape: "removed group %q owned by %q",
+        example: "userdel[4310]: removed group 'erin' owned by 'erin'",
+    },
+    Row {
+        program: "userdel",
+        shape: "removed shadow group %q owned by %q",
+        example: "userdel[4310]: removed shadow group 'erin' owned by 'erin'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change user name %q to %q",
+        example: "usermod[4301]: change user name 'erin' to 'erin2'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change %q to %q in group %Q",
+        example: "usermod[4301]: change 'erin' to 'erin2' in group 'sudo'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change %q to %q in shadow group %Q",
+        example: "usermod[4301]: change 'erin' to 'erin2' in shadow group 'sudo'",
+    },
+    Row {
+        program: "usermod",
+        shape: "change admin %q to %q in shadow group %Q",
+        example: "usermod[4301]: change admin 'erin' to 'erin2' in shadow group 'sudo'",
+    },
+    Row {
+        program: "passwd",
+        shape: "password for %q changed by %q",
+        example: "passwd[4305]: password for 'erin' changed by 'root'",
+    },
+    Row {
+        program: "passwd",
+        shape: "password locked for %q",
+        example: "passwd[4306]: password locked for 'erin'",
+    },
+    Row {
+        program: "passwd",
+        shape: "minimum age for %q",
+        example: "passwd[4307]: now < minimum age for 'erin'",
+    },
+    Row {
+        program: "chsh",
+        shape: "change shell for %q",
+        example: "chsh[4308]: can't change shell for 'erin'",
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -225,13 +307,60 @@ enum Seg {
     Name,
     Words,
     Kept,
+    /// A quoted name: rewritten (`%q`) or not (`%Q`).
+    Quoted(bool),
 }
 
 struct Compiled {
     segs: Vec<Seg>,
     /// The index in `segs` of the literal the automaton finds.
     key: usize,
+    /// The automaton's pattern starts with the closing `'` of the quoted
+    /// slot before the key literal.
+    key_quote: bool,
     program: &'static str,
+}
+
+/// How rare a byte is in log text: lower-case letters, digits and spaces
+/// are everywhere; capitals and common punctuation less so; quotes,
+/// brackets and the rest rarely.
+fn rarity(c: u8) -> usize {
+    match c {
+        b'a'..=b'z' | b'0'..=b'9' | b' ' => 1,
+        b'A'..=b'Z' | b'.' | b',' | b'-' | b'_' | b':' | b'/' | b'=' => 2,
+        _ => 3,
+    }
+}
+
+fn key_literal(segs: &[Seg], k: usize) -> &'static str {
+    match segs[k] {
+        Seg::Lit(l) => l,
+        _ => unreachable!("keys are literals"),
+    }
+}
+
+/// The literal of a shape the automaton looks for, and its pattern. The
+/// automaton's SIMD search (Teddy) fingerprints the first 4 bytes of each
+/// pattern and checks every position they match, so the key is the literal
+/// of at least 4 bytes whose first 4 are rarest (then the longest): `]
+/// Peer Connection` rather than `Authentication for user [`, and `' to
+/// group ` rather than `add ` (a literal after a quoted slot starts with
+/// the slot's closing `'`). Common English words as first bytes (` to `,
+/// ` in `) would have every line of prose checked.
+fn choose_key(segs: &[Seg]) -> (usize, String) {
+    let pattern = |k: usize| {
+        let quote = k > 0 && matches!(segs[k - 1], Seg::Quoted(_));
+        format!("{}{}", if quote { "'" } else { "" }, key_literal(segs, k))
+    };
+    let score = |p: &str| {
+        let rare: usize = p.bytes().take(4).map(rarity).sum();
+        (p.len() >= 4, rare, p.len())
+    };
+    let key = (0..segs.len())
+        .filter(|&k| matches!(segs[k], Seg::Lit(_)))
+        .max_by_key(|&k| score(&pattern(k)))
+        .expect("every shape has a literal");
+    (key, pattern(key))
 }
 
 /// The compiled table: one automaton over every row's key.
@@ -259,7 +388,9 @@ fn parse(shape: &'static str) -> Vec<Seg> {
             Some(b'n') => Seg::Name,
             Some(b'w') => Seg::Words,
             Some(b'k') => Seg::Kept,
-            _ => panic!("shape {shape:?}: `%` must be followed by n, w or k"),
+            Some(b'q') => Seg::Quoted(true),
+            Some(b'Q') => Seg::Quoted(false),
+            _ => panic!("shape {shape:?}: `%` must be followed by n, w, k, q or Q"),
         });
         rest = &rest[p + 2..];
     }
@@ -284,29 +415,21 @@ const MAX_SLOT: usize = 256;
 
 impl Shapes {
     pub fn new() -> Shapes {
-        let mut keys: Vec<&'static str> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
         let mut rows: Vec<Vec<Compiled>> = Vec::new();
         for row in SHAPES {
             let segs = parse(row.shape);
-            let key = (0..segs.len())
-                .filter(|&i| matches!(segs[i], Seg::Lit(_)))
-                .max_by_key(|&i| match segs[i] {
-                    Seg::Lit(l) => l.len(),
-                    _ => 0,
-                })
-                .expect("every shape has a literal");
-            let Seg::Lit(lit) = segs[key] else {
-                unreachable!()
-            };
+            let (key, pattern) = choose_key(&segs);
             let c = Compiled {
+                key_quote: pattern.len() > key_literal(&segs, key).len(),
                 segs,
                 key,
                 program: row.program,
             };
-            match keys.iter().position(|k| *k == lit) {
+            match keys.iter().position(|k| *k == pattern) {
                 Some(i) => rows[i].push(c),
                 None => {
-                    keys.push(lit);
+                    keys.push(pattern);
                     rows.push(vec![c]);
                 }
             }
@@ -335,7 +458,8 @@ impl Shapes {
         let input = aho_corasick::Input::new(s).span(first.start()..s.len());
         for m in self.ac.find_overlapping_iter(input) {
             for row in &self.rows[m.pattern().as_usize()] {
-                if let Some(found) = row.match_at(s, m.start(), m.end()) {
+                let ks = m.start() + usize::from(row.key_quote);
+                if let Some(found) = row.match_at(s, ks, m.end()) {
                     for (a, b) in found {
                         spans.push((a, b, row.program));
                     }
@@ -377,6 +501,13 @@ impl Compiled {
                     }
                     p += l.len();
                 }
+                Seg::Quoted(rewritten) => {
+                    let (a, b) = quoted_forward(s, p)?;
+                    if rewritten {
+                        out.push((a, b));
+                    }
+                    p = b + 1;
+                }
                 slot => {
                     let next = match self.segs.get(k + 1) {
                         Some(Seg::Lit(l)) => Some(l.as_bytes()),
@@ -400,6 +531,13 @@ impl Compiled {
                         return None;
                     }
                     p -= l.len();
+                }
+                Seg::Quoted(rewritten) => {
+                    let (a, b) = quoted_backward(s, p)?;
+                    if rewritten {
+                        out.push((a, b));
+                    }
+                    p = a - 1;
                 }
                 slot => {
                     let mut b = p;
@@ -425,6 +563,34 @@ impl Compiled {
         }
         Some(out)
     }
+}
+
+/// Whether `c` opens a quoted name (`'x'`, or `` `x' `` of shadow 4.1).
+fn opening_quote(c: u8) -> bool {
+    c == b'\'' || c == b'`'
+}
+
+/// A quoted name opening at `p`: the span inside the quotes.
+fn quoted_forward(s: &[u8], p: usize) -> Option<(usize, usize)> {
+    if !opening_quote(*s.get(p)?) {
+        return None;
+    }
+    let q = p + 1;
+    let window = &s[q..(q + MAX_SLOT + 1).min(s.len())];
+    let len = window.iter().position(|&c| c == b'\'' || c == b'\n')?;
+    (len > 0 && window[len] == b'\'').then_some((q, q + len))
+}
+
+/// A quoted name closing right before `p`: the span inside the quotes.
+fn quoted_backward(s: &[u8], p: usize) -> Option<(usize, usize)> {
+    let close = p.checked_sub(1).filter(|&c| s[c] == b'\'')?;
+    let window = &s[close.saturating_sub(MAX_SLOT + 1)..close];
+    let len = window
+        .iter()
+        .rev()
+        .position(|&c| opening_quote(c) || c == b'\n')?;
+    let open = close - len - 1;
+    (len > 0 && opening_quote(s[open])).then_some((open + 1, close))
 }
 
 /// The end of a slot starting at `p`, before the literal `next` (if any).
@@ -474,6 +640,26 @@ mod tests {
                 row.example
             );
         }
+    }
+
+    /// Keys are 4 bytes or more and none starts like a word of prose.
+    #[test]
+    fn keys_are_rare() {
+        let shapes = Shapes::new();
+        let keys: Vec<String> = SHAPES
+            .iter()
+            .map(|r| choose_key(&parse(r.shape)).1)
+            .collect();
+        for k in &keys {
+            assert!(k.len() >= 4, "{k:?}");
+            for common in [" to ", " in ", " for ", "add ", " r "] {
+                assert!(!k.starts_with(common), "{k:?}");
+            }
+        }
+        assert_eq!(choose_key(&parse("add %q to group %Q")).1, "' to group ");
+        assert!(shapes
+            .find(b"add it to the group to go in for a walk")
+            .is_empty());
     }
 
     #[test]

@@ -368,7 +368,7 @@ const TRICKY: &[(&str, &str)] = &[
         "(to be continued) later on; (to do) list on monday; f(to x) y on pts/1",
         "(to be continued) later on; (to do) list on monday; f(to x) y on pts/1",
     ),
-    // cron: the crontab's owner, root included.
+    // cron: the crontab's owner; system accounts (root) stay.
     (
         "CRON[1234]: (alice) CMD (/usr/bin/backup)",
         "CRON[1234]: (u:#) CMD (/usr/bin/backup)",
@@ -491,6 +491,41 @@ const TRICKY: &[(&str, &str)] = &[
         "{\"user\": {\"email\":\"u:#\",\"target\":{\"full_name\":\"u:#\"},\"group\":{\"name\":\"admins\"}}}",
     ),
     ("{\"user.name\":\"alice\"}", "{\"user.name\":\"u:#\"}"),
+    // IPv6 reverse-DNS names: the nibbles past the /48 are zeroed in place;
+    // prefixes (zones) shorter than /48, loopback and ULA names stay.
+    (
+        "PTR 7.7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.1.0.0.0.8.B.D.0.1.0.0.2.ip6.arpa.",
+        "PTR 0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.8.B.D.0.1.0.0.2.ip6.arpa.",
+    ),
+    (
+        "zone 8.b.d.0.1.0.0.2.ip6.arpa 1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa",
+        "zone 8.b.d.0.1.0.0.2.ip6.arpa 1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa",
+    ),
+    // 33 nibbles, or not ending the word: no reverse-DNS name.
+    (
+        "0.7.7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa 1.2.ip6.arpax",
+        "0.7.7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa 1.2.ip6.arpax",
+    ),
+    // E-mail: internationalised (UTF-8, punycode) and percent-encoded.
+    (
+        "to=<jörg@bücher.example> from=<anna@xn--bcher-kva.xn--p1ai>",
+        "to=<u:#> from=<u:#>",
+    ),
+    (
+        "?email=vera%40example.org&to=mailto:wim%40example.net&q=50%40off&h=%40bob",
+        "?email=u:#&to=mailto:u:#&q=50%40off&h=%40bob",
+    ),
+    ("x root%40example.org y", "x root%40example.org y"),
+    // Versions and OIDs are no addresses.
+    (
+        "Nextcloud 29.0.7.1 is up to date; Client 29.0.7.1 said",
+        "Nextcloud 29.0.7.1 is up to date; Client 29.0.7.0 said",
+    ),
+    (
+        "SRCH attr=2.5.4.3 cn; oid 2.5.4.4; 1.3.6.1.4.1.311 and 2.5.29.17; from 2.5.4.3",
+        "SRCH attr=2.5.4.3 cn; oid 2.5.4.4; 1.3.6.1.4.1.311 and 2.5.29.17; from 2.5.4.3",
+    ),
+    ("connect from 2.5.4.3 port 22", "connect from 2.5.4.0 port 22"),
     (
         "{\"service\":{\"name\":\"nginx\"},\"name\":\"web\",\"user\":[{\"name\":\"x\"}]}",
         "{\"service\":{\"name\":\"nginx\"},\"name\":\"web\",\"user\":[{\"name\":\"x\"}]}",
@@ -584,6 +619,31 @@ fn same_login_same_pseudonym_every_shape() {
     let p = &a["user=".len()..];
     assert!(b.contains(p) && c.contains(p), "{a} {b} {c}");
     assert_ne!(scrub_str(&sc, "user=bob"), a);
+}
+
+/// Pseudonyms made once per text and reused (`Cx`'s memo) are the ones
+/// hashing each occurrence gives: per name and per kind (`u:` vs `pw:`),
+/// past the memo's few slots too.
+#[test]
+fn repeated_names_in_one_text_hash_as_alone() {
+    let sc = scrubber_with("secrets = \"hash\"");
+    let alone = |t: &str| scrub_str(&sc, t);
+    let names = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let mut text = String::new();
+    let mut want = String::new();
+    for _ in 0..2 {
+        for n in names {
+            text.push_str(&format!("user={n} password={n} "));
+            want.push_str(&format!(
+                "{} {} ",
+                alone(&format!("user={n}")),
+                alone(&format!("password={n}"))
+            ));
+        }
+    }
+    assert_eq!(scrub_str(&sc, &text), want);
+    // The same name in two hashing domains: two pseudonyms.
+    assert_ne!(alone("user=alice")[7..], alone("password=alice")[12..]);
 }
 
 #[test]
