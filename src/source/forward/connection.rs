@@ -245,10 +245,9 @@ enum Progress {
     /// Every complete frame was decoded; scan again once the buffer holds
     /// this many bytes.
     NeedMore(usize),
-    /// The next frame inflated to more than the connection may hold
-    /// without waiting: wait until its share of the budget is this many
-    /// bytes (the inflated data was dropped meanwhile), then decode it again.
-    NeedBudget(usize),
+    /// The next frame (in [`Conn::frame`]) is gzip data: inflate it, then
+    /// decode it.
+    NeedInflate,
     /// The batch is full: append it, then continue with the same buffer.
     BatchFull,
 }
@@ -300,35 +299,91 @@ impl Conn<'_> {
             if !appended || !self.queue_acks().await {
                 return Err(());
             }
-            match result {
+            let need_budget = match result {
                 Ok(Progress::BatchFull) => continue,
                 Ok(Progress::NeedMore(at_least)) => return Ok(at_least),
-                Ok(Progress::NeedBudget(bytes)) => {
-                    // Waiting here holds no batch permit, and may be asked
-                    // to give way (two such waiters must not deadlock).
-                    self.share.set_busy(false);
-                    let grown = tokio::select! {
-                        biased;
-                        _ = self.give_way.cancelled() => {
-                            self.shared.metrics.decode_error("gave_way");
-                            return Err(());
-                        }
-                        g = self.share.grow_to(bytes) => g,
-                    };
-                    self.share.set_busy(true);
-                    if let Err(e) = grown {
-                        self.reject(
-                            "buffer_budget",
-                            &format!("gzip frame: {e}; raise max_buffered_bytes"),
-                        );
+                Ok(Progress::NeedInflate) => match self.inflate(buf).await {
+                    Ok(None) => continue,
+                    Ok(Some(bytes)) => bytes,
+                    Err(Some(e)) => {
+                        self.reject(e.reason(), &e.to_string());
                         return Err(());
                     }
-                }
+                    Err(None) => return Err(()),
+                },
                 Err(e) => {
                     self.reject(e.reason(), &e.to_string());
                     return Err(());
                 }
+            };
+            // Waiting here holds no batch permit, and may be asked to give
+            // way (two such waiters must not deadlock).
+            self.share.set_busy(false);
+            let grown = tokio::select! {
+                biased;
+                _ = self.give_way.cancelled() => {
+                    self.shared.metrics.decode_error("gave_way");
+                    return Err(());
+                }
+                g = self.share.grow_to(need_budget) => g,
+            };
+            self.share.set_busy(true);
+            if let Err(e) = grown {
+                self.reject(
+                    "buffer_budget",
+                    &format!("gzip frame: {e}; raise max_buffered_bytes"),
+                );
+                return Err(());
             }
+        }
+    }
+
+    /// Inflates the gzip frame at the start of `buf` ([`Conn::frame`]) on
+    /// a blocking thread, so that a big inflate holds up no other client's
+    /// connection, and holds the inflated data on the source's budget until
+    /// the frame is done. Without room, the data is dropped and the frame
+    /// forgotten, and `Ok(Some(bytes))` says the share to wait for before
+    /// the frame is decoded (and inflated) again. `Err(Some)`: bad gzip, to
+    /// report; `Err(None)`: the connection gave way, already counted.
+    async fn inflate(&mut self, buf: &BytesMut) -> Result<Option<usize>, Option<DecodeError>> {
+        let Some((len, frame)) = self.frame.as_mut() else {
+            return Ok(None);
+        };
+        let Some(gz) = frame.compressed(&buf[..*len]) else {
+            return Ok(None);
+        };
+        let gz = gz.to_vec();
+        let limit = self.shared.limits.max_decompressed_bytes;
+        let inflates = self.shared.inflates.clone();
+        let inflate = async move {
+            let permit = inflates.acquire_owned().await;
+            // The permit goes with the inflate: a connection that gives way
+            // meanwhile does not free it before the memory is.
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                super::decode::gunzip(&gz, limit)
+            })
+            .await
+        };
+        let data = tokio::select! {
+            biased;
+            _ = self.give_way.cancelled() => {
+                self.shared.metrics.decode_error("gave_way");
+                return Err(None);
+            }
+            done = inflate => match done {
+                Ok(inflated) => inflated.map_err(Some)?,
+                // A panic in flate2: the frame is as bad as corrupt gzip.
+                Err(_) => return Err(Some(DecodeError::BadGzip)),
+            },
+        };
+        let want = self.buffer_charge + data.len();
+        if self.share.try_grow_to(want) {
+            frame.set_inflated(data);
+            Ok(None)
+        } else {
+            self.frame = None;
+            Ok(Some(want))
         }
     }
 
@@ -354,18 +409,13 @@ impl Conn<'_> {
                         }
                         Err(e) => return (pos, Err(e.into())),
                     };
-                    let f = match FrameDecoder::start(&buf[pos..pos + len], &shared.limits) {
+                    let f = match FrameDecoder::open(&buf[pos..pos + len]) {
                         Ok(f) => f,
                         Err(e) => return (pos + len, Err(e)),
                     };
-                    // Inflated data is held on the budget until the frame
-                    // is done; without room now, drop it and wait for room.
-                    let inflated = f.inflated_bytes();
-                    if inflated > 0 {
-                        let want = self.buffer_charge + inflated;
-                        if !self.share.try_grow_to(want) {
-                            return (pos, Ok(Progress::NeedBudget(want)));
-                        }
+                    if f.compressed(&buf[pos..pos + len]).is_some() {
+                        self.frame = Some((len, f));
+                        return (pos, Ok(Progress::NeedInflate));
                     }
                     (len, f)
                 }

@@ -191,6 +191,11 @@ enum Body {
         pos: usize,
         end: usize,
     },
+    /// CompressedPackedForward before inflating: gzip data in `pos..end`.
+    Compressed {
+        pos: usize,
+        end: usize,
+    },
     /// CompressedPackedForward: the inflated entries, from `pos`.
     Inflated {
         data: Vec<u8>,
@@ -202,6 +207,18 @@ enum Body {
 impl FrameDecoder {
     /// Reads the frame's header and options (and inflates a compressed one).
     pub fn start(bytes: &[u8], limits: &DecodeLimits) -> Result<FrameDecoder, DecodeError> {
+        let mut frame = FrameDecoder::open(bytes)?;
+        frame.inflate_here(bytes, limits)?;
+        Ok(frame)
+    }
+
+    /// [`FrameDecoder::start`] that leaves a CompressedPackedForward frame
+    /// compressed: the caller inflates [`FrameDecoder::compressed`] where it
+    /// costs no one else (a connection does it off its runtime thread: a
+    /// 64 MiB inflate takes a tenth of a second) and hands the result to
+    /// [`FrameDecoder::set_inflated`]. Decoding a frame left compressed
+    /// inflates it first.
+    pub fn open(bytes: &[u8]) -> Result<FrameDecoder, DecodeError> {
         let mut r = Reader::new(bytes);
         let n = r
             .array_len()
@@ -257,10 +274,7 @@ impl FrameDecoder {
                     Options::default()
                 };
                 let body = if options.gzip {
-                    Body::Inflated {
-                        data: gunzip(packed, limits.max_decompressed_bytes)?,
-                        pos: 0,
-                    }
+                    Body::Compressed { pos, end }
                 } else {
                     Body::Packed { pos, end }
                 };
@@ -287,14 +301,28 @@ impl FrameDecoder {
         String::from_utf8_lossy(&bytes[self.tag.0..end])
     }
 
-    /// Bytes of inflated entries this decoder holds (a
-    /// CompressedPackedForward frame not yet done), 0 otherwise: the
-    /// connection counts them against the source's buffer budget.
-    pub fn inflated_bytes(&self) -> usize {
-        match &self.body {
-            Body::Inflated { data, .. } => data.len(),
-            _ => 0,
+    /// The gzip data of a CompressedPackedForward frame not inflated yet.
+    pub fn compressed<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        match self.body {
+            Body::Compressed { pos, end } => Some(&bytes[pos..end]),
+            _ => None,
         }
+    }
+
+    /// The inflated entries of the frame [`FrameDecoder::compressed`] gave
+    /// (what [`gunzip`] made of it).
+    pub fn set_inflated(&mut self, data: Vec<u8>) {
+        debug_assert!(matches!(self.body, Body::Compressed { .. }));
+        self.body = Body::Inflated { data, pos: 0 };
+    }
+
+    /// Inflates a frame left compressed, on the calling thread.
+    fn inflate_here(&mut self, bytes: &[u8], limits: &DecodeLimits) -> Result<(), DecodeError> {
+        if let Some(gz) = self.compressed(bytes) {
+            let data = gunzip(gz, limits.max_decompressed_bytes)?;
+            self.set_inflated(data);
+        }
+        Ok(())
     }
 
     /// Every event was delivered (or skipped).
@@ -314,6 +342,7 @@ impl FrameDecoder {
         on_event: &mut dyn FnMut(&str, &Record<'_>),
         on_skip: &mut dyn FnMut(DecodeError),
     ) -> Result<(), DecodeError> {
+        self.inflate_here(bytes, limits)?;
         let tag = self.tag(bytes);
         let before = self.events;
         let mut events = 0;
@@ -403,7 +432,8 @@ impl FrameDecoder {
                 }
                 result
             }
-            Body::Done => Ok(()),
+            // Inflated by `inflate_here` above.
+            Body::Compressed { .. } | Body::Done => Ok(()),
         };
         self.events = before + events;
         result
@@ -589,7 +619,7 @@ fn options(r: &mut Reader<'_>) -> Result<Options, DecodeError> {
 }
 
 /// Inflates (possibly concatenated) gzip members, refusing more than `limit` bytes.
-fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity((data.len() * 4).min(limit));
     let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit as u64 + 1);
     dec.read_to_end(&mut out)

@@ -330,6 +330,9 @@ pub struct Shared {
     /// Batches being decoded or appended at once, all connections together
     /// ([`BATCHES_IN_FLIGHT`]).
     pub batches: tokio::sync::Semaphore,
+    /// CompressedPackedForward frames being inflated at once
+    /// ([`INFLATES_IN_FLIGHT`]).
+    pub inflates: Arc<tokio::sync::Semaphore>,
 }
 
 /// Batches decoded or being appended at once by all the connections of a
@@ -337,6 +340,14 @@ pub struct Shared {
 /// whatever the number of connections. Two runtime threads decode; the rest
 /// of the permits cover batches waiting on the spool.
 pub const BATCHES_IN_FLIGHT: usize = 16;
+
+/// Gzip frames inflated at once by all the connections of a source, each
+/// on a blocking thread (not a runtime thread, which would hold up every
+/// other connection for as long as a 64 MiB inflate takes). Data being
+/// inflated is not on the buffer budget until it is whole, so this bounds
+/// it: at most this many times `max_decompressed_bytes`, as when the two
+/// runtime threads inflated.
+pub const INFLATES_IN_FLIGHT: usize = 2;
 
 /// Binds (or takes from systemd) the listener and spawns the accept loop.
 pub async fn start(
@@ -371,6 +382,7 @@ pub async fn start(
         metrics,
         spares: batch::Spares::default(),
         batches: tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT),
+        inflates: Arc::new(tokio::sync::Semaphore::new(INFLATES_IN_FLIGHT)),
     });
     Ok(tokio::spawn(listener.run(
         shared,
