@@ -52,3 +52,23 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The non-empty lines of `bytes` that end with '\n' (without it); a last
+/// line still being written is left out.
+pub fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    bytes[..end]
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+}
+
+#[test]
+fn a_line_being_written_is_not_read() {
+    fn lines(b: &[u8]) -> Vec<&[u8]> {
+        complete_lines(b).collect()
+    }
+    assert!(lines(b"").is_empty());
+    assert!(lines(b"{\"a\":").is_empty());
+    assert_eq!(lines(b"{}\n{\"a\""), [b"{}"]);
+    assert_eq!(lines(b"{}\n\n[1]\n"), [&b"{}"[..], &b"[1]"[..]]);
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::wait_for;
+use crate::common::{complete_lines, wait_for};
 
 /// A weir pipeline running in this process on a temporary directory: one
 /// forward source named `name` on `socket`, one file sink.
@@ -170,26 +170,6 @@ impl Drop for Weir {
             let _ = t.join();
         }
     }
-}
-
-/// The non-empty lines of `bytes` that end with '\n' (without it); a last
-/// line still being written is left out.
-pub fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    bytes[..end]
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-}
-
-#[test]
-fn a_line_being_written_is_not_read() {
-    fn lines(b: &[u8]) -> Vec<&[u8]> {
-        complete_lines(b).collect()
-    }
-    assert!(lines(b"").is_empty());
-    assert!(lines(b"{\"a\":").is_empty());
-    assert_eq!(lines(b"{}\n{\"a\""), [b"{}"]);
-    assert_eq!(lines(b"{}\n\n[1]\n"), [&b"{}"[..], &b"[1]"[..]]);
 }
 
 /// Events whose message starts with `prefix`, as strings.

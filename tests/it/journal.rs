@@ -512,12 +512,12 @@ listen = ""
     path
 }
 
-/// The events the file sink wrote, as JSON.
+/// The events the file sink wrote, as JSON (complete lines only: the
+/// sink may be writing one).
 fn sink_events(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("out/events.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("ndjson line"))
+    let bytes = std::fs::read(dir.join("out/events.ndjson")).unwrap_or_default();
+    crate::common::complete_lines(&bytes)
+        .map(|l| serde_json::from_slice(l).expect("ndjson line"))
         .collect()
 }
 

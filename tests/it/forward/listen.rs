@@ -75,7 +75,7 @@ impl Drop for ActivatedWeir {
 /// lines only: the sink may be writing one).
 pub fn file_events(dir: &Path) -> Vec<serde_json::Value> {
     let bytes = std::fs::read(dir.join("events.ndjson")).unwrap_or_default();
-    super::complete_lines(&bytes)
+    crate::common::complete_lines(&bytes)
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect()
 }
