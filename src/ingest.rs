@@ -133,23 +133,15 @@ impl Ingest {
 #[cfg(test)]
 mod tests {
     use crate::event::{Event, Origin};
-    use crate::problems::Problems;
-    use crate::scrub::{RawConfig, Scrubber};
-
-    fn scrubber(toml_text: &str) -> Scrubber {
-        let raw: RawConfig = toml::from_str(toml_text).unwrap();
-        let mut problems = Problems::default();
-        let config = raw.validate("scrub", &mut problems);
-        assert!(problems.is_empty(), "{problems:?}");
-        Scrubber::with_key(&config, [7; 32]).unwrap()
-    }
+    use crate::scrub::tests::scrubber_with;
 
     /// `append_batch` skips scrubbing when the scrubber is off: that must
     /// only ever happen when scrubbing would have changed nothing.
     #[test]
     fn a_scrubber_that_is_off_changes_nothing() {
-        let off =
-            scrubber("ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\nsecrets = \"keep\"\n");
+        let off = scrubber_with(
+            "ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\nsecrets = \"keep\"\n",
+        );
         assert!(off.is_off());
         let texts = [
             "GET / from 203.0.113.7 and 2001:db8::1 and ::ffff:192.0.2.1",
@@ -165,7 +157,7 @@ mod tests {
             off.scrub(&mut e);
             assert_eq!(e, before);
             // The inputs are ones scrubbing on would rewrite.
-            scrubber("").scrub(&mut e);
+            scrubber_with("").scrub(&mut e);
             assert_ne!(e.message, before.message, "{text}");
         }
         for on in [
@@ -175,7 +167,7 @@ mod tests {
             "ipv6 = \"keep\"\nlogins = \"keep\"",
             "ipv4 = \"keep\"\nipv6 = \"keep\"\nlogins = \"keep\"\n[[rules]]\nname = \"tok\"\npattern = \"tok_[a-z]+\"\naction = \"mask\"\n",
         ] {
-            assert!(!scrubber(on).is_off(), "{on}");
+            assert!(!scrubber_with(on).is_off(), "{on}");
         }
     }
 }

@@ -61,16 +61,7 @@ impl FieldMemo {
 mod tests {
     use super::*;
     use crate::event::{Event, Origin};
-    use crate::problems::Problems;
-    use crate::scrub::{RawConfig, Scrubber};
-
-    fn scrubber(toml_text: &str) -> Scrubber {
-        let raw: RawConfig = toml::from_str(toml_text).unwrap();
-        let mut problems = Problems::default();
-        let config = raw.validate("scrub", &mut problems);
-        assert!(problems.is_empty(), "{problems:?}");
-        Scrubber::with_key(&config, [7; 32]).unwrap()
-    }
+    use crate::scrub::tests::scrubber_with;
 
     fn event(ts: i64, message: &str, fields: &[(&str, &str)]) -> Event {
         let mut e = Event::new(ts, Origin::Docker, message);
@@ -163,7 +154,7 @@ mod tests {
             ),
         ];
         for config in ["", "logins = \"mask\"", "fields = [\"note\", \"user\"]"] {
-            let s = scrubber(config);
+            let s = scrubber_with(config);
             let mut memo = FieldMemo::new();
             for round in 0..3 {
                 for e in &events {
@@ -178,7 +169,7 @@ mod tests {
         }
         // The sweep still reaches a field remembered clean: bob, found in
         // event 2's message, is rewritten in its `note`.
-        let s = scrubber("");
+        let s = scrubber_with("");
         let mut memo = FieldMemo::new();
         let mut first = events[0].clone();
         s.scrub_with(&mut first, Some(&mut memo));

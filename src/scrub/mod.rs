@@ -107,7 +107,7 @@ mod shadow;
 mod shapes;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::borrow::Cow;
 use std::path::Path;

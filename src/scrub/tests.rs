@@ -8,7 +8,9 @@ use proptest::prelude::*;
 const KEY: [u8; 32] = [7; 32];
 const TS: i64 = 1_700_000_000_000_000_000;
 
-fn scrubber_with(toml_text: &str) -> Scrubber {
+/// A scrubber of `[scrub]` as `toml_text` says, with a fixed key; for the
+/// tests of every module that scrubs.
+pub(crate) fn scrubber_with(toml_text: &str) -> Scrubber {
     let raw: RawConfig = toml::from_str(toml_text).expect("test config parses");
     let mut problems = Problems::default();
     let config = raw.validate("scrub", &mut problems);
