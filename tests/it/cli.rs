@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::weir_bin;
+use crate::common::{check_config_text, stdout_of_success, weir_bin};
 
 #[test]
 fn version_and_help() {
@@ -27,29 +27,15 @@ fn check_config_accepts_the_shipped_config() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = stdout_of_success(&out);
     assert!(printed.contains("[sources.docker]"), "{printed}");
 }
 
 #[test]
 fn check_config_reports_every_problem_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let out = check_config_text(
         "state_dir = \"rel\"\n[sources.d]\ntype = \"forward\"\n[sinks.f]\ntype = \"file\"\npath = \"rel\"\n",
-    )
-    .unwrap();
-    let out = Command::new(weir_bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 1: `state_dir`"), "{err}");
@@ -215,12 +201,7 @@ fn check_config_merges_dropins_and_its_output_is_valid_input() {
             .unwrap()
     };
     let out = check(&main);
-    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let printed = stdout_of_success(&out);
     assert!(
         printed.contains("10-spool.toml"),
         "the header names the drop-in: {printed}"
@@ -234,12 +215,7 @@ fn check_config_merges_dropins_and_its_output_is_valid_input() {
     let again = again_dir.path().join("effective.toml");
     std::fs::write(&again, &printed).unwrap();
     let out = check(&again);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reprinted = String::from_utf8_lossy(&out.stdout);
+    let reprinted = stdout_of_success(&out);
     let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&reprinted), body(&printed));
 

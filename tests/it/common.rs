@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Path of the built `weir` binary.
@@ -60,6 +62,68 @@ pub fn complete_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     bytes[..end]
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
+}
+
+/// A child process that is killed and reaped when dropped, so a test that
+/// fails half-way leaves no weir running behind it.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `weir ARGS` to its end: its exit code and everything it printed
+/// (stdout, then stderr), for tests of the command-line interface.
+pub fn weir_says(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(weir_bin()).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// `weir check-config` on a config file holding `text`.
+pub fn check_config_text(text: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(weir_bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+/// The stdout of a command that must have succeeded; its stderr otherwise.
+pub fn stdout_of_success(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "the command exited with {:?}:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A TLS acceptor serving `ck`'s certificate (e.g. a self-signed one for
+/// `localhost`), for test servers of the TLS transports.
+pub fn tls_acceptor(ck: &rcgen::CertifiedKey) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(server))
 }
 
 #[test]

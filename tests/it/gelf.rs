@@ -535,19 +535,9 @@ fn self_signed() -> (rcgen::CertifiedKey, tempfile::NamedTempFile) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_custom_ca_and_wrong_ca_is_refused() {
-    use tokio_rustls::rustls;
     let (ck, ca_file) = self_signed();
     let (_, other_ca) = self_signed();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![ck.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let acceptor = crate::common::tls_acceptor(&ck);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
 

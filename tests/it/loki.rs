@@ -2,7 +2,6 @@
 //! real `run` loop reading a real spool, over real HTTP(S).
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
@@ -15,7 +14,7 @@ use weir::selflog::{self, CaptureWriter, RateLimit};
 use weir::sink::loki;
 use weir::spool::{self, Spool};
 
-use crate::common::weir_bin;
+use crate::common::check_config_text;
 use crate::loki_receiver::{Limits, Receiver, TestPki};
 
 fn config(url: &str, extra: &str) -> loki::Config {
@@ -687,18 +686,9 @@ async fn tls_with_a_test_ca() {
 
 #[test]
 fn check_config_refuses_a_cap_above_loki_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("weir.toml");
-    std::fs::write(
-        &path,
+    let out = check_config_text(
         "[sources.d]\ntype = \"forward\"\n[sinks.loki]\ntype = \"loki\"\nurl = \"http://127.0.0.1:3100/loki/api/v1/push\"\nmax_push_bytes = \"5MiB\"\n",
-    )
-    .unwrap();
-    let out = Command::new(weir_bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 6: `sinks.loki.max_push_bytes`"), "{err}");

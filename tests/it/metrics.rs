@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use weir::metrics::http::{self, Address};
 use weir::metrics::{labels, names, Metrics, Snapshot};
 
-use crate::common::{wait_for, weir_bin};
+use crate::common::{wait_for, weir_bin, weir_run, weir_says, KillOnDrop};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -403,42 +403,14 @@ fn unix_socket_listener_replaces_a_stale_socket_and_refuses_a_live_one() {
     weir.stop().unwrap();
 }
 
-/// A `weir run` child process, killed on drop.
-struct Agent(Child);
-
-impl Agent {
-    fn start(config: &Path) -> Agent {
-        Agent(
-            Command::new(weir_bin())
-                .args(["run", "--config"])
-                .arg(config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    }
+/// Starts `weir run` with `config`, killed on drop.
+fn start_agent(config: &Path) -> KillOnDrop {
+    KillOnDrop(weir_run(config).stdout(Stdio::null()).spawn().unwrap())
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// `weir status ARGS`: its exit code and what it printed.
 fn weir_status(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(weir_bin())
-        .arg("status")
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    weir_says(&[&["status"], args].concat())
 }
 
 #[test]
@@ -469,7 +441,7 @@ fn weir_status_summarizes_a_running_agent_and_fails_when_it_is_gone() {
     let config = dir.path().join("weir.toml");
     std::fs::write(&config, config_text(dir.path(), "local", &listen)).unwrap();
     let config_arg = config.to_str().unwrap();
-    let agent = Agent::start(&config);
+    let agent = start_agent(&config);
     wait_ready(&Address::parse(&listen).unwrap());
 
     let (code, text) = weir_status(&["--config", config_arg]);
@@ -726,7 +698,7 @@ fn books_balance_under_load() {
         dir.path().display()
     );
     std::fs::write(&config, text).unwrap();
-    let _agent = Agent::start(&config);
+    let _agent = start_agent(&config);
     let address = Address::parse(&listen).unwrap();
     wait_ready(&address);
     let sinks = [

@@ -6,7 +6,6 @@
 //! names the specific cause, and the metric label stays the coarse word
 //! dashboards already use.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -142,18 +141,8 @@ async fn unavailable_server() -> (u16, tokio::task::JoinHandle<()>) {
 /// A TLS server for `localhost` with a self-signed certificate the client
 /// is not told to trust.
 async fn untrusted_tls_server() -> (u16, tokio::task::JoinHandle<()>) {
-    use tokio_rustls::rustls;
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![ck.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let acceptor = crate::common::tls_acceptor(&ck);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let task = tokio::spawn(async move {

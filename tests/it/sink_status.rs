@@ -8,35 +8,16 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_for, weir_bin};
-
-/// A `weir run` child, killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::{wait_for, weir_run, weir_says, KillOnDrop};
 
 fn status(config: &Path, stall_after: &str) -> (Option<i32>, String) {
-    let out = Command::new(weir_bin())
-        .args(["status", "--stall-after", stall_after, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let config = config.to_str().unwrap();
+    weir_says(&["status", "--stall-after", stall_after, "--config", config])
 }
 
 /// The bytes of the `lag N B` figure of `sink`'s row, if it is in bytes.
@@ -90,12 +71,8 @@ fn weir_status_calls_a_delivering_file_sink_healthy_past_stall_after() {
     )
     .unwrap();
     let started = Instant::now();
-    let _agent = Agent(
-        Command::new(weir_bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("INVOCATION_ID")
+    let _agent = KillOnDrop(
+        weir_run(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{wait_for, weir_bin};
+use crate::common::{stdout_of_success, wait_for, weir_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -203,12 +203,7 @@ fn reload_applies_a_valid_config_and_refuses_an_invalid_one() {
         .arg(dir.path().join("weir.pid"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
+    let said = stdout_of_success(&out);
     assert!(
         said.contains("config reloaded: 1 source(s), 2 sink(s)"),
         "{said}"
