@@ -73,7 +73,8 @@ pub struct Setup {
 
 impl Setup {
     /// A forward source `fwd` on a unix socket, a Loki sink `loki` (raw
-    /// lines, short batches and backoff so a test does not wait), the scrubber
+    /// lines, short batches and backoff so a test does not wait, unless
+    /// `loki` sets its own `batch_timeout`), the scrubber
     /// and spool on their defaults unless `spool` says otherwise. `extra` is
     /// appended (more sources, sink keys go in `loki`).
     pub fn new(
@@ -109,7 +110,7 @@ listen = "unix://{socket}"
 type = "loki"
 url = "{loki_url}"
 line_format = "raw"
-batch_timeout = "200ms"
+{batch_timeout}
 retry_initial_backoff = "100ms"
 retry_max_backoff = "1s"
 {loki}
@@ -121,6 +122,11 @@ listen = "{listen}"
 "#,
             state = state_dir.display(),
             socket = socket.display(),
+            batch_timeout = if loki.contains("batch_timeout") {
+                ""
+            } else {
+                "batch_timeout = \"200ms\""
+            },
         );
         let config = dir.path().join("weir.toml");
         std::fs::write(&config, text).unwrap();
