@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{spawn_weir, wait_for};
 
-use super::{closed_by_server, config_text_listen, connect, message_frame, read_ack};
+use super::{closed_by_server, config_text_listen, connect, gzip_frame, message_frame, read_ack};
 
 /// One attack at a time: each loads the machine on purpose, and the valid
 /// client's 1 s bound is about weir, not about four attacks sharing 2 cores.
@@ -149,22 +149,12 @@ impl Beside {
 /// `n` three-byte `[0, {}]` entries, gzip-compressed, in one
 /// CompressedPackedForward frame with a chunk.
 fn tiny_entries_gzip_frame(n: usize, chunk: &str) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let entry = [0x92, 0x00, 0x80];
-    for _ in 0..n {
-        enc.write_all(&entry).unwrap();
-    }
-    let gz = enc.finish().unwrap();
-    let mut f = Vec::new();
-    rmp::encode::write_array_len(&mut f, 3).unwrap();
-    rmp::encode::write_str(&mut f, "t").unwrap();
-    rmp::encode::write_bin(&mut f, &gz).unwrap();
-    rmp::encode::write_map_len(&mut f, 2).unwrap();
-    rmp::encode::write_str(&mut f, "chunk").unwrap();
-    rmp::encode::write_str(&mut f, chunk).unwrap();
-    rmp::encode::write_str(&mut f, "compressed").unwrap();
-    rmp::encode::write_str(&mut f, "gzip").unwrap();
-    f
+    gzip_frame(
+        "t",
+        &[0x92, 0x00, 0x80].repeat(n),
+        flate2::Compression::best(),
+        Some(chunk),
+    )
 }
 
 /// Before: a 61 KB frame inflated to 20.9 M events, all in memory at once
@@ -559,27 +549,14 @@ fn max_connections_with_15_mib_frames_stay_within_the_budget() {
 /// stays open across an append), then 256 KiB entries whose record is not
 /// a map (skipped, counted).
 fn gzip_frame_inflating_to(junk_mib: usize, chunk: &str) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    for _ in 0..4_100 {
-        enc.write_all(&[0x92, 0x00, 0x80]).unwrap();
-    }
+    let mut entries = [0x92, 0x00, 0x80].repeat(4_100);
     let mut junk = vec![0x92, 0x00, 0xdb];
     junk.extend_from_slice(&(256u32 << 10).to_be_bytes());
     junk.resize(junk.len() + (256 << 10), b'j');
     for _ in 0..junk_mib * 4 {
-        enc.write_all(&junk).unwrap();
+        entries.extend_from_slice(&junk);
     }
-    let gz = enc.finish().unwrap();
-    let mut f = Vec::new();
-    rmp::encode::write_array_len(&mut f, 3).unwrap();
-    rmp::encode::write_str(&mut f, "t").unwrap();
-    rmp::encode::write_bin(&mut f, &gz).unwrap();
-    rmp::encode::write_map_len(&mut f, 2).unwrap();
-    rmp::encode::write_str(&mut f, "chunk").unwrap();
-    rmp::encode::write_str(&mut f, chunk).unwrap();
-    rmp::encode::write_str(&mut f, "compressed").unwrap();
-    rmp::encode::write_str(&mut f, "gzip").unwrap();
-    f
+    gzip_frame("t", &entries, flate2::Compression::fast(), Some(chunk))
 }
 
 /// 16 connections each send a gzip frame that inflates to 3 MiB, with a
