@@ -36,7 +36,7 @@ use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
 use crate::ingest::Ingest;
-use crate::net::{Share, Slot};
+use crate::net::{Flow, Share, Slot};
 use crate::spool::Offset;
 
 /// Bytes asked of the socket per read, at most (and the room a growing
@@ -55,6 +55,14 @@ const MIN_READ: usize = 4 * 1024;
 const MAX_PENDING_ACKS: usize = 1024;
 /// Events decoded between two checks of the batch's budget.
 const STEP: usize = 64;
+/// A batch that took this long to decode, scrub and append is followed by
+/// a yield to the runtime. Without it a connection with more to decode
+/// goes on at once, and tokio polls sockets, timers and tasks woken by
+/// other threads (the spool's syncer: acks) only every 61 task polls: 16
+/// clients sending long lines, 20-60 ms a batch in a debug build, held a
+/// valid client's ack for over a second. (A yielding task is resumed only
+/// after the runtime has polled its driver.)
+const LONG_TURN: std::time::Duration = std::time::Duration::from_millis(1);
 /// At shutdown, how long to take bytes a client already sent, in all.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -120,6 +128,7 @@ pub async fn serve<S>(
         give_way: slot.give_way(),
         share: shared.buffers.share(slot.give_way().clone()),
         buffer_charge: 0,
+        flow: Flow::default(),
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -273,6 +282,9 @@ struct Conn<'a> {
     /// the frame being decoded.
     share: Share,
     buffer_charge: usize,
+    /// This connection's use of the source's batch turns, for its place
+    /// in line.
+    flow: Flow,
 }
 
 impl Conn<'_> {
@@ -282,11 +294,12 @@ impl Conn<'_> {
     async fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ()> {
         loop {
             // Decoding and appending a batch needs one of the source's
-            // batch permits (see `BATCHES_IN_FLIGHT`); queueing acks, which
-            // may wait on a client, does not hold it.
-            let permit = tokio::select! {
+            // turns (see `BATCHES_IN_FLIGHT`), fairly shared: the connection
+            // that used the least of them goes first. Queueing acks, which
+            // may wait on a client, does not hold one.
+            let turn = tokio::select! {
                 biased;
-                p = self.shared.batches.acquire() => p.expect("the semaphore is never closed"),
+                t = self.shared.batches.take(self.flow) => t,
                 _ = self.give_way.cancelled() => {
                     self.shared.metrics.decode_error("gave_way");
                     return Err(());
@@ -295,9 +308,15 @@ impl Conn<'_> {
             let (consumed, result) = self.decode_frames(buf);
             buf.advance(consumed);
             let appended = self.append().await;
-            drop(permit);
+            let held = turn.held();
+            self.flow = turn.end();
             if !appended || !self.queue_acks().await {
                 return Err(());
+            }
+            if held >= LONG_TURN {
+                // Let the runtime poll its sockets and timers before this
+                // connection's next batch (see `LONG_TURN`).
+                tokio::task::yield_now().await;
             }
             let need_budget = match result {
                 Ok(Progress::BatchFull) => continue,

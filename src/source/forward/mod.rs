@@ -328,8 +328,10 @@ pub struct Shared {
     /// Events kept for reuse between appends, for every connection.
     pub spares: batch::Spares,
     /// Batches being decoded or appended at once, all connections together
-    /// ([`BATCHES_IN_FLIGHT`]).
-    pub batches: tokio::sync::Semaphore,
+    /// ([`BATCHES_IN_FLIGHT`]), the connection that used the least of them
+    /// recently first: a client of small batches never waits behind many
+    /// of another's.
+    pub batches: crate::net::Turns,
     /// CompressedPackedForward frames being inflated at once
     /// ([`INFLATES_IN_FLIGHT`]).
     pub inflates: Arc<tokio::sync::Semaphore>,
@@ -381,7 +383,7 @@ pub async fn start(
         idle_timeout: config.idle_timeout.0,
         metrics,
         spares: batch::Spares::default(),
-        batches: tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT),
+        batches: crate::net::Turns::new(BATCHES_IN_FLIGHT),
         inflates: Arc::new(tokio::sync::Semaphore::new(INFLATES_IN_FLIGHT)),
     });
     Ok(tokio::spawn(listener.run(
