@@ -633,33 +633,39 @@ fn gzip_frames_waiting_for_the_budget_to_inflate_are_all_acked() {
     );
 }
 
-/// Two half-sent frames that the budget cannot both hold: without a rule
-/// they would wait on each other for ever (each holding part of the budget,
-/// each waiting for more). The one that received nothing for longer gives
-/// way (closed unacknowledged), the other completes and is acked, and the
-/// first client's frame, resent whole, is acked too. Scaled: 1 MiB frames
-/// and a budget of 1 MiB + 1 KiB.
+/// Half-sent frames that the budget cannot all hold: without a rule they
+/// would wait on each other for ever (each holding part of the budget,
+/// each waiting for more). Of those stalled on their clients, the one that
+/// received nothing for longest gives way (closed unacknowledged) to the
+/// waiting one, the others complete and are acked, and the first client's
+/// frame, resent whole, is acked too. Scaled: 1 MiB frames and the least
+/// budget for them (2 MiB + 1 KiB beyond the 8 MiB two batches set aside):
+/// two half frames hold it, a third waits.
 #[test]
-fn two_half_frames_the_budget_cannot_hold_do_not_wait_on_each_other() {
+fn half_frames_the_budget_cannot_hold_do_not_wait_on_each_other() {
     let mut agent = Agent::start(
-        "max_frame_bytes = \"1MiB\"\nmax_decompressed_bytes = \"1KiB\"",
+        "max_frame_bytes = \"1MiB\"\nmax_decompressed_bytes = \"1KiB\"\nmax_buffered_bytes = \"10241KiB\"",
         "",
     );
     let beside = Beside::start(&agent);
-    let frame_a = forward_frame("t", 1_000_000, 1000, "a");
-    let frame_b = forward_frame("t", 1_000_000, 1000, "b");
-    assert!(frame_a.len() < 1 << 20);
+    let frames: Vec<Vec<u8>> = ["a", "b", "c"]
+        .iter()
+        .map(|c| forward_frame("t", 1_000_000, 1000, c))
+        .collect();
+    assert!(frames[0].len() < 1 << 20);
     let half = 700 << 10;
     let mut a = connect(&agent.socket);
-    a.write_all(&frame_a[..half]).unwrap();
+    a.write_all(&frames[0][..half]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let mut b = connect(&agent.socket);
+    b.write_all(&frames[1][..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = connect(&agent.socket);
     // weir reads this only once the budget lets it: write from a thread.
-    let rest_b = frame_b[half..].to_vec();
-    let first_b = frame_b[..half].to_vec();
     let writer = {
-        let mut b = b.try_clone().unwrap();
-        std::thread::spawn(move || b.write_all(&first_b))
+        let mut c = c.try_clone().unwrap();
+        let first = frames[2][..half].to_vec();
+        std::thread::spawn(move || c.write_all(&first))
     };
     a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
@@ -669,17 +675,19 @@ fn two_half_frames_the_budget_cannot_hold_do_not_wait_on_each_other() {
     );
     let gave_way_after = started.elapsed();
     writer.join().unwrap().unwrap();
-    b.write_all(&rest_b).unwrap();
-    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(read_ack(&mut b), "b");
+    for (s, frame, chunk) in [(&mut c, &frames[2], "c"), (&mut b, &frames[1], "b")] {
+        s.write_all(&frame[half..]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(read_ack(s), chunk);
+    }
     let mut again = connect(&agent.socket);
     again
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    again.write_all(&frame_a).unwrap();
+    again.write_all(&frames[0]).unwrap();
     assert_eq!(read_ack(&mut again), "a");
     let acked = beside.finish();
-    eprintln!("two half frames: the idle one gave way after {gave_way_after:?}; both acked; {acked} acks beside, each within 1 s");
+    eprintln!("half frames: the idle one gave way after {gave_way_after:?}; all acked; {acked} acks beside, each within 1 s");
     assert!(agent.alive());
 }
 
