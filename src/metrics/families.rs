@@ -115,6 +115,10 @@ families! {
         "Open client connections of a source.";
     source_events_spooled: Family<Source, Counter> = n::SOURCE_EVENTS_SPOOLED,
         "Events a source appended to the spool (after scrubbing).";
+    source_buffered_bytes: Family<Source, Gauge> = n::SOURCE_BUFFERED_BYTES,
+        "Bytes a forward source holds on its memory budget (max_buffered_bytes): frames being received, inflated data, lines being joined, batches in flight.";
+    source_budget_gave_way: Family<Source, Counter> = n::SOURCE_BUDGET_GAVE_WAY,
+        "Connections asked to close unacknowledged to free the memory budget for a waiting one (also counted in weir_source_decode_errors_total{reason=\"gave_way\"}).";
     journal_cursor_gaps: Family<Source, Counter> = n::JOURNAL_CURSOR_GAPS,
         "Starts where the committed journal entry was gone (vacuumed or rotated away); entries in between were lost.";
     journal_entries_skipped: Family<SourceReason, Counter> = n::JOURNAL_ENTRIES_SKIPPED,

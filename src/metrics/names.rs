@@ -35,6 +35,8 @@ pub const SOURCE_BYTES_RECEIVED: &str = "weir_source_bytes_received_total";
 pub const SOURCE_DECODE_ERRORS: &str = "weir_source_decode_errors_total";
 pub const SOURCE_CONNECTIONS: &str = "weir_source_connections";
 pub const SOURCE_EVENTS_SPOOLED: &str = "weir_source_events_spooled_total";
+pub const SOURCE_BUFFERED_BYTES: &str = "weir_source_buffered_bytes";
+pub const SOURCE_BUDGET_GAVE_WAY: &str = "weir_source_budget_gave_way_total";
 // The journal source.
 pub const JOURNAL_CURSOR_GAPS: &str = "weir_journal_cursor_gaps_total";
 pub const JOURNAL_ENTRIES_SKIPPED: &str = "weir_journal_entries_skipped_total";
@@ -100,6 +102,8 @@ pub const ALL: &[Family] = &[
     c(SOURCE_DECODE_ERRORS, &["source", "reason"]),
     g(SOURCE_CONNECTIONS, &["source"]),
     c(SOURCE_EVENTS_SPOOLED, &["source"]),
+    g(SOURCE_BUFFERED_BYTES, &["source"]),
+    c(SOURCE_BUDGET_GAVE_WAY, &["source"]),
     c(JOURNAL_CURSOR_GAPS, &["source"]),
     c(JOURNAL_ENTRIES_SKIPPED, &["source", "reason"]),
     c(JOURNAL_ENTRIES_MISSED, &["source"]),

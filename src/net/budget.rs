@@ -1,6 +1,9 @@
 //! A byte budget shared by the connections of one listener, for what a
 //! connection holds beyond its small fixed share: a frame being received,
-//! the inflated data of a gzip frame.
+//! gzip data being inflated and the inflated data. The forward source also
+//! sets part of it aside for its batches in flight ([`Budget::set_aside`])
+//! and holds the lines being joined on it without waiting
+//! ([`Budget::try_take_units`]): one budget that every use draws from.
 //!
 //! Each connection was bounded on its own (a frame up to `max_frame_bytes`,
 //! inflated data up to `max_decompressed_bytes`), but many connections at
@@ -38,7 +41,7 @@ pub const WAIT: Duration = Duration::from_millis(500);
 
 /// The budget is counted in units of this many bytes (a semaphore's permits
 /// are a `u32`).
-const UNIT: usize = 1024;
+pub const UNIT: usize = 1024;
 
 /// One listener's budget.
 pub struct Budget {
@@ -47,6 +50,12 @@ pub struct Budget {
     holders: Mutex<HashMap<u64, Arc<Holder>>>,
     next_id: AtomicU64,
     epoch: Instant,
+    /// Units set aside for good ([`Budget::set_aside`]).
+    aside: AtomicU64,
+    /// Bytes held, published (`weir_source_buffered_bytes`).
+    held: Option<crate::metrics::Gauge>,
+    /// Holders asked to give way (`weir_source_budget_gave_way_total`).
+    gave_way: Option<crate::metrics::Counter>,
 }
 
 struct Holder {
@@ -57,12 +66,18 @@ struct Holder {
     /// Busy with what it holds (decoding and appending a whole frame): it
     /// gives its share back when done, so it is never asked to give way.
     busy: AtomicBool,
+    /// Waiting for more of the budget: held up by weir, not by its client,
+    /// so asked to give way only after those that wait on their clients.
+    waiting: AtomicBool,
+    /// Holds a whole frame and waits only for room to work through it:
+    /// asked to give way last of all.
+    whole: AtomicBool,
     give_way: CancellationToken,
 }
 
 /// Asked for more than the whole budget: it can never be granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{wanted} bytes wanted, more than the whole budget ({total} bytes)")]
+#[error("{wanted} bytes wanted, more than the whole budget ({total} bytes, but what batches in flight have set aside)")]
 pub struct OverBudget {
     pub wanted: usize,
     pub total: usize,
@@ -70,6 +85,24 @@ pub struct OverBudget {
 
 impl Budget {
     pub fn new(bytes: usize) -> Arc<Budget> {
+        Budget::build(bytes, None, None)
+    }
+
+    /// A budget that publishes the bytes held to `held` and counts the
+    /// holders asked to give way in `gave_way`.
+    pub fn with_metrics(
+        bytes: usize,
+        held: crate::metrics::Gauge,
+        gave_way: crate::metrics::Counter,
+    ) -> Arc<Budget> {
+        Budget::build(bytes, Some(held), Some(gave_way))
+    }
+
+    fn build(
+        bytes: usize,
+        held: Option<crate::metrics::Gauge>,
+        gave_way: Option<crate::metrics::Counter>,
+    ) -> Arc<Budget> {
         let units = (bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(Budget {
             semaphore: Semaphore::new(units),
@@ -77,7 +110,64 @@ impl Budget {
             holders: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
+            aside: AtomicU64::new(0),
+            held,
+            gave_way,
         })
+    }
+
+    /// Sets `bytes` aside for good, for a use sized once at start (the
+    /// batches in flight): false, and nothing taken, when not available.
+    pub fn set_aside(&self, bytes: usize) -> bool {
+        let taken = u32::try_from(bytes.div_ceil(UNIT))
+            .ok()
+            .and_then(|n| self.semaphore.try_acquire_many(n).ok())
+            .map(|p| p.forget())
+            .is_some();
+        if taken {
+            self.aside
+                .fetch_add(bytes.div_ceil(UNIT) as u64, Ordering::Relaxed);
+        }
+        self.publish();
+        taken
+    }
+
+    /// Units a share may ever hold: the budget but what is set aside.
+    fn usable_units(&self) -> usize {
+        self.units - self.aside.load(Ordering::Relaxed) as usize
+    }
+
+    /// Takes `units` more if they are free now, for a use that no
+    /// connection owns and that gives bytes back by itself when refused
+    /// (lines being joined: the oldest is emitted). Never waits, never
+    /// asks anyone to give way.
+    pub fn try_take_units(&self, units: usize) -> bool {
+        let taken = u32::try_from(units)
+            .ok()
+            .and_then(|n| self.semaphore.try_acquire_many(n).ok())
+            .map(|p| p.forget())
+            .is_some();
+        if taken {
+            self.publish();
+        }
+        taken
+    }
+
+    /// Gives back `units` taken with [`Budget::try_take_units`].
+    pub fn give_units(&self, units: usize) {
+        self.semaphore.add_permits(units);
+        self.publish();
+    }
+
+    /// Bytes held by anyone (also those set aside).
+    pub fn held(&self) -> usize {
+        self.total() - self.available()
+    }
+
+    fn publish(&self) {
+        if let Some(g) = &self.held {
+            g.set(self.held() as i64);
+        }
     }
 
     /// The whole budget, in bytes.
@@ -98,6 +188,8 @@ impl Budget {
             units: AtomicU64::new(0),
             last_active: AtomicU64::new(self.now_ms()),
             busy: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+            whole: AtomicBool::new(false),
             give_way,
         });
         self.lock().insert(id, holder.clone());
@@ -138,9 +230,28 @@ impl Budget {
                     && !h.busy.load(Ordering::Relaxed)
                     && !h.give_way.is_cancelled()
             })
-            .map(|(_, h)| (h.last_active.load(Ordering::Relaxed), h))
+            .map(|(_, h)| {
+                let waiting = h.waiting.load(Ordering::Relaxed);
+                let key = (
+                    h.whole.load(Ordering::Relaxed),
+                    waiting,
+                    if waiting {
+                        u64::MAX - h.units.load(Ordering::Relaxed)
+                    } else {
+                        h.last_active.load(Ordering::Relaxed)
+                    },
+                );
+                (key, h)
+            })
             .collect();
-        idle.sort_unstable_by_key(|(last, _)| *last);
+        // Those waiting on their clients first (a frame they stopped
+        // sending), the longest idle first; then those waiting on the
+        // budget for more of a frame, the one holding most first (how long
+        // weir did not read them says nothing of their clients); last
+        // those holding a whole frame (a gzip frame waiting for room to
+        // inflate: closest to done, asked only when nothing else can break
+        // a deadlock).
+        idle.sort_unstable_by_key(|(key, _)| *key);
         let (mut freed, mut asked) = (0, 0);
         for (_, h) in idle {
             if freed >= units && asked > 0 {
@@ -150,7 +261,19 @@ impl Budget {
             asked += 1;
             h.give_way.cancel();
         }
+        if let Some(c) = &self.gave_way {
+            c.add(asked as u64);
+        }
         asked
+    }
+}
+
+/// Marks a holder waiting for as long as it lives.
+struct Waiting(Arc<Holder>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.store(false, Ordering::Relaxed);
     }
 }
 
@@ -184,6 +307,12 @@ impl Share {
         self.holder.busy.store(busy, Ordering::Relaxed);
     }
 
+    /// Marks the connection holding a whole frame that waits only for
+    /// room to work through it (see [`Budget`]'s give-way order).
+    pub fn set_whole(&self, whole: bool) {
+        self.holder.whole.store(whole, Ordering::Relaxed);
+    }
+
     pub fn is_busy(&self) -> bool {
         self.holder.busy.load(Ordering::Relaxed)
     }
@@ -196,14 +325,17 @@ impl Share {
         if want <= self.units {
             return Ok(());
         }
-        if want > self.budget.units {
+        if want > self.budget.usable_units() {
             return Err(OverBudget {
                 wanted: bytes,
-                total: self.budget.total(),
+                total: self.budget.usable_units() * UNIT,
             });
         }
         let more = u32::try_from(want - self.units).expect("at most the whole budget");
         let budget = self.budget.clone();
+        // Cleared when granted, or when the future is dropped.
+        let waiting = Waiting(self.holder.clone());
+        waiting.0.waiting.store(true, Ordering::Relaxed);
         loop {
             match tokio::time::timeout(WAIT, budget.semaphore.acquire_many(more)).await {
                 Ok(permit) => {
@@ -261,6 +393,7 @@ impl Share {
     fn set_units(&mut self, units: usize) {
         self.units = units;
         self.holder.units.store(units as u64, Ordering::Relaxed);
+        self.budget.publish();
     }
 }
 
@@ -297,6 +430,74 @@ mod tests {
                 total: 100 * UNIT
             })
         );
+    }
+
+    /// Polls a future that must be ready at once.
+    fn futures_lite_ready<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(100), f)
+                .await
+                .expect("ready at once")
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_stalled_on_its_client_gives_way_before_a_whole_frame() {
+        let budget = Budget::new(100 * UNIT);
+        let (t_whole, t_stalled) = (CancellationToken::new(), CancellationToken::new());
+        let mut whole = budget.share(t_whole.clone());
+        let mut stalled = budget.share(t_stalled.clone());
+        whole.grow_to(30 * UNIT).await.unwrap();
+        stalled.grow_to(30 * UNIT).await.unwrap();
+        // The whole frame received nothing for longer, but it only waits
+        // for room to work through what it has.
+        whole.set_whole(true);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        stalled.touch();
+        let mut asker = budget.share(CancellationToken::new());
+        asker.grow_to(20 * UNIT).await.unwrap();
+        let asking = tokio::spawn(async move {
+            asker.grow_to(50 * UNIT).await.unwrap();
+            asker
+        });
+        tokio::time::sleep(WAIT + Duration::from_millis(5)).await;
+        assert!(t_stalled.is_cancelled() && !t_whole.is_cancelled());
+        drop(stalled);
+        let asker = asking.await.unwrap();
+        assert_eq!(asker.bytes(), 50 * UNIT);
+        // With nobody else to ask, the whole frame gives way too: two
+        // connections must never wait on each other for ever.
+        drop(asker);
+        let mut other = budget.share(CancellationToken::new());
+        let asking = tokio::spawn(async move { other.grow_to(80 * UNIT).await });
+        tokio::time::sleep(WAIT + Duration::from_millis(5)).await;
+        assert!(t_whole.is_cancelled());
+        drop(whole);
+        asking.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn set_aside_and_loose_units_come_out_of_the_same_budget() {
+        let budget = Budget::new(100 * UNIT);
+        assert!(budget.set_aside(40 * UNIT));
+        assert!(!budget.set_aside(61 * UNIT), "only 60 units left");
+        let mut big = budget.share(CancellationToken::new());
+        assert!(
+            futures_lite_ready(big.grow_to(61 * UNIT)).is_err(),
+            "what is set aside is never granted: refused, not waited for"
+        );
+        drop(big);
+        assert!(budget.try_take_units(50));
+        let mut share = budget.share(CancellationToken::new());
+        assert!(!share.try_grow_to(11 * UNIT));
+        assert!(share.try_grow_to(10 * UNIT));
+        assert_eq!(budget.held(), 100 * UNIT);
+        budget.give_units(50);
+        assert_eq!(budget.held(), 50 * UNIT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,15 +4,19 @@
 //! - [`slots`]: connection slots; the longest-idle connection gives way.
 //! - [`budget`]: bytes held by all connections beyond their fixed share;
 //!   the longest-idle holder gives way to a waiter.
+//! - [`turns`]: turns at a shared resource, the connection that used the
+//!   least of it first.
 //! - [`Listener::serve`]: the one accept loop.
 
 pub mod budget;
 pub mod endpoint;
 pub mod slots;
+pub mod turns;
 
 pub use budget::{Budget, Share};
 pub use endpoint::{host_port, Bound, Endpoint, EndpointError};
 pub use slots::{Slot, Slots};
+pub use turns::{Flow, Turn, Turns};
 
 use std::io;
 use std::sync::Arc;

@@ -206,6 +206,32 @@ pub fn message_frame(tag: &str, record: &[(&str, &str)], chunk: Option<&str>) ->
     f
 }
 
+/// A CompressedPackedForward frame `[tag, gzip(entries), {chunk?, compressed: "gzip"}]`:
+/// `entries` are msgpack `[time, record]` arrays (or any bytes, for hostile
+/// input), compressed at `level`.
+pub fn gzip_frame(
+    tag: &str,
+    entries: &[u8],
+    level: flate2::Compression,
+    chunk: Option<&str>,
+) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), level);
+    enc.write_all(entries).unwrap();
+    let gz = enc.finish().unwrap();
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3).unwrap();
+    rmp::encode::write_str(&mut f, tag).unwrap();
+    rmp::encode::write_bin(&mut f, &gz).unwrap();
+    rmp::encode::write_map_len(&mut f, if chunk.is_some() { 2 } else { 1 }).unwrap();
+    if let Some(c) = chunk {
+        rmp::encode::write_str(&mut f, "chunk").unwrap();
+        rmp::encode::write_str(&mut f, c).unwrap();
+    }
+    rmp::encode::write_str(&mut f, "compressed").unwrap();
+    rmp::encode::write_str(&mut f, "gzip").unwrap();
+    f
+}
+
 /// A connected client with a read timeout.
 pub fn connect(socket: &Path) -> UnixStream {
     let s = UnixStream::connect(socket).unwrap();

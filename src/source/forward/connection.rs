@@ -36,7 +36,7 @@ use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
 use crate::ingest::Ingest;
-use crate::net::{Share, Slot};
+use crate::net::{Flow, Share, Slot};
 use crate::spool::Offset;
 
 /// Bytes asked of the socket per read, at most (and the room a growing
@@ -55,6 +55,14 @@ const MIN_READ: usize = 4 * 1024;
 const MAX_PENDING_ACKS: usize = 1024;
 /// Events decoded between two checks of the batch's budget.
 const STEP: usize = 64;
+/// A batch that took this long to decode, scrub and append is followed by
+/// a yield to the runtime. Without it a connection with more to decode
+/// goes on at once, and tokio polls sockets, timers and tasks woken by
+/// other threads (the spool's syncer: acks) only every 61 task polls: 16
+/// clients sending long lines, 20-60 ms a batch in a debug build, held a
+/// valid client's ack for over a second. (A yielding task is resumed only
+/// after the runtime has polled its driver.)
+const LONG_TURN: std::time::Duration = std::time::Duration::from_millis(1);
 /// At shutdown, how long to take bytes a client already sent, in all.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -120,6 +128,8 @@ pub async fn serve<S>(
         give_way: slot.give_way(),
         share: shared.buffers.share(slot.give_way().clone()),
         buffer_charge: 0,
+        flow: Flow::default(),
+        inflate_room: 0,
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -273,6 +283,12 @@ struct Conn<'a> {
     /// the frame being decoded.
     share: Share,
     buffer_charge: usize,
+    /// This connection's use of the source's batch turns, for its place
+    /// in line.
+    flow: Flow,
+    /// Room to set aside for the next inflate: more than the first guess
+    /// once that proved too small (see [`Conn::inflate`]).
+    inflate_room: usize,
 }
 
 impl Conn<'_> {
@@ -282,11 +298,12 @@ impl Conn<'_> {
     async fn process(&mut self, buf: &mut BytesMut) -> Result<usize, ()> {
         loop {
             // Decoding and appending a batch needs one of the source's
-            // batch permits (see `BATCHES_IN_FLIGHT`); queueing acks, which
-            // may wait on a client, does not hold it.
-            let permit = tokio::select! {
+            // turns (see `BATCHES_IN_FLIGHT`), fairly shared: the connection
+            // that used the least of them goes first. Queueing acks, which
+            // may wait on a client, does not hold one.
+            let turn = tokio::select! {
                 biased;
-                p = self.shared.batches.acquire() => p.expect("the semaphore is never closed"),
+                t = self.shared.batches.take(self.flow) => t,
                 _ = self.give_way.cancelled() => {
                     self.shared.metrics.decode_error("gave_way");
                     return Err(());
@@ -295,9 +312,15 @@ impl Conn<'_> {
             let (consumed, result) = self.decode_frames(buf);
             buf.advance(consumed);
             let appended = self.append().await;
-            drop(permit);
+            let held = turn.held();
+            self.flow = turn.end();
             if !appended || !self.queue_acks().await {
                 return Err(());
+            }
+            if held >= LONG_TURN {
+                // Let the runtime poll its sockets and timers before this
+                // connection's next batch (see `LONG_TURN`).
+                tokio::task::yield_now().await;
             }
             let need_budget = match result {
                 Ok(Progress::BatchFull) => continue,
@@ -317,8 +340,10 @@ impl Conn<'_> {
                 }
             };
             // Waiting here holds no batch permit, and may be asked to give
-            // way (two such waiters must not deadlock).
+            // way (two such waiters must not deadlock), but only after
+            // those stalled on their clients: this frame is whole.
             self.share.set_busy(false);
+            self.share.set_whole(true);
             let grown = tokio::select! {
                 biased;
                 _ = self.give_way.cancelled() => {
@@ -327,6 +352,7 @@ impl Conn<'_> {
                 }
                 g = self.share.grow_to(need_budget) => g,
             };
+            self.share.set_whole(false);
             self.share.set_busy(true);
             if let Err(e) = grown {
                 self.reject(
@@ -339,12 +365,15 @@ impl Conn<'_> {
     }
 
     /// Inflates the gzip frame at the start of `buf` ([`Conn::frame`]) on
-    /// a blocking thread, so that a big inflate holds up no other client's
-    /// connection, and holds the inflated data on the source's budget until
-    /// the frame is done. Without room, the data is dropped and the frame
-    /// forgotten, and `Ok(Some(bytes))` says the share to wait for before
-    /// the frame is decoded (and inflated) again. `Err(Some)`: bad gzip, to
-    /// report; `Err(None)`: the connection gave way, already counted.
+    /// the source's inflating threads ([`super::inflate`]), so that a big
+    /// inflate holds up no other client's connection. What it takes is held on the source's budget before it
+    /// is taken: the copy of the gzip data and room for the inflated data,
+    /// first four times the gzip size (at least 1 MiB), four times more
+    /// each time that proves too small, up to `max_decompressed_bytes`;
+    /// after, the inflated data until the frame is done. Without room on
+    /// the budget, the frame is forgotten and `Ok(Some(bytes))` says the
+    /// share to wait for before it is decoded (and inflated) again.
+    /// `Err(Some)`: bad gzip, to report.
     async fn inflate(&mut self, buf: &BytesMut) -> Result<Option<usize>, Option<DecodeError>> {
         let Some((len, frame)) = self.frame.as_mut() else {
             return Ok(None);
@@ -352,39 +381,32 @@ impl Conn<'_> {
         let Some(gz) = frame.compressed(&buf[..*len]) else {
             return Ok(None);
         };
-        let gz = gz.to_vec();
         let limit = self.shared.limits.max_decompressed_bytes;
-        let inflates = self.shared.inflates.clone();
-        let inflate = async move {
-            let permit = inflates.acquire_owned().await;
-            // The permit goes with the inflate: a connection that gives way
-            // meanwhile does not free it before the memory is.
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                super::decode::gunzip(&gz, limit)
-            })
-            .await
-        };
-        let data = tokio::select! {
-            biased;
-            _ = self.give_way.cancelled() => {
-                self.shared.metrics.decode_error("gave_way");
-                return Err(None);
-            }
-            done = inflate => match done {
-                Ok(inflated) => inflated.map_err(Some)?,
-                // A panic in flate2: the frame is as bad as corrupt gzip.
-                Err(_) => return Err(Some(DecodeError::BadGzip)),
-            },
-        };
-        let want = self.buffer_charge + data.len();
-        if self.share.try_grow_to(want) {
-            frame.set_inflated(data);
-            Ok(None)
-        } else {
+        let gz_len = gz.len();
+        let room = self.inflate_room.max((gz_len * 4).max(1 << 20)).min(limit);
+        let want = self.buffer_charge + gz_len + room;
+        if !self.share.try_grow_to(want) {
             self.frame = None;
-            Ok(Some(want))
+            return Ok(Some(want));
         }
+        // Not given up when the connection is asked to give way: the
+        // memory is held until the inflate ends, and so is the share.
+        let inflated = self.shared.inflater.inflate(gz.to_vec(), room).await;
+        let data = match inflated {
+            Ok(data) => data,
+            Err(DecodeError::DecompressedTooLarge { .. }) if room < limit => {
+                // Wait for four times the room, then inflate again.
+                self.inflate_room = room.saturating_mul(4).min(limit);
+                self.frame = None;
+                self.share.shrink_to(self.buffer_charge);
+                return Ok(Some(self.buffer_charge + gz_len + self.inflate_room));
+            }
+            Err(e) => return Err(Some(e)),
+        };
+        self.inflate_room = 0;
+        self.share.shrink_to(self.buffer_charge + data.capacity());
+        frame.set_inflated(data);
+        Ok(None)
     }
 
     /// Decodes the complete frames at the start of `buf` until the batch is
@@ -658,6 +680,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What `inflate` sets aside is what the inflated data may take, even
+    /// while it grows (a doubling buffer took up to twice the limit).
+    #[test]
+    fn gunzip_never_takes_more_than_its_limit() {
+        use std::io::Write;
+        let member = |data: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(data).unwrap();
+            enc.finish().unwrap()
+        };
+        // Two members, as concatenated gzip frames may be.
+        let mut gz = member(&vec![b'a'; (5 << 20) + 7]);
+        gz.extend_from_slice(&member(b"tail"));
+        let size = (5 << 20) + 11;
+        for limit in [size, size + 1, 8 << 20] {
+            let out = super::super::decode::gunzip(&gz, limit).unwrap();
+            assert_eq!(out.len(), size);
+            assert!(out.ends_with(b"atail"));
+            assert!(out.capacity() <= limit + 1, "{} > {limit}", out.capacity());
+        }
+        for limit in [0, 1000, size - 1] {
+            assert!(matches!(
+                super::super::decode::gunzip(&gz, limit),
+                Err(DecodeError::DecompressedTooLarge { limit: l }) if l == limit
+            ));
+        }
+        assert_eq!(super::super::decode::gunzip(&member(b""), 0).unwrap(), b"");
+        assert!(matches!(
+            super::super::decode::gunzip(&gz[..100], 8 << 20),
+            Err(DecodeError::BadGzip)
+        ));
     }
 
     #[test]

@@ -619,11 +619,36 @@ fn options(r: &mut Reader<'_>) -> Result<Options, DecodeError> {
 }
 
 /// Inflates (possibly concatenated) gzip members, refusing more than `limit` bytes.
+///
+/// The output never takes more than `limit + 1` bytes of memory, even for
+/// a moment (`read_to_end` doubles its buffer: up to twice the limit), so
+/// that a caller that set `limit` bytes aside holds what it counted.
 pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
-    let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit as u64 + 1);
-    dec.read_to_end(&mut out)
-        .map_err(|_| DecodeError::BadGzip)?;
+    /// Bytes zeroed and read into at a time.
+    const WINDOW: usize = 256 << 10;
+    let cap = limit.saturating_add(1);
+    let mut out = Vec::with_capacity((data.len() * 4).max(WINDOW).min(cap));
+    let mut dec = flate2::read::MultiGzDecoder::new(data);
+    loop {
+        let len = out.len();
+        if len == out.capacity() {
+            if len >= cap {
+                return Err(DecodeError::DecompressedTooLarge { limit });
+            }
+            // Half again, within the limit (and one byte to see it passed).
+            out.reserve_exact((len / 2).max(WINDOW).min(cap - len));
+        }
+        let end = (len + WINDOW).min(out.capacity());
+        out.resize(end, 0);
+        match dec.read(&mut out[len..end]) {
+            Ok(0) => {
+                out.truncate(len);
+                break;
+            }
+            Ok(n) => out.truncate(len + n),
+            Err(_) => return Err(DecodeError::BadGzip),
+        }
+    }
     if out.len() > limit {
         return Err(DecodeError::DecompressedTooLarge { limit });
     }

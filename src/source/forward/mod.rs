@@ -11,6 +11,7 @@
 //! - [`docker`]: record -> [`crate::event::Event`].
 //! - [`partial`]: reassembly of Docker's 16 KiB pieces of long lines.
 //! - [`handshake`]: HELO/PING/PONG shared-key authentication (TCP).
+//! - [`inflate`]: the threads that inflate gzip frames, at low priority.
 //!
 //! Nothing here ever waits on a sink: the only backpressure a client can
 //! feel is the spool's own `when_full` policy.
@@ -21,6 +22,7 @@ pub mod decode;
 pub mod docker;
 pub mod frame;
 pub mod handshake;
+pub mod inflate;
 pub mod listener;
 pub mod partial;
 
@@ -60,15 +62,21 @@ pub struct RawConfig {
     pub max_frame_bytes: Option<ByteSize>,
     /// Most bytes a gzip-compressed frame may inflate to. Default `64MiB`.
     pub max_decompressed_bytes: Option<ByteSize>,
-    /// Most bytes all connections of the source together may hold in frames
-    /// being received and in inflated gzip data, beyond the first 64KiB of
-    /// each connection's read buffer. Default `max_frame_bytes +
-    /// max_decompressed_bytes` (80MiB), the least it may be: one frame at
-    /// the limits must fit. A connection that needs more waits (only its
-    /// client slows down); one waiting 0.5s while no holder is busy with a
-    /// whole frame makes those holding some that received nothing for
-    /// longest close unacknowledged (`reason="gave_way"`; their clients
-    /// resend). See [`crate::net::budget`].
+    /// The source's memory budget: most bytes all its connections together
+    /// may hold beyond the first 64KiB of each one's read buffer: frames
+    /// being received, gzip data being inflated and inflated, lines being
+    /// joined, and the batches being decoded and appended (4MiB each, set
+    /// aside at start: what is beyond one frame at the limits, 2 to 16).
+    /// Default `128MiB` (8 batches), or the least it may be if more:
+    /// `2 × max_frame_bytes + max_decompressed_bytes + 8MiB` (one gzip
+    /// frame at the limits, its copy being inflated, two batches). A
+    /// connection that needs more waits (only its client slows down); one
+    /// waiting 0.5s while no holder is busy with a whole frame makes those
+    /// holding some that received nothing for longest close unacknowledged
+    /// (`reason="gave_way"`, `weir_source_budget_gave_way_total`; their
+    /// clients resend). Lines being joined never wait: without room, the
+    /// oldest is emitted as it is. Held now: `weir_source_buffered_bytes`.
+    /// See [`crate::net::budget`].
     pub max_buffered_bytes: Option<ByteSize>,
     /// Concurrent connections (Docker opens one per container). Default 1024.
     /// When all are taken, the connection idle longest is closed to make
@@ -174,14 +182,19 @@ impl RawConfig {
                 "must be between 1KiB and 1GiB",
             );
         }
-        let least_buffered = max_frame_bytes.0.saturating_add(max_decompressed_bytes.0);
-        let max_buffered_bytes = self.max_buffered_bytes.unwrap_or(ByteSize(least_buffered));
+        let one_frame = one_frame(max_frame_bytes.0, max_decompressed_bytes.0);
+        let least_buffered = one_frame.saturating_add((MIN_BATCHES * batch::FULL_BYTES) as u64);
+        let max_buffered_bytes = self
+            .max_buffered_bytes
+            .unwrap_or(ByteSize(least_buffered.max(DEFAULT_BUFFERED_BYTES)));
         if max_buffered_bytes.0 < least_buffered {
             problems.add(
                 format!("{key}.max_buffered_bytes"),
                 format!(
-                    "must be at least max_frame_bytes + max_decompressed_bytes ({least_buffered} bytes): \
-                     a frame within those limits must fit; lower them too, or raise this"
+                    "must be at least 2 x max_frame_bytes + max_decompressed_bytes + {} ({least_buffered} bytes): \
+                     a gzip frame within those limits (with its copy being inflated) and {MIN_BATCHES} batches \
+                     being appended must fit; lower them too, or raise this",
+                    crate::units::ByteSize((MIN_BATCHES * batch::FULL_BYTES) as u64)
                 ),
             );
         }
@@ -318,8 +331,9 @@ pub struct Shared {
     pub partial_max_bytes: usize,
     pub partial_budget: std::sync::Arc<partial::Budget>,
     pub partial_timeout: Duration,
-    /// Frames being received and inflated data, all connections together
-    /// (`max_buffered_bytes`).
+    /// The source's memory budget (`max_buffered_bytes`): frames being
+    /// received, inflated data, lines being joined (through
+    /// `partial_budget`), batches in flight (set aside at start).
     pub buffers: std::sync::Arc<crate::net::Budget>,
     pub auth: Option<handshake::Auth>,
     pub handshake_timeout: Duration,
@@ -328,25 +342,46 @@ pub struct Shared {
     /// Events kept for reuse between appends, for every connection.
     pub spares: batch::Spares,
     /// Batches being decoded or appended at once, all connections together
-    /// ([`BATCHES_IN_FLIGHT`]).
-    pub batches: tokio::sync::Semaphore,
-    /// CompressedPackedForward frames being inflated at once
-    /// ([`INFLATES_IN_FLIGHT`]).
-    pub inflates: Arc<tokio::sync::Semaphore>,
+    /// ([`BATCHES_IN_FLIGHT`]), the connection that used the least of them
+    /// recently first: a client of small batches never waits behind many
+    /// of another's.
+    pub batches: crate::net::Turns,
+    /// The threads inflating CompressedPackedForward frames
+    /// ([`INFLATES_IN_FLIGHT`], lowest CPU priority).
+    pub inflater: inflate::Inflater,
 }
 
 /// Batches decoded or being appended at once by all the connections of a
-/// source: with [`batch::FULL_BYTES`], at most 64 MiB of decoded events
+/// source, at most: with [`batch::FULL_BYTES`], 64 MiB of decoded events
 /// whatever the number of connections. Two runtime threads decode; the rest
-/// of the permits cover batches waiting on the spool.
+/// cover batches waiting on the spool. Their memory is set aside on the
+/// source's budget at start ([`batches_in_flight`]).
 pub const BATCHES_IN_FLIGHT: usize = 16;
+/// ... and at least (the least `max_buffered_bytes` leaves room for).
+pub const MIN_BATCHES: usize = 2;
+/// `max_buffered_bytes` when not set: one gzip frame at the default limits
+/// (96 MiB with its copy) and 8 batches in flight. With 1,024 connections' own 64 KiB
+/// and weir's own ~25 MiB, peak RSS stays under 256 MiB.
+pub const DEFAULT_BUFFERED_BYTES: u64 = 128 << 20;
 
-/// Gzip frames inflated at once by all the connections of a source, each
-/// on a blocking thread (not a runtime thread, which would hold up every
-/// other connection for as long as a 64 MiB inflate takes). Data being
-/// inflated is not on the buffer budget until it is whole, so this bounds
-/// it: at most this many times `max_decompressed_bytes`, as when the two
-/// runtime threads inflated.
+/// What one frame at the limits holds on the budget at most: a gzip frame
+/// of `max_frame` bytes (read buffer), its copy handed to the inflating
+/// thread, and its inflated data.
+pub fn one_frame(max_frame: u64, max_decompressed: u64) -> u64 {
+    max_frame.saturating_mul(2).saturating_add(max_decompressed)
+}
+
+/// How many batches a budget of `budget` bytes lets be in flight: what is
+/// left beyond one frame at the limits (`one_frame`), in batches, between
+/// [`MIN_BATCHES`] and [`BATCHES_IN_FLIGHT`].
+pub fn batches_in_flight(budget: usize, one_frame: usize) -> usize {
+    (budget.saturating_sub(one_frame) / batch::FULL_BYTES).clamp(MIN_BATCHES, BATCHES_IN_FLIGHT)
+}
+
+/// Gzip frames inflated at once by all the connections of a source: the
+/// source's inflating threads ([`inflate`]), at the lowest CPU priority, so
+/// that serving sockets comes first. What they inflate is held on the
+/// source's budget before they start.
 pub const INFLATES_IN_FLIGHT: usize = 2;
 
 /// Binds (or takes from systemd) the listener and spawns the accept loop.
@@ -358,6 +393,17 @@ pub async fn start(
 ) -> Result<JoinHandle<()>, SourceError> {
     let listener = listener::Listener::open(name, config)?;
     let metrics = Metrics::new(ingest.metrics(), name);
+    let registry = ingest.metrics();
+    let budget = config.max_buffered_bytes.0 as usize;
+    let buffers = crate::net::Budget::with_metrics(
+        budget,
+        registry.source_buffered_bytes.with(labels::source(name)),
+        registry.source_budget_gave_way.with(labels::source(name)),
+    );
+    let one_frame = one_frame(config.max_frame_bytes.0, config.max_decompressed_bytes.0) as usize;
+    let batches = batches_in_flight(budget, one_frame);
+    // Validated: at least MIN_BATCHES fit beside one frame at the limits.
+    buffers.set_aside(batches * batch::FULL_BYTES);
     let shared = Arc::new(Shared {
         name: name.to_owned(),
         ingest,
@@ -369,9 +415,9 @@ pub async fn start(
             max_decompressed_bytes: config.max_decompressed_bytes.0 as usize,
         },
         partial_max_bytes: config.partial_max_bytes.0 as usize,
-        partial_budget: partial::Budget::new(config.partial_total_bytes.0 as usize),
+        partial_budget: partial::Budget::on(config.partial_total_bytes.0 as usize, buffers.clone()),
         partial_timeout: config.partial_timeout.0,
-        buffers: crate::net::Budget::new(config.max_buffered_bytes.0 as usize),
+        buffers,
         auth: config.shared_key.as_ref().map(|k| handshake::Auth {
             shared_key: k.0.clone(),
             users: config.users.clone(),
@@ -381,8 +427,14 @@ pub async fn start(
         idle_timeout: config.idle_timeout.0,
         metrics,
         spares: batch::Spares::default(),
-        batches: tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT),
-        inflates: Arc::new(tokio::sync::Semaphore::new(INFLATES_IN_FLIGHT)),
+        batches: crate::net::Turns::new(batches),
+        inflater: inflate::Inflater::start(INFLATES_IN_FLIGHT).map_err(|source| {
+            SourceError::Io {
+                name: name.to_owned(),
+                what: "start the gzip inflating threads".to_owned(),
+                source,
+            }
+        })?,
     });
     Ok(tokio::spawn(listener.run(
         shared,
@@ -413,18 +465,30 @@ mod tests {
         assert_eq!(c.mode, 0o600);
         assert_eq!(c.max_frame_bytes, ByteSize(16 << 20));
         assert_eq!(c.max_connections, 1024);
-        assert_eq!(c.max_buffered_bytes, ByteSize(80 << 20));
+        assert_eq!(c.max_buffered_bytes, ByteSize(128 << 20));
     }
 
     #[test]
-    fn the_buffer_budget_must_hold_one_frame_at_the_limits() {
+    fn the_budget_must_hold_one_frame_at_the_limits_and_two_batches() {
         let (c, p) = validate("max_frame_bytes = \"1MiB\"\nmax_decompressed_bytes = \"4MiB\"\n");
         assert!(p.is_empty(), "{p:?}");
-        assert_eq!(c.max_buffered_bytes, ByteSize(5 << 20));
-        let (_, p) = validate("max_buffered_bytes = \"64MiB\"\n");
-        assert!(format!("{p:?}").contains("max_buffered_bytes"), "{p:?}");
-        let (_, p) = validate("max_buffered_bytes = \"1GiB\"\n");
+        assert_eq!(c.max_buffered_bytes, ByteSize(128 << 20));
+        let (c, p) = validate("max_frame_bytes = \"64MiB\"\nmax_decompressed_bytes = \"64MiB\"\n");
         assert!(p.is_empty(), "{p:?}");
+        assert_eq!(
+            c.max_buffered_bytes,
+            ByteSize(200 << 20),
+            "the least it may be"
+        );
+        let (_, p) = validate("max_buffered_bytes = \"103MiB\"\n");
+        assert!(format!("{p:?}").contains("max_buffered_bytes"), "{p:?}");
+        let (_, p) = validate("max_buffered_bytes = \"104MiB\"\n");
+        assert!(p.is_empty(), "{p:?}");
+        // Batches get what is beyond one frame at the limits.
+        let mib = 1 << 20;
+        assert_eq!(batches_in_flight(104 * mib, 96 * mib), 2);
+        assert_eq!(batches_in_flight(128 * mib, 96 * mib), 8);
+        assert_eq!(batches_in_flight(1 << 30, 96 * mib), BATCHES_IN_FLIGHT);
     }
 
     #[test]

@@ -12,13 +12,13 @@
 //! container died mid-line, or the connection closed) is emitted as it is,
 //! with the field `partial = "incomplete"`: nothing received is dropped.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::event::Event;
 
 use super::docker::Partial;
+use crate::net::budget::UNIT;
 
 /// Appended to a message cut at the size cap.
 pub const TRUNCATION_MARKER: &[u8] = b"...[truncated by weir]";
@@ -33,25 +33,91 @@ const MAX_PENDING: usize = 64;
 pub const CONNECTION_LINES: usize = 4;
 
 /// What the lines pending on all the connections of a source may hold
-/// together (`partial_total_bytes`). Past it, or past a connection's own
-/// share, the oldest pending lines are emitted incomplete at once.
-#[derive(Debug)]
+/// together (`partial_total_bytes`), drawn from the source's memory budget
+/// (`max_buffered_bytes`) as they grow. Past the first, past a
+/// connection's own share, or when the memory budget has no room left, the
+/// oldest pending lines are emitted incomplete at once: joining lines never
+/// waits and never makes a connection give way.
 pub struct Budget {
-    used: AtomicUsize,
     limit: usize,
+    /// Bytes held, and the units of `memory` they hold.
+    state: Mutex<(usize, usize)>,
+    memory: Option<Arc<crate::net::Budget>>,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("limit", &self.limit)
+            .field("used", &self.used())
+            .finish()
+    }
 }
 
 impl Budget {
+    /// A budget of its own (no memory budget to draw from).
     pub fn new(limit: usize) -> Arc<Budget> {
         Arc::new(Budget {
-            used: AtomicUsize::new(0),
             limit,
+            state: Mutex::new((0, 0)),
+            memory: None,
         })
+    }
+
+    /// A budget whose bytes are also held on `memory`.
+    pub fn on(limit: usize, memory: Arc<crate::net::Budget>) -> Arc<Budget> {
+        Arc::new(Budget {
+            limit,
+            state: Mutex::new((0, 0)),
+            memory: Some(memory),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, usize)> {
+        // Two counters, each updated whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes held now by every connection.
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
+        self.lock().0
+    }
+
+    fn add(&self, bytes: usize) {
+        self.lock().0 += bytes;
+    }
+
+    fn sub(&self, bytes: usize) {
+        let mut st = self.lock();
+        st.0 -= bytes;
+        let want = st.0.div_ceil(UNIT);
+        if st.1 > want {
+            if let Some(m) = &self.memory {
+                m.give_units(st.1 - want);
+            }
+            st.1 = want;
+        }
+    }
+
+    /// Whether what is held is within the limit and held on the memory
+    /// budget too (taking what it misses there, if free).
+    fn fits(&self) -> bool {
+        let mut st = self.lock();
+        if st.0 > self.limit {
+            return false;
+        }
+        let want = st.0.div_ceil(UNIT);
+        match &self.memory {
+            Some(m) if want > st.1 => {
+                if m.try_take_units(want - st.1) {
+                    st.1 = want;
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => true,
+        }
     }
 }
 
@@ -86,7 +152,7 @@ impl Assembler {
 
     fn hold(&mut self, bytes: usize) {
         self.held += bytes;
-        self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+        self.budget.add(bytes);
     }
 
     /// Takes pending line `i` out, releasing what it held.
@@ -94,17 +160,16 @@ impl Assembler {
         let p = self.pending.remove(i);
         let size = p.event.message.len();
         self.held -= size;
-        self.budget.used.fetch_sub(size, Ordering::Relaxed);
+        self.budget.sub(size);
         p
     }
 
     /// Emits the oldest lines, incomplete, while this connection or the
-    /// source holds more than its budget.
+    /// source holds more than its budget, or the memory budget has no room
+    /// for what they hold.
     fn keep_within_budget(&mut self, out: &mut impl Extend<Event>) {
         let own = self.max_bytes.saturating_mul(CONNECTION_LINES);
-        while !self.pending.is_empty()
-            && (self.held > own || self.budget.used() > self.budget.limit)
-        {
+        while !self.pending.is_empty() && (self.held > own || !self.budget.fits()) {
             let oldest = self.take(0);
             out.extend([finish(oldest, false)]);
         }
@@ -191,7 +256,7 @@ impl Assembler {
 
 impl Drop for Assembler {
     fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.held, Ordering::Relaxed);
+        self.budget.sub(self.held);
     }
 }
 
@@ -326,5 +391,33 @@ mod tests {
             0,
             "dropped assemblers release what they held"
         );
+    }
+
+    #[test]
+    fn pending_lines_draw_from_the_memory_budget_and_give_it_back() {
+        // Room for 10 KiB of lines on the memory budget, though the
+        // partial limit alone would allow 1 MiB.
+        let memory = crate::net::Budget::new(10 * UNIT);
+        let budget = Budget::on(1 << 20, memory.clone());
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let mut a = Assembler::new(4000, Duration::from_secs(5), budget.clone());
+        let mut b = Assembler::new(4000, Duration::from_secs(5), budget.clone());
+        for i in 0..8 {
+            for (n, x) in [&mut a, &mut b].into_iter().enumerate() {
+                x.push(
+                    piece(&"z".repeat(3000)),
+                    part(&format!("{n}-{i}"), 1, false),
+                    now,
+                    &mut out,
+                );
+                assert!(budget.used() <= 10 * UNIT, "{}", budget.used());
+                assert_eq!(memory.held(), budget.used().div_ceil(UNIT) * UNIT);
+            }
+        }
+        assert!(out.len() >= 12, "the oldest were emitted: {}", out.len());
+        drop((a, b));
+        assert_eq!(budget.used(), 0);
+        assert_eq!(memory.held(), 0, "given back to the memory budget");
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use crate::common::wait_for;
 
-use super::{closed_by_server, connect, message_frame, messages_with, send_acked, Weir};
+use super::{
+    closed_by_server, connect, gzip_frame, message_frame, messages_with, send_acked, Weir,
+};
 
 /// Sends `bad` on its own connection between two acked events of a healthy
 /// client, and checks the bad connection was closed and counted as `reason`.
@@ -58,16 +60,7 @@ fn each_bad_input_closes_only_its_connection() {
     check_isolated(&weir, "deep", &[0x91; 200], "too_deep");
 
     // 8 MiB of zeros gzip into a few KiB: must not inflate past 1 MiB.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(&vec![0u8; 8 << 20]).unwrap();
-    let gz = gz.finish().unwrap();
-    let mut bomb = Vec::new();
-    rmp::encode::write_array_len(&mut bomb, 3).unwrap();
-    rmp::encode::write_str(&mut bomb, "t").unwrap();
-    rmp::encode::write_bin(&mut bomb, &gz).unwrap();
-    rmp::encode::write_map_len(&mut bomb, 1).unwrap();
-    rmp::encode::write_str(&mut bomb, "compressed").unwrap();
-    rmp::encode::write_str(&mut bomb, "gzip").unwrap();
+    let bomb = gzip_frame("t", &vec![0u8; 8 << 20], flate2::Compression::best(), None);
     check_isolated(&weir, "bomb", &bomb, "decompressed_too_large");
 
     // Well-formed msgpack of the wrong shape: a tag that is a number.
