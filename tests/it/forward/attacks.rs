@@ -67,14 +67,11 @@ impl Agent {
             .env("MALLOC_MMAP_THRESHOLD_", unit_mmap_threshold())
             .spawn()
             .unwrap();
-        // Drain weir's log so that it never blocks on a full pipe.
+        // Drain weir's log so that it never blocks on a full pipe; kept in
+        // the test's own directory for a failing test's debugging.
         let mut stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            std::io::copy(
-                &mut stderr,
-                &mut std::fs::File::create("/tmp/hostile-weir.log").unwrap(),
-            )
-        });
+        let mut log = std::fs::File::create(dir.path().join("weir.log")).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
         let agent = Agent {
             _serial: serial,
             child,
