@@ -456,7 +456,7 @@ pub mod codec {
                     continue;
                 }
                 let span = self.str(r, slot, container)?;
-                set_opt(dst, r.text(span)?);
+                set_opt(r, dst, r.span(span)?)?;
                 if slot == CONTAINER_NAME {
                     container = span;
                 }
@@ -473,14 +473,8 @@ pub mod codec {
             for i in 0..n {
                 let k = self.str(r, FIELDS + 2 * i, NONE)?;
                 let v = self.str(r, FIELDS + 2 * i + 1, NONE)?;
-                let (k, v) = (r.text(k)?, r.text(v)?);
-                match e.fields.get_mut(i) {
-                    Some((fk, fv)) => {
-                        set(fk, k);
-                        set(fv, v);
-                    }
-                    None => e.fields.push((k.to_owned(), v.to_owned())),
-                }
+                let (k, v) = (r.span(k)?, r.span(v)?);
+                set_field(r, &mut e.fields, i, k, v)?;
             }
             // The next event refers to this one's fields only.
             self.slots.truncate(want);
@@ -538,7 +532,7 @@ pub mod codec {
             let dst = label_slot(&mut e.labels, i);
             if present & (1 << i) != 0 {
                 let b = r.bytes()?;
-                set_opt(dst, utf8(r, b)?);
+                set_opt(r, dst, b)?;
             } else {
                 *dst = None;
             }
@@ -551,14 +545,7 @@ pub mod codec {
         e.fields.truncate(n);
         for i in 0..n {
             let (k, v) = (r.bytes()?, r.bytes()?);
-            let (k, v) = (utf8(r, k)?, utf8(r, v)?);
-            match e.fields.get_mut(i) {
-                Some((fk, fv)) => {
-                    set(fk, k);
-                    set(fv, v);
-                }
-                None => e.fields.push((k.to_owned(), v.to_owned())),
-            }
+            set_field(r, &mut e.fields, i, k, v)?;
         }
         Ok(())
     }
@@ -567,16 +554,46 @@ pub mod codec {
         std::str::from_utf8(b).map_err(|_| r.err("label or field not UTF-8"))
     }
 
-    /// Overwrites `dst` keeping its capacity.
-    fn set(dst: &mut String, v: &str) {
-        dst.clear();
-        dst.push_str(v);
+    /// Overwrites `dst` with `v` (checked to be UTF-8), keeping its
+    /// capacity. A reused event often holds the same string already (the
+    /// same container's events come back to the pool): then nothing is
+    /// checked or copied, since equal bytes are valid UTF-8.
+    fn set(r: &Reader<'_>, dst: &mut String, v: &[u8]) -> Result<(), DecodeError> {
+        if dst.as_bytes() != v {
+            let v = utf8(r, v)?;
+            dst.clear();
+            dst.push_str(v);
+        }
+        Ok(())
     }
 
-    fn set_opt(dst: &mut Option<String>, v: &str) {
+    fn set_opt(r: &Reader<'_>, dst: &mut Option<String>, v: &[u8]) -> Result<(), DecodeError> {
         match dst {
-            Some(s) => set(s, v),
-            None => *dst = Some(v.to_owned()),
+            Some(s) => set(r, s, v),
+            None => {
+                *dst = Some(utf8(r, v)?.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets field `i` of `fields` (which holds at least `i` fields).
+    fn set_field(
+        r: &Reader<'_>,
+        fields: &mut Vec<(String, String)>,
+        i: usize,
+        k: &[u8],
+        v: &[u8],
+    ) -> Result<(), DecodeError> {
+        match fields.get_mut(i) {
+            Some((fk, fv)) => {
+                set(r, fk, k)?;
+                set(r, fv, v)
+            }
+            None => {
+                fields.push((utf8(r, k)?.to_owned(), utf8(r, v)?.to_owned()));
+                Ok(())
+            }
         }
     }
 
@@ -643,14 +660,12 @@ pub mod codec {
             }
             Ok(n as usize)
         }
-        /// The string at `span`, checked to be UTF-8.
-        fn text(&self, span: Span) -> Result<&'a str, DecodeError> {
+        /// The bytes at `span`.
+        fn span(&self, span: Span) -> Result<&'a [u8], DecodeError> {
             let (s, n) = (span.start as usize, span.len as usize);
-            let b = self
-                .buf
+            self.buf
                 .get(s..s + n)
-                .ok_or_else(|| self.err("reference out of range"))?;
-            utf8(self, b)
+                .ok_or_else(|| self.err("reference out of range"))
         }
     }
 }
@@ -888,6 +903,26 @@ mod tests {
         ];
         for c in cases {
             assert!(codec::decode_all(c, codec::Version::V2).is_err(), "{c:?}");
+        }
+    }
+
+    /// Labels and fields must be UTF-8 in both versions, also when the
+    /// event decoded into held other strings.
+    #[test]
+    fn invalid_utf8_in_a_label_or_field_is_an_error() {
+        let cases: [(codec::Version, &[u8]); 3] = [
+            (codec::Version::V2, b"\x00\x01\xff\x03\xff\x00\x00"), // host
+            (codec::Version::V2, b"\x00\x00\xff\x00\x01\x03k\x03\xc3"), // field value
+            (
+                codec::Version::V1,
+                b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\x00\x01\x01\xfe\x01k", // field key
+            ),
+        ];
+        for (version, c) in cases {
+            let mut d = codec::Decoder::new(version);
+            let mut reused = sample();
+            let err = d.decode_into(c, &mut 0, &mut reused).unwrap_err();
+            assert_eq!(err.what, "label or field not UTF-8", "{c:?}");
         }
     }
 
