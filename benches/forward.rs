@@ -599,9 +599,7 @@ mod stages {
         let mut out = Vec::new();
         let encode = timed(|| {
             out.clear();
-            for e in batch.events_mut().iter() {
-                codec::encode(e, &mut out);
-            }
+            codec::encode_events(batch.events_mut(), &mut out);
             std::hint::black_box(crc32c::crc32c(&out));
             batch.len()
         });

@@ -22,6 +22,9 @@
 //!   record's CRC, issue 20), in records of 100 events and of one, with its
 //!   segments in the page cache; run only this with
 //!   `cargo bench --bench spool -- open`.
+//! - `cargo bench --bench spool -- read` only: a million Docker-shaped
+//!   events appended in records of 100, then read back as a sink reads them:
+//!   spool bytes per event, CPU s per million events appending and reading.
 //!
 //! Targets (issue 3): append >= 80% of raw; p99 durable latency <= 2 x one
 //! fdatasync + 1 ms (the lone writer against the idle disk's fdatasync;
@@ -209,10 +212,12 @@ fn config() -> Config {
     }
 }
 
-fn encoded_size(e: &Event) -> usize {
+/// Encoded bytes per event of a batch of `BATCH` bench events (a record's
+/// events: what repeats between them is stored once).
+fn encoded_size(batch: &[Event]) -> usize {
     let mut b = Vec::new();
-    weir::event::codec::encode(e, &mut b);
-    b.len()
+    weir::event::codec::encode_events(batch, &mut b);
+    b.len() / batch.len()
 }
 
 async fn append_throughput(dir: &Path, round: u32) -> (f64, f64, f64) {
@@ -260,7 +265,7 @@ async fn durable_latency(dir: &Path, background: Background) -> (Duration, Durat
         let (s, stop) = (spool.clone(), stop.clone());
         tokio::spawn(async move {
             let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
-            let batch_mb = (BATCH * encoded_size(&batch[0])) as f64 / 1e6;
+            let batch_mb = (BATCH * encoded_size(&batch)) as f64 / 1e6;
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             while !stop.load(Ordering::Relaxed) {
                 match background {
@@ -316,9 +321,117 @@ async fn open_time(dir: &Path, per_record: usize) -> (f64, f64) {
     (secs, end as f64 / 1e6 / secs)
 }
 
+/// Events appended then read back by `-- read`.
+const READ_EVENTS: u64 = 1_000_000;
+
+/// A Docker event as the forward source builds it (labels, the container
+/// id, stream and tag as fields), with a 150-byte access-log line.
+fn docker_event(i: u64) -> Event {
+    let mut line = format!(
+        "10.1.{}.{} - - \"GET /api/v1/items/{i} HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0\"",
+        i % 250,
+        i % 200
+    );
+    while line.len() < 150 {
+        line.push('x');
+    }
+    let mut e = Event::new(
+        1_700_000_000_000_000_000 + i as i64 * 1000,
+        Origin::Docker,
+        line,
+    );
+    e.labels.host = Some("bench-host".into());
+    e.labels.container_name = Some("web".into());
+    e.labels.service = Some("web".into());
+    e.labels.level = Some(weir::event::Level::Info);
+    e.fields = vec![
+        (
+            "container_id".into(),
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+        ),
+        ("stream".into(), "stdout".into()),
+        ("tag".into(), "docker.web".into()),
+    ];
+    e
+}
+
+/// Appends `READ_EVENTS` Docker-shaped events in records of `BATCH`, then
+/// reads them back as a sink does (batches of up to 4,096 events / 4 MiB,
+/// acknowledged, handed back). Returns (spool bytes per event, append CPU
+/// s per million events, read events/s, read CPU s per million events).
+async fn read_throughput(dir: &Path) -> (f64, f64, f64, f64) {
+    let path = dir.join("read");
+    let spool = Spool::open(&path, &config(), &["s".to_owned()]).unwrap();
+    let mut batch: Vec<Event> = (0..BATCH as u64).map(docker_event).collect();
+    let cpu = cpu_secs();
+    let mut end = 0;
+    for round in 0..READ_EVENTS / BATCH as u64 {
+        for (i, e) in batch.iter_mut().enumerate() {
+            e.timestamp_ns =
+                1_700_000_000_000_000_000 + (round * BATCH as u64 + i as u64) as i64 * 1000;
+        }
+        end = spool.append(&batch, None).await.unwrap();
+    }
+    spool.sync().await.unwrap();
+    let append_cpu = cpu_secs() - cpu;
+    let mut r = spool.reader("s").unwrap();
+    let cpu = cpu_secs();
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut check = 0u64;
+    while n < READ_EVENTS {
+        let b = r.next_batch(4096, 4 << 20).await.unwrap();
+        n += b.events.len() as u64;
+        check += b
+            .events
+            .iter()
+            .map(|e| e.message.len() as u64 + e.fields.len() as u64)
+            .sum::<u64>();
+        r.ack(b.end).unwrap();
+        r.recycle(b.events);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let read_cpu = cpu_secs() - cpu;
+    assert_eq!(check, READ_EVENTS * 153, "every event read whole");
+    drop(r);
+    drop(spool);
+    let _ = std::fs::remove_dir_all(&path);
+    let m = READ_EVENTS as f64 / 1e6;
+    (
+        end as f64 / READ_EVENTS as f64,
+        append_cpu / m,
+        READ_EVENTS as f64 / secs,
+        read_cpu / m,
+    )
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` compatibility
+    }
+    if std::env::args().any(|a| a == "read") {
+        let dir = bench_dir();
+        println!(
+            "spool benchmark (read only): {} ; dir {}",
+            machine(),
+            dir.display()
+        );
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!("load average at start: {}", load.trim());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            let (bytes, append_cpu, eps, read_cpu) = rt.block_on(read_throughput(&dir));
+            println!(
+                "{READ_EVENTS} Docker-shaped events (150-byte lines) in records of {BATCH}: {bytes:.1} spool bytes per event, append {append_cpu:.2} CPU s per million events (all threads, with fdatasyncs); read back by a sink {:.2} M events/s at {read_cpu:.2} CPU s per million",
+                eps / 1e6
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
     }
     if std::env::args().any(|a| a == "open") {
         let dir = bench_dir();
@@ -348,9 +461,10 @@ fn main() {
     }
     let dir = bench_dir();
     println!("spool benchmark: {} ; dir {}", machine(), dir.display());
-    let size = encoded_size(&event(0));
+    let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
+    let size = encoded_size(&batch);
     println!(
-        "event: {size} bytes encoded, {BATCH} per append; {} MiB per run",
+        "event: {size} bytes encoded (in a record of {BATCH}), {BATCH} per append; {} MiB per run",
         TOTAL_BYTES >> 20
     );
 

@@ -104,7 +104,9 @@ pub trait Sink: Send {
     fn policy(&self) -> Policy;
 
     /// Takes the next batch (in spool order) and prepares it for delivery.
-    fn begin(&mut self, events: Vec<Event>) -> Prepared;
+    /// The events go back to the spool reader afterwards, to be decoded
+    /// into again: what the sink needs of them it copies here.
+    fn begin(&mut self, events: &[Event]) -> Prepared;
 
     /// Delivers the next part of the current batch. Called until it returns
     /// [`Step::Done`]; after a [`Step::Retry`], again after the delay.
@@ -178,7 +180,8 @@ pub async fn run<S: Sink>(
                 return;
             }
         };
-        let prepared = sink.begin(events);
+        let prepared = sink.begin(&events);
+        reader.recycle(events);
         if prepared.truncated > 0 {
             m.truncated.add(prepared.truncated);
             tracing::warn!(sink = %name, events = prepared.truncated, "events too large for the server were shrunk");
@@ -262,9 +265,9 @@ async fn gather(
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep_until(deadline) => break,
             b = reader.next_batch(room, policy.max_bytes - bytes) => {
-                let b = b?;
+                let mut b = b?;
                 bytes += b.events.iter().map(Event::approx_size).sum::<usize>();
-                events.extend(b.events);
+                events.append(&mut b.events);
                 end = b.end;
             }
         }
@@ -306,7 +309,7 @@ mod tests {
             }
         }
 
-        fn begin(&mut self, events: Vec<Event>) -> Prepared {
+        fn begin(&mut self, events: &[Event]) -> Prepared {
             self.batches.lock().unwrap().push(events.len());
             Prepared {
                 truncated: 1,

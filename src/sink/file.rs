@@ -124,9 +124,9 @@ impl driver::Sink for FileSink {
         }
     }
 
-    fn begin(&mut self, events: Vec<Event>) -> driver::Prepared {
+    fn begin(&mut self, events: &[Event]) -> driver::Prepared {
         self.buf.clear();
-        for e in &events {
+        for e in events {
             write_line(&mut self.buf, e);
         }
         self.events = events.len() as u64;

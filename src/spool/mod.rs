@@ -12,7 +12,7 @@
 //! appended since the spool was created. It only grows (also across
 //! restarts and deletions). Segment headers do not count.
 //!
-//! # On-disk format (version 1)
+//! # On-disk format (version 2)
 //!
 //! ```text
 //! <state_dir>/spool/
@@ -26,7 +26,7 @@
 //!            npos:u32le (src_len:u16le src pos_len:u32le pos)* crc32c:u32le
 //! record  := "WRec" len:u32le crc32c:u32le count:u32le flags:u8 pad:[u8;3] time_ns:i64le body
 //! body    := [src_len:u16le src pos_len:u32le pos]  if flags & 1
-//!            event{count}                          crate::event::codec
+//!            event{count}                          crate::event::codec, version 2 if flags & 4
 //!            damaged bytes, count = 0               if flags & 2 (skipped)
 //! cursor  := "WEIRCUR1" acked:u64le crc32c:u32le
 //! ```
@@ -37,6 +37,11 @@
 //! the deletion of the segments that recorded them. A segment header with a
 //! version above [`segment::VERSION`] makes [`Spool::open`] fail with
 //! [`SpoolError::NewerFormat`].
+//!
+//! Version 2 records store what repeats between a batch's events once
+//! (version 2 of the event encoding); segments of version 1 (records with
+//! events in version 1) are still read, and after an upgrade appends go to a
+//! new segment of version 2, which an older weir refuses instead of misreading.
 //!
 //! # Durability and visibility
 //!
@@ -669,6 +674,8 @@ impl Spool {
                 .metrics()
                 .spool_dropped_events
                 .with(crate::metrics::labels::SinkReason::new(sink, "max_age")),
+            pool: Vec::new(),
+            decoder: crate::event::codec::Decoder::new(crate::event::codec::Version::V2),
         })
     }
 

@@ -4,10 +4,15 @@
 //! ```text
 //! record  := magic:u32le len:u32le crc:u32le count:u32le flags:u8 pad:[u8;3] time_ns:i64le body
 //! body    := [src_len:u16le src pos_len:u32le pos]   when flags & HAS_POSITION
-//!            event*                                 `count` events, crate::event::codec
+//!            event*                                 `count` events, crate::event::codec:
+//!                                                   version 2 when flags & V2, else version 1
 //! len     := length of body
 //! crc     := CRC32C of the header bytes after `crc` (count, flags, pad, time_ns) and of body
 //! ```
+//!
+//! weir writes version 2 (what repeats between events stored once per
+//! record) and reads both: records written before it (version 1, in
+//! segments of segment format 1) are still delivered after an upgrade.
 //!
 //! A record is valid when its magic matches, `len` fits in the file and the
 //! CRC matches; anything else is a torn write, a flipped bit or zeros left by
@@ -16,7 +21,8 @@
 //! (`flags & SKIPPED`, `count` 0): a valid record holding no events, so
 //! offsets, cursors and quota accounting stay as they were.
 
-use crate::event::{codec, Event};
+use crate::event::codec::{self, Version};
+use crate::event::Event;
 
 /// Marks the start of a record ("WRec").
 pub const MAGIC: u32 = u32::from_le_bytes(*b"WRec");
@@ -27,6 +33,8 @@ const HAS_POSITION: u8 = 1;
 /// Flag bit: the body is damaged bytes recovery replaced (see `repair`); it
 /// holds no events and no position.
 pub const SKIPPED: u8 = 2;
+/// Flag bit: the events are in version 2 of the event encoding.
+const V2: u8 = 4;
 
 /// The fixed part of a record, as parsed from its first [`HEADER_LEN`] bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +95,8 @@ pub fn encode(
         out.extend_from_slice(&pos_len.to_le_bytes());
         out.extend_from_slice(pos);
     }
-    for e in events {
-        codec::encode(e, out);
-    }
+    flags |= V2;
+    codec::encode_events(events, out);
     let len = u32::try_from(out.len() - HEADER_LEN).map_err(|_| EncodeError::TooLarge)?;
     let count = u32::try_from(events.len()).map_err(|_| EncodeError::TooLarge)?;
     out[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -100,6 +107,28 @@ pub fn encode(
     let crc = crc32c::crc32c(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Encodes one record as weir wrote it before version 2 (no `V2` flag,
+/// events in version 1 of the event encoding): for tests that an upgraded
+/// weir still reads what an older one left in its spool.
+#[cfg(test)]
+pub fn encode_v1(
+    out: &mut Vec<u8>,
+    events: &[Event],
+    position: Option<(&str, &[u8])>,
+    time_ns: i64,
+) {
+    encode(out, &[], position, time_ns).expect("small");
+    for e in events {
+        codec::encode_v1(e, out);
+    }
+    let len = (out.len() - HEADER_LEN) as u32;
+    out[4..8].copy_from_slice(&len.to_le_bytes());
+    out[12..16].copy_from_slice(&(events.len() as u32).to_le_bytes());
+    out[16] &= !V2;
+    let crc = crc32c::crc32c(&out[12..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The header of a skipped record over `len` damaged body bytes whose
@@ -132,6 +161,8 @@ pub struct Body<'a> {
     pub position: Option<(&'a str, &'a [u8])>,
     /// The encoded events.
     pub events: &'a [u8],
+    /// Their encoding.
+    pub version: Version,
 }
 
 /// Why a body that passed its CRC still cannot be used (a bug or a spool
@@ -142,16 +173,26 @@ pub struct BodyError(pub &'static str);
 
 /// Splits a body (already CRC-checked) into position and events.
 pub fn split_body<'a>(header: &Header, body: &'a [u8]) -> Result<Body<'a>, BodyError> {
+    if header.flags & !(HAS_POSITION | SKIPPED | V2) != 0 {
+        return Err(BodyError("unknown record flags"));
+    }
+    let version = if header.flags & V2 != 0 {
+        Version::V2
+    } else {
+        Version::V1
+    };
     if header.flags & SKIPPED != 0 {
         return Ok(Body {
             position: None,
             events: &[],
+            version,
         });
     }
     if header.flags & HAS_POSITION == 0 {
         return Ok(Body {
             position: None,
             events: body,
+            version,
         });
     }
     let short = BodyError("position truncated");
@@ -165,25 +206,8 @@ pub fn split_body<'a>(header: &Header, body: &'a [u8]) -> Result<Body<'a>, BodyE
     Ok(Body {
         position: Some((src, pos)),
         events: &body[at + 4 + pos_len..],
+        version,
     })
-}
-
-/// Decodes up to `max` events from `buf` starting at byte `*at`, advancing it.
-pub fn decode_events(
-    buf: &[u8],
-    at: &mut usize,
-    max: usize,
-    out: &mut Vec<Event>,
-) -> Result<(), codec::DecodeError> {
-    for _ in 0..max {
-        if *at >= buf.len() {
-            break;
-        }
-        let (e, n) = codec::decode(&buf[*at..])?;
-        *at += n;
-        out.push(e);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -213,9 +237,8 @@ mod tests {
             assert!(h.check(hb.try_into().unwrap(), body));
             let b = split_body(&h, body).unwrap();
             assert_eq!(b.position, pos);
-            let (mut at, mut out) = (0, Vec::new());
-            decode_events(b.events, &mut at, 10, &mut out).unwrap();
-            assert_eq!(out, events());
+            assert_eq!(b.version, Version::V2);
+            assert_eq!(codec::decode_all(b.events, b.version).unwrap(), events());
         }
     }
 
@@ -243,6 +266,35 @@ mod tests {
         assert_eq!(h.count, 0);
         let b = split_body(&h, &body).unwrap();
         assert_eq!((b.position, b.events.len()), (None, 0));
+    }
+
+    /// A record as weir wrote it before version 2: no `V2` flag, events
+    /// in version 1; read as such.
+    #[test]
+    fn a_version_1_record_is_read_as_version_1() {
+        let mut buf = Vec::new();
+        encode_v1(&mut buf, &events(), Some(("docker", b"p")), 3);
+        // The header as weir wrote it: only the position flag.
+        assert_eq!(buf[16], HAS_POSITION);
+        let (old, body) = buf.split_at(HEADER_LEN);
+        let h = parse(old);
+        assert_eq!((h.count, h.total_len()), (3, buf.len() as u64));
+        assert!(h.check(old.try_into().unwrap(), body));
+        let b = split_body(&h, body).unwrap();
+        assert_eq!(
+            (b.position, b.version),
+            (Some(("docker", &b"p"[..])), Version::V1)
+        );
+        assert_eq!(codec::decode_all(b.events, b.version).unwrap(), events());
+    }
+
+    #[test]
+    fn unknown_flags_are_refused() {
+        let mut buf = Vec::new();
+        encode(&mut buf, &events(), None, 3).unwrap();
+        let mut h = parse(&buf);
+        h.flags |= 8;
+        assert!(split_body(&h, &buf[HEADER_LEN..]).is_err());
     }
 
     #[test]

@@ -239,6 +239,7 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
     let n = headers.len();
     let mut tail = None;
     let mut tail_repaired = false;
+    let mut tail_older_format = false;
     for (i, (base, file, file_len, h)) in headers.into_iter().enumerate() {
         let is_tail = i + 1 == n;
         let mut events = 0u64;
@@ -310,14 +311,21 @@ pub fn recover(dir: &Path, sinks: &[String]) -> Result<Recovered, SpoolError> {
         );
         if is_tail {
             tail_repaired = repairs.corrupt > corrupt_before;
+            tail_older_format = h.version < segment::VERSION;
             tail = Some((file, disk_len));
         }
     }
-    if tail_repaired {
+    if tail_repaired || tail_older_format {
         // The tail held damage, so the positions end before it (see
         // `scan`). Later appends must not sit behind a skipped record in
         // the same segment (the next open would skip their positions too):
         // they go to a new tail whose header holds those positions.
+        // Likewise after an upgrade: records of a newer format go to a
+        // segment whose header says so, which an older weir refuses to read
+        // rather than misread (an empty old tail is rewritten in place).
+        if let Some((old, _)) = &tail {
+            old.sync_data().map_err(io("syncing the tail segment"))?;
+        }
         let next = segments.values().next_back().expect("the tail").end;
         let (file, header_len) = create_segment(dir, next, &positions)?;
         segments.insert(

@@ -19,9 +19,14 @@ use std::path::{Path, PathBuf};
 
 /// The first bytes of every segment file.
 pub const MAGIC: &[u8; 8] = b"WEIRSEG\0";
-/// The on-disk format this build writes and reads. A spool written with a
-/// higher version is refused rather than misread.
-pub const VERSION: u16 = 1;
+/// The on-disk format this build writes; it reads this one and older ones.
+/// A spool written with a higher version is refused rather than misread.
+///
+/// - 1: records hold events in version 1 of the event encoding;
+/// - 2: records may hold version 2 (see `record`). An older weir refuses
+///   the segment instead of misreading it; this weir reads both, and after
+///   an upgrade appends to a new segment rather than to a version 1 tail.
+pub const VERSION: u16 = 2;
 /// Bytes of the fixed part, before the position snapshot.
 const FIXED_LEN: usize = 8 + 2 + 2 + 4 + 8 + 4;
 /// The shortest header: no positions, just the CRC after the fixed part.
@@ -95,6 +100,8 @@ pub fn encode_header_padded(
 /// A parsed segment header.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The format version the segment was written in.
+    pub version: u16,
     pub base: u64,
     /// Bytes of the header; records start here.
     pub len: u64,
@@ -152,6 +159,7 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, HeaderError> {
         positions.insert(src, pos.to_vec());
     }
     Ok(Header {
+        version,
         base,
         len: len as u64,
         positions,
@@ -188,6 +196,7 @@ mod tests {
         assert_eq!(
             parse_header(&h),
             Ok(Header {
+                version: VERSION,
                 base: 1234,
                 len,
                 positions: p
@@ -214,8 +223,8 @@ mod tests {
     fn newer_version_is_refused_and_damage_detected() {
         let h = encode_header(0, &BTreeMap::new());
         let mut newer = h.clone();
-        newer[8] = 2;
-        assert_eq!(parse_header(&newer), Err(HeaderError::NewerVersion(2)));
+        newer[8] = 3;
+        assert_eq!(parse_header(&newer), Err(HeaderError::NewerVersion(3)));
         for cut in 0..h.len() {
             assert!(parse_header(&h[..cut]).is_err(), "cut {cut}");
         }

@@ -113,8 +113,8 @@ impl driver::Sink for GelfSink {
         }
     }
 
-    fn begin(&mut self, events: Vec<Event>) -> Prepared {
-        let stats = self.encoder.encode_batch(&events, &mut self.frames);
+    fn begin(&mut self, events: &[Event]) -> Prepared {
+        let stats = self.encoder.encode_batch(events, &mut self.frames);
         self.next = 0;
         self.reported = 0;
         if let Transport::Http(http) = &mut self.transport {

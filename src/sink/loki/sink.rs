@@ -77,8 +77,8 @@ impl driver::Sink for LokiSink {
         }
     }
 
-    fn begin(&mut self, events: Vec<Event>) -> Prepared {
-        let plan = self.planner.plan(&events, unix_now_ns());
+    fn begin(&mut self, events: &[Event]) -> Prepared {
+        let plan = self.planner.plan(events, unix_now_ns());
         self.demoted.add(plan.demoted);
         if plan.too_large > 0 {
             tracing::warn!(
