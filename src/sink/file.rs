@@ -236,11 +236,21 @@ fn prune(path: &Path, keep: u32, max_age: Duration, now: SystemTime) -> std::io:
 /// control characters as `\u00XX`, everything else as is), the message's
 /// invalid UTF-8 replaced by U+FFFD.
 pub fn write_line(out: &mut Vec<u8>, e: &Event) {
+    // Room for the whole line at once (unless much of it needs escaping):
+    // the strings, the label keys, quotes, colon and comma per member, and
+    // 128 for the fixed keys, `source`, `level` and a 20-digit timestamp.
+    // One reserve here rather than one per string.
+    let l = &e.labels;
+    let labels: usize = [&l.app, &l.container_name, &l.host, &l.service, &l.unit]
+        .into_iter()
+        .map(|v| v.as_ref().map_or(0, |v| v.len() + 24))
+        .sum();
+    let fields: usize = e.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    out.reserve(128 + labels + e.message.len() + fields);
     out.extend_from_slice(b"{\"timestamp_ns\":");
     json::int(out, e.timestamp_ns);
     out.extend_from_slice(b",\"labels\":{");
     // The labels in key order: app, container_name, host, level, service, source, unit.
-    let l = &e.labels;
     let labels = [
         ("app", l.app.as_deref()),
         ("container_name", l.container_name.as_deref()),
@@ -363,7 +373,6 @@ mod json {
     pub fn string(out: &mut Vec<u8>, s: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let s = s.as_bytes();
-        out.reserve(s.len() + 2);
         out.push(b'"');
         let mut start = 0;
         let mut i = 0;
