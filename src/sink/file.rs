@@ -251,19 +251,24 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
     json::int(out, e.timestamp_ns);
     out.extend_from_slice(b",\"labels\":{");
     // The labels in key order: app, container_name, host, level, service, source, unit.
-    let labels = [
-        ("app", l.app.as_deref()),
-        ("container_name", l.container_name.as_deref()),
-        ("host", l.host.as_deref()),
-        ("level", l.level.map(crate::event::Level::as_str)),
-        ("service", l.service.as_deref()),
-        ("source", Some(e.origin.as_str())),
-        ("unit", l.unit.as_deref()),
+    // Their keys written as JSON already (they need no escaping).
+    let labels: [(&[u8], _); 7] = [
+        (b"\"app\":", l.app.as_deref()),
+        (b"\"container_name\":", l.container_name.as_deref()),
+        (b"\"host\":", l.host.as_deref()),
+        (b"\"level\":", l.level.map(crate::event::Level::as_str)),
+        (b"\"service\":", l.service.as_deref()),
+        (b"\"source\":", Some(e.origin.as_str())),
+        (b"\"unit\":", l.unit.as_deref()),
     ];
     let mut first = true;
     for (k, v) in labels {
         if let Some(v) = v {
-            json::member(out, &mut first, k, v);
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.extend_from_slice(k);
+            json::string(out, v);
         }
     }
     out.extend_from_slice(b"},\"message\":");
