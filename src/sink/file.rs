@@ -281,8 +281,9 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b"}}\n");
 }
 
-/// The pieces of JSON the file sink writes, as serde_json writes them.
-mod json {
+/// The pieces of JSON the file sink writes, as serde_json writes them (the
+/// Loki sink sizes its JSON entries with the same escaping tables).
+pub(crate) mod json {
     /// `v` in decimal.
     pub fn int(out: &mut Vec<u8>, v: i64) {
         let mut digits = [0u8; 20];
@@ -341,7 +342,7 @@ mod json {
 
     /// What a byte becomes in a JSON string: 0 as is, `u` as `\u00XX`,
     /// else a backslash and this letter.
-    pub(super) const ESCAPE: [u8; 256] = {
+    pub(crate) const ESCAPE: [u8; 256] = {
         let mut t = [0u8; 256];
         let mut b = 0;
         while b < 0x20 {
@@ -362,7 +363,7 @@ mod json {
     /// character (below 0x20), `"` or `\\`. Exact (the classic "has a byte
     /// less than n" and "has a zero byte" word tricks, which can misplace a
     /// match but never invent or miss one).
-    pub(super) fn needs_escape(w: u64) -> bool {
+    pub(crate) fn needs_escape(w: u64) -> bool {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         let control = w.wrapping_sub(ONES * 0x20) & !w;
