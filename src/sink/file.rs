@@ -236,24 +236,39 @@ fn prune(path: &Path, keep: u32, max_age: Duration, now: SystemTime) -> std::io:
 /// control characters as `\u00XX`, everything else as is), the message's
 /// invalid UTF-8 replaced by U+FFFD.
 pub fn write_line(out: &mut Vec<u8>, e: &Event) {
+    // Room for the whole line at once (unless much of it needs escaping):
+    // the strings, the label keys, quotes, colon and comma per member, and
+    // 128 for the fixed keys, `source`, `level` and a 20-digit timestamp.
+    // One reserve here rather than one per string.
+    let l = &e.labels;
+    let labels: usize = [&l.app, &l.container_name, &l.host, &l.service, &l.unit]
+        .into_iter()
+        .map(|v| v.as_ref().map_or(0, |v| v.len() + 24))
+        .sum();
+    let fields: usize = e.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    out.reserve(128 + labels + e.message.len() + fields);
     out.extend_from_slice(b"{\"timestamp_ns\":");
     json::int(out, e.timestamp_ns);
     out.extend_from_slice(b",\"labels\":{");
     // The labels in key order: app, container_name, host, level, service, source, unit.
-    let l = &e.labels;
-    let labels = [
-        ("app", l.app.as_deref()),
-        ("container_name", l.container_name.as_deref()),
-        ("host", l.host.as_deref()),
-        ("level", l.level.map(crate::event::Level::as_str)),
-        ("service", l.service.as_deref()),
-        ("source", Some(e.origin.as_str())),
-        ("unit", l.unit.as_deref()),
+    // Their keys written as JSON already (they need no escaping).
+    let labels: [(&[u8], _); 7] = [
+        (b"\"app\":", l.app.as_deref()),
+        (b"\"container_name\":", l.container_name.as_deref()),
+        (b"\"host\":", l.host.as_deref()),
+        (b"\"level\":", l.level.map(crate::event::Level::as_str)),
+        (b"\"service\":", l.service.as_deref()),
+        (b"\"source\":", Some(e.origin.as_str())),
+        (b"\"unit\":", l.unit.as_deref()),
     ];
     let mut first = true;
     for (k, v) in labels {
         if let Some(v) = v {
-            json::member(out, &mut first, k, v);
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.extend_from_slice(k);
+            json::string(out, v);
         }
     }
     out.extend_from_slice(b"},\"message\":");
@@ -266,8 +281,9 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b"}}\n");
 }
 
-/// The pieces of JSON the file sink writes, as serde_json writes them.
-mod json {
+/// The pieces of JSON the file sink writes, as serde_json writes them (the
+/// Loki sink sizes its JSON entries with the same escaping tables).
+pub(crate) mod json {
     /// `v` in decimal.
     pub fn int(out: &mut Vec<u8>, v: i64) {
         let mut digits = [0u8; 20];
@@ -326,7 +342,7 @@ mod json {
 
     /// What a byte becomes in a JSON string: 0 as is, `u` as `\u00XX`,
     /// else a backslash and this letter.
-    pub(super) const ESCAPE: [u8; 256] = {
+    pub(crate) const ESCAPE: [u8; 256] = {
         let mut t = [0u8; 256];
         let mut b = 0;
         while b < 0x20 {
@@ -347,7 +363,7 @@ mod json {
     /// character (below 0x20), `"` or `\\`. Exact (the classic "has a byte
     /// less than n" and "has a zero byte" word tricks, which can misplace a
     /// match but never invent or miss one).
-    pub(super) fn needs_escape(w: u64) -> bool {
+    pub(crate) fn needs_escape(w: u64) -> bool {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         let control = w.wrapping_sub(ONES * 0x20) & !w;
@@ -363,7 +379,6 @@ mod json {
     pub fn string(out: &mut Vec<u8>, s: &str) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let s = s.as_bytes();
-        out.reserve(s.len() + 2);
         out.push(b'"');
         let mut start = 0;
         let mut i = 0;

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use prost::encoding::{encoded_len_varint, key_len};
 use prost::Message;
 
-use super::encode::{self, EntryAdapter, JsonEntry, LineBuilder, PushRequest, StreamAdapter};
+use super::encode::{self, EntryAdapter, LineBuilder, PushRequest, StreamAdapter};
 use super::{Config, Encoding};
 use crate::event::Event;
 
@@ -138,8 +138,42 @@ pub struct Planner {
     /// shown a lower limit. An entry above it but under `cap` goes alone.
     target: usize,
     limits: Limits,
-    /// Live streams: label string -> when last used (ns).
-    live: HashMap<String, i64>,
+    /// Live streams by label string. One lookup per event finds both
+    /// whether the stream is live and where its entries go in the plan
+    /// being built.
+    live: HashMap<String, Live>,
+    /// Numbers the calls of [`Planner::plan`], so that a stream's `slot`
+    /// is known to belong to the current one.
+    plans: u64,
+}
+
+/// A live stream.
+#[derive(Debug, Clone)]
+struct Live {
+    /// When an event last went to it (ns).
+    last_ns: i64,
+    /// The plan that `slot` belongs to.
+    plan: u64,
+    /// Its place among that plan's streams.
+    slot: usize,
+}
+
+impl Live {
+    /// This stream's place in plan `plan`, opened there (`streams` gets a
+    /// copy of the label string) on its first event of that plan.
+    fn slot(
+        &mut self,
+        plan: u64,
+        key: &str,
+        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+    ) -> usize {
+        if self.plan != plan {
+            self.plan = plan;
+            self.slot = streams.len();
+            streams.push((key.to_owned(), Vec::new()));
+        }
+        self.slot
+    }
 }
 
 /// Bytes a stream adds besides its entries: its field key, a worst-case
@@ -170,6 +204,7 @@ impl Planner {
             target: config.max_push_bytes.0 as usize,
             limits: Limits::from_config(config),
             live: HashMap::new(),
+            plans: 0,
         }
     }
 
@@ -198,9 +233,35 @@ impl Planner {
         long_label.then_some("invalid_labels")
     }
 
-    /// Whether a stream may be used (live already, or room for one more).
-    fn admits(&self, key: &str) -> bool {
-        self.live.contains_key(key) || self.live.len() < self.limits.max_streams
+    /// The place in this plan's `streams` of the live stream `key`, marked
+    /// used at `now_ns`; `None` if it is not live.
+    fn live_slot(
+        &mut self,
+        key: &str,
+        now_ns: i64,
+        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+    ) -> Option<usize> {
+        let live = self.live.get_mut(key)?;
+        live.last_ns = now_ns;
+        Some(live.slot(self.plans, key, streams))
+    }
+
+    /// Makes `key` a live stream (used at `now_ns`) and returns its place
+    /// in this plan's `streams`.
+    fn open_stream(
+        &mut self,
+        key: &str,
+        now_ns: i64,
+        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+    ) -> usize {
+        let mut live = Live {
+            last_ns: now_ns,
+            plan: 0,
+            slot: 0,
+        };
+        let slot = live.slot(self.plans, key, streams);
+        self.live.insert(key.to_owned(), live);
+        slot
     }
 
     /// The server refused a push of `refused` decoded bytes as too large:
@@ -220,11 +281,8 @@ impl Planner {
         let proto = key_len(2) + encoded_len_varint(len as u64) + len;
         match self.encoding {
             Encoding::Protobuf => proto,
-            Encoding::Json => {
-                let mut counter = Counter(0);
-                serde_json::to_writer(&mut counter, &JsonEntry(e)).expect("counting cannot fail");
-                proto.max(counter.0 + 1)
-            }
+            // The entry and the comma before the next.
+            Encoding::Json => proto.max(encode::json_entry_len(e) + 1),
         }
     }
 
@@ -234,8 +292,11 @@ impl Planner {
         let mut plan = Plan::default();
         let idle = i64::try_from(STREAM_IDLE.as_nanos()).expect("30 min");
         self.live
-            .retain(|_, last| *last >= now_ns.saturating_sub(idle));
-        let mut streams: BTreeMap<String, Vec<EntryAdapter>> = BTreeMap::new();
+            .retain(|_, live| live.last_ns >= now_ns.saturating_sub(idle));
+        self.plans += 1;
+        // This plan's streams, in order of first use; sorted by label
+        // string below.
+        let mut streams: Vec<(String, Vec<EntryAdapter>)> = Vec::new();
         let mut extra = Vec::with_capacity(8);
         let mut selected = Vec::with_capacity(self.labels.len());
         let mut key = String::with_capacity(128);
@@ -259,36 +320,39 @@ impl Planner {
             // The key is written into one reused buffer and copied only for
             // a stream not seen before: most events join an existing one.
             encode::write_label_string(&mut key, selected.iter().copied());
-            if !self.admits(&key) {
-                // Beyond the stream cap: move the most variable labels into
-                // the line until the event falls in a live stream (or no
-                // label is left to move).
-                for name in DEMOTE_ORDER {
-                    if let Some(i) = selected.iter().position(|(k, _)| *k == name) {
-                        extra.push(selected.remove(i));
-                        encode::write_label_string(&mut key, selected.iter().copied());
-                        if self.live.contains_key(&key) {
-                            break;
+            let slot = match self.live_slot(&key, now_ns, &mut streams) {
+                Some(slot) => slot,
+                None if self.live.len() < self.limits.max_streams => {
+                    self.open_stream(&key, now_ns, &mut streams)
+                }
+                None => {
+                    // Beyond the stream cap: move the most variable labels
+                    // into the line until the event falls in a live stream
+                    // (or no label is left to move).
+                    plan.demoted += 1;
+                    let mut found = None;
+                    for name in DEMOTE_ORDER {
+                        if let Some(i) = selected.iter().position(|(k, _)| *k == name) {
+                            extra.push(selected.remove(i));
+                            encode::write_label_string(&mut key, selected.iter().copied());
+                            found = self.live_slot(&key, now_ns, &mut streams);
+                            if found.is_some() {
+                                break;
+                            }
                         }
                     }
+                    match found {
+                        Some(slot) => slot,
+                        None => self.open_stream(&key, now_ns, &mut streams),
+                    }
                 }
-                plan.demoted += 1;
-            }
-            match self.live.get_mut(&key) {
-                Some(last) => *last = now_ns,
-                None => {
-                    self.live.insert(key.clone(), now_ns);
-                }
-            }
+            };
             let (entry, truncated) = self.lines.entry(event, &extra);
             plan.truncated += u64::from(truncated);
-            match streams.get_mut(&key) {
-                Some(entries) => entries.push(entry),
-                None => {
-                    streams.insert(key.clone(), vec![entry]);
-                }
-            }
+            streams[slot].1.push(entry);
         }
+        // Pushes are packed in label order, as they always were.
+        streams.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let push_overhead = match self.encoding {
             Encoding::Protobuf => 0,
             Encoding::Json => JSON_PUSH_OVERHEAD,
@@ -346,19 +410,6 @@ impl Planner {
         finish(&mut current, &mut size, &mut count);
         plan.too_large = too_large;
         plan
-    }
-}
-
-/// A writer that only counts bytes.
-struct Counter(usize);
-
-impl std::io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

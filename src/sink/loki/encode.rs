@@ -224,6 +224,58 @@ impl Serialize for JsonEntry<'_> {
     }
 }
 
+/// The length of [`JsonEntry`] as serde_json writes it, counted without
+/// writing it: the planner sizes every JSON entry (tested against
+/// serde_json's output).
+pub fn json_entry_len(e: &EntryAdapter) -> usize {
+    // `["<ns>","<line>"]`
+    let mut n = 1 + (decimal_len(e.ts_ns()) + 2) + 1 + json_string_len(&e.line) + 1;
+    if !e.structured_metadata.is_empty() {
+        // `,{"k":"v","k2":"v2"}`
+        n += 1 + 2 + e.structured_metadata.len() - 1;
+        for p in &e.structured_metadata {
+            n += json_string_len(&p.name) + 1 + json_string_len(&p.value);
+        }
+    }
+    n
+}
+
+/// Characters of `v` in decimal, sign included.
+fn decimal_len(v: i64) -> usize {
+    let digits = v
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |l| l as usize + 1);
+    digits + usize::from(v < 0)
+}
+
+/// The length of `s` as a quoted JSON string written by serde_json: `"`,
+/// `\` and `\b\f\n\r\t` take two bytes, other control characters six
+/// (`\u00XX`), everything else itself.
+/// Eight bytes at a time are passed over when none needs escaping (the
+/// file sink's escaping tables, which are serde_json's).
+fn json_string_len(s: &str) -> usize {
+    use crate::sink::file::json::{needs_escape, ESCAPE};
+    let extra = |bytes: &[u8]| -> usize {
+        bytes
+            .iter()
+            .map(|&b| match ESCAPE[b as usize] {
+                0 => 0,
+                b'u' => 5,
+                _ => 1,
+            })
+            .sum()
+    };
+    let mut words = s.as_bytes().chunks_exact(8);
+    let mut n = s.len() + 2;
+    for w in &mut words {
+        if needs_escape(u64::from_le_bytes(w.try_into().expect("8 bytes"))) {
+            n += extra(w);
+        }
+    }
+    n + extra(words.remainder())
+}
+
 struct MetaMap<'a>(&'a [LabelPairAdapter]);
 
 impl Serialize for MetaMap<'_> {
@@ -270,6 +322,13 @@ fn escape_quoted(out: &mut String, v: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < b.len() {
+        // Eight bytes at a time past those that need nothing (nearly all).
+        if let Some(word) = b.get(i..i + 8) {
+            if !may_need_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+                i += 8;
+                continue;
+            }
+        }
         // The control character and its length in bytes, if one starts here.
         let (c, len) = match b[i] {
             b'\\' | b'"' | 0x00..=0x1f | 0x7f => (u32::from(b[i]), 1),
@@ -297,6 +356,22 @@ fn escape_quoted(out: &mut String, v: &str) {
         start = i;
     }
     out.push_str(&v[start..]);
+}
+
+/// Whether any of the 8 bytes of `w` is one [`escape_quoted`] looks at: a
+/// control character (below 0x20), `"`, `\`, DEL (0x7f) or 0xC2 (the
+/// first byte of U+0080-U+009F). Exact: the "has a zero byte" and "has a
+/// byte less than n" word tricks can misplace a match but never invent or
+/// miss one.
+fn may_need_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has = |x: u8| {
+        let d = w ^ (ONES * u64::from(x));
+        d.wrapping_sub(ONES) & !d
+    };
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    (control | has(b'"') | has(b'\\') | has(0x7f) | has(0xc2)) & HIGH != 0
 }
 
 /// Parses a label string written by [`label_string`] back into pairs.
@@ -432,15 +507,28 @@ fn truncate(line: &mut String, max: usize) -> bool {
 
 /// A logfmt value: bare when it is a plain word, else quoted and escaped.
 fn logfmt_value(out: &mut String, v: &str) {
-    let plain = !v.is_empty()
-        && v.chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\');
-    if plain {
+    if plain_logfmt(v) {
         out.push_str(v);
     } else {
         out.push('"');
         escape_quoted(out, v);
         out.push('"');
+    }
+}
+
+/// Whether `v` can be a bare logfmt value: not empty, and no whitespace,
+/// control character, `"`, `=` or `\`. ASCII text (nearly every value) is
+/// checked byte by byte; the char-by-char Unicode test is only for the rest.
+fn plain_logfmt(v: &str) -> bool {
+    if v.is_ascii() {
+        // The ASCII whitespace and control characters are exactly the
+        // bytes up to the space, and DEL.
+        !v.is_empty()
+            && v.bytes()
+                .all(|b| b > b' ' && b != 0x7f && b != b'"' && b != b'=' && b != b'\\')
+    } else {
+        v.chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\')
     }
 }
 
@@ -530,12 +618,101 @@ mod tests {
         }
     }
 
+    #[test]
+    fn word_test_finds_exactly_the_bytes_escaping_looks_at() {
+        let looked_at = |x: u8| matches!(x, 0x00..=0x1f | b'"' | b'\\' | 0x7f | 0xc2);
+        for filler in [
+            b'a', 0xff, 0xc3, 0x80, b'!', b'#', b'[', b']', 0x7e, 0x20, 0x00, b'"',
+        ] {
+            for at in 0..8 {
+                for b in 0..=255u8 {
+                    let mut w = [filler; 8];
+                    w[at] = b;
+                    let want = w.iter().any(|&x| looked_at(x));
+                    assert_eq!(may_need_escape(u64::from_le_bytes(w)), want, "{w:?}");
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn escaping_matches_the_char_by_char_reference(v in "\\PC*|[\\x00-\\x20\\x7f-\\u{a0}\"\\\\a]{0,24}") {
             let mut out = String::new();
             escape_quoted(&mut out, &v);
             proptest::prop_assert_eq!(out, escape_quoted_by_char(&v));
+        }
+    }
+
+    /// The bare-value test as it was written before the ASCII fast path:
+    /// the reference.
+    fn plain_by_char(v: &str) -> bool {
+        !v.is_empty()
+            && v.chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=' && c != '\\')
+    }
+
+    #[test]
+    fn bare_logfmt_values_match_the_char_by_char_reference_for_every_char() {
+        for c in (0u32..0x3100).filter_map(char::from_u32) {
+            for v in [c.to_string(), format!("a{c}b"), format!("{c}é")] {
+                assert_eq!(plain_logfmt(&v), plain_by_char(&v), "{v:?}");
+            }
+        }
+        assert!(!plain_logfmt(""));
+        assert!(plain_logfmt("4f2a9c1b7e3d"));
+        assert!(!plain_logfmt("GET / 200"));
+    }
+
+    fn json_entry(ts: i64, line: String, meta: Vec<(String, String)>) -> EntryAdapter {
+        EntryAdapter {
+            timestamp: Some(Timestamp::from_ns(ts)),
+            line,
+            structured_metadata: meta
+                .into_iter()
+                .map(|(name, value)| LabelPairAdapter { name, value })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn json_entry_len_is_what_serde_json_writes_for_every_byte_and_edge_timestamp() {
+        let every: String = (0u32..0x800).filter_map(char::from_u32).collect();
+        for ts in [
+            0,
+            1,
+            -1,
+            9,
+            10,
+            -10,
+            999_999_999,
+            i64::MAX,
+            i64::MIN + 1,
+            1_700_000_000_123_456_789,
+        ] {
+            for meta in [vec![], vec![("k\"".to_owned(), every.clone())]] {
+                let e = json_entry(ts, every.clone(), meta);
+                let written = serde_json::to_vec(&JsonEntry(&e)).unwrap().len();
+                assert_eq!(json_entry_len(&e), written, "ts {ts}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bare_logfmt_values_match_the_char_by_char_reference(v in "\\PC*|[\\x00-\\x20\\x7f-\\u{a0}\"=\\\\a]{0,24}") {
+            proptest::prop_assert_eq!(plain_logfmt(&v), plain_by_char(&v));
+        }
+
+        #[test]
+        fn json_entry_len_is_what_serde_json_writes(
+            ts in proptest::num::i64::ANY,
+            line in "\\PC*|[\\x00-\\x20\\x7f\"\\\\a]{0,24}",
+            meta in proptest::collection::vec(("\\PC{0,8}", "[\\x00-\\x20\"\\\\é]{0,12}"), 0..4),
+        ) {
+            let e = json_entry(ts, line, meta);
+            let written = serde_json::to_vec(&JsonEntry(&e)).unwrap().len();
+            proptest::prop_assert_eq!(json_entry_len(&e), written);
         }
     }
 
