@@ -11,10 +11,12 @@
 //! The receiver runs in a child process (this binary re-executed with
 //! `WEIR_BENCH_SERVER=DIR`, under `WEIR_BENCH_WRAP` if set, to profile it),
 //! so `/proc/PID` gives its own CPU time and peak RSS. A fresh child serves
-//! each scenario, in one of two configurations:
+//! each scenario, in one of three configurations:
 //! - *receiver only*: the forward source, `Ingest` with scrubbing off and
 //!   the spool (defaults, durable) with no sinks: nothing but receiving,
 //!   decoding, mapping and spooling is measured;
+//! - *ingest* ("ingest:"): the same with the default scrubber (on): the
+//!   ingest half of what users run, which issue 24's targets are about;
 //! - *as users run it*: the whole agent (`weir::pipeline::run`) with the
 //!   default scrubber (on) and a file sink; the scenario ends once the sink
 //!   has written every event, so its CPU is counted too.
@@ -32,10 +34,11 @@
 //!
 //! After them, the CPU per event of each stage the receiver runs in process
 //! (framing, msgpack decoding, event building, scrubbing, spool record
-//! encoding), measured apart on this thread over the same frames through the
-//! same functions, beside the receiver's measured total: the rest is the
-//! socket reads, the runtime, the spool's copy, write and fsync, the acks
-//! (and the file sink's JSON and writes, as users run it).
+//! encoding; as users run it also the spool reader's record decoding and
+//! the file sink's JSON), measured apart on this thread over the same
+//! frames through the same functions, beside the receiver's measured total:
+//! the rest is the socket reads, the runtime, the spool's copy, write and
+//! fsync, the acks (and the file sink's writes, as users run it).
 //!
 //! Targets (issue 4, 2 cores, scrubbing off, spool defaults): >= 300k
 //! events/s from 50 Docker-shaped connections, >= 1.5M events/s
@@ -66,6 +69,8 @@ const SCRUB_ON: &str = "";
 enum Setup {
     /// Source -> Ingest (scrubbing off) -> spool, no sinks.
     ReceiverOnly,
+    /// Source -> Ingest (scrubbing on, defaults) -> spool, no sinks.
+    Ingest,
     /// The whole agent: scrubbing on (defaults), a file sink.
     AsUsersRunIt,
 }
@@ -74,7 +79,7 @@ impl Setup {
     fn scrub(self) -> &'static str {
         match self {
             Setup::ReceiverOnly => SCRUB_OFF,
-            Setup::AsUsersRunIt => SCRUB_ON,
+            Setup::Ingest | Setup::AsUsersRunIt => SCRUB_ON,
         }
     }
 }
@@ -88,6 +93,7 @@ fn main() {
     // Absolute figures mean little on a busy machine: say how busy it was.
     println!("machine: {}", machine());
     println!("receiver only: forward source (unix socket) -> Ingest (scrubbing off) -> durable spool (defaults, temp dir), acks after fsync");
+    println!("ingest (\"ingest:\"): the same, scrubbing on (defaults): issue 24's targets");
     println!("as users run it (\"users:\"): the whole agent, scrubbing on (defaults), durable spool, file sink; ends once the sink wrote every event");
     println!();
     println!(
@@ -136,6 +142,20 @@ fn main() {
         1000,
     );
     run(
+        "ingest: docker-shaped, 50 connections",
+        Ingest,
+        &docker(50),
+        12_000,
+        1,
+    );
+    run(
+        "ingest: PackedForward x1000, 4 conns",
+        Ingest,
+        &packed(4),
+        300,
+        1000,
+    );
+    run(
         "users: docker-shaped, 50 connections",
         AsUsersRunIt,
         &docker(50),
@@ -157,21 +177,34 @@ fn main() {
     println!(
         "functions; \"rest\" = the receiver's measured total - the stages: socket reads, runtime,"
     );
-    println!("spool copy/write/fsync, acks (and, for users:, the file sink).");
+    println!("spool copy/write/fsync, acks (and, for users:, the file sink's writes). For users:,");
+    println!("\"read\" is the spool reader's record decoding and \"json\" the file sink's line.");
     println!(
-        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "scenario", "framing", "decode", "build", "scrub", "encode", "total", "rest"
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "scenario",
+        "framing",
+        "decode",
+        "build",
+        "scrub",
+        "encode",
+        "read",
+        "json",
+        "total",
+        "rest"
     );
     for (name, setup, frame, total) in totals {
-        let st = stages::measure(&frame, setup.scrub());
+        let st = stages::measure(&frame, setup.scrub(), setup == Setup::AsUsersRunIt);
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         println!(
-            "{:<40} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            "{:<40} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>8.3} {:>8.3}",
             name,
             st.framing,
             st.decode,
             st.build,
             st.scrub,
             st.encode,
+            opt(st.read),
+            opt(st.json),
             total,
             total - st.sum()
         );
@@ -500,11 +533,21 @@ mod stages {
         pub build: f64,
         pub scrub: f64,
         pub encode: f64,
+        /// The spool reader decoding the record's events (delivery).
+        pub read: Option<f64>,
+        /// The file sink's JSON line (delivery).
+        pub json: Option<f64>,
     }
 
     impl Stages {
         pub fn sum(&self) -> f64 {
-            self.framing + self.decode + self.build + self.scrub + self.encode
+            self.framing
+                + self.decode
+                + self.build
+                + self.scrub
+                + self.encode
+                + self.read.unwrap_or(0.0)
+                + self.json.unwrap_or(0.0)
         }
     }
 
@@ -538,8 +581,9 @@ mod stages {
     /// events refilled in a reused batch, one scrub memo per connection
     /// (the bench's lines have nothing to rewrite, so scrubbing the same
     /// batch again costs what scrubbing new ones would), a spool record
-    /// (events + CRC32C) per batch.
-    pub fn measure(frame_bytes: &[u8], scrub: &str) -> Stages {
+    /// (events + CRC32C) per batch; with `delivery`, the record's events
+    /// decoded back and written as the file sink's lines.
+    pub fn measure(frame_bytes: &[u8], scrub: &str, delivery: bool) -> Stages {
         let raw: weir::scrub::RawConfig = toml::from_str(scrub).unwrap();
         let mut problems = weir::problems::Problems::default();
         let config = raw.validate("scrub", &mut problems);
@@ -606,12 +650,36 @@ mod stages {
             batch.len()
         });
         let per_m = |ns: f64| ns / 1e3;
+        let (mut read, mut json) = (None, None);
+        if delivery {
+            let n = batch.len();
+            read = Some(per_m(timed(|| {
+                let mut at = 0;
+                while at < out.len() {
+                    let (e, used) = codec::decode(&out[at..]).unwrap();
+                    std::hint::black_box(&e);
+                    at += used;
+                }
+                n
+            })));
+            let mut line = Vec::new();
+            json = Some(per_m(timed(|| {
+                line.clear();
+                for e in batch.events_mut().iter() {
+                    weir::sink::file::write_line(&mut line, e);
+                }
+                std::hint::black_box(&line);
+                n
+            })));
+        }
         Stages {
             framing: per_m(framing),
             decode: per_m(decode),
             build: per_m((build - decode).max(0.0)),
             scrub: per_m(scrub),
             encode: per_m(encode),
+            read,
+            json,
         }
     }
 
