@@ -137,6 +137,7 @@ pub async fn serve<S>(
         share: shared.buffers.share(slot.give_way().clone()),
         buffer_charge: 0,
         record: Record::default(),
+        spooled: shared.ingest.spooled(&shared.name),
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -320,6 +321,8 @@ struct Conn<'a> {
     /// The record every read is decoded into, emptied (its entry list is
     /// allocated once per connection, not once per read).
     record: Record<'static>,
+    /// `weir_source_events_spooled_total` of the source, looked up once.
+    spooled: crate::metrics::Counter,
 }
 
 impl Conn<'_> {
@@ -548,7 +551,7 @@ impl Conn<'_> {
             let appended = self
                 .shared
                 .ingest
-                .append_batch_with(&self.shared.name, events, memo, None)
+                .append_counted(&self.shared.name, events, memo, &self.spooled, None)
                 .await;
             self.batch.clear();
             match appended {
