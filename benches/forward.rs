@@ -29,7 +29,9 @@
 //! Scenarios:
 //! - Docker-shaped: Message mode, one event per write, EventTime, a 139-byte
 //!   line plus Docker's keys (`container_id`, `container_name`, `source`,
-//!   `log`), from 1 and from 50 connections, one container per connection.
+//!   `log`), from 1 and from 50 connections, one container per connection;
+//!   "paced": 50 connections writing 2,000 events/s each, which the receiver
+//!   keeps up with, so that it reads one event at a time.
 //! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
 //!
 //! After them, the CPU per event of each stage the receiver runs in process
@@ -105,7 +107,8 @@ fn main() {
     let mut totals = Vec::new();
     let mut run = |name: &str, setup, frames: &[Vec<u8>], frames_per_conn, events_per_frame| {
         if filter.as_deref().is_none_or(|f| name.contains(f)) {
-            let cpu = run(name, setup, frames, frames_per_conn, events_per_frame);
+            let pace = name.contains("paced").then_some(PACE);
+            let cpu = run(name, setup, frames, frames_per_conn, events_per_frame, pace);
             totals.push((name.to_owned(), setup, frames[0].clone(), cpu));
         }
     };
@@ -146,6 +149,13 @@ fn main() {
         Ingest,
         &docker(50),
         12_000,
+        1,
+    );
+    run(
+        "ingest: docker-shaped, 50 conns, paced",
+        Ingest,
+        &docker(50),
+        6_000,
         1,
     );
     run(
@@ -383,9 +393,15 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
+/// Writes per second and connection of a "paced" scenario: 100k events/s
+/// from 50 connections, which the receiver keeps up with, so that it reads
+/// one event at a time, as on a Docker host whose containers log now and
+/// then (at full speed, reads hold many events and per-read costs hide).
+const PACE: u32 = 2_000;
+
 /// One scenario: a connection per frame of `frames`, each writing
-/// `frames_per_conn` copies of its frame (one write each) then one acked
-/// frame; `events_per_frame` events in each.
+/// `frames_per_conn` copies of its frame (one write each, `pace` writes per
+/// second if given) then one acked frame; `events_per_frame` events in each.
 /// Returns the receiver's CPU seconds per million events.
 fn run(
     name: &str,
@@ -393,6 +409,7 @@ fn run(
     frames: &[Vec<u8>],
     frames_per_conn: usize,
     events_per_frame: usize,
+    pace: Option<u32>,
 ) -> f64 {
     let mut server = Server::start(setup);
     let (cpu0, _) = server.usage();
@@ -406,7 +423,15 @@ fn run(
             let acked = with_chunk(&frame, "last");
             std::thread::spawn(move || {
                 let mut s = UnixStream::connect(&socket).unwrap();
-                for _ in 0..frames_per_conn {
+                let started = Instant::now();
+                for i in 0..frames_per_conn {
+                    if let Some(per_second) = pace {
+                        let due =
+                            started + Duration::from_secs_f64(i as f64 / f64::from(per_second));
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     s.write_all(&frame).unwrap();
                 }
                 s.write_all(&acked).unwrap();
