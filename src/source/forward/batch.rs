@@ -48,8 +48,9 @@ const POOL: usize = 8;
 pub const OWN: usize = 4;
 /// ... with their message buffers freed past this size, and only those
 /// whose strings then take at most [`OWN_EVENT_BYTES`]: a connection keeps
-/// at most 6 KiB (a Docker event's strings take under 1 KiB), 6 MiB for
-/// 1024 connections whatever their clients sent.
+/// at most about 7 KiB (4 events of ~200 bytes and their strings; a Docker
+/// event's take under 1 KiB), 7 MiB for 1024 connections whatever their
+/// clients sent.
 const OWN_MESSAGE_BYTES: usize = 512;
 const OWN_EVENT_BYTES: usize = 1536;
 
@@ -313,6 +314,8 @@ mod tests {
 
     #[test]
     fn a_connection_keeps_few_and_small_events() {
+        // What OWN_MESSAGE_BYTES's doc says a connection keeps at most.
+        assert!(OWN * (OWN_EVENT_BYTES + std::mem::size_of::<Event>()) <= 7 * 1024);
         let spares = Spares::default();
         let mut b = Batch::new(&spares);
         // Make the pool hold many spares, so that batches mix pooled and
