@@ -11,10 +11,12 @@
 //! The receiver runs in a child process (this binary re-executed with
 //! `WEIR_BENCH_SERVER=DIR`, under `WEIR_BENCH_WRAP` if set, to profile it),
 //! so `/proc/PID` gives its own CPU time and peak RSS. A fresh child serves
-//! each scenario, in one of two configurations:
+//! each scenario, in one of three configurations:
 //! - *receiver only*: the forward source, `Ingest` with scrubbing off and
 //!   the spool (defaults, durable) with no sinks: nothing but receiving,
 //!   decoding, mapping and spooling is measured;
+//! - *ingest* ("ingest:"): the same with the default scrubber (on): the
+//!   ingest half of what users run, which issue 24's targets are about;
 //! - *as users run it*: the whole agent (`weir::pipeline::run`) with the
 //!   default scrubber (on) and a file sink; the scenario ends once the sink
 //!   has written every event, so its CPU is counted too.
@@ -27,15 +29,18 @@
 //! Scenarios:
 //! - Docker-shaped: Message mode, one event per write, EventTime, a 139-byte
 //!   line plus Docker's keys (`container_id`, `container_name`, `source`,
-//!   `log`), from 1 and from 50 connections, one container per connection.
+//!   `log`), from 1 and from 50 connections, one container per connection;
+//!   "paced": 50 connections writing 2,000 events/s each, which the receiver
+//!   keeps up with, so that it reads one event at a time.
 //! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
 //!
 //! After them, the CPU per event of each stage the receiver runs in process
 //! (framing, msgpack decoding, event building, scrubbing, spool record
-//! encoding), measured apart on this thread over the same frames through the
-//! same functions, beside the receiver's measured total: the rest is the
-//! socket reads, the runtime, the spool's copy, write and fsync, the acks
-//! (and the file sink's JSON and writes, as users run it).
+//! encoding; as users run it also the spool reader's record decoding and
+//! the file sink's JSON), measured apart on this thread over the same
+//! frames through the same functions, beside the receiver's measured total:
+//! the rest is the socket reads, the runtime, the spool's copy, write and
+//! fsync, the acks (and the file sink's writes, as users run it).
 //!
 //! Targets (issue 4, 2 cores, scrubbing off, spool defaults): >= 300k
 //! events/s from 50 Docker-shaped connections, >= 1.5M events/s
@@ -66,6 +71,8 @@ const SCRUB_ON: &str = "";
 enum Setup {
     /// Source -> Ingest (scrubbing off) -> spool, no sinks.
     ReceiverOnly,
+    /// Source -> Ingest (scrubbing on, defaults) -> spool, no sinks.
+    Ingest,
     /// The whole agent: scrubbing on (defaults), a file sink.
     AsUsersRunIt,
 }
@@ -74,7 +81,7 @@ impl Setup {
     fn scrub(self) -> &'static str {
         match self {
             Setup::ReceiverOnly => SCRUB_OFF,
-            Setup::AsUsersRunIt => SCRUB_ON,
+            Setup::Ingest | Setup::AsUsersRunIt => SCRUB_ON,
         }
     }
 }
@@ -88,6 +95,7 @@ fn main() {
     // Absolute figures mean little on a busy machine: say how busy it was.
     println!("machine: {}", machine());
     println!("receiver only: forward source (unix socket) -> Ingest (scrubbing off) -> durable spool (defaults, temp dir), acks after fsync");
+    println!("ingest (\"ingest:\"): the same, scrubbing on (defaults): issue 24's targets");
     println!("as users run it (\"users:\"): the whole agent, scrubbing on (defaults), durable spool, file sink; ends once the sink wrote every event");
     println!();
     println!(
@@ -99,7 +107,8 @@ fn main() {
     let mut totals = Vec::new();
     let mut run = |name: &str, setup, frames: &[Vec<u8>], frames_per_conn, events_per_frame| {
         if filter.as_deref().is_none_or(|f| name.contains(f)) {
-            let cpu = run(name, setup, frames, frames_per_conn, events_per_frame);
+            let pace = name.contains("paced").then_some(PACE);
+            let cpu = run(name, setup, frames, frames_per_conn, events_per_frame, pace);
             totals.push((name.to_owned(), setup, frames[0].clone(), cpu));
         }
     };
@@ -136,6 +145,27 @@ fn main() {
         1000,
     );
     run(
+        "ingest: docker-shaped, 50 connections",
+        Ingest,
+        &docker(50),
+        12_000,
+        1,
+    );
+    run(
+        "ingest: docker-shaped, 50 conns, paced",
+        Ingest,
+        &docker(50),
+        6_000,
+        1,
+    );
+    run(
+        "ingest: PackedForward x1000, 4 conns",
+        Ingest,
+        &packed(4),
+        300,
+        1000,
+    );
+    run(
         "users: docker-shaped, 50 connections",
         AsUsersRunIt,
         &docker(50),
@@ -157,21 +187,34 @@ fn main() {
     println!(
         "functions; \"rest\" = the receiver's measured total - the stages: socket reads, runtime,"
     );
-    println!("spool copy/write/fsync, acks (and, for users:, the file sink).");
+    println!("spool copy/write/fsync, acks (and, for users:, the file sink's writes). For users:,");
+    println!("\"read\" is the spool reader's record decoding and \"json\" the file sink's line.");
     println!(
-        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "scenario", "framing", "decode", "build", "scrub", "encode", "total", "rest"
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "scenario",
+        "framing",
+        "decode",
+        "build",
+        "scrub",
+        "encode",
+        "read",
+        "json",
+        "total",
+        "rest"
     );
     for (name, setup, frame, total) in totals {
-        let st = stages::measure(&frame, setup.scrub());
+        let st = stages::measure(&frame, setup.scrub(), setup == Setup::AsUsersRunIt);
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         println!(
-            "{:<40} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            "{:<40} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>8.3} {:>8.3}",
             name,
             st.framing,
             st.decode,
             st.build,
             st.scrub,
             st.encode,
+            opt(st.read),
+            opt(st.json),
             total,
             total - st.sum()
         );
@@ -350,9 +393,15 @@ fn clock_ticks() -> f64 {
     100.0
 }
 
+/// Writes per second and connection of a "paced" scenario: 100k events/s
+/// from 50 connections, which the receiver keeps up with, so that it reads
+/// one event at a time, as on a Docker host whose containers log now and
+/// then (at full speed, reads hold many events and per-read costs hide).
+const PACE: u32 = 2_000;
+
 /// One scenario: a connection per frame of `frames`, each writing
-/// `frames_per_conn` copies of its frame (one write each) then one acked
-/// frame; `events_per_frame` events in each.
+/// `frames_per_conn` copies of its frame (one write each, `pace` writes per
+/// second if given) then one acked frame; `events_per_frame` events in each.
 /// Returns the receiver's CPU seconds per million events.
 fn run(
     name: &str,
@@ -360,6 +409,7 @@ fn run(
     frames: &[Vec<u8>],
     frames_per_conn: usize,
     events_per_frame: usize,
+    pace: Option<u32>,
 ) -> f64 {
     let mut server = Server::start(setup);
     let (cpu0, _) = server.usage();
@@ -373,7 +423,15 @@ fn run(
             let acked = with_chunk(&frame, "last");
             std::thread::spawn(move || {
                 let mut s = UnixStream::connect(&socket).unwrap();
-                for _ in 0..frames_per_conn {
+                let started = Instant::now();
+                for i in 0..frames_per_conn {
+                    if let Some(per_second) = pace {
+                        let due =
+                            started + Duration::from_secs_f64(i as f64 / f64::from(per_second));
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     s.write_all(&frame).unwrap();
                 }
                 s.write_all(&acked).unwrap();
@@ -500,11 +558,21 @@ mod stages {
         pub build: f64,
         pub scrub: f64,
         pub encode: f64,
+        /// The spool reader decoding the record's events (delivery).
+        pub read: Option<f64>,
+        /// The file sink's JSON line (delivery).
+        pub json: Option<f64>,
     }
 
     impl Stages {
         pub fn sum(&self) -> f64 {
-            self.framing + self.decode + self.build + self.scrub + self.encode
+            self.framing
+                + self.decode
+                + self.build
+                + self.scrub
+                + self.encode
+                + self.read.unwrap_or(0.0)
+                + self.json.unwrap_or(0.0)
         }
     }
 
@@ -538,8 +606,9 @@ mod stages {
     /// events refilled in a reused batch, one scrub memo per connection
     /// (the bench's lines have nothing to rewrite, so scrubbing the same
     /// batch again costs what scrubbing new ones would), a spool record
-    /// (events + CRC32C) per batch.
-    pub fn measure(frame_bytes: &[u8], scrub: &str) -> Stages {
+    /// (events + CRC32C) per batch; with `delivery`, the record's events
+    /// decoded back and written as the file sink's lines.
+    pub fn measure(frame_bytes: &[u8], scrub: &str, delivery: bool) -> Stages {
         let raw: weir::scrub::RawConfig = toml::from_str(scrub).unwrap();
         let mut problems = weir::problems::Problems::default();
         let config = raw.validate("scrub", &mut problems);
@@ -604,12 +673,41 @@ mod stages {
             batch.len()
         });
         let per_m = |ns: f64| ns / 1e3;
+        let (mut read, mut json) = (None, None);
+        if delivery {
+            let n = batch.len();
+            // As the spool reader decodes: into reused events, each holding
+            // another event's strings (rotated every round), as pooled ones do.
+            let mut decoder = codec::Decoder::new(codec::Version::V2);
+            let mut into = batch.events_mut().to_vec();
+            read = Some(per_m(timed(|| {
+                into.rotate_left(1);
+                decoder.reset(codec::Version::V2);
+                let mut at = 0;
+                for e in into.iter_mut() {
+                    decoder.decode_into(&out, &mut at, e).unwrap();
+                }
+                std::hint::black_box(&into);
+                n
+            })));
+            let mut line = Vec::new();
+            json = Some(per_m(timed(|| {
+                line.clear();
+                for e in batch.events_mut().iter() {
+                    weir::sink::file::write_line(&mut line, e);
+                }
+                std::hint::black_box(&line);
+                n
+            })));
+        }
         Stages {
             framing: per_m(framing),
             decode: per_m(decode),
             build: per_m((build - decode).max(0.0)),
             scrub: per_m(scrub),
             encode: per_m(encode),
+            read,
+            json,
         }
     }
 

@@ -79,6 +79,29 @@ impl Ingest {
         memo: &mut FieldMemo,
         position: Option<&[u8]>,
     ) -> Result<Offset, SpoolError> {
+        let spooled = self.spooled(source);
+        self.append_counted(source, events, memo, &spooled, position)
+            .await
+    }
+
+    /// `weir_source_events_spooled_total` of `source`, for a caller that
+    /// appends often to keep and pass to [`Ingest::append_counted`].
+    pub fn spooled(&self, source: &str) -> Counter {
+        self.spooled_counter(source)
+    }
+
+    /// [`Ingest::append_batch_with`], counting in `spooled` (what
+    /// [`Ingest::spooled`] gave for `source`): a Docker connection appends
+    /// once per event, and the lookup took a lock shared by every
+    /// connection of every source.
+    pub async fn append_counted(
+        &self,
+        source: &str,
+        events: &mut [Event],
+        memo: &mut FieldMemo,
+        spooled: &Counter,
+        position: Option<&[u8]>,
+    ) -> Result<Offset, SpoolError> {
         for event in events.iter_mut() {
             if event.labels.host.is_none() {
                 event.labels.host = Some(self.hostname.to_string());
@@ -93,7 +116,7 @@ impl Ingest {
                 position.map(|position| SourcePosition { source, position }),
             )
             .await?;
-        self.spooled_counter(source).add(n);
+        spooled.add(n);
         if let Some(tap) = &self.tap {
             tap.publish(source, events);
         }

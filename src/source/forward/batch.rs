@@ -11,6 +11,14 @@
 //! ([`Spares`]), not in each connection: what is kept is bounded by the
 //! batches in flight at once, not by the number of connections (Docker
 //! opens one per container, and most are idle most of the time).
+//!
+//! Except a few: a batch of at most [`OWN`] events (Docker writes one event
+//! at a time, so that is most of its batches) stays with its connection for
+//! the next. Through the pool, with 50 busy connections, the next batch's
+//! event came from another container: its id, name, service and tag were
+//! validated and copied again for every event, and the pool's lock (shared
+//! by every connection, on both cores) was taken twice per event. Kept, the
+//! event already holds this connection's strings and no lock is taken.
 
 use std::sync::Mutex;
 
@@ -35,6 +43,16 @@ const KEEP_MESSAGE_BYTES: usize = 16 * 1024;
 /// worker threads (and a few more while appends wait on the spool); more
 /// would only hold memory.
 const POOL: usize = 8;
+/// A batch of at most this many events leaves them to its connection (see
+/// the module doc) rather than to the pool.
+pub const OWN: usize = 4;
+/// ... with their message buffers freed past this size, and only those
+/// whose strings then take at most [`OWN_EVENT_BYTES`]: a connection keeps
+/// at most about 7 KiB (4 events of ~200 bytes and their strings; a Docker
+/// event's take under 1 KiB), 7 MiB for 1024 connections whatever their
+/// clients sent.
+const OWN_MESSAGE_BYTES: usize = 512;
+const OWN_EVENT_BYTES: usize = 1536;
 
 /// Spare event vectors shared by the connections of one source.
 #[derive(Default)]
@@ -48,6 +66,10 @@ impl Spares {
     }
 
     fn give(&self, events: Vec<Event>) {
+        // An empty vector would take the place of one with spares in it.
+        if events.is_empty() {
+            return;
+        }
         let mut pool = self.lock();
         if pool.len() < POOL {
             pool.push(events);
@@ -65,6 +87,11 @@ pub struct Batch<'s> {
     spares: &'s Spares,
     events: Vec<Event>,
     len: usize,
+    /// Between batches: the events of the last one, when it was small
+    /// ([`OWN`]), for the next to start with. During a batch: empty.
+    own: Vec<Event>,
+    /// This batch took a vector from the pool already.
+    pooled: bool,
     /// What `events[..len]` take in memory, roughly (see [`Batch::count_last`]).
     bytes: usize,
     /// The connection's fields found clean by the scrubber (its container
@@ -79,6 +106,8 @@ impl<'s> Batch<'s> {
             spares,
             events: Vec::new(),
             len: 0,
+            own: Vec::new(),
+            pooled: false,
             bytes: 0,
             memo: FieldMemo::new(),
         }
@@ -106,14 +135,39 @@ impl<'s> Batch<'s> {
     /// The next event of the batch, to be overwritten whole: a spare one
     /// (with the strings of an earlier use) when there is one.
     pub fn slot(&mut self) -> &mut Event {
-        if self.len == 0 && self.events.is_empty() {
-            self.events = self.spares.take();
-        }
         if self.len == self.events.len() {
-            self.events.push(Event::new(0, Origin::Docker, Vec::new()));
+            self.refill();
         }
         self.len += 1;
         &mut self.events[self.len - 1]
+    }
+
+    /// Makes room for one more event: the connection's own events first,
+    /// then the spares of a vector from the pool, then a new event.
+    fn refill(&mut self) {
+        if self.len == 0 && !self.own.is_empty() {
+            // (`events` is empty between batches.)
+            std::mem::swap(&mut self.events, &mut self.own);
+            return;
+        }
+        if !self.pooled {
+            self.pooled = true;
+            let mut pooled = self.spares.take();
+            if !pooled.is_empty() {
+                // The events filled so far go first, where `len` says they
+                // are; the spares they displace move to the end.
+                let spare = pooled.len();
+                pooled.append(&mut self.events);
+                for i in 0..self.len {
+                    pooled.swap(i, spare + i);
+                }
+                self.own = std::mem::replace(&mut self.events, pooled);
+                if self.len < self.events.len() {
+                    return;
+                }
+            }
+        }
+        self.events.push(Event::new(0, Origin::Docker, Vec::new()));
     }
 
     /// Takes the event [`Batch::slot`] last handed out out of the batch
@@ -128,10 +182,9 @@ impl<'s> Batch<'s> {
     /// Adds an event built elsewhere.
     pub fn push(&mut self, event: Event) {
         if self.len == self.events.len() {
-            self.events.push(event);
-        } else {
-            self.events[self.len] = event;
+            self.refill();
         }
+        self.events[self.len] = event;
         self.bytes += self.events[self.len].approx_size() + std::mem::size_of::<Event>();
         self.len += 1;
     }
@@ -147,19 +200,67 @@ impl<'s> Batch<'s> {
         (&mut self.events[..self.len], &mut self.memo)
     }
 
-    /// Empties the batch after its append and gives its events to the pool.
+    /// Empties the batch after its append: a small batch's events stay with
+    /// the connection ([`OWN`]), the others go to the pool.
     pub fn clear(&mut self) {
-        for e in &mut self.events[..self.len] {
+        let len = std::mem::take(&mut self.len);
+        self.bytes = 0;
+        let pooled = std::mem::take(&mut self.pooled);
+        let mut events = std::mem::take(&mut self.events);
+        if events.is_empty() {
+            // Nothing was decoded: what the connection kept, it keeps.
+            return;
+        }
+        // `refill` moved the connection's own events into `events`: `own`
+        // is an empty vector here, whose room is reused.
+        debug_assert!(self.own.is_empty());
+        if !pooled {
+            // Only the connection's own events were used: they stay.
+            events.retain_mut(keepable);
+            self.own = events;
+            return;
+        }
+        if len <= OWN {
+            for i in (0..len).rev() {
+                let mut e = events.swap_remove(i);
+                if keepable(&mut e) {
+                    self.own.push(e);
+                }
+            }
+        }
+        for e in &mut events {
             if e.message.capacity() > KEEP_MESSAGE_BYTES {
                 e.message = Vec::new();
             }
         }
-        self.len = 0;
-        self.bytes = 0;
-        let mut events = std::mem::take(&mut self.events);
         events.truncate(KEEP);
         self.spares.give(events);
     }
+}
+
+/// Whether a connection may keep `e` for its next batch (its message
+/// buffer freed if large): see [`OWN_EVENT_BYTES`].
+fn keepable(e: &mut Event) -> bool {
+    if e.message.capacity() > OWN_MESSAGE_BYTES {
+        e.message = Vec::new();
+    }
+    let labels = &e.labels;
+    let labels = [
+        &labels.host,
+        &labels.app,
+        &labels.service,
+        &labels.container_name,
+        &labels.unit,
+    ]
+    .into_iter()
+    .map(|l| l.as_ref().map_or(0, String::capacity))
+    .sum::<usize>();
+    let fields = e.fields.capacity() * std::mem::size_of::<(String, String)>()
+        + e.fields
+            .iter()
+            .map(|(k, v)| k.capacity() + v.capacity())
+            .sum::<usize>();
+    e.message.capacity() + labels + fields <= OWN_EVENT_BYTES
 }
 
 /// Where reassembly delivers finished lines.
@@ -186,16 +287,110 @@ mod tests {
         b.push(Event::new(2, Origin::Docker, "two"));
         let got: Vec<_> = b.events_mut().iter().map(|e| e.message.clone()).collect();
         assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
-        let capacity = b.events_mut()[0].message.capacity();
         b.clear();
         assert!(b.is_empty());
-        // The next batch (of any connection) starts with the events of the
-        // last, strings and all: the filler overwrites them.
+        // A small batch's events stay with its connection: its next batch
+        // starts with them, strings and all (the filler overwrites them)...
+        let e = b.slot();
+        assert!(e.message == b"one" || e.message == b"two");
+        assert!(e.message.capacity() > 0);
+        // ... and other connections do not get them.
         let mut other = Batch::new(&spares);
-        let e = other.slot();
-        assert_eq!(e.message, b"one");
-        assert_eq!(e.message.capacity(), capacity);
-        assert_eq!(other.len(), 1);
+        assert_eq!(other.slot().message.capacity(), 0);
+        other.clear();
+        // A big batch's events go to the pool, for any connection.
+        let mut big = Batch::new(&spares);
+        for _ in 0..OWN + 1 {
+            big.slot().message.extend_from_slice(b"big");
+        }
+        let capacity_big = big.events_mut()[0].message.capacity();
+        big.clear();
+        let mut third = Batch::new(&spares);
+        let e = third.slot();
+        assert_eq!(e.message, b"big");
+        assert_eq!(e.message.capacity(), capacity_big);
+        assert_eq!(third.len(), 1);
+    }
+
+    #[test]
+    fn a_connection_keeps_few_and_small_events() {
+        // What OWN_MESSAGE_BYTES's doc says a connection keeps at most.
+        assert!(OWN * (OWN_EVENT_BYTES + std::mem::size_of::<Event>()) <= 7 * 1024);
+        let spares = Spares::default();
+        let mut b = Batch::new(&spares);
+        // Make the pool hold many spares, so that batches mix pooled and
+        // own events.
+        let mut filler = Batch::new(&spares);
+        for _ in 0..100 {
+            filler.slot();
+        }
+        filler.clear();
+        for n in [1, 3, OWN, 2, OWN + 1, 1, 0, 4] {
+            for i in 0..n {
+                let e = b.slot();
+                e.message.clear();
+                e.message.resize(if i == 0 { 4096 } else { 100 }, b'x');
+                e.fields.clear();
+                e.fields
+                    .push(("k".into(), "v".repeat(if i == 1 { 4096 } else { 10 })));
+            }
+            b.clear();
+            assert!(b.own.len() <= OWN, "{n}");
+            if n > OWN {
+                assert!(b.own.is_empty());
+            }
+            for e in &b.own {
+                assert!(e.message.capacity() <= OWN_MESSAGE_BYTES);
+                assert!(e.fields.iter().all(|(_, v)| v.capacity() < 4096));
+            }
+        }
+    }
+
+    /// Batches of every size, with pieces taken out and events pushed, on
+    /// connections sharing one pool: a batch always holds exactly what was
+    /// put in it, in order, whichever own, pooled or new events it used.
+    #[test]
+    fn batches_hold_what_was_put_in_them_in_order() {
+        let spares = Spares::default();
+        let mut conns: Vec<Batch<'_>> = (0..3).map(|_| Batch::new(&spares)).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut stamp = 0i64;
+        for round in 0..400 {
+            let b = &mut conns[next(3) as usize];
+            let mut want = Vec::new();
+            let n = [0, 1, 2, OWN, OWN + 1, 40][next(6) as usize];
+            for _ in 0..n {
+                stamp += 1;
+                match next(4) {
+                    0 => {
+                        b.push(Event::new(stamp, Origin::Journal, "pushed"));
+                        want.push(stamp);
+                    }
+                    1 if !want.is_empty() => {
+                        let e = b.take_last();
+                        assert_eq!(Some(e.timestamp_ns), want.pop(), "round {round}");
+                    }
+                    _ => {
+                        let e = b.slot();
+                        e.timestamp_ns = stamp;
+                        b.count_last();
+                        want.push(stamp);
+                    }
+                }
+            }
+            let got: Vec<_> = b.events_mut().iter().map(|e| e.timestamp_ns).collect();
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(b.len(), want.len());
+            b.clear();
+            assert!(b.is_empty());
+            assert!(b.own.len() <= OWN);
+        }
     }
 
     #[test]
@@ -203,7 +398,10 @@ mod tests {
         let spares = Spares::default();
         let mut batches: Vec<_> = (0..POOL + 3).map(|_| Batch::new(&spares)).collect();
         for b in &mut batches {
-            b.slot();
+            // (Bigger than what a connection keeps for itself.)
+            for _ in 0..OWN + 1 {
+                b.slot();
+            }
         }
         for b in &mut batches {
             b.clear();

@@ -108,6 +108,22 @@ pub async fn serve<S>(
     }
     // A connection that never sends must not keep its slot for long.
     let mut silent_until = Some(Instant::now() + shared.idle_timeout);
+    // The two ways a connection is told to stop, as one future made once.
+    // Made anew for every read, each `cancelled()` took its token's lock to
+    // register and again to unregister (a sixth of what a read cost besides
+    // the event itself, callgrind); and the source's shutdown token is
+    // shared by all its connections, so that lock moved between the cores
+    // for every Docker event (one event per read). The child token is this
+    // connection's alone.
+    let shutdown = shutdown.child_token();
+    let stop = async {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Stop::Shutdown,
+            _ = slot.give_way().cancelled() => Stop::GiveWay,
+        }
+    };
+    tokio::pin!(stop);
 
     let (mut rd, wr) = tokio::io::split(stream);
     let (acks, ack_rx) = mpsc::channel(MAX_PENDING_ACKS);
@@ -130,6 +146,8 @@ pub async fn serve<S>(
         buffer_charge: 0,
         flow: Flow::default(),
         inflate_room: 0,
+        record: Record::default(),
+        spooled: shared.ingest.spooled(&shared.name),
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -185,33 +203,52 @@ pub async fn serve<S>(
                 Err(_) => break,
             }
         } else {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
+            // Told to stop: looked at here, for two atomic loads; `stop` is
+            // polled (taking its tokens' locks) only when there is nothing
+            // to read, so that it wakes this task if it comes meanwhile.
+            let stopped = if shutdown.is_cancelled() {
+                Some(Stop::Shutdown)
+            } else if slot.give_way().is_cancelled() {
+                Some(Stop::GiveWay)
+            } else {
+                None
+            };
+            let woke = match stopped {
+                Some(why) => Err(why),
+                None => tokio::select! {
+                    biased;
+                    _ = sleep_until(silent_until), if silent_until.is_some() => {
+                        m.decode_error("idle_timeout");
+                        tracing::debug!(source = %shared.name, peer = %peer, "connection sent nothing within idle_timeout; closed");
+                        break;
+                    }
+                    _ = sleep_until(deadline), if deadline.is_some() => {
+                        conn.assembler.expire(Instant::now(), &mut conn.batch);
+                        if !conn.flush().await {
+                            break;
+                        }
+                        continue;
+                    }
+                    r = rd.read_buf(&mut buf) => Ok(r),
+                    // (Not polled again once done: `stopping` is set, or
+                    // the loop ends.)
+                    why = &mut stop => Err(why),
+                },
+            };
+            match woke {
+                Ok(read) => read,
+                Err(Stop::Shutdown) => {
                     stopping = Some(Instant::now() + DRAIN_WAIT);
                     continue;
                 }
-                _ = slot.give_way().cancelled() => {
-                    // A new connection needs the slot, or a waiting one
-                    // the budget this one holds: close without reading on
-                    // (the client resends what was not acked).
+                Err(Stop::GiveWay) => {
+                    // A new connection needs the slot, or a waiting one the
+                    // budget this one holds: close without reading on (the
+                    // client resends what was not acked).
                     m.decode_error("gave_way");
                     tracing::debug!(source = %shared.name, peer = %peer, "idle connection gave way to a new one or to the buffer budget");
                     break;
                 }
-                _ = sleep_until(silent_until), if silent_until.is_some() => {
-                    m.decode_error("idle_timeout");
-                    tracing::debug!(source = %shared.name, peer = %peer, "connection sent nothing within idle_timeout; closed");
-                    break;
-                }
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    conn.assembler.expire(Instant::now(), &mut conn.batch);
-                    if !conn.flush().await {
-                        break;
-                    }
-                    continue;
-                }
-                r = rd.read_buf(&mut buf) => r,
             }
         };
         match read {
@@ -248,6 +285,14 @@ pub async fn serve<S>(
     drop(conn);
     // The acker ends once it has sent every ack queued above.
     let _ = acker.await;
+}
+
+/// Why a connection stops reading.
+enum Stop {
+    /// The source is shutting down: take what the client already sent.
+    Shutdown,
+    /// Its slot or budget share is wanted elsewhere: close now.
+    GiveWay,
 }
 
 /// How far [`Conn::decode_frames`] got.
@@ -289,6 +334,11 @@ struct Conn<'a> {
     /// Room to set aside for the next inflate: more than the first guess
     /// once that proved too small (see [`Conn::inflate`]).
     inflate_room: usize,
+    /// The record every read is decoded into, emptied (its entry list is
+    /// allocated once per connection, not once per read).
+    record: Record<'static>,
+    /// `weir_source_events_spooled_total` of the source, looked up once.
+    spooled: crate::metrics::Counter,
 }
 
 impl Conn<'_> {
@@ -414,11 +464,20 @@ impl Conn<'_> {
     /// where). Returns the bytes of whole frames consumed and how far it got,
     /// or the error that must close the connection.
     fn decode_frames(&mut self, buf: &[u8]) -> (usize, Result<Progress, DecodeError>) {
+        let mut record = std::mem::take(&mut self.record).reuse();
+        let done = self.decode_frames_into(buf, &mut record);
+        self.record = record.reuse();
+        done
+    }
+
+    /// [`Conn::decode_frames`], with the connection's record scratch.
+    fn decode_frames_into<'b>(
+        &mut self,
+        buf: &'b [u8],
+        record: &mut Record<'b>,
+    ) -> (usize, Result<Progress, DecodeError>) {
         let shared = self.shared;
         let mut pos = 0;
-        let now = Instant::now();
-        // One record scratch for every frame of this buffer.
-        let mut record = Record::default();
         loop {
             let (len, frame) = match self.frame.take() {
                 // A frame the last batch filled up in the middle of.
@@ -455,13 +514,13 @@ impl Conn<'_> {
                 decoded = frame.decode_some(
                     bytes,
                     &shared.limits,
-                    &mut record,
+                    record,
                     STEP,
                     &mut |tag, record| {
                         if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
                             // A piece of a long line: it waits in the assembler.
                             let piece = batch.take_last();
-                            assembler.push(piece, p, now, batch);
+                            assembler.push(piece, p, Instant::now(), batch);
                         } else {
                             batch.count_last();
                         }
@@ -514,7 +573,7 @@ impl Conn<'_> {
             let appended = self
                 .shared
                 .ingest
-                .append_batch_with(&self.shared.name, events, memo, None)
+                .append_counted(&self.shared.name, events, memo, &self.spooled, None)
                 .await;
             self.batch.clear();
             match appended {

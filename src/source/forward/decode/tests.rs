@@ -474,3 +474,23 @@ fn an_inflated_entry_larger_than_a_frame_fails_the_frame() {
     assert_eq!(info.unwrap_err().reason(), "malformed");
     assert_eq!(got.len(), 1);
 }
+
+/// A connection decodes every read into one record: emptied for another
+/// buffer's lifetime, its entry list must keep its allocation (an
+/// allocation per read was one per event for Docker's one event per read).
+#[test]
+fn a_reused_record_keeps_its_entry_list() {
+    let first = b"container_id".to_vec();
+    let mut record = Record::default();
+    for _ in 0..6 {
+        record.entries.push((&first[..], Value::Nil));
+    }
+    let (ptr, capacity) = (record.entries.as_ptr() as usize, record.entries.capacity());
+    let second = b"log".to_vec();
+    let mut again = record.reuse();
+    assert!(again.entries.is_empty());
+    assert_eq!(again.entries.as_ptr() as usize, ptr);
+    assert_eq!(again.entries.capacity(), capacity);
+    again.entries.push((&second[..], Value::Str(b"line")));
+    assert_eq!(again.get("log"), Some(Value::Str(b"line")));
+}
