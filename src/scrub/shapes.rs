@@ -27,10 +27,9 @@
 //!   never a key.
 //!
 //! One literal of each shape is its key (the one with the rarest first
-//! bytes, see [`choose_key`]); one Aho-Corasick automaton finds every key's
-//! first [`KEY_PREFIX`] bytes in the text, and the rest of the shape (the
-//! key's other bytes included) is matched around the hit, forward and
-//! backward. Literals are case-sensitive: these are the programs' own
+//! bytes, see [`choose_key`]); one Aho-Corasick automaton finds [`KEY_LEN`]
+//! bytes of every key in the text, and the rest of the shape (the key's
+//! other bytes included) is matched around the hit, forward and backward. Literals are case-sensitive: these are the programs' own
 //! format strings. A shape whose first literal starts with a letter or
 //! digit must start a word (no letter, digit, `_`, `-` or `.` before it:
 //! `x_pam(` is not dovecot's `pam(`). Adding a program is one row here and
@@ -471,12 +470,12 @@ enum Seg {
 
 struct Compiled {
     segs: Vec<Seg>,
-    /// The index in `segs` of the literal whose first bytes the automaton
-    /// finds.
+    /// The index in `segs` of the literal whose bytes the automaton finds.
     key: usize,
-    /// The automaton's pattern starts with the closing `'` of the quoted
-    /// slot before the key literal.
-    key_quote: bool,
+    /// Where the key literal starts relative to a hit of the pattern:
+    /// `offset` bytes before it, one after if `quote` (see [`Key`]).
+    offset: usize,
+    quote: bool,
     program: &'static str,
 }
 
@@ -498,46 +497,70 @@ fn key_literal(segs: &[Seg], k: usize) -> &'static str {
     }
 }
 
-/// The literal of a shape the automaton looks for, and its pattern. The
-/// automaton's SIMD search (Teddy) fingerprints the first 4 bytes of each
-/// pattern and checks every position they match, so the key is the literal
-/// of at least 4 bytes whose first 4 are rarest (then the longest): `]
-/// Peer Connection` rather than `Authentication for user [`, and `' to
-/// group ` rather than `add ` (a literal after a quoted slot starts with
-/// the slot's closing `'`). Common English words as first bytes (` to `,
-/// ` in `) would have every line of prose checked.
-///
-/// After `%s` the key is the literal that follows it (the skip is matched
-/// backward from it). The pattern is the first [`KEY_PREFIX`] bytes only.
-fn choose_key(segs: &[Seg]) -> (usize, String) {
-    let pattern = |k: usize| {
-        let quote = k > 0 && matches!(segs[k - 1], Seg::Quoted(_));
-        let mut p = format!("{}{}", if quote { "'" } else { "" }, key_literal(segs, k));
-        // Literals are ASCII (checked by `parse`): any cut is a char boundary.
-        p.truncate(KEY_PREFIX);
-        p
-    };
-    if let Some(skip) = segs.iter().position(|&g| g == Seg::Skip) {
-        return (skip + 1, pattern(skip + 1));
-    }
-    let score = |p: &str| {
-        let rare: usize = p.bytes().take(4).map(rarity).sum();
-        (p.len() >= 4, rare, p.len())
-    };
-    let key = (0..segs.len())
-        .filter(|&k| matches!(segs[k], Seg::Lit(_)))
-        .max_by_key(|&k| score(&pattern(k)))
-        .expect("every shape has a literal");
-    (key, pattern(key))
+/// Where a shape's key is: the literal `seg`, and the automaton's pattern,
+/// [`KEY_LEN`] bytes of it starting `offset` bytes into the literal as
+/// keyed (`quote`: with the closing `'` of the quoted slot before it in
+/// front, which the text holds there too).
+#[derive(Debug, PartialEq, Eq)]
+struct Key {
+    seg: usize,
+    quote: bool,
+    offset: usize,
+    pattern: String,
 }
 
-/// How many bytes of a key the automaton looks for. Teddy, its SIMD
-/// searcher, takes at most 64 patterns (more and aho-corasick falls back to
-/// a search that walks every byte) and fingerprints only the first 4 bytes
-/// of each: keys cut to 5 bytes merge (`) CMD` for cron's three verbs,
-/// `passw` for `passwd(` and `passwd-file(`) and keep the table under the
-/// limit; the rest of a key is compared at each hit.
-const KEY_PREFIX: usize = 5;
+/// The key of a shape. The automaton's SIMD search (Teddy) fingerprints
+/// each pattern's bytes and checks every position they match, so the
+/// pattern is the window of [`KEY_LEN`] bytes, in any literal, whose bytes
+/// are rarest: `map(` rather than `imap`, `' to ` (after a quoted slot,
+/// led by its closing `'`) rather than `add `. Common English words (` to
+/// `, ` in `, `pass`) would have every line of prose checked. Among windows
+/// as rare, one already in `taken` (another row's) is preferred: rows then
+/// share a pattern (cron's `) CMD (`, `) CMDOUT (`), and the table stays
+/// under Teddy's 64 patterns. After `%s` the key is in the literal that
+/// follows it (the skip is matched backward from there).
+fn choose_key(segs: &[Seg], taken: &[String]) -> Key {
+    let skip = segs.iter().position(|&g| g == Seg::Skip);
+    let mut best: Option<((usize, bool, usize), Key)> = None;
+    for k in 0..segs.len() {
+        if !matches!(segs[k], Seg::Lit(_)) || skip.is_some_and(|sk| k != sk + 1) {
+            continue;
+        }
+        let quote = k > 0 && matches!(segs[k - 1], Seg::Quoted(_));
+        let text = format!("{}{}", if quote { "'" } else { "" }, key_literal(segs, k));
+        // Literals are ASCII (checked by `parse`): every cut is a char
+        // boundary.
+        for offset in 0..=text.len().saturating_sub(KEY_LEN) {
+            let Some(pattern) = text.get(offset..offset + KEY_LEN) else {
+                continue;
+            };
+            let rare: usize = pattern.bytes().map(rarity).sum();
+            let score = (rare, taken.iter().any(|t| t == pattern), text.len());
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                let pattern = pattern.to_owned();
+                best = Some((
+                    score,
+                    Key {
+                        seg: k,
+                        quote,
+                        offset,
+                        pattern,
+                    },
+                ));
+            }
+        }
+    }
+    best.map(|(_, key)| key)
+        .expect("every shape has a literal of 4 bytes or more")
+}
+
+/// The length of the automaton's patterns: Teddy fingerprints 4 bytes of
+/// each (fewer if any pattern is shorter, and then every line is checked
+/// far more often). Teddy takes at most 64 patterns (more and aho-corasick
+/// falls back to a search that walks every byte); rows share patterns
+/// (see [`choose_key`]) and a test keeps the table under the limit. The
+/// rest of the key's literal is compared at each hit.
+const KEY_LEN: usize = 4;
 
 /// The compiled table: one automaton over every row's key.
 pub struct Shapes {
@@ -633,11 +656,17 @@ impl Shapes {
         let mut rows: Vec<Vec<Compiled>> = Vec::new();
         for row in SHAPES {
             let segs = parse(row.shape);
-            let (key, pattern) = choose_key(&segs);
+            let Key {
+                seg,
+                quote,
+                offset,
+                pattern,
+            } = choose_key(&segs, &keys);
             let c = Compiled {
-                key_quote: key > 0 && matches!(segs[key - 1], Seg::Quoted(_)),
                 segs,
-                key,
+                key: seg,
+                offset,
+                quote,
                 program: row.program,
             };
             match keys.iter().position(|k| *k == pattern) {
@@ -672,8 +701,8 @@ impl Shapes {
         let input = aho_corasick::Input::new(s).span(first.start()..s.len());
         for m in self.ac.find_overlapping_iter(input) {
             for row in &self.rows[m.pattern().as_usize()] {
-                let ks = m.start() + usize::from(row.key_quote);
-                if let Some(found) = row.match_at(s, ks) {
+                let ks = (m.start() + usize::from(row.quote)).checked_sub(row.offset);
+                if let Some(found) = ks.and_then(|ks| row.match_at(s, ks)) {
                     for (a, b) in found {
                         spans.push((a, b, row.program));
                     }
@@ -920,7 +949,7 @@ mod tests {
         let shapes = Shapes::new();
         let keys: Vec<String> = SHAPES
             .iter()
-            .map(|r| choose_key(&parse(r.shape)).1)
+            .map(|r| choose_key(&parse(r.shape), &[]).pattern)
             .collect();
         for k in &keys {
             assert!(k.len() >= 4, "{k:?}");
@@ -928,13 +957,14 @@ mod tests {
                 assert!(!k.starts_with(common), "{k:?}");
             }
         }
-        assert_eq!(choose_key(&parse("add %q to group %Q")).1, "' to ");
-        assert_eq!(choose_key(&parse("%^%n : %sTTY=")).1, "TTY=");
+        assert_eq!(
+            choose_key(&parse("add %q to group %Q"), &[]).pattern,
+            "' to"
+        );
+        assert_eq!(choose_key(&parse("imap(%n%{)|,}"), &[]).pattern, "map(");
+        assert_eq!(choose_key(&parse("%^%n : %sTTY="), &[]).pattern, "TTY=");
         // Teddy, the SIMD search, takes 64 patterns at most.
-        let mut distinct = keys.clone();
-        distinct.sort();
-        distinct.dedup();
-        assert!(distinct.len() <= 64, "{} keys", distinct.len());
+        assert!(shapes.rows.len() <= 64, "{} patterns", shapes.rows.len());
         assert!(shapes
             .find(b"add it to the group to go in for a walk")
             .is_empty());
