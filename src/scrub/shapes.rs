@@ -564,14 +564,14 @@ const KEY_LEN: usize = 4;
 
 /// The compiled table: one automaton over every row's key.
 pub struct Shapes {
-    /// The same keys, leftmost-first: only this match kind gets the packed
-    /// SIMD searcher (Teddy), which says in one fast scan whether a line
-    /// holds any key and where the first one starts. A standard-semantics
-    /// automaton has no such prefilter and walks every byte; on lines with
-    /// nothing to scrub that walk was half the scrubber's time.
+    /// Every row's pattern, leftmost-first: only this match kind gets the
+    /// packed SIMD searcher (Teddy); a standard-semantics automaton (for
+    /// overlapping matches) walks every byte, which was half the
+    /// scrubber's time on lines with nothing to scrub. The patterns are
+    /// distinct and all [`KEY_LEN`] bytes long, so at most one matches at a
+    /// position: searching again from one byte past each hit finds every
+    /// occurrence, overlapping ones included, each search SIMD-accelerated.
     first: AhoCorasick,
-    /// Every key, overlapping (a key may hide inside another).
-    ac: AhoCorasick,
     /// For each automaton pattern, the rows it keys.
     rows: Vec<Vec<Compiled>>,
 }
@@ -677,29 +677,23 @@ impl Shapes {
                 }
             }
         }
-        let ac = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(&keys)
-            .expect("the shape keys compile");
         let first = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
             .build(&keys)
             .expect("the shape keys compile");
-        Shapes { first, ac, rows }
+        Shapes { first, rows }
     }
 
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
     /// program that names them.
     pub fn find(&self, s: &[u8]) -> Vec<(usize, usize, &'static str)> {
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
-        // Nearly every line holds no key: one SIMD search says so before
-        // the overlapping walk (which cannot use it). No key occurrence
-        // starts before the leftmost one, so the walk starts there.
-        let Some(first) = self.first.find(s) else {
-            return spans;
-        };
-        let input = aho_corasick::Input::new(s).span(first.start()..s.len());
-        for m in self.ac.find_overlapping_iter(input) {
+        let mut from = 0;
+        while let Some(m) = self
+            .first
+            .find(aho_corasick::Input::new(s).span(from..s.len()))
+        {
+            from = m.start() + 1;
             for row in &self.rows[m.pattern().as_usize()] {
                 let ks = (m.start() + usize::from(row.quote)).checked_sub(row.offset);
                 if let Some(found) = ks.and_then(|ks| row.match_at(s, ks)) {
