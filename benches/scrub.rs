@@ -9,8 +9,9 @@
 //! lines/s and how many lines were rewritten.
 //!
 //! (d) hostile 1 MB lines, each one shape repeated (sudo's ` : ` and
-//! `TTY=`, `@` chains, quotes, parentheses, the shape table's keys, ...): the CPU milliseconds one scrub takes,
-//! the best of three. Target: at most 50 ms each.
+//! `TTY=`, `@` chains, quotes, parentheses, the shape table's keys, ...):
+//! the CPU milliseconds one scrub takes, the best of three. Target: at
+//! most 50 ms each.
 
 mod common;
 use common::machine;
