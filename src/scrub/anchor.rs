@@ -222,8 +222,10 @@ fn may_be_ipv6(s: &[u8], c: usize) -> bool {
 /// run of digits and dots from it. Decimals (`0.42`, `1700000123.456`) fail.
 fn may_be_ipv4(s: &[u8], c: usize) -> bool {
     // `host-203-0-113-40.example.net`: a dashed address ends at this dot.
-    if s[..c].iter().rev().take(16).filter(|&&b| b == b'-').count() >= 3
-        && s.get(c + 1).is_some_and(u8::is_ascii_alphabetic)
+    // The letter after it first: one byte turns most dots away (decimals,
+    // times, versions) before the 16-byte count.
+    if s.get(c + 1).is_some_and(u8::is_ascii_alphabetic)
+        && s[..c].iter().rev().take(16).filter(|&&b| b == b'-').count() >= 3
     {
         return true;
     }
