@@ -696,10 +696,12 @@ impl Shapes {
             from = m.start() + 1;
             for row in &self.rows[m.pattern().as_usize()] {
                 let ks = (m.start() + usize::from(row.quote)).checked_sub(row.offset);
-                if let Some(found) = ks.and_then(|ks| row.match_at(s, ks)) {
-                    for (a, b) in found {
-                        spans.push((a, b, row.program));
-                    }
+                // The spans go straight into `spans` (no vector per hit: a
+                // hostile line holds a key every few bytes); a row that
+                // fails to match takes back what it pushed.
+                let mark = spans.len();
+                if ks.and_then(|ks| row.match_at(s, ks, &mut spans)).is_none() {
+                    spans.truncate(mark);
                 }
             }
         }
@@ -724,13 +726,18 @@ impl Default for Shapes {
 
 impl Compiled {
     /// The row matched around its key, whose literal must start at
-    /// `s[ks..]`: the spans of its rewritten slots.
-    fn match_at(&self, s: &[u8], ks: usize) -> Option<Vec<(usize, usize)>> {
+    /// `s[ks..]`: pushes the spans of its rewritten slots to `out`; `None`
+    /// (with some perhaps pushed) when the row does not match.
+    fn match_at(
+        &self,
+        s: &[u8],
+        ks: usize,
+        out: &mut Vec<(usize, usize, &'static str)>,
+    ) -> Option<()> {
         let key = key_literal(&self.segs, self.key).as_bytes();
         if !s[ks..].starts_with(key) {
             return None;
         }
-        let mut out = Vec::new();
         // Forward from the key.
         let mut p = ks + key.len();
         let mut k = self.key + 1;
@@ -746,7 +753,7 @@ impl Compiled {
                 Seg::Quoted(rewritten) => {
                     let (a, b) = quoted_forward(s, p)?;
                     if rewritten {
-                        out.push((a, b));
+                        out.push((a, b, self.program));
                     }
                     p = b + 1;
                 }
@@ -756,7 +763,7 @@ impl Compiled {
                 slot => {
                     let end = slot_forward(s, p, slot, self.segs.get(k + 1).copied())?;
                     if slot != Seg::Kept {
-                        out.push((p, end));
+                        out.push((p, end, self.program));
                     }
                     p = end;
                 }
@@ -793,7 +800,7 @@ impl Compiled {
                 Seg::Quoted(rewritten) => {
                     let (a, b) = quoted_backward(s, p)?;
                     if rewritten {
-                        out.push((a, b));
+                        out.push((a, b, self.program));
                     }
                     p = a - 1;
                 }
@@ -814,7 +821,7 @@ impl Compiled {
                         return None;
                     }
                     if slot != Seg::Kept {
-                        out.push((b, p));
+                        out.push((b, p, self.program));
                     }
                     p = b;
                 }
@@ -827,7 +834,7 @@ impl Compiled {
                 return None;
             }
         }
-        Some(out)
+        Some(())
     }
 }
 
