@@ -8,9 +8,10 @@
 //! 19): at least 250 MB/s on (a), 900 MB/s on (b). Prints the machine, MB/s,
 //! lines/s and how many lines were rewritten.
 //!
-//! (d) hostile 1 MB lines, each one shape repeated (sudo's ` : `, `@`
-//! chains, quotes, parentheses, ...): the CPU milliseconds one scrub takes,
-//! the best of three. Target: at most 50 ms each.
+//! (d) hostile 1 MB lines, each one shape repeated (sudo's ` : ` and
+//! `TTY=`, `@` chains, quotes, parentheses, the shape table's keys, ...):
+//! the CPU milliseconds one scrub takes, the best of three. Target: at
+//! most 50 ms each.
 
 mod common;
 use common::machine;
@@ -319,6 +320,16 @@ fn hostile(sc: &Scrubber) {
             l
         }),
         ("shadow keys `' to group '`", repeated("' to group '")),
+        ("sudo key `TTY=` only", repeated("TTY=")),
+        ("sudo lines `x : TTY=`", repeated("x : TTY=")),
+        ("sudo ` : ` then TTY= far", {
+            let mut l = repeated("a : bcdefgh ");
+            l.extend_from_slice(b"TTY=x");
+            l
+        }),
+        ("dovecot keys `imap(`", repeated("imap(")),
+        ("dovecot `imap(a)`", repeated("imap(a)")),
+        ("cron `(a) CMD (`", repeated("(a) CMD (")),
         ("OIDs `2.5.4.3 ` after attr=", {
             let mut l = b"attr=".to_vec();
             l.extend_from_slice(&repeated("2.5.4.3 "));

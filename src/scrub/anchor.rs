@@ -7,7 +7,7 @@
 //!
 //! | anchor | needed by |
 //! |---|---|
-//! | `:` | IPv6 (`::1`, the colon after a first group), `key: value`, JSON `"key":`, sudo's `NAME : TTY=`, Nextcloud's `Login failed: NAME` |
+//! | `:` | IPv6 (`::1`, the colon after a first group), `key: value`, JSON `"key":`, Nextcloud's `Login failed: NAME` |
 //! | `.` after a digit | IPv4 (the dot after the first octet) |
 //! | `=` | `key=value`, useradd's `new user: name=NAME` |
 //! | `@` | e-mail, URL userinfo |
@@ -16,7 +16,6 @@
 //! | `[` | the date of an access-log line |
 //! | space after `r`/`R` | `user NAME`, `user NAME: `, `for NAME from`, `password changed for NAME` |
 //! | `/` after `e` | `/home/NAME` |
-//! | `(` | dovecot's `imap(NAME)`, su's `(to NAME) NAME on`, cron's `(NAME) CMD (` |
 //!
 //! [`worth_a_look`] then throws most anchors away with a look at their
 //! neighbours (`=` after `level` holds no login), and [`backup`] says where the
@@ -42,7 +41,6 @@ fn is_anchor(c: u8, p: u8) -> bool {
         | ((c == b'.') & (p.wrapping_sub(b'0') < 10))
         | ((c == b' ') & (lower == b'r'))
         | ((c == b'/') & (p == b'e'))
-        | (c == b'(')
 }
 
 /// Bit `k` is set when `cur[k]` (after `prev[k]`) is an anchor.
@@ -173,7 +171,6 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
         b':' => {
             after == Some(b':')
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
-                || (before(1) == Some(b' ') && after == Some(b' '))
                 || key_tail_before(s, c)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
                 || super::secrets::key_tail(s, key_end(s, c))
@@ -192,7 +189,6 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
             (lower(3) == Some(b'f') && lower(2) == Some(b'o')) || key_tail_before(s, c)
         }
         b'/' => s[..c].ends_with(b"/home"),
-        b'(' => super::programs::paren_worth_a_look(s, c),
         _ => true, // `@`, `[`
     }
 }
@@ -226,8 +222,10 @@ fn may_be_ipv6(s: &[u8], c: usize) -> bool {
 /// run of digits and dots from it. Decimals (`0.42`, `1700000123.456`) fail.
 fn may_be_ipv4(s: &[u8], c: usize) -> bool {
     // `host-203-0-113-40.example.net`: a dashed address ends at this dot.
-    if s[..c].iter().rev().take(16).filter(|&&b| b == b'-').count() >= 3
-        && s.get(c + 1).is_some_and(u8::is_ascii_alphabetic)
+    // The letter after it first: one byte turns most dots away (decimals,
+    // times, versions) before the 16-byte count.
+    if s.get(c + 1).is_some_and(u8::is_ascii_alphabetic)
+        && s[..c].iter().rev().take(16).filter(|&&b| b == b'-').count() >= 3
     {
         return true;
     }

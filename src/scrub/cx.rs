@@ -22,7 +22,7 @@ pub struct Rewrite {
 
 /// `root@host.example`, `noreply@example.org` as a login value: the mailbox
 /// of a system account or a role, not a person's.
-fn is_role_mailbox(sc: &Scrubber, v: &[u8]) -> bool {
+pub(super) fn is_role_mailbox(sc: &Scrubber, v: &[u8]) -> bool {
     memchr::memchr(b'@', v).is_some_and(|at| sc.is_system_account(&v[..at]))
 }
 
@@ -46,10 +46,8 @@ pub struct Cx<'a> {
     kind: &'static str,
     /// Rewrites so far, when explaining.
     pub(super) log: Option<Vec<Rewrite>>,
-    /// Where the next `TTY=` at or after some position is (sudo's shape),
-    /// once looked up: `Some(None)` when there is none.
-    tty: Option<Option<usize>>,
-    /// Where the next `ip6.arpa` at or after some position is, likewise.
+    /// Where the next `ip6.arpa` at or after some position is, once looked
+    /// up: `Some(None)` when there is none.
     arpa: Option<Option<usize>>,
     /// `(from, at)`: the first token delimiter at or after `from` is at
     /// `at` (`s.len()` when none), once looked up (see [`Cx::next_delimiter`]).
@@ -81,7 +79,6 @@ impl<'a> Cx<'a> {
             rule: "",
             kind: "",
             log: None,
-            tty: None,
             arpa: None,
             delimiter: None,
             curl: None,
@@ -142,19 +139,6 @@ impl<'a> Cx<'a> {
             .map_or(self.s.len(), |n| from + n);
         self.delimiter = Some((from, at));
         at
-    }
-
-    /// The position of the first `TTY=` at or after `from` (the walk only
-    /// goes forward, so a remembered one stays valid until passed).
-    pub fn next_tty(&mut self, from: usize) -> Option<usize> {
-        match self.tty {
-            Some(Some(at)) if at >= from => return Some(at),
-            Some(None) => return None,
-            _ => {}
-        }
-        let found = memchr::memmem::find(&self.s[from..], b"TTY=").map(|n| from + n);
-        self.tty = Some(found);
-        found
     }
 
     /// The position of the first `ip6.arpa` at or after `from`, looked up

@@ -156,6 +156,17 @@ pub fn pseudonym_len_at(s: &[u8], at: usize) -> Option<usize> {
         .find_map(|p| prefixed_len(rest, p))
 }
 
+/// The length of a built-in pseudonym ending at `s[..end]`, if one does:
+/// what a name read backward from `end` stops at (its hex digits are no
+/// name of their own).
+pub fn pseudonym_len_before(s: &[u8], end: usize) -> Option<usize> {
+    let s = &s[..end];
+    [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX]
+        .into_iter()
+        .map(|p| p.len() + HASH_HEX)
+        .find(|&n| end >= n && pseudonym_len_at(s, end - n) == Some(n))
+}
+
 /// The length of `prefix` + 10 lower-case hex digits at the start of `s`.
 pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
     let n = prefix.len() + HASH_HEX;

@@ -21,10 +21,11 @@
 //!   boundaries).
 //! - `login`: logins, user names, e-mail, URL userinfo, access-log users,
 //!   LDAP DNs, handles; the `@` forms that are not mail.
-//! - `programs`: shapes anchored at punctuation (sudo, dovecot, su,
-//!   cron, Nextcloud, `/home/NAME`, ECS); `shadow`: useradd's `name=`.
+//! - `programs`: the shapes a table row cannot say (`/home/NAME`,
+//!   Nextcloud's typed login, ECS); `shadow`: useradd's `name=`.
 //! - `shapes`: the table of program shapes (one row per shape, with a real
-//!   example), compiled into one Aho-Corasick matcher.
+//!   example: sudo, su, cron, dovecot, shadow-utils, pam, ...), compiled
+//!   into one Aho-Corasick matcher.
 //! - `secrets`: credentials (kind `secrets`).
 //! - `everywhere`: recognise once, replace everywhere in the event.
 //! - `hash`: keyed BLAKE3 pseudonyms and the `scrub.key` file.
@@ -45,7 +46,7 @@
 //! | hash of an address | `ip4:3f9a2b1c5d`, `ip6:...` | hashes the binary address: every textual form of one address agrees |
 //! | `user=alice`, `"user":"alice"`, `for alice from` | `u:3f9a2b1c5d` | see `login` for every shape |
 //! | `https://alice:pw@host` | `https://u:...:REDACTED@host` | a password is masked, never hashed |
-//! | `(to root) alice on pts/0`, `(alice) CMD (...)`, `add 'alice' to group 'sudo'` | `u:...` for each user; the group stays | su, cron (`programs`) and shadow-utils (rows of `shapes`) |
+//! | `(to root) alice on pts/0`, `(alice) CMD (...)`, `add 'alice' to group 'sudo'` | `u:...` for each user; the group stays | su, cron and shadow-utils (rows of `shapes`) |
 //! | `name=nginx`, `add 'milk' to cart`, `(to be continued) later on` | unchanged | `name=` is a login only in useradd's lines; the program shapes match whole |
 //! | `12:34:56`, `20:17:03.644`, `2024-05-01T12:34:56Z` | unchanged | too few groups for IPv6, no dotted quad |
 //! | `00:1a:2b:3c:4d:5e`, `00:11:22:33:44:55:66:77` | unchanged | 6 groups; 8 groups of 2 digits = EUI-64 |
@@ -490,9 +491,12 @@ impl Scrubber {
         let mut key = None;
         for (a, b, program) in found {
             let v = &s[a..b];
-            if hash::is_pseudonym(v)
+            // What `Cx::rewrite_login` keeps, the detectors' rewrites.
+            if v == b"-"
+                || hash::is_pseudonym(v)
                 || memchr::memmem::find(v, self.mask_token()).is_some()
                 || self.is_system_account(v)
+                || cx::is_role_mailbox(self, v)
             {
                 continue;
             }

@@ -28,8 +28,7 @@ const COLON: u8 = 4;
 const AT: u8 = 5;
 const BRACKET: u8 = 6;
 const SLASH: u8 = 7;
-const PAREN: u8 = 8;
-const PERCENT: u8 = 9;
+const PERCENT: u8 = 8;
 
 static CLASS: [u8; 256] = {
     let mut t = [SKIP; 256];
@@ -43,7 +42,6 @@ static CLASS: [u8; 256] = {
             b'@' => AT,
             b'[' => BRACKET,
             b'/' => SLASH,
-            b'(' => PAREN,
             b'%' => PERCENT,
             _ => SKIP,
         };
@@ -125,10 +123,6 @@ impl Cx<'_> {
             SLASH => {
                 self.rule = "home_dir";
                 programs::home_dir(self, i).unwrap_or(i + 1)
-            }
-            PAREN => {
-                self.rule = "paren";
-                programs::paren(self, i).unwrap_or(i + 1)
             }
             PERCENT => {
                 self.rule = "at_sign_encoded";
@@ -236,8 +230,8 @@ impl Cx<'_> {
         Some((t, start + (end - left)))
     }
 
-    /// `::` may start a compressed IPv6 address; ` : ` may follow sudo's
-    /// user; `Login failed: ` is followed by Nextcloud's.
+    /// `::` may start a compressed IPv6 address; `Login failed: ` is
+    /// followed by Nextcloud's.
     fn colon(&mut self, i: usize) -> usize {
         let found = match self.s.get(i + 1) {
             Some(b':') => {
@@ -246,10 +240,6 @@ impl Cx<'_> {
                     self.rewrite_v6(i, end, addr);
                     end
                 })
-            }
-            Some(b' ') if i > 0 && self.s[i - 1] == b' ' => {
-                self.rule = "sudo";
-                programs::sudo_user(self, i)
             }
             Some(b' ') => {
                 self.rule = "nextcloud";

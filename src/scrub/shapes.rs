@@ -14,13 +14,26 @@
 //!   on, and 4.1), rewritten (`%q`) or kept (`%Q`, a group); anything up to
 //!   the closing `'` on the line, at most 256 bytes.
 //!
+//! and marks that match text without capturing it:
+//!
+//! - `%^`: the shape starts the text or follows a space (su's and cron's
+//!   `(`, sudo's user); only first;
+//! - `%s`: any text on the same line up to the literal after it, at most
+//!   512 bytes, holding neither the literal before it nor the one after it
+//!   (the nearest pair: sudo's ` : ` ... `TTY=`); the literal after it is
+//!   the shape's key, so each key found costs a look back no longer than
+//!   the distance to the previous one (a hostile line stays linear);
+//! - `%{a|b}`: one of these literals (`)` or `,` after dovecot's user);
+//!   never a key.
+//!
 //! One literal of each shape is its key (the one with the rarest first
-//! bytes, see [`choose_key`]); one Aho-Corasick automaton finds every key in
-//! the text, and the rest of the shape is matched around the hit, forward
-//! and backward. Literals are case-sensitive: these are the programs' own
+//! bytes, see [`choose_key`]); one Aho-Corasick automaton finds [`KEY_LEN`]
+//! bytes of every key in the text, and the rest of the shape (the key's
+//! other bytes included) is matched around the hit, forward and backward. Literals are case-sensitive: these are the programs' own
 //! format strings. A shape whose first literal starts with a letter or
-//! digit must start a word. Adding a program is one row here and its lines
-//! in the corpus (`tests/corpus/scrub/`).
+//! digit must start a word (no letter, digit, `_`, `-` or `.` before it:
+//! `x_pam(` is not dovecot's `pam(`). Adding a program is one row here and
+//! its lines in the corpus (`tests/corpus/scrub/`).
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
@@ -226,6 +239,144 @@ pub const SHAPES: &[Row] = &[
         shape: " by %n(uid=",
         example: "pam_unix(sudo:session): session opened for user root(uid=0) by alice(uid=1000)",
     },
+    // sudo: the invoking user before the first ` : ` of a line holding
+    // `TTY=` (sudo always writes it, `TTY=unknown` without a terminal), so
+    // `a : b` in prose stays; `USER=` is a key, `PWD=/home/NAME` is
+    // `home_dir`'s.
+    Row {
+        program: "sudo",
+        shape: "%^%n : %sTTY=",
+        example: "sudo[4000]:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/usr/bin/apt update",
+    },
+    // util-linux su and runuser: `(to NEW) OLD on TTY`, optionally after
+    // `FAILED SU `; both users. The terminal names the shape:
+    // `(to be continued) later on` stays.
+    Row {
+        program: "su",
+        shape: "%^(to %n) %n on %{pts/|tty|console|none|/dev/}",
+        example: "su[4100]: (to root) alice on pts/0",
+    },
+    // cron: the crontab's owner (a system account such as root stays);
+    // cronie also writes `CMDOUT` and `CMDEND`. The verb in capitals names
+    // the shape: `(CRON) info (No MTA installed)` stays.
+    Row {
+        program: "cron",
+        shape: "%^(%n) CMD (",
+        example: "CRON[5001]: (carol) CMD (/home/carol/bin/backup.sh > /dev/null 2>&1)",
+    },
+    Row {
+        program: "cron",
+        shape: "%^(%n) CMDOUT (",
+        example: "CROND[5003]: (carol) CMDOUT (backup done)",
+    },
+    Row {
+        program: "cron",
+        shape: "%^(%n) CMDEND (",
+        example: "CROND[5003]: (carol) CMDEND (/home/carol/bin/backup.sh > /dev/null 2>&1)",
+    },
+    // dovecot: its services and passdbs/userdbs log as `NAME(user)` or
+    // `NAME(user,ip,<session>)`; only these names, so `f(x)` and
+    // `mapping(alice)` in application logs stay.
+    Row {
+        program: "dovecot",
+        shape: "imap(%n%{)|,}",
+        example: "imap(alice)<7><aBc>: Disconnected: Logged out in=12 out=345 deleted=0 expunged=0 trashed=0 hdr_count=0 hdr_bytes=0 body_count=0 body_bytes=0",
+    },
+    Row {
+        program: "dovecot",
+        shape: "pop3(%n%{)|,}",
+        example: "pop3(alice)<7><aBc>: Disconnected: Logged out top=0/0, retr=1/1234, del=0/1, size=1234",
+    },
+    Row {
+        program: "dovecot",
+        shape: "lmtp(%n%{)|,}",
+        example: "lmtp(alice)<7><aBc>: msgid=<20241010135536.1234@example.org>: saved mail to INBOX",
+    },
+    Row {
+        program: "dovecot",
+        shape: "lda(%n%{)|,}",
+        example: "lda(alice)<7><aBc>: sieve: msgid=<20241010135536.1234@example.org>: stored mail into mailbox 'INBOX'",
+    },
+    Row {
+        program: "dovecot",
+        shape: "managesieve(%n%{)|,}",
+        example: "managesieve(alice)<7><aBc>: Disconnected: Logged out bytes=12/345",
+    },
+    Row {
+        program: "dovecot",
+        shape: "submission(%n%{)|,}",
+        example: "submission(alice)<7><aBc>: Disconnected: Logged out in=12 out=345",
+    },
+    Row {
+        program: "dovecot",
+        shape: "doveadm(%n%{)|,}",
+        example: "doveadm(alice): Error: Syncing mailbox 'INBOX' failed: Mailbox doesn't exist",
+    },
+    Row {
+        program: "dovecot",
+        shape: "indexer-worker(%n%{)|,}",
+        example: "indexer-worker(alice)<7><aBc>: Info: Indexed 12 messages in INBOX",
+    },
+    Row {
+        program: "dovecot",
+        shape: "quota-status(%n%{)|,}",
+        example: "quota-status(alice): Debug: quota check for recipient",
+    },
+    Row {
+        program: "dovecot",
+        shape: "pam(%n%{)|,}",
+        example: "auth-worker(4321): pam(alice,203.0.113.7,<aBc>): pam_authenticate() failed: Authentication failure (Password mismatch?)",
+    },
+    Row {
+        program: "dovecot",
+        shape: "passwd(%n%{)|,}",
+        example: "auth: passwd(alice,203.0.113.7,<aBc>): unknown user",
+    },
+    Row {
+        program: "dovecot",
+        shape: "passwd-file(%n%{)|,}",
+        example: "auth: passwd-file(alice,203.0.113.7,<aBc>): unknown user",
+    },
+    Row {
+        program: "dovecot",
+        shape: "shadow(%n%{)|,}",
+        example: "auth: shadow(alice,203.0.113.7,<aBc>): unknown user",
+    },
+    Row {
+        program: "dovecot",
+        shape: "sql(%n%{)|,}",
+        example: "auth-worker(4321): sql(alice,203.0.113.7,<aBc>): unknown user",
+    },
+    Row {
+        program: "dovecot",
+        shape: "ldap(%n%{)|,}",
+        example: "auth: ldap(alice,203.0.113.7,<aBc>): unknown user",
+    },
+    Row {
+        program: "dovecot",
+        shape: "checkpassword(%n%{)|,}",
+        example: "auth: checkpassword(alice,203.0.113.7,<aBc>): Login failed (status=1)",
+    },
+    Row {
+        program: "dovecot",
+        shape: "static(%n%{)|,}",
+        example: "auth: static(alice,203.0.113.7,<aBc>): Password mismatch",
+    },
+    Row {
+        program: "dovecot",
+        shape: "oauth2(%n%{)|,}",
+        example: "auth: oauth2(alice,203.0.113.7,<aBc>): oauth2 failed: Introspection failed: No username returned",
+    },
+    Row {
+        program: "dovecot",
+        shape: "lua(%n%{)|,}",
+        example: "auth: lua(alice,203.0.113.7,<aBc>): unknown user",
+    },
+    Row {
+        program: "dovecot",
+        shape: "bsdauth(%n%{)|,}",
+        example: "auth: bsdauth(alice,203.0.113.7,<aBc>): Password mismatch",
+    },
     // shadow-utils: accounts in quoted phrases. Groups in membership lines
     // are shared groups and stay; `removed group` removes only a user's
     // private group, named after the user (see `shadow` for `name=`).
@@ -309,15 +460,22 @@ enum Seg {
     Kept,
     /// A quoted name: rewritten (`%q`) or not (`%Q`).
     Quoted(bool),
+    /// `%^`: the start of the text or a space before.
+    Start,
+    /// `%s`: text up to the key on the same line (see the module doc).
+    Skip,
+    /// `%{a|b}`: one of the literals, `|`-separated.
+    OneOf(&'static str),
 }
 
 struct Compiled {
     segs: Vec<Seg>,
-    /// The index in `segs` of the literal the automaton finds.
+    /// The index in `segs` of the literal whose bytes the automaton finds.
     key: usize,
-    /// The automaton's pattern starts with the closing `'` of the quoted
-    /// slot before the key literal.
-    key_quote: bool,
+    /// Where the key literal starts relative to a hit of the pattern:
+    /// `offset` bytes before it, one after if `quote` (see [`Key`]).
+    offset: usize,
+    quote: bool,
     program: &'static str,
 }
 
@@ -339,64 +497,143 @@ fn key_literal(segs: &[Seg], k: usize) -> &'static str {
     }
 }
 
-/// The literal of a shape the automaton looks for, and its pattern. The
-/// automaton's SIMD search (Teddy) fingerprints the first 4 bytes of each
-/// pattern and checks every position they match, so the key is the literal
-/// of at least 4 bytes whose first 4 are rarest (then the longest): `]
-/// Peer Connection` rather than `Authentication for user [`, and `' to
-/// group ` rather than `add ` (a literal after a quoted slot starts with
-/// the slot's closing `'`). Common English words as first bytes (` to `,
-/// ` in `) would have every line of prose checked.
-fn choose_key(segs: &[Seg]) -> (usize, String) {
-    let pattern = |k: usize| {
-        let quote = k > 0 && matches!(segs[k - 1], Seg::Quoted(_));
-        format!("{}{}", if quote { "'" } else { "" }, key_literal(segs, k))
-    };
-    let score = |p: &str| {
-        let rare: usize = p.bytes().take(4).map(rarity).sum();
-        (p.len() >= 4, rare, p.len())
-    };
-    let key = (0..segs.len())
-        .filter(|&k| matches!(segs[k], Seg::Lit(_)))
-        .max_by_key(|&k| score(&pattern(k)))
-        .expect("every shape has a literal");
-    (key, pattern(key))
+/// Where a shape's key is: the literal `seg`, and the automaton's pattern,
+/// [`KEY_LEN`] bytes of it starting `offset` bytes into the literal as
+/// keyed (`quote`: with the closing `'` of the quoted slot before it in
+/// front, which the text holds there too).
+#[derive(Debug, PartialEq, Eq)]
+struct Key {
+    seg: usize,
+    quote: bool,
+    offset: usize,
+    pattern: String,
 }
+
+/// The key of a shape. The automaton's SIMD search (Teddy) fingerprints
+/// each pattern's bytes and checks every position they match, so the
+/// pattern is the window of [`KEY_LEN`] bytes, in any literal, whose bytes
+/// are rarest: `map(` rather than `imap`, `' to ` (after a quoted slot,
+/// led by its closing `'`) rather than `add `. Common English words (` to
+/// `, ` in `, `pass`) would have every line of prose checked. Among windows
+/// as rare, one already in `taken` (another row's) is preferred: rows then
+/// share a pattern (cron's `) CMD (`, `) CMDOUT (`), and the table stays
+/// under Teddy's 64 patterns. After `%s` the key is in the literal that
+/// follows it (the skip is matched backward from there).
+fn choose_key(segs: &[Seg], taken: &[String]) -> Key {
+    let skip = segs.iter().position(|&g| g == Seg::Skip);
+    let mut best: Option<((usize, bool, usize), Key)> = None;
+    for k in 0..segs.len() {
+        if !matches!(segs[k], Seg::Lit(_)) || skip.is_some_and(|sk| k != sk + 1) {
+            continue;
+        }
+        let quote = k > 0 && matches!(segs[k - 1], Seg::Quoted(_));
+        let text = format!("{}{}", if quote { "'" } else { "" }, key_literal(segs, k));
+        // Literals are ASCII (checked by `parse`): every cut is a char
+        // boundary.
+        for offset in 0..=text.len().saturating_sub(KEY_LEN) {
+            let Some(pattern) = text.get(offset..offset + KEY_LEN) else {
+                continue;
+            };
+            let rare: usize = pattern.bytes().map(rarity).sum();
+            let score = (rare, taken.iter().any(|t| t == pattern), text.len());
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                let pattern = pattern.to_owned();
+                best = Some((
+                    score,
+                    Key {
+                        seg: k,
+                        quote,
+                        offset,
+                        pattern,
+                    },
+                ));
+            }
+        }
+    }
+    best.map(|(_, key)| key)
+        .expect("every shape has a literal of 4 bytes or more")
+}
+
+/// The length of the automaton's patterns: Teddy fingerprints 4 bytes of
+/// each (fewer if any pattern is shorter, and then every line is checked
+/// far more often). Teddy takes at most 64 patterns (more and aho-corasick
+/// falls back to a search that walks every byte); rows share patterns
+/// (see [`choose_key`]) and a test keeps the table under the limit. The
+/// rest of the key's literal is compared at each hit.
+const KEY_LEN: usize = 4;
 
 /// The compiled table: one automaton over every row's key.
 pub struct Shapes {
-    /// The same keys, leftmost-first: only this match kind gets the packed
-    /// SIMD searcher (Teddy), which says in one fast scan whether a line
-    /// holds any key and where the first one starts. A standard-semantics
-    /// automaton has no such prefilter and walks every byte; on lines with
-    /// nothing to scrub that walk was half the scrubber's time.
+    /// Every row's pattern, leftmost-first: only this match kind gets the
+    /// packed SIMD searcher (Teddy); a standard-semantics automaton (for
+    /// overlapping matches) walks every byte, which was half the
+    /// scrubber's time on lines with nothing to scrub. The patterns are
+    /// distinct and all [`KEY_LEN`] bytes long, so at most one matches at a
+    /// position: searching again from one byte past each hit finds every
+    /// occurrence, overlapping ones included, each search SIMD-accelerated.
     first: AhoCorasick,
-    /// Every key, overlapping (a key may hide inside another).
-    ac: AhoCorasick,
     /// For each automaton pattern, the rows it keys.
     rows: Vec<Vec<Compiled>>,
 }
 
+/// Parses a shape; panics (at start, and in the tests) on a malformed one.
 fn parse(shape: &'static str) -> Vec<Seg> {
+    assert!(shape.is_ascii(), "shape {shape:?}: literals are ASCII");
     let mut segs = Vec::new();
     let mut rest = shape;
     while let Some(p) = rest.find('%') {
         if p > 0 {
             segs.push(Seg::Lit(&rest[..p]));
         }
+        let mut width = 2;
         segs.push(match rest.as_bytes().get(p + 1) {
             Some(b'n') => Seg::Name,
             Some(b'w') => Seg::Words,
             Some(b'k') => Seg::Kept,
             Some(b'q') => Seg::Quoted(true),
             Some(b'Q') => Seg::Quoted(false),
-            _ => panic!("shape {shape:?}: `%` must be followed by n, w, k, q or Q"),
+            Some(b'^') => Seg::Start,
+            Some(b's') => Seg::Skip,
+            Some(b'{') => {
+                let close = rest[p..]
+                    .find('}')
+                    .unwrap_or_else(|| panic!("shape {shape:?}: `%{{` without `}}`"));
+                width = close + 1;
+                Seg::OneOf(&rest[p + 2..p + close])
+            }
+            _ => panic!("shape {shape:?}: `%` must be followed by n, w, k, q, Q, ^, s or {{"),
         });
-        rest = &rest[p + 2..];
+        rest = &rest[p + width..];
     }
     if !rest.is_empty() {
         segs.push(Seg::Lit(rest));
     }
+    for (k, seg) in segs.iter().enumerate() {
+        let lit_at = |j: Option<usize>| {
+            j.and_then(|j| segs.get(j))
+                .is_some_and(|g| matches!(g, Seg::Lit(_)))
+        };
+        match seg {
+            Seg::Start => assert!(k == 0, "shape {shape:?}: `%^` comes first"),
+            Seg::Skip => assert!(
+                lit_at(k.checked_sub(1)) && lit_at(Some(k + 1)),
+                "shape {shape:?}: `%s` stands between two literals"
+            ),
+            Seg::Words => assert!(
+                lit_at(Some(k + 1)),
+                "shape {shape:?}: `%w` ends at a literal"
+            ),
+            Seg::OneOf(alts) => assert!(
+                !alts.is_empty() && alts.split('|').all(|a| !a.is_empty()),
+                "shape {shape:?}: `%{{}}` lists literals"
+            ),
+            _ => {}
+        }
+    }
+    assert!(
+        segs.iter().filter(|&&g| g == Seg::Skip).count() <= 1,
+        "shape {shape:?}: one `%s` at most"
+    );
     segs
 }
 
@@ -419,11 +656,17 @@ impl Shapes {
         let mut rows: Vec<Vec<Compiled>> = Vec::new();
         for row in SHAPES {
             let segs = parse(row.shape);
-            let (key, pattern) = choose_key(&segs);
+            let Key {
+                seg,
+                quote,
+                offset,
+                pattern,
+            } = choose_key(&segs, &keys);
             let c = Compiled {
-                key_quote: pattern.len() > key_literal(&segs, key).len(),
                 segs,
-                key,
+                key: seg,
+                offset,
+                quote,
                 program: row.program,
             };
             match keys.iter().position(|k| *k == pattern) {
@@ -434,35 +677,31 @@ impl Shapes {
                 }
             }
         }
-        let ac = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .build(&keys)
-            .expect("the shape keys compile");
         let first = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
             .build(&keys)
             .expect("the shape keys compile");
-        Shapes { first, ac, rows }
+        Shapes { first, rows }
     }
 
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
     /// program that names them.
     pub fn find(&self, s: &[u8]) -> Vec<(usize, usize, &'static str)> {
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
-        // Nearly every line holds no key: one SIMD search says so before
-        // the overlapping walk (which cannot use it). No key occurrence
-        // starts before the leftmost one, so the walk starts there.
-        let Some(first) = self.first.find(s) else {
-            return spans;
-        };
-        let input = aho_corasick::Input::new(s).span(first.start()..s.len());
-        for m in self.ac.find_overlapping_iter(input) {
+        let mut from = 0;
+        while let Some(m) = self
+            .first
+            .find(aho_corasick::Input::new(s).span(from..s.len()))
+        {
+            from = m.start() + 1;
             for row in &self.rows[m.pattern().as_usize()] {
-                let ks = m.start() + usize::from(row.key_quote);
-                if let Some(found) = row.match_at(s, ks, m.end()) {
-                    for (a, b) in found {
-                        spans.push((a, b, row.program));
-                    }
+                let ks = (m.start() + usize::from(row.quote)).checked_sub(row.offset);
+                // The spans go straight into `spans` (no vector per hit: a
+                // hostile line holds a key every few bytes); a row that
+                // fails to match takes back what it pushed.
+                let mark = spans.len();
+                if ks.and_then(|ks| row.match_at(s, ks, &mut spans)).is_none() {
+                    spans.truncate(mark);
                 }
             }
         }
@@ -486,12 +725,21 @@ impl Default for Shapes {
 }
 
 impl Compiled {
-    /// The row matched around its key at `s[ks..ke]`: the spans of its
-    /// rewritten slots.
-    fn match_at(&self, s: &[u8], ks: usize, ke: usize) -> Option<Vec<(usize, usize)>> {
-        let mut out = Vec::new();
+    /// The row matched around its key, whose literal must start at
+    /// `s[ks..]`: pushes the spans of its rewritten slots to `out`; `None`
+    /// (with some perhaps pushed) when the row does not match.
+    fn match_at(
+        &self,
+        s: &[u8],
+        ks: usize,
+        out: &mut Vec<(usize, usize, &'static str)>,
+    ) -> Option<()> {
+        let key = key_literal(&self.segs, self.key).as_bytes();
+        if !s[ks..].starts_with(key) {
+            return None;
+        }
         // Forward from the key.
-        let mut p = ke;
+        let mut p = ks + key.len();
         let mut k = self.key + 1;
         while k < self.segs.len() {
             match self.segs[k] {
@@ -501,21 +749,21 @@ impl Compiled {
                     }
                     p += l.len();
                 }
+                Seg::OneOf(alts) => p += one_of_at(s, p, alts)?,
                 Seg::Quoted(rewritten) => {
                     let (a, b) = quoted_forward(s, p)?;
                     if rewritten {
-                        out.push((a, b));
+                        out.push((a, b, self.program));
                     }
                     p = b + 1;
                 }
+                // `parse` puts `%^` first and `choose_key` keys the literal
+                // after `%s`: neither is ever after the key.
+                Seg::Start | Seg::Skip => unreachable!("matched backward"),
                 slot => {
-                    let next = match self.segs.get(k + 1) {
-                        Some(Seg::Lit(l)) => Some(l.as_bytes()),
-                        _ => None,
-                    };
-                    let end = slot_forward(s, p, slot, next)?;
+                    let end = slot_forward(s, p, slot, self.segs.get(k + 1).copied())?;
                     if slot != Seg::Kept {
-                        out.push((p, end));
+                        out.push((p, end, self.program));
                     }
                     p = end;
                 }
@@ -532,23 +780,48 @@ impl Compiled {
                     }
                     p -= l.len();
                 }
+                Seg::OneOf(alts) => {
+                    p -= alts
+                        .split('|')
+                        .find(|a| s[..p].ends_with(a.as_bytes()))?
+                        .len();
+                }
+                Seg::Start => {
+                    if p > 0 && s[p - 1] != b' ' {
+                        return None;
+                    }
+                }
+                Seg::Skip => {
+                    let Seg::Lit(lead) = self.segs[k - 1] else {
+                        unreachable!("`parse` puts a literal before `%s`")
+                    };
+                    p = skip_backward(s, p, lead.as_bytes(), key)?;
+                }
                 Seg::Quoted(rewritten) => {
                     let (a, b) = quoted_backward(s, p)?;
                     if rewritten {
-                        out.push((a, b));
+                        out.push((a, b, self.program));
                     }
                     p = a - 1;
                 }
                 slot => {
-                    let mut b = p;
-                    while b > 0 && p - b < MAX_SLOT && slot_byte(slot, s[b - 1]) {
-                        b -= 1;
-                    }
+                    // A pseudonym (`u:3f9a2b1c5d`) fills the slot whole: the
+                    // name was rewritten by an earlier pass.
+                    let b = match super::hash::pseudonym_len_before(s, p) {
+                        Some(n) => p - n,
+                        None => {
+                            let mut b = p;
+                            while b > 0 && p - b < MAX_SLOT && slot_byte(slot, s[b - 1]) {
+                                b -= 1;
+                            }
+                            b
+                        }
+                    };
                     if b == p || (k == 0 && b > 0 && slot_byte(slot, s[b - 1])) {
                         return None;
                     }
                     if slot != Seg::Kept {
-                        out.push((b, p));
+                        out.push((b, p, self.program));
                     }
                     p = b;
                 }
@@ -556,13 +829,39 @@ impl Compiled {
         }
         // A shape opening with a word starts a word.
         if let Some(Seg::Lit(l)) = self.segs.first() {
-            if l.as_bytes()[0].is_ascii_alphanumeric() && p > 0 && s[p - 1].is_ascii_alphanumeric()
-            {
+            let in_word = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.');
+            if l.as_bytes()[0].is_ascii_alphanumeric() && p > 0 && in_word(s[p - 1]) {
                 return None;
             }
         }
-        Some(out)
+        Some(())
     }
+}
+
+/// The length of the alternative of `alts` (`a|b`) at `s[p..]`.
+fn one_of_at(s: &[u8], p: usize, alts: &str) -> Option<usize> {
+    alts.split('|')
+        .find(|a| s[p..].starts_with(a.as_bytes()))
+        .map(str::len)
+}
+
+/// `%s` before the key at `p`: where the nearest `lead` before it ends, on
+/// the same line and within 512 bytes, with no other `key` between (a line
+/// of keys costs a look back to the previous one each, not 512 bytes).
+fn skip_backward(s: &[u8], p: usize, lead: &[u8], key: &[u8]) -> Option<usize> {
+    const MAX_SKIP: usize = 512;
+    let floor = p.saturating_sub(MAX_SKIP);
+    let mut j = p;
+    while j > floor {
+        if s[j - 1] == b'\n' || s[..j].ends_with(key) {
+            return None;
+        }
+        if s[..j].ends_with(lead) {
+            return Some(j);
+        }
+        j -= 1;
+    }
+    None
 }
 
 /// Whether `c` opens a quoted name (`'x'`, or `` `x' `` of shadow 4.1).
@@ -593,11 +892,15 @@ fn quoted_backward(s: &[u8], p: usize) -> Option<(usize, usize)> {
     (len > 0 && opening_quote(s[open])).then_some((open + 1, close))
 }
 
-/// The end of a slot starting at `p`, before the literal `next` (if any).
-fn slot_forward(s: &[u8], p: usize, slot: Seg, next: Option<&[u8]>) -> Option<usize> {
+/// The end of a slot starting at `p`, before the segment `next` (if any):
+/// a literal or `%{a|b}`.
+fn slot_forward(s: &[u8], p: usize, slot: Seg, next: Option<Seg>) -> Option<usize> {
     let window = &s[p..(p + MAX_SLOT).min(s.len())];
     if slot == Seg::Words {
-        let next = next?;
+        let Some(Seg::Lit(next)) = next else {
+            return None;
+        };
+        let next = next.as_bytes();
         let end = memchr::memmem::find(window, next)?;
         let words = &window[..end];
         return (end > 0 && !words.contains(&b'\n') && !words.contains(&b'"')).then_some(p + end);
@@ -611,15 +914,14 @@ fn slot_forward(s: &[u8], p: usize, slot: Seg, next: Option<&[u8]>) -> Option<us
     if run == 0 {
         return None;
     }
-    match next {
-        // The longest run the next literal follows (a name may end in `.`
-        // before a literal `.`).
-        Some(l) => (1..=run)
-            .rev()
-            .find(|&n| s[p + n..].starts_with(l))
-            .map(|n| p + n),
-        None => Some(p + run),
-    }
+    // The longest run the next literal follows (a name may end in `.`
+    // before a literal `.`).
+    let followed = |n: usize| match next {
+        Some(Seg::Lit(l)) => s[p + n..].starts_with(l.as_bytes()),
+        Some(Seg::OneOf(alts)) => one_of_at(s, p + n, alts).is_some(),
+        _ => true,
+    };
+    (1..=run).rev().find(|&n| followed(n)).map(|n| p + n)
 }
 
 #[cfg(test)]
@@ -648,7 +950,7 @@ mod tests {
         let shapes = Shapes::new();
         let keys: Vec<String> = SHAPES
             .iter()
-            .map(|r| choose_key(&parse(r.shape)).1)
+            .map(|r| choose_key(&parse(r.shape), &[]).pattern)
             .collect();
         for k in &keys {
             assert!(k.len() >= 4, "{k:?}");
@@ -656,10 +958,49 @@ mod tests {
                 assert!(!k.starts_with(common), "{k:?}");
             }
         }
-        assert_eq!(choose_key(&parse("add %q to group %Q")).1, "' to group ");
+        assert_eq!(
+            choose_key(&parse("add %q to group %Q"), &[]).pattern,
+            "' to"
+        );
+        assert_eq!(choose_key(&parse("imap(%n%{)|,}"), &[]).pattern, "map(");
+        assert_eq!(choose_key(&parse("%^%n : %sTTY="), &[]).pattern, "TTY=");
+        // Teddy, the SIMD search, takes 64 patterns at most.
+        assert!(shapes.rows.len() <= 64, "{} patterns", shapes.rows.len());
         assert!(shapes
             .find(b"add it to the group to go in for a walk")
             .is_empty());
+    }
+
+    #[test]
+    fn marks() {
+        let shapes = Shapes::new();
+        let spans = |s: &str| -> Vec<String> {
+            shapes
+                .find(s.as_bytes())
+                .iter()
+                .map(|&(a, b, _)| s[a..b].to_owned())
+                .collect()
+        };
+        // `%s`: the nearest ` : ` before `TTY=`, on the same line.
+        assert_eq!(spans("bob : x : y ; TTY=pts/0"), ["x"]);
+        assert_eq!(spans("bob : x\n; TTY=pts/0"), Vec::<String>::new());
+        assert_eq!(spans("bob : TTY=1 ; TTY=2"), ["bob"]);
+        assert_eq!(spans("a : b"), Vec::<String>::new());
+        // `%^`: start of the text or after a space.
+        assert_eq!(spans("(alice) CMD (x)"), ["alice"]);
+        assert_eq!(spans("f(alice) CMD (x)"), Vec::<String>::new());
+        // `%{a|b}`.
+        assert_eq!(spans("imap(alice): x pam(bob,1.2.3.4)"), ["alice", "bob"]);
+        assert_eq!(
+            spans("imap(alice x) x_pam(bob) mapping(c)"),
+            Vec::<String>::new()
+        );
+        // A pseudonym before a key fills the slot (not its hex digits).
+        assert_eq!(spans("u:3f9a2b1c5d : TTY=x"), ["u:3f9a2b1c5d"]);
+        assert_eq!(
+            spans("(to u:3f9a2b1c5d) u:3f9a2b1c5d on tty1"),
+            ["u:3f9a2b1c5d", "u:3f9a2b1c5d"]
+        );
     }
 
     #[test]

@@ -1203,3 +1203,69 @@ fn a_name_recognised_once_is_replaced_everywhere_in_the_event() {
     keep.scrub(&mut e);
     assert_eq!(e.message, b"GET /files/heidi/");
 }
+
+/// Issue 19: no import circle among the scrubber's modules. Every
+/// `super::NAME` of a module file naming a sibling module is an edge; the
+/// graph must have no cycle (the root, `mod.rs`, declares them all and is
+/// not a sibling).
+#[test]
+fn no_import_circle_among_modules() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scrub");
+    let mut modules: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("src/scrub")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| {
+            let name = p.file_stem().expect("stem").to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).expect("module source"))
+        })
+        .filter(|(name, _)| name != "mod" && name != "tests")
+        .collect();
+    modules.sort();
+    let names: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let edges: Vec<Vec<usize>> = modules
+        .iter()
+        .map(|(_, src)| {
+            let mut to = Vec::new();
+            for (at, _) in src.match_indices("super::") {
+                let rest = &src[at + "super::".len()..];
+                // `super::name` or `super::{a, b::c}`.
+                let list = match rest.strip_prefix('{') {
+                    Some(r) => &r[..r.find('}').unwrap_or(r.len())],
+                    None => &rest[..rest.find(|c: char| !is_ident(c)).unwrap_or(rest.len())],
+                };
+                for item in list.split(',') {
+                    let head = item.trim().split("::").next().unwrap_or("");
+                    if let Some(k) = names.iter().position(|n| *n == head) {
+                        to.push(k);
+                    }
+                }
+            }
+            to
+        })
+        .collect();
+    assert!(names.contains(&"scan") && edges.iter().any(|e| !e.is_empty()));
+    // Depth-first search; `state`: 0 unseen, 1 on the path, 2 done.
+    fn visit(k: usize, edges: &[Vec<usize>], state: &mut [u8], path: &mut Vec<usize>) -> bool {
+        state[k] = 1;
+        path.push(k);
+        for &n in &edges[k] {
+            if state[n] == 1 || (state[n] == 0 && visit(n, edges, state, path)) {
+                path.push(n);
+                return true;
+            }
+        }
+        path.pop();
+        state[k] = 2;
+        false
+    }
+    let mut state = vec![0u8; names.len()];
+    for k in 0..names.len() {
+        let mut path = Vec::new();
+        if state[k] == 0 && visit(k, &edges, &mut state, &mut path) {
+            let cycle: Vec<&str> = path.iter().map(|&i| names[i]).collect();
+            panic!("import circle: {}", cycle.join(" -> "));
+        }
+    }
+}
