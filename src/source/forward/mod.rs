@@ -69,7 +69,8 @@ pub struct RawConfig {
     /// aside at start: what is beyond one frame at the limits, 2 to 16).
     /// Default `128MiB` (8 batches), or the least it may be if more:
     /// `2 × max_frame_bytes + max_decompressed_bytes + 8MiB` (one gzip
-    /// frame at the limits, its copy being inflated, two batches). A
+    /// frame at the limits, its copy being inflated, two batches); a
+    /// smaller value is raised to that, with a warning at start. A
     /// connection that needs more waits (only its client slows down); one
     /// waiting 0.5s while no holder is busy with a whole frame makes those
     /// holding some that received nothing for longest close unacknowledged
@@ -128,6 +129,10 @@ pub struct Config {
     pub max_frame_bytes: ByteSize,
     pub max_decompressed_bytes: ByteSize,
     pub max_buffered_bytes: ByteSize,
+    /// The `max_buffered_bytes` written, when it was below the least and
+    /// was raised to it (said in weir's log at start).
+    #[serde(skip)]
+    pub max_buffered_bytes_raised_from: Option<ByteSize>,
     pub max_connections: u32,
     pub handshake_timeout: HumanDuration,
     pub idle_timeout: HumanDuration,
@@ -187,17 +192,16 @@ impl RawConfig {
         let max_buffered_bytes = self
             .max_buffered_bytes
             .unwrap_or(ByteSize(least_buffered.max(DEFAULT_BUFFERED_BYTES)));
-        if max_buffered_bytes.0 < least_buffered {
-            problems.add(
-                format!("{key}.max_buffered_bytes"),
-                format!(
-                    "must be at least 2 x max_frame_bytes + max_decompressed_bytes + {} ({least_buffered} bytes): \
-                     a gzip frame within those limits (with its copy being inflated) and {MIN_BATCHES} batches \
-                     being appended must fit; lower them too, or raise this",
-                    crate::units::ByteSize((MIN_BATCHES * batch::FULL_BYTES) as u64)
-                ),
-            );
-        }
+        // Below the least, the budget is raised to it rather than refused:
+        // the previous release shipped `max_buffered_bytes = "80MiB"` in
+        // weir.toml, which every edited /etc/weir/weir.toml keeps across an
+        // upgrade, and a refused config would stop Docker's logging.
+        let (max_buffered_bytes, max_buffered_bytes_raised_from) =
+            if max_buffered_bytes.0 < least_buffered {
+                (ByteSize(least_buffered), Some(max_buffered_bytes))
+            } else {
+                (max_buffered_bytes, None)
+            };
         if max_buffered_bytes.0 > 1 << 40 {
             problems.add(format!("{key}.max_buffered_bytes"), "must be at most 1TiB");
         }
@@ -278,6 +282,7 @@ impl RawConfig {
             max_frame_bytes,
             max_decompressed_bytes,
             max_buffered_bytes,
+            max_buffered_bytes_raised_from,
             max_connections,
             handshake_timeout,
             idle_timeout,
@@ -392,6 +397,14 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>, SourceError> {
     let listener = listener::Listener::open(name, config)?;
+    if let Some(asked) = config.max_buffered_bytes_raised_from {
+        tracing::warn!(
+            source = name,
+            asked = %asked,
+            using = %config.max_buffered_bytes,
+            "max_buffered_bytes is below the least the frame limits need (2 x max_frame_bytes + max_decompressed_bytes + 8MiB); using the least (set it to that or more, or remove it for the default)"
+        );
+    }
     let metrics = Metrics::new(ingest.metrics(), name);
     let registry = ingest.metrics();
     let budget = config.max_buffered_bytes.0 as usize;
@@ -480,10 +493,17 @@ mod tests {
             ByteSize(200 << 20),
             "the least it may be"
         );
-        let (_, p) = validate("max_buffered_bytes = \"103MiB\"\n");
-        assert!(format!("{p:?}").contains("max_buffered_bytes"), "{p:?}");
-        let (_, p) = validate("max_buffered_bytes = \"104MiB\"\n");
+        // Below the least (the previous release's shipped "80MiB"): raised
+        // to the least, not refused, and remembered for the warning.
+        for below in ["103MiB", "80MiB"] {
+            let (c, p) = validate(&format!("max_buffered_bytes = \"{below}\"\n"));
+            assert!(p.is_empty(), "{p:?}");
+            assert_eq!(c.max_buffered_bytes, ByteSize(104 << 20));
+            assert!(c.max_buffered_bytes_raised_from.is_some());
+        }
+        let (c, p) = validate("max_buffered_bytes = \"104MiB\"\n");
         assert!(p.is_empty(), "{p:?}");
+        assert_eq!(c.max_buffered_bytes_raised_from, None);
         // Batches get what is beyond one frame at the limits.
         let mib = 1 << 20;
         assert_eq!(batches_in_flight(104 * mib, 96 * mib), 2);

@@ -535,7 +535,7 @@ fn flood(conns: &mut [UnixStream], frame: &[u8], stop: usize, limit: Duration) -
 /// `n` connections each send a 15 MiB Forward frame but its last KiB and
 /// stall. Before the source-wide budget each held its frame: 64 of them
 /// were 960 MiB. Now what they hold together beyond 64 KiB each is
-/// `max_buffered_bytes` (80 MiB by default), the valid client beside keeps
+/// `max_buffered_bytes` (128 MiB by default), the valid client beside keeps
 /// its 1 s acks, and a client sending a 2 MiB frame afterwards gets it
 /// acked: the stalled holders give way to it.
 fn many_connections_with_15_mib_frames(n: usize) {
@@ -601,11 +601,9 @@ fn gzip_frame_inflating_to(junk_mib: usize, chunk: &str) -> Vec<u8> {
     gzip_frame("t", &entries, flate2::Compression::fast(), Some(chunk))
 }
 
-/// 16 connections each send a gzip frame that inflates to 3 MiB, with a
-/// budget (`max_buffered_bytes`, 5 MiB here: 1 MiB frames, 4 MiB
-/// inflated) that holds one such frame's inflated data at a time: the
-/// others drop what they inflated, wait for room, inflate again. None is
-/// refused or left waiting: every frame is acked.
+/// 16 connections each send a gzip frame that inflates to 3 MiB (1 MiB
+/// frames, 4 MiB inflated at most, the default budget): none is refused or
+/// left waiting, every frame is acked.
 ///
 /// Inflating runs on blocking threads, two frames at a time
 /// (`INFLATES_IN_FLIGHT`), so a valid client beside keeps its 1 s acks
