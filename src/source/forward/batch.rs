@@ -228,12 +228,23 @@ impl<'s> Batch<'s> {
                 }
             }
         }
-        for e in &mut events {
+        // What the kept events hold stays within one full batch's bytes:
+        // spare events keep the room of every event that ever used them, so
+        // without it a client growing them at ever-changing places could
+        // make 8 pooled vectors of 4,096 events pin 16 KiB each (512 MiB).
+        let mut held = 0;
+        let mut keep = 0;
+        for e in events.iter_mut().take(KEEP) {
             if e.message.capacity() > KEEP_MESSAGE_BYTES {
                 e.message = Vec::new();
             }
+            held += retained_bytes(e);
+            if held > FULL_BYTES {
+                break;
+            }
+            keep += 1;
         }
-        events.truncate(KEEP);
+        events.truncate(keep);
         self.spares.give(events);
     }
 }
@@ -244,6 +255,11 @@ fn keepable(e: &mut Event) -> bool {
     if e.message.capacity() > OWN_MESSAGE_BYTES {
         e.message = Vec::new();
     }
+    retained_bytes(e) <= OWN_EVENT_BYTES
+}
+
+/// The heap bytes `e` holds (its strings' room, its fields' vector).
+fn retained_bytes(e: &Event) -> usize {
     let labels = &e.labels;
     let labels = [
         &labels.host,
@@ -260,7 +276,7 @@ fn keepable(e: &mut Event) -> bool {
             .iter()
             .map(|(k, v)| k.capacity() + v.capacity())
             .sum::<usize>();
-    e.message.capacity() + labels + fields <= OWN_EVENT_BYTES
+    e.message.capacity() + labels + fields
 }
 
 /// Where reassembly delivers finished lines.
@@ -407,5 +423,27 @@ mod tests {
             b.clear();
         }
         assert_eq!(spares.lock().len(), POOL);
+    }
+
+    /// A pooled vector keeps at most one full batch's bytes, however its
+    /// events' room was grown (each event with a 16 KiB message, the most
+    /// one may keep, is 4,096 x 16 KiB = 64 MiB without the bound).
+    #[test]
+    fn a_pooled_vector_holds_at_most_a_full_batch_of_bytes() {
+        let spares = Spares::default();
+        let mut b = Batch::new(&spares);
+        for _ in 0..FULL {
+            b.slot().message = vec![b'x'; KEEP_MESSAGE_BYTES];
+        }
+        b.clear();
+        let pool = spares.lock();
+        assert_eq!(pool.len(), 1);
+        let held: usize = pool[0].iter().map(retained_bytes).sum();
+        assert!(held <= FULL_BYTES, "{held} bytes kept");
+        assert!(
+            pool[0].len() >= FULL_BYTES / (KEEP_MESSAGE_BYTES * 2),
+            "{}",
+            pool[0].len()
+        );
     }
 }
