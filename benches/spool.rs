@@ -405,24 +405,31 @@ async fn read_throughput(dir: &Path) -> (f64, f64, f64, f64) {
     )
 }
 
+/// The bench's directory and runtime for the section `what` run alone,
+/// after saying what runs where and how busy the machine is.
+fn section(what: &str) -> (PathBuf, tokio::runtime::Runtime) {
+    let dir = bench_dir();
+    println!(
+        "spool benchmark ({what} only): {} ; dir {}",
+        machine(),
+        dir.display()
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.trim());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    (dir, rt)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` compatibility
     }
     if std::env::args().any(|a| a == "read") {
-        let dir = bench_dir();
-        println!(
-            "spool benchmark (read only): {} ; dir {}",
-            machine(),
-            dir.display()
-        );
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!("load average at start: {}", load.trim());
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, rt) = section("read");
         for _ in 0..2 {
             let (bytes, append_cpu, eps, read_cpu) = rt.block_on(read_throughput(&dir));
             println!(
@@ -434,19 +441,7 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "open") {
-        let dir = bench_dir();
-        println!(
-            "spool benchmark (open only): {} ; dir {}",
-            machine(),
-            dir.display()
-        );
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!("load average at start: {}", load.trim());
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (dir, rt) = section("open");
         // Records of 100 events, and of one (a Docker message per append).
         for per_record in [BATCH, 1, BATCH, 1] {
             let (secs, mbs) = rt.block_on(open_time(&dir, per_record));

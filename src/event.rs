@@ -177,6 +177,27 @@ impl Event {
         let fields: usize = self.fields.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         24 + labels + self.message.len() + fields
     }
+
+    /// The heap bytes this event holds: its buffers' capacities (not their
+    /// lengths) and its field list's. What keeping it for reuse costs: the
+    /// pools of reused events (forward batches, the journal mapping, the
+    /// spool reader) bound what they keep with it.
+    pub fn held_bytes(&self) -> usize {
+        let l = &self.labels;
+        let labels: usize = [&l.host, &l.app, &l.service, &l.container_name, &l.unit]
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::capacity))
+            .sum();
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.capacity() + v.capacity())
+            .sum();
+        self.message.capacity()
+            + labels
+            + fields
+            + self.fields.capacity() * std::mem::size_of::<(String, String)>()
+    }
 }
 
 /// Spool encoding of events, in two versions; the record header says which

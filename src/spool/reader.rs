@@ -138,7 +138,7 @@ impl Reader {
             events
                 .into_iter()
                 .take(room)
-                .filter(|e| held_bytes(e) <= POOL_EVENT_BYTES),
+                .filter(|e| e.held_bytes() <= POOL_EVENT_BYTES),
         );
     }
 
@@ -395,21 +395,6 @@ impl Decode<'_> {
         }
         bytes
     }
-}
-
-/// Bytes of buffers an event holds (capacities, not lengths).
-fn held_bytes(e: &Event) -> usize {
-    let l = &e.labels;
-    let labels: usize = [&l.host, &l.app, &l.service, &l.container_name, &l.unit]
-        .iter()
-        .map(|s| s.as_ref().map_or(0, String::capacity))
-        .sum();
-    let fields: usize = e
-        .fields
-        .iter()
-        .map(|(k, v)| k.capacity() + v.capacity())
-        .sum();
-    e.message.capacity() + labels + fields + e.fields.capacity() * 48
 }
 
 /// Logs and counts a record found damaged after the spool was opened (the

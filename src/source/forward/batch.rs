@@ -238,7 +238,7 @@ impl<'s> Batch<'s> {
             if e.message.capacity() > KEEP_MESSAGE_BYTES {
                 e.message = Vec::new();
             }
-            held += retained_bytes(e);
+            held += e.held_bytes();
             if held > FULL_BYTES {
                 break;
             }
@@ -255,28 +255,7 @@ fn keepable(e: &mut Event) -> bool {
     if e.message.capacity() > OWN_MESSAGE_BYTES {
         e.message = Vec::new();
     }
-    retained_bytes(e) <= OWN_EVENT_BYTES
-}
-
-/// The heap bytes `e` holds (its strings' room, its fields' vector).
-fn retained_bytes(e: &Event) -> usize {
-    let labels = &e.labels;
-    let labels = [
-        &labels.host,
-        &labels.app,
-        &labels.service,
-        &labels.container_name,
-        &labels.unit,
-    ]
-    .into_iter()
-    .map(|l| l.as_ref().map_or(0, String::capacity))
-    .sum::<usize>();
-    let fields = e.fields.capacity() * std::mem::size_of::<(String, String)>()
-        + e.fields
-            .iter()
-            .map(|(k, v)| k.capacity() + v.capacity())
-            .sum::<usize>();
-    e.message.capacity() + labels + fields
+    e.held_bytes() <= OWN_EVENT_BYTES
 }
 
 /// Where reassembly delivers finished lines.
@@ -438,7 +417,7 @@ mod tests {
         b.clear();
         let pool = spares.lock();
         assert_eq!(pool.len(), 1);
-        let held: usize = pool[0].iter().map(retained_bytes).sum();
+        let held: usize = pool[0].iter().map(Event::held_bytes).sum();
         assert!(held <= FULL_BYTES, "{held} bytes kept");
         assert!(
             pool[0].len() >= FULL_BYTES / (KEEP_MESSAGE_BYTES * 2),

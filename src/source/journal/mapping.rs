@@ -100,7 +100,7 @@ impl Entry {
     /// leaving the vector empty for the caller to reuse.
     pub fn recycle(&mut self, events: &mut Vec<Event>) {
         for e in events.drain(..) {
-            if self.spare.len() < SPARE_EVENTS && buffers(&e) <= SPARE_EVENT_BYTES {
+            if self.spare.len() < SPARE_EVENTS && e.held_bytes() <= SPARE_EVENT_BYTES {
                 self.spare.push(e);
             }
         }
@@ -332,21 +332,6 @@ fn put_field(fields: &mut Vec<(String, String)>, n: &mut usize, name: &[u8], val
         fields.push((lossy(name), lossy(value)));
     }
     *n += 1;
-}
-
-/// Bytes of buffers an event holds.
-fn buffers(e: &Event) -> usize {
-    let l = &e.labels;
-    let labels: usize = [&l.host, &l.app, &l.service, &l.container_name, &l.unit]
-        .iter()
-        .map(|s| s.as_ref().map_or(0, String::capacity))
-        .sum();
-    let fields: usize = e
-        .fields
-        .iter()
-        .map(|(k, v)| k.capacity() + v.capacity())
-        .sum();
-    e.message.capacity() + labels + fields
 }
 
 /// Sets a label slot to `value` (the first occurrence wins), reusing its string.

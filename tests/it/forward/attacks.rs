@@ -532,16 +532,9 @@ fn flood(conns: &mut [UnixStream], frame: &[u8], stop: usize, limit: Duration) -
     (done, closed.iter().filter(|&&c| c).count())
 }
 
-/// `n` connections each send a 15 MiB Forward frame but its last KiB and
-/// stall. Before the source-wide budget each held its frame: 64 of them
-/// were 960 MiB. Now what they hold together beyond 64 KiB each is
-/// `max_buffered_bytes` (128 MiB by default), the valid client beside keeps
-/// its 1 s acks, and a client sending a 2 MiB frame afterwards gets it
-/// acked: the stalled holders give way to it.
-fn many_connections_with_15_mib_frames(n: usize) {
-    let mut agent = Agent::start("", "");
-    let beside = Beside::start(&agent);
-    let before = agent.mib("VmRSS");
+/// `n` connections each sending a 15 MiB Forward frame but its last KiB,
+/// for 5 s: the connections, how many sent it whole, how many weir closed.
+fn stall_big_frames(agent: &Agent, n: usize) -> (Vec<UnixStream>, usize, usize) {
     let frame = forward_frame("t", 15 << 20, 1000, "big");
     let mut conns: Vec<UnixStream> = (0..n)
         .map(|_| {
@@ -556,6 +549,20 @@ fn many_connections_with_15_mib_frames(n: usize) {
         frame.len() - 1024,
         Duration::from_secs(5),
     );
+    (conns, whole, closed)
+}
+
+/// `n` connections each send a 15 MiB Forward frame but its last KiB and
+/// stall. Before the source-wide budget each held its frame: 64 of them
+/// were 960 MiB. Now what they hold together beyond 64 KiB each is
+/// `max_buffered_bytes` (128 MiB by default), the valid client beside keeps
+/// its 1 s acks, and a client sending a 2 MiB frame afterwards gets it
+/// acked: the stalled holders give way to it.
+fn many_connections_with_15_mib_frames(n: usize) {
+    let mut agent = Agent::start("", "");
+    let beside = Beside::start(&agent);
+    let before = agent.mib("VmRSS");
+    let (conns, whole, closed) = stall_big_frames(&agent, n);
     let peak = agent.mib("VmHWM");
 
     let started = Instant::now();
@@ -806,20 +813,7 @@ fn every_attack_at_once_stays_within_256_mib() {
         }
         s
     };
-    let frame = forward_frame("t", 15 << 20, 1000, "big");
-    let mut conns: Vec<UnixStream> = (0..BIG)
-        .map(|_| {
-            let s = UnixStream::connect(&agent.socket).unwrap();
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
-    let (whole, closed) = flood(
-        &mut conns,
-        &frame,
-        frame.len() - 1024,
-        Duration::from_secs(5),
-    );
+    let (conns, whole, closed) = stall_big_frames(&agent, BIG);
     // Each attacker gets its own ack, or is closed by weir when the budget
     // needs its room back (which of them depends on timing); it never gets a
     // wrong ack, and never waits forever.
