@@ -29,7 +29,10 @@
 //! One literal of each shape is its key (the one with the rarest first
 //! bytes, see [`choose_key`]); one Aho-Corasick automaton finds [`KEY_LEN`]
 //! bytes of every key in the text, and the rest of the shape (the key's
-//! other bytes included) is matched around the hit, forward and backward. Literals are case-sensitive: these are the programs' own
+//! other bytes included) is matched around the hit, forward and backward.
+//! A shape opening with a lower-case word and `(` (dovecot's `imap(%n`) is
+//! keyed by that word instead, found before each `(` of the text (see
+//! [`Shapes::calls`]). Literals are case-sensitive: these are the programs' own
 //! format strings. A shape whose first literal starts with a letter or
 //! digit must start a word (no letter, digit, `_`, `-` or `.` before it:
 //! `x_pam(` is not dovecot's `pam(`). Adding a program is one row here and
@@ -574,6 +577,29 @@ pub struct Shapes {
     first: AhoCorasick,
     /// For each automaton pattern, the rows it keys.
     rows: Vec<Vec<Compiled>>,
+    /// The rows that open with a word and `(` (dovecot's `imap(%n`,
+    /// `pam(%n,`), by that word, sorted: found by each `(` of the text
+    /// (memchr) and the word before it, not by the automaton. As 4-byte
+    /// patterns (`map(`, `op3(`: lower-case letters) they filled Teddy's
+    /// buckets so that most lines of prose became candidates to verify:
+    /// about 900 more instructions on every line with nothing to scrub.
+    calls: Vec<(&'static [u8], Vec<Compiled>)>,
+    /// The longest word of `calls`.
+    longest_call: usize,
+}
+
+/// A byte of a [`Shapes::calls`] word (dovecot's `indexer-worker`).
+fn call_byte(c: u8) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
+}
+
+/// The word of a row that opens with `WORD(` (see [`Shapes::calls`]).
+fn call_word(segs: &[Seg]) -> Option<&'static [u8]> {
+    let Some(&Seg::Lit(l)) = segs.first() else {
+        return None;
+    };
+    let word = l.strip_suffix('(')?.as_bytes();
+    (!word.is_empty() && word.iter().all(|&c| call_byte(c))).then_some(word)
 }
 
 /// Parses a shape; panics (at start, and in the tests) on a malformed one.
@@ -654,8 +680,23 @@ impl Shapes {
     pub fn new() -> Shapes {
         let mut keys: Vec<String> = Vec::new();
         let mut rows: Vec<Vec<Compiled>> = Vec::new();
+        let mut calls: Vec<(&'static [u8], Vec<Compiled>)> = Vec::new();
         for row in SHAPES {
             let segs = parse(row.shape);
+            if let Some(word) = call_word(&segs) {
+                let c = Compiled {
+                    segs,
+                    key: 0,
+                    offset: 0,
+                    quote: false,
+                    program: row.program,
+                };
+                match calls.iter_mut().find(|(w, _)| *w == word) {
+                    Some((_, rows)) => rows.push(c),
+                    None => calls.push((word, vec![c])),
+                }
+                continue;
+            }
             let Key {
                 seg,
                 quote,
@@ -681,7 +722,14 @@ impl Shapes {
             .match_kind(MatchKind::LeftmostFirst)
             .build(&keys)
             .expect("the shape keys compile");
-        Shapes { first, rows }
+        calls.sort_unstable_by_key(|(w, _)| *w);
+        let longest_call = calls.iter().map(|(w, _)| w.len()).max().unwrap_or(0);
+        Shapes {
+            first,
+            rows,
+            calls,
+            longest_call,
+        }
     }
 
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
@@ -702,6 +750,31 @@ impl Shapes {
                 let mark = spans.len();
                 if ks.and_then(|ks| row.match_at(s, ks, &mut spans)).is_none() {
                     spans.truncate(mark);
+                }
+            }
+        }
+        if !self.calls.is_empty() {
+            for p in memchr::memchr_iter(b'(', s) {
+                // The word before the `(`; a longer run of word bytes is
+                // no word of the table (and the look back stays short).
+                let mut w = p;
+                while w > 0 && p - w <= self.longest_call && call_byte(s[w - 1]) {
+                    w -= 1;
+                }
+                if w == p || p - w > self.longest_call {
+                    continue;
+                }
+                let Ok(i) = self
+                    .calls
+                    .binary_search_by(|(word, _)| (*word).cmp(&s[w..p]))
+                else {
+                    continue;
+                };
+                for row in &self.calls[i].1 {
+                    let mark = spans.len();
+                    if row.match_at(s, w, &mut spans).is_none() {
+                        spans.truncate(mark);
+                    }
                 }
             }
         }
@@ -962,7 +1035,10 @@ mod tests {
             choose_key(&parse("add %q to group %Q"), &[]).pattern,
             "' to"
         );
-        assert_eq!(choose_key(&parse("imap(%n%{)|,}"), &[]).pattern, "map(");
+        // Rows opening with `WORD(` are found by their `(`, not by Teddy.
+        assert!(call_word(&parse("imap(%n%{)|,}")).is_some());
+        assert!(call_word(&parse("by %n(uid=")).is_none());
+        assert!(shapes.calls.len() >= 20, "{}", shapes.calls.len());
         assert_eq!(choose_key(&parse("%^%n : %sTTY="), &[]).pattern, "TTY=");
         // Teddy, the SIMD search, takes 64 patterns at most.
         assert!(shapes.rows.len() <= 64, "{} patterns", shapes.rows.len());
