@@ -405,12 +405,13 @@ async fn read_throughput(dir: &Path) -> (f64, f64, f64, f64) {
     )
 }
 
-/// The bench's directory and runtime for the section `what` run alone,
-/// after saying what runs where and how busy the machine is.
+/// The bench's directory and runtime for `what` (`""`: every section;
+/// `" (read only)"`: one), after saying what runs where and how busy the
+/// machine is.
 fn section(what: &str) -> (PathBuf, tokio::runtime::Runtime) {
     let dir = bench_dir();
     println!(
-        "spool benchmark ({what} only): {} ; dir {}",
+        "spool benchmark{what}: {} ; dir {}",
         machine(),
         dir.display()
     );
@@ -429,7 +430,7 @@ fn main() {
         return; // `cargo bench -- --list` compatibility
     }
     if std::env::args().any(|a| a == "read") {
-        let (dir, rt) = section("read");
+        let (dir, rt) = section(" (read only)");
         for _ in 0..2 {
             let (bytes, append_cpu, eps, read_cpu) = rt.block_on(read_throughput(&dir));
             println!(
@@ -441,7 +442,7 @@ fn main() {
         return;
     }
     if std::env::args().any(|a| a == "open") {
-        let (dir, rt) = section("open");
+        let (dir, rt) = section(" (open only)");
         // Records of 100 events, and of one (a Docker message per append).
         for per_record in [BATCH, 1, BATCH, 1] {
             let (secs, mbs) = rt.block_on(open_time(&dir, per_record));
@@ -454,22 +455,13 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
-    let dir = bench_dir();
-    println!("spool benchmark: {} ; dir {}", machine(), dir.display());
+    let (dir, rt) = section("");
     let batch: Vec<Event> = (0..BATCH as u64).map(event).collect();
     let size = encoded_size(&batch);
     println!(
         "event: {size} bytes encoded (in a record of {BATCH}), {BATCH} per append; {} MiB per run",
         TOTAL_BYTES >> 20
     );
-
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average at start: {}", load.trim());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     // Raw and spool runs alternate, so that a change in the machine's load
     // (it is shared) hits both sides of each ratio alike.
     let mut ratios = Vec::new();
