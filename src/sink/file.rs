@@ -284,18 +284,36 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
 /// The pieces of JSON the file sink writes, as serde_json writes them (the
 /// Loki sink sizes its JSON entries with the same escaping tables).
 pub(crate) mod json {
-    /// `v` in decimal.
+    /// The two digits of 0..=99, for writing numbers two digits at a time.
+    const PAIRS: [u8; 200] = {
+        let mut t = [0u8; 200];
+        let mut i = 0;
+        while i < 100 {
+            t[2 * i] = b'0' + (i / 10) as u8;
+            t[2 * i + 1] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        t
+    };
+
+    /// `v` in decimal, two digits per division (a timestamp has 19).
     pub fn int(out: &mut Vec<u8>, v: i64) {
         let mut digits = [0u8; 20];
         let mut n = v.unsigned_abs();
         let mut at = digits.len();
-        loop {
+        while n >= 100 {
+            let p = (n % 100) as usize * 2;
+            n /= 100;
+            at -= 2;
+            digits[at..at + 2].copy_from_slice(&PAIRS[p..p + 2]);
+        }
+        if n >= 10 {
+            let p = n as usize * 2;
+            at -= 2;
+            digits[at..at + 2].copy_from_slice(&PAIRS[p..p + 2]);
+        } else {
             at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+            digits[at] = b'0' + n as u8;
         }
         if v < 0 {
             out.push(b'-');
@@ -374,12 +392,61 @@ pub(crate) mod json {
         (control | quote | backslash) & HIGH != 0
     }
 
-    /// `s` as a quoted JSON string; runs that need no escaping are copied
-    /// whole, found 8 bytes at a time (most lines have nothing to escape).
+    /// Whether any byte of `s` needs escaping, tested 8 bytes at a time
+    /// with no byte loop: the last word of a longer string overlaps the one
+    /// before it, and a string under 8 bytes is read as two overlapping
+    /// halves (its first and last 4, 2 or 1 bytes; the rest of the word is
+    /// filled with `a`, which needs none). Most strings of a line (labels,
+    /// field names and values) are short and need no escaping: this is the
+    /// whole cost of writing them, besides the copy.
+    pub(crate) fn any_needs_escape(s: &[u8]) -> bool {
+        const FILL: u64 = 0x6161_6161_6161_6161;
+        let n = s.len();
+        let w = |i: usize| u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+        let half = |i: usize, k: usize| match k {
+            4 => u64::from(u32::from_le_bytes(s[i..i + 4].try_into().expect("4 bytes"))),
+            2 => u64::from(u16::from_le_bytes(s[i..i + 2].try_into().expect("2 bytes"))),
+            _ => u64::from(s[i]),
+        };
+        if n >= 8 {
+            let mut i = 0;
+            while i + 8 <= n {
+                if needs_escape(w(i)) {
+                    return true;
+                }
+                i += 8;
+            }
+            return i < n && needs_escape(w(n - 8));
+        }
+        let k = match n {
+            0 => return false,
+            1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        };
+        // Lanes 0..k hold the first k bytes, lanes 4..4+k the last k; the others are filler.
+        let keep = (1u64 << (8 * k)) - 1;
+        let lanes = keep | keep << 32;
+        let word = half(0, k) | half(n - k, k) << 32;
+        needs_escape(word | (FILL & !lanes))
+    }
+
+    /// `s` as a quoted JSON string. Nearly every string needs no escaping
+    /// and is copied whole; else runs that need none are copied whole,
+    /// found 8 bytes at a time.
     pub fn string(out: &mut Vec<u8>, s: &str) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let s = s.as_bytes();
         out.push(b'"');
+        if any_needs_escape(s) {
+            escaped(out, s);
+        } else {
+            out.extend_from_slice(s);
+        }
+        out.push(b'"');
+    }
+
+    fn escaped(out: &mut Vec<u8>, s: &[u8]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut start = 0;
         let mut i = 0;
         while i < s.len() {
@@ -406,7 +473,6 @@ pub(crate) mod json {
             start = i;
         }
         out.extend_from_slice(&s[start..]);
-        out.push(b'"');
     }
 }
 
@@ -627,6 +693,46 @@ mod tests {
                     assert_eq!(json::needs_escape(u64::from_le_bytes(w)), want, "{w:?}");
                 }
             }
+        }
+    }
+
+    /// The whole-string test agrees with the byte table for strings of
+    /// every length up to 40, with every byte at every place (and at two
+    /// places), among neighbours that need no escaping.
+    #[test]
+    fn string_test_finds_exactly_the_strings_to_escape() {
+        for len in 0..40 {
+            for filler in [b'a', 0xff, b'!', b'#', b']', 0x7f, 0x20] {
+                assert!(!json::any_needs_escape(&vec![filler; len]), "{len} {filler}");
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut s = vec![filler; len];
+                        s[at] = b;
+                        let want = json::ESCAPE[b as usize] != 0;
+                        assert_eq!(json::any_needs_escape(&s), want, "{s:?}");
+                        s[len - 1 - at] = b;
+                        assert_eq!(json::any_needs_escape(&s), want, "{s:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Numbers of every length and sign, as serde_json writes them.
+    #[test]
+    fn integers_are_written_as_serde_json_writes_them() {
+        let mut cases = vec![0, i64::MIN, i64::MAX, i64::MIN + 1];
+        let mut p: i64 = 1;
+        for _ in 0..19 {
+            for d in [-1, 0, 1] {
+                cases.extend([p + d, -(p + d), 7 * p + d]);
+            }
+            p = p.saturating_mul(10);
+        }
+        for v in cases {
+            let mut out = Vec::new();
+            json::int(&mut out, v);
+            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{v}");
         }
     }
 
