@@ -703,7 +703,10 @@ mod tests {
     fn string_test_finds_exactly_the_strings_to_escape() {
         for len in 0..40 {
             for filler in [b'a', 0xff, b'!', b'#', b']', 0x7f, 0x20] {
-                assert!(!json::any_needs_escape(&vec![filler; len]), "{len} {filler}");
+                assert!(
+                    !json::any_needs_escape(&vec![filler; len]),
+                    "{len} {filler}"
+                );
                 for at in 0..len {
                     for b in 0..=255u8 {
                         let mut s = vec![filler; len];

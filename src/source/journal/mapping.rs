@@ -163,28 +163,31 @@ impl Entry {
                     set_lossy(&mut self.container_id_full, value);
                 }
             }
-            b"CONTAINER_TAG" => self.push_field(b"container_tag", value),
-            b"IMAGE_NAME" => self.push_field(b"image_name", value),
+            // Names known here are passed as text: no UTF-8 check, and a
+            // copy only when the refilled field had another name (units
+            // store their fields in different orders).
+            b"CONTAINER_TAG" => self.push_field(Name::Known("container_tag"), value),
+            b"IMAGE_NAME" => self.push_field(Name::Known("image_name"), value),
             // The first `SYSLOG_IDENTIFIER` and `_PID` fields also serve
             // [`Entry::identity`] and the `service` label: looked up there
             // rather than copied.
-            b"SYSLOG_IDENTIFIER"
-            | b"_PID"
-            | b"_UID"
-            | b"_COMM"
-            | b"_BOOT_ID"
-            | b"_TRANSPORT"
-            | b"_SYSTEMD_USER_UNIT" => self.push_field(name, value),
+            b"SYSLOG_IDENTIFIER" => self.push_field(Name::Known("SYSLOG_IDENTIFIER"), value),
+            b"_PID" => self.push_field(Name::Known("_PID"), value),
+            b"_UID" => self.push_field(Name::Known("_UID"), value),
+            b"_COMM" => self.push_field(Name::Known("_COMM"), value),
+            b"_BOOT_ID" => self.push_field(Name::Known("_BOOT_ID"), value),
+            b"_TRANSPORT" => self.push_field(Name::Known("_TRANSPORT"), value),
+            b"_SYSTEMD_USER_UNIT" => self.push_field(Name::Known("_SYSTEMD_USER_UNIT"), value),
             b"SYSLOG_RAW" | b"SYSLOG_TIMESTAMP" | b"SYSLOG_PID" | b"COREDUMP" => {}
             _ if name.first() == Some(&b'_') => {}
-            _ if value.len() <= MAX_FIELD_VALUE => self.push_field(name, value),
+            _ if value.len() <= MAX_FIELD_VALUE => self.push_field(Name::Raw(name), value),
             _ => {}
         }
     }
 
     /// Appends a field, refilling the strings of an earlier entry's field
     /// in that place if there is one.
-    fn push_field(&mut self, name: &[u8], value: &[u8]) {
+    fn push_field(&mut self, name: Name<'_>, value: &[u8]) {
         put_field(&mut self.event.fields, &mut self.nfields, name, value);
     }
 
@@ -249,7 +252,7 @@ impl Entry {
             put_field(
                 &mut e.fields,
                 &mut self.nfields,
-                b"container_id",
+                Name::Known("container_id"),
                 id.as_bytes(),
             );
         }
@@ -257,7 +260,7 @@ impl Entry {
             put_field(
                 &mut e.fields,
                 &mut self.nfields,
-                b"weir_truncated",
+                Name::Known("weir_truncated"),
                 self.truncated.as_bytes(),
             );
         }
@@ -319,17 +322,46 @@ fn name_end(data: &[u8]) -> Option<usize> {
     }
 }
 
+/// A field's name: one the mapping knows (text already), or as the entry has it.
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    Known(&'static str),
+    Raw(&'a [u8]),
+}
+
+impl Name<'_> {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Name::Known(s) => s.as_bytes(),
+            Name::Raw(b) => b,
+        }
+    }
+
+    /// Overwrites `out` with the name (invalid UTF-8 replaced).
+    fn set(&self, out: &mut String) {
+        match self {
+            Name::Known(s) => {
+                out.clear();
+                out.push_str(s);
+            }
+            Name::Raw(b) => set_lossy(out, b),
+        }
+    }
+}
+
 /// Sets `fields[*n]` (reusing its strings) or appends it, and counts it.
-fn put_field(fields: &mut Vec<(String, String)>, n: &mut usize, name: &[u8], value: &[u8]) {
+fn put_field(fields: &mut Vec<(String, String)>, n: &mut usize, name: Name<'_>, value: &[u8]) {
     if let Some((k, v)) = fields.get_mut(*n) {
         // Entries of one program have their fields in the same order: the
         // name in this place is usually the same as the last entry's.
-        if k.as_bytes() != name {
-            set_lossy(k, name);
+        if k.as_bytes() != name.as_bytes() {
+            name.set(k);
         }
         set_lossy(v, value);
     } else {
-        fields.push((lossy(name), lossy(value)));
+        let mut k = String::new();
+        name.set(&mut k);
+        fields.push((k, lossy(value)));
     }
     *n += 1;
 }
@@ -358,7 +390,12 @@ fn set_str(slot: &mut Option<String>, s: &str) {
 }
 
 /// Replaces `out` with `b`, invalid UTF-8 replaced, in its own buffer.
+/// When `out` holds those bytes already (the same host, boot, transport
+/// as the entry the event was refilled from), nothing is checked or copied.
 fn set_lossy(out: &mut String, b: &[u8]) {
+    if out.as_bytes() == b {
+        return;
+    }
     out.clear();
     match std::str::from_utf8(b) {
         Ok(s) => out.push_str(s),
@@ -530,6 +567,20 @@ mod tests {
             &[b"MESSAGE=x", b"CONTAINER_NAME=web", b"CONTAINER_ID=ab"],
             &[b"MESSAGE=a\xffb", b"X=\xfe", b"SYSLOG_IDENTIFIER=kernel"],
             &[b"MESSAGE=0123456789abcdef-long", b"_HOSTNAME=h2"],
+            // The first shape's fields in another order (another unit's
+            // entries are stored so), a name that is not UTF-8, a value
+            // the same as the refilled event's in another place.
+            &[
+                b"_PID=43",
+                b"SYSLOG_IDENTIFIER=nginx",
+                b"_COMM=nginx",
+                b"MESSAGE=other order",
+                b"_HOSTNAME=web-1",
+                b"_BOOT_ID=42",
+                b"CODE_LINE=nginx",
+                b"\xffBAD=v",
+                b"CODE_FILE=a.c",
+            ],
             &[],
         ];
         let mut recycling = Entry::new(16);
