@@ -55,6 +55,10 @@ pub struct Entry {
     /// are this entry's; the rest are buffers left from an earlier one.
     event: Event,
     nfields: usize,
+    /// Where this entry's first `_PID` and `SYSLOG_IDENTIFIER` fields are
+    /// in `event.fields` (for [`Entry::identity`] and the `service` label).
+    pid_at: Option<usize>,
+    ident_at: Option<usize>,
     /// Which of this entry's single-valued items were seen (the first wins).
     seen: u16,
     container_id: String,
@@ -86,6 +90,8 @@ impl Entry {
         Entry {
             event: blank(),
             nfields: 0,
+            pid_at: None,
+            ident_at: None,
             seen: 0,
             container_id: String::new(),
             container_id_full: String::new(),
@@ -169,10 +175,16 @@ impl Entry {
             b"CONTAINER_TAG" => self.push_field(Name::Known("container_tag"), value),
             b"IMAGE_NAME" => self.push_field(Name::Known("image_name"), value),
             // The first `SYSLOG_IDENTIFIER` and `_PID` fields also serve
-            // [`Entry::identity`] and the `service` label: looked up there
-            // rather than copied.
-            b"SYSLOG_IDENTIFIER" => self.push_field(Name::Known("SYSLOG_IDENTIFIER"), value),
-            b"_PID" => self.push_field(Name::Known("_PID"), value),
+            // [`Entry::identity`] and the `service` label: their place is
+            // noted rather than their value copied.
+            b"SYSLOG_IDENTIFIER" => {
+                self.ident_at.get_or_insert(self.nfields);
+                self.push_field(Name::Known("SYSLOG_IDENTIFIER"), value)
+            }
+            b"_PID" => {
+                self.pid_at.get_or_insert(self.nfields);
+                self.push_field(Name::Known("_PID"), value)
+            }
             b"_UID" => self.push_field(Name::Known("_UID"), value),
             b"_COMM" => self.push_field(Name::Known("_COMM"), value),
             b"_BOOT_ID" => self.push_field(Name::Known("_BOOT_ID"), value),
@@ -194,9 +206,9 @@ impl Entry {
     /// `_PID`, `_SYSTEMD_UNIT` and `SYSLOG_IDENTIFIER`, for self-exclusion and filters.
     pub fn identity(&self) -> (Option<&[u8]>, Option<&str>, Option<&str>) {
         (
-            self.field("_PID").map(str::as_bytes),
+            self.field(self.pid_at).map(str::as_bytes),
             self.label(UNIT, &self.event.labels.unit),
-            self.field("SYSLOG_IDENTIFIER"),
+            self.field(self.ident_at),
         )
     }
 
@@ -208,11 +220,10 @@ impl Entry {
         slot.as_deref()
     }
 
-    /// The first field named `name` collected so far.
-    fn field(&self, name: &str) -> Option<&str> {
+    /// The value of this entry's field at `at`.
+    fn field(&self, at: Option<usize>) -> Option<&str> {
         self.event.fields[..self.nfields]
-            .iter()
-            .find(|(k, _)| k == name)
+            .get(at?)
             .map(|(_, v)| v.as_str())
     }
 
@@ -268,11 +279,7 @@ impl Entry {
         if seen & COMPOSE_SERVICE == 0 {
             // The compose service, else the container name, else the unit
             // without `.service`, else the identifier, else the unit.
-            let identifier = e
-                .fields
-                .iter()
-                .find(|(k, _)| k == "SYSLOG_IDENTIFIER")
-                .map(|(_, v)| v.as_str());
+            let identifier = self.ident_at.map(|i| e.fields[i].1.as_str());
             let unit = l.unit.as_deref();
             let service = l
                 .container_name
@@ -299,6 +306,8 @@ impl Entry {
     fn reset(&mut self) {
         self.seen = 0;
         self.nfields = 0;
+        self.pid_at = None;
+        self.ident_at = None;
         self.bytes = 0;
     }
 }
@@ -631,6 +640,36 @@ mod tests {
         let mut empty = Entry::new(0);
         empty.recycle(&mut big);
         assert!(empty.spare.is_empty());
+    }
+
+    /// The identity is the entry's first `_PID` and `SYSLOG_IDENTIFIER`
+    /// and its unit, and none of them carry over to the next entry.
+    #[test]
+    fn identity_is_the_first_pid_and_identifier_of_this_entry() {
+        let mut entry = Entry::new(0);
+        for item in [
+            &b"_COMM=a"[..],
+            b"_PID=1",
+            b"SYSLOG_IDENTIFIER=first",
+            b"_PID=2",
+            b"_SYSTEMD_UNIT=u.service",
+            b"SYSLOG_IDENTIFIER=second",
+        ] {
+            entry.add(item);
+        }
+        assert_eq!(
+            entry.identity(),
+            (Some(&b"1"[..]), Some("u.service"), Some("first"))
+        );
+        let e = entry.take_event(1);
+        assert_eq!(e.labels.service.as_deref(), Some("u"));
+        entry.recycle(&mut vec![e]);
+        entry.add(b"_COMM=b");
+        entry.add(b"MESSAGE=x");
+        assert_eq!(entry.identity(), (None, None, None));
+        entry.add(b"SYSLOG_IDENTIFIER=third");
+        assert_eq!(entry.identity(), (None, None, Some("third")));
+        assert_eq!(entry.take_event(2).labels.service.as_deref(), Some("third"));
     }
 
     #[test]
