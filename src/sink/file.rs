@@ -337,24 +337,41 @@ pub(crate) mod json {
         // Events have a handful of fields: sort references on the stack
         // (the stable sort needs no heap for so few).
         const ON_STACK: usize = 16;
-        let mut stack = [("", ""); ON_STACK];
+        let mut stack = [(0, "", ""); ON_STACK];
         let mut heap = Vec::new();
-        let refs: &mut [(&str, &str)] = if pairs.len() <= ON_STACK {
+        let refs: &mut [(u64, &str, &str)] = if pairs.len() <= ON_STACK {
             &mut stack[..pairs.len()]
         } else {
-            heap.resize(pairs.len(), ("", ""));
+            heap.resize(pairs.len(), (0, "", ""));
             &mut heap
         };
         for (r, (k, v)) in refs.iter_mut().zip(pairs) {
-            *r = (k.as_str(), v.as_str());
+            *r = (prefix(k), k.as_str(), v.as_str());
         }
-        refs.sort_by(|a, b| a.0.cmp(b.0));
+        // Keys differ in their first 8 bytes nearly always: compared as
+        // one big-endian number (zero-padded) first, the whole keys only
+        // when those are equal. The same order as comparing the bytes.
+        refs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         let mut first = true;
-        for (i, &(k, v)) in refs.iter().enumerate() {
-            if refs.get(i + 1).is_some_and(|next| next.0 == k) {
+        for (i, &(_, k, v)) in refs.iter().enumerate() {
+            if refs.get(i + 1).is_some_and(|next| next.1 == k) {
                 continue; // a later value of the same key wins
             }
             member(out, &mut first, k, v);
+        }
+    }
+
+    /// The first 8 bytes of `s` (zero-padded) as a big-endian number: two
+    /// of these compare as the bytes do, except that a tie says nothing.
+    fn prefix(s: &str) -> u64 {
+        let b = s.as_bytes();
+        match b.get(..8) {
+            Some(w) => u64::from_be_bytes(w.try_into().expect("8 bytes")),
+            None => {
+                let mut w = [0u8; 8];
+                w[..b.len()].copy_from_slice(b);
+                u64::from_be_bytes(w)
+            }
         }
     }
 
@@ -678,6 +695,28 @@ mod tests {
             .map(|i| (format!("k{}", (i * 37) % 50), format!("v{i}\n")))
             .collect();
         assert_same_line(&many);
+        // Keys alike in their first 8 bytes, or differing only past them
+        // or by padding: ordered by all their bytes.
+        let mut alike = Event::new(1, Origin::Journal, "");
+        alike.fields = [
+            "SYSLOG_IDENTIFIER",
+            "SYSLOG_FACILITY",
+            "SYSLOG_I",
+            "SYSLOG_",
+            "SYSLOG_I\0",
+            "SYSLOG_IDENTIFIEQ",
+            "SYSLOG_PID",
+            "SYSLOG_I",
+            "SYSLOG",
+            "SYSLOG\0\0",
+            "\u{fffd}",
+            "\u{7f}x",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.to_string(), i.to_string()))
+        .collect();
+        assert_same_line(&alike);
     }
 
     /// The word test agrees with the byte table for every byte at every

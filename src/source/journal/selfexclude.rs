@@ -54,8 +54,19 @@ impl SelfIdentity {
     }
 }
 
+/// `b` as `u32::from_str` reads it (an optional `+`, then decimal digits
+/// only, no overflow), straight from the bytes: this runs for every entry.
 fn parse_u32(b: &[u8]) -> Option<u32> {
-    std::str::from_utf8(b).ok()?.parse().ok()
+    let digits = b.strip_prefix(b"+").unwrap_or(b);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u32::from(d - b'0'))
+    })
 }
 
 /// The `.service` unit owning the process, from `/proc/self/cgroup`: the
@@ -96,6 +107,38 @@ mod tests {
             None
         );
         assert_eq!(service_of_cgroup("0::/\n"), None);
+    }
+
+    /// Pids are read exactly as `u32::from_str` reads them.
+    #[test]
+    fn pids_parse_as_from_str_parses_them() {
+        let cases = [
+            "",
+            "+",
+            "-",
+            "-0",
+            "-1",
+            "0",
+            "00042",
+            "+42",
+            "++42",
+            "4 2",
+            " 42",
+            "42 ",
+            "4242",
+            "42420",
+            "4294967295",
+            "4294967296",
+            "99999999999",
+            "٤٢",
+            "4a",
+            "0x10",
+            "\u{0}",
+        ];
+        for c in cases {
+            assert_eq!(parse_u32(c.as_bytes()), c.parse::<u32>().ok(), "{c:?}");
+        }
+        assert_eq!(parse_u32(b"42\xff"), None);
     }
 
     #[test]
