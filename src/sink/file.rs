@@ -252,23 +252,35 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b",\"labels\":{");
     // The labels in key order: app, container_name, host, level, service, source, unit.
     // Their keys written as JSON already (they need no escaping).
-    let labels: [(&[u8], _); 7] = [
-        (b"\"app\":", l.app.as_deref()),
-        (b"\"container_name\":", l.container_name.as_deref()),
-        (b"\"host\":", l.host.as_deref()),
-        (b"\"level\":", l.level.map(crate::event::Level::as_str)),
-        (b"\"service\":", l.service.as_deref()),
-        (b"\"source\":", Some(e.origin.as_str())),
-        (b"\"unit\":", l.unit.as_deref()),
+    // `level` and `source` are fixed lower-case words: written without the
+    // escaping test.
+    let labels: [(&[u8], _, bool); 7] = [
+        (b"\"app\":", l.app.as_deref(), false),
+        (b"\"container_name\":", l.container_name.as_deref(), false),
+        (b"\"host\":", l.host.as_deref(), false),
+        (
+            b"\"level\":",
+            l.level.map(crate::event::Level::as_str),
+            true,
+        ),
+        (b"\"service\":", l.service.as_deref(), false),
+        (b"\"source\":", Some(e.origin.as_str()), true),
+        (b"\"unit\":", l.unit.as_deref(), false),
     ];
     let mut first = true;
-    for (k, v) in labels {
+    for (k, v, plain) in labels {
         if let Some(v) = v {
             if !std::mem::take(&mut first) {
                 out.push(b',');
             }
             out.extend_from_slice(k);
-            json::string(out, v);
+            if plain {
+                out.push(b'"');
+                out.extend_from_slice(v.as_bytes());
+                out.push(b'"');
+            } else {
+                json::string(out, v);
+            }
         }
     }
     out.extend_from_slice(b"},\"message\":");
@@ -757,6 +769,18 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// `write_line` writes these label values without the escaping test.
+    #[test]
+    fn level_and_source_values_need_no_escaping() {
+        for n in 0..=7 {
+            let level = Level::from_syslog(n).as_str();
+            assert!(!json::any_needs_escape(level.as_bytes()), "{level}");
+        }
+        for origin in [Origin::Docker, Origin::Journal] {
+            assert!(!json::any_needs_escape(origin.as_str().as_bytes()));
         }
     }
 
