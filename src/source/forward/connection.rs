@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
-use super::decode::{DecodeError, FrameDecoder, Record};
+use super::decode::{self, DecodeError, FrameDecoder, Record};
 use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
@@ -148,6 +148,7 @@ pub async fn serve<S>(
         inflate_room: 0,
         record: Record::default(),
         spooled: shared.ingest.spooled(&shared.name),
+        scanner: frame::Scanner::default(),
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -339,6 +340,8 @@ struct Conn<'a> {
     record: Record<'static>,
     /// `weir_source_events_spooled_total` of the source, looked up once.
     spooled: crate::metrics::Counter,
+    /// Frames the frame at the start of the buffer, across reads.
+    scanner: frame::Scanner,
 }
 
 impl Conn<'_> {
@@ -483,7 +486,27 @@ impl Conn<'_> {
                 // A frame the last batch filled up in the middle of.
                 Some(resume) => resume,
                 None => {
-                    let len = match frame::scan(&buf[pos..], shared.limits.frame) {
+                    // Docker's frames (Message mode, one event each) are
+                    // decoded straight, not framed first; any other, or
+                    // one not whole yet, is framed. (Not one partly framed
+                    // already: that one is big and still arriving, and
+                    // decoding it again on every read would be quadratic.)
+                    if !self.scanner.started() {
+                        if let Some(m) = decode::message(&buf[pos..], &shared.limits, record) {
+                            take_event(&mut self.batch, &mut self.assembler, &m.tag, record);
+                            shared.metrics.events.add(1);
+                            pos += m.len;
+                            // (No inflated data to give back.)
+                            if let Some(chunk) = m.chunk {
+                                self.chunks.push(chunk);
+                            }
+                            if self.batch.is_full() {
+                                return (pos, Ok(Progress::BatchFull));
+                            }
+                            continue;
+                        }
+                    }
+                    let len = match self.scanner.scan(&buf[pos..], shared.limits.frame) {
                         Ok(Scan::Complete(n)) => n,
                         Ok(Scan::Incomplete { at_least }) => {
                             return (pos, Ok(Progress::NeedMore(at_least)))
@@ -516,15 +539,7 @@ impl Conn<'_> {
                     &shared.limits,
                     record,
                     STEP,
-                    &mut |tag, record| {
-                        if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
-                            // A piece of a long line: it waits in the assembler.
-                            let piece = batch.take_last();
-                            assembler.push(piece, p, Instant::now(), batch);
-                        } else {
-                            batch.count_last();
-                        }
-                    },
+                    &mut |tag, record| take_event(batch, assembler, tag, record),
                     &mut |e| {
                         skipped += 1;
                         shared.metrics.decode_error(e.reason());
@@ -619,6 +634,17 @@ impl Conn<'_> {
     fn reject(&self, reason: &'static str, detail: &str) {
         self.shared.metrics.decode_error(reason);
         tracing::warn!(source = %self.shared.name, peer = %self.peer, reason, error = detail, "bad input; connection closed");
+    }
+}
+
+/// Makes one decoded record the batch's next event.
+fn take_event(batch: &mut Batch<'_>, assembler: &mut Assembler, tag: &str, record: &Record<'_>) {
+    if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
+        // A piece of a long line: it waits in the assembler.
+        let piece = batch.take_last();
+        assembler.push(piece, p, Instant::now(), batch);
+    } else {
+        batch.count_last();
     }
 }
 
