@@ -639,7 +639,8 @@ impl Conn<'_> {
 
 /// Makes one decoded record the batch's next event.
 fn take_event(batch: &mut Batch<'_>, assembler: &mut Assembler, tag: &str, record: &Record<'_>) {
-    if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
+    let (event, like) = batch.slot_like();
+    if let Some(p) = docker::fill_event_like(event, like, tag, record) {
         // A piece of a long line: it waits in the assembler.
         let piece = batch.take_last();
         assembler.push(piece, p, Instant::now(), batch);
