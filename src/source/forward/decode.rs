@@ -898,6 +898,17 @@ impl<'a> Reader<'a> {
             0xca => Value::Float(f64::from(f32::from_bits(self.uint(4)? as u32))),
             0xcb => Value::Float(f64::from_bits(self.uint(8)?)),
             0xc1 => return Err(frame::FrameError::BadMarker(m).into()),
+            // Extensions (EventTime is one, in every Docker event): their
+            // length is in their header, there is nothing nested to frame.
+            0xd4..=0xd8 => {
+                self.take(1 + (1 << (m - 0xd4)))?;
+                Value::Raw(&self.buf[start..self.pos])
+            }
+            0xc7..=0xc9 => {
+                let n = self.uint(1 << (m - 0xc7))? as usize;
+                self.take(n.checked_add(1).ok_or(TRUNCATED)?)?;
+                Value::Raw(&self.buf[start..self.pos])
+            }
             _ => {
                 self.pos = start;
                 self.skip()?;

@@ -646,3 +646,30 @@ proptest! {
         }
     }
 }
+
+/// Extensions are read from their header alone, as long as the framing
+/// says they are; cut short, they are a truncated frame.
+#[test]
+fn extensions_are_read_to_the_length_the_framing_gives() {
+    // fixext 1, 2, 4, 8, 16, then ext 8, 16, 32.
+    let mut exts = Vec::new();
+    for n in [1usize, 2, 4, 8, 16, 0, 3, 300, 70_000] {
+        let mut v = Vec::new();
+        rmp::encode::write_ext_meta(&mut v, n as u32, -1).unwrap();
+        v.extend(std::iter::repeat_n(9u8, n));
+        exts.push(v);
+    }
+    for ext in &exts {
+        let mut bytes = ext.clone();
+        bytes.push(0xc0);
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.value().unwrap(), Value::Raw(&ext[..]));
+        assert_eq!(
+            frame::scan(&bytes, LIMITS.frame),
+            Ok(frame::Scan::Complete(ext.len()))
+        );
+        for cut in 0..ext.len() {
+            assert_eq!(Reader::new(&ext[..cut]).value(), Err(TRUNCATED), "{cut}");
+        }
+    }
+}
