@@ -149,6 +149,7 @@ pub async fn serve<S>(
         record: Record::default(),
         spooled: shared.ingest.spooled(&shared.name),
         scanner: frame::Scanner::default(),
+        decoded: 0,
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -342,6 +343,10 @@ struct Conn<'a> {
     spooled: crate::metrics::Counter,
     /// Frames the frame at the start of the buffer, across reads.
     scanner: frame::Scanner,
+    /// Events decoded by this [`Conn::decode_frames`], counted once it
+    /// returns (`weir_source_events_received_total` is shared by the
+    /// source's connections: one atomic add per read, not per event).
+    decoded: u64,
 }
 
 impl Conn<'_> {
@@ -470,6 +475,10 @@ impl Conn<'_> {
         let mut record = std::mem::take(&mut self.record).reuse();
         let done = self.decode_frames_into(buf, &mut record);
         self.record = record.reuse();
+        let decoded = std::mem::take(&mut self.decoded);
+        if decoded > 0 {
+            self.shared.metrics.events.add(decoded);
+        }
         done
     }
 
@@ -494,7 +503,7 @@ impl Conn<'_> {
                     if !self.scanner.started() {
                         if let Some(m) = decode::message(&buf[pos..], &shared.limits, record) {
                             take_event(&mut self.batch, &mut self.assembler, &m.tag, record);
-                            shared.metrics.events.add(1);
+                            self.decoded += 1;
                             pos += m.len;
                             // (No inflated data to give back.)
                             if let Some(chunk) = m.chunk {
@@ -552,7 +561,7 @@ impl Conn<'_> {
                     break;
                 }
             }
-            shared.metrics.events.add((frame.events - before) as u64);
+            self.decoded += (frame.events - before) as u64;
             if let Err(e) = decoded {
                 return (pos + len, Err(e));
             }
