@@ -207,6 +207,16 @@ pub fn summarize(options: &Options, first: &Snapshot, second: &Snapshot, elapsed
             s.connections,
             reasons(&s.decode_errors),
         );
+        // Forward sources: the memory budget of issue 20. It always holds
+        // the batches set aside at start, so a source without one shows 0.
+        if s.buffered_bytes != 0 || s.budget_gave_way != 0 {
+            let _ = writeln!(
+                out,
+                "    memory budget (max_buffered_bytes): {} held, {} connections gave way",
+                bytes(s.buffered_bytes as f64),
+                s.budget_gave_way,
+            );
+        }
         let new_errors = grown(&before.decode_errors, &s.decode_errors);
         if !new_errors.is_empty() {
             warnings.push(format!(
@@ -400,6 +410,8 @@ mod tests {
         let docker = s.sources.entry("docker".into()).or_default();
         docker.events_received = sent;
         docker.decode_errors.insert("bad_frame".into(), 2);
+        docker.buffered_bytes = 32 << 20;
+        docker.budget_gave_way = 3;
         let loki = s.sinks.entry("loki".into()).or_default();
         loki.events_sent = sent;
         loki.last_success = last_success as i64;
@@ -421,6 +433,12 @@ mod tests {
         );
         assert!(text.contains("docker: 250.0 events/s"), "{text}");
         assert!(text.contains("decode errors: bad_frame 2"), "{text}");
+        assert!(
+            text.contains(
+                "memory budget (max_buffered_bytes): 32.0 MiB held, 3 connections gave way"
+            ),
+            "{text}"
+        );
         assert!(text.contains("loki: 250.0 events/s"), "{text}");
         assert!(text.contains("spool: 1.0 MiB of 1.0 GiB (0.1%)"), "{text}");
         assert!(text.ends_with("status: healthy\n"), "{text}");

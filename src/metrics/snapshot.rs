@@ -56,6 +56,13 @@ pub struct Source {
     pub connections: i64,
     /// Reason -> records.
     pub decode_errors: BTreeMap<String, u64>,
+    /// Bytes held on the source's memory budget (`max_buffered_bytes`,
+    /// forward sources only). Defaults: an older agent's `/status` lacks it.
+    #[serde(default)]
+    pub buffered_bytes: i64,
+    /// Connections closed to free that budget for a waiting one.
+    #[serde(default)]
+    pub budget_gave_way: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -151,6 +158,12 @@ impl Metrics {
             source(&mut s, l.source)
                 .decode_errors
                 .insert(l.reason, c.get());
+        }
+        for (l, g) in self.source_buffered_bytes.series() {
+            source(&mut s, l.source).buffered_bytes = g.get();
+        }
+        for (l, c) in self.source_budget_gave_way.series() {
+            source(&mut s, l.source).budget_gave_way = c.get();
         }
         for (l, c) in self.scrub_rewrites.series() {
             s.scrub_rewrites

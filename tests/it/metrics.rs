@@ -263,6 +263,15 @@ fn endpoint_serves_valid_exposition_and_the_catalog_covers_it() {
     assert_eq!(s.version, version);
     assert_eq!(s.sinks["expo"].errors[hostile], 3);
     assert_eq!(s.spool.max_bytes, 1 << 30);
+    // ... the forward source's memory budget included.
+    assert_eq!(
+        s.sources["docker"].buffered_bytes as f64,
+        weir.metrics
+            .value(names::SOURCE_BUFFERED_BYTES, &[("source", "docker")])
+            .unwrap()
+    );
+    assert!(s.sources["docker"].buffered_bytes > 0);
+    assert_eq!(s.sources["docker"].budget_gave_way, 0);
     assert_eq!((s.unhealthy, s.not_ready), (None, None));
 }
 
@@ -453,6 +462,10 @@ fn weir_status_summarizes_a_running_agent_and_fails_when_it_is_gone() {
         // An empty spool is one segment header.
         "B of 1.0 GiB (0.0%), 1 segments".into(),
         "  local: 0.0 events/s".into(),
+        // The forward source's memory budget: the batches set aside at
+        // start (8 of 4 MiB with the defaults) are held from the start.
+        "  docker: 0.0 events/s".into(),
+        "    memory budget (max_buffered_bytes): 32.0 MiB held, 0 connections gave way".into(),
         "last success never".into(),
         "weir's own log: ".into(),
         "status: healthy".into(),

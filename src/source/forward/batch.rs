@@ -135,11 +135,18 @@ impl<'s> Batch<'s> {
     /// The next event of the batch, to be overwritten whole: a spare one
     /// (with the strings of an earlier use) when there is one.
     pub fn slot(&mut self) -> &mut Event {
+        self.slot_like().0
+    }
+
+    /// [`Batch::slot`], and the event before it in the batch (the same
+    /// client's: [`super::docker::fill_event_like`] copies from it).
+    pub fn slot_like(&mut self) -> (&mut Event, Option<&Event>) {
         if self.len == self.events.len() {
             self.refill();
         }
         self.len += 1;
-        &mut self.events[self.len - 1]
+        let (before, slot) = self.events.split_at_mut(self.len - 1);
+        (&mut slot[0], before.last())
     }
 
     /// Makes room for one more event: the connection's own events first,

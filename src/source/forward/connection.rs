@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::Batch;
-use super::decode::{DecodeError, FrameDecoder, Record};
+use super::decode::{self, DecodeError, FrameDecoder, Record};
 use super::frame::{self, Scan};
 use super::partial::Assembler;
 use super::{docker, handshake, Shared};
@@ -148,6 +148,8 @@ pub async fn serve<S>(
         inflate_room: 0,
         record: Record::default(),
         spooled: shared.ingest.spooled(&shared.name),
+        scanner: frame::Scanner::default(),
+        decoded: 0,
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -339,6 +341,12 @@ struct Conn<'a> {
     record: Record<'static>,
     /// `weir_source_events_spooled_total` of the source, looked up once.
     spooled: crate::metrics::Counter,
+    /// Frames the frame at the start of the buffer, across reads.
+    scanner: frame::Scanner,
+    /// Events decoded by this [`Conn::decode_frames`], counted once it
+    /// returns (`weir_source_events_received_total` is shared by the
+    /// source's connections: one atomic add per read, not per event).
+    decoded: u64,
 }
 
 impl Conn<'_> {
@@ -467,6 +475,10 @@ impl Conn<'_> {
         let mut record = std::mem::take(&mut self.record).reuse();
         let done = self.decode_frames_into(buf, &mut record);
         self.record = record.reuse();
+        let decoded = std::mem::take(&mut self.decoded);
+        if decoded > 0 {
+            self.shared.metrics.events.add(decoded);
+        }
         done
     }
 
@@ -483,7 +495,27 @@ impl Conn<'_> {
                 // A frame the last batch filled up in the middle of.
                 Some(resume) => resume,
                 None => {
-                    let len = match frame::scan(&buf[pos..], shared.limits.frame) {
+                    // Docker's frames (Message mode, one event each) are
+                    // decoded straight, not framed first; any other, or
+                    // one not whole yet, is framed. (Not one partly framed
+                    // already: that one is big and still arriving, and
+                    // decoding it again on every read would be quadratic.)
+                    if !self.scanner.started() {
+                        if let Some(m) = decode::message(&buf[pos..], &shared.limits, record) {
+                            take_event(&mut self.batch, &mut self.assembler, &m.tag, record);
+                            self.decoded += 1;
+                            pos += m.len;
+                            // (No inflated data to give back.)
+                            if let Some(chunk) = m.chunk {
+                                self.chunks.push(chunk);
+                            }
+                            if self.batch.is_full() {
+                                return (pos, Ok(Progress::BatchFull));
+                            }
+                            continue;
+                        }
+                    }
+                    let len = match self.scanner.scan(&buf[pos..], shared.limits.frame) {
                         Ok(Scan::Complete(n)) => n,
                         Ok(Scan::Incomplete { at_least }) => {
                             return (pos, Ok(Progress::NeedMore(at_least)))
@@ -516,15 +548,7 @@ impl Conn<'_> {
                     &shared.limits,
                     record,
                     STEP,
-                    &mut |tag, record| {
-                        if let Some(p) = docker::fill_event(batch.slot(), tag, record) {
-                            // A piece of a long line: it waits in the assembler.
-                            let piece = batch.take_last();
-                            assembler.push(piece, p, Instant::now(), batch);
-                        } else {
-                            batch.count_last();
-                        }
-                    },
+                    &mut |tag, record| take_event(batch, assembler, tag, record),
                     &mut |e| {
                         skipped += 1;
                         shared.metrics.decode_error(e.reason());
@@ -537,7 +561,7 @@ impl Conn<'_> {
                     break;
                 }
             }
-            shared.metrics.events.add((frame.events - before) as u64);
+            self.decoded += (frame.events - before) as u64;
             if let Err(e) = decoded {
                 return (pos + len, Err(e));
             }
@@ -619,6 +643,18 @@ impl Conn<'_> {
     fn reject(&self, reason: &'static str, detail: &str) {
         self.shared.metrics.decode_error(reason);
         tracing::warn!(source = %self.shared.name, peer = %self.peer, reason, error = detail, "bad input; connection closed");
+    }
+}
+
+/// Makes one decoded record the batch's next event.
+fn take_event(batch: &mut Batch<'_>, assembler: &mut Assembler, tag: &str, record: &Record<'_>) {
+    let (event, like) = batch.slot_like();
+    if let Some(p) = docker::fill_event_like(event, like, tag, record) {
+        // A piece of a long line: it waits in the assembler.
+        let piece = batch.take_last();
+        assembler.push(piece, p, Instant::now(), batch);
+    } else {
+        batch.count_last();
     }
 }
 

@@ -494,3 +494,182 @@ fn a_reused_record_keeps_its_entry_list() {
     again.entries.push((&second[..], Value::Str(b"line")));
     assert_eq!(again.get("log"), Some(Value::Str(b"line")));
 }
+
+/// A Docker-shaped Message-mode frame: `[tag, EventTime, record, option?]`
+/// with `value` as one more record entry.
+fn docker_message(chunk: Option<&str>, value: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    rmp::encode::write_array_len(&mut f, 3 + u32::from(chunk.is_some())).unwrap();
+    rmp::encode::write_str(&mut f, "docker.0123456789ab").unwrap();
+    event_time(&mut f, 1_700_000_000, 5);
+    rmp::encode::write_map_len(&mut f, 5).unwrap();
+    for (k, v) in [
+        ("container_id", "0123456789ab0123456789ab0123456789ab"),
+        ("container_name", "/shop-web-1"),
+        ("source", "stdout"),
+        ("log", "GET /api/v1/orders 200 OK in 12.4ms"),
+    ] {
+        rmp::encode::write_str(&mut f, k).unwrap();
+        rmp::encode::write_str(&mut f, v).unwrap();
+    }
+    rmp::encode::write_str(&mut f, "extra").unwrap();
+    f.extend_from_slice(value);
+    if let Some(c) = chunk {
+        chunk_option(&mut f, c, None);
+    }
+    f
+}
+
+/// One good event as the general way (framing, then [`decode_frame`])
+/// makes it of the value at the start of `buf`: (length, tag, chunk, the
+/// event's time and entries); `None` for anything else.
+type General = (usize, String, Option<String>, i64, String);
+
+fn general(buf: &[u8], limits: &DecodeLimits) -> Option<General> {
+    let Ok(frame::Scan::Complete(n)) = frame::scan(buf, limits.frame) else {
+        return None;
+    };
+    let mut events = Vec::new();
+    let mut skipped = 0;
+    let info = decode_frame(
+        &buf[..n],
+        limits,
+        &mut |_, r| events.push((r.time_ns, format!("{:?}", r.entries))),
+        &mut |_| skipped += 1,
+    )
+    .ok()?;
+    if events.len() != 1 || skipped != 0 {
+        return None;
+    }
+    let (time, entries) = events.pop()?;
+    Some((n, info.tag.into_owned(), info.chunk, time, entries))
+}
+
+/// [`message`]'s answer, in [`general`]'s terms.
+fn fast(buf: &[u8], limits: &DecodeLimits) -> Option<General> {
+    let mut record = Record::default();
+    let m = message(buf, limits, &mut record)?;
+    let entries = format!("{:?}", record.entries);
+    Some((m.len, m.tag.into_owned(), m.chunk, record.time_ns, entries))
+}
+
+#[test]
+fn docker_frames_are_decoded_straight_and_as_the_general_way_decodes_them() {
+    let nested = [0x92, 0x01, 0x81, 0xa1, b'a', 0xc0];
+    for chunk in [None, Some("MDEyMzQ1Njc4OWFiY2RlZg==")] {
+        for value in [&[0xc3][..], &nested, &[0xcb, 0, 0, 0, 0, 0, 0, 0, 0]] {
+            let mut f = docker_message(chunk, value);
+            let len = f.len();
+            let want = general(&f, &LIMITS);
+            assert!(want.is_some());
+            assert_eq!(fast(&f, &LIMITS), want);
+            // The next frame's bytes behind it change nothing.
+            f.extend_from_slice(&docker_message(None, &[0xc0]));
+            assert_eq!(fast(&f, &LIMITS), want);
+            // Incomplete: left to the framing, which waits for more.
+            for cut in 0..len {
+                assert_eq!(fast(&f[..cut], &LIMITS), None, "{cut}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_message_frame_past_a_limit_is_left_to_the_framing() {
+    // A record value nested `d` deep, against a depth limit of 8: the
+    // framing refuses 7 levels (with the frame and the record, 9 > 8).
+    for d in 0..12 {
+        let mut value = vec![0x91; d];
+        value.push(0x01);
+        let f = docker_message(Some("c"), &value);
+        for max_depth in [0, 1, 2, 3, 8, 32] {
+            let limits = DecodeLimits {
+                frame: Limits {
+                    max_bytes: 1 << 20,
+                    max_depth,
+                },
+                ..LIMITS
+            };
+            let want = general(&f, &limits);
+            assert_eq!(fast(&f, &limits), want, "depth {d}, limit {max_depth}");
+            if max_depth == 8 {
+                assert_eq!(want.is_some(), d < 7, "depth {d}");
+            }
+        }
+    }
+    let f = docker_message(Some("c"), &[0xc0]);
+    for max_bytes in [f.len() - 1, f.len(), f.len() + 1] {
+        let limits = DecodeLimits {
+            frame: Limits {
+                max_bytes,
+                max_depth: 32,
+            },
+            ..LIMITS
+        };
+        assert_eq!(fast(&f, &limits), general(&f, &limits));
+        assert_eq!(fast(&f, &limits).is_some(), max_bytes >= f.len());
+    }
+}
+
+proptest! {
+    /// Whatever bytes it is given (a Docker frame with one byte changed,
+    /// cut anywhere, another frame behind it), the straight decoding gives
+    /// nothing or what the general way gives.
+    #[test]
+    fn straight_decoding_agrees_with_framing_then_decoding(
+        i in 0usize..400,
+        b in any::<u8>(),
+        cut in 0usize..400,
+        chunk in any::<bool>(),
+    ) {
+        let mut f = docker_message(chunk.then_some("c1"), &[0x92, 0xd7, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        f.extend_from_slice(&docker_message(None, &[0xc0]));
+        let i = i % f.len();
+        f[i] = b;
+        let f = &f[..cut.min(f.len())];
+        if let Some(got) = fast(f, &LIMITS) {
+            prop_assert_eq!(Some(got), general(f, &LIMITS));
+        }
+    }
+
+    /// ... and arbitrary bytes after a Message-mode head.
+    #[test]
+    fn straight_decoding_agrees_on_arbitrary_bodies(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        four in any::<bool>(),
+    ) {
+        let mut f = vec![if four { 0x94 } else { 0x93 }, 0xa1, b't'];
+        event_time(&mut f, 1, 2);
+        f.extend_from_slice(&bytes);
+        if let Some(got) = fast(&f, &LIMITS) {
+            prop_assert_eq!(Some(got), general(&f, &LIMITS));
+        }
+    }
+}
+
+/// Extensions are read from their header alone, as long as the framing
+/// says they are; cut short, they are a truncated frame.
+#[test]
+fn extensions_are_read_to_the_length_the_framing_gives() {
+    // fixext 1, 2, 4, 8, 16, then ext 8, 16, 32.
+    let mut exts = Vec::new();
+    for n in [1usize, 2, 4, 8, 16, 0, 3, 300, 70_000] {
+        let mut v = Vec::new();
+        rmp::encode::write_ext_meta(&mut v, n as u32, -1).unwrap();
+        v.extend(std::iter::repeat_n(9u8, n));
+        exts.push(v);
+    }
+    for ext in &exts {
+        let mut bytes = ext.clone();
+        bytes.push(0xc0);
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.value().unwrap(), Value::Raw(&ext[..]));
+        assert_eq!(
+            frame::scan(&bytes, LIMITS.frame),
+            Ok(frame::Scan::Complete(ext.len()))
+        );
+        for cut in 0..ext.len() {
+            assert_eq!(Reader::new(&ext[..cut]).value(), Err(TRUNCATED), "{cut}");
+        }
+    }
+}
