@@ -151,6 +151,12 @@ impl<'a> Anchors<'a> {
     }
 }
 
+/// Whether `s` holds an anchor at all: without one, no detector of the
+/// walk can start anywhere in it (see `scan::run`).
+pub fn any(s: &[u8]) -> bool {
+    Anchors::new(s).next(0).is_some()
+}
+
 /// Whether the bytes before `end` (after optional spaces, then an optional
 /// closing `"` or `\"`) end like a login key: `user`, `name`, `ogin` or
 /// `mail`, any case. Every key of `login` ends so.

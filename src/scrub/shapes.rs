@@ -767,6 +767,13 @@ impl Shapes {
         }
     }
 
+    /// Whether [`Shapes::find`] may find something in `s`: a key, or a `(`
+    /// for the `WORD(` rows. `false` is certain.
+    pub fn may_match(&self, s: &[u8]) -> bool {
+        self.first.find(s, 0).is_some()
+            || (!self.calls.is_empty() && memchr::memchr(b'(', s).is_some())
+    }
+
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
     /// program that names them.
     pub fn find(&self, s: &[u8]) -> Vec<(usize, usize, &'static str)> {
