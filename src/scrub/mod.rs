@@ -358,10 +358,7 @@ impl Scrubber {
                 Action::Mask => to.extend_from_slice(self.mask_token()),
                 Action::Keep | Action::Truncate => continue,
             }
-            names.push(everywhere::Name {
-                from: from.clone(),
-                to,
-            });
+            names.push(everywhere::Name::new(from.clone(), to));
         }
         names
     }
