@@ -229,11 +229,25 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
         b'%' => s[c + 1..].starts_with(b"40"),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);
-            (lower(3) == Some(b'f') && lower(2) == Some(b'o')) || key_tail_before(s, c)
+            (lower(3) == Some(b'f') && lower(2) == Some(b'o') && for_may_name(s, c))
+                || key_tail_before(s, c)
         }
         b'/' => s[..c].ends_with(b"/home"),
         _ => true, // `@`, `[`
     }
+}
+
+/// Whether `for` before the space at `c` may take a name (`login`'s
+/// `for_from`): `for NAME from`, where NAME holds no space, so the first
+/// space after it starts ` from `; or a phrase of
+/// `login::FOR_NAME_AFTER` right before `for`. Most `for`s are prose
+/// (`waiting for the service`), and each cost the walk ~400 instructions.
+fn for_may_name(s: &[u8], c: usize) -> bool {
+    let rest = &s[c + 1..];
+    let from = memchr::memchr(b' ', rest).is_some_and(|n| rest[n..].starts_with(b" from "));
+    from || super::login::FOR_NAME_AFTER
+        .iter()
+        .any(|lead| s[..c - 3].ends_with(lead))
 }
 
 /// Whether an IPv6 address may run through the colon at `c`: its run of hex
