@@ -211,6 +211,14 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
     let before = |k: usize| c.checked_sub(k).map(|at| s[at]);
     let after = s.get(c + 1).copied();
     match s[c] {
+        // After a digit (a time, `12:34:56`, or a port) no key's tail can
+        // end (they end in a letter, a quote or a space): only IPv6 and
+        // curl's `-u user1:pw` remain.
+        b':' if before(1).is_some_and(|b| b.is_ascii_digit()) => {
+            after == Some(b':')
+                || may_be_ipv6(s, c)
+                || (curl() && super::secrets::curl_worth_a_look(s, c))
+        }
         b':' => {
             after == Some(b':')
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
