@@ -8,6 +8,14 @@
 //! 19): at least 250 MB/s on (a), 900 MB/s on (b). Prints the machine, MB/s,
 //! lines/s and how many lines were rewritten.
 //!
+//! (e) whole events through `Scrubber::scrub_with` with a `FieldMemo`, as
+//! the sources call it: a Docker-shaped event (the forward bench's log
+//! line and Docker's `container_id`, `container_name`, `source` and the
+//! tag) and journal entries (the journal bench's eight kinds of message,
+//! with the six fields weir's journal mapping keeps of its eleven):
+//! CPU nanoseconds per event (the event's text restored before each
+//! scrub, a copy into its own buffers, included).
+//!
 //! (d) hostile 1 MB lines, each one shape repeated (sudo's ` : ` and
 //! `TTY=`, `@` chains, quotes, parentheses, the shape table's keys, ...):
 //! the CPU milliseconds one scrub takes, the best of three. Target: at
@@ -20,7 +28,8 @@ use std::borrow::Cow;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use weir::scrub::{Config, Scrubber};
+use weir::event::{Event, Origin};
+use weir::scrub::{Config, FieldMemo, Scrubber};
 
 /// A small deterministic generator (no shared state, reproducible corpora).
 struct Rng(u64);
@@ -244,9 +253,114 @@ fn main() {
     if wanted("(c)") {
         measure("(c) tests/corpus/scrub", &sc, &repository_corpus());
     }
+    if wanted("(e)") {
+        events(&sc);
+    }
     if wanted("(d)") {
         hostile(&sc);
     }
+}
+
+/// The forward bench's Docker log line (`benches/forward.rs`).
+const DOCKER_LINE: &str = "2026-11-21T23:59:59.123Z INFO  [http-worker-7] GET /api/v1/orders/84213/items?page=2 200 OK in 12.4ms (user agent: curl/8.5.0, bytes: 4312)";
+
+fn event(origin: Origin, message: &str, fields: &[(&str, String)]) -> Event {
+    let mut e = Event::new(1_700_000_000_000_000_000, origin, message);
+    e.fields = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    e
+}
+
+/// A Docker-shaped event of container `c`, as `docker::fill_event` makes it.
+fn docker_event(c: usize) -> Event {
+    let id = format!("{c:04x}1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a");
+    event(
+        Origin::Docker,
+        DOCKER_LINE,
+        &[
+            ("container_id", id.clone()),
+            ("container_name", format!("/shop-web-{c}")),
+            ("source", "stdout".to_owned()),
+            ("tag", format!("docker.{}", &id[..12])),
+        ],
+    )
+}
+
+/// Journal entry `n` as the journal bench writes it (`benches/journal.rs`),
+/// with the fields weir's mapping keeps (the unit, host and priority
+/// become labels; `_EXE` is dropped).
+fn journal_event(n: usize) -> Event {
+    let (comm, uid, message) = match n % 8 {
+        0 => ("sshd", 0, format!("Accepted publickey for deploy from 203.0.113.{} port {} ssh2: ED25519 SHA256:4kVqQ3b0c6mHsbbBq7yq1h7Hq", n % 250, 30_000 + n % 30_000)),
+        1 => ("nginx", 33, format!("198.51.100.{} - - \"GET /api/v1/items/{} HTTP/1.1\" {} {} \"-\" \"curl/7.88.1\"", n % 200, n % 1000, [200, 200, 304, 404, 500][n % 5], n * 7 % 100_000)),
+        2 => ("cron", 0, "pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)".to_owned()),
+        3 => ("systemd-logind", 0, format!("New session {} of user alice.", n / 8)),
+        _ => ("shop-api", 1000, format!("request done method=GET path=/api/v1/items/{} status={} bytes={} took={}ms", n % 1000, [200, 200, 200, 404, 500][n % 5], n * 7 % 100_000, n % 300)),
+    };
+    event(
+        Origin::Journal,
+        &message,
+        &[
+            ("SYSLOG_IDENTIFIER", comm.to_owned()),
+            ("_PID", (1000 + (n % 8) * 37).to_string()),
+            ("_UID", uid.to_string()),
+            ("_COMM", comm.to_owned()),
+            ("_BOOT_ID", "8e0a1bd54e1b4a7bb6cfd3a1d1f0c0de".to_owned()),
+            ("_TRANSPORT", "stdout".to_owned()),
+        ],
+    )
+}
+
+/// Copies `from`'s text into `to`'s buffers (no allocation once warm).
+fn restore(to: &mut Event, from: &Event) {
+    to.message.clone_from(&from.message);
+    for ((_, v), (_, w)) in to.fields.iter_mut().zip(&from.fields) {
+        v.clone_from(w);
+    }
+}
+
+fn measure_events(name: &str, sc: &Scrubber, pristine: &[Event]) {
+    let mut work: Vec<Event> = pristine.to_vec();
+    let mut memo = FieldMemo::new();
+    let mut changed = 0;
+    for e in work.iter_mut() {
+        let before = e.message.clone();
+        sc.scrub_with(e, Some(&mut memo));
+        changed += usize::from(e.message != before);
+    }
+    let mut rounds = 0u64;
+    let cpu0 = thread_cpu();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        for (e, p) in work.iter_mut().zip(pristine) {
+            restore(e, p);
+            sc.scrub_with(black_box(e), Some(&mut memo));
+        }
+        rounds += 1;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = match (cpu0, thread_cpu()) {
+        (Some(a), Some(b)) if b > a => (b - a).as_secs_f64(),
+        _ => wall,
+    };
+    let n = (pristine.len() as u64 * rounds) as f64;
+    println!(
+        "{name:<30} {:7.0} ns per event per CPU-second ({:.0} events/s) | {:.0}% of a core | {} events, {:.0}% with the message rewritten",
+        cpu / n * 1e9,
+        n / cpu,
+        100.0 * cpu / wall,
+        pristine.len(),
+        100.0 * changed as f64 / pristine.len().max(1) as f64
+    );
+}
+
+fn events(sc: &Scrubber) {
+    let docker: Vec<Event> = (0..1000).map(|_| docker_event(3)).collect();
+    measure_events("(e) Docker-shaped event", sc, &docker);
+    let journal: Vec<Event> = (0..1000).map(journal_event).collect();
+    measure_events("(e) journal entry", sc, &journal);
 }
 
 /// The inputs of `tests/corpus/scrub/*.txt` (marks removed: `⟦x→y⟧` is `x`).

@@ -446,7 +446,7 @@ fn closing(s: &[u8], p: usize, quote: u8) -> Option<usize> {
 /// Phrases after which `for NAME` names an account, whatever follows it:
 /// pam_unix's `password changed for alice`, chage's `changed password
 /// expiry for alice`.
-const FOR_NAME_AFTER: &[&[u8]] = &[b"password changed ", b"password expiry "];
+pub const FOR_NAME_AFTER: &[&[u8]] = &[b"password changed ", b"password expiry "];
 
 /// `for NAME from`: sshd's `Accepted password for alice from ...`; or `for
 /// NAME` after one of [`FOR_NAME_AFTER`]. `p` ends the word `for`.

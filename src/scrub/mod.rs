@@ -289,6 +289,8 @@ impl Scrubber {
             let names_before = seen.len();
             let scrubbed = if login::field_is_login(name) {
                 self.scrub_login_value(value.as_bytes(), ts, &mut seen)
+            } else if self.clean_at_a_glance(value.as_bytes()) {
+                Cow::Borrowed(value.as_bytes())
             } else {
                 self.scrub_text_full(value.as_bytes(), ts, None, &mut seen)
             };
@@ -322,6 +324,23 @@ impl Scrubber {
         self.counters.login.add(spans.len() as u64);
     }
 
+    /// Whether `text` certainly scrubs to itself and recognises no name,
+    /// told without the passes: no extra rules, no anchor for the
+    /// detectors (`anchor`: none can start), no key of a program shape
+    /// (`shapes`) and no private-key header. For an event's short fields
+    /// (a pid, a command, a stream, a tag), where the passes' fixed costs
+    /// were most of the work and values change too often for the memo.
+    fn clean_at_a_glance(&self, text: &[u8]) -> bool {
+        /// What `secrets::pem_blocks` looks for first, and the shortest
+        /// text it rewrites: the header `-----BEGIN PRIVATE KEY-----`.
+        const PEM_HEAD_END: &[u8] = b"PRIVATE KEY-----";
+        const PEM_SHORTEST: usize = b"-----BEGIN PRIVATE KEY-----".len();
+        self.rules.is_empty()
+            && !anchor::any(text)
+            && !self.shapes.may_match(text)
+            && (text.len() < PEM_SHORTEST || memchr::memmem::find(text, PEM_HEAD_END).is_none())
+    }
+
     /// What each recognised name is rewritten to, for the sweep.
     fn sweep_names(&self, seen: &[Vec<u8>], timestamp_ns: i64) -> Vec<everywhere::Name> {
         let mut names: Vec<everywhere::Name> = Vec::new();
@@ -339,10 +358,7 @@ impl Scrubber {
                 Action::Mask => to.extend_from_slice(self.mask_token()),
                 Action::Keep | Action::Truncate => continue,
             }
-            names.push(everywhere::Name {
-                from: from.clone(),
-                to,
-            });
+            names.push(everywhere::Name::new(from.clone(), to));
         }
         names
     }

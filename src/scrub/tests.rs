@@ -1098,6 +1098,23 @@ proptest! {
         }
     }
 
+    /// What `clean_at_a_glance` calls clean the passes leave as it is,
+    /// recognising no name (short log-like texts, as fields are, and bytes).
+    #[test]
+    fn a_glance_is_never_wrong(parts in proptest::collection::vec(log_part(), 0..4), bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let text = parts.concat();
+        for config in CONFIGS {
+            let sc = scrubber_with(config);
+            for input in [text.as_bytes(), &bytes[..]] {
+                if sc.clean_at_a_glance(input) {
+                    let mut seen = Vec::new();
+                    let out = sc.scrub_text_full(input, TS, None, &mut seen);
+                    prop_assert!(matches!(out, Cow::Borrowed(_)) && seen.is_empty(), "config {:?} text {:?}", config, String::from_utf8_lossy(input));
+                }
+            }
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_and_utf8_stays_utf8(bytes in proptest::collection::vec(any::<u8>(), 0..300), text in "\\PC{0,100}") {
         let sc = default_scrubber();
@@ -1268,4 +1285,35 @@ fn no_import_circle_among_modules() {
             panic!("import circle: {}", cycle.join(" -> "));
         }
     }
+}
+
+/// The glance spares the passes for the short fields events carry, and
+/// never for a field holding something to rewrite or a shape's key.
+#[test]
+fn short_clean_fields_are_clean_at_a_glance() {
+    let sc = default_scrubber();
+    for clean in [
+        "stdout",
+        "1000",
+        "sshd",
+        "systemd-logind",
+        "/shop-web-3",
+        "docker.00031c2a9b8d",
+        "8e0a1bd54e1b4a7bb6cfd3a1d1f0c0de",
+        "",
+    ] {
+        assert!(sc.clean_at_a_glance(clean.as_bytes()), "{clean:?}");
+    }
+    for not in [
+        "alice@example.org",
+        "203.0.113.7",
+        "user=alice",
+        "logged in as x",
+        "imap(alice)",
+        "-----BEGIN PRIVATE KEY-----abc-----END PRIVATE KEY-----",
+    ] {
+        assert!(!sc.clean_at_a_glance(not.as_bytes()), "{not:?}");
+    }
+    let with_rule = scrubber_with("[[rules]]\nname = \"ids\"\npattern = 'web'\naction = \"mask\"");
+    assert!(!with_rule.clean_at_a_glance(b"/shop-web-3"));
 }
