@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
 use crate::event::Event;
@@ -245,10 +246,13 @@ pub async fn run<S: Sink>(
             let seq = first_seq + order.len() as u64;
             order.push_back(InFlight { end, done: false });
             let (m, name) = (m.clone(), name.clone());
-            tasks.spawn(async move {
+            // The delivery logs where this loop logs (a task does not
+            // inherit the subscriber of the task that spawns it).
+            let delivery = async move {
                 deliver(&name, &mut lane, &m).await;
                 (seq, lane)
-            });
+            };
+            tasks.spawn(delivery.with_current_subscriber());
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

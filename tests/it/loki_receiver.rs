@@ -98,6 +98,9 @@ pub struct Limits {
     /// Keep accepted entries for [`Receiver::entries`] (and drop exact
     /// duplicates, as Loki does). Off for benchmarks: count only.
     pub keep_entries: bool,
+    /// Time to answer each push (a busy or distant Loki), so that a
+    /// client's pushes in flight overlap.
+    pub delay: Duration,
 }
 
 impl Default for Limits {
@@ -109,6 +112,7 @@ impl Default for Limits {
             reject_old_after: Duration::from_secs(168 * 3600),
             out_of_order_window: Duration::from_secs(3600),
             keep_entries: true,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -146,10 +150,16 @@ pub struct Stats {
     pub max_streams_per_push: usize,
     /// Distinct streams that had an entry accepted.
     pub streams: usize,
+    /// Most requests being handled at once.
+    pub max_in_flight: usize,
+    /// Entries accepted although older than their stream's newest (Loki >=
+    /// 2.4's unordered writes, within `out_of_order_window`).
+    pub behind_newest: u64,
 }
 
 #[derive(Default)]
 struct State {
+    in_flight: usize,
     entries: Vec<Stored>,
     seen: HashSet<(String, i64, String)>,
     newest: HashMap<String, i64>,
@@ -336,12 +346,20 @@ async fn handle(
         st.stats.tenant = header("x-scope-orgid");
         st.stats.authorization = header("authorization");
         st.stats.content_types.insert(content_type.clone());
+        st.in_flight += 1;
+        st.stats.max_in_flight = st.stats.max_in_flight.max(st.in_flight);
     }
     let ok_path = req.uri().path() == "/loki/api/v1/push" && req.method() == hyper::Method::POST;
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(respond(StatusCode::BAD_REQUEST, "cannot read body")),
+        Err(_) => {
+            state.lock().unwrap().in_flight -= 1;
+            return Ok(respond(StatusCode::BAD_REQUEST, "cannot read body"));
+        }
     };
+    if !limits.delay.is_zero() {
+        tokio::time::sleep(limits.delay).await;
+    }
     let response = if ok_path {
         push(
             &state,
@@ -354,6 +372,7 @@ async fn handle(
         respond(StatusCode::NOT_FOUND, "404 page not found\n")
     };
     let mut st = state.lock().unwrap();
+    st.in_flight -= 1;
     *st.stats
         .statuses
         .entry(response.status().as_u16())
@@ -462,6 +481,9 @@ fn push(
                 continue;
             }
             st.stats.received += 1;
+            if ts < newest {
+                st.stats.behind_newest += 1;
+            }
             if !limits.keep_entries {
                 st.stats.accepted += 1;
                 st.newest.insert(key.clone(), newest.max(ts));
