@@ -251,7 +251,7 @@ async fn json_gzip_with_structured_metadata_and_bearer_token() {
         .unwrap();
     assert_eq!(e.ts_ns, base + 7);
     assert_eq!(
-        e.labels,
+        *e.labels,
         BTreeMap::from([("service".to_owned(), "web".to_owned())])
     );
     let mut metadata = e.metadata.clone();

@@ -120,7 +120,9 @@ impl Default for Limits {
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
-    pub labels: BTreeMap<String, String>,
+    /// Shared by the entries of a stream in a push: a receiver that copied
+    /// them per entry would be the benchmarks' bottleneck.
+    pub labels: Arc<BTreeMap<String, String>>,
     pub ts_ns: i64,
     pub line: String,
     pub metadata: Vec<(String, String)>,
@@ -161,7 +163,10 @@ pub struct Stats {
 struct State {
     in_flight: usize,
     entries: Vec<Stored>,
-    seen: HashSet<(String, i64, String)>,
+    /// Exact duplicates: (stream id, timestamp, line).
+    seen: HashSet<(usize, i64, String)>,
+    /// Stream ids by label string (`{labels:?}` of the parsed labels).
+    ids: HashMap<String, usize>,
     newest: HashMap<String, i64>,
     stats: Stats,
     fail_429: u32,
@@ -426,6 +431,7 @@ fn push(
     let oldest = now - limits.reject_old_after.as_nanos() as i64;
     let newest_ok = now + 600 * 1_000_000_000;
     let mut st = state.lock().unwrap();
+    let first_stored = st.entries.len();
     st.stats.max_streams_per_push = st.stats.max_streams_per_push.max(request.streams.len());
     let mut first_error = None;
     let mut refused = 0;
@@ -436,6 +442,9 @@ fn push(
             _ => return respond(StatusCode::BAD_REQUEST, "error parsing labels: parse error"),
         };
         let key = format!("{labels:?}");
+        let labels = Arc::new(labels);
+        let next_id = st.ids.len();
+        let id = *st.ids.entry(key.clone()).or_insert(next_id);
         let ts_of = |e: &proto::Entry| e.timestamp.map_or((0, 0), |t| (t.seconds, t.nanos));
         if stream
             .entries
@@ -484,15 +493,16 @@ fn push(
             if ts < newest {
                 st.stats.behind_newest += 1;
             }
+            if newest < ts {
+                st.newest.insert(key.clone(), ts);
+            }
             if !limits.keep_entries {
                 st.stats.accepted += 1;
-                st.newest.insert(key.clone(), newest.max(ts));
                 continue;
             }
-            if !st.seen.insert((key.clone(), ts, entry.line.clone())) {
+            if !st.seen.insert((id, ts, entry.line.clone())) {
                 continue; // Loki ignores exact duplicates
             }
-            st.newest.insert(key.clone(), newest.max(ts));
             st.stats.accepted += 1;
             st.entries.push(Stored {
                 labels: labels.clone(),
@@ -503,11 +513,16 @@ fn push(
                     .into_iter()
                     .map(|p| (p.name, p.value))
                     .collect(),
-                received_ns: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64),
+                received_ns: 0, // set below, once the push is accepted
             });
         }
+    }
+    // Every entry of the push was accepted when the push was: now.
+    let accepted_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    for e in &mut st.entries[first_stored..] {
+        e.received_ns = accepted_ns;
     }
     match first_error {
         Some(e) => respond(
