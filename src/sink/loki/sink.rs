@@ -34,6 +34,10 @@ pub(super) struct LokiSink {
     /// Built on first use, and again after a setup failure (a CA file fixed
     /// while weir runs): the data waits in the spool meanwhile.
     service: Option<Service>,
+    /// The service once any lane built it: lanes share one HTTP client
+    /// (its connection pool holds a connection per push in flight), built
+    /// once (loading the system's CA certificates is costly).
+    shared_service: Arc<Mutex<Option<Service>>>,
     /// Pushes of the current batch still to send, the next one last.
     pending: Vec<Push>,
     /// The encoded form of `pending.last()`, kept across retries.
@@ -57,6 +61,7 @@ impl LokiSink {
             planner: Arc::new(Mutex::new(Planner::new(&config))),
             config,
             service: None,
+            shared_service: Arc::default(),
             pending: Vec::new(),
             encoded: None,
             announced_split: false,
@@ -95,6 +100,7 @@ impl driver::Sink for LokiSink {
             config: self.config.clone(),
             planner: self.planner.clone(),
             service: self.service.clone(),
+            shared_service: self.shared_service.clone(),
             pending: Vec::new(),
             encoded: None,
             announced_split: false,
@@ -135,7 +141,16 @@ impl driver::Sink for LokiSink {
                 return Step::Dropped { events, reason };
             }
             if self.service.is_none() {
-                match Service::new(&self.config) {
+                let mut shared = self
+                    .shared_service
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let built = match &*shared {
+                    Some(s) => Ok(s.clone()),
+                    None => Service::new(&self.config).inspect(|s| *shared = Some(s.clone())),
+                };
+                drop(shared);
+                match built {
                     Ok(s) => self.service = Some(s),
                     Err(e) => {
                         return Step::Retry(Failure {
