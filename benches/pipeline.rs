@@ -269,6 +269,7 @@ max_rate = {{ messages = 0, bytes = 0 }}
         std::thread::sleep(Duration::from_millis(20));
     }
     let cpu_start = cpu_seconds(pid);
+    let bench_cpu_start = cpu_seconds(std::process::id());
 
     let sinks = if loki_only { "Loki" } else { "Loki + GELF/UDP" };
     println!("pipeline: {total} events ({DOCKER_CONNS} Docker-shaped connections, {PACKED_CONNS} PackedForward, 1 journal writer: {journal}) -> weir -> {sinks}; {}", machine());
@@ -305,6 +306,7 @@ max_rate = {{ messages = 0, bytes = 0 }}
     }
     let elapsed = start.elapsed();
     let cpu = cpu_seconds(pid) - cpu_start;
+    let bench_cpu = cpu_seconds(std::process::id()) - bench_cpu_start;
     let rss = peak_rss_kib(pid);
     // The GELF sink runs on its own cursor: wait until it has sent
     // everything or its count stalls for 2 s (UDP drops what the receiver's
@@ -346,6 +348,10 @@ max_rate = {{ messages = 0, bytes = 0 }}
         "  weir CPU: {cpu:.2} s = {cpu_per_m:.2} CPU s per million events; peak RSS {:.1} MiB",
         rss as f64 / 1024.0
     );
+    println!(
+        "  this process (load generators, Loki receiver): {bench_cpu:.2} CPU s, over {:.2} s",
+        elapsed.as_secs_f64()
+    );
     if !loki_only {
         println!("  GELF/UDP: {gelf_count} of {total} datagrams received, the last {gelf_elapsed:.2} s after the first write (UDP drops what the receiver cannot take; not asserted)");
     }
@@ -361,6 +367,7 @@ max_rate = {{ messages = 0, bytes = 0 }}
         "latency_ms": { "p50": p50, "p99": p99 },
         "cpu_seconds": cpu,
         "cpu_seconds_per_million_events": cpu_per_m,
+        "bench_process_cpu_seconds": bench_cpu,
         "peak_rss_kib": rss,
         "gelf_datagrams": gelf_count,
         "gelf_seconds": gelf_elapsed,

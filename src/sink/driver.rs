@@ -20,16 +20,21 @@
 //!   `weir_sink_last_success_timestamp_seconds` (what `weir status` reads to
 //!   tell a delivering sink from a stalled one);
 //! - the acknowledgement to the spool once the batch is accounted for
-//!   (every event sent, or dropped and counted).
+//!   (every event sent, or dropped and counted), strictly in spool order;
+//! - overlap: the next batch is read while others are delivered, and a sink
+//!   that makes lanes ([`Sink::lane`]) has up to [`Policy::in_flight`]
+//!   batches delivered at once (Loki's `max_in_flight`).
 //!
 //! The log lines name the sink, counts, sizes and reasons, never an event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
 use crate::event::Event;
@@ -53,6 +58,10 @@ pub struct Policy {
     pub backoff_initial: Duration,
     /// Longest delay between attempts.
     pub backoff_max: Duration,
+    /// Most batches delivered at once (1: one after the other). Beyond 1,
+    /// the sink must make lanes ([`Sink::lane`]); batches are still
+    /// acknowledged in spool order.
+    pub in_flight: usize,
 }
 
 /// What prepared a batch had to do to it besides encoding.
@@ -95,7 +104,7 @@ pub enum Step {
 }
 
 /// A destination the driver delivers to.
-pub trait Sink: Send {
+pub trait Sink: Send + Sized + 'static {
     /// The warning logged when an attempt fails (a stable text users grep
     /// for, e.g. `cannot write the file sink; retrying`).
     const RETRY_MESSAGE: &'static str;
@@ -112,9 +121,16 @@ pub trait Sink: Send {
     /// [`Step::Done`]; after a [`Step::Retry`], again after the delay.
     /// May be cancelled (shutdown) at any await point.
     fn step(&mut self) -> impl Future<Output = Step> + Send;
+
+    /// Another copy of this sink, to deliver a batch while this one
+    /// delivers another ([`Policy::in_flight`] > 1). It shares what must be
+    /// one per sink (Loki: the stream planner). `None`: one batch at a time.
+    fn lane(&self) -> Option<Self> {
+        None
+    }
 }
 
-/// The sink metrics, one set for every kind of sink.
+/// The sink metrics, one set for every kind of sink, shared by its lanes.
 struct Metrics {
     sink: String,
     sent: Counter,
@@ -127,7 +143,7 @@ struct Metrics {
     rejected: Family<labels::SinkReason, Counter>,
     /// `weir_sink_errors_total` / `weir_sink_rejected_events_total` by reason,
     /// taken on first use.
-    by_reason: HashMap<(&'static str, &'static str), Counter>,
+    by_reason: Mutex<HashMap<(&'static str, &'static str), Counter>>,
 }
 
 impl Metrics {
@@ -143,136 +159,233 @@ impl Metrics {
             last_success: registry.sink_last_success.with(l()),
             errors: registry.sink_errors.clone(),
             rejected: registry.sink_rejected_events.clone(),
-            by_reason: HashMap::new(),
+            by_reason: Mutex::new(HashMap::new()),
         }
     }
 
-    fn by_reason(&mut self, family: &'static str, reason: &'static str) -> &Counter {
+    fn by_reason(&self, family: &'static str, reason: &'static str) -> Counter {
         let family_of = if family == n::SINK_ERRORS {
             &self.errors
         } else {
             &self.rejected
         };
-        let sink = &self.sink;
-        self.by_reason
+        let mut cache = self.by_reason.lock().unwrap_or_else(|e| e.into_inner());
+        cache
             .entry((family, reason))
-            .or_insert_with(|| family_of.with(labels::SinkReason::new(sink, reason)))
+            .or_insert_with(|| family_of.with(labels::SinkReason::new(&self.sink, reason)))
+            .clone()
     }
+}
+
+/// One delivering copy of the sink and its own backoff: a lane delivers
+/// one batch at a time, start to end.
+struct Lane<S> {
+    sink: S,
+    backoff: Backoff,
+}
+
+/// A batch handed to a lane, in spool order.
+struct InFlight {
+    /// Spool offset just past the batch: acknowledged once this batch and
+    /// every earlier one are accounted for.
+    end: Offset,
+    done: bool,
 }
 
 /// Delivers from `reader` through `sink` until `shutdown` is cancelled (or
 /// the spool fails, which is logged: the data then stays spooled).
+///
+/// Up to [`Policy::in_flight`] batches are delivered at once, each by a
+/// lane of its own (a task: one batch's encoding runs beside another's
+/// wait on the server), while the next batch is read and decoded. Batches
+/// are prepared ([`Sink::begin`]) in spool order on this task, and
+/// acknowledged strictly in that order: a batch finished before an
+/// earlier one waits for it, so a crash or shutdown re-sends, never skips.
 pub async fn run<S: Sink>(
     name: String,
-    mut sink: S,
+    sink: S,
     mut reader: spool::Reader,
     shutdown: CancellationToken,
 ) {
     let policy = sink.policy();
-    let mut m = Metrics::new(reader.metrics(), &name);
-    let mut backoff = Backoff::new(policy.backoff_initial, policy.backoff_max);
+    let m = Arc::new(Metrics::new(reader.metrics(), &name));
+    let lane = |sink| Lane {
+        sink,
+        backoff: Backoff::new(policy.backoff_initial, policy.backoff_max),
+    };
+    let mut free = Vec::new();
+    while free.len() + 1 < policy.in_flight.max(1) {
+        match sink.lane() {
+            Some(other) => free.push(lane(other)),
+            None => break,
+        }
+    }
+    free.push(lane(sink));
+    // Dropping the set (any return below, shutdown included) aborts every
+    // delivery at its next await: what was not acknowledged stays spooled.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut order: VecDeque<InFlight> = VecDeque::new();
+    let mut first_seq = 0u64;
+    let mut gathered = Gathered::default();
+    let mut ready: Option<(Vec<Event>, Offset)> = None;
     loop {
-        let (events, end) = match gather(&mut reader, &policy, &shutdown).await {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(sink = %name, error = %e, "cannot read the spool; the sink stops");
-                return;
+        while ready.is_some() && !free.is_empty() {
+            let (events, end) = ready.take().expect("checked");
+            let mut lane = free.pop().expect("checked");
+            let prepared = lane.sink.begin(&events);
+            reader.recycle(events);
+            if prepared.truncated > 0 {
+                m.truncated.add(prepared.truncated);
+                tracing::warn!(sink = %name, events = prepared.truncated, "events too large for the server were shrunk");
             }
-        };
-        let prepared = sink.begin(&events);
-        reader.recycle(events);
-        if prepared.truncated > 0 {
-            m.truncated.add(prepared.truncated);
-            tracing::warn!(sink = %name, events = prepared.truncated, "events too large for the server were shrunk");
-        }
-        if prepared.too_large > 0 {
-            m.by_reason(n::SINK_REJECTED_EVENTS, "too_large")
-                .add(prepared.too_large);
-            tracing::error!(sink = %name, events = prepared.too_large, "events that cannot be shrunk to fit were dropped");
-        }
-        loop {
-            let step = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                s = sink.step() => s,
+            if prepared.too_large > 0 {
+                m.by_reason(n::SINK_REJECTED_EVENTS, "too_large")
+                    .add(prepared.too_large);
+                tracing::error!(sink = %name, events = prepared.too_large, "events that cannot be shrunk to fit were dropped");
+            }
+            let seq = first_seq + order.len() as u64;
+            order.push_back(InFlight { end, done: false });
+            let (m, name) = (m.clone(), name.clone());
+            // The delivery logs where this loop logs (a task does not
+            // inherit the subscriber of the task that spawns it).
+            let delivery = async move {
+                deliver(&name, &mut lane, &m).await;
+                (seq, lane)
             };
-            match step {
-                Step::Sent { events, bytes } => {
-                    if backoff.attempts() > 0 {
-                        tracing::info!(sink = %name, failed_attempts = backoff.attempts(), "delivering again");
-                        backoff.reset();
-                    }
-                    m.sent.add(events);
-                    m.bytes.add(bytes);
-                    m.batches.inc();
-                    m.last_success.set(unix_now());
-                }
-                Step::Dropped { events, reason } => {
-                    m.by_reason(n::SINK_REJECTED_EVENTS, reason).add(events);
-                    tracing::warn!(sink = %name, reason, events, "the server refused events; dropped them");
-                }
-                Step::Retry(failure) => {
-                    m.by_reason(n::SINK_ERRORS, failure.reason).inc();
-                    m.retries.inc();
-                    let delay = backoff.next_delay().max(failure.after.unwrap_or_default());
-                    tracing::warn!(
-                        sink = %name,
-                        reason = failure.reason,
-                        error = %failure.detail,
-                        attempt = backoff.attempts(),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "{}",
-                        S::RETRY_MESSAGE
-                    );
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Step::Done => break,
-            }
+            tasks.spawn(delivery.with_current_subscriber());
         }
-        if let Err(e) = reader.ack(end) {
-            tracing::error!(sink = %name, error = %e, "cannot acknowledge in the spool; the sink stops");
-            return;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = gather(&mut reader, &policy, &mut gathered), if ready.is_none() => {
+                if let Err(e) = r {
+                    tracing::error!(sink = %name, error = %e, "cannot read the spool; the sink stops");
+                    return;
+                }
+                ready = Some(gathered.take());
+            }
+            Some(joined) = tasks.join_next() => {
+                let (seq, lane) = match joined {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::error!(sink = %name, error = %e, "a delivery task failed; the sink stops");
+                        return;
+                    }
+                };
+                free.push(lane);
+                order[(seq - first_seq) as usize].done = true;
+                let mut acked = None;
+                while order.front().is_some_and(|b| b.done) {
+                    acked = order.pop_front().map(|b| b.end);
+                    first_seq += 1;
+                }
+                if let Some(end) = acked {
+                    if let Err(e) = reader.ack(end) {
+                        tracing::error!(sink = %name, error = %e, "cannot acknowledge in the spool; the sink stops");
+                        return;
+                    }
+                }
+            }
         }
     }
 }
 
-/// Reads from the spool until the batch is full or `linger` has passed since
-/// its first event. `None` on shutdown.
+/// Delivers the lane's current batch to the end, retrying after backoff
+/// delays; counts every step.
+async fn deliver<S: Sink>(name: &str, lane: &mut Lane<S>, m: &Metrics) {
+    loop {
+        match lane.sink.step().await {
+            Step::Sent { events, bytes } => {
+                if lane.backoff.attempts() > 0 {
+                    tracing::info!(sink = %name, failed_attempts = lane.backoff.attempts(), "delivering again");
+                    lane.backoff.reset();
+                }
+                m.sent.add(events);
+                m.bytes.add(bytes);
+                m.batches.inc();
+                m.last_success.set(unix_now());
+            }
+            Step::Dropped { events, reason } => {
+                m.by_reason(n::SINK_REJECTED_EVENTS, reason).add(events);
+                tracing::warn!(sink = %name, reason, events, "the server refused events; dropped them");
+            }
+            Step::Retry(failure) => {
+                m.by_reason(n::SINK_ERRORS, failure.reason).inc();
+                m.retries.inc();
+                let delay = lane
+                    .backoff
+                    .next_delay()
+                    .max(failure.after.unwrap_or_default());
+                tracing::warn!(
+                    sink = %name,
+                    reason = failure.reason,
+                    error = %failure.detail,
+                    attempt = lane.backoff.attempts(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "{}",
+                    S::RETRY_MESSAGE
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Step::Done => return,
+        }
+    }
+}
+
+/// A batch being gathered. It lives outside [`gather`]'s future, so that
+/// the driver may drop that future (to count a finished delivery) without
+/// losing the events read so far.
+#[derive(Default)]
+struct Gathered {
+    events: Vec<Event>,
+    bytes: usize,
+    end: Offset,
+    /// `linger` after the first event.
+    deadline: Option<Instant>,
+}
+
+impl Gathered {
+    fn add(&mut self, mut batch: spool::Batch) {
+        self.bytes += batch.events.iter().map(Event::approx_size).sum::<usize>();
+        self.events.append(&mut batch.events);
+        self.end = batch.end;
+    }
+
+    fn take(&mut self) -> (Vec<Event>, Offset) {
+        let out = (std::mem::take(&mut self.events), self.end);
+        self.bytes = 0;
+        self.deadline = None;
+        out
+    }
+}
+
+/// Reads from the spool into `g` until the batch is full or `linger` has
+/// passed since its first event. Cancel-safe: what was read stays in `g`.
 async fn gather(
     reader: &mut spool::Reader,
     policy: &Policy,
-    shutdown: &CancellationToken,
-) -> Result<Option<(Vec<Event>, Offset)>, spool::SpoolError> {
+    g: &mut Gathered,
+) -> Result<(), spool::SpoolError> {
     let max_events = policy.max_events.max(1);
-    let first = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(None),
-        b = reader.next_batch(max_events.min(READ_EVENTS), policy.max_bytes) => b?,
-    };
-    let mut bytes: usize = first.events.iter().map(Event::approx_size).sum();
-    let mut events = first.events;
-    let mut end = first.end;
-    if policy.linger.is_zero() {
-        return Ok(Some((events, end)));
+    if g.events.is_empty() {
+        let first = reader
+            .next_batch(max_events.min(READ_EVENTS), policy.max_bytes)
+            .await?;
+        g.add(first);
+        if policy.linger.is_zero() {
+            return Ok(());
+        }
+        g.deadline = Some(Instant::now() + policy.linger);
     }
-    let deadline = Instant::now() + policy.linger;
-    while bytes < policy.max_bytes && events.len() < max_events {
-        let room = (max_events - events.len()).min(READ_EVENTS);
+    let deadline = g.deadline.unwrap_or_else(Instant::now);
+    while g.bytes < policy.max_bytes && g.events.len() < max_events {
+        let room = (max_events - g.events.len()).min(READ_EVENTS);
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep_until(deadline) => break,
-            b = reader.next_batch(room, policy.max_bytes - bytes) => {
-                let mut b = b?;
-                bytes += b.events.iter().map(Event::approx_size).sum::<usize>();
-                events.append(&mut b.events);
-                end = b.end;
-            }
+            b = reader.next_batch(room, policy.max_bytes - g.bytes) => g.add(b?),
         }
     }
-    Ok(Some((events, end)))
+    Ok(())
 }
 
 fn unix_now() -> i64 {
@@ -306,6 +419,7 @@ mod tests {
                 linger: Duration::from_millis(200),
                 backoff_initial: Duration::from_millis(1),
                 backoff_max: Duration::from_millis(5),
+                in_flight: 1,
             }
         }
 
@@ -409,5 +523,111 @@ mod tests {
             .expect("the driver stops at once")
             .unwrap();
         assert!(lag() > 0, "the interrupted batch was acknowledged");
+    }
+
+    /// A sink with lanes whose first batch hangs until released, while
+    /// later ones are done at once.
+    struct Gated {
+        began: Arc<Mutex<Vec<usize>>>,
+        done: Arc<std::sync::atomic::AtomicUsize>,
+        release: Arc<tokio::sync::Notify>,
+        batch: usize,
+    }
+
+    impl Sink for Gated {
+        const RETRY_MESSAGE: &'static str = "gated sink failed; retrying";
+
+        fn policy(&self) -> Policy {
+            Policy {
+                max_events: 1,
+                max_bytes: 1 << 20,
+                linger: Duration::ZERO,
+                backoff_initial: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(5),
+                in_flight: 3,
+            }
+        }
+
+        fn begin(&mut self, _: &[Event]) -> Prepared {
+            let mut began = self.began.lock().unwrap();
+            self.batch = began.len();
+            began.push(self.batch);
+            Prepared::default()
+        }
+
+        async fn step(&mut self) -> Step {
+            if self.batch == 0 {
+                self.release.notified().await;
+            }
+            self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Step::Done
+        }
+
+        fn lane(&self) -> Option<Gated> {
+            Some(Gated {
+                began: self.began.clone(),
+                done: self.done.clone(),
+                release: self.release.clone(),
+                batch: 0,
+            })
+        }
+    }
+
+    /// Batches are delivered side by side, but a batch finished before an
+    /// earlier one is acknowledged only once that one is: the spool's
+    /// cursor never passes an undelivered batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledges_in_spool_order_whatever_order_batches_finish_in() {
+        let name = "driver-order";
+        let dir = tempfile::tempdir().unwrap();
+        let mut problems = Problems::default();
+        let config = toml::from_str::<spool::RawConfig>("max_age = \"0s\"")
+            .unwrap()
+            .validate("spool", &mut problems);
+        let spool = spool::Spool::open(dir.path(), &config, &[name.to_owned()]).unwrap();
+        let sink = Gated {
+            began: Arc::default(),
+            done: Arc::default(),
+            release: Arc::default(),
+            batch: 0,
+        };
+        let (began, done, release) = (sink.began.clone(), sink.done.clone(), sink.release.clone());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            name.to_owned(),
+            sink,
+            spool.reader(name).unwrap(),
+            stop.clone(),
+        ));
+        let wait = |what: &str, f: &dyn Fn() -> bool| {
+            let start = std::time::Instant::now();
+            while !f() {
+                assert!(start.elapsed() < Duration::from_secs(10), "never {what}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        for text in ["a", "b", "c"] {
+            spool
+                .append(&[Event::new(0, Origin::Docker, text)], None)
+                .await
+                .unwrap();
+        }
+        let lag = || spool.stats().sinks[0].lag_bytes;
+        let all = lag();
+        wait("began 3 batches", &|| began.lock().unwrap().len() == 3);
+        wait("finished the later 2", &|| {
+            done.load(std::sync::atomic::Ordering::SeqCst) == 2
+        });
+        // Time for an (erroneous) acknowledgement to land.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            lag(),
+            all,
+            "batches 2 and 3 were acknowledged before batch 1"
+        );
+        release.notify_one();
+        wait("acknowledged all 3", &|| lag() == 0);
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -121,6 +121,8 @@ impl driver::Sink for FileSink {
             linger: Duration::ZERO,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            // Lines stay in spool order.
+            in_flight: 1,
         }
     }
 

@@ -674,6 +674,10 @@ impl Spool {
                 .metrics()
                 .spool_dropped_events
                 .with(crate::metrics::labels::SinkReason::new(sink, "max_age")),
+            undecodable: self
+                .metrics()
+                .spool_dropped_events
+                .with(crate::metrics::labels::SinkReason::new(sink, "undecodable")),
             pool: Vec::new(),
             decoder: crate::event::codec::Decoder::new(crate::event::codec::Version::V2),
         })

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use super::record::{self, HEADER_LEN};
 use super::{segment, Batch, Offset, Spool, SpoolError};
-use crate::event::codec::Decoder;
+use crate::event::codec::{DecodeError, Decoder};
 use crate::event::{Event, Origin};
 
 /// Most events kept for reuse: a sink's largest batch.
@@ -55,6 +55,10 @@ pub struct Reader {
     pub(super) max_age: std::time::Duration,
     /// `weir_spool_dropped_events_total{reason="max_age"}` for this sink.
     pub(super) expired: crate::metrics::Counter,
+    /// `weir_spool_dropped_events_total{reason="undecodable"}` for this
+    /// sink: the events of a CRC-valid record from one that cannot be
+    /// decoded to its end (see [`Decode::take`]).
+    pub(super) undecodable: crate::metrics::Counter,
     /// Events to decode into (see [`Reader::recycle`]).
     pub(super) pool: Vec<Event>,
     /// Follows the record being read (`cur`'s, while there is one).
@@ -68,6 +72,9 @@ pub(super) struct Current {
     /// The encoded events (position stripped).
     events: Vec<u8>,
     at: usize,
+    /// Events the record holds (its header's count) and those handed out.
+    count: u32,
+    handed: u32,
 }
 
 /// Where the next bytes come from, decided under the lock.
@@ -101,8 +108,14 @@ impl Reader {
                     decoder: &mut self.decoder,
                     pool: &mut self.pool,
                     out: &mut events,
+                    failed: None,
                 };
                 d.take(&cur.events, &mut cur.at, max_events, max_bytes);
+                let failed = d.failed.take();
+                cur.handed += events.len() as u32;
+                if let Some(err) = failed {
+                    skipped_undecodable(&self.undecodable, err, cur.count, cur.handed);
+                }
                 if cur.at >= cur.events.len() {
                     self.read = cur.end;
                     self.cur = None;
@@ -317,6 +330,7 @@ impl Reader {
                 decoder: &mut self.decoder,
                 pool: &mut self.pool,
                 out: events,
+                failed: None,
             };
             bytes += d.take(
                 parts.events,
@@ -324,6 +338,11 @@ impl Reader {
                 max_events,
                 max_bytes.saturating_sub(bytes),
             );
+            let failed = d.failed.take();
+            let handed = (events.len() - before) as u32;
+            if let Some(err) = failed {
+                skipped_undecodable(&self.undecodable, err, h.count, handed);
+            }
             if taken < parts.events.len() {
                 if events.len() == before && !events.is_empty() {
                     // Nothing of it fitted: leave it for the next batch whole.
@@ -334,6 +353,8 @@ impl Reader {
                     end: self.read + total,
                     events: parts.events.to_vec(),
                     at: taken,
+                    count: h.count,
+                    handed,
                 });
                 break;
             }
@@ -361,6 +382,26 @@ struct Decode<'a> {
     decoder: &'a mut Decoder,
     pool: &'a mut Vec<Event>,
     out: &'a mut Vec<Event>,
+    /// Why an event could not be decoded: the rest of the record was skipped.
+    failed: Option<DecodeError>,
+}
+
+/// Counts (and logs, without payload) the events of a record of `count`
+/// that were skipped after `handed` were handed out: the undecodable one
+/// and every one after it.
+fn skipped_undecodable(
+    counter: &crate::metrics::Counter,
+    err: DecodeError,
+    count: u32,
+    handed: u32,
+) {
+    let skipped = u64::from(count.saturating_sub(handed));
+    counter.add(skipped);
+    tracing::error!(
+        error = %err,
+        events_skipped = skipped,
+        "spool record holds an undecodable event; skipped it and the rest of the record (weir_spool_dropped_events_total{{reason=\"undecodable\"}})"
+    );
 }
 
 impl Decode<'_> {
@@ -381,10 +422,7 @@ impl Decode<'_> {
                 .unwrap_or_else(|| Event::new(0, Origin::Docker, Vec::new()));
             let mut next = *at;
             if let Err(err) = self.decoder.decode_into(buf, &mut next, &mut e) {
-                tracing::error!(
-                    error = %err,
-                    "spool record holds an undecodable event; skipping the rest of the record"
-                );
+                self.failed = Some(err);
                 self.pool.push(e);
                 *at = buf.len();
                 break;

@@ -98,6 +98,9 @@ pub struct Limits {
     /// Keep accepted entries for [`Receiver::entries`] (and drop exact
     /// duplicates, as Loki does). Off for benchmarks: count only.
     pub keep_entries: bool,
+    /// Time to answer each push (a busy or distant Loki), so that a
+    /// client's pushes in flight overlap.
+    pub delay: Duration,
 }
 
 impl Default for Limits {
@@ -109,6 +112,7 @@ impl Default for Limits {
             reject_old_after: Duration::from_secs(168 * 3600),
             out_of_order_window: Duration::from_secs(3600),
             keep_entries: true,
+            delay: Duration::ZERO,
         }
     }
 }
@@ -116,7 +120,9 @@ impl Default for Limits {
 /// One stored entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
-    pub labels: BTreeMap<String, String>,
+    /// Shared by the entries of a stream in a push: a receiver that copied
+    /// them per entry would be the benchmarks' bottleneck.
+    pub labels: Arc<BTreeMap<String, String>>,
     pub ts_ns: i64,
     pub line: String,
     pub metadata: Vec<(String, String)>,
@@ -146,12 +152,21 @@ pub struct Stats {
     pub max_streams_per_push: usize,
     /// Distinct streams that had an entry accepted.
     pub streams: usize,
+    /// Most requests being handled at once.
+    pub max_in_flight: usize,
+    /// Entries accepted although older than their stream's newest (Loki >=
+    /// 2.4's unordered writes, within `out_of_order_window`).
+    pub behind_newest: u64,
 }
 
 #[derive(Default)]
 struct State {
+    in_flight: usize,
     entries: Vec<Stored>,
-    seen: HashSet<(String, i64, String)>,
+    /// Exact duplicates: (stream id, timestamp, line).
+    seen: HashSet<(usize, i64, String)>,
+    /// Stream ids by label string (`{labels:?}` of the parsed labels).
+    ids: HashMap<String, usize>,
     newest: HashMap<String, i64>,
     stats: Stats,
     fail_429: u32,
@@ -336,12 +351,20 @@ async fn handle(
         st.stats.tenant = header("x-scope-orgid");
         st.stats.authorization = header("authorization");
         st.stats.content_types.insert(content_type.clone());
+        st.in_flight += 1;
+        st.stats.max_in_flight = st.stats.max_in_flight.max(st.in_flight);
     }
     let ok_path = req.uri().path() == "/loki/api/v1/push" && req.method() == hyper::Method::POST;
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(respond(StatusCode::BAD_REQUEST, "cannot read body")),
+        Err(_) => {
+            state.lock().unwrap().in_flight -= 1;
+            return Ok(respond(StatusCode::BAD_REQUEST, "cannot read body"));
+        }
     };
+    if !limits.delay.is_zero() {
+        tokio::time::sleep(limits.delay).await;
+    }
     let response = if ok_path {
         push(
             &state,
@@ -354,6 +377,7 @@ async fn handle(
         respond(StatusCode::NOT_FOUND, "404 page not found\n")
     };
     let mut st = state.lock().unwrap();
+    st.in_flight -= 1;
     *st.stats
         .statuses
         .entry(response.status().as_u16())
@@ -407,6 +431,7 @@ fn push(
     let oldest = now - limits.reject_old_after.as_nanos() as i64;
     let newest_ok = now + 600 * 1_000_000_000;
     let mut st = state.lock().unwrap();
+    let first_stored = st.entries.len();
     st.stats.max_streams_per_push = st.stats.max_streams_per_push.max(request.streams.len());
     let mut first_error = None;
     let mut refused = 0;
@@ -417,6 +442,9 @@ fn push(
             _ => return respond(StatusCode::BAD_REQUEST, "error parsing labels: parse error"),
         };
         let key = format!("{labels:?}");
+        let labels = Arc::new(labels);
+        let next_id = st.ids.len();
+        let id = *st.ids.entry(key.clone()).or_insert(next_id);
         let ts_of = |e: &proto::Entry| e.timestamp.map_or((0, 0), |t| (t.seconds, t.nanos));
         if stream
             .entries
@@ -462,15 +490,19 @@ fn push(
                 continue;
             }
             st.stats.received += 1;
+            if ts < newest {
+                st.stats.behind_newest += 1;
+            }
+            if newest < ts {
+                st.newest.insert(key.clone(), ts);
+            }
             if !limits.keep_entries {
                 st.stats.accepted += 1;
-                st.newest.insert(key.clone(), newest.max(ts));
                 continue;
             }
-            if !st.seen.insert((key.clone(), ts, entry.line.clone())) {
+            if !st.seen.insert((id, ts, entry.line.clone())) {
                 continue; // Loki ignores exact duplicates
             }
-            st.newest.insert(key.clone(), newest.max(ts));
             st.stats.accepted += 1;
             st.entries.push(Stored {
                 labels: labels.clone(),
@@ -481,11 +513,16 @@ fn push(
                     .into_iter()
                     .map(|p| (p.name, p.value))
                     .collect(),
-                received_ns: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64),
+                received_ns: 0, // set below, once the push is accepted
             });
         }
+    }
+    // Every entry of the push was accepted when the push was: now.
+    let accepted_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    for e in &mut st.entries[first_stored..] {
+        e.received_ns = accepted_ns;
     }
     match first_error {
         Some(e) => respond(

@@ -110,6 +110,8 @@ impl driver::Sink for GelfSink {
             linger: Duration::ZERO,
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            // One connection: messages stay in spool order.
+            in_flight: 1,
         }
     }
 

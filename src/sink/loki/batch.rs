@@ -130,6 +130,9 @@ impl Limits {
 #[derive(Debug, Clone)]
 pub struct Planner {
     labels: Vec<&'static str>,
+    /// `labels` as bits of [`label_bit`]: one test per label of an event
+    /// instead of comparing its name with each configured one.
+    selects: u8,
     lines: LineBuilder,
     encoding: Encoding,
     /// `max_push_bytes`: no push is ever larger.
@@ -187,6 +190,36 @@ fn stream_overhead(labels: &str, encoding: Encoding) -> usize {
     }
 }
 
+/// A bit per name of [`super::LABEL_NAMES`] (0 for any other name).
+fn label_bit(name: &str) -> u8 {
+    // The order of LABEL_NAMES (a test checks it).
+    match name {
+        "host" => 1,
+        "source" => 2,
+        "app" => 4,
+        "service" => 8,
+        "container_name" => 16,
+        "unit" => 32,
+        "level" => 64,
+        _ => 0,
+    }
+}
+
+/// Keeps a copy of an event's selected labels (reusing the strings).
+fn remember(prev: &mut Vec<(&'static str, String)>, selected: &[(&'static str, &str)]) {
+    prev.truncate(selected.len());
+    for (i, (k, v)) in selected.iter().enumerate() {
+        match prev.get_mut(i) {
+            Some(p) => {
+                p.0 = k;
+                p.1.clear();
+                p.1.push_str(v);
+            }
+            None => prev.push((k, (*v).to_owned())),
+        }
+    }
+}
+
 /// `{"streams":[]}`.
 const JSON_PUSH_OVERHEAD: usize = 14;
 
@@ -194,6 +227,7 @@ impl Planner {
     pub fn new(config: &Config) -> Planner {
         Planner {
             labels: config.labels.clone(),
+            selects: config.labels.iter().fold(0, |m, l| m | label_bit(l)),
             lines: LineBuilder {
                 format: config.line_format,
                 structured_metadata: config.structured_metadata,
@@ -229,8 +263,20 @@ impl Planner {
         let long_label = event
             .labels
             .pairs(event.origin)
-            .any(|(k, v)| self.labels.contains(&k) && v.len() > MAX_LABEL_VALUE_BYTES);
+            .any(|(k, v)| self.selects & label_bit(k) != 0 && v.len() > MAX_LABEL_VALUE_BYTES);
         long_label.then_some("invalid_labels")
+    }
+
+    /// [`Planner::live_slot`], or `cached` (the previous event's stream,
+    /// already marked used at `now_ns` in this plan) without a lookup.
+    fn live_slot_cached(
+        &mut self,
+        cached: Option<usize>,
+        key: &str,
+        now_ns: i64,
+        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+    ) -> Option<usize> {
+        cached.or_else(|| self.live_slot(key, now_ns, streams))
     }
 
     /// The place in this plan's `streams` of the live stream `key`, marked
@@ -300,6 +346,11 @@ impl Planner {
         let mut extra = Vec::with_capacity(8);
         let mut selected = Vec::with_capacity(self.labels.len());
         let mut key = String::with_capacity(128);
+        // The previous event's selected labels and its stream's slot: runs
+        // of events of one stream (most batches) skip writing and hashing
+        // the label string. Not kept for a demoted event.
+        let mut prev: Vec<(&'static str, String)> = Vec::with_capacity(self.labels.len());
+        let mut prev_slot: Option<usize> = None;
         for event in events {
             if let Some(reason) = self.refusal(event, now_ns) {
                 *plan.refused.entry(reason).or_default() += 1;
@@ -311,21 +362,39 @@ impl Planner {
                 if v.is_empty() {
                     continue;
                 }
-                if self.labels.contains(&k) {
+                if self.selects & label_bit(k) != 0 {
                     selected.push((k, v));
                 } else {
                     extra.push((k, v));
                 }
             }
+            let same = prev_slot.is_some()
+                && prev.len() == selected.len()
+                && prev
+                    .iter()
+                    .zip(&selected)
+                    .all(|(p, s)| p.0 == s.0 && p.1 == s.1);
             // The key is written into one reused buffer and copied only for
             // a stream not seen before: most events join an existing one.
-            encode::write_label_string(&mut key, selected.iter().copied());
-            let slot = match self.live_slot(&key, now_ns, &mut streams) {
-                Some(slot) => slot,
+            if !same {
+                encode::write_label_string(&mut key, selected.iter().copied());
+            }
+            let cached = if same { prev_slot } else { None };
+            let slot = match self.live_slot_cached(cached, &key, now_ns, &mut streams) {
+                Some(slot) if same => slot,
+                Some(slot) => {
+                    remember(&mut prev, &selected);
+                    prev_slot = Some(slot);
+                    slot
+                }
                 None if self.live.len() < self.limits.max_streams => {
-                    self.open_stream(&key, now_ns, &mut streams)
+                    let slot = self.open_stream(&key, now_ns, &mut streams);
+                    remember(&mut prev, &selected);
+                    prev_slot = Some(slot);
+                    slot
                 }
                 None => {
+                    prev_slot = None;
                     // Beyond the stream cap: move the most variable labels
                     // into the line until the event falls in a live stream
                     // (or no label is left to move).
@@ -610,6 +679,73 @@ mod tests {
         let later = NOW + 31 * 60 * 1_000_000_000;
         let plan = p.plan(&events[..5], later);
         assert_eq!(plan.demoted, 0);
+    }
+
+    #[test]
+    fn label_bits_follow_label_names() {
+        for (i, name) in crate::sink::loki::LABEL_NAMES.iter().enumerate() {
+            assert_eq!(label_bit(name), 1 << i, "{name}");
+        }
+        assert_eq!(label_bit("other"), 0);
+    }
+
+    /// Runs of one stream take the previous event's stream without a
+    /// lookup: the plan is the same as event by event, whatever the runs
+    /// (a stream left and come back to, a label value differing only in
+    /// its last byte, a label present then absent, demotion past the cap).
+    #[test]
+    fn runs_of_a_stream_plan_as_event_by_event() {
+        let mut events = Vec::new();
+        for (i, svc) in ["a", "a", "b", "a", "ab", "ab", "aa", "aa", "a"]
+            .iter()
+            .enumerate()
+        {
+            events.push(event(i as i64, svc, format!("m{i}")));
+        }
+        let mut no_level = event(9, "a", "no level".into());
+        no_level.labels.level = None;
+        events.push(no_level);
+        events.push(event(10, "a", "m10".into()));
+        for i in 11..40 {
+            let mut e = event(i, "c", format!("m{i}"));
+            e.labels.container_name = Some(format!("c{}", i / 3));
+            events.push(e);
+        }
+        let run = |p: &mut Planner, events: &[Event]| {
+            let plan = p.plan(events, NOW);
+            let got: Vec<(String, Vec<String>)> = plan
+                .pushes
+                .iter()
+                .flat_map(|p| &p.request.streams)
+                .map(|s| {
+                    (
+                        s.labels.clone(),
+                        s.entries.iter().map(|e| e.line.clone()).collect(),
+                    )
+                })
+                .collect();
+            (got, plan.demoted)
+        };
+        let cfg = config("max_streams = 6");
+        let together = run(&mut Planner::new(&cfg), &events);
+        let mut p = Planner::new(&cfg);
+        let mut one_by_one: Vec<(String, Vec<String>)> = Vec::new();
+        let mut demoted = 0;
+        for e in &events {
+            let (streams, d) = run(&mut p, std::slice::from_ref(e));
+            demoted += d;
+            for (labels, lines) in streams {
+                match one_by_one.iter_mut().find(|s| s.0 == labels) {
+                    Some(s) => s.1.extend(lines),
+                    None => one_by_one.push((labels, lines)),
+                }
+            }
+        }
+        one_by_one.sort();
+        assert_eq!(together.0, one_by_one);
+        assert_eq!(together.1, demoted);
+        assert!(demoted > 0, "the cap was reached");
+        assert!(together.0.len() >= 6, "{:?}", together.0);
     }
 
     #[test]

@@ -43,6 +43,9 @@ use crate::units::{ByteSize, HumanDuration};
 pub const LOKI_GRPC_LIMIT: u64 = 4_194_304;
 /// Default hard cap on a push, encoded and decoded: under Loki's limit with room.
 pub const DEFAULT_MAX_PUSH_BYTES: u64 = 4_000_000;
+/// Default `max_in_flight`: enough to keep a push in flight while the next
+/// ones are encoded, few enough to bound memory (each holds one batch).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4;
 /// Smallest cap accepted: below it a single long line could not fit.
 const MIN_MAX_PUSH_BYTES: u64 = 64 << 10;
 
@@ -115,6 +118,13 @@ pub struct RawConfig {
     pub max_streams: Option<usize>,
     /// Most streams in one push. Default 1000.
     pub max_streams_per_push: Option<usize>,
+    /// Most pushes in flight at once, each from a batch of its own, while
+    /// the next batch is prepared. Default 4. Batches are still
+    /// acknowledged in spool order, but entries of one stream may reach
+    /// Loki out of order: Loki 2.4 and later accept that within
+    /// `max_chunk_age / 2` (1 hour by default; `unordered_writes`, on by
+    /// default). Set 1 for an older Loki, or one with `unordered_writes: false`.
+    pub max_in_flight: Option<usize>,
 }
 
 /// The push body format.
@@ -187,6 +197,7 @@ pub struct Config {
     pub reject_newer_than: HumanDuration,
     pub max_streams: usize,
     pub max_streams_per_push: usize,
+    pub max_in_flight: usize,
 }
 
 fn dur(v: Option<HumanDuration>, default: Duration) -> HumanDuration {
@@ -356,7 +367,15 @@ impl RawConfig {
                 bad(field, format!("{n} is outside 1..100000"));
             }
         }
+        let max_in_flight = self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        if !(1..=64).contains(&max_in_flight) {
+            bad(
+                "max_in_flight",
+                format!("{max_in_flight} is outside 1..64 (default {DEFAULT_MAX_IN_FLIGHT}; 1 for a Loki before 2.4)"),
+            );
+        }
         Config {
+            max_in_flight,
             reject_older_than: dur(self.reject_older_than, Duration::from_secs(7 * 86_400)),
             reject_newer_than: dur(self.reject_newer_than, Duration::from_secs(600)),
             max_streams,

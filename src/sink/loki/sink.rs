@@ -8,6 +8,7 @@
 //! sent again after the next start, and Loki ignores the exact duplicates of
 //! what it already stored).
 
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::batch::{Planner, Push};
@@ -27,10 +28,16 @@ const BATCH_EVENTS: usize = 100_000;
 pub(super) struct LokiSink {
     name: String,
     config: Config,
-    planner: Planner,
+    /// One per sink, shared by its lanes: stream liveness and the stream
+    /// cap are per sink, and batches are planned in spool order.
+    planner: Arc<Mutex<Planner>>,
     /// Built on first use, and again after a setup failure (a CA file fixed
     /// while weir runs): the data waits in the spool meanwhile.
     service: Option<Service>,
+    /// The service once any lane built it: lanes share one HTTP client
+    /// (its connection pool holds a connection per push in flight), built
+    /// once (loading the system's CA certificates is costly).
+    shared_service: Arc<Mutex<Option<Service>>>,
     /// Pushes of the current batch still to send, the next one last.
     pending: Vec<Push>,
     /// The encoded form of `pending.last()`, kept across retries.
@@ -51,9 +58,10 @@ impl LokiSink {
     pub(super) fn new(name: &str, config: Config, registry: &crate::metrics::Metrics) -> LokiSink {
         LokiSink {
             name: name.to_owned(),
-            planner: Planner::new(&config),
+            planner: Arc::new(Mutex::new(Planner::new(&config))),
             config,
             service: None,
+            shared_service: Arc::default(),
             pending: Vec::new(),
             encoded: None,
             announced_split: false,
@@ -61,6 +69,14 @@ impl LokiSink {
             splits: registry.sink_splits.with(labels::sink(name)),
             demoted: registry.loki_demoted_events.with(labels::sink(name)),
         }
+    }
+}
+
+impl LokiSink {
+    fn planner(&self) -> std::sync::MutexGuard<'_, Planner> {
+        // Planning does not panic midway in a way that leaves the planner
+        // unusable: its maps stay consistent.
+        self.planner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -74,11 +90,28 @@ impl driver::Sink for LokiSink {
             linger: self.config.batch_timeout.0,
             backoff_initial: self.config.retry_initial_backoff.0,
             backoff_max: self.config.retry_max_backoff.0,
+            in_flight: self.config.max_in_flight,
         }
     }
 
+    fn lane(&self) -> Option<LokiSink> {
+        Some(LokiSink {
+            name: self.name.clone(),
+            config: self.config.clone(),
+            planner: self.planner.clone(),
+            service: self.service.clone(),
+            shared_service: self.shared_service.clone(),
+            pending: Vec::new(),
+            encoded: None,
+            announced_split: false,
+            drops: Vec::new(),
+            splits: self.splits.clone(),
+            demoted: self.demoted.clone(),
+        })
+    }
+
     fn begin(&mut self, events: &[Event]) -> Prepared {
-        let plan = self.planner.plan(events, unix_now_ns());
+        let plan = self.planner().plan(events, unix_now_ns());
         self.demoted.add(plan.demoted);
         if plan.too_large > 0 {
             tracing::warn!(
@@ -108,7 +141,16 @@ impl driver::Sink for LokiSink {
                 return Step::Dropped { events, reason };
             }
             if self.service.is_none() {
-                match Service::new(&self.config) {
+                let mut shared = self
+                    .shared_service
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let built = match &*shared {
+                    Some(s) => Ok(s.clone()),
+                    None => Service::new(&self.config).inspect(|s| *shared = Some(s.clone())),
+                };
+                drop(shared);
+                match built {
                     Ok(s) => self.service = Some(s),
                     Err(e) => {
                         return Step::Retry(Failure {
@@ -186,7 +228,8 @@ impl driver::Sink for LokiSink {
                     if entries > 1 =>
                 {
                     if matches!(outcome, Outcome::TooLarge { status: 1.., .. }) {
-                        if let Some(target) = self.planner.lower_target(decoded) {
+                        let lowered = self.planner().lower_target(decoded);
+                        if let Some(target) = lowered {
                             tracing::warn!(
                                 sink = %self.name, refused_bytes = decoded, target_bytes = target,
                                 max_push_bytes = self.config.max_push_bytes.0,
