@@ -799,10 +799,13 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
 /// `getty@tty1.service`, `systemd-fsck@dev-disk-by\x2duuid-1234.service`:
 /// a systemd unit instance (the instance may hold any escaped bytes).
 fn systemd_unit(token: &[u8]) -> bool {
-    let Some(dot) = token.iter().rposition(|&c| c == b'.') else {
+    // The longest type is 9 bytes: a last dot further back ends no unit,
+    // and looking no further keeps a line of `@` (hostile input) linear.
+    let tail = &token[token.len().saturating_sub(10)..];
+    let Some(dot) = tail.iter().rposition(|&c| c == b'.') else {
         return false;
     };
-    let tld = &token[dot + 1..];
+    let tld = &tail[dot + 1..];
     const UNIT_TYPES: &[&[u8]] = &[
         b"service",
         b"socket",

@@ -503,7 +503,12 @@ impl Scrubber {
                 cur = Cow::Owned(v);
             }
         }
-        if seen.len() > first_seen {
+        // Nearly always the one occurrence of a name was the one rewritten:
+        // then the names' pseudonyms and the sweep are not needed.
+        if seen[first_seen..]
+            .iter()
+            .any(|n| everywhere::may_occur(&cur, n))
+        {
             let names = self.sweep_names(&seen[first_seen..], timestamp_ns);
             let mut spans = Vec::new();
             if let Some(v) = everywhere::sweep(&cur, &names, &mut spans) {
@@ -605,9 +610,14 @@ impl Scrubber {
 /// into curl's `-u` or a key header (a mask token may hold any letters), so
 /// a second pass could decide otherwise.
 fn gained_a_trigger(before: &[u8], after: &[u8]) -> bool {
-    [&b"-u"[..], b"PRIVATE KEY-----"].iter().any(|t| {
-        memchr::memmem::find(after, t).is_some() && memchr::memmem::find(before, t).is_none()
-    })
+    // Built once: `memmem::find` would build a searcher at every call.
+    static TRIGGERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+        std::sync::LazyLock::new(|| {
+            [b"-u".as_slice(), b"PRIVATE KEY-----"].map(memchr::memmem::Finder::new)
+        });
+    TRIGGERS
+        .iter()
+        .any(|t| t.find(after).is_some() && t.find(before).is_none())
 }
 
 /// This host's `/etc/passwd`, if readable (its system accounts are kept).
