@@ -75,7 +75,11 @@ pub fn run(
         i = p;
     }
     if let (Some(log), Some(mine)) = (log, cx.log.take()) {
-        log.extend(mine);
+        if log.is_empty() {
+            *log = mine; // no second allocation and copy
+        } else {
+            log.extend(mine);
+        }
     }
     cx.finish_settled()
 }
