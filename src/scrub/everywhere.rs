@@ -70,6 +70,29 @@ fn whole(s: &[u8], a: usize, b: usize) -> bool {
     !glued_before && !glued_after
 }
 
+/// Whether `name` may occur in `s` as a whole token: a quick look before
+/// the sweep, which costs a searcher per name and the names' pseudonyms.
+/// Nearly always the only occurrence of a name was the one rewritten, so
+/// this is `false`; after a few occurrences of its first byte that are not
+/// the name it gives up and says `true` (the sweep then looks properly, and
+/// a hostile line of near-names stays linear).
+pub fn may_occur(s: &[u8], name: &[u8]) -> bool {
+    let Some(&first) = name.first() else {
+        return false;
+    };
+    let mut misses = 0;
+    for at in memchr::memchr_iter(first, s) {
+        if s[at..].starts_with(name) && whole(s, at, at + name.len()) {
+            return true;
+        }
+        misses += 1;
+        if misses == 8 {
+            return true;
+        }
+    }
+    false
+}
+
 /// Replaces every whole-token occurrence of each name in `s`; the spans
 /// replaced (of `s`) go to `spans`. `None` when there was none.
 pub fn sweep(s: &[u8], names: &[Name], spans: &mut Vec<(usize, usize)>) -> Option<Vec<u8>> {
@@ -120,6 +143,11 @@ mod tests {
         );
         assert_eq!(spans.len(), 5);
         assert!(sweep(b"nothing here", &names, &mut spans).is_none());
+        assert!(may_occur(s, b"heidi"));
+        assert!(!may_occur(b"heidi.txt x-heidi heidis", b"heidi"));
+        assert!(!may_occur(b"nothing here", b"heidi"));
+        // Many near-misses: it gives up and lets the sweep look.
+        assert!(may_occur(&b"hx ".repeat(9), b"heidi"));
         assert!(!worth_sweeping(b"al"));
         assert!(!worth_sweeping(b"1000"));
         assert!(worth_sweeping(b"bob"));

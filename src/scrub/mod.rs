@@ -66,9 +66,17 @@
 //! alone. So a text that changed is passed again until a pass changes
 //! nothing (each pass only rewrites what no earlier one did, and in
 //! practice the second finds nothing). The result is a fixed point of one
-//! pass, so scrubbing it again borrows it unchanged. The cost is one extra
-//! pass over the lines that had something rewritten; clean lines still take
-//! one prefiltered scan.
+//! pass, so scrubbing it again borrows it unchanged.
+//!
+//! That second pass is skipped when the first knows it is a fixed point
+//! (`cx::Reads`): the walk records how far each decision read ahead (the
+//! detectors report it), and no rewrite changed a byte that an earlier
+//! decision read, glued a replacement to a word, or followed a look-behind
+//! that stopped at the floor; only the detectors rewrote (the program
+//! shapes, the extra rules and the sweep make the second pass run), and no
+//! rewrite made a text the whole text is searched for (`-u`, a key
+//! header). Every line of the bench's mixed corpus settles so; debug builds
+//! (every test) run the skipped pass anyway and assert it changes nothing.
 //!
 //! A text still changing after [`MAX_PASSES`] is replaced whole by the mask
 //! token (counted as kind `unsettled`): that bounds the work on hostile
@@ -389,11 +397,30 @@ impl Scrubber {
         mut log: Option<&mut Vec<Explained>>,
         seen: &mut Vec<Vec<u8>>,
     ) -> Cow<'a, [u8]> {
-        let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut(), seen) else {
+        let mut settled = false;
+        let Some(mut cur) = self.pass(
+            text,
+            timestamp_ns,
+            1,
+            log.as_deref_mut(),
+            seen,
+            &mut settled,
+        ) else {
             return Cow::Borrowed(text);
         };
         for n in 2..=MAX_PASSES {
-            match self.pass(&cur, timestamp_ns, n, log.as_deref_mut(), seen) {
+            if settled {
+                self.debug_assert_fixed_point(&cur, timestamp_ns);
+                return Cow::Owned(cur);
+            }
+            match self.pass(
+                &cur,
+                timestamp_ns,
+                n,
+                log.as_deref_mut(),
+                seen,
+                &mut settled,
+            ) {
                 Some(next) if next != cur => cur = next,
                 _ => return Cow::Owned(cur),
             }
@@ -413,9 +440,28 @@ impl Scrubber {
         Cow::Owned(self.mask_token().to_vec())
     }
 
+    /// Checks, in debug builds (every test), that a pass said to be
+    /// settled is a fixed point: one more pass changes nothing.
+    fn debug_assert_fixed_point(&self, text: &[u8], timestamp_ns: i64) {
+        if cfg!(debug_assertions) {
+            let again = self.pass(text, timestamp_ns, 0, None, &mut Vec::new(), &mut false);
+            assert!(
+                again.is_none_or(|v| v == text),
+                "a pass said settled is no fixed point: {:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
     /// One pass: private-key blocks, the built-in detectors, the extra
     /// rules, then the sweep for the names recognised (`everywhere`);
     /// `None` when nothing changed. Pass `n` is logged as such.
+    ///
+    /// `settled` tells whether the output is known to be a fixed point, so
+    /// that the pass that would verify it can be skipped: only the
+    /// detectors rewrote, none of their rewrites changed bytes an earlier
+    /// decision read (`cx::Reads`), and no rewrite made a text the whole
+    /// text is searched for (curl's `-u`, a private key's header).
     fn pass(
         &self,
         text: &[u8],
@@ -423,7 +469,9 @@ impl Scrubber {
         n: usize,
         mut log: Option<&mut Vec<Explained>>,
         seen: &mut Vec<Vec<u8>>,
+        settled: &mut bool,
     ) -> Option<Vec<u8>> {
+        let mut only_detectors = true;
         let mut cur = Cow::Borrowed(text);
         let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
             if let Some(log) = log.as_deref_mut() {
@@ -439,6 +487,7 @@ impl Scrubber {
         };
         if self.config.secrets != Action::Keep {
             if let Some(v) = secrets::pem_blocks(text, self.mask_token()) {
+                only_detectors = false;
                 self.counters.secrets.inc();
                 note(text, 0, text.len(), "secrets", "pem_private_key");
                 cur = Cow::Owned(v);
@@ -446,7 +495,8 @@ impl Scrubber {
         }
         let mut found = Vec::new();
         let first_seen = seen.len();
-        if let Some(v) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
+        if let Some((v, walk_settled)) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
+            only_detectors &= walk_settled;
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
                 if r.kind == "login" {
@@ -457,6 +507,7 @@ impl Scrubber {
         }
         if self.config.logins != Action::Keep {
             if let Some(v) = self.apply_shapes(&cur, timestamp_ns, &mut note, seen) {
+                only_detectors = false;
                 cur = Cow::Owned(v);
             }
         }
@@ -472,10 +523,16 @@ impl Scrubber {
                 for &(a, b) in &spans {
                     note(&cur, a, b, rule.name(), rule.name());
                 }
+                only_detectors = false;
                 cur = Cow::Owned(v);
             }
         }
-        if seen.len() > first_seen {
+        // Nearly always the one occurrence of a name was the one rewritten:
+        // then the names' pseudonyms and the sweep are not needed.
+        if seen[first_seen..]
+            .iter()
+            .any(|n| everywhere::may_occur(&cur, n))
+        {
             let names = self.sweep_names(&seen[first_seen..], timestamp_ns);
             let mut spans = Vec::new();
             if let Some(v) = everywhere::sweep(&cur, &names, &mut spans) {
@@ -483,11 +540,15 @@ impl Scrubber {
                     note(&cur, a, b, "login", "everywhere");
                 }
                 self.counters.login.add(spans.len() as u64);
+                only_detectors = false;
                 cur = Cow::Owned(v);
             }
         }
         match cur {
-            Cow::Owned(v) => Some(v),
+            Cow::Owned(v) => {
+                *settled = only_detectors && !gained_a_trigger(text, &v);
+                Some(v)
+            }
             Cow::Borrowed(_) => None,
         }
     }
@@ -566,6 +627,21 @@ impl Scrubber {
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.name())
     }
+}
+
+/// Whether `after` holds a text that the walk or the private-key search
+/// looks for in the whole text and `before` does not: a replacement glued
+/// into curl's `-u` or a key header (a mask token may hold any letters), so
+/// a second pass could decide otherwise.
+fn gained_a_trigger(before: &[u8], after: &[u8]) -> bool {
+    // Built once: `memmem::find` would build a searcher at every call.
+    static TRIGGERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+        std::sync::LazyLock::new(|| {
+            [b"-u".as_slice(), b"PRIVATE KEY-----"].map(memchr::memmem::Finder::new)
+        });
+    TRIGGERS
+        .iter()
+        .any(|t| t.find(after).is_some() && t.find(before).is_none())
 }
 
 /// This host's `/etc/passwd`, if readable (its system accounts are kept).
