@@ -506,12 +506,7 @@ impl<'a> Cx<'a> {
                 if buf[..n] == self.s[start..end] {
                     return;
                 }
-                // Before a `.`, a truncated address may read as the nibbles
-                // of an `ip6.arpa` name to a second pass, which looks for
-                // those first (`1.0.0.038.b.d...ip6.arpa`: found by the
-                // fuzzer).
-                let refound = self.s.get(end) != Some(&b'.');
-                self.replace_as(start, end, refound, |out| out.extend_from_slice(&buf[..n]));
+                self.replace_truncated(start, end, &buf[..n]);
             }
             Action::Hash => {
                 let key = self.key();
