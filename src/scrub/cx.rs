@@ -217,10 +217,10 @@ impl<'a> Cx<'a> {
         }
         // A second pass walks into a pseudonym (`u:3f9a2b1c5d`) and stops
         // at its `:`, where curl's `-u USER:PASS` reads back to a space,
-        // `=` or quote (`-u #u:…`, `-u u:…`: found by the fuzzer). In a
-        // text that may hold curl's `-u`, such a replacement takes the
-        // second pass.
-        if !refound && new.contains(&b':') && self.curl_possible() {
+        // `=` or quote: past the replacement's start unless one is there
+        // (`-u #u:…`, found by the fuzzer).
+        let curl_stop = a == 0 || matches!(s[a - 1], b' ' | b'=' | b'"' | b'\'');
+        if !refound && !curl_stop && new.contains(&b':') && self.curl_possible() {
             self.reads.crossed = true;
             return;
         }
@@ -557,10 +557,7 @@ impl<'a> Cx<'a> {
                 if buf[..n] == self.s[start..end] {
                     return;
                 }
-                // `::` alone (from `::10`) is no address to the detector,
-                // so a second pass does not find it again.
-                let refound = &buf[..n] != b"::";
-                self.replace_as(start, end, refound, |out| out.extend_from_slice(&buf[..n]));
+                self.replace_truncated(start, end, &buf[..n]);
             }
             Action::Hash => {
                 let key = self.key();
