@@ -212,19 +212,10 @@ impl<'a> Cx<'a> {
     /// address), so what follows it reads the same floor in both passes.
     fn note_rewrite(&mut self, a: usize, b: usize, new: &[u8], refound: bool) {
         let s = self.s;
-        if self.reads.crossed || self.reads.decisions == 0 {
-            return;
-        }
-        // A second pass walks into a pseudonym (`u:3f9a2b1c5d`) and stops
-        // at its `:`, where curl's `-u USER:PASS` reads back to a space,
-        // `=` or quote: past the replacement's start unless one is there
-        // (`-u #u:…`, found by the fuzzer).
-        let curl_stop = a == 0 || matches!(s[a - 1], b' ' | b'=' | b'"' | b'\'');
-        if !refound && !curl_stop && new.contains(&b':') && self.curl_possible() {
-            self.reads.crossed = true;
-            return;
-        }
         let r = &mut self.reads;
+        if r.crossed || r.decisions == 0 {
+            return;
+        }
         let same = s[a..b].iter().zip(new).take_while(|(x, y)| x == y).count();
         // Glued to a word before (a second pass walks one longer word), or
         // followed by a byte a later look-behind may read on into the

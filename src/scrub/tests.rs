@@ -1367,21 +1367,3 @@ fn regression_authorization_without_scheme_takes_a_second_pass() {
     let once = sc.scrub_text(input, TS).into_owned();
     assert!(matches!(sc.scrub_text(&once, TS), Cow::Borrowed(_)));
 }
-
-/// Found by the fuzz target with the one-pass check: an e-mail address
-/// after `-u #` is hashed to `u:…`, and a second pass takes `#u` and the
-/// hex digits for curl's `-u USER:PASS`. The first pass must not call
-/// itself settled.
-#[test]
-fn regression_pseudonym_after_curl_lead_takes_a_second_pass() {
-    let sc = scrubber_with(CONFIGS[1]);
-    let input =
-        "eeagssm -id=<2evrsi3 \u{2}-fsS -u #oi8@mx.on\":\"2e\u{e4}ample9.0..o7.rg>0\",\"data\":[]}";
-    let mut settled = true;
-    let one = sc
-        .pass(input.as_bytes(), TS, 1, None, &mut Vec::new(), &mut settled)
-        .unwrap();
-    assert!(!settled, "{}", String::from_utf8_lossy(&one));
-    let once = sc.scrub_text(input.as_bytes(), TS).into_owned();
-    assert!(matches!(sc.scrub_text(&once, TS), Cow::Borrowed(_)));
-}
