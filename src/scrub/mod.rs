@@ -66,17 +66,9 @@
 //! alone. So a text that changed is passed again until a pass changes
 //! nothing (each pass only rewrites what no earlier one did, and in
 //! practice the second finds nothing). The result is a fixed point of one
-//! pass, so scrubbing it again borrows it unchanged.
-//!
-//! That second pass is skipped when the first knows it is a fixed point
-//! (`cx::Reads`): the walk records how far each decision read ahead (the
-//! detectors report it), and no rewrite changed a byte that an earlier
-//! decision read, glued a replacement to a word, or followed a look-behind
-//! that stopped at the floor; only the detectors rewrote (the program
-//! shapes, the extra rules and the sweep make the second pass run), and no
-//! rewrite made a text the whole text is searched for (`-u`, a key
-//! header). Every line of the bench's mixed corpus settles so; debug builds
-//! (every test) run the skipped pass anyway and assert it changes nothing.
+//! pass, so scrubbing it again borrows it unchanged. The cost is one extra
+//! pass over the lines that had something rewritten; clean lines still take
+//! one prefiltered scan.
 //!
 //! A text still changing after [`MAX_PASSES`] is replaced whole by the mask
 //! token (counted as kind `unsettled`): that bounds the work on hostile

@@ -153,12 +153,6 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     cx.read(after + 1);
     if auth {
         let (cs, ce) = credential(s, vs, ve)?;
-        if cs == vs {
-            // No scheme word: the whole value is replaced, and a mask token
-            // of letters then reads as a scheme, whose credential is the
-            // next word (found by the fuzzer). Let the second pass see it.
-            cx.unsure();
-        }
         cx.rewrite_secret(cs, ce);
         // The credential may run past the value's first word.
         return Some(after.max(ce));
