@@ -75,7 +75,7 @@ struct Reads {
     reach: usize,
     /// The last decisions: their position, and `reach` and `probe` before
     /// them.
-    last: [Decision; HISTORY],
+    last: [(usize, usize, Probe); HISTORY],
     /// Decisions so far (the current one is the last).
     decisions: usize,
     /// Whether some rewrite changed, or glued onto, bytes that an earlier
@@ -86,18 +86,10 @@ struct Reads {
     /// is no `for alice from`). A rewrite starting there changes nothing
     /// that decision saw if its replacement does not start with `c`.
     probe: Probe,
-    /// The last decision that read on to the end of its token (and the
-    /// delimiter ending it), `usize::MAX` when none: the address detectors
-    /// (`Cx::read_token`). Where that end is, is looked up only when a
-    /// rewrite needs it, which spares clean lines the look.
-    token: usize,
 }
 
 /// See [`Reads::probe`].
 type Probe = Option<(usize, u8)>;
-
-/// A decision's position, and `reach`, `probe` and `token` before it.
-type Decision = (usize, usize, Probe, usize);
 
 impl<'a> Cx<'a> {
     pub fn finish(self) -> Option<Vec<u8>> {
@@ -127,11 +119,10 @@ impl<'a> Cx<'a> {
             curl: None,
             reads: Reads {
                 reach: 0,
-                last: [(0, 0, None, usize::MAX); HISTORY],
+                last: [(0, 0, None); HISTORY],
                 decisions: 0,
                 crossed: false,
                 probe: None,
-                token: usize::MAX,
             },
         }
     }
@@ -152,17 +143,8 @@ impl<'a> Cx<'a> {
         if r.crossed {
             return; // the second pass will run: nothing more to track
         }
-        r.last[r.decisions % HISTORY] = (i, r.reach, r.probe, r.token);
+        r.last[r.decisions % HISTORY] = (i, r.reach, r.probe);
         r.decisions += 1;
-    }
-
-    /// The current decision (at `i`) read on to the end of its token and
-    /// the delimiter ending it (see [`Reads::token`]): the address
-    /// detectors do (digits, hex, `.`, `:`, `-`, a zone, a reverse-DNS
-    /// suffix are no delimiters).
-    #[inline]
-    pub fn read_token(&mut self, i: usize) {
-        self.reads.token = i;
     }
 
     /// Whether reads are still worth reporting (the pass may yet be found
@@ -227,7 +209,7 @@ impl<'a> Cx<'a> {
             return;
         }
         let newest = r.decisions - 1;
-        let (at, mut reach, mut probe, mut token) = r.last[newest % HISTORY];
+        let (at, mut reach, mut probe) = r.last[newest % HISTORY];
         let mut first = newest;
         if a < at {
             // A rewrite behind the decision (an e-mail's local part, an
@@ -242,7 +224,7 @@ impl<'a> Cx<'a> {
                     r.crossed = true;
                     return;
                 }
-                let (p, reach_before, probe_before, token_before) = r.last[(first - 1) % HISTORY];
+                let (p, reach_before, probe_before) = r.last[(first - 1) % HISTORY];
                 if p < a {
                     break;
                 }
@@ -250,19 +232,13 @@ impl<'a> Cx<'a> {
                     r.crossed = true;
                     return;
                 }
-                (reach, probe, token) = (reach_before, probe_before, token_before);
+                (reach, probe) = (reach_before, probe_before);
                 first -= 1;
             }
         }
         // Bytes the replacement keeps (`203.0.113.` of a truncated
         // address) read the same in a second pass.
         let changed = a + same;
-        // A decision read its token to the delimiter: one at or past the
-        // changed byte read it.
-        if token < changed && !s[token..changed].iter().any(|&c| token_delimiter(c)) {
-            r.crossed = true;
-            return;
-        }
         if changed >= reach {
             return;
         }

@@ -216,6 +216,14 @@ impl Cx<'_> {
         end
     }
 
+    /// The address detectors read no further than the token at `i` and
+    /// the delimiter ending it (digits, hex, `.`, `:`, `-`, a zone, a
+    /// reverse-DNS suffix are no delimiters).
+    fn read_token(&mut self, i: usize) {
+        let end = self.next_delimiter(i);
+        self.read(end + 1);
+    }
+
     fn detect_v6(&self, i: usize) -> Option<(Ipv6Addr, usize)> {
         self.in_view(i, |v, at| ipv6::detect(v, at).map(|f| (f.addr, f.end)))
     }
