@@ -60,7 +60,7 @@ pub struct Cx<'a> {
 }
 
 /// Decisions of the walk this many back are remembered (see [`Reads`]).
-const HISTORY: usize = 8;
+const HISTORY: usize = 16;
 
 /// What the walk's decisions read ahead, and whether a rewrite changed
 /// bytes an earlier decision read. A pass whose rewrites never do is a
@@ -140,18 +140,8 @@ impl<'a> Cx<'a> {
     #[inline]
     pub fn decide(&mut self, i: usize) {
         let r = &mut self.reads;
-        if r.crossed {
-            return; // the second pass will run: nothing more to track
-        }
         r.last[r.decisions % HISTORY] = (i, r.reach, r.probe);
         r.decisions += 1;
-    }
-
-    /// Whether reads are still worth reporting (the pass may yet be found
-    /// to be a fixed point).
-    #[inline]
-    pub fn tracking(&self) -> bool {
-        !self.reads.crossed
     }
 
     /// The current decision read the input up to `end` (exclusive).

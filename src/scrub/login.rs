@@ -540,10 +540,8 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     // Ahead, every shape here reads no further than the token after the
     // `@` and the byte after its delimiter (domains, hosts, handles hold
     // no delimiter), and the mask token.
-    if cx.tracking() {
-        let token_end = cx.next_delimiter((i + 1).min(s.len()));
-        cx.read((token_end + 2).max(i + 1 + cx.sc.mask_token().len()));
-    }
+    let token_end = cx.next_delimiter((i + 1).min(s.len()));
+    cx.read((token_end + 2).max(i + 1 + cx.sc.mask_token().len()));
     // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass: userinfo).
     for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
         let n = n + hash::HASH_HEX;

@@ -75,11 +75,7 @@ pub fn run(
         i = p;
     }
     if let (Some(log), Some(mine)) = (log, cx.log.take()) {
-        if log.is_empty() {
-            *log = mine; // no second allocation and copy
-        } else {
-            log.extend(mine);
-        }
+        log.extend(mine);
     }
     cx.finish_settled()
 }
