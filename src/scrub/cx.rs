@@ -54,42 +54,7 @@ pub struct Cx<'a> {
     delimiter: Option<(usize, usize)>,
     /// Whether the text holds `-u` (curl's `-u`, `--user`), once looked up.
     curl: Option<bool>,
-    /// What the walk's decisions read, to tell whether this pass is a fixed
-    /// point (see [`Reads`]).
-    reads: Reads,
 }
-
-/// Decisions of the walk this many back are remembered (see [`Reads`]).
-const HISTORY: usize = 16;
-
-/// What the walk's decisions read ahead, and whether a rewrite changed
-/// bytes an earlier decision read. A pass whose rewrites never do is a
-/// fixed point: a second pass would make every decision the first made
-/// (each rewrite's output is left alone, as the "Idempotence" section of
-/// `mod.rs` says), so it can be skipped. Detectors report how far past the
-/// position they return they read ([`Cx::read`]); a rare, long look-ahead
-/// may report the whole text ([`Cx::read_all`]), which only costs that
-/// line its second pass.
-struct Reads {
-    /// The farthest input byte (exclusive) read ahead so far.
-    reach: usize,
-    /// The last decisions: their position, and `reach` and `probe` before
-    /// them.
-    last: [(usize, usize, Probe); HISTORY],
-    /// Decisions so far (the current one is the last).
-    decisions: usize,
-    /// Whether some rewrite changed, or glued onto, bytes that an earlier
-    /// decision read: the pass may not be a fixed point.
-    crossed: bool,
-    /// `(at, c)`: the byte at `at`, the last one read (`reach - 1`), was
-    /// compared with `c` and differed (`Cx::starts_with_at`: `for alice`
-    /// is no `for alice from`). A rewrite starting there changes nothing
-    /// that decision saw if its replacement does not start with `c`.
-    probe: Probe,
-}
-
-/// See [`Reads::probe`].
-type Probe = Option<(usize, u8)>;
 
 impl<'a> Cx<'a> {
     pub fn finish(self) -> Option<Vec<u8>> {
@@ -117,126 +82,7 @@ impl<'a> Cx<'a> {
             arpa: None,
             delimiter: None,
             curl: None,
-            reads: Reads {
-                reach: 0,
-                last: [(0, 0, None); HISTORY],
-                decisions: 0,
-                crossed: false,
-                probe: None,
-            },
         }
-    }
-
-    /// The output, and whether it is known to be a fixed point of the walk
-    /// (no rewrite changed what an earlier decision read; see [`Reads`]).
-    /// `None` when nothing changed.
-    pub fn finish_settled(self) -> Option<(Vec<u8>, bool)> {
-        let settled = !self.reads.crossed;
-        self.finish().map(|out| (out, settled))
-    }
-
-    /// A decision of the walk starts at `i` (a byte that may start
-    /// something).
-    #[inline]
-    pub fn decide(&mut self, i: usize) {
-        let r = &mut self.reads;
-        r.last[r.decisions % HISTORY] = (i, r.reach, r.probe);
-        r.decisions += 1;
-    }
-
-    /// The current decision read the input up to `end` (exclusive).
-    #[inline]
-    pub fn read(&mut self, end: usize) {
-        if end > self.reads.reach {
-            self.reads.reach = end;
-            self.reads.probe = None;
-        }
-    }
-
-    /// A look-behind of the current decision stopped at `b`: if that is the
-    /// floor (the end of an earlier item), a second pass, which may find no
-    /// item there, could read on: the pass is not known to be a fixed point.
-    #[inline]
-    pub fn looked_back_to(&mut self, b: usize) {
-        if b > 0 && b == self.floor() {
-            self.unsure();
-        }
-    }
-
-    /// This pass may not be a fixed point (a decision depended on what a
-    /// second pass may see otherwise).
-    pub fn unsure(&mut self) {
-        self.reads.crossed = true;
-    }
-
-    /// The current decision read (or may have read) anywhere ahead: any
-    /// later rewrite makes the pass a candidate for a second one.
-    pub fn read_all(&mut self) {
-        self.reads.reach = usize::MAX;
-        self.reads.probe = None;
-    }
-
-    /// Notes a rewrite of `s[a..b]` by the current decision, whose
-    /// replacement `new` first differs from the input at `a + same`:
-    /// whether it changes bytes an earlier decision read, or glues a
-    /// replacement to a word. `refound`: a second pass finds the
-    /// replacement as the same item and settles it there (a truncated
-    /// address), so what follows it reads the same floor in both passes.
-    fn note_rewrite(&mut self, a: usize, b: usize, new: &[u8], refound: bool) {
-        let s = self.s;
-        let r = &mut self.reads;
-        if r.crossed || r.decisions == 0 {
-            return;
-        }
-        let same = s[a..b].iter().zip(new).take_while(|(x, y)| x == y).count();
-        // Glued to a word before (a second pass walks one longer word), or
-        // followed by a byte a later look-behind may read on into the
-        // replacement (it stopped at this rewrite's floor; a second pass
-        // may find no item there to set it).
-        let word = |c: u8| c.is_ascii_alphanumeric() || c >= 0x80;
-        if (a > 0 && word(s[a - 1])) || (!refound && b < s.len() && !hard_delimiter(s[b])) {
-            r.crossed = true;
-            return;
-        }
-        let newest = r.decisions - 1;
-        let (at, mut reach, mut probe) = r.last[newest % HISTORY];
-        let mut first = newest;
-        if a < at {
-            // A rewrite behind the decision (an e-mail's local part, an
-            // access-log user): decisions inside it are replaced with it;
-            // one between its end and this decision read it behind itself.
-            if b + 1 < at {
-                r.crossed = true;
-                return;
-            }
-            while first > 0 {
-                if newest - first + 1 >= HISTORY {
-                    r.crossed = true;
-                    return;
-                }
-                let (p, reach_before, probe_before) = r.last[(first - 1) % HISTORY];
-                if p < a {
-                    break;
-                }
-                if p >= b {
-                    r.crossed = true;
-                    return;
-                }
-                (reach, probe) = (reach_before, probe_before);
-                first -= 1;
-            }
-        }
-        // Bytes the replacement keeps (`203.0.113.` of a truncated
-        // address) read the same in a second pass.
-        let changed = a + same;
-        if changed >= reach {
-            return;
-        }
-        // Only the first changed byte was read, and found to differ from a
-        // literal (`Reads::probe`): the replacement must differ from it too.
-        let unlike = |c: u8| new.get(same).is_some_and(|&n| n != c);
-        r.crossed =
-            !matches!(probe, Some((p, c)) if p == changed && reach == changed + 1 && unlike(c));
     }
 
     /// The byte `k` places before input position `pos` (`pos >= copied`) as
@@ -263,17 +109,13 @@ impl<'a> Cx<'a> {
     /// (the byte before it is read from the output). The look-behind of the
     /// shapes that follow a phrase (`password changed for NAME`, `Login
     /// failed: NAME`, `add 'NAME'`, `new user: name=`).
-    pub fn follows(&mut self, pos: usize, lead: &[u8]) -> bool {
+    pub fn follows(&self, pos: usize, lead: &[u8]) -> bool {
         let Some(start) = pos.checked_sub(lead.len()) else {
             return false;
         };
         // Compared from the end, byte by byte: a phrase that is not there
         // nearly always differs within a byte or two, with no call to memcmp.
         let same = self.s[start..pos].iter().rev().eq(lead.iter().rev());
-        if same && start < self.floor() {
-            // A second pass may see the phrase whole (see `looked_back_to`).
-            self.reads.crossed = true;
-        }
         start >= self.floor()
             && same
             && !self
@@ -321,39 +163,6 @@ impl<'a> Cx<'a> {
         *self.curl.get_or_insert_with(|| FINDER.find(s).is_some())
     }
 
-    /// [`hash::pseudonym_len_at`] at `q`, ahead of the decision: it reads
-    /// past the name that starts there only when a pseudonym's prefix does.
-    pub fn pseudonym_at(&mut self, q: usize) -> Option<usize> {
-        let n = hash::pseudonym_len_at(self.s, q);
-        if n.is_none()
-            && hash::PREFIXES
-                .iter()
-                .any(|p| self.s[q.min(self.s.len())..].starts_with(p))
-        {
-            self.read(q + hash::PSEUDONYM_MAX + 1);
-        }
-        n
-    }
-
-    /// Whether the input at `at` starts with `lit`, read byte by byte: the
-    /// decision read up to the first byte that differs. When one does, a
-    /// rewrite starting there that also differs from `lit` there leaves
-    /// the decision as it was (`Reads::probe`).
-    pub fn starts_with_at(&mut self, at: usize, lit: &[u8]) -> bool {
-        let same = self.s[at.min(self.s.len())..]
-            .iter()
-            .zip(lit)
-            .take_while(|(a, b)| a == b)
-            .count();
-        let end = at + (same + 1).min(lit.len());
-        let grew = end > self.reads.reach;
-        self.read(end);
-        if grew && same < lit.len() && at + same < self.s.len() {
-            self.reads.probe = Some((at + same, lit[same]));
-        }
-        same == lit.len()
-    }
-
     /// Records that an item was detected up to `end`.
     pub fn settle(&mut self, end: usize) {
         self.settled = self.settled.max(end);
@@ -367,17 +176,6 @@ impl<'a> Cx<'a> {
 
     /// Replaces `s[start..end]` with what `f` appends.
     fn replace_with(&mut self, start: usize, end: usize, f: impl FnOnce(&mut Vec<u8>)) {
-        self.replace_as(start, end, false, f);
-    }
-
-    /// [`Cx::replace_with`]; `refound` as [`Cx::note_rewrite`] says.
-    fn replace_as(
-        &mut self,
-        start: usize,
-        end: usize,
-        refound: bool,
-        f: impl FnOnce(&mut Vec<u8>),
-    ) {
         debug_assert!(self.copied <= start && start <= end && end <= self.s.len());
         let s = self.s;
         if let Some(log) = &mut self.log {
@@ -392,13 +190,7 @@ impl<'a> Cx<'a> {
             .out
             .get_or_insert_with(|| Vec::with_capacity(s.len() + 32));
         out.extend_from_slice(&s[self.copied..start]);
-        let from = out.len();
         f(out);
-        let out = std::mem::take(&mut self.out);
-        if let Some(out) = &out {
-            self.note_rewrite(start, end, &out[from..], refound);
-        }
-        self.out = out;
         self.copied = end;
     }
 
@@ -419,11 +211,6 @@ impl<'a> Cx<'a> {
 
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
         self.replace_with(start, end, |out| out.extend_from_slice(with));
-    }
-
-    /// An address truncated: a second pass finds it again as it is.
-    fn replace_truncated(&mut self, start: usize, end: usize, with: &[u8]) {
-        self.replace_as(start, end, true, |out| out.extend_from_slice(with));
     }
 
     /// The `ipv4` action on an address written in another form.
@@ -463,7 +250,7 @@ impl<'a> Cx<'a> {
                 if buf[..n] == self.s[start..end] {
                     return;
                 }
-                self.replace_truncated(start, end, &buf[..n]);
+                self.replace(start, end, &buf[..n]);
             }
             Action::Hash => {
                 let key = self.key();
@@ -492,7 +279,7 @@ impl<'a> Cx<'a> {
                 buf[7..7 + n].copy_from_slice(&v4buf[..n]);
                 if buf[..7 + n] != self.s[start..end] {
                     self.kind = "ipv4";
-                    self.replace_truncated(start, end, &buf[..7 + n]);
+                    self.replace(start, end, &buf[..7 + n]);
                     sc.counters.ipv4.inc();
                 }
             } else {
@@ -514,7 +301,7 @@ impl<'a> Cx<'a> {
                 if buf[..n] == self.s[start..end] {
                     return;
                 }
-                self.replace_truncated(start, end, &buf[..n]);
+                self.replace(start, end, &buf[..n]);
             }
             Action::Hash => {
                 let key = self.key();
@@ -556,7 +343,7 @@ impl<'a> Cx<'a> {
                 if name[..] == self.s[start..end] {
                     return;
                 }
-                self.replace_truncated(start, end, name);
+                self.replace(start, end, name);
             }
             Action::Hash => {
                 let key = self.key();
@@ -574,11 +361,7 @@ impl<'a> Cx<'a> {
     /// `-`, the mask token or a pseudonym already.
     pub fn rewrite_login(&mut self, start: usize, end: usize) {
         let sc = self.sc;
-        if start < self.floor() {
-            self.unsure();
-            return;
-        }
-        if start >= end {
+        if start < self.floor() || start >= end {
             return;
         }
         self.settle(end);
@@ -603,11 +386,7 @@ impl<'a> Cx<'a> {
     /// Applies the `secrets` action to a credential `s[start..end]`.
     pub fn rewrite_secret(&mut self, start: usize, end: usize) {
         let sc = self.sc;
-        if start < self.copied {
-            self.unsure();
-            return;
-        }
-        if start >= end {
+        if start < self.copied || start >= end {
             return;
         }
         self.settle(end);
@@ -623,17 +402,6 @@ impl<'a> Cx<'a> {
         }
         sc.counters.secrets.inc();
     }
-}
-
-/// Whether `c` stops every look-behind of the detectors (they read back
-/// over names, keys, userinfo and tokens, never over these), so that
-/// what follows a rewrite reads the same in a second pass.
-fn hard_delimiter(c: u8) -> bool {
-    c.is_ascii_whitespace()
-        || matches!(
-            c,
-            b'"' | b'\'' | b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'|'
-        )
 }
 
 /// Whether `c` ends a token in running text (see [`Cx::next_delimiter`]).

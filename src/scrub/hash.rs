@@ -151,14 +151,10 @@ pub const SECRET_PREFIX: &[u8] = b"pw:";
 /// is not glued to a following letter or digit).
 pub fn pseudonym_len_at(s: &[u8], at: usize) -> Option<usize> {
     let rest = &s[at.min(s.len())..];
-    PREFIXES.into_iter().find_map(|p| prefixed_len(rest, p))
+    [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX]
+        .into_iter()
+        .find_map(|p| prefixed_len(rest, p))
 }
-
-/// The prefixes of the built-in pseudonyms.
-pub const PREFIXES: [&[u8]; 4] = [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX];
-
-/// The longest built-in pseudonym.
-pub const PSEUDONYM_MAX: usize = 4 + HASH_HEX;
 
 /// The length of a built-in pseudonym ending at `s[..end]`, if one does:
 /// what a name read backward from `end` stops at (its hex digits are no

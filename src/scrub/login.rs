@@ -254,8 +254,6 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     // A key continues with `.`/`_`/`-` only as `user.name` and the like,
     // which is a key before `=` or `:` only: `user_name alice` is no log
     // shape (and the prefilter anchors `user NAME` at the space after `r`).
-    // The suffixes and Caddy's `_id":"` below: six bytes at most.
-    cx.read(end + 6);
     let mut k = end;
     if space_ok {
         for suffix in [&b".name"[..], b"_name", b"-name"] {
@@ -271,7 +269,6 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     if space_ok && i >= 1 && s[i - 1] == b'"' && s[k..].starts_with(b"_id\":\"") && word == b"user"
     {
         let q = k + 6;
-        cx.read_all();
         let close = closing(s, q, b'"')?;
         let v = &s[q..close];
         let an_id = v.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
@@ -285,10 +282,7 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_') {
         b -= 1;
     }
-    cx.looked_back_to(b);
     let (k, json) = secrets::quoted_key_end(s, b, k);
-    // The separator, and SQL's ` = '`; a value reports its own reads.
-    cx.read(k + 4);
     // `account` names a person in `account=x` and JSON only: `account:
     // locked` is prose.
     let key_only = word.eq_ignore_ascii_case(b"account");
@@ -312,7 +306,6 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
             value(cx, k + 3, false)
         }
         b' ' if json => {
-            cx.read_all();
             let p = skip_spaces(s, k);
             (s.get(p) == Some(&b':')).then(|| value(cx, skip_spaces(s, p + 1), false))?
         }
@@ -337,7 +330,6 @@ fn dn_value(cx: &mut Cx, i: usize, q: usize) -> Option<usize> {
         .take_while(|&&c| is_value_byte(c) || (spaces && c == b' '))
         .count();
     let ve = q + len;
-    cx.read(ve + 1);
     let v = &s[q..ve];
     if !matches!(s.get(ve), Some(b',' | b')' | b'"')) || !v.iter().any(u8::is_ascii_alphabetic) {
         return None;
@@ -363,11 +355,9 @@ fn ecs_name(cx: &mut Cx, i: usize) -> Option<usize> {
         .take(16)
         .take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_')
         .count();
-    cx.read(key_end + 1);
     if s.get(key_end) != Some(&b'"') || !programs::ecs_user_name_key(cx, i, key_end) {
         return None;
     }
-    cx.read_all();
     let p = skip_spaces(s, key_end + 1);
     (s.get(p) == Some(&b':')).then(|| value(cx, skip_spaces(s, p + 1), false))?
 }
@@ -384,25 +374,16 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
     let s = cx.s;
     let (vs, ve, after) = match s.get(q)? {
         &quote @ (b'"' | b'\'' | b'<') => {
-            let Some(close) = closing(s, q + 1, if quote == b'<' { b'>' } else { quote }) else {
-                cx.read_all();
-                return None;
-            };
-            cx.read(close + 1);
+            let close = closing(s, q + 1, if quote == b'<' { b'>' } else { quote })?;
             (q + 1, close, close + 1)
         }
         b'\\' if s.get(q + 1) == Some(&b'"') => {
             let window = &s[q + 2..(q + 2 + 512).min(s.len())];
-            let Some(n) = memchr::memmem::find(window, b"\\\"") else {
-                cx.read_all();
-                return None;
-            };
-            let close = q + 2 + n;
-            cx.read(close + 2);
+            let close = q + 2 + memchr::memmem::find(window, b"\\\"")?;
             (q + 2, close, close + 2)
         }
         _ => {
-            if let Some(n) = cx.pseudonym_at(q) {
+            if let Some(n) = hash::pseudonym_len_at(s, q) {
                 cx.settle(q + n);
                 return Some(q + n);
             }
@@ -410,8 +391,6 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
             while ve < s.len() && is_value_byte(s[ve]) {
                 ve += 1;
             }
-            // `: `, `=`, `%40` after it.
-            cx.read(ve + 3);
             // `Login: user=<alice>`, `imap-login: Login: ...`: a key or a
             // label, not the value. After a bare `user `, `NAME: ` (colon,
             // space) is a name all the same: Apache's `user alice:
@@ -422,7 +401,6 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
             }
             // `email=vera%40example.org` (a URL's query): the whole address.
             if s[ve..].starts_with(b"%40") {
-                cx.read_all();
                 if let Some(d) = domain_end(s, ve + 3) {
                     ve = d;
                 }
@@ -478,17 +456,19 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
         return None;
     }
     let q = p + 1;
-    let ve = cx.pseudonym_at(q).map(|n| q + n).unwrap_or_else(|| {
-        let mut ve = q;
-        while ve < s.len() && is_value_byte(s[ve]) {
-            ve += 1;
-        }
-        ve
-    });
+    let ve = hash::pseudonym_len_at(s, q)
+        .map(|n| q + n)
+        .unwrap_or_else(|| {
+            let mut ve = q;
+            while ve < s.len() && is_value_byte(s[ve]) {
+                ve += 1;
+            }
+            ve
+        });
     if ve == q {
         return None;
     }
-    if cx.starts_with_at(ve, b" from ") {
+    if s[ve..].starts_with(b" from ") {
         cx.rewrite_login(q, ve);
         return Some(ve);
     }
@@ -537,11 +517,6 @@ fn is_userinfo(c: u8) -> bool {
 pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     let s = cx.s;
     let floor = cx.floor();
-    // Ahead, every shape here reads no further than the token after the
-    // `@` and the byte after its delimiter (domains, hosts, handles hold
-    // no delimiter), and the mask token.
-    let token_end = cx.next_delimiter((i + 1).min(s.len()));
-    cx.read((token_end + 2).max(i + 1 + cx.sc.mask_token().len()));
     // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass: userinfo).
     for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
         let n = n + hash::HASH_HEX;
@@ -553,7 +528,6 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     while b > floor && i - b < 256 && is_userinfo(s[b - 1]) {
         b -= 1;
     }
-    cx.looked_back_to(b);
     // `scheme://`: the byte before `://` belongs to a scheme (not the `::`
     // a truncated IPv6 address can end with). Read from the output, as a
     // second pass would: a rewrite may end right before `://`.
@@ -579,7 +553,6 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     while l > floor && i - l <= 64 && is_local(s[l - 1]) {
         l -= 1;
     }
-    cx.looked_back_to(l);
     if l == i {
         return handle(cx, i);
     }
@@ -646,11 +619,9 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
 /// after it, rewritten whole. `%40bob` and `50%40` stay.
 pub fn encoded_at(cx: &mut Cx, i: usize) -> Option<usize> {
     let s = cx.s;
-    cx.read(i + 3);
     if !s[i..].starts_with(b"%40") {
         return None;
     }
-    cx.read_all();
     let floor = cx.floor();
     let mut l = i;
     while l > floor && i - l <= 64 && is_local(s[l - 1]) {
@@ -894,27 +865,23 @@ fn domain_end(s: &[u8], p: usize) -> Option<usize> {
 /// the two tokens before it are the identd login and the user.
 pub fn access_log_user(cx: &mut Cx, i: usize) -> Option<usize> {
     let s = cx.s;
-    // `DD/Mon/YYYY:`, read up to its first byte out of shape (the
-    // address in `client=unknown[203.0.113.7]` is then no byte further).
-    let date_byte = |k: usize, c: u8| match k {
-        0 | 1 | 7..=10 => c.is_ascii_digit(),
-        2 | 6 => c == b'/',
-        3..=5 => c.is_ascii_alphabetic(),
-        _ => c == b':',
-    };
-    let mut k = 0;
-    while k < 12 && s.get(i + 1 + k).is_some_and(|&c| date_byte(k, c)) {
-        k += 1;
-    }
-    cx.read(i + 2 + k);
-    if k < 12 || i < 1 || s[i - 1] != b' ' {
+    let d = s.get(i + 1..i + 13)?;
+    let shape = d[0].is_ascii_digit()
+        && d[1].is_ascii_digit()
+        && d[2] == b'/'
+        && d[3..6].iter().all(u8::is_ascii_alphabetic)
+        && d[6] == b'/'
+        && d[7..11].iter().all(u8::is_ascii_digit)
+        && d[11] == b':';
+    if !shape || i < 1 || s[i - 1] != b' ' {
         return None;
     }
     let user_end = i - 1;
-    let user_start = token_start(cx, user_end)?;
+    let floor = cx.floor();
+    let user_start = token_start(s, user_end, floor)?;
     let ident = user_start
         .checked_sub(1)
-        .and_then(|ident_end| Some((token_start(cx, ident_end)?, ident_end)));
+        .and_then(|ident_end| Some((token_start(s, ident_end, floor)?, ident_end)));
     if let Some((a, b)) = ident {
         cx.rewrite_login(a, b);
     }
@@ -923,13 +890,11 @@ pub fn access_log_user(cx: &mut Cx, i: usize) -> Option<usize> {
 }
 
 /// The start of the space-delimited token ending at `end`, if it is preceded
-/// by a space and lies wholly after the floor.
-fn token_start(cx: &mut Cx, end: usize) -> Option<usize> {
-    let (s, floor) = (cx.s, cx.floor());
+/// by a space and lies wholly after `floor`.
+fn token_start(s: &[u8], end: usize, floor: usize) -> Option<usize> {
     let mut b = end;
     while b > floor && s[b - 1] != b' ' {
         b -= 1;
     }
-    cx.looked_back_to(b);
     (b < end && b > 0 && s[b - 1] == b' ').then_some(b)
 }

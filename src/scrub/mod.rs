@@ -389,30 +389,11 @@ impl Scrubber {
         mut log: Option<&mut Vec<Explained>>,
         seen: &mut Vec<Vec<u8>>,
     ) -> Cow<'a, [u8]> {
-        let mut settled = false;
-        let Some(mut cur) = self.pass(
-            text,
-            timestamp_ns,
-            1,
-            log.as_deref_mut(),
-            seen,
-            &mut settled,
-        ) else {
+        let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut(), seen) else {
             return Cow::Borrowed(text);
         };
         for n in 2..=MAX_PASSES {
-            if settled {
-                self.debug_assert_fixed_point(&cur, timestamp_ns);
-                return Cow::Owned(cur);
-            }
-            match self.pass(
-                &cur,
-                timestamp_ns,
-                n,
-                log.as_deref_mut(),
-                seen,
-                &mut settled,
-            ) {
+            match self.pass(&cur, timestamp_ns, n, log.as_deref_mut(), seen) {
                 Some(next) if next != cur => cur = next,
                 _ => return Cow::Owned(cur),
             }
@@ -432,28 +413,9 @@ impl Scrubber {
         Cow::Owned(self.mask_token().to_vec())
     }
 
-    /// Checks, in debug builds (every test), that a pass said to be
-    /// settled is a fixed point: one more pass changes nothing.
-    fn debug_assert_fixed_point(&self, text: &[u8], timestamp_ns: i64) {
-        if cfg!(debug_assertions) {
-            let again = self.pass(text, timestamp_ns, 0, None, &mut Vec::new(), &mut false);
-            assert!(
-                again.is_none_or(|v| v == text),
-                "a pass said settled is no fixed point: {:?}",
-                String::from_utf8_lossy(text)
-            );
-        }
-    }
-
     /// One pass: private-key blocks, the built-in detectors, the extra
     /// rules, then the sweep for the names recognised (`everywhere`);
     /// `None` when nothing changed. Pass `n` is logged as such.
-    ///
-    /// `settled` tells whether the output is known to be a fixed point, so
-    /// that the pass that would verify it can be skipped: only the
-    /// detectors rewrote, none of their rewrites changed bytes an earlier
-    /// decision read (`cx::Reads`), and no rewrite made a text the whole
-    /// text is searched for (curl's `-u`, a private key's header).
     fn pass(
         &self,
         text: &[u8],
@@ -461,9 +423,7 @@ impl Scrubber {
         n: usize,
         mut log: Option<&mut Vec<Explained>>,
         seen: &mut Vec<Vec<u8>>,
-        settled: &mut bool,
     ) -> Option<Vec<u8>> {
-        let mut only_detectors = true;
         let mut cur = Cow::Borrowed(text);
         let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
             if let Some(log) = log.as_deref_mut() {
@@ -479,7 +439,6 @@ impl Scrubber {
         };
         if self.config.secrets != Action::Keep {
             if let Some(v) = secrets::pem_blocks(text, self.mask_token()) {
-                only_detectors = false;
                 self.counters.secrets.inc();
                 note(text, 0, text.len(), "secrets", "pem_private_key");
                 cur = Cow::Owned(v);
@@ -487,8 +446,7 @@ impl Scrubber {
         }
         let mut found = Vec::new();
         let first_seen = seen.len();
-        if let Some((v, walk_settled)) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
-            only_detectors &= walk_settled;
+        if let Some(v) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
                 if r.kind == "login" {
@@ -499,7 +457,6 @@ impl Scrubber {
         }
         if self.config.logins != Action::Keep {
             if let Some(v) = self.apply_shapes(&cur, timestamp_ns, &mut note, seen) {
-                only_detectors = false;
                 cur = Cow::Owned(v);
             }
         }
@@ -515,7 +472,6 @@ impl Scrubber {
                 for &(a, b) in &spans {
                     note(&cur, a, b, rule.name(), rule.name());
                 }
-                only_detectors = false;
                 cur = Cow::Owned(v);
             }
         }
@@ -532,15 +488,11 @@ impl Scrubber {
                     note(&cur, a, b, "login", "everywhere");
                 }
                 self.counters.login.add(spans.len() as u64);
-                only_detectors = false;
                 cur = Cow::Owned(v);
             }
         }
         match cur {
-            Cow::Owned(v) => {
-                *settled = only_detectors && !gained_a_trigger(text, &v);
-                Some(v)
-            }
+            Cow::Owned(v) => Some(v),
             Cow::Borrowed(_) => None,
         }
     }
@@ -619,21 +571,6 @@ impl Scrubber {
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.name())
     }
-}
-
-/// Whether `after` holds a text that the walk or the private-key search
-/// looks for in the whole text and `before` does not: a replacement glued
-/// into curl's `-u` or a key header (a mask token may hold any letters), so
-/// a second pass could decide otherwise.
-fn gained_a_trigger(before: &[u8], after: &[u8]) -> bool {
-    // Built once: `memmem::find` would build a searcher at every call.
-    static TRIGGERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
-        std::sync::LazyLock::new(|| {
-            [b"-u".as_slice(), b"PRIVATE KEY-----"].map(memchr::memmem::Finder::new)
-        });
-    TRIGGERS
-        .iter()
-        .any(|t| t.find(after).is_some() && t.find(before).is_none())
 }
 
 /// This host's `/etc/passwd`, if readable (its system accounts are kept).

@@ -59,9 +59,6 @@ pub fn home_dir(cx: &mut Cx, c: usize) -> Option<usize> {
         return None;
     }
     let q = c + 1;
-    // A name, or a pseudonym: no further than the token's delimiter.
-    let token_end = cx.next_delimiter(q.min(s.len()));
-    cx.read(token_end + 1);
     if let Some(n) = hash::pseudonym_len_at(s, q) {
         cx.settle(q + n);
         return Some(q + n);
@@ -203,8 +200,6 @@ pub fn nextcloud_login_failed(cx: &mut Cx, c: usize) -> Option<usize> {
     if c == 0 || s[c - 1] != b'd' || !cx.follows(c, NEXTCLOUD_LEAD) {
         return None;
     }
-    // Up to 256 bytes ahead for the mark: rare, so not told exactly.
-    cx.read_all();
     let q = c + 2;
     let end = q + remote_ip_at(&s[q..])?;
     let mut v = (q, end);

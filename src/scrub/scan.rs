@@ -50,15 +50,14 @@ static CLASS: [u8; 256] = {
     t
 };
 
-/// Scrubs `s` with the built-in detectors; `None` when nothing changed,
-/// else the output and whether it is known to be a fixed point of the walk
-/// (`Cx::finish_settled`). With `log`, every rewrite is appended to it.
+/// Scrubs `s` with the built-in detectors; `None` when nothing changed.
+/// With `log`, every rewrite is appended to it.
 pub fn run(
     sc: &Scrubber,
     s: &[u8],
     timestamp_ns: i64,
     log: Option<&mut Vec<Rewrite>>,
-) -> Option<(Vec<u8>, bool)> {
+) -> Option<Vec<u8>> {
     let mut cx = Cx::new(sc, s, timestamp_ns);
     cx.log = log.is_some().then(Vec::new);
     let mut anchors = Anchors::new(s);
@@ -77,7 +76,7 @@ pub fn run(
     if let (Some(log), Some(mine)) = (log, cx.log.take()) {
         log.extend(mine);
     }
-    cx.finish_settled()
+    cx.finish()
 }
 
 /// The reference walk: [`Cx::step`] everywhere, no prefilter.
@@ -110,21 +109,8 @@ impl Cx<'_> {
     #[inline]
     pub fn step(&mut self, i: usize) -> usize {
         let class = CLASS[usize::from(self.s[i])];
-        if class == SKIP {
-            return i + 1;
-        }
-        // Every detector reads at least up to the byte after where the
-        // walk goes on; further reads they report (`Cx::read`).
-        self.decide(i);
-        let next = self.detect(i, class);
-        self.read(next + 1);
-        next
-    }
-
-    /// The detector for what starts at `i` (of byte class `class`).
-    #[inline]
-    fn detect(&mut self, i: usize, class: u8) -> usize {
         match class {
+            SKIP => i + 1,
             COLON => self.colon(i),
             AT => {
                 self.rule = "at_sign";
@@ -158,7 +144,6 @@ impl Cx<'_> {
             // `7.0.….2.ip6.arpa`: one nibble and a dot, `ip6.arpa` at most
             // 64 bytes on (32 nibbles and their dots).
             if len == 1 && next == Some(b'.') && self.next_arpa(i).is_some_and(|at| at - i <= 64) {
-                self.read_token(i);
                 self.rule = "ipv6_reverse_dns";
                 if let Some(((addr, n), end)) = self.in_view(i, |v, at| {
                     ipv6::detect_arpa(v, at).map(|(a, n, end)| ((a, n), end))
@@ -168,7 +153,6 @@ impl Cx<'_> {
                 }
             }
             if len <= 4 && next == Some(b':') && s[i..end].iter().all(u8::is_ascii_hexdigit) {
-                self.read_token(i);
                 self.rule = "ipv6";
                 if let Some((addr, end)) = self.detect_v6(i) {
                     self.rewrite_v6(i, end, addr);
@@ -181,7 +165,6 @@ impl Cx<'_> {
                 && s[i..end].iter().all(u8::is_ascii_digit)
             {
                 let keep_versions = self.sc.config.keep_versions;
-                self.read_token(i);
                 self.rule = "ipv4";
                 if let Some((octets, end)) =
                     self.in_view(i, |v, at| ipv4::detect(v, at, keep_versions))
@@ -196,7 +179,6 @@ impl Cx<'_> {
                 }
             }
             if class == DIGIT && len <= 3 && next == Some(b'-') {
-                self.read_token(i);
                 self.rule = "ipv4_in_host_name";
                 if let Some((octets, end)) = self.in_view(i, ipv4::detect_dashed) {
                     self.rewrite_v4_as(i, end, octets, ipv4::Form::Dashed);
@@ -210,14 +192,6 @@ impl Cx<'_> {
             }
         }
         end
-    }
-
-    /// The address detectors read no further than the token at `i` and
-    /// the delimiter ending it (digits, hex, `.`, `:`, `-`, a zone, a
-    /// reverse-DNS suffix are no delimiters).
-    fn read_token(&mut self, i: usize) {
-        let end = self.next_delimiter(i);
-        self.read(end + 1);
     }
 
     fn detect_v6(&self, i: usize) -> Option<(Ipv6Addr, usize)> {
@@ -262,7 +236,6 @@ impl Cx<'_> {
         let found = match self.s.get(i + 1) {
             Some(b':') => {
                 self.rule = "ipv6";
-                self.read_token(i);
                 self.detect_v6(i).map(|(addr, end)| {
                     self.rewrite_v6(i, end, addr);
                     end

@@ -127,10 +127,8 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     if !auth && !secret_key(key) {
         return None;
     }
-    cx.looked_back_to(b);
     // The separator: `=`, `: `, `":"`, `\":\"`, `" : "`.
     let (k, json) = quoted_key_end(s, b, end);
-    cx.read(k + 2);
     let q = match s.get(k)? {
         b'=' if s.get(k + 1) != Some(&b'=') && !json => k + 1,
         b':' if json => skip_spaces(s, k + 1),
@@ -139,18 +137,12 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         // taken for a key.
         b':' if s.get(k + 1) == Some(&b' ') && yaml_or_header_key(key) => skip_spaces(s, k + 1),
         b' ' if json => {
-            cx.read_all();
             let p = skip_spaces(s, k);
             (s.get(p) == Some(&b':')).then(|| skip_spaces(s, p + 1))?
         }
         _ => return None,
     };
-    let Some((vs, ve, after)) = value_span(s, q) else {
-        // An unclosed quote: read far ahead.
-        cx.read_all();
-        return None;
-    };
-    cx.read(after + 1);
+    let (vs, ve, after) = value_span(s, q)?;
     if auth {
         let (cs, ce) = credential(s, vs, ve)?;
         cx.rewrite_secret(cs, ce);
@@ -319,8 +311,6 @@ pub fn curl_user(cx: &mut Cx, c: usize) -> Option<usize> {
     if !(lead.ends_with(b" -u ") || lead.ends_with(b" --user ") || lead.ends_with(b" --user=")) {
         return None;
     }
-    // Rare: not worth telling how far the password was read.
-    cx.read_all();
     // `-u u:3f9a2b1c5d:REDACTED`: scrubbed by an earlier pass; the user
     // ends after the pseudonym, not at its own `:`.
     if let Some(n) = hash::pseudonym_len_at(s, b) {

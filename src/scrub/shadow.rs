@@ -33,7 +33,7 @@ const MAX_NAME: usize = 256;
 
 /// Whether the word `name` at `i` (followed by `=`) is useradd's or
 /// groupadd's: after `new user: `, `new group: ` or `group added to PATH: `.
-pub fn account_name_key(cx: &mut Cx, i: usize) -> bool {
+pub fn account_name_key(cx: &Cx, i: usize) -> bool {
     if cx.follows(i, b"new user: ") || cx.follows(i, b"new group: ") {
         return true;
     }

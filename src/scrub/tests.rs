@@ -598,14 +598,8 @@ fn regression_mask_after_at_sign_is_idempotent() {
 fn regression_a_rewrite_ungluing_an_address_before_it() {
     let sc = scrubber_with("ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"");
     let input = b"7::.77Vak.@ms7.PP";
-    let mut settled = true;
-    let one_pass = sc
-        .pass(input, TS, 1, None, &mut Vec::new(), &mut settled)
-        .unwrap();
+    let one_pass = sc.pass(input, TS, 1, None, &mut Vec::new()).unwrap();
     assert_eq!(one_pass, b"7::.REDACTED");
-    // The address detector read `.77` ahead of `7::`, and the e-mail
-    // rewrite changed it: the pass knows it may not be a fixed point.
-    assert!(!settled);
     let once = sc.scrub_text(input, TS).into_owned();
     assert_eq!(once, b"REDACTED.REDACTED");
     assert!(matches!(sc.scrub_text(&once, TS), Cow::Borrowed(_)));
@@ -1078,7 +1072,7 @@ proptest! {
                 // to pick up what a rewrite unglued), never the cap.
                 let mut passes = 0;
                 let mut cur = input.to_vec();
-                while let Some(next) = sc.pass(&cur, TS, 1, None, &mut Vec::new(), &mut false) {
+                while let Some(next) = sc.pass(&cur, TS, 1, None, &mut Vec::new()) {
                     passes += 1;
                     cur = next;
                     prop_assert!(passes < 4, "{:?}", String::from_utf8_lossy(input));
@@ -1096,7 +1090,7 @@ proptest! {
             let sc = scrubber_with(config);
             for input in [text.as_bytes(), &bytes[..]] {
                 prop_assert_eq!(
-                    scan::run(&sc, input, TS, None).map(|(v, _)| v),
+                    scan::run(&sc, input, TS, None),
                     scan::run_every_position(&sc, input, TS),
                     "config {:?} text {:?}", config, String::from_utf8_lossy(input)
                 );
@@ -1324,28 +1318,33 @@ fn short_clean_fields_are_clean_at_a_glance() {
     assert!(!with_rule.clean_at_a_glance(b"/shop-web-3"));
 }
 
-/// The lines of the bench's mixed corpus, one of each shape: each settles
-/// in one pass (the pass knows its output is a fixed point, so the
-/// verifying pass is skipped), and that output is one (checked in every
-/// debug build by `debug_assert_fixed_point`, and here again).
+/// Inputs the fuzz target found while passes could be skipped when one
+/// was judged a fixed point (a mechanism that did not land: each of these
+/// was a second pass rewriting what the first pass's rewrite made, and
+/// the fuzzer kept finding new ones within minutes). Scrubbing stays a
+/// fixed point of its passes: scrubbing twice equals scrubbing once.
 #[test]
-fn typical_lines_settle_in_one_pass() {
-    let sc = default_scrubber();
-    for line in [
-        "203.0.113.7 - alice [10/Oct/2024:13:55:36 +0000] \"GET /index.html HTTP/1.1\" 200 512 \"https://example.org/\" \"curl/8.5.0\"",
-        "Accepted publickey for alice from 203.0.113.9 port 4242 ssh2: ED25519 SHA256:Zm9vYmFyYmF6cXV4",
-        "Failed password for invalid user bob from 2001:db8:1:2::7 port 4242 ssh2",
-        "pam_unix(sshd:session): session opened for user carol(uid=1001) by (uid=0)",
-        "12345: from=<dave@example.com>, size=1234, nrcpt=1 (queue active); client=unknown[198.51.100.4], sasl_method=PLAIN, sasl_username=dave",
-        "{\"ClientAddr\":\"203.0.113.7:4242\",\"ClientHost\":\"203.0.113.7\",\"ClientUsername\":\"-\",\"DownstreamStatus\":200,\"RouterName\":\"shop@docker\",\"time\":\"2024-05-01T12:00:00Z\"}",
-        "2024-05-01T12:00:00.000Z INFO  [http-nio-8080-exec-3] c.e.shop.OrderService - order 42 placed by user=j.smith from 198.51.100.4 in 12ms",
-    ] {
-        let mut settled = false;
-        let out = sc
-            .pass(line.as_bytes(), TS, 1, None, &mut Vec::new(), &mut settled)
-            .expect("something to rewrite");
-        assert!(settled, "{line}");
-        let mut again = false;
-        assert_eq!(sc.pass(&out, TS, 2, None, &mut Vec::new(), &mut again), None, "{line}");
+fn fuzz_findings_are_idempotent() {
+    let mask_all = "ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"\nkeep_versions = false";
+    let hash_all =
+        "ipv4 = \"hash\"\nipv6 = \"hash\"\nhash_rotation = \"1d\"\naddresses = \"all\"\nsecrets = \"hash\"";
+    let cases: [(&str, &[u8]); 6] = [
+        (mask_all, b"zone 1.0.0.0.8.b.d.0DEBUG headers: Authorization: Ba.2.ip6.arpa/IN: loaded serial 2024101002"),
+        (CONFIGS[1], "eeagssm -id=<2evrsi3 \u{2}-fsS -u #oi8@mx.on\":\"2e\u{e4}ample9.0..o7.rg>0\",\"data\":[]}".as_bytes()),
+        ("", b"docker run --rm -u ::10]:8:4:5::10a0fcc93cf [10/Oct/ x"),
+        ("", b"1t-2024 :57.e 1.0.0.038.b.d.0.1.0.0.0.1.0.0.2.ip6.arpa/IN:4101001"),
+        (mask_all, b"ddddddddAuthorization: Bedddddddddddddddddddd:md_task_write_log: id: <20282020@ma:.8 #ite_log: x"),
+        (hash_all, CRASH6),
+    ];
+    for (config, input) in cases {
+        let sc = scrubber_with(config);
+        let once = sc.scrub_text(input, TS).into_owned();
+        assert!(
+            matches!(sc.scrub_text(&once, TS), Cow::Borrowed(_)),
+            "config {config:?}: {}",
+            String::from_utf8_lossy(&once)
+        );
     }
 }
+
+const CRASH6: &[u8] = b"===============================================\x00\x00\x00TTquest\":{\"\x022024-10-10 13:55:48 INFO oid 1.3.6.1.4.1.2021.10.1.3.1 and 2.5.4.3 checked\"proto\":\"HTTP/0.1\",\"teh:d\"om\"GET\",\"host\":\"files.example\",\"uri\":\"/\",.1.4.1.2021.10.1.3.1 and 2.5.4.3 2.5.4.3 checked\"proto\":\"HT},\"user_\xff\xff\xff\"method\":\"PROPFIND\",\"url\":0.004,\"s\x02[1728568539] unbo\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\xad\x11\x11\x11\x11[700:0] info: ::1 1.0.0.0.0\x00\x00\x00\x00\x00.";
