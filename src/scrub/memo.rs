@@ -11,11 +11,14 @@
 //! Such a field is still swept for the names found elsewhere in its event
 //! (`everywhere`): only its own scan is skipped.
 //!
-//! The memo keeps, per field name, the last value found clean: one slot per
-//! name, overwritten in place (no allocation once warm, even for a field
-//! whose value changes with every event). It is only valid for the
-//! [`super::Scrubber`] that filled it: keep one per connection (or per
-//! batch), never share it between scrubbers.
+//! The memo keeps, per field name, the last values found clean: a ring of
+//! [`FieldMemo::new`]'s one (a Docker connection: its constant fields) or
+//! [`FieldMemo::recent`]'s few (a journal, whose units interleave, so a
+//! field such as `_COMM` alternates between a handful of values; one slot
+//! missed ~2.8 of an entry's 6 fields). Slots are overwritten in place (no
+//! allocation once warm, even for a field whose value changes with every
+//! event). It is only valid for the [`super::Scrubber`] that filled it:
+//! keep one per connection or source, never share it between scrubbers.
 
 /// Most field names remembered; the rest are scanned every time. Docker
 /// sends 3 constant fields (plus the labels and env the `labels`/`env`
@@ -26,20 +29,58 @@ const MAX_NAMES: usize = 8;
 /// 2 MiB for the default 1024 connections, whatever clients send.
 const MAX_VALUE_BYTES: usize = 256;
 
-/// Per field name, the last value found to scrub to itself. See the module doc.
-#[derive(Debug, Default)]
+/// Most values remembered per name by [`FieldMemo::recent`]: with
+/// [`MAX_NAMES`] and [`MAX_VALUE_BYTES`], at most 16 KiB per source.
+const MAX_RECENT: usize = 8;
+
+/// Per field name, the last values found to scrub to themselves. See the
+/// module doc.
+#[derive(Debug)]
 pub struct FieldMemo {
-    clean: Vec<(String, String)>,
+    slots: Vec<Slot>,
+    /// Values kept per name.
+    depth: usize,
+}
+
+/// One field name's values, replaced oldest first.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    values: Vec<String>,
+    next: usize,
+}
+
+impl Default for FieldMemo {
+    fn default() -> FieldMemo {
+        FieldMemo::new()
+    }
 }
 
 impl FieldMemo {
+    /// One value per name: for a source whose fields are constant per
+    /// memo (a Docker connection), ~2 KiB at most.
     pub fn new() -> FieldMemo {
-        FieldMemo::default()
+        FieldMemo {
+            slots: Vec::new(),
+            depth: 1,
+        }
+    }
+
+    /// The last few values per name: for a source whose fields alternate
+    /// (the journal's units interleave).
+    pub fn recent() -> FieldMemo {
+        FieldMemo {
+            slots: Vec::new(),
+            depth: MAX_RECENT,
+        }
     }
 
     /// Whether `value` of field `name` was found clean before.
     pub(super) fn is_clean(&self, name: &str, value: &str) -> bool {
-        self.clean.iter().any(|(n, v)| v == value && n == name)
+        self.slots
+            .iter()
+            .find(|s| s.name == name)
+            .is_some_and(|s| s.values.iter().any(|v| v == value))
     }
 
     /// Remembers that `value` of field `name` scrubbed to itself and
@@ -48,12 +89,28 @@ impl FieldMemo {
         if value.len() > MAX_VALUE_BYTES {
             return;
         }
-        if let Some((_, v)) = self.clean.iter_mut().find(|(n, _)| n == name) {
-            v.clear();
-            v.push_str(value);
-        } else if self.clean.len() < MAX_NAMES {
-            self.clean.push((name.to_owned(), value.to_owned()));
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.name == name) {
+            if slot.values.len() < self.depth {
+                slot.values.push(value.to_owned());
+            } else {
+                let v = &mut slot.values[slot.next];
+                v.clear();
+                v.push_str(value);
+                slot.next = (slot.next + 1) % self.depth;
+            }
+        } else if self.slots.len() < MAX_NAMES {
+            self.slots.push(Slot {
+                name: name.to_owned(),
+                values: vec![value.to_owned()],
+                next: 0,
+            });
         }
+    }
+
+    /// Values remembered, over all names.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.iter().map(|s| s.values.len()).sum()
     }
 }
 
@@ -153,9 +210,11 @@ mod tests {
                 ],
             ),
         ];
-        for config in ["", "logins = \"mask\"", "fields = [\"note\", \"user\"]"] {
+        for (config, mut memo) in ["", "logins = \"mask\"", "fields = [\"note\", \"user\"]"]
+            .into_iter()
+            .flat_map(|c| [(c, FieldMemo::new()), (c, FieldMemo::recent())])
+        {
             let s = scrubber_with(config);
-            let mut memo = FieldMemo::new();
             for round in 0..3 {
                 for e in &events {
                     let (mut plain, mut memoised) = (e.clone(), e.clone());
@@ -165,7 +224,7 @@ mod tests {
                 }
             }
             // It did remember (and so skip) something.
-            assert!(!memo.clean.is_empty(), "config {config:?}");
+            assert!(memo.len() > 0, "config {config:?}");
         }
         // The sweep still reaches a field remembered clean: bob, found in
         // event 2's message, is rewritten in its `note`.
@@ -190,8 +249,29 @@ mod tests {
         for i in 0..100 {
             memo.found_clean(&format!("f{i}"), "v");
         }
-        assert_eq!(memo.clean.len(), MAX_NAMES);
+        assert_eq!(memo.len(), MAX_NAMES);
         memo.found_clean("long", &"x".repeat(MAX_VALUE_BYTES + 1));
         assert!(!memo.is_clean("long", &"x".repeat(MAX_VALUE_BYTES + 1)));
+    }
+
+    /// `recent` keeps the last values of a name (oldest replaced first),
+    /// within the same bounds.
+    #[test]
+    fn recent_keeps_a_ring_per_name() {
+        let mut memo = FieldMemo::recent();
+        for i in 0..MAX_RECENT {
+            memo.found_clean("_COMM", &format!("unit{i}"));
+        }
+        assert!((0..MAX_RECENT).all(|i| memo.is_clean("_COMM", &format!("unit{i}"))));
+        memo.found_clean("_COMM", "newest");
+        assert!(memo.is_clean("_COMM", "newest") && !memo.is_clean("_COMM", "unit0"));
+        assert!(memo.is_clean("_COMM", "unit1"));
+        assert!(!memo.is_clean("_EXE", "unit1"));
+        for i in 0..100 {
+            for v in 0..20 {
+                memo.found_clean(&format!("f{i}"), &format!("v{v}"));
+            }
+        }
+        assert_eq!(memo.len(), MAX_NAMES * MAX_RECENT);
     }
 }

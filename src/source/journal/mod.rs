@@ -61,6 +61,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::ingest::Ingest;
 use crate::metrics::{labels, Counter};
+use crate::scrub::FieldMemo;
 use crate::source::SourceError;
 use crate::spool::SpoolError;
 
@@ -239,6 +240,10 @@ async fn append_batches(
     run: &mut Run,
     shutdown: &CancellationToken,
 ) -> Result<(), Interrupted> {
+    // Fields found clean, kept across batches: the journal's units
+    // interleave, so each field keeps its last few values (`recent`). Valid
+    // for `ingest`'s scrubber, which outlives this call.
+    let mut memo = FieldMemo::recent();
     loop {
         let mut batch = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -250,7 +255,12 @@ async fn append_batches(
         };
         // Not raced against shutdown: an append in progress completes.
         ingest
-            .append_batch(name, &mut batch.events, Some(batch.cursor.as_bytes()))
+            .append_batch_with(
+                name,
+                &mut batch.events,
+                &mut memo,
+                Some(batch.cursor.as_bytes()),
+            )
             .await
             .map_err(Interrupted::Spool)?;
         // Full (the thread is behind taking them back): these are freed.
