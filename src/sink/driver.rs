@@ -403,6 +403,18 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
 
+    /// A test sink's policy: fast backoff, 1 MiB batches.
+    fn test_policy(max_events: usize, linger: Duration, in_flight: usize) -> Policy {
+        Policy {
+            max_events,
+            max_bytes: 1 << 20,
+            linger,
+            backoff_initial: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+            in_flight,
+        }
+    }
+
     /// A sink that plays a script of steps and records what it was given.
     struct Scripted {
         steps: VecDeque<Step>,
@@ -413,14 +425,7 @@ mod tests {
         const RETRY_MESSAGE: &'static str = "scripted sink failed; retrying";
 
         fn policy(&self) -> Policy {
-            Policy {
-                max_events: 100,
-                max_bytes: 1 << 20,
-                linger: Duration::from_millis(200),
-                backoff_initial: Duration::from_millis(1),
-                backoff_max: Duration::from_millis(5),
-                in_flight: 1,
-            }
+            test_policy(100, Duration::from_millis(200), 1)
         }
 
         fn begin(&mut self, events: &[Event]) -> Prepared {
@@ -538,14 +543,7 @@ mod tests {
         const RETRY_MESSAGE: &'static str = "gated sink failed; retrying";
 
         fn policy(&self) -> Policy {
-            Policy {
-                max_events: 1,
-                max_bytes: 1 << 20,
-                linger: Duration::ZERO,
-                backoff_initial: Duration::from_millis(1),
-                backoff_max: Duration::from_millis(5),
-                in_flight: 3,
-            }
+            test_policy(1, Duration::ZERO, 3)
         }
 
         fn begin(&mut self, _: &[Event]) -> Prepared {
