@@ -267,7 +267,10 @@ pub async fn run<S: Sink>(
                 let (seq, lane) = match joined {
                     Ok(done) => done,
                     Err(e) => {
-                        tracing::error!(sink = %name, error = %e, "a delivery task failed; the sink stops");
+                        // Not the error's text: a panic's message can quote
+                        // what was being delivered (e.g. a string slice).
+                        let how = if e.is_panic() { "panicked" } else { "was cancelled" };
+                        tracing::error!(sink = %name, "a delivery task {how}; the sink stops");
                         return;
                     }
                 };
