@@ -626,6 +626,9 @@ pub mod codec {
     /// Overwrites `dst` with the string at `span`, keeping its capacity:
     /// copied from `prev` (the previous event's string that `span` refers
     /// to), else from this event's text, else checked as UTF-8 alone.
+    // Inlined: called 15 times per journal event with five arguments, its
+    // prologue and epilogue cost ~16 instructions a call (callgrind).
+    #[inline(always)]
     fn put(
         r: &Reader<'_>,
         dst: &mut String,
