@@ -126,10 +126,11 @@ fn main() {
     println!();
     for w in [READER, SPOOL, E2E] {
         println!(
-            "best: {w}: {:.0}/s = {:.2}x journalctl ({base:.0}/s), {:.2} CPU s per M (journalctl {:.2})",
+            "best: {w}: {:.0}/s = {:.2}x journalctl ({base:.0}/s), {:.2} CPU s per M = {:.2}x journalctl's CPU ({:.2})",
             best(w),
             best(w) / base,
             least_cpu(w),
+            least_cpu(w) / least_cpu(EXPORT),
             least_cpu(EXPORT),
         );
     }
@@ -146,6 +147,81 @@ fn main() {
     println!(
         "target: weir end to end >= 1.00x journalctl, <= 3 CPU s per M, <= 64 MiB anon (peak here {:.1} MiB)",
         anon as f64 / (1 << 20) as f64
+    );
+    if let Some(n) = std::env::var("WEIR_BENCH_CALLGRIND")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        instructions(&dir, n.min(total));
+    }
+}
+
+/// The yardstick that load does not move: instructions per entry (user
+/// space, counted by callgrind) of `journalctl -o export` and of the weir
+/// binary end to end, over the first `n` entries of the journal rewritten
+/// as one file (cached next to it). Opt-in (`WEIR_BENCH_CALLGRIND=50000`):
+/// under callgrind weir runs about 50 times slower.
+fn instructions(dir: &Path, n: usize) {
+    let sub = dir.with_file_name(format!(
+        "{}-head{n}",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    if count_entries_dir(&sub) != n {
+        let _ = std::fs::remove_dir_all(&sub);
+        std::fs::create_dir_all(&sub).unwrap();
+        let script = format!(
+            "journalctl -D '{}' -o export --all | awk '{{print}} /^$/ {{if (++n >= {n}) exit}}' \
+             | /lib/systemd/systemd-journal-remote --output='{}/remote.journal' - 2>/dev/null",
+            dir.display(),
+            sub.display()
+        );
+        let ok = Command::new("sh").args(["-c", &script]).status().unwrap();
+        assert!(ok.success(), "writing the {n}-entry journal failed");
+        assert_eq!(count_entries_dir(&sub), n, "entries in {}", sub.display());
+    }
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let callgrind = |name: &str| -> Vec<String> {
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--dump-instr=no",
+            "--compress-strings=no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            format!("--callgrind-out-file={}/{name}.out", out.path().display()),
+            format!("--log-file={}/{name}.log", out.path().display()),
+        ])
+        .collect()
+    };
+    let collected = |name: &str| -> u64 {
+        let log = std::fs::read_to_string(out.path().join(format!("{name}.log"))).unwrap();
+        log.lines()
+            .find_map(|l| {
+                l.split_once("Collected :")
+                    .map(|(_, n)| n.trim().to_owned())
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no instruction count in the callgrind log:\n{log}"))
+    };
+    let status = Command::new(&callgrind("journalctl")[0])
+        .args(&callgrind("journalctl")[1..])
+        .args(["journalctl", "-D"])
+        .arg(&sub)
+        .args(["-o", "export", "--all"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("valgrind (apt-get install valgrind)");
+    assert!(status.success(), "journalctl under callgrind failed");
+    let journalctl = collected("journalctl") as f64 / n as f64;
+    weir_end_to_end_with(&sub, n, &callgrind("weir"));
+    let weir = collected("weir") as f64 / n as f64;
+    println!();
+    println!(
+        "instructions per entry (callgrind, user space, first {n} entries as one file): \
+         journalctl -o export {journalctl:.0}; weir binary end to end {weir:.0} = {:.2}x journalctl",
+        weir / journalctl
     );
 }
 
@@ -406,6 +482,12 @@ fn weir_into_spool(dir: &Path, total: usize, round: u32) -> (Duration, f64) {
 /// the sink has written `total` lines: wall time, CPU s of the weir process
 /// and its peak anonymous memory (bytes).
 fn weir_end_to_end(dir: &Path, total: usize) -> (Duration, f64, u64) {
+    weir_end_to_end_with(dir, total, &[])
+}
+
+/// [`weir_end_to_end`], the binary run under `wrapper` (a program and its
+/// arguments; none: run directly).
+fn weir_end_to_end_with(dir: &Path, total: usize, wrapper: &[String]) -> (Duration, f64, u64) {
     let state = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = state.path().join("out/events.ndjson");
     let config = state.path().join("weir.toml");
@@ -433,7 +515,15 @@ listen = ""
     )
     .unwrap();
     let t = Instant::now();
-    let mut child = Command::new(common::weir_bin())
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(common::weir_bin());
+            c
+        }
+        None => Command::new(common::weir_bin()),
+    };
+    let mut child = command
         .args(["run", "--config"])
         .arg(&config)
         .env_remove("JOURNAL_STREAM")

@@ -167,9 +167,14 @@ impl Reader {
             .unwrap_or_default();
         let cutoff = now.saturating_sub(self.max_age).as_nanos();
         let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
+        // Usually none has expired: then nothing is moved (an event is a
+        // few hundred bytes, and swapping one with itself copies it thrice).
+        let Some(first) = events.iter().position(|e| e.timestamp_ns < cutoff) else {
+            return;
+        };
         // A stable partition: kept events stay in order.
-        let mut kept = 0;
-        for i in 0..events.len() {
+        let mut kept = first;
+        for i in first + 1..events.len() {
             if events[i].timestamp_ns >= cutoff {
                 events.swap(kept, i);
                 kept += 1;
@@ -412,6 +417,9 @@ impl Decode<'_> {
     /// skipped.
     fn take(&mut self, buf: &[u8], at: &mut usize, max_events: usize, max_bytes: usize) -> usize {
         let mut bytes = 0;
+        // Only events decoded by this call are known to be the decoder's
+        // previous one (a batch handed out since may have been changed).
+        let first = self.out.len();
         while *at < buf.len() && self.out.len() < max_events {
             if !self.out.is_empty() && bytes >= max_bytes {
                 break;
@@ -421,7 +429,8 @@ impl Decode<'_> {
                 .pop()
                 .unwrap_or_else(|| Event::new(0, Origin::Docker, Vec::new()));
             let mut next = *at;
-            if let Err(err) = self.decoder.decode_into(buf, &mut next, &mut e) {
+            let prev = self.out[first..].last();
+            if let Err(err) = self.decoder.decode_after(buf, &mut next, &mut e, prev) {
                 self.failed = Some(err);
                 self.pool.push(e);
                 *at = buf.len();

@@ -120,12 +120,18 @@ impl Entry {
     }
 
     /// Adds one data item, `NAME=value`.
+    pub fn add(&mut self, data: &[u8]) {
+        self.add_split(data, name_end(data));
+    }
+
+    /// [`Entry::add`] of an item whose `=` was found already (`None`: it has
+    /// none): the `systemd` crate finds it for every item it returns.
     // Not collapsed into match guards: a repeated MESSAGE or CONTAINER_ID
     // failing its guard would fall through to the arms that make fields.
     #[allow(clippy::collapsible_match)]
-    pub fn add(&mut self, data: &[u8]) {
+    pub fn add_split(&mut self, data: &[u8], eq: Option<usize>) {
         self.bytes += data.len() as u64;
-        let Some(eq) = name_end(data) else {
+        let Some(eq) = eq else {
             return;
         };
         let (name, value) = (&data[..eq], &data[eq + 1..]);
@@ -535,6 +541,25 @@ mod tests {
                 assert_eq!(
                     name_end(&item),
                     memchr::memchr(b'=', &item),
+                    "{len} {tail:?}"
+                );
+            }
+        }
+    }
+
+    /// The reader passes the `systemd` crate's split of each item to
+    /// [`Entry::add_split`]: it must be the one [`Entry::add`] makes.
+    #[test]
+    fn the_systemd_crate_splits_items_where_add_does() {
+        use systemd::journal::JournalEntryField;
+        for len in 0..100 {
+            let name = vec![b'N'; len];
+            for tail in [&b"=value=x"[..], b"=", b"", b"no equals sign", b"\xff=\x00"] {
+                let item = [&name[..], tail].concat();
+                let field = JournalEntryField::from(&item[..]);
+                assert_eq!(
+                    field.value().map(|_| field.name().len()),
+                    name_end(&item),
                     "{len} {tail:?}"
                 );
             }

@@ -299,7 +299,10 @@ impl Reader {
         j.restart_data();
         loop {
             match j.enumerate_data() {
-                Ok(Some(item)) => entry.add(item.data()),
+                // The crate has found the `=` already.
+                Ok(Some(item)) => {
+                    entry.add_split(item.data(), item.value().map(|_| item.name().len()))
+                }
                 Ok(None) => break,
                 Err(_) => {
                     // One unreadable (corrupt) data object: skip this entry, keep reading.
