@@ -155,6 +155,22 @@ fn block_mask_lanes(cur: &[u8; BLOCK], prev: &[u8; BLOCK], lanes: &mut PairLanes
     move_mask_i8_m128i(or(alone, after)) as u16
 }
 
+/// Only the [`Pairs`] of a block, for the blocks past [`AHEAD`] (whose
+/// anchors the walk finds lazily).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn block_pairs_lanes(cur: &[u8; BLOCK], prev: &[u8; BLOCK], lanes: &mut PairLanes) {
+    use safe_arch::{
+        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i,
+        set_splat_i8_m128i as splat,
+    };
+    let (c, p) = (load_unaligned_m128i(cur), load_unaligned_m128i(prev));
+    let is = |v: u8| eq(c, splat(v as i8));
+    lanes.paren = or(lanes.paren, is(b'('));
+    lanes.pem = or(lanes.pem, and(is(b'-'), eq(p, splat(b'Y' as i8))));
+    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), eq(p, splat(b'-' as i8))));
+}
+
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK], pairs: &mut Pairs) -> u16 {
@@ -250,19 +266,21 @@ impl<'a> Anchors<'a> {
             let mut lanes = PairLanes::new();
             for k in 0..blocks {
                 let at = k * BLOCK;
-                let m = match (s.get(at..at + BLOCK), at.checked_sub(1)) {
+                let (cur, prev, bytes);
+                (cur, prev) = match (s.get(at..at + BLOCK), at.checked_sub(1)) {
                     // A whole block after a byte: read in place.
-                    (Some(cur), Some(p)) => {
-                        let prev = &s[p..p + BLOCK];
-                        block_mask_lanes(whole(cur), whole(prev), &mut lanes)
-                    }
+                    (Some(cur), Some(p)) => (whole(cur), whole(&s[p..p + BLOCK])),
                     _ => {
-                        let (cur, prev) = block_bytes(s, k);
-                        block_mask_lanes(&cur, &prev, &mut lanes)
+                        bytes = block_bytes(s, k);
+                        (&bytes.0, &bytes.1)
                     }
                 };
-                if let Some(w) = a.words.get_mut(k / 4) {
-                    *w |= u64::from(m) << (16 * (k % 4));
+                match a.words.get_mut(k / 4) {
+                    Some(w) => {
+                        let m = block_mask_lanes(cur, prev, &mut lanes);
+                        *w |= u64::from(m) << (16 * (k % 4));
+                    }
+                    None => block_pairs_lanes(cur, prev, &mut lanes),
                 }
             }
             a.pairs = lanes.pairs();

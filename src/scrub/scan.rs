@@ -77,10 +77,8 @@ pub fn run(
     if let (Some(log), Some(mine)) = (log, cx.log.take()) {
         log.extend(mine);
     }
-    if cx.out.is_none() {
-        // Nothing rewritten (most texts): no move of `cx` into `finish`.
-        return None;
-    }
+    // Nothing rewritten (most texts): no move of `cx` into `finish`.
+    cx.out.as_ref()?;
     cx.finish()
 }
 
