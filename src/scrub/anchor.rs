@@ -25,6 +25,11 @@
 //! The block mask is SSE2 compares on x86_64 (the baseline of every such
 //! CPU, so no detection at run time) and the byte-wise rule elsewhere; a
 //! test holds the two to the same answer on every pair of bytes.
+//!
+//! The same loads also tell the [`Pairs`] of the text, rare pairs of bytes
+//! that other stages of a pass would each search the whole text for (a
+//! `(`, a private-key header's `Y-`, curl's `-u`): [`Anchors::new`] goes
+//! over the whole text once, up front, and a pass hands the answers on.
 
 const BLOCK: usize = 16;
 
@@ -130,13 +135,20 @@ impl PairLanes {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn block_mask_lanes(cur: &[u8; BLOCK], prev: &[u8; BLOCK], lanes: &mut PairLanes) -> u16 {
+    use safe_arch::load_unaligned_m128i as load;
+    block_mask_vec(load(cur), load(prev), lanes)
+}
+
+/// [`block_mask_lanes`] of bytes `c` after bytes `p`, loaded.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn block_mask_vec(c: safe_arch::m128i, p: safe_arch::m128i, lanes: &mut PairLanes) -> u16 {
     use safe_arch::{
-        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i,
-        min_u8_m128i, move_mask_i8_m128i, set_splat_i8_m128i as splat, sub_i8_m128i,
+        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, min_u8_m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i as splat, sub_i8_m128i,
     };
     // Keep in step with `is_anchor` and `Pairs::of` (a test compares them
     // on every pair of bytes).
-    let (c, p) = (load_unaligned_m128i(cur), load_unaligned_m128i(prev));
     let is = |v: u8| eq(c, splat(v as i8));
     // `p - '0' <= 9` unsigned: min(d, 9) == d.
     let d = sub_i8_m128i(p, splat(b'0' as i8));
@@ -248,7 +260,54 @@ pub struct Anchors<'a> {
     pairs: Pairs,
 }
 
+/// The anchor masks of `s`'s first [`AHEAD`] bytes into `words`, and the
+/// pairs of all of `s`, with every block read in place: the first one's
+/// bytes before are its own shifted by one, and the last, short one is
+/// read as the whole block ending the text, its mask shifted to drop what
+/// the block before covered. (Copying a block into a buffer to load it
+/// stalls the load until the copy's stores land: that, not the compares,
+/// was most of a short text's cost.)
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn fill_sse2(s: &[u8], words: &mut [u64; AHEAD_WORDS]) -> Pairs {
+    use safe_arch::{byte_shl_imm_u128_m128i as shift_up, load_unaligned_m128i as load};
+    let mut lanes = PairLanes::new();
+    let n = s.len();
+    let mut put = |k: usize, m: u16| {
+        if let Some(w) = words.get_mut(k / 4) {
+            *w |= u64::from(m) << (16 * (k % 4));
+        }
+    };
+    if n < BLOCK {
+        // A short text (a field): zeros pad it.
+        let (cur, prev) = block_bytes(s, 0);
+        put(0, block_mask_lanes(&cur, &prev, &mut lanes));
+        return lanes.pairs();
+    }
+    let first = load(whole(&s[..BLOCK]));
+    put(0, block_mask_vec(first, shift_up::<1>(first), &mut lanes));
+    let full = n / BLOCK;
+    for k in 1..full {
+        let at = k * BLOCK;
+        let (cur, prev) = (whole(&s[at..at + BLOCK]), whole(&s[at - 1..at - 1 + BLOCK]));
+        if k < AHEAD / BLOCK {
+            put(k, block_mask_lanes(cur, prev, &mut lanes));
+        } else {
+            block_pairs_lanes(cur, prev, &mut lanes);
+        }
+    }
+    let rest = n % BLOCK;
+    if rest > 0 {
+        // n > BLOCK here: the block ending the text has a byte before it.
+        let (cur, prev) = (whole(&s[n - BLOCK..n]), whole(&s[n - BLOCK - 1..n - 1]));
+        let m = block_mask_lanes(cur, prev, &mut lanes);
+        put(full, m >> (BLOCK - rest));
+    }
+    lanes.pairs()
+}
+
 impl<'a> Anchors<'a> {
+    #[inline]
     pub fn new(s: &'a [u8]) -> Anchors<'a> {
         // Built in place and filled (a moved or copied `Anchors` is a
         // `memcpy` of its words, which was a tenth of a clean line).
@@ -260,33 +319,12 @@ impl<'a> Anchors<'a> {
             mask: 0,
             pairs: Pairs::default(),
         };
-        let blocks = s.len().div_ceil(BLOCK);
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         {
-            let mut lanes = PairLanes::new();
-            for k in 0..blocks {
-                let at = k * BLOCK;
-                let (cur, prev, bytes);
-                (cur, prev) = match (s.get(at..at + BLOCK), at.checked_sub(1)) {
-                    // A whole block after a byte: read in place.
-                    (Some(cur), Some(p)) => (whole(cur), whole(&s[p..p + BLOCK])),
-                    _ => {
-                        bytes = block_bytes(s, k);
-                        (&bytes.0, &bytes.1)
-                    }
-                };
-                match a.words.get_mut(k / 4) {
-                    Some(w) => {
-                        let m = block_mask_lanes(cur, prev, &mut lanes);
-                        *w |= u64::from(m) << (16 * (k % 4));
-                    }
-                    None => block_pairs_lanes(cur, prev, &mut lanes),
-                }
-            }
-            a.pairs = lanes.pairs();
+            a.pairs = fill_sse2(s, &mut a.words);
         }
         #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-        for k in 0..blocks {
+        for k in 0..s.len().div_ceil(BLOCK) {
             let (cur, prev) = block_bytes(s, k);
             let m = block_mask(&cur, &prev, &mut a.pairs);
             if let Some(w) = a.words.get_mut(k / 4) {
