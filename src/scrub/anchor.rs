@@ -171,11 +171,12 @@ fn block_mask_vec(c: safe_arch::m128i, p: safe_arch::m128i, lanes: &mut PairLane
 /// anchors the walk finds lazily).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn block_pairs_vec(c: safe_arch::m128i, p: safe_arch::m128i, lanes: &mut PairLanes) {
+fn block_pairs_lanes(cur: &[u8; BLOCK], prev: &[u8; BLOCK], lanes: &mut PairLanes) {
     use safe_arch::{
-        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq,
+        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i,
         set_splat_i8_m128i as splat,
     };
+    let (c, p) = (load_unaligned_m128i(cur), load_unaligned_m128i(prev));
     let is = |v: u8| eq(c, splat(v as i8));
     lanes.paren = or(lanes.paren, is(b'('));
     lanes.pem = or(lanes.pem, and(is(b'-'), eq(p, splat(b'Y' as i8))));
@@ -263,17 +264,13 @@ pub struct Anchors<'a> {
 /// pairs of all of `s`, with every block read in place: the first one's
 /// bytes before are its own shifted by one, and the last, short one is
 /// read as the whole block ending the text, its mask shifted to drop what
-/// the block before covered. A block's bytes before are its own shifted
-/// up by one byte, the last byte of the block before (or a zero) in front. (Copying a block into a buffer to load it
+/// the block before covered. (Copying a block into a buffer to load it
 /// stalls the load until the copy's stores land: that, not the compares,
 /// was most of a short text's cost.)
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn fill_sse2(s: &[u8], words: &mut [u64; AHEAD_WORDS]) -> Pairs {
-    use safe_arch::{
-        byte_shl_imm_u128_m128i as shift_up, byte_shr_imm_u128_m128i as shift_down,
-        load_unaligned_m128i as load,
-    };
+    use safe_arch::{byte_shl_imm_u128_m128i as shift_up, load_unaligned_m128i as load};
     let mut lanes = PairLanes::new();
     let n = s.len();
     let mut put = |k: usize, m: u16| {
@@ -287,20 +284,18 @@ fn fill_sse2(s: &[u8], words: &mut [u64; AHEAD_WORDS]) -> Pairs {
         put(0, block_mask_lanes(&cur, &prev, &mut lanes));
         return lanes.pairs();
     }
-    // Each block's bytes before are its own shifted up by one, with the
-    // last of the block before in front: no second, unaligned load.
-    let mut last = safe_arch::zeroed_m128i();
-    for (k, block) in s.chunks_exact(BLOCK).enumerate() {
-        let c = load(whole(block));
-        let p = safe_arch::bitor_m128i(shift_up::<1>(c), shift_down::<15>(last));
-        last = c;
+    let first = load(whole(&s[..BLOCK]));
+    put(0, block_mask_vec(first, shift_up::<1>(first), &mut lanes));
+    let full = n / BLOCK;
+    for k in 1..full {
+        let at = k * BLOCK;
+        let (cur, prev) = (whole(&s[at..at + BLOCK]), whole(&s[at - 1..at - 1 + BLOCK]));
         if k < AHEAD / BLOCK {
-            put(k, block_mask_vec(c, p, &mut lanes));
+            put(k, block_mask_lanes(cur, prev, &mut lanes));
         } else {
-            block_pairs_vec(c, p, &mut lanes);
+            block_pairs_lanes(cur, prev, &mut lanes);
         }
     }
-    let full = n / BLOCK;
     let rest = n % BLOCK;
     if rest > 0 {
         // n > BLOCK here: the block ending the text has a byte before it.
