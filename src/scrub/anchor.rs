@@ -25,6 +25,11 @@
 //! The block mask is SSE2 compares on x86_64 (the baseline of every such
 //! CPU, so no detection at run time) and the byte-wise rule elsewhere; a
 //! test holds the two to the same answer on every pair of bytes.
+//!
+//! The same loads also tell the [`Pairs`] of the text, rare pairs of bytes
+//! that other stages of a pass would each search the whole text for (a
+//! `(`, a private-key header's `Y-`, curl's `-u`): [`Anchors::new`] goes
+//! over the whole text once, up front, and a pass hands the answers on.
 
 const BLOCK: usize = 16;
 
@@ -42,39 +47,118 @@ fn is_anchor(c: u8, p: u8) -> bool {
         | ((c == b'/') & (p == b'e'))
 }
 
+/// Rare pairs that stages other than the walk search the whole text for,
+/// told by the same pass over the bytes that finds the anchors (each was a
+/// memchr or memmem call of its own, about 250 instructions on a clean
+/// line): whether the text holds
+/// - `(`: the `WORD(` rows of the shape table (`Shapes::find`);
+/// - `-` after `Y`: the end of a private-key header `… KEY-----`
+///   (`secrets::pem_blocks`, which searches `PRIVATE KEY-----`);
+/// - `u` after `-`: curl's `-u`, `--user` (`Cx::curl_possible`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pairs {
+    pub paren: bool,
+    pub pem: bool,
+    pub dash_u: bool,
+}
+
+impl Pairs {
+    /// The byte-wise rule: [`Pairs`] of `c` after `p`.
+    fn of(c: u8, p: u8) -> Pairs {
+        Pairs {
+            paren: c == b'(',
+            pem: c == b'-' && p == b'Y',
+            dash_u: c == b'u' && p == b'-',
+        }
+    }
+
+    fn or(self, o: Pairs) -> Pairs {
+        Pairs {
+            paren: self.paren | o.paren,
+            pem: self.pem | o.pem,
+            dash_u: self.dash_u | o.dash_u,
+        }
+    }
+}
+
 /// Bit `k` is set when `cur[k]` (after `prev[k]`) is an anchor: the
 /// byte-at-a-time rule of [`is_anchor`], for targets without SSE2 (and the
-/// reference the SIMD mask is tested against).
+/// reference the SIMD mask is tested against); `pairs` gains the block's
+/// [`Pairs`].
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
-fn block_mask_bytewise(cur: &[u8; BLOCK], prev: &[u8; BLOCK]) -> u16 {
+fn block_mask_bytewise(cur: &[u8; BLOCK], prev: &[u8; BLOCK], pairs: &mut Pairs) -> u16 {
     let mut mask = 0u16;
     for k in 0..BLOCK {
         mask |= u16::from(is_anchor(cur[k], prev[k])) << k;
+        *pairs = pairs.or(Pairs::of(cur[k], prev[k]));
     }
     mask
+}
+
+/// What the SIMD mask gathers of [`Pairs`] over blocks: one lane per byte
+/// (0xff where the pair is), told as bools once at the end.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[derive(Clone, Copy)]
+struct PairLanes {
+    paren: safe_arch::m128i,
+    pem: safe_arch::m128i,
+    dash_u: safe_arch::m128i,
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+impl PairLanes {
+    fn new() -> PairLanes {
+        let zero = safe_arch::zeroed_m128i();
+        PairLanes {
+            paren: zero,
+            pem: zero,
+            dash_u: zero,
+        }
+    }
+
+    fn pairs(self) -> Pairs {
+        let any = |v| safe_arch::move_mask_i8_m128i(v) != 0;
+        Pairs {
+            paren: any(self.paren),
+            pem: any(self.pem),
+            dash_u: any(self.dash_u),
+        }
+    }
 }
 
 /// The same mask with SSE2, which every x86_64 CPU has (`safe_arch`: the
 /// intrinsics without `unsafe` here): about 35 instructions per 16 bytes,
 /// one compare per anchor byte, three more for the byte before and one
-/// `pmovmskb`. The byte-wise rule, even vectorised by the compiler, took
-/// about 70 and a call (a quarter of a clean line's instructions).
+/// `pmovmskb`; the [`Pairs`] add about 9 (the loads are shared). The
+/// byte-wise rule, even vectorised by the compiler, took about 70 and a
+/// call (a quarter of a clean line's instructions).
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[inline]
-fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK]) -> u16 {
+#[inline(always)]
+fn block_mask_lanes(cur: &[u8; BLOCK], prev: &[u8; BLOCK], lanes: &mut PairLanes) -> u16 {
+    use safe_arch::load_unaligned_m128i as load;
+    block_mask_vec(load(cur), load(prev), lanes)
+}
+
+/// [`block_mask_lanes`] of bytes `c` after bytes `p`, loaded.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn block_mask_vec(c: safe_arch::m128i, p: safe_arch::m128i, lanes: &mut PairLanes) -> u16 {
     use safe_arch::{
-        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i,
-        min_u8_m128i, move_mask_i8_m128i, set_splat_i8_m128i as splat, sub_i8_m128i,
+        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, min_u8_m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i as splat, sub_i8_m128i,
     };
-    // Keep in step with `is_anchor` (a test compares the two on every pair
-    // of bytes).
-    let (c, p) = (load_unaligned_m128i(cur), load_unaligned_m128i(prev));
+    // Keep in step with `is_anchor` and `Pairs::of` (a test compares them
+    // on every pair of bytes).
     let is = |v: u8| eq(c, splat(v as i8));
     // `p - '0' <= 9` unsigned: min(d, 9) == d.
     let d = sub_i8_m128i(p, splat(b'0' as i8));
     let digit_before = eq(min_u8_m128i(d, splat(9)), d);
     let r_before = eq(or(p, splat(0x20)), splat(b'r' as i8));
     let e_before = eq(p, splat(b'e' as i8));
+    let dash = is(b'-');
+    lanes.paren = or(lanes.paren, is(b'('));
+    lanes.pem = or(lanes.pem, and(dash, eq(p, splat(b'Y' as i8))));
+    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), eq(p, splat(b'-' as i8))));
     let alone = or(or(is(b':'), is(b'=')), or(or(is(b'@'), is(b'%')), is(b'[')));
     let after = or(
         or(and(is(b'.'), digit_before), and(is(b' '), r_before)),
@@ -83,93 +167,232 @@ fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK]) -> u16 {
     move_mask_i8_m128i(or(alone, after)) as u16
 }
 
+/// Only the [`Pairs`] of a block, for the blocks past [`AHEAD`] (whose
+/// anchors the walk finds lazily).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn block_pairs_lanes(cur: &[u8; BLOCK], prev: &[u8; BLOCK], lanes: &mut PairLanes) {
+    use safe_arch::{
+        bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i,
+        set_splat_i8_m128i as splat,
+    };
+    let (c, p) = (load_unaligned_m128i(cur), load_unaligned_m128i(prev));
+    let is = |v: u8| eq(c, splat(v as i8));
+    lanes.paren = or(lanes.paren, is(b'('));
+    lanes.pem = or(lanes.pem, and(is(b'-'), eq(p, splat(b'Y' as i8))));
+    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), eq(p, splat(b'-' as i8))));
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK], pairs: &mut Pairs) -> u16 {
+    let mut lanes = PairLanes::new();
+    let mask = block_mask_lanes(cur, prev, &mut lanes);
+    *pairs = pairs.or(lanes.pairs());
+    mask
+}
+
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
-fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK]) -> u16 {
-    block_mask_bytewise(cur, prev)
+fn block_mask(cur: &[u8; BLOCK], prev: &[u8; BLOCK], pairs: &mut Pairs) -> u16 {
+    block_mask_bytewise(cur, prev, pairs)
 }
 
-/// A block of anchors holding position `from`: its start (`from`, or less
-/// near the end of `s`, so that every block is a whole one) and its mask.
+/// Block `k` of `s` (bytes `16k..16k+16`, zeros past the end, which anchor
+/// nothing and make no pair) and the bytes before each of them.
+#[inline(always)]
+fn block_bytes(s: &[u8], k: usize) -> ([u8; BLOCK], [u8; BLOCK]) {
+    let at = k * BLOCK;
+    let mut cur = [0u8; BLOCK];
+    let mut prev = [0u8; BLOCK];
+    if at + BLOCK <= s.len() && at > 0 {
+        cur.copy_from_slice(&s[at..at + BLOCK]);
+        prev.copy_from_slice(&s[at - 1..at + BLOCK - 1]);
+    } else {
+        // The first block (nothing before it) or the last, short one.
+        let end = s.len().min(at + BLOCK);
+        cur[..end - at].copy_from_slice(&s[at..end]);
+        let from = at.saturating_sub(1);
+        let to = s.len().min(at + BLOCK - 1);
+        let dst = from + 1 - at;
+        if to > from {
+            prev[dst..dst + to - from].copy_from_slice(&s[from..to]);
+        }
+    }
+    (cur, prev)
+}
+
+/// The anchors of the first [`AHEAD`] bytes of a text are found when the
+/// walk starts, all at once (one tight loop, no look-up per block); past
+/// them, block by block as the walk gets there (hostile 1 MB lines).
+const AHEAD_WORDS: usize = 16;
+const AHEAD: usize = AHEAD_WORDS * 64;
+
+/// `b` as a block (it is one: callers cut `BLOCK` bytes).
+#[inline(always)]
+fn whole(b: &[u8]) -> &[u8; BLOCK] {
+    b.try_into().expect("a block is BLOCK bytes")
+}
+
+/// A block of anchors holding position `from` (past [`AHEAD`]): its start
+/// (`from`, or less near the end of `s`, so that every block is a whole
+/// one) and its mask.
 #[inline]
 fn block_at(s: &[u8], from: usize) -> (usize, u16) {
-    if s.len() < BLOCK {
-        // A short text: zeros pad it, and anchor nothing.
-        let mut cur = [0u8; BLOCK];
-        let mut prev = [0u8; BLOCK];
-        cur[..s.len()].copy_from_slice(s);
-        prev[1..=s.len()].copy_from_slice(s);
-        return (0, block_mask(&cur, &prev));
-    }
+    let mut ignored = Pairs::default();
     let base = from.min(s.len() - BLOCK);
-    let whole = |at: usize| -> &[u8; BLOCK] {
-        s[at..at + BLOCK]
-            .try_into()
-            .expect("a block is BLOCK bytes")
-    };
-    let prev = match base.checked_sub(1) {
-        Some(b) => *whole(b),
-        None => {
-            let mut prev = [0u8; BLOCK];
-            prev[1..].copy_from_slice(&s[..BLOCK - 1]);
-            prev
-        }
-    };
-    (base, block_mask(whole(base), &prev))
+    let (cur, prev) = (
+        whole(&s[base..base + BLOCK]),
+        whole(&s[base - 1..base - 1 + BLOCK]),
+    );
+    (base, block_mask(cur, prev, &mut ignored))
 }
 
-/// Walks the anchors of a text in order, one 16-byte block mask at a time.
+/// Walks the anchors of a text in order, and tells its [`Pairs`].
 pub struct Anchors<'a> {
     s: &'a [u8],
+    /// Bit `k % 64` of word `k / 64`: whether `s[k]` is an anchor, for
+    /// `k` below [`AHEAD`].
+    words: [u64; AHEAD_WORDS],
+    /// Past [`AHEAD`]: the block last looked at, and its mask.
     base: usize,
     mask: u16,
+    pairs: Pairs,
+}
+
+/// The anchor masks of `s`'s first [`AHEAD`] bytes into `words`, and the
+/// pairs of all of `s`, with every block read in place: the first one's
+/// bytes before are its own shifted by one, and the last, short one is
+/// read as the whole block ending the text, its mask shifted to drop what
+/// the block before covered. (Copying a block into a buffer to load it
+/// stalls the load until the copy's stores land: that, not the compares,
+/// was most of a short text's cost.)
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn fill_sse2(s: &[u8], words: &mut [u64; AHEAD_WORDS]) -> Pairs {
+    use safe_arch::{byte_shl_imm_u128_m128i as shift_up, load_unaligned_m128i as load};
+    let mut lanes = PairLanes::new();
+    let n = s.len();
+    let mut put = |k: usize, m: u16| {
+        if let Some(w) = words.get_mut(k / 4) {
+            *w |= u64::from(m) << (16 * (k % 4));
+        }
+    };
+    if n < BLOCK {
+        // A short text (a field): zeros pad it.
+        let (cur, prev) = block_bytes(s, 0);
+        put(0, block_mask_lanes(&cur, &prev, &mut lanes));
+        return lanes.pairs();
+    }
+    let first = load(whole(&s[..BLOCK]));
+    put(0, block_mask_vec(first, shift_up::<1>(first), &mut lanes));
+    let full = n / BLOCK;
+    for k in 1..full {
+        let at = k * BLOCK;
+        let (cur, prev) = (whole(&s[at..at + BLOCK]), whole(&s[at - 1..at - 1 + BLOCK]));
+        if k < AHEAD / BLOCK {
+            put(k, block_mask_lanes(cur, prev, &mut lanes));
+        } else {
+            block_pairs_lanes(cur, prev, &mut lanes);
+        }
+    }
+    let rest = n % BLOCK;
+    if rest > 0 {
+        // n > BLOCK here: the block ending the text has a byte before it.
+        let (cur, prev) = (whole(&s[n - BLOCK..n]), whole(&s[n - BLOCK - 1..n - 1]));
+        let m = block_mask_lanes(cur, prev, &mut lanes);
+        put(full, m >> (BLOCK - rest));
+    }
+    lanes.pairs()
 }
 
 impl<'a> Anchors<'a> {
+    #[inline]
     pub fn new(s: &'a [u8]) -> Anchors<'a> {
-        let (base, mask) = block_at(s, 0);
-        Anchors { s, base, mask }
+        // Built in place and filled (a moved or copied `Anchors` is a
+        // `memcpy` of its words, which was a tenth of a clean line).
+        let mut a = Anchors {
+            s,
+            words: [0; AHEAD_WORDS],
+            // No block yet: every position past AHEAD is past this one.
+            base: 0,
+            mask: 0,
+            pairs: Pairs::default(),
+        };
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        {
+            a.pairs = fill_sse2(s, &mut a.words);
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+        for k in 0..s.len().div_ceil(BLOCK) {
+            let (cur, prev) = block_bytes(s, k);
+            let m = block_mask(&cur, &prev, &mut a.pairs);
+            if let Some(w) = a.words.get_mut(k / 4) {
+                *w |= u64::from(m) << (16 * (k % 4));
+            }
+        }
+        a
+    }
+
+    /// The text walked.
+    pub fn text(&self) -> &'a [u8] {
+        self.s
+    }
+
+    /// The rare pairs the text holds.
+    pub fn pairs(&self) -> Pairs {
+        self.pairs
     }
 
     /// The first anchor at or after `from`.
     #[inline]
-    pub fn next(&mut self, mut from: usize) -> Option<usize> {
-        loop {
-            if from < self.base + BLOCK {
-                let skip = from.saturating_sub(self.base);
-                let m = (self.mask >> skip) << skip;
+    pub fn next(&mut self, from: usize) -> Option<usize> {
+        if from < AHEAD {
+            let mut w = from / 64;
+            let mut m = self.words[w] >> (from % 64) << (from % 64);
+            loop {
                 if m != 0 {
-                    return Some(self.base + m.trailing_zeros() as usize);
+                    return Some(w * 64 + m.trailing_zeros() as usize);
                 }
-                from = self.base + BLOCK;
+                w += 1;
+                if w == AHEAD_WORDS || w * 64 >= self.s.len() {
+                    break;
+                }
+                m = self.words[w];
             }
+        }
+        self.next_past_ahead(from.max(AHEAD))
+    }
+
+    /// [`Anchors::next`] past [`AHEAD`], one block at a time.
+    fn next_past_ahead(&mut self, mut from: usize) -> Option<usize> {
+        loop {
             if from >= self.s.len() {
                 return None;
             }
-            (self.base, self.mask) = block_at(self.s, from);
+            if from < self.base || from >= self.base + BLOCK {
+                (self.base, self.mask) = block_at(self.s, from);
+            }
+            let skip = from - self.base;
+            let m = (self.mask >> skip) << skip;
+            if m != 0 {
+                return Some(self.base + m.trailing_zeros() as usize);
+            }
+            from = self.base + BLOCK;
         }
+    }
+
+    /// Whether the text holds no anchor: then no detector of the walk can
+    /// start anywhere in it (see `scan::run`).
+    pub fn none(&mut self) -> bool {
+        self.next(0).is_none()
     }
 }
 
-/// Whether `s` holds an anchor at all: without one, no detector of the
-/// walk can start anywhere in it (see `scan::run`).
-pub fn any(s: &[u8]) -> bool {
-    Anchors::new(s).next(0).is_some()
-}
-
-/// Whether the bytes before `end` (after optional spaces, then an optional
-/// closing `"` or `\"`) end like a login key: `user`, `name`, `ogin` or
-/// `mail`, any case. Every key of `login` ends so.
-fn key_tail_before(s: &[u8], mut end: usize) -> bool {
-    while end > 0 && s[end - 1] == b' ' {
-        end -= 1;
-    }
-    if end > 0 && s[end - 1] == b'"' {
-        end -= 1;
-        if end > 0 && s[end - 1] == b'\\' {
-            end -= 1;
-        }
-    }
+/// Whether the key ending at `end` (see [`key_end`]) ends like a login
+/// key: `user`, `name`, `ogin`, `mail` or `ount`, any case. Every key of
+/// `login` ends so.
+fn login_key_tail(s: &[u8], end: usize) -> bool {
     let Some(tail) = end.checked_sub(4).map(|b| &s[b..end]) else {
         return false;
     };
@@ -220,25 +443,28 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
                 || (curl() && super::secrets::curl_worth_a_look(s, c))
         }
         b':' => {
+            // The key's end, found once for both kinds of key tail.
+            let end = key_end(s, c);
             after == Some(b':')
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
-                || key_tail_before(s, c)
+                || login_key_tail(s, end)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
-                || super::secrets::key_tail(s, key_end(s, c))
+                || super::secrets::key_tail(s, end)
                 || (curl() && super::secrets::curl_worth_a_look(s, c))
                 || s[..c].ends_with(b"\"user_id\"")
         }
         b'=' => {
-            key_tail_before(s, c)
-                || super::secrets::key_tail(s, key_end(s, c))
-                || dn_key_before(s, c)
+            let end = key_end(s, c);
+            login_key_tail(s, end) || super::secrets::key_tail(s, end) || dn_key_before(s, c)
         }
         b'.' => may_be_ipv4(s, c) || (s[..c].ends_with(b"ip6") && s[c + 1..].starts_with(b"arpa")),
         b'%' => s[c + 1..].starts_with(b"40"),
         b' ' => {
             let lower = |k| before(k).map(|b| b | 0x20);
+            // The anchor rule puts `r` or `R` before this space: the key
+            // (`user NAME`) ends at it.
             (lower(3) == Some(b'f') && lower(2) == Some(b'o') && for_may_name(s, c))
-                || key_tail_before(s, c)
+                || login_key_tail(s, c)
         }
         b'/' => s[..c].ends_with(b"/home"),
         _ => true, // `@`, `[`
@@ -377,13 +603,69 @@ mod tests {
             for c0 in (0..=255u8).step_by(BLOCK) {
                 let cur: [u8; BLOCK] = std::array::from_fn(|k| c0 + k as u8);
                 let prev = [p; BLOCK];
+                let (mut simd, mut bytewise) = (Pairs::default(), Pairs::default());
                 assert_eq!(
-                    block_mask(&cur, &prev),
-                    block_mask_bytewise(&cur, &prev),
+                    block_mask(&cur, &prev, &mut simd),
+                    block_mask_bytewise(&cur, &prev, &mut bytewise),
                     "bytes {c0}.. after {p}"
                 );
+                assert_eq!(simd, bytewise, "bytes {c0}.. after {p}");
             }
         }
+    }
+
+    /// The reference: every anchor of `s` by the byte rule, and its pairs.
+    fn by_the_byte_rule(s: &[u8]) -> (Vec<usize>, Pairs) {
+        let before = |k: usize| if k == 0 { 0 } else { s[k - 1] };
+        let anchors = (0..s.len()).filter(|&k| is_anchor(s[k], before(k)));
+        let pairs = (0..s.len()).fold(Pairs::default(), |p, k| p.or(Pairs::of(s[k], before(k))));
+        (anchors.collect(), pairs)
+    }
+
+    /// What the stages that trust [`Pairs`] searched for before.
+    fn pairs_hold_what_the_stages_search(s: &[u8], pairs: Pairs) {
+        let has = |needle: &[u8]| memchr::memmem::find(s, needle).is_some();
+        assert_eq!(pairs.paren, has(b"("));
+        assert_eq!(pairs.dash_u, has(b"-u"));
+        assert!(pairs.pem || !has(b"PRIVATE KEY-----"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// On any bytes and any length (past [`AHEAD`] too), from any
+        /// start, the walk finds exactly the byte rule's anchors, and the
+        /// pairs are the byte rule's.
+        #[test]
+        fn anchors_and_pairs_are_the_byte_rule(
+            s in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"-uY(:=@%[. rRe/0123456789PRIVATE KEY".to_vec()),
+                    proptest::num::u8::ANY,
+                ],
+                0..2300,
+            ),
+            start in 0usize..2400,
+        ) {
+            let (want, pairs) = by_the_byte_rule(&s);
+            let mut a = Anchors::new(&s);
+            proptest::prop_assert_eq!(a.pairs(), pairs);
+            pairs_hold_what_the_stages_search(&s, pairs);
+            proptest::prop_assert_eq!(all(&s), want.clone());
+            let from = want.iter().copied().find(|&k| k >= start);
+            proptest::prop_assert_eq!(a.next(start), from);
+        }
+    }
+
+    #[test]
+    fn pairs_of_real_text() {
+        let pem = b"key: -----BEGIN RSA PRIVATE KEY-----\nMIIE";
+        let p = Anchors::new(pem).pairs();
+        assert!(p.pem && !p.paren && !p.dash_u);
+        let curl = b"run: curl -s -u deploy:x https://example.org/ (retry 2)";
+        let p = Anchors::new(curl).pairs();
+        assert!(!p.pem && p.paren && p.dash_u);
+        let long = [b"x".repeat(5000), b"-u".to_vec()].concat();
+        assert!(Anchors::new(&long).pairs().dash_u);
     }
 
     #[test]

@@ -163,6 +163,12 @@ impl<'a> Cx<'a> {
         *self.curl.get_or_insert_with(|| FINDER.find(s).is_some())
     }
 
+    /// Tells whether the text holds `-u`, found along with the anchors
+    /// (`anchor::Pairs`), which saves [`Cx::curl_possible`] its search.
+    pub fn curl_is(&mut self, possible: bool) {
+        self.curl = Some(possible);
+    }
+
     /// Records that an item was detected up to `end`.
     pub fn settle(&mut self, end: usize) {
         self.settled = self.settled.max(end);

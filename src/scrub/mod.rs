@@ -331,14 +331,12 @@ impl Scrubber {
     /// (a pid, a command, a stream, a tag), where the passes' fixed costs
     /// were most of the work and values change too often for the memo.
     fn clean_at_a_glance(&self, text: &[u8]) -> bool {
-        /// What `secrets::pem_blocks` looks for first, and the shortest
-        /// text it rewrites: the header `-----BEGIN PRIVATE KEY-----`.
-        const PEM_HEAD_END: &[u8] = b"PRIVATE KEY-----";
-        const PEM_SHORTEST: usize = b"-----BEGIN PRIVATE KEY-----".len();
-        self.rules.is_empty()
-            && !anchor::any(text)
-            && !self.shapes.may_match(text)
-            && (text.len() < PEM_SHORTEST || memchr::memmem::find(text, PEM_HEAD_END).is_none())
+        if !self.rules.is_empty() {
+            return false;
+        }
+        let mut anchors = anchor::Anchors::new(text);
+        let pairs = anchors.pairs();
+        anchors.none() && !pairs.pem && !self.shapes.may_match(text, pairs.paren)
     }
 
     /// What each recognised name is rewritten to, for the sweep.
@@ -437,16 +435,29 @@ impl Scrubber {
                 });
             }
         };
-        if self.config.secrets != Action::Keep {
+        // One pass over the bytes finds the walk's anchors and tells which
+        // rare pairs the text holds, for the stages that search for them;
+        // a stage that reads a rewritten text finds its own.
+        let mut anchors = anchor::Anchors::new(text);
+        let pairs = anchors.pairs();
+        if self.config.secrets != Action::Keep && pairs.pem {
             if let Some(v) = secrets::pem_blocks(text, self.mask_token()) {
                 self.counters.secrets.inc();
                 note(text, 0, text.len(), "secrets", "pem_private_key");
                 cur = Cow::Owned(v);
             }
         }
+        let mut fresh;
+        let anchors = match &cur {
+            Cow::Borrowed(_) => &mut anchors,
+            Cow::Owned(v) => {
+                fresh = anchor::Anchors::new(v);
+                &mut fresh
+            }
+        };
         let mut found = Vec::new();
         let first_seen = seen.len();
-        if let Some(v) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
+        if let Some(v) = scan::run(self, anchors, timestamp_ns, Some(&mut found)) {
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
                 if r.kind == "login" {
@@ -456,7 +467,9 @@ impl Scrubber {
             cur = Cow::Owned(v);
         }
         if self.config.logins != Action::Keep {
-            if let Some(v) = self.apply_shapes(&cur, timestamp_ns, &mut note, seen) {
+            // The pairs of `text` hold for `cur` while nothing rewrote it.
+            let paren = matches!(cur, Cow::Owned(_)) || pairs.paren;
+            if let Some(v) = self.apply_shapes(&cur, paren, timestamp_ns, &mut note, seen) {
                 cur = Cow::Owned(v);
             }
         }
@@ -498,15 +511,17 @@ impl Scrubber {
     }
 
     /// The program shapes (`shapes`): rewrites their name slots with the
-    /// `logins` action; `None` when nothing changed.
+    /// `logins` action; `None` when nothing changed. `paren`: whether `s`
+    /// may hold a `(` (see `Shapes::find`).
     fn apply_shapes(
         &self,
         s: &[u8],
+        paren: bool,
         timestamp_ns: i64,
         note: &mut impl FnMut(&[u8], usize, usize, &str, &str),
         seen: &mut Vec<Vec<u8>>,
     ) -> Option<Vec<u8>> {
-        let found = self.shapes.find(s);
+        let found = self.shapes.find(s, paren);
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
         let mut key = None;

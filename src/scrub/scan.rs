@@ -50,17 +50,18 @@ static CLASS: [u8; 256] = {
     t
 };
 
-/// Scrubs `s` with the built-in detectors; `None` when nothing changed.
-/// With `log`, every rewrite is appended to it.
+/// Scrubs the text of `anchors` with the built-in detectors; `None` when
+/// nothing changed. With `log`, every rewrite is appended to it.
 pub fn run(
     sc: &Scrubber,
-    s: &[u8],
+    anchors: &mut Anchors<'_>,
     timestamp_ns: i64,
     log: Option<&mut Vec<Rewrite>>,
 ) -> Option<Vec<u8>> {
+    let s = anchors.text();
     let mut cx = Cx::new(sc, s, timestamp_ns);
     cx.log = log.is_some().then(Vec::new);
-    let mut anchors = Anchors::new(s);
+    cx.curl_is(anchors.pairs().dash_u);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
         if !anchor::worth_a_look(s, c, &mut || cx.curl_possible()) {
@@ -76,6 +77,8 @@ pub fn run(
     if let (Some(log), Some(mine)) = (log, cx.log.take()) {
         log.extend(mine);
     }
+    // Nothing rewritten (most texts): no move of `cx` into `finish`.
+    cx.out.as_ref()?;
     cx.finish()
 }
 

@@ -768,15 +768,17 @@ impl Shapes {
     }
 
     /// Whether [`Shapes::find`] may find something in `s`: a key, or a `(`
-    /// for the `WORD(` rows. `false` is certain.
-    pub fn may_match(&self, s: &[u8]) -> bool {
-        self.first.find(s, 0).is_some()
-            || (!self.calls.is_empty() && memchr::memchr(b'(', s).is_some())
+    /// for the `WORD(` rows. `false` is certain. `paren`: whether `s` may
+    /// hold a `(` (`false` only when certain, as `anchor::Pairs` tells).
+    pub fn may_match(&self, s: &[u8], paren: bool) -> bool {
+        (paren && !self.calls.is_empty() && memchr::memchr(b'(', s).is_some())
+            || (s.len() >= KEY_LEN && self.first.find(s, 0).is_some())
     }
 
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
-    /// program that names them.
-    pub fn find(&self, s: &[u8]) -> Vec<(usize, usize, &'static str)> {
+    /// program that names them. `paren` as for [`Shapes::may_match`]:
+    /// without a `(`, the `WORD(` rows are not looked for.
+    pub fn find(&self, s: &[u8], paren: bool) -> Vec<(usize, usize, &'static str)> {
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
         let mut from = 0;
         while let Some((start, pattern)) = self.first.find(s, from) {
@@ -792,7 +794,7 @@ impl Shapes {
                 }
             }
         }
-        if !self.calls.is_empty() {
+        if paren && !self.calls.is_empty() {
             for p in memchr::memchr_iter(b'(', s) {
                 // The word before the `(`; a longer run of word bytes is
                 // no word of the table (and the look back stays short).
@@ -1045,7 +1047,7 @@ mod tests {
     fn every_example_matches_its_row() {
         let shapes = Shapes::new();
         for row in SHAPES {
-            let found = shapes.find(row.example.as_bytes());
+            let found = shapes.find(row.example.as_bytes(), true);
             assert!(
                 found.iter().any(|&(_, _, p)| p == row.program),
                 "{}: {:?} finds nothing in {:?}",
@@ -1087,7 +1089,7 @@ mod tests {
             "Teddy, not the automaton"
         );
         assert!(shapes
-            .find(b"add it to the group to go in for a walk")
+            .find(b"add it to the group to go in for a walk", true)
             .is_empty());
     }
 
@@ -1096,7 +1098,7 @@ mod tests {
         let shapes = Shapes::new();
         let spans = |s: &str| -> Vec<String> {
             shapes
-                .find(s.as_bytes())
+                .find(s.as_bytes(), true)
                 .iter()
                 .map(|&(a, b, _)| s[a..b].to_owned())
                 .collect()
@@ -1132,10 +1134,10 @@ mod tests {
             "From: \"a\nb\" <x@y.org>",
             "GET /users/ HTTP/1.1",
         ] {
-            assert!(shapes.find(s.as_bytes()).is_empty(), "{s}");
+            assert!(shapes.find(s.as_bytes(), true).is_empty(), "{s}");
         }
         let s = b"completed GET /dave/dotfiles/src/branch/main";
-        let found = shapes.find(s);
+        let found = shapes.find(s, true);
         assert_eq!(found.len(), 1);
         assert_eq!(&s[found[0].0..found[0].1], b"dave");
     }
