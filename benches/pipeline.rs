@@ -170,7 +170,19 @@ fn packed_client(socket: &Path, conn: u64, n: u64) {
 struct Weir(Child);
 
 impl Drop for Weir {
+    /// SIGTERM first (weir shuts down cleanly, and a profiler wrapping it
+    /// writes its output), SIGKILL after 30 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -246,6 +246,11 @@ pub async fn run<S: Sink>(
     // Events a lane has prepared its batch from, back to the reader to
     // decode later batches into.
     let (recycle, mut recycled) = tokio::sync::mpsc::unbounded_channel::<Vec<Event>>();
+    // One batch is prepared at a time, taken in the order lanes ask (the
+    // semaphore is fair): preparing may lock state shared by the lanes
+    // (Loki's planner), and a lane waiting on that lock would hold a
+    // runtime thread; waiting for the permit holds none.
+    let preparing = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         while let Ok(events) = recycled.try_recv() {
             reader.recycle(events);
@@ -256,14 +261,16 @@ pub async fn run<S: Sink>(
             let seq = first_seq + order.len() as u64;
             order.push_back(InFlight { end, done: false });
             let (m, name, retry) = (m.clone(), name.clone(), retry.clone());
-            let recycle = recycle.clone();
+            let (recycle, preparing) = (recycle.clone(), preparing.clone());
             // The lane prepares the batch itself: this loop goes on reading
             // the next one meanwhile (with a Loki sink, planning a batch
             // costs more than reading it). The delivery logs where this
             // loop logs (a task does not inherit the subscriber of the task
             // that spawns it).
             let delivery = async move {
+                let permit = preparing.acquire().await;
                 let prepared = lane.sink.begin(&events);
+                drop(permit);
                 let _ = recycle.send(events);
                 count_prepared(&name, &m, prepared);
                 deliver(&name, &mut lane, &m, &retry).await;
