@@ -201,6 +201,26 @@ fn stream_overhead(labels: &str, encoding: Encoding) -> usize {
     }
 }
 
+/// Whether `key` is the stream key of `selected` ([`write_stream_key`]),
+/// compared in place: a run of one stream's events (most batches) writes
+/// no key.
+fn is_stream_key(key: &[u8], selected: &[(&'static str, &str)]) -> bool {
+    let mut rest = key;
+    for (k, v) in selected {
+        let Some((head, tail)) = rest.split_at_checked(5 + v.len()) else {
+            return false;
+        };
+        if head[0] != label_bit(k)
+            || head[1..5] != (v.len() as u32).to_le_bytes()
+            || &head[5..] != v.as_bytes()
+        {
+            return false;
+        }
+        rest = tail;
+    }
+    rest.is_empty()
+}
+
 /// A bit per name of [`super::LABEL_NAMES`] (0 for any other name).
 fn label_bit(name: &str) -> u8 {
     // The order of LABEL_NAMES (a test checks it).
@@ -353,9 +373,13 @@ impl Planner {
                 *plan.refused.entry(reason).or_default() += 1;
                 continue;
             }
-            write_stream_key(&mut key, &selected);
+            // The key is written only when the stream changes.
+            let same = prev_slot.is_some() && is_stream_key(&prev_key, &selected);
+            if !same {
+                write_stream_key(&mut key, &selected);
+            }
             let slot = match prev_slot {
-                Some(slot) if key == prev_key => slot,
+                Some(slot) if same => slot,
                 _ => match self.live_slot(&key, now_ns, &mut streams) {
                     Some(slot) => {
                         std::mem::swap(&mut key, &mut prev_key);
@@ -655,6 +679,24 @@ mod tests {
         let later = NOW + 31 * 60 * 1_000_000_000;
         let plan = p.plan(&events[..5], later);
         assert_eq!(plan.demoted, 0);
+    }
+
+    #[test]
+    fn a_stream_key_is_recognised_in_place_and_only_its_own() {
+        let a: &[(&'static str, &str)] = &[("host", "h1"), ("service", "web")];
+        let mut key = Vec::new();
+        write_stream_key(&mut key, a);
+        assert!(is_stream_key(&key, a));
+        for other in [
+            &[("host", "h1"), ("service", "we")][..],
+            &[("host", "h1"), ("service", "webb")],
+            &[("host", "h1"), ("app", "web")],
+            &[("host", "h1")],
+            &[("host", "h1"), ("service", "web"), ("level", "info")],
+            &[],
+        ] {
+            assert!(!is_stream_key(&key, other), "{other:?}");
+        }
     }
 
     #[test]
