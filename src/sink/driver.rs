@@ -23,8 +23,7 @@
 //!   tell a delivering sink from a stalled one);
 //! - the acknowledgement to the spool once the batch is accounted for
 //!   (every event sent, or dropped and counted), strictly in spool order;
-//! - overlap: the next batch is read while others are prepared and
-//!   delivered (each by the lane that delivers it), and a sink
+//! - overlap: the next batch is read while others are delivered, and a sink
 //!   that makes lanes ([`Sink::lane`]) has up to [`Policy::in_flight`]
 //!   batches delivered at once (Loki's `max_in_flight`).
 //!
@@ -115,12 +114,9 @@ pub trait Sink: Send + Sized + 'static {
     /// How to gather batches and back off for this sink.
     fn policy(&self) -> Policy;
 
-    /// Takes the next batch and prepares it for delivery, on the lane's
-    /// task. With one lane, batches come in spool order; lanes prepare
-    /// theirs side by side, so what must be one per sink is shared (Loki's
-    /// planner, behind a lock). The events go back to the spool reader
-    /// afterwards, to be decoded into again: what the sink needs of them it
-    /// copies here.
+    /// Takes the next batch (in spool order) and prepares it for delivery.
+    /// The events go back to the spool reader afterwards, to be decoded
+    /// into again: what the sink needs of them it copies here.
     fn begin(&mut self, events: &[Event]) -> Prepared;
 
     /// Delivers the next part of the current batch. Called until it returns
@@ -210,10 +206,10 @@ struct InFlight {
 /// the spool fails, which is logged: the data then stays spooled).
 ///
 /// Up to [`Policy::in_flight`] batches are delivered at once, each by a
-/// lane of its own (a task that prepares the batch with [`Sink::begin`],
-/// then delivers it: one batch's preparing runs beside another's wait on
-/// the server), while this task reads and decodes the next batch. Batches
-/// are acknowledged strictly in spool order: a batch finished before an
+/// lane of its own (a task: one batch's encoding runs beside another's
+/// wait on the server), while the next batch is read and decoded. Batches
+/// are prepared ([`Sink::begin`]) in spool order on this task, and
+/// acknowledged strictly in that order: a batch finished before an
 /// earlier one waits for it, so a crash or shutdown re-sends, never skips.
 pub async fn run<S: Sink>(
     name: String,
@@ -243,36 +239,27 @@ pub async fn run<S: Sink>(
     let mut first_seq = 0u64;
     let mut gathered = Gathered::default();
     let mut ready: Option<(Vec<Event>, Offset)> = None;
-    // Events a lane has prepared its batch from, back to the reader to
-    // decode later batches into.
-    let (recycle, mut recycled) = tokio::sync::mpsc::unbounded_channel::<Vec<Event>>();
-    // One batch is prepared at a time, taken in the order lanes ask (the
-    // semaphore is fair): preparing may lock state shared by the lanes
-    // (Loki's planner), and a lane waiting on that lock would hold a
-    // runtime thread; waiting for the permit holds none.
-    let preparing = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
-        while let Ok(events) = recycled.try_recv() {
-            reader.recycle(events);
-        }
         while ready.is_some() && !free.is_empty() {
             let (events, end) = ready.take().expect("checked");
             let mut lane = free.pop().expect("checked");
+            let prepared = lane.sink.begin(&events);
+            reader.recycle(events);
+            if prepared.truncated > 0 {
+                m.truncated.add(prepared.truncated);
+                tracing::warn!(sink = %name, events = prepared.truncated, "events too large for the server were shrunk");
+            }
+            if prepared.too_large > 0 {
+                m.by_reason(n::SINK_REJECTED_EVENTS, "too_large")
+                    .add(prepared.too_large);
+                tracing::error!(sink = %name, events = prepared.too_large, "events that cannot be shrunk to fit were dropped");
+            }
             let seq = first_seq + order.len() as u64;
             order.push_back(InFlight { end, done: false });
             let (m, name, retry) = (m.clone(), name.clone(), retry.clone());
-            let (recycle, preparing) = (recycle.clone(), preparing.clone());
-            // The lane prepares the batch itself: this loop goes on reading
-            // the next one meanwhile (with a Loki sink, planning a batch
-            // costs more than reading it). The delivery logs where this
-            // loop logs (a task does not inherit the subscriber of the task
-            // that spawns it).
+            // The delivery logs where this loop logs (a task does not
+            // inherit the subscriber of the task that spawns it).
             let delivery = async move {
-                let permit = preparing.acquire().await;
-                let prepared = lane.sink.begin(&events);
-                drop(permit);
-                let _ = recycle.send(events);
-                count_prepared(&name, &m, prepared);
                 deliver(&name, &mut lane, &m, &retry).await;
                 (seq, lane)
             };
@@ -313,19 +300,6 @@ pub async fn run<S: Sink>(
                 }
             }
         }
-    }
-}
-
-/// Counts (and logs) what preparing a batch did to it.
-fn count_prepared(name: &str, m: &Metrics, prepared: Prepared) {
-    if prepared.truncated > 0 {
-        m.truncated.add(prepared.truncated);
-        tracing::warn!(sink = %name, events = prepared.truncated, "events too large for the server were shrunk");
-    }
-    if prepared.too_large > 0 {
-        m.by_reason(n::SINK_REJECTED_EVENTS, "too_large")
-            .add(prepared.too_large);
-        tracing::error!(sink = %name, events = prepared.too_large, "events that cannot be shrunk to fit were dropped");
     }
 }
 
@@ -603,11 +577,10 @@ mod tests {
             test_policy(1, Duration::ZERO, 3)
         }
 
-        fn begin(&mut self, events: &[Event]) -> Prepared {
-            // Batches are told apart by their event ("a" is the first in
-            // spool order): lanes may begin theirs in any order.
-            self.batch = usize::from(events[0].message[0] - b'a');
-            self.began.lock().unwrap().push(self.batch);
+        fn begin(&mut self, _: &[Event]) -> Prepared {
+            let mut began = self.began.lock().unwrap();
+            self.batch = began.len();
+            began.push(self.batch);
             Prepared::default()
         }
 
