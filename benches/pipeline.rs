@@ -19,6 +19,9 @@
 //!   harness, tests/it/journald_harness.rs), which weir's journal source
 //!   reads through libsystemd.
 //!
+//! `WEIR_BENCH_WRAP="valgrind --tool=callgrind" cargo bench --bench pipeline
+//! -- loki 200000` runs weir under the given command (a profiler).
+//!
 //! Every line carries its send time (`t=NANOS`); the receiver stamps when the
 //! push carrying it was accepted, giving write-to-accepted-push latency. CPU
 //! is weir's utime + stime from /proc/PID/stat, peak RSS its VmHWM. Results go
@@ -167,7 +170,19 @@ fn packed_client(socket: &Path, conn: u64, n: u64) {
 struct Weir(Child);
 
 impl Drop for Weir {
+    /// SIGTERM first (weir shuts down cleanly, and a profiler wrapping it
+    /// writes its output), SIGKILL after 30 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -251,8 +266,14 @@ max_rate = {{ messages = 0, bytes = 0 }}
         );
     }
     std::fs::write(&config, toml).unwrap();
+    // `WEIR_BENCH_WRAP="valgrind --tool=callgrind"`: weir runs under it
+    // (a profiler sees the whole agent under this load).
+    let wrap = std::env::var("WEIR_BENCH_WRAP").unwrap_or_default();
+    let mut argv: Vec<&str> = wrap.split_whitespace().collect();
+    argv.push(env!("CARGO_BIN_EXE_weir"));
     let weir = Weir(
-        Command::new(env!("CARGO_BIN_EXE_weir"))
+        Command::new(argv[0])
+            .args(&argv[1..])
             .args(["run", "--config"])
             .arg(&config)
             .arg("--pid-file")

@@ -8,7 +8,9 @@
 //!   [`Policy::max_bytes`], waiting at most [`Policy::linger`] after the
 //!   first event for more;
 //! - the backoff between failed attempts ([`crate::backoff`]), retrying
-//!   forever while the spool holds the data;
+//!   forever while the spool holds the data; one per sink, whatever the
+//!   number of lanes: with the server down every lane's attempt fails, and
+//!   the sink waits (and logs) once per round, not once per lane;
 //! - shutdown: it interrupts a step or a backoff sleep at once, and what was
 //!   not acknowledged stays in the spool for the next start;
 //! - the sink metrics (label `sink` = the section name):
@@ -177,11 +179,19 @@ impl Metrics {
     }
 }
 
-/// One delivering copy of the sink and its own backoff: a lane delivers
-/// one batch at a time, start to end.
+/// One delivering copy of the sink: a lane delivers one batch at a time,
+/// start to end.
 struct Lane<S> {
     sink: S,
+}
+
+/// The sink's one backoff, shared by its lanes.
+struct Retry {
     backoff: Backoff,
+    /// No lane attempts a step before this: a backoff delay in progress.
+    /// A lane whose attempt fails meanwhile (it was already in flight)
+    /// joins this wait without logging or lengthening it.
+    until: Option<Instant>,
 }
 
 /// A batch handed to a lane, in spool order.
@@ -209,10 +219,11 @@ pub async fn run<S: Sink>(
 ) {
     let policy = sink.policy();
     let m = Arc::new(Metrics::new(reader.metrics(), &name));
-    let lane = |sink| Lane {
-        sink,
+    let retry = Arc::new(Mutex::new(Retry {
         backoff: Backoff::new(policy.backoff_initial, policy.backoff_max),
-    };
+        until: None,
+    }));
+    let lane = |sink| Lane { sink };
     let mut free = Vec::new();
     while free.len() + 1 < policy.in_flight.max(1) {
         match sink.lane() {
@@ -245,11 +256,11 @@ pub async fn run<S: Sink>(
             }
             let seq = first_seq + order.len() as u64;
             order.push_back(InFlight { end, done: false });
-            let (m, name) = (m.clone(), name.clone());
+            let (m, name, retry) = (m.clone(), name.clone(), retry.clone());
             // The delivery logs where this loop logs (a task does not
             // inherit the subscriber of the task that spawns it).
             let delivery = async move {
-                deliver(&name, &mut lane, &m).await;
+                deliver(&name, &mut lane, &m, &retry).await;
                 (seq, lane)
             };
             tasks.spawn(delivery.with_current_subscriber());
@@ -292,16 +303,26 @@ pub async fn run<S: Sink>(
     }
 }
 
-/// Delivers the lane's current batch to the end, retrying after backoff
-/// delays; counts every step.
-async fn deliver<S: Sink>(name: &str, lane: &mut Lane<S>, m: &Metrics) {
+/// Delivers the lane's current batch to the end, retrying after the
+/// sink's backoff delays; counts every step.
+async fn deliver<S: Sink>(name: &str, lane: &mut Lane<S>, m: &Metrics, retry: &Mutex<Retry>) {
+    let lock = || retry.lock().unwrap_or_else(|e| e.into_inner());
     loop {
+        // A batch begun, or a step resumed, while another lane's failure
+        // is being waited out waits too: one round of attempts per delay.
+        let until = lock().until;
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
         match lane.sink.step().await {
             Step::Sent { events, bytes } => {
-                if lane.backoff.attempts() > 0 {
-                    tracing::info!(sink = %name, failed_attempts = lane.backoff.attempts(), "delivering again");
-                    lane.backoff.reset();
+                let mut r = lock();
+                if r.backoff.attempts() > 0 {
+                    tracing::info!(sink = %name, failed_attempts = r.backoff.attempts(), "delivering again");
+                    r.backoff.reset();
+                    r.until = None;
                 }
+                drop(r);
                 m.sent.add(events);
                 m.bytes.add(bytes);
                 m.batches.inc();
@@ -314,20 +335,27 @@ async fn deliver<S: Sink>(name: &str, lane: &mut Lane<S>, m: &Metrics) {
             Step::Retry(failure) => {
                 m.by_reason(n::SINK_ERRORS, failure.reason).inc();
                 m.retries.inc();
-                let delay = lane
-                    .backoff
-                    .next_delay()
-                    .max(failure.after.unwrap_or_default());
-                tracing::warn!(
-                    sink = %name,
-                    reason = failure.reason,
-                    error = %failure.detail,
-                    attempt = lane.backoff.attempts(),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "{}",
-                    S::RETRY_MESSAGE
-                );
-                tokio::time::sleep(delay).await;
+                let now = Instant::now();
+                let asked = now + failure.after.unwrap_or_default();
+                let mut r = lock();
+                match r.until {
+                    // Another lane failed in this round and logged: wait
+                    // with it (longer if this answer asked for longer).
+                    Some(until) if until > now => r.until = Some(until.max(asked)),
+                    _ => {
+                        let delay = r.backoff.next_delay().max(asked - now);
+                        r.until = Some(now + delay);
+                        tracing::warn!(
+                            sink = %name,
+                            reason = failure.reason,
+                            error = %failure.detail,
+                            attempt = r.backoff.attempts(),
+                            retry_in_ms = delay.as_millis() as u64,
+                            "{}",
+                            S::RETRY_MESSAGE
+                        );
+                    }
+                }
             }
             Step::Done => return,
         }

@@ -801,3 +801,43 @@ async fn one_push_in_flight_keeps_each_stream_in_order() {
     assert_eq!(stats.received, 600, "{stats:?}");
     h.stop().await;
 }
+
+/// With Loki down and several pushes in flight, every lane's push fails,
+/// but the sink backs off and logs as one: a single backoff (its attempt 1
+/// is logged once, not once per lane), every failed push counted, and one
+/// "delivering again" when Loki is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_loki_down_the_lanes_back_off_and_log_as_one() {
+    let r = Receiver::start().await;
+    r.down().await;
+    let raw: loki::RawConfig = toml::from_str(&format!(
+        "url = \"{}\"\nretry_initial_backoff = \"100ms\"\nretry_max_backoff = \"100ms\"\n\
+         batch_timeout = \"10ms\"\nbatch_max_bytes = 1000\nmax_in_flight = 4",
+        r.url()
+    ))
+    .unwrap();
+    let mut problems = Problems::default();
+    let config = raw.validate("sinks.loki", &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    let h = Harness::start("loki_down_lanes", config);
+    let base = now_ns();
+    // About 10 events per 1000-byte batch: 4 batches in flight at once.
+    let events: Vec<Event> = (0..60)
+        .map(|i| event(base + i, "a", format!("line {i} {}", "x".repeat(40))))
+        .collect();
+    h.append(&events).await;
+    // Three rounds or more of 4 failed pushes.
+    h.wait_metric("weir_sink_retries_total", None, 12.0).await;
+    r.up().await;
+    wait_entries(&r, 60, Duration::from_secs(10)).await;
+    h.wait_acknowledged().await;
+    let log = h.log.contents();
+    assert_eq!(
+        log.matches("attempt=1 ").count(),
+        1,
+        "one backoff for the sink, not one per lane:\n{log}"
+    );
+    assert!(log.contains("attempt=2 "), "{log}");
+    assert_eq!(log.matches("delivering again").count(), 1, "{log}");
+    h.stop().await;
+}

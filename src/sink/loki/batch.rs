@@ -141,10 +141,10 @@ pub struct Planner {
     /// shown a lower limit. An entry above it but under `cap` goes alone.
     target: usize,
     limits: Limits,
-    /// Live streams by label string. One lookup per event finds both
-    /// whether the stream is live and where its entries go in the plan
-    /// being built.
-    live: HashMap<String, Live>,
+    /// Live streams by stream key ([`write_stream_key`]). One lookup per
+    /// event (none in a run of one stream) finds both whether the stream is
+    /// live and where its entries go in the plan being built.
+    live: HashMap<Vec<u8>, Live>,
     /// Numbers the calls of [`Planner::plan`], so that a stream's `slot`
     /// is known to belong to the current one.
     plans: u64,
@@ -153,6 +153,8 @@ pub struct Planner {
 /// A live stream.
 #[derive(Debug, Clone)]
 struct Live {
+    /// Its label set in Loki's syntax, written once when the stream opens.
+    labels: String,
     /// When an event last went to it (ns).
     last_ns: i64,
     /// The plan that `slot` belongs to.
@@ -164,18 +166,27 @@ struct Live {
 impl Live {
     /// This stream's place in plan `plan`, opened there (`streams` gets a
     /// copy of the label string) on its first event of that plan.
-    fn slot(
-        &mut self,
-        plan: u64,
-        key: &str,
-        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
-    ) -> usize {
+    fn slot(&mut self, plan: u64, streams: &mut Vec<(String, Vec<EntryAdapter>)>) -> usize {
         if self.plan != plan {
             self.plan = plan;
             self.slot = streams.len();
-            streams.push((key.to_owned(), Vec::new()));
+            streams.push((self.labels.clone(), Vec::new()));
         }
         self.slot
+    }
+}
+
+/// Writes the key a stream is known by: for each selected label, its bit
+/// ([`label_bit`]), its value's length and the value. It names the same
+/// stream as the label string but is cheaper to write (no quoting or
+/// escaping: a copy), so the label string is written only when a stream
+/// opens. The lengths keep keys unambiguous whatever bytes values hold.
+fn write_stream_key(key: &mut Vec<u8>, selected: &[(&'static str, &str)]) {
+    key.clear();
+    for (k, v) in selected {
+        key.push(label_bit(k));
+        key.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        key.extend_from_slice(v.as_bytes());
     }
 }
 
@@ -190,6 +201,26 @@ fn stream_overhead(labels: &str, encoding: Encoding) -> usize {
     }
 }
 
+/// Whether `key` is the stream key of `selected` ([`write_stream_key`]),
+/// compared in place: a run of one stream's events (most batches) writes
+/// no key.
+fn is_stream_key(key: &[u8], selected: &[(&'static str, &str)]) -> bool {
+    let mut rest = key;
+    for (k, v) in selected {
+        let Some((head, tail)) = rest.split_at_checked(5 + v.len()) else {
+            return false;
+        };
+        if head[0] != label_bit(k)
+            || head[1..5] != (v.len() as u32).to_le_bytes()
+            || &head[5..] != v.as_bytes()
+        {
+            return false;
+        }
+        rest = tail;
+    }
+    rest.is_empty()
+}
+
 /// A bit per name of [`super::LABEL_NAMES`] (0 for any other name).
 fn label_bit(name: &str) -> u8 {
     // The order of LABEL_NAMES (a test checks it).
@@ -202,21 +233,6 @@ fn label_bit(name: &str) -> u8 {
         "unit" => 32,
         "level" => 64,
         _ => 0,
-    }
-}
-
-/// Keeps a copy of an event's selected labels (reusing the strings).
-fn remember(prev: &mut Vec<(&'static str, String)>, selected: &[(&'static str, &str)]) {
-    prev.truncate(selected.len());
-    for (i, (k, v)) in selected.iter().enumerate() {
-        match prev.get_mut(i) {
-            Some(p) => {
-                p.0 = k;
-                p.1.clear();
-                p.1.push_str(v);
-            }
-            None => prev.push((k, (*v).to_owned())),
-        }
     }
 }
 
@@ -247,8 +263,9 @@ impl Planner {
         self.live.len()
     }
 
-    /// Why Loki would refuse `event`, if it would.
-    fn refusal(&self, event: &Event, now_ns: i64) -> Option<&'static str> {
+    /// Why Loki would refuse `event`, if it would; `long_label`: one of
+    /// its selected labels is longer than Loki takes.
+    fn refusal(&self, event: &Event, long_label: bool, now_ns: i64) -> Option<&'static str> {
         let ts = event.timestamp_ns;
         if self
             .limits
@@ -260,52 +277,38 @@ impl Planner {
         if ts > now_ns.saturating_add(self.limits.max_ahead_ns) {
             return Some("too_new");
         }
-        let long_label = event
-            .labels
-            .pairs(event.origin)
-            .any(|(k, v)| self.selects & label_bit(k) != 0 && v.len() > MAX_LABEL_VALUE_BYTES);
         long_label.then_some("invalid_labels")
-    }
-
-    /// [`Planner::live_slot`], or `cached` (the previous event's stream,
-    /// already marked used at `now_ns` in this plan) without a lookup.
-    fn live_slot_cached(
-        &mut self,
-        cached: Option<usize>,
-        key: &str,
-        now_ns: i64,
-        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
-    ) -> Option<usize> {
-        cached.or_else(|| self.live_slot(key, now_ns, streams))
     }
 
     /// The place in this plan's `streams` of the live stream `key`, marked
     /// used at `now_ns`; `None` if it is not live.
     fn live_slot(
         &mut self,
-        key: &str,
+        key: &[u8],
         now_ns: i64,
         streams: &mut Vec<(String, Vec<EntryAdapter>)>,
     ) -> Option<usize> {
         let live = self.live.get_mut(key)?;
         live.last_ns = now_ns;
-        Some(live.slot(self.plans, key, streams))
+        Some(live.slot(self.plans, streams))
     }
 
-    /// Makes `key` a live stream (used at `now_ns`) and returns its place
-    /// in this plan's `streams`.
+    /// Makes `key` (whose labels are `selected`) a live stream used at
+    /// `now_ns` and returns its place in this plan's `streams`.
     fn open_stream(
         &mut self,
-        key: &str,
+        key: &[u8],
+        selected: &[(&'static str, &str)],
         now_ns: i64,
         streams: &mut Vec<(String, Vec<EntryAdapter>)>,
     ) -> usize {
         let mut live = Live {
+            labels: encode::label_string(selected.iter().copied()),
             last_ns: now_ns,
             plan: 0,
             slot: 0,
         };
-        let slot = live.slot(self.plans, key, streams);
+        let slot = live.slot(self.plans, streams);
         self.live.insert(key.to_owned(), live);
         slot
     }
@@ -345,76 +348,73 @@ impl Planner {
         let mut streams: Vec<(String, Vec<EntryAdapter>)> = Vec::new();
         let mut extra = Vec::with_capacity(8);
         let mut selected = Vec::with_capacity(self.labels.len());
-        let mut key = String::with_capacity(128);
-        // The previous event's selected labels and its stream's slot: runs
-        // of events of one stream (most batches) skip writing and hashing
-        // the label string. Not kept for a demoted event.
-        let mut prev: Vec<(&'static str, String)> = Vec::with_capacity(self.labels.len());
+        let mut key = Vec::with_capacity(128);
+        // The previous event's stream key and slot: a run of events of one
+        // stream (most batches) needs no lookup. Not kept for a demoted
+        // event.
+        let mut prev_key = Vec::with_capacity(128);
         let mut prev_slot: Option<usize> = None;
         for event in events {
-            if let Some(reason) = self.refusal(event, now_ns) {
-                *plan.refused.entry(reason).or_default() += 1;
-                continue;
-            }
             extra.clear();
             selected.clear();
+            let mut long_label = false;
             for (k, v) in event.labels.pairs(event.origin) {
                 if v.is_empty() {
                     continue;
                 }
                 if self.selects & label_bit(k) != 0 {
+                    long_label |= v.len() > MAX_LABEL_VALUE_BYTES;
                     selected.push((k, v));
                 } else {
                     extra.push((k, v));
                 }
             }
-            let same = prev_slot.is_some()
-                && prev.len() == selected.len()
-                && prev
-                    .iter()
-                    .zip(&selected)
-                    .all(|(p, s)| p.0 == s.0 && p.1 == s.1);
-            // The key is written into one reused buffer and copied only for
-            // a stream not seen before: most events join an existing one.
-            if !same {
-                encode::write_label_string(&mut key, selected.iter().copied());
+            if let Some(reason) = self.refusal(event, long_label, now_ns) {
+                *plan.refused.entry(reason).or_default() += 1;
+                continue;
             }
-            let cached = if same { prev_slot } else { None };
-            let slot = match self.live_slot_cached(cached, &key, now_ns, &mut streams) {
+            // The key is written only when the stream changes.
+            let same = prev_slot.is_some() && is_stream_key(&prev_key, &selected);
+            if !same {
+                write_stream_key(&mut key, &selected);
+            }
+            let slot = match prev_slot {
                 Some(slot) if same => slot,
-                Some(slot) => {
-                    remember(&mut prev, &selected);
-                    prev_slot = Some(slot);
-                    slot
-                }
-                None if self.live.len() < self.limits.max_streams => {
-                    let slot = self.open_stream(&key, now_ns, &mut streams);
-                    remember(&mut prev, &selected);
-                    prev_slot = Some(slot);
-                    slot
-                }
-                None => {
-                    prev_slot = None;
-                    // Beyond the stream cap: move the most variable labels
-                    // into the line until the event falls in a live stream
-                    // (or no label is left to move).
-                    plan.demoted += 1;
-                    let mut found = None;
-                    for name in DEMOTE_ORDER {
-                        if let Some(i) = selected.iter().position(|(k, _)| *k == name) {
-                            extra.push(selected.remove(i));
-                            encode::write_label_string(&mut key, selected.iter().copied());
-                            found = self.live_slot(&key, now_ns, &mut streams);
-                            if found.is_some() {
-                                break;
+                _ => match self.live_slot(&key, now_ns, &mut streams) {
+                    Some(slot) => {
+                        std::mem::swap(&mut key, &mut prev_key);
+                        prev_slot = Some(slot);
+                        slot
+                    }
+                    None if self.live.len() < self.limits.max_streams => {
+                        let slot = self.open_stream(&key, &selected, now_ns, &mut streams);
+                        std::mem::swap(&mut key, &mut prev_key);
+                        prev_slot = Some(slot);
+                        slot
+                    }
+                    None => {
+                        prev_slot = None;
+                        // Beyond the stream cap: move the most variable
+                        // labels into the line until the event falls in a
+                        // live stream (or no label is left to move).
+                        plan.demoted += 1;
+                        let mut found = None;
+                        for name in DEMOTE_ORDER {
+                            if let Some(i) = selected.iter().position(|(k, _)| *k == name) {
+                                extra.push(selected.remove(i));
+                                write_stream_key(&mut key, &selected);
+                                found = self.live_slot(&key, now_ns, &mut streams);
+                                if found.is_some() {
+                                    break;
+                                }
                             }
                         }
+                        match found {
+                            Some(slot) => slot,
+                            None => self.open_stream(&key, &selected, now_ns, &mut streams),
+                        }
                     }
-                    match found {
-                        Some(slot) => slot,
-                        None => self.open_stream(&key, now_ns, &mut streams),
-                    }
-                }
+                },
             };
             let (entry, truncated) = self.lines.entry(event, &extra);
             plan.truncated += u64::from(truncated);
@@ -679,6 +679,24 @@ mod tests {
         let later = NOW + 31 * 60 * 1_000_000_000;
         let plan = p.plan(&events[..5], later);
         assert_eq!(plan.demoted, 0);
+    }
+
+    #[test]
+    fn a_stream_key_is_recognised_in_place_and_only_its_own() {
+        let a: &[(&'static str, &str)] = &[("host", "h1"), ("service", "web")];
+        let mut key = Vec::new();
+        write_stream_key(&mut key, a);
+        assert!(is_stream_key(&key, a));
+        for other in [
+            &[("host", "h1"), ("service", "we")][..],
+            &[("host", "h1"), ("service", "webb")],
+            &[("host", "h1"), ("app", "web")],
+            &[("host", "h1")],
+            &[("host", "h1"), ("service", "web"), ("level", "info")],
+            &[],
+        ] {
+            assert!(!is_stream_key(&key, other), "{other:?}");
+        }
     }
 
     #[test]

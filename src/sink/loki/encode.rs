@@ -322,12 +322,15 @@ fn escape_quoted(out: &mut String, v: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < b.len() {
-        // Eight bytes at a time past those that need nothing (nearly all).
+        // Eight bytes at a time past those that need nothing (nearly all),
+        // then straight to the first byte that may.
         if let Some(word) = b.get(i..i + 8) {
-            if !may_need_escape(u64::from_le_bytes(word.try_into().expect("8 bytes"))) {
+            let may = may_need_escape(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+            if may == 0 {
                 i += 8;
                 continue;
             }
+            i += (may.trailing_zeros() / 8) as usize;
         }
         // The control character and its length in bytes, if one starts here.
         let (c, len) = match b[i] {
@@ -358,12 +361,13 @@ fn escape_quoted(out: &mut String, v: &str) {
     out.push_str(&v[start..]);
 }
 
-/// Whether any of the 8 bytes of `w` is one [`escape_quoted`] looks at: a
-/// control character (below 0x20), `"`, `\`, DEL (0x7f) or 0xC2 (the
-/// first byte of U+0080-U+009F). Exact: the "has a zero byte" and "has a
-/// byte less than n" word tricks can misplace a match but never invent or
-/// miss one.
-fn may_need_escape(w: u64) -> bool {
+/// The bytes of `w` (little-endian) that [`escape_quoted`] looks at, as
+/// the high bit of each: a control character (below 0x20), `"`, `\`, DEL
+/// (0x7f) or 0xC2 (the first byte of U+0080-U+009F). The lowest bit set is
+/// exact (the first such byte), and none is missed: the "has a zero byte"
+/// and "has a byte less than n" word tricks can only flag a byte above a
+/// true match (a borrow), never below one.
+fn may_need_escape(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has = |x: u8| {
@@ -371,7 +375,7 @@ fn may_need_escape(w: u64) -> bool {
         d.wrapping_sub(ONES) & !d
     };
     let control = w.wrapping_sub(ONES * 0x20) & !w;
-    (control | has(b'"') | has(b'\\') | has(0x7f) | has(0xc2)) & HIGH != 0
+    (control | has(b'"') | has(b'\\') | has(0x7f) | has(0xc2)) & HIGH
 }
 
 /// Parses a label string written by [`label_string`] back into pairs.
@@ -628,8 +632,12 @@ mod tests {
                 for b in 0..=255u8 {
                     let mut w = [filler; 8];
                     w[at] = b;
-                    let want = w.iter().any(|&x| looked_at(x));
-                    assert_eq!(may_need_escape(u64::from_le_bytes(w)), want, "{w:?}");
+                    // The first byte looked at, exactly (later flags may
+                    // be false positives: escaping checks each byte).
+                    let want = w.iter().position(|&x| looked_at(x));
+                    let got = may_need_escape(u64::from_le_bytes(w));
+                    let first = (got != 0).then(|| (got.trailing_zeros() / 8) as usize);
+                    assert_eq!(first, want, "{w:?}");
                 }
             }
         }
