@@ -586,7 +586,7 @@ mod stages {
     use weir::event::codec;
     use weir::scrub::{FieldMemo, Scrubber};
     use weir::source::forward::batch::{Batch, Spares};
-    use weir::source::forward::decode::{self, DecodeLimits, FrameDecoder, Record};
+    use weir::source::forward::decode::{self, DecodeLimits, FrameDecoder, Record, TagCache};
     use weir::source::forward::{docker, frame, MAX_DEPTH};
 
     /// CPU s per million events (us per event) of each stage.
@@ -673,18 +673,20 @@ mod stages {
                 frames * per_frame
             })
         };
+        // One per connection, as the receiver keeps it.
+        let mut tags = TagCache::default();
         let decode = timed(|| {
             for _ in 0..frames {
-                decode_frame(frame_bytes, &limits, &mut |_, r| {
+                decode_frame(frame_bytes, &limits, &mut tags, &mut |_, r| {
                     std::hint::black_box(r.entries.len());
                 });
             }
             frames * per_frame
         });
         let spares = Spares::default();
-        let fill = |batch: &mut Batch<'_>| {
+        let fill = |batch: &mut Batch<'_>, tags: &mut TagCache| {
             for _ in 0..frames {
-                decode_frame(frame_bytes, &limits, &mut |tag, r| {
+                decode_frame(frame_bytes, &limits, tags, &mut |tag, r| {
                     let (event, like) = batch.slot_like();
                     docker::fill_event_like(event, like, tag, r);
                     batch.count_last();
@@ -693,13 +695,13 @@ mod stages {
         };
         let build = timed(|| {
             let mut batch = Batch::new(&spares);
-            fill(&mut batch);
+            fill(&mut batch, &mut tags);
             let n = batch.len();
             batch.clear();
             n
         });
         let mut batch = Batch::new(&spares);
-        fill(&mut batch);
+        fill(&mut batch, &mut tags);
         for e in batch.events_mut() {
             e.labels.host = Some("bench-host".into());
         }
@@ -759,13 +761,14 @@ mod stages {
     fn decode_frame(
         bytes: &[u8],
         limits: &DecodeLimits,
+        tags: &mut TagCache,
         on_event: &mut dyn FnMut(&str, &Record<'_>),
     ) {
         let mut record = Record::default();
         // As the receiver decodes it: straight for Message mode.
         if let Some(m) = decode::message(bytes, limits, &mut record) {
             assert_eq!(m.len, bytes.len());
-            on_event(&m.tag, &record);
+            on_event(tags.text(m.raw_tag), &record);
             return;
         }
         let mut f = FrameDecoder::start(bytes, limits).unwrap();
@@ -779,7 +782,7 @@ mod stages {
 
     fn count(bytes: &[u8], limits: &DecodeLimits) -> usize {
         let mut n = 0;
-        decode_frame(bytes, limits, &mut |_, _| n += 1);
+        decode_frame(bytes, limits, &mut TagCache::default(), &mut |_, _| n += 1);
         n
     }
 }

@@ -151,6 +151,7 @@ pub async fn serve<S>(
         scanner: frame::Scanner::default(),
         decoded: 0,
         reads: 0,
+        tags: decode::TagCache::default(),
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -353,6 +354,8 @@ struct Conn<'a> {
     /// Reads since `weir_source_reads_total` was last added to (with the
     /// events, in [`Conn::decode_frames`], and when the connection ends).
     reads: u64,
+    /// The client's tag as text, checked once, not once per frame.
+    tags: decode::TagCache,
 }
 
 impl Conn<'_> {
@@ -512,7 +515,8 @@ impl Conn<'_> {
                     // decoding it again on every read would be quadratic.)
                     if !self.scanner.started() {
                         if let Some(m) = decode::message(&buf[pos..], &shared.limits, record) {
-                            take_event(&mut self.batch, &mut self.assembler, &m.tag, record);
+                            let tag = self.tags.text(m.raw_tag);
+                            take_event(&mut self.batch, &mut self.assembler, tag, record);
                             self.decoded += 1;
                             pos += m.len;
                             // (No inflated data to give back.)
