@@ -222,8 +222,21 @@ impl<'s> Batch<'s> {
         // is an empty vector here, whose room is reused.
         debug_assert!(self.own.is_empty());
         if !pooled {
-            // Only the connection's own events were used: they stay.
-            events.retain_mut(keepable);
+            // Only the connection's own events were used: they stay. Those
+            // past `len` were not handed out since they were found
+            // keepable (`slot`, `take_last` and `push` touch only
+            // `..len`): only the used ones are checked again. Checking
+            // all `OWN` (each `held_bytes`) was ~315 instructions per
+            // one-event read (callgrind, paced Docker-shaped).
+            debug_assert!(events[len.min(events.len())..]
+                .iter()
+                .all(|e| e.message.capacity() <= OWN_MESSAGE_BYTES
+                    && e.held_bytes() <= OWN_EVENT_BYTES));
+            let mut i = 0;
+            events.retain_mut(|e| {
+                i += 1;
+                i > len || keepable(e)
+            });
             self.own = events;
             return;
         }
