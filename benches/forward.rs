@@ -34,6 +34,12 @@
 //!   keeps up with, so that it reads one event at a time.
 //! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
 //!
+//! Each row also says the receiver's socket reads per event
+//! (`weir_source_reads_total`, "reads/ev"): the CPU per event of a read that
+//! brings one event is several times that of one bringing hundreds, and how
+//! many a read brings depends on how busy the machine is (a "paced" row
+//! measured under load reads several events at a time).
+//!
 //! After them, the CPU per event of each stage the receiver runs in process
 //! (framing, 0 for Docker's Message-mode frames, which are decoded
 //! straight; msgpack decoding, event building, scrubbing, spool record
@@ -100,8 +106,8 @@ fn main() {
     println!("as users run it (\"users:\"): the whole agent, scrubbing on (defaults), durable spool, file sink; ends once the sink wrote every event");
     println!();
     println!(
-        "{:<40} {:>10} {:>12} {:>8} {:>12} {:>10}",
-        "scenario", "events", "events/s", "MB/s", "CPU s/M ev", "peak RSS"
+        "{:<40} {:>10} {:>12} {:>8} {:>12} {:>10} {:>9}",
+        "scenario", "events", "events/s", "MB/s", "CPU s/M ev", "peak RSS", "reads/ev"
     );
     // `cargo bench` passes `--bench`; any other argument picks scenarios.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
@@ -243,6 +249,7 @@ fn server(dir: &Path) {
             weir::scrub::Scrubber::new(&config.scrub, &config.state_dir).unwrap(),
         );
         let ingest = weir::ingest::Ingest::new(spool, scrubber, &config.hostname);
+        let metrics = ingest.metrics().clone();
         let stop = tokio_util::sync::CancellationToken::new();
         let (name, source) = config.sources.iter().next().unwrap();
         let task = weir::source::start(name, source, ingest, stop.clone())
@@ -257,7 +264,16 @@ fn server(dir: &Path) {
         .unwrap();
         stop.cancel();
         let _ = task.await;
+        print_reads(&metrics);
     });
+}
+
+/// Tells the parent, on the child's last line, how many socket reads the
+/// forward source made (`weir_source_reads_total`).
+fn print_reads(metrics: &weir::metrics::Metrics) {
+    if let Some(reads) = metrics.value("weir_source_reads_total", &[("source", "bench")]) {
+        println!("reads {reads}");
+    }
 }
 
 /// The whole agent. Reads `wait N` lines from stdin and answers `delivered`
@@ -276,6 +292,7 @@ async fn agent(config: weir::Config, dir: &Path) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!("ready");
+    let counted = metrics.clone();
     tokio::task::spawn_blocking(move || {
         for line in std::io::stdin().lines() {
             let Some(n) = line
@@ -299,6 +316,7 @@ async fn agent(config: weir::Config, dir: &Path) {
     .unwrap();
     stop.cancel();
     let _ = run.await;
+    print_reads(&counted);
 }
 
 struct Server {
@@ -353,6 +371,20 @@ impl Server {
         let mut line = String::new();
         self.out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "delivered", "file sink did not finish");
+    }
+
+    /// Stops the receiver and returns the socket reads it made, from its
+    /// last line (`None` from a receiver built before it printed them).
+    fn stop_and_count_reads(&mut self) -> Option<f64> {
+        drop(self.child.stdin.take());
+        let mut line = String::new();
+        while self.out.read_line(&mut line).ok()? > 0 {
+            if let Some(reads) = line.trim().strip_prefix("reads ") {
+                return reads.parse().ok();
+            }
+            line.clear();
+        }
+        None
     }
 
     /// (user + system CPU seconds, peak RSS bytes) of the receiver so far.
@@ -456,14 +488,19 @@ fn run(
         .map(|f| frames_per_conn * f.len() + with_chunk(f, "last").len())
         .sum();
     let cpu_per_m = (cpu1 - cpu0) / (events as f64 / 1e6);
+    // CPU per event depends on how many events a read brings: say it.
+    let reads = server
+        .stop_and_count_reads()
+        .map_or("-".to_owned(), |r| format!("{:.3}", r / events as f64));
     println!(
-        "{:<40} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB",
+        "{:<40} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB {:>9}",
         name,
         events,
         events as f64 / elapsed,
         bytes as f64 / elapsed / 1e6,
         cpu_per_m,
-        rss as f64 / (1 << 20) as f64
+        rss as f64 / (1 << 20) as f64,
+        reads
     );
     // The file sink's output is as large as the input: do not keep it
     // while the next scenario runs.
@@ -549,7 +586,7 @@ mod stages {
     use weir::event::codec;
     use weir::scrub::{FieldMemo, Scrubber};
     use weir::source::forward::batch::{Batch, Spares};
-    use weir::source::forward::decode::{self, DecodeLimits, FrameDecoder, Record};
+    use weir::source::forward::decode::{self, DecodeLimits, FrameDecoder, Record, TagCache};
     use weir::source::forward::{docker, frame, MAX_DEPTH};
 
     /// CPU s per million events (us per event) of each stage.
@@ -636,18 +673,20 @@ mod stages {
                 frames * per_frame
             })
         };
+        // One per connection, as the receiver keeps it.
+        let mut tags = TagCache::default();
         let decode = timed(|| {
             for _ in 0..frames {
-                decode_frame(frame_bytes, &limits, &mut |_, r| {
+                decode_frame(frame_bytes, &limits, &mut tags, &mut |_, r| {
                     std::hint::black_box(r.entries.len());
                 });
             }
             frames * per_frame
         });
         let spares = Spares::default();
-        let fill = |batch: &mut Batch<'_>| {
+        let fill = |batch: &mut Batch<'_>, tags: &mut TagCache| {
             for _ in 0..frames {
-                decode_frame(frame_bytes, &limits, &mut |tag, r| {
+                decode_frame(frame_bytes, &limits, tags, &mut |tag, r| {
                     let (event, like) = batch.slot_like();
                     docker::fill_event_like(event, like, tag, r);
                     batch.count_last();
@@ -656,13 +695,13 @@ mod stages {
         };
         let build = timed(|| {
             let mut batch = Batch::new(&spares);
-            fill(&mut batch);
+            fill(&mut batch, &mut tags);
             let n = batch.len();
             batch.clear();
             n
         });
         let mut batch = Batch::new(&spares);
-        fill(&mut batch);
+        fill(&mut batch, &mut tags);
         for e in batch.events_mut() {
             e.labels.host = Some("bench-host".into());
         }
@@ -722,13 +761,14 @@ mod stages {
     fn decode_frame(
         bytes: &[u8],
         limits: &DecodeLimits,
+        tags: &mut TagCache,
         on_event: &mut dyn FnMut(&str, &Record<'_>),
     ) {
         let mut record = Record::default();
         // As the receiver decodes it: straight for Message mode.
         if let Some(m) = decode::message(bytes, limits, &mut record) {
             assert_eq!(m.len, bytes.len());
-            on_event(&m.tag, &record);
+            on_event(tags.text(m.raw_tag), &record);
             return;
         }
         let mut f = FrameDecoder::start(bytes, limits).unwrap();
@@ -742,7 +782,7 @@ mod stages {
 
     fn count(bytes: &[u8], limits: &DecodeLimits) -> usize {
         let mut n = 0;
-        decode_frame(bytes, limits, &mut |_, _| n += 1);
+        decode_frame(bytes, limits, &mut TagCache::default(), &mut |_, _| n += 1);
         n
     }
 }

@@ -119,6 +119,8 @@ families! {
         "Bytes a forward source holds on its memory budget (max_buffered_bytes): frames being received, inflated data, lines being joined, batches in flight.";
     source_budget_gave_way: Family<Source, Counter> = n::SOURCE_BUDGET_GAVE_WAY,
         "Connections asked to close unacknowledged to free the memory budget for a waiting one (also counted in weir_source_decode_errors_total{reason=\"gave_way\"}).";
+    source_reads: Family<Source, Counter> = n::SOURCE_READS,
+        "Socket reads of a forward source that returned data. Bytes received per read tell how clients batch: Docker writes one event per write, and a receiver that keeps up reads one event per read, at several times the CPU per event of a busy one.";
     journal_cursor_gaps: Family<Source, Counter> = n::JOURNAL_CURSOR_GAPS,
         "Starts where the committed journal entry was gone (vacuumed or rotated away); entries in between were lost.";
     journal_entries_skipped: Family<SourceReason, Counter> = n::JOURNAL_ENTRIES_SKIPPED,

@@ -37,6 +37,7 @@ pub const SOURCE_CONNECTIONS: &str = "weir_source_connections";
 pub const SOURCE_EVENTS_SPOOLED: &str = "weir_source_events_spooled_total";
 pub const SOURCE_BUFFERED_BYTES: &str = "weir_source_buffered_bytes";
 pub const SOURCE_BUDGET_GAVE_WAY: &str = "weir_source_budget_gave_way_total";
+pub const SOURCE_READS: &str = "weir_source_reads_total";
 // The journal source.
 pub const JOURNAL_CURSOR_GAPS: &str = "weir_journal_cursor_gaps_total";
 pub const JOURNAL_ENTRIES_SKIPPED: &str = "weir_journal_entries_skipped_total";
@@ -104,6 +105,7 @@ pub const ALL: &[Family] = &[
     c(SOURCE_EVENTS_SPOOLED, &["source"]),
     g(SOURCE_BUFFERED_BYTES, &["source"]),
     c(SOURCE_BUDGET_GAVE_WAY, &["source"]),
+    c(SOURCE_READS, &["source"]),
     c(JOURNAL_CURSOR_GAPS, &["source"]),
     c(JOURNAL_ENTRIES_SKIPPED, &["source", "reason"]),
     c(JOURNAL_ENTRIES_MISSED, &["source"]),

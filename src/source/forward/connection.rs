@@ -150,6 +150,8 @@ pub async fn serve<S>(
         spooled: shared.ingest.spooled(&shared.name),
         scanner: frame::Scanner::default(),
         decoded: 0,
+        reads: 0,
+        tags: decode::TagCache::default(),
     };
     // Largest buffer: a frame at the limit and one read past it.
     let max_buffer = shared.limits.frame.max_bytes + READ_SIZE;
@@ -262,6 +264,7 @@ pub async fn serve<S>(
             }
             Ok(n) => {
                 m.bytes.add(n as u64);
+                conn.reads += 1;
                 slot.touch();
                 conn.share.touch();
                 silent_until = None;
@@ -284,6 +287,7 @@ pub async fn serve<S>(
     }
     conn.assembler.drain(&mut conn.batch);
     conn.flush().await;
+    m.reads.add(conn.reads);
     drop(conn);
     // The acker ends once it has sent every ack queued above.
     let _ = acker.await;
@@ -347,6 +351,11 @@ struct Conn<'a> {
     /// returns (`weir_source_events_received_total` is shared by the
     /// source's connections: one atomic add per read, not per event).
     decoded: u64,
+    /// Reads since `weir_source_reads_total` was last added to (with the
+    /// events, in [`Conn::decode_frames`], and when the connection ends).
+    reads: u64,
+    /// The client's tag as text, checked once, not once per frame.
+    tags: decode::TagCache,
 }
 
 impl Conn<'_> {
@@ -478,6 +487,10 @@ impl Conn<'_> {
         let decoded = std::mem::take(&mut self.decoded);
         if decoded > 0 {
             self.shared.metrics.events.add(decoded);
+            self.shared
+                .metrics
+                .reads
+                .add(std::mem::take(&mut self.reads));
         }
         done
     }
@@ -502,7 +515,8 @@ impl Conn<'_> {
                     // decoding it again on every read would be quadratic.)
                     if !self.scanner.started() {
                         if let Some(m) = decode::message(&buf[pos..], &shared.limits, record) {
-                            take_event(&mut self.batch, &mut self.assembler, &m.tag, record);
+                            let tag = self.tags.text(m.raw_tag);
+                            take_event(&mut self.batch, &mut self.assembler, tag, record);
                             self.decoded += 1;
                             pos += m.len;
                             // (No inflated data to give back.)

@@ -159,10 +159,55 @@ pub fn decode_frame_with<'a>(
 pub struct Message<'a> {
     /// The frame's length: the next frame starts there.
     pub len: usize,
-    /// As [`FrameDecoder::tag`] gives it.
-    pub tag: Cow<'a, str>,
+    /// The tag's bytes (at most [`MAX_TAG_BYTES`]), not checked as UTF-8
+    /// yet: [`Message::tag`], or a connection's [`TagCache`], which checks
+    /// its client's tag once rather than once per event.
+    pub raw_tag: &'a [u8],
     /// The `chunk` option: the client waits for `{"ack": chunk}`.
     pub chunk: Option<String>,
+}
+
+impl<'a> Message<'a> {
+    /// The tag as [`FrameDecoder::tag`] gives it.
+    pub fn tag(&self) -> Cow<'a, str> {
+        tag_text(self.raw_tag)
+    }
+}
+
+/// A connection's last tag, as text. Docker sends one tag on every frame
+/// of a connection (its container's), one frame per event: checking it as
+/// UTF-8 for each was about 150 instructions per event (callgrind); a
+/// compare with the last one is a few dozen. At most [`MAX_TAG_BYTES`]
+/// raw and three times that as text per connection.
+#[derive(Debug, Default)]
+pub struct TagCache {
+    raw: Vec<u8>,
+    text: String,
+}
+
+impl TagCache {
+    /// [`Message::tag`] of a frame whose tag bytes are `raw`.
+    pub fn text(&mut self, raw: &[u8]) -> &str {
+        if raw != self.raw.as_slice() {
+            self.raw.clear();
+            self.raw.extend_from_slice(raw);
+            self.text.clear();
+            self.text.push_str(&tag_text(raw));
+        }
+        &self.text
+    }
+}
+
+/// A tag's bytes as text (repaired if not UTF-8), cut to [`MAX_TAG_BYTES`].
+fn tag_text(raw: &[u8]) -> Cow<'_, str> {
+    let tag = &raw[..raw.len().min(MAX_TAG_BYTES)];
+    // `from_utf8` (an ASCII fast path) checks a valid tag for fewer
+    // instructions than the chunk by chunk walk of `from_utf8_lossy`,
+    // which is only needed for a bad one.
+    match std::str::from_utf8(tag) {
+        Ok(tag) => Cow::Borrowed(tag),
+        Err(_) => String::from_utf8_lossy(tag),
+    }
 }
 
 /// Decodes the Message-mode frame (`[tag, time, record, option?]`, what
@@ -212,15 +257,9 @@ pub fn message<'a>(
     if r.pos > limits.frame.max_bytes {
         return None;
     }
-    let decoder = FrameDecoder {
-        tag,
-        chunk: None,
-        events: 0,
-        body: Body::Done,
-    };
     Some(Message {
         len: r.pos,
-        tag: decoder.tag(buf),
+        raw_tag: &buf[tag.0..tag.1.min(tag.0 + MAX_TAG_BYTES)],
         chunk,
     })
 }
@@ -382,15 +421,7 @@ impl FrameDecoder {
     /// The frame's tag (repaired if it is not UTF-8), at most
     /// [`MAX_TAG_BYTES`].
     pub fn tag<'a>(&self, bytes: &'a [u8]) -> Cow<'a, str> {
-        let end = self.tag.1.min(self.tag.0 + MAX_TAG_BYTES);
-        let tag = &bytes[self.tag.0..end];
-        // Read once per Docker event: `from_utf8` (an ASCII fast path)
-        // checks a valid tag for fewer instructions than the chunk by chunk
-        // walk of `from_utf8_lossy`, which is only needed for a bad one.
-        match std::str::from_utf8(tag) {
-            Ok(tag) => Cow::Borrowed(tag),
-            Err(_) => String::from_utf8_lossy(tag),
-        }
+        tag_text(&bytes[self.tag.0..self.tag.1])
     }
 
     /// The gzip data of a CompressedPackedForward frame not inflated yet.

@@ -304,6 +304,9 @@ impl RawConfig {
 pub struct Metrics {
     pub events: Counter,
     pub bytes: Counter,
+    /// `weir_source_reads_total`: added to per batch of reads (see
+    /// `connection`), not per read.
+    pub reads: Counter,
     pub connections: Gauge,
     decode_errors: crate::metrics::Family<labels::SourceReason, Counter>,
     source: String,
@@ -314,6 +317,7 @@ impl Metrics {
         Metrics {
             events: registry.source_events_received.with(labels::source(source)),
             bytes: registry.source_bytes_received.with(labels::source(source)),
+            reads: registry.source_reads.with(labels::source(source)),
             connections: registry.source_connections.with(labels::source(source)),
             decode_errors: registry.source_decode_errors.clone(),
             source: source.to_owned(),

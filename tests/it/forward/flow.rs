@@ -64,3 +64,33 @@ fn split_lines_are_joined_and_every_piece_acked() {
     assert!(m.ends_with("...[truncated by weir]"), "marker");
     assert_eq!(events[0]["fields"]["truncated_bytes"], "16384");
 }
+
+/// `weir_source_reads_total` counts socket reads, so that bytes (and
+/// events) per read can be told: a client that waits for each ack before
+/// its next frame makes exactly one read per frame; a burst of frames in
+/// one write is taken in far fewer reads than frames.
+#[test]
+fn reads_are_counted_once_per_socket_read() {
+    let weir = Weir::start("fwd_reads", "");
+    // The probe connection of Weir::start: one read.
+    assert_eq!(weir.metric("weir_source_reads_total", &[]), 1.0);
+    let mut s = connect(&weir.socket);
+    for i in 0..5 {
+        let chunk = format!("c{i}");
+        s.write_all(&message_frame("r", &[("message", "one")], Some(&chunk)))
+            .unwrap();
+        assert_eq!(read_ack(&mut s), chunk);
+        // Counted by the time the frame is acknowledged.
+        assert_eq!(weir.metric("weir_source_reads_total", &[]), 2.0 + i as f64);
+    }
+    let mut burst = Vec::new();
+    for i in 0..2_000 {
+        let chunk = (i == 1_999).then_some("end");
+        burst.extend(message_frame("r", &[("message", "many")], chunk));
+    }
+    s.write_all(&burst).unwrap();
+    assert_eq!(read_ack(&mut s), "end");
+    let reads = weir.metric("weir_source_reads_total", &[]) - 6.0;
+    // ~60 KB: one read of up to 64 KiB if the write was whole by then.
+    assert!((1.0..100.0).contains(&reads), "{reads} reads for the burst");
+}

@@ -550,7 +550,13 @@ fn fast(buf: &[u8], limits: &DecodeLimits) -> Option<General> {
     let mut record = Record::default();
     let m = message(buf, limits, &mut record)?;
     let entries = format!("{:?}", record.entries);
-    Some((m.len, m.tag.into_owned(), m.chunk, record.time_ns, entries))
+    Some((
+        m.len,
+        m.tag().into_owned(),
+        m.chunk,
+        record.time_ns,
+        entries,
+    ))
 }
 
 #[test]
@@ -670,6 +676,38 @@ fn extensions_are_read_to_the_length_the_framing_gives() {
         );
         for cut in 0..ext.len() {
             assert_eq!(Reader::new(&ext[..cut]).value(), Err(TRUNCATED), "{cut}");
+        }
+    }
+}
+
+proptest! {
+    /// A connection's tag cache gives what checking each frame's tag would
+    /// have, whatever tags follow one another: repeated, changed, empty,
+    /// not UTF-8, longer than [`MAX_TAG_BYTES`].
+    #[test]
+    fn the_tag_cache_gives_each_frames_own_tag(
+        tags in proptest::collection::vec(
+            prop_oneof![
+                Just(b"docker.3f1c2a9b8d7e".to_vec()),
+                Just(Vec::new()),
+                Just(vec![b'a'; MAX_TAG_BYTES + 5]),
+                Just("ü".repeat(MAX_TAG_BYTES / 2 + 1).into_bytes()),
+                proptest::collection::vec(any::<u8>(), 0..8),
+            ],
+            1..12,
+        )
+    ) {
+        let mut cache = TagCache::default();
+        for raw in &tags {
+            let mut frame = Vec::new();
+            rmp::encode::write_array_len(&mut frame, 3).unwrap();
+            rmp::encode::write_str_len(&mut frame, raw.len() as u32).unwrap();
+            frame.extend_from_slice(raw);
+            frame.extend_from_slice(&[0xd7, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0x80]);
+            let slow = FrameDecoder::open(&frame).unwrap().tag(&frame).into_owned();
+            let m = message(&frame, &LIMITS, &mut Record::default()).unwrap();
+            prop_assert_eq!(&m.tag(), &slow);
+            prop_assert_eq!(cache.text(m.raw_tag), slow.as_str());
         }
     }
 }
