@@ -7,6 +7,7 @@
 
 use std::net::Ipv6Addr;
 
+use super::everywhere;
 use super::hash::{self, Keyring};
 use super::{ipv4, ipv6, policy, Action, Addresses, Scrubber};
 
@@ -44,8 +45,14 @@ pub struct Cx<'a> {
     pub rule: &'static str,
     /// The kind of the item being rewritten.
     kind: &'static str,
-    /// Rewrites so far, when explaining.
+    /// Rewrites so far, when explaining (`weir scrub --explain`); `None`
+    /// otherwise, so a scrub that is not explained logs nothing.
     pub(super) log: Option<Vec<Rewrite>>,
+    /// The logins and e-mail addresses rewritten (for the sweep,
+    /// `everywhere`), remembered as they are rewritten rather than read back
+    /// from a rewrite log: the log is kept only when explaining. Moved in
+    /// and out by the driver (`scan::run`).
+    pub(super) seen: Vec<Vec<u8>>,
     /// Where the next `ip6.arpa` at or after some position is, once looked
     /// up: `Some(None)` when there is none.
     arpa: Option<Option<usize>>,
@@ -79,6 +86,7 @@ impl<'a> Cx<'a> {
             rule: "",
             kind: "",
             log: None,
+            seen: Vec::new(),
             arpa: None,
             delimiter: None,
             curl: None,
@@ -380,6 +388,7 @@ impl<'a> Cx<'a> {
             Action::Hash => self.replace_hashed(start, end, b"login", hash::LOGIN_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
+        everywhere::remember(&mut self.seen, &self.s[start..end]);
         sc.counters.login.inc();
     }
 

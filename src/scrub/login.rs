@@ -218,6 +218,42 @@ const PROSE: &[&[u8]] = &[
     b"would",
 ];
 
+/// Whether `v` is one of [`PROSE`], in any case. A binary search over the
+/// lower-cased value (the list is sorted and lower-case, a test checks):
+/// this runs at every `user NAME`, and comparing with each of the 85 words
+/// cost more than the rest of the shape (~570 instructions on `user
+/// agent:`).
+fn is_prose(v: &[u8]) -> bool {
+    let mut buf = [0u8; PROSE_LONGEST];
+    let Some(lower) = buf.get_mut(..v.len()) else {
+        return false;
+    };
+    for (l, c) in lower.iter_mut().zip(v) {
+        *l = c.to_ascii_lowercase();
+    }
+    PROSE.binary_search(&&*lower).is_ok()
+}
+
+/// The length of the longest word of [`PROSE`] (a test checks).
+const PROSE_LONGEST: usize = 13;
+
+/// Whether `v` holds the mask token `mask`: a value of an earlier pass.
+/// Values are short, so comparing at each occurrence of the token's first
+/// byte costs less than setting up a substring search.
+fn holds_mask(v: &[u8], mask: &[u8]) -> bool {
+    let Some((&first, rest)) = mask.split_first() else {
+        return true;
+    };
+    if v.len() > 64 {
+        return memchr::memmem::find(v, mask).is_some();
+    }
+    v.len() >= mask.len()
+        && v[..=v.len() - mask.len()]
+            .iter()
+            .enumerate()
+            .any(|(k, &c)| c == first && v[k + 1..k + mask.len()] == *rest)
+}
+
 fn is_value_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'$' | b'\\' | b'@') || c >= 0x80
 }
@@ -415,13 +451,13 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
     let v = &s[vs..ve];
     // A value holding the mask token was (partly) masked by an earlier pass,
     // e.g. `login=\xc7::6f` -> `login=\xc7REDACTED`: leave it.
-    if memchr::memmem::find(v, cx.sc.mask_token()).is_some() {
+    if holds_mask(v, cx.sc.mask_token()) {
         return Some(after);
     }
     if v.is_empty() || NOT_NAMES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
         return (after > q).then_some(after);
     }
-    if prose_check && PROSE.iter().any(|w| v.eq_ignore_ascii_case(w)) {
+    if prose_check && is_prose(v) {
         return None;
     }
     cx.rewrite_login(vs, ve);
@@ -480,7 +516,7 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
     let v = &s[q..end];
     // `password changed for the first time` is prose; in `... for user
     // alice` the walk goes on to the `user NAME` shape.
-    if PROSE.iter().any(|w| v.eq_ignore_ascii_case(w)) || login_key(v).is_some() {
+    if is_prose(v) || login_key(v).is_some() {
         return None;
     }
     cx.rewrite_login(q, end);
@@ -517,11 +553,15 @@ fn is_userinfo(c: u8) -> bool {
 pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     let s = cx.s;
     let floor = cx.floor();
-    // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass: userinfo).
-    for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
-        let n = n + hash::HASH_HEX;
-        if i >= n && hash::pseudonym_len_at(&s[..i], i - n) == Some(n) {
-            return None;
+    // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass:
+    // userinfo). A pseudonym ends in a lower-case hex digit: most `@` are
+    // not after one, and need no look at the prefixes.
+    if i > 0 && matches!(s[i - 1], b'0'..=b'9' | b'a'..=b'f') {
+        for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
+            let n = n + hash::HASH_HEX;
+            if i >= n && hash::pseudonym_len_at(&s[..i], i - n) == Some(n) {
+                return None;
+            }
         }
     }
     let mut b = i;
@@ -897,4 +937,67 @@ fn token_start(s: &[u8], end: usize, floor: usize) -> Option<usize> {
         b -= 1;
     }
     (b < end && b > 0 && s[b - 1] == b' ').then_some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `is_prose` binary-searches `PROSE`: it must stay sorted, lower-case
+    /// and no longer than `PROSE_LONGEST`, and agree with comparing each
+    /// word in any case.
+    #[test]
+    fn prose_lookup_is_the_list() {
+        assert!(PROSE.windows(2).all(|w| w[0] < w[1]), "PROSE is sorted");
+        assert!(PROSE
+            .iter()
+            .all(|w| w.iter().all(|c| !c.is_ascii_uppercase())));
+        assert_eq!(PROSE.iter().map(|w| w.len()).max(), Some(PROSE_LONGEST));
+        let mut probes: Vec<Vec<u8>> = PROSE.iter().map(|w| w.to_vec()).collect();
+        for w in PROSE {
+            probes.push(w.to_ascii_uppercase());
+            probes.push([*w, b"s"].concat());
+            probes.push(w[..w.len() - 1].to_vec());
+        }
+        probes.extend(
+            [
+                &b""[..],
+                b"alice",
+                b"AGENT",
+                b"Agent",
+                b"configurations",
+                b"j\xc3\xb6rg",
+            ]
+            .map(<[u8]>::to_vec),
+        );
+        for p in probes {
+            let linear = PROSE.iter().any(|w| p.eq_ignore_ascii_case(w));
+            assert_eq!(is_prose(&p), linear, "{}", String::from_utf8_lossy(&p));
+        }
+    }
+
+    /// `holds_mask` is a substring test.
+    #[test]
+    fn holds_mask_is_a_substring_test() {
+        let long = [b"x".repeat(70), b"REDACTED".to_vec()].concat();
+        for (v, want) in [
+            (&b""[..], false),
+            (b"REDACTED", true),
+            (b"xREDACTED", true),
+            (b"REDACTEDx", true),
+            (b"REDACTE", false),
+            (b"RREDACTEDD", true),
+            (b"REDACTEREDACTEx", false),
+            (&long[..], true),
+            (&long[..long.len() - 1], false),
+        ] {
+            assert_eq!(holds_mask(v, b"REDACTED"), want, "{v:?}");
+            assert_eq!(
+                memchr::memmem::find(v, b"REDACTED").is_some(),
+                want,
+                "{v:?}"
+            );
+        }
+        assert!(holds_mask(b"abc", b""));
+    }
 }

@@ -425,6 +425,7 @@ impl Scrubber {
         seen: &mut Vec<Vec<u8>>,
     ) -> Option<Vec<u8>> {
         let mut cur = Cow::Borrowed(text);
+        let explaining = log.is_some();
         let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
             if let Some(log) = log.as_deref_mut() {
                 log.push(Explained {
@@ -444,14 +445,19 @@ impl Scrubber {
                 cur = Cow::Owned(v);
             }
         }
+        // The detectors remember the names they rewrite themselves; their
+        // rewrite log is only built to be explained.
         let mut found = Vec::new();
         let first_seen = seen.len();
-        if let Some(v) = scan::run(self, &cur, timestamp_ns, Some(&mut found)) {
+        if let Some(v) = scan::run(
+            self,
+            &cur,
+            timestamp_ns,
+            explaining.then_some(&mut found),
+            seen,
+        ) {
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
-                if r.kind == "login" {
-                    everywhere::remember(seen, &cur[r.start..r.end]);
-                }
             }
             cur = Cow::Owned(v);
         }
@@ -548,12 +554,12 @@ impl Scrubber {
         seen: &mut Vec<Vec<u8>>,
     ) -> Cow<'a, [u8]> {
         let mut cx = scan::Cx::new(self, value, timestamp_ns);
+        // The rewrite remembers the value in `seen` (`Cx::rewrite_login`).
+        cx.seen = std::mem::take(seen);
         cx.rewrite_login(0, value.len());
+        *seen = std::mem::take(&mut cx.seen);
         match cx.finish() {
-            Some(v) => {
-                everywhere::remember(seen, value);
-                Cow::Owned(v)
-            }
+            Some(v) => Cow::Owned(v),
             None => Cow::Borrowed(value),
         }
     }

@@ -51,15 +51,18 @@ static CLASS: [u8; 256] = {
 };
 
 /// Scrubs `s` with the built-in detectors; `None` when nothing changed.
-/// With `log`, every rewrite is appended to it.
+/// With `log`, every rewrite is appended to it. The logins and e-mail
+/// addresses rewritten are added to `seen` (`everywhere::remember`).
 pub fn run(
     sc: &Scrubber,
     s: &[u8],
     timestamp_ns: i64,
-    log: Option<&mut Vec<Rewrite>>,
+    mut log: Option<&mut Vec<Rewrite>>,
+    seen: &mut Vec<Vec<u8>>,
 ) -> Option<Vec<u8>> {
     let mut cx = Cx::new(sc, s, timestamp_ns);
-    cx.log = log.is_some().then(Vec::new);
+    cx.log = log.as_deref_mut().map(std::mem::take);
+    cx.seen = std::mem::take(seen);
     let mut anchors = Anchors::new(s);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
@@ -74,8 +77,9 @@ pub fn run(
         i = p;
     }
     if let (Some(log), Some(mine)) = (log, cx.log.take()) {
-        log.extend(mine);
+        *log = mine;
     }
+    *seen = std::mem::take(&mut cx.seen);
     cx.finish()
 }
 
