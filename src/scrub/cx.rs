@@ -61,6 +61,11 @@ pub struct Cx<'a> {
     delimiter: Option<(usize, usize)>,
     /// Whether the text holds `-u` (curl's `-u`, `--user`), once looked up.
     curl: Option<bool>,
+    /// The last value hashed (`start..end` of `s`), its hashing domain and
+    /// its digits: a name repeated in one text (`a@x b@x` has no repeat,
+    /// but a chain of `@` or a list of one user's sessions does) is hashed
+    /// once, without the per-thread table's look-up.
+    last_hash: Option<(usize, usize, &'static [u8], [u8; hash::HASH_HEX])>,
 }
 
 impl<'a> Cx<'a> {
@@ -90,6 +95,7 @@ impl<'a> Cx<'a> {
             arpa: None,
             delimiter: None,
             curl: None,
+            last_hash: None,
         }
     }
 
@@ -212,8 +218,17 @@ impl<'a> Cx<'a> {
     ) {
         let key = self.key();
         let v = &self.s[start..end];
+        let hex = match self.last_hash {
+            Some((a, b, d, hex)) if d == domain && self.s[a..b] == *v => hex,
+            _ => {
+                let hex = hash::pseudonym_hex(&key, domain, v);
+                self.last_hash = Some((start, end, domain, hex));
+                hex
+            }
+        };
         self.replace_with(start, end, |out| {
-            hash::pseudonym(&key, domain, v, prefix, out)
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(&hex);
         });
     }
 
