@@ -155,14 +155,17 @@ pub const SECRET_PREFIX: &[u8] = b"pw:";
 /// is not glued to a following letter or digit).
 pub fn pseudonym_len_at(s: &[u8], at: usize) -> Option<usize> {
     let rest = &s[at.min(s.len())..];
-    // Every prefix starts with `u`, `i` or `p`: most positions looked at
-    // (every `@`, key value and host) are turned away by one byte.
-    if !matches!(rest.first(), Some(b'u' | b'i' | b'p')) {
-        return None;
-    }
-    [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX]
-        .into_iter()
-        .find_map(|p| prefixed_len(rest, p))
+    // The prefixes differ in their first byte (`ip4:` and `ip6:` in their
+    // third): one byte picks the only one that may match, and turns away
+    // most positions looked at (every `@`, key value and host).
+    let prefix = match rest.first()? {
+        b'u' => LOGIN_PREFIX,
+        b'p' => SECRET_PREFIX,
+        b'i' if rest.get(2) == Some(&b'4') => IPV4_PREFIX,
+        b'i' => IPV6_PREFIX,
+        _ => return None,
+    };
+    prefixed_len(rest, prefix)
 }
 
 /// The length of a built-in pseudonym ending at `s[..end]`, if one does:
@@ -186,10 +189,21 @@ pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
         && s.iter().zip(prefix).all(|(a, b)| a == b)
         && s[prefix.len()..n]
             .iter()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .all(|&c| LOWER_HEX[usize::from(c)])
         && !s.get(n).is_some_and(u8::is_ascii_alphanumeric);
     ok.then_some(n)
 }
+
+/// The digits of a pseudonym: `0-9a-f`.
+static LOWER_HEX: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = matches!(c as u8, b'0'..=b'9' | b'a'..=b'f');
+        c += 1;
+    }
+    t
+};
 
 /// Whether `v` is exactly one built-in pseudonym.
 pub fn is_pseudonym(v: &[u8]) -> bool {
@@ -312,6 +326,27 @@ mod tests {
             assert!(is_pseudonym(&s[..p.len() + HASH_HEX]));
         }
         assert_eq!(pseudonym_len_at(b"x:0123456789", 0), None);
+        // One byte picks the prefix; the others are never compared.
+        for s in [
+            &b"ip4:0123456789"[..],
+            b"ip6:abcdef0123",
+            b"pw:0123456789",
+            b"u:0123456789",
+        ] {
+            let by_each = [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX]
+                .into_iter()
+                .find_map(|p| prefixed_len(s, p));
+            assert_eq!(pseudonym_len_at(s, 0), by_each);
+            assert!(by_each.is_some());
+        }
+        for s in [
+            &b"ip5:0123456789"[..],
+            b"i",
+            b"u:012345678A",
+            b"u:01234567890",
+        ] {
+            assert_eq!(pseudonym_len_at(s, 0), None, "{s:?}");
+        }
     }
 
     /// `pseudonym` is the prefix then `pseudonym_hex`, from the table or not.

@@ -262,6 +262,18 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
+    // `u:3f9a2b1c5d`, `ip4:…`: a pseudonym of an earlier pass. Nothing
+    // starts inside one: its `:` is no IPv6 (a hex digit follows) and no
+    // Nextcloud mark, and its hex word ends no key (the last three bytes
+    // of every key hold a letter past `f`); only curl's `-u` reads a `:`
+    // there (and settles past the pseudonym), so without
+    // `-u` in the text the walk goes on after it, as it would have step by
+    // step.
+    if word.len() <= 3 && s.get(end) == Some(&b':') && !cx.curl_possible() {
+        if let Some(n) = hash::pseudonym_len_at(s, i) {
+            return Some(i + n);
+        }
+    }
     cx.rule = "secret_key";
     if let Some(next) = secrets::at_key(cx, i, end) {
         return Some(next);
@@ -525,11 +537,11 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
 
 /// A byte of an e-mail's local part; non-ASCII for internationalised
 /// addresses (RFC 6531: `jörg@example.de`).
-fn is_local(c: u8) -> bool {
+const fn local_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') || c >= 0x80
 }
 
-fn is_userinfo(c: u8) -> bool {
+const fn userinfo_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
@@ -547,6 +559,56 @@ fn is_userinfo(c: u8) -> bool {
                 | b':'
                 | b'-'
         )
+}
+
+/// A byte of a domain label: internationalised names (IDN) are written in
+/// UTF-8 (`bücher.example`) or in punycode (`xn--bcher-kva.example`).
+const fn label_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80
+}
+
+const LOCAL: u8 = 1;
+const USERINFO: u8 = 2;
+const LABEL: u8 = 4;
+
+/// The three byte classes above, looked up in one table: the look-behinds
+/// and the domain scan at every `@` test them byte by byte.
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = (local_byte(b) as u8 * LOCAL)
+            | (userinfo_byte(b) as u8 * USERINFO)
+            | (label_byte(b) as u8 * LABEL);
+        c += 1;
+    }
+    t
+};
+
+#[inline]
+fn is_local(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & LOCAL != 0
+}
+
+#[inline]
+fn is_userinfo(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & USERINFO != 0
+}
+
+#[inline]
+fn is_label(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & LABEL != 0
+}
+
+/// Whether `s` starts with the mask token `mask`: its first byte decides
+/// nearly always, without a call to memcmp (the token's length is the
+/// config's, so the comparison is not inlined).
+fn starts_with_mask(s: &[u8], mask: &[u8]) -> bool {
+    match (s.first(), mask.first()) {
+        (Some(a), Some(b)) if a != b => false,
+        _ => s.starts_with(mask),
+    }
 }
 
 /// An `@` at `i`: URL userinfo or an e-mail address around it.
@@ -610,11 +672,11 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     }
     // Empty, or starting with the mask token: an earlier pass masked what
     // was glued to this address (`1.2.3.4%x@example.com`).
-    if l == i || s[l..i].starts_with(cx.sc.mask_token()) {
+    if l == i || starts_with_mask(&s[l..i], cx.sc.mask_token()) {
         return None;
     }
     // Likewise after the `@` (`x@b5::-y.org` masks to `x@REDACTED-y.org`).
-    if s[i + 1..].starts_with(cx.sc.mask_token()) {
+    if starts_with_mask(&s[i + 1..], cx.sc.mask_token()) {
         return None;
     }
     if let Some(end) = not_mail(cx, l, i) {
@@ -687,7 +749,10 @@ pub fn encoded_at(cx: &mut Cx, i: usize) -> Option<usize> {
     while l < i && s[l] == b'.' {
         l += 1;
     }
-    if l >= i || s[l..i].starts_with(cx.sc.mask_token()) || hash::pseudonym_len_at(s, l).is_some() {
+    if l >= i
+        || starts_with_mask(&s[l..i], cx.sc.mask_token())
+        || hash::pseudonym_len_at(s, l).is_some()
+    {
         return None;
     }
     let end = domain_end(s, i + 3)?;
@@ -877,12 +942,6 @@ fn userinfo(cx: &mut Cx, b: usize, at: usize) {
     }
 }
 
-/// A byte of a domain label: internationalised names (IDN) are written in
-/// UTF-8 (`bücher.example`) or in punycode (`xn--bcher-kva.example`).
-fn is_label(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80
-}
-
 /// The end of a dotted domain name at `p` whose last label is a top-level
 /// domain: 2+ letters (`org`), non-ASCII (`рф`) or punycode (`xn--p1ai`).
 fn domain_end(s: &[u8], p: usize) -> Option<usize> {
@@ -900,10 +959,13 @@ fn domain_end(s: &[u8], p: usize) -> Option<usize> {
         let label = &s[start..q];
         let dot_next = s.get(q) == Some(&b'.') && s.get(q + 1).is_some_and(|&c| is_label(c));
         if !dot_next {
+            if labels < 2 {
+                return None;
+            }
             let punycode = label.len() > 4 && label[..4].eq_ignore_ascii_case(b"xn--");
             let tld_ok = label.len() >= 2
                 && (punycode || label.iter().all(|&c| c.is_ascii_alphabetic() || c >= 0x80));
-            return (labels >= 2 && tld_ok).then_some(q);
+            return tld_ok.then_some(q);
         }
         q += 1;
     }
@@ -1007,6 +1069,25 @@ mod tests {
             );
         }
         assert!(holds_mask(b"abc", b""));
+    }
+
+    /// The class table is the three predicates, byte for byte.
+    #[test]
+    fn byte_classes_are_the_predicates() {
+        for c in 0..=255u8 {
+            assert_eq!(is_local(c), local_byte(c), "{c}");
+            assert_eq!(is_userinfo(c), userinfo_byte(c), "{c}");
+            assert_eq!(is_label(c), label_byte(c), "{c}");
+        }
+        for (s, m, want) in [
+            (&b"REDACTED-x"[..], &b"REDACTED"[..], true),
+            (b"REDACTE", b"REDACTED", false),
+            (b"xREDACTED", b"REDACTED", false),
+            (b"", b"REDACTED", false),
+            (b"abc", b"", true),
+        ] {
+            assert_eq!(starts_with_mask(s, m), want, "{s:?}");
+        }
     }
 
     /// `systemd_unit`'s gate (4 to 9 lower-case letters) lets every type in.
