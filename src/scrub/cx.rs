@@ -222,7 +222,12 @@ impl<'a> Cx<'a> {
         let key = self.key();
         let v = &self.s[start..end];
         let hex = match self.last_hash {
-            Some((a, b, d, hex)) if d == domain && self.s[a..b] == *v => hex,
+            Some((a, b, d, hex))
+                if everywhere::same_bytes(d, domain)
+                    && everywhere::same_bytes(&self.s[a..b], v) =>
+            {
+                hex
+            }
             _ => {
                 let hex = hash::pseudonym_hex(&key, domain, v);
                 self.last_hash = Some((start, end, domain, hex));

@@ -39,9 +39,16 @@ pub const MAX_NAMES: usize = 16;
 /// new, and fewer than [`MAX_NAMES`] are remembered (hostile input naming
 /// thousands costs no allocation each).
 pub fn remember(seen: &mut Vec<Vec<u8>>, name: &[u8]) {
-    if seen.len() < MAX_NAMES && worth_sweeping(name) && !seen.iter().any(|n| n == name) {
+    if seen.len() < MAX_NAMES && worth_sweeping(name) && !seen.iter().any(|n| same_bytes(n, name)) {
         seen.push(name.to_vec());
     }
+}
+
+/// `a == b` in a byte loop: for the short names compared at each rewrite,
+/// a call to memcmp costs more than the comparison.
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Whether a recognised name is swept for elsewhere (see the module doc).

@@ -10,7 +10,7 @@
 //! One job per module; detectors import `cx` (the state and the rewrites)
 //! and never the driver, so there is no import circle:
 //! `scan` -> {`anchor`, `login`, `programs`, `shadow`, `secrets`} -> `cx`
-//! -> {`policy`, `hash`, `ipv4`, `ipv6`}.
+//! -> {`policy`, `hash`, `ipv4`, `ipv6`, `everywhere`}.
 //! - [`config`]: `[scrub]` keys, defaults and validation.
 //! - [`policy`]: what is personal: public vs infrastructure addresses,
 //!   system accounts (built-in, `/etc/passwd` UID < 1000, `keep_accounts`).
