@@ -272,13 +272,17 @@ impl<'a> Cx<'a> {
         match action {
             Action::Keep => return,
             Action::Truncate => {
+                let kept = ipv4::truncate(octets, sc.config.ipv4_prefix);
+                // Its own truncation, written without leading zeros (the
+                // text, digits and three separators, is as long as the
+                // digits need): it stays as it is. Nearly every address of
+                // a second pass, told without writing it out.
+                if kept == octets && end - start == ipv4::written_len(octets) {
+                    return;
+                }
                 let mut buf = [0u8; 15];
-                let n = ipv4::format_as(
-                    ipv4::truncate(octets, sc.config.ipv4_prefix),
-                    form,
-                    &mut buf,
-                );
-                if buf[..n] == self.s[start..end] {
+                let n = ipv4::format_as(kept, form, &mut buf);
+                if everywhere::same_bytes(&buf[..n], &self.s[start..end]) {
                     return;
                 }
                 self.replace(start, end, &buf[..n]);
