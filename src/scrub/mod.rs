@@ -490,8 +490,10 @@ impl Scrubber {
             let names = self.sweep_names(&seen[first_seen..], timestamp_ns);
             let mut spans = Vec::new();
             if let Some(v) = everywhere::sweep(&cur, &names, &mut spans) {
-                for &(a, b) in &spans {
-                    note(&cur, a, b, "login", "everywhere");
+                if explaining {
+                    for &(a, b) in &spans {
+                        note(&cur, a, b, "login", "everywhere");
+                    }
                 }
                 self.counters.login.add(spans.len() as u64);
                 cur = Cow::Owned(v);
