@@ -53,6 +53,10 @@ static CLASS: [u8; 256] = {
 /// Scrubs `s` with the built-in detectors; `None` when nothing changed.
 /// With `log`, every rewrite is appended to it. The logins and e-mail
 /// addresses rewritten are added to `seen` (`everywhere::remember`).
+/// Inlined into its one caller (the pass): called apart, the state of the
+/// walk was built and moved through memory, ~100 instructions more per
+/// clean line.
+#[inline(always)]
 pub fn run(
     sc: &Scrubber,
     s: &[u8],
