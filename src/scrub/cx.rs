@@ -7,6 +7,7 @@
 
 use std::net::Ipv6Addr;
 
+use super::everywhere;
 use super::hash::{self, Keyring};
 use super::{ipv4, ipv6, policy, Action, Addresses, Scrubber};
 
@@ -23,7 +24,10 @@ pub struct Rewrite {
 /// `root@host.example`, `noreply@example.org` as a login value: the mailbox
 /// of a system account or a role, not a person's.
 pub(super) fn is_role_mailbox(sc: &Scrubber, v: &[u8]) -> bool {
-    memchr::memchr(b'@', v).is_some_and(|at| sc.is_system_account(&v[..at]))
+    // A byte loop: values are short, and a call to memchr cost more.
+    v.iter()
+        .position(|&c| c == b'@')
+        .is_some_and(|at| sc.is_system_account(&v[..at]))
 }
 
 /// The state of one scrub: the input, the output (once something changed),
@@ -44,8 +48,14 @@ pub struct Cx<'a> {
     pub rule: &'static str,
     /// The kind of the item being rewritten.
     kind: &'static str,
-    /// Rewrites so far, when explaining.
+    /// Rewrites so far, when explaining (`weir scrub --explain`); `None`
+    /// otherwise, so a scrub that is not explained logs nothing.
     pub(super) log: Option<Vec<Rewrite>>,
+    /// The logins and e-mail addresses rewritten (for the sweep,
+    /// `everywhere`), remembered as they are rewritten rather than read back
+    /// from a rewrite log: the log is kept only when explaining. Moved in
+    /// and out by the driver (`scan::run`).
+    pub(super) seen: Vec<Vec<u8>>,
     /// Where the next `ip6.arpa` at or after some position is, once looked
     /// up: `Some(None)` when there is none.
     arpa: Option<Option<usize>>,
@@ -54,6 +64,11 @@ pub struct Cx<'a> {
     delimiter: Option<(usize, usize)>,
     /// Whether the text holds `-u` (curl's `-u`, `--user`), once looked up.
     curl: Option<bool>,
+    /// The last value hashed (`start..end` of `s`), its hashing domain and
+    /// its digits: a name repeated in one text (`a@x b@x` has no repeat,
+    /// but a chain of `@` or a list of one user's sessions does) is hashed
+    /// once, without the per-thread table's look-up.
+    last_hash: Option<(usize, usize, &'static [u8], [u8; hash::HASH_HEX])>,
 }
 
 impl<'a> Cx<'a> {
@@ -79,9 +94,11 @@ impl<'a> Cx<'a> {
             rule: "",
             kind: "",
             log: None,
+            seen: Vec::new(),
             arpa: None,
             delimiter: None,
             curl: None,
+            last_hash: None,
         }
     }
 
@@ -210,8 +227,22 @@ impl<'a> Cx<'a> {
     ) {
         let key = self.key();
         let v = &self.s[start..end];
+        let hex = match self.last_hash {
+            Some((a, b, d, hex))
+                if everywhere::same_bytes(d, domain)
+                    && everywhere::same_bytes(&self.s[a..b], v) =>
+            {
+                hex
+            }
+            _ => {
+                let hex = hash::pseudonym_hex(&key, domain, v);
+                self.last_hash = Some((start, end, domain, hex));
+                hex
+            }
+        };
         self.replace_with(start, end, |out| {
-            hash::pseudonym(&key, domain, v, prefix, out)
+            out.extend_from_slice(prefix);
+            out.extend_from_slice(&hex);
         });
     }
 
@@ -247,13 +278,17 @@ impl<'a> Cx<'a> {
         match action {
             Action::Keep => return,
             Action::Truncate => {
+                let kept = ipv4::truncate(octets, sc.config.ipv4_prefix);
+                // Its own truncation, written without leading zeros (the
+                // text, digits and three separators, is as long as the
+                // digits need): it stays as it is. Nearly every address of
+                // a second pass, told without writing it out.
+                if kept == octets && end - start == ipv4::written_len(octets) {
+                    return;
+                }
                 let mut buf = [0u8; 15];
-                let n = ipv4::format_as(
-                    ipv4::truncate(octets, sc.config.ipv4_prefix),
-                    form,
-                    &mut buf,
-                );
-                if buf[..n] == self.s[start..end] {
+                let n = ipv4::format_as(kept, form, &mut buf);
+                if everywhere::same_bytes(&buf[..n], &self.s[start..end]) {
                     return;
                 }
                 self.replace(start, end, &buf[..n]);
@@ -386,6 +421,7 @@ impl<'a> Cx<'a> {
             Action::Hash => self.replace_hashed(start, end, b"login", hash::LOGIN_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
+        everywhere::remember(&mut self.seen, &self.s[start..end]);
         sc.counters.login.inc();
     }
 

@@ -62,10 +62,15 @@ impl Keyring {
 /// Appends `prefix` and the pseudonym of `value` (in hashing domain `domain`).
 pub fn pseudonym(key: &[u8; 32], domain: &[u8], value: &[u8], prefix: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(prefix);
+    out.extend_from_slice(&pseudonym_hex(key, domain, value));
+}
+
+/// The hex digits of the pseudonym of `value` in hashing domain `domain`
+/// (what [`pseudonym`] appends after the prefix).
+pub fn pseudonym_hex(key: &[u8; 32], domain: &[u8], value: &[u8]) -> [u8; HASH_HEX] {
     let n = domain.len() + 1 + value.len();
     if n > RECENT_INPUT {
-        out.extend_from_slice(&digest_hex(key, domain, value));
-        return;
+        return digest_hex(key, domain, value);
     }
     let mut input = [0u8; RECENT_INPUT];
     input[..domain.len()].copy_from_slice(domain);
@@ -76,7 +81,7 @@ pub fn pseudonym(key: &[u8; 32], domain: &[u8], value: &[u8], prefix: &[u8], out
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     }) as usize
         % RECENT_SLOTS;
-    let hex = RECENT.with_borrow_mut(|recent| {
+    RECENT.with_borrow_mut(|recent| {
         let r = &mut recent[slot];
         if usize::from(r.len) != n || r.key != *key || &r.input[..n] != input {
             r.hex = digest_hex(key, domain, value);
@@ -85,8 +90,7 @@ pub fn pseudonym(key: &[u8; 32], domain: &[u8], value: &[u8], prefix: &[u8], out
             r.len = n as u8;
         }
         r.hex
-    });
-    out.extend_from_slice(&hex);
+    })
 }
 
 /// The pseudonym's hex digits: the first bytes of the keyed BLAKE3 digest.
@@ -151,9 +155,17 @@ pub const SECRET_PREFIX: &[u8] = b"pw:";
 /// is not glued to a following letter or digit).
 pub fn pseudonym_len_at(s: &[u8], at: usize) -> Option<usize> {
     let rest = &s[at.min(s.len())..];
-    [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX]
-        .into_iter()
-        .find_map(|p| prefixed_len(rest, p))
+    // The prefixes differ in their first byte (`ip4:` and `ip6:` in their
+    // third): one byte picks the only one that may match, and turns away
+    // most positions looked at (every `@`, key value and host).
+    let prefix = match rest.first()? {
+        b'u' => LOGIN_PREFIX,
+        b'p' => SECRET_PREFIX,
+        b'i' if rest.get(2) == Some(&b'4') => IPV4_PREFIX,
+        b'i' => IPV6_PREFIX,
+        _ => return None,
+    };
+    prefixed_len(rest, prefix)
 }
 
 /// The length of a built-in pseudonym ending at `s[..end]`, if one does:
@@ -177,10 +189,21 @@ pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
         && s.iter().zip(prefix).all(|(a, b)| a == b)
         && s[prefix.len()..n]
             .iter()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .all(|&c| LOWER_HEX[usize::from(c)])
         && !s.get(n).is_some_and(u8::is_ascii_alphanumeric);
     ok.then_some(n)
 }
+
+/// The digits of a pseudonym: `0-9a-f`.
+static LOWER_HEX: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = matches!(c as u8, b'0'..=b'9' | b'a'..=b'f');
+        c += 1;
+    }
+    t
+};
 
 /// Whether `v` is exactly one built-in pseudonym.
 pub fn is_pseudonym(v: &[u8]) -> bool {
@@ -285,4 +308,60 @@ fn temp_path(dir: &Path) -> PathBuf {
         ".{KEY_FILE}.{}.{nonce:016x}.tmp",
         std::process::id()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `pseudonym_len_at` turns away any position that does not start
+    /// with `u`, `i` or `p`: every prefix must start with one of them.
+    #[test]
+    fn prefixes_start_as_the_gate_says() {
+        for p in [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX] {
+            assert!(matches!(p[0], b'u' | b'i' | b'p'), "{p:?}");
+            let mut s = p.to_vec();
+            s.extend_from_slice(b"0123456789 rest");
+            assert_eq!(pseudonym_len_at(&s, 0), Some(p.len() + HASH_HEX));
+            assert!(is_pseudonym(&s[..p.len() + HASH_HEX]));
+        }
+        assert_eq!(pseudonym_len_at(b"x:0123456789", 0), None);
+        // One byte picks the prefix; the others are never compared.
+        for s in [
+            &b"ip4:0123456789"[..],
+            b"ip6:abcdef0123",
+            b"pw:0123456789",
+            b"u:0123456789",
+        ] {
+            let by_each = [LOGIN_PREFIX, IPV4_PREFIX, IPV6_PREFIX, SECRET_PREFIX]
+                .into_iter()
+                .find_map(|p| prefixed_len(s, p));
+            assert_eq!(pseudonym_len_at(s, 0), by_each);
+            assert!(by_each.is_some());
+        }
+        for s in [
+            &b"ip5:0123456789"[..],
+            b"i",
+            b"u:012345678A",
+            b"u:01234567890",
+        ] {
+            assert_eq!(pseudonym_len_at(s, 0), None, "{s:?}");
+        }
+    }
+
+    /// `pseudonym` is the prefix then `pseudonym_hex`, from the table or not.
+    #[test]
+    fn pseudonym_is_prefix_and_hex() {
+        let key = [3; 32];
+        let long = vec![b'a'; RECENT_INPUT + 1];
+        for v in [&b"alice"[..], &long] {
+            for _ in 0..2 {
+                let mut out = Vec::new();
+                pseudonym(&key, b"login", v, LOGIN_PREFIX, &mut out);
+                let hex = pseudonym_hex(&key, b"login", v);
+                assert_eq!(out, [LOGIN_PREFIX, &hex[..]].concat());
+                assert_eq!(hex, digest_hex(&key, b"login", v));
+            }
+        }
+    }
 }

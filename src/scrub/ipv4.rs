@@ -267,6 +267,14 @@ pub fn truncate(octets: [u8; 4], prefix: u8) -> [u8; 4] {
     (bits & mask).to_be_bytes()
 }
 
+/// The length of `a.b.c.d` as [`format`] writes it.
+pub fn written_len(octets: [u8; 4]) -> usize {
+    3 + octets
+        .iter()
+        .map(|&o| 1 + usize::from(o >= 10) + usize::from(o >= 100))
+        .sum::<usize>()
+}
+
 /// Writes `a.b.c.d` (no leading zeros) into `buf`; returns the length.
 pub fn format(octets: [u8; 4], buf: &mut [u8; 15]) -> usize {
     let mut n = 0;
@@ -292,6 +300,17 @@ pub fn format(octets: [u8; 4], buf: &mut [u8; 15]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `written_len` is what `format` writes, for every octet value.
+    #[test]
+    fn written_len_is_formats() {
+        let mut buf = [0u8; 15];
+        for o in 0..=255u8 {
+            for q in [[o, 0, 0, 0], [1, o, 22, 255], [o, o, o, o]] {
+                assert_eq!(written_len(q), format(q, &mut buf), "{q:?}");
+            }
+        }
+    }
 
     #[test]
     fn parse_and_format() {

@@ -218,6 +218,51 @@ const PROSE: &[&[u8]] = &[
     b"would",
 ];
 
+/// Whether `v` is one of [`PROSE`], in any case. A binary search over the
+/// lower-cased value (the list is sorted and lower-case, a test checks):
+/// this runs at every `user NAME`, and comparing with each of the 85 words
+/// cost more than the rest of the shape (~570 instructions on `user
+/// agent:`).
+fn is_prose(v: &[u8]) -> bool {
+    let mut buf = [0u8; PROSE_LONGEST];
+    let Some(lower) = buf.get_mut(..v.len()) else {
+        return false;
+    };
+    for (l, c) in lower.iter_mut().zip(v) {
+        *l = c.to_ascii_lowercase();
+    }
+    // Compared in a byte loop: `Ord` for slices calls memcmp at each step.
+    PROSE
+        .binary_search_by(|w| {
+            w.iter()
+                .zip(lower.iter())
+                .map(|(a, b)| a.cmp(b))
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| w.len().cmp(&lower.len()))
+        })
+        .is_ok()
+}
+
+/// The length of the longest word of [`PROSE`] (a test checks).
+const PROSE_LONGEST: usize = 13;
+
+/// Whether `v` holds the mask token `mask`: a value of an earlier pass.
+/// Values are short, so comparing at each occurrence of the token's first
+/// byte costs less than setting up a substring search.
+fn holds_mask(v: &[u8], mask: &[u8]) -> bool {
+    let Some((&first, rest)) = mask.split_first() else {
+        return true;
+    };
+    if v.len() > 64 {
+        return memchr::memmem::find(v, mask).is_some();
+    }
+    v.len() >= mask.len()
+        && v[..=v.len() - mask.len()]
+            .iter()
+            .enumerate()
+            .any(|(k, &c)| c == first && v[k + 1..k + mask.len()] == *rest)
+}
+
 fn is_value_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'$' | b'\\' | b'@') || c >= 0x80
 }
@@ -226,6 +271,22 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
+    // `u:3f9a2b1c5d`, `ip4:…`: a pseudonym of an earlier pass. Nothing
+    // starts inside one: its `:` is no IPv6 (a hex digit follows) and no
+    // Nextcloud mark, and its hex word ends no key (the last three bytes
+    // of every key hold a letter past `f`); only curl's `-u` reads a `:`
+    // there (and settles past the pseudonym), so without
+    // `-u` in the text the walk goes on after it, as it would have step by
+    // step.
+    if word.len() <= 3 && s.get(end) == Some(&b':') {
+        // The pseudonym first: the search for `-u` is one per text, but
+        // more than most texts with a short word before a `:` need.
+        if let Some(n) = hash::pseudonym_len_at(s, i) {
+            if !cx.curl_possible() {
+                return Some(i + n);
+            }
+        }
+    }
     cx.rule = "secret_key";
     if let Some(next) = secrets::at_key(cx, i, end) {
         return Some(next);
@@ -415,13 +476,13 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
     let v = &s[vs..ve];
     // A value holding the mask token was (partly) masked by an earlier pass,
     // e.g. `login=\xc7::6f` -> `login=\xc7REDACTED`: leave it.
-    if memchr::memmem::find(v, cx.sc.mask_token()).is_some() {
+    if holds_mask(v, cx.sc.mask_token()) {
         return Some(after);
     }
     if v.is_empty() || NOT_NAMES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
         return (after > q).then_some(after);
     }
-    if prose_check && PROSE.iter().any(|w| v.eq_ignore_ascii_case(w)) {
+    if prose_check && is_prose(v) {
         return None;
     }
     cx.rewrite_login(vs, ve);
@@ -480,7 +541,7 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
     let v = &s[q..end];
     // `password changed for the first time` is prose; in `... for user
     // alice` the walk goes on to the `user NAME` shape.
-    if PROSE.iter().any(|w| v.eq_ignore_ascii_case(w)) || login_key(v).is_some() {
+    if is_prose(v) || login_key(v).is_some() {
         return None;
     }
     cx.rewrite_login(q, end);
@@ -489,11 +550,11 @@ fn for_from(cx: &mut Cx, p: usize) -> Option<usize> {
 
 /// A byte of an e-mail's local part; non-ASCII for internationalised
 /// addresses (RFC 6531: `jörg@example.de`).
-fn is_local(c: u8) -> bool {
+const fn local_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-') || c >= 0x80
 }
 
-fn is_userinfo(c: u8) -> bool {
+const fn userinfo_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
@@ -513,15 +574,69 @@ fn is_userinfo(c: u8) -> bool {
         )
 }
 
+/// A byte of a domain label: internationalised names (IDN) are written in
+/// UTF-8 (`bücher.example`) or in punycode (`xn--bcher-kva.example`).
+const fn label_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80
+}
+
+const LOCAL: u8 = 1;
+const USERINFO: u8 = 2;
+const LABEL: u8 = 4;
+
+/// The three byte classes above, looked up in one table: the look-behinds
+/// and the domain scan at every `@` test them byte by byte.
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = (local_byte(b) as u8 * LOCAL)
+            | (userinfo_byte(b) as u8 * USERINFO)
+            | (label_byte(b) as u8 * LABEL);
+        c += 1;
+    }
+    t
+};
+
+#[inline]
+fn is_local(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & LOCAL != 0
+}
+
+#[inline]
+fn is_userinfo(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & USERINFO != 0
+}
+
+#[inline]
+fn is_label(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & LABEL != 0
+}
+
+/// Whether `s` starts with the mask token `mask`: its first byte decides
+/// nearly always, without a call to memcmp (the token's length is the
+/// config's, so the comparison is not inlined).
+fn starts_with_mask(s: &[u8], mask: &[u8]) -> bool {
+    match (s.first(), mask.first()) {
+        (Some(a), Some(b)) if a != b => false,
+        _ => s.starts_with(mask),
+    }
+}
+
 /// An `@` at `i`: URL userinfo or an e-mail address around it.
 pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     let s = cx.s;
     let floor = cx.floor();
-    // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass: userinfo).
-    for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
-        let n = n + hash::HASH_HEX;
-        if i >= n && hash::pseudonym_len_at(&s[..i], i - n) == Some(n) {
-            return None;
+    // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass:
+    // userinfo). A pseudonym ends in a lower-case hex digit: most `@` are
+    // not after one, and need no look at the prefixes.
+    if i > 0 && matches!(s[i - 1], b'0'..=b'9' | b'a'..=b'f') {
+        for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
+            let n = n + hash::HASH_HEX;
+            if i >= n && hash::pseudonym_len_at(&s[..i], i - n) == Some(n) {
+                return None;
+            }
         }
     }
     let mut b = i;
@@ -570,11 +685,11 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     }
     // Empty, or starting with the mask token: an earlier pass masked what
     // was glued to this address (`1.2.3.4%x@example.com`).
-    if l == i || s[l..i].starts_with(cx.sc.mask_token()) {
+    if l == i || starts_with_mask(&s[l..i], cx.sc.mask_token()) {
         return None;
     }
     // Likewise after the `@` (`x@b5::-y.org` masks to `x@REDACTED-y.org`).
-    if s[i + 1..].starts_with(cx.sc.mask_token()) {
+    if starts_with_mask(&s[i + 1..], cx.sc.mask_token()) {
         return None;
     }
     if let Some(end) = not_mail(cx, l, i) {
@@ -647,7 +762,10 @@ pub fn encoded_at(cx: &mut Cx, i: usize) -> Option<usize> {
     while l < i && s[l] == b'.' {
         l += 1;
     }
-    if l >= i || s[l..i].starts_with(cx.sc.mask_token()) || hash::pseudonym_len_at(s, l).is_some() {
+    if l >= i
+        || starts_with_mask(&s[l..i], cx.sc.mask_token())
+        || hash::pseudonym_len_at(s, l).is_some()
+    {
         return None;
     }
     let end = domain_end(s, i + 3)?;
@@ -758,14 +876,33 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
     // Traefik's routers, services and middlewares: `NAME@PROVIDER`, the
     // name a word of letters, digits, `-` and `_`.
     let local = &s[l..i];
-    if TRAEFIK_PROVIDERS.contains(&host)
-        && !local.is_empty()
-        && s.get(i + 1 + host.len()) != Some(&b'.')
-    {
+    // Compared by length and first byte before the bytes (no call to
+    // memcmp for each provider of the host's length: this runs at every `@`).
+    let provider = host.first().is_some_and(|&h| {
+        TRAEFIK_PROVIDERS
+            .iter()
+            .any(|p| p.len() == host.len() && p[0] == h && *p == host)
+    });
+    if provider && !local.is_empty() && s.get(i + 1 + host.len()) != Some(&b'.') {
         return Some(i + 1 + host.len());
     }
     None
 }
+
+/// systemd's unit types (`systemd.unit(5)`).
+const UNIT_TYPES: &[&[u8]] = &[
+    b"service",
+    b"socket",
+    b"target",
+    b"timer",
+    b"mount",
+    b"automount",
+    b"slice",
+    b"scope",
+    b"path",
+    b"device",
+    b"swap",
+];
 
 /// `getty@tty1.service`, `systemd-fsck@dev-disk-by\x2duuid-1234.service`:
 /// a systemd unit instance (the instance may hold any escaped bytes).
@@ -777,20 +914,9 @@ fn systemd_unit(token: &[u8]) -> bool {
         return false;
     };
     let tld = &tail[dot + 1..];
-    const UNIT_TYPES: &[&[u8]] = &[
-        b"service",
-        b"socket",
-        b"target",
-        b"timer",
-        b"mount",
-        b"automount",
-        b"slice",
-        b"scope",
-        b"path",
-        b"device",
-        b"swap",
-    ];
-    UNIT_TYPES.contains(&tld)
+    // Every type is 4 to 9 lower-case letters: most tails after an `@`
+    // are turned away without comparing them with each.
+    (4..=9).contains(&tld.len()) && tld[0].is_ascii_lowercase() && UNIT_TYPES.contains(&tld)
 }
 
 /// The end of a one-label host name at `p` (a letter, then letters, digits
@@ -829,12 +955,6 @@ fn userinfo(cx: &mut Cx, b: usize, at: usize) {
     }
 }
 
-/// A byte of a domain label: internationalised names (IDN) are written in
-/// UTF-8 (`bücher.example`) or in punycode (`xn--bcher-kva.example`).
-fn is_label(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'-' || c >= 0x80
-}
-
 /// The end of a dotted domain name at `p` whose last label is a top-level
 /// domain: 2+ letters (`org`), non-ASCII (`рф`) or punycode (`xn--p1ai`).
 fn domain_end(s: &[u8], p: usize) -> Option<usize> {
@@ -852,10 +972,13 @@ fn domain_end(s: &[u8], p: usize) -> Option<usize> {
         let label = &s[start..q];
         let dot_next = s.get(q) == Some(&b'.') && s.get(q + 1).is_some_and(|&c| is_label(c));
         if !dot_next {
+            if labels < 2 {
+                return None;
+            }
             let punycode = label.len() > 4 && label[..4].eq_ignore_ascii_case(b"xn--");
             let tld_ok = label.len() >= 2
                 && (punycode || label.iter().all(|&c| c.is_ascii_alphabetic() || c >= 0x80));
-            return (labels >= 2 && tld_ok).then_some(q);
+            return tld_ok.then_some(q);
         }
         q += 1;
     }
@@ -897,4 +1020,95 @@ fn token_start(s: &[u8], end: usize, floor: usize) -> Option<usize> {
         b -= 1;
     }
     (b < end && b > 0 && s[b - 1] == b' ').then_some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `is_prose` binary-searches `PROSE`: it must stay sorted, lower-case
+    /// and no longer than `PROSE_LONGEST`, and agree with comparing each
+    /// word in any case.
+    #[test]
+    fn prose_lookup_is_the_list() {
+        assert!(PROSE.windows(2).all(|w| w[0] < w[1]), "PROSE is sorted");
+        assert!(PROSE
+            .iter()
+            .all(|w| w.iter().all(|c| !c.is_ascii_uppercase())));
+        assert_eq!(PROSE.iter().map(|w| w.len()).max(), Some(PROSE_LONGEST));
+        let mut probes: Vec<Vec<u8>> = PROSE.iter().map(|w| w.to_vec()).collect();
+        for w in PROSE {
+            probes.push(w.to_ascii_uppercase());
+            probes.push([*w, b"s"].concat());
+            probes.push(w[..w.len() - 1].to_vec());
+        }
+        probes.extend(
+            [
+                &b""[..],
+                b"alice",
+                b"AGENT",
+                b"Agent",
+                b"configurations",
+                b"j\xc3\xb6rg",
+            ]
+            .map(<[u8]>::to_vec),
+        );
+        for p in probes {
+            let linear = PROSE.iter().any(|w| p.eq_ignore_ascii_case(w));
+            assert_eq!(is_prose(&p), linear, "{}", String::from_utf8_lossy(&p));
+        }
+    }
+
+    /// `holds_mask` is a substring test.
+    #[test]
+    fn holds_mask_is_a_substring_test() {
+        let long = [b"x".repeat(70), b"REDACTED".to_vec()].concat();
+        for (v, want) in [
+            (&b""[..], false),
+            (b"REDACTED", true),
+            (b"xREDACTED", true),
+            (b"REDACTEDx", true),
+            (b"REDACTE", false),
+            (b"RREDACTEDD", true),
+            (b"REDACTEREDACTEx", false),
+            (&long[..], true),
+            (&long[..long.len() - 1], false),
+        ] {
+            assert_eq!(holds_mask(v, b"REDACTED"), want, "{v:?}");
+            assert_eq!(
+                memchr::memmem::find(v, b"REDACTED").is_some(),
+                want,
+                "{v:?}"
+            );
+        }
+        assert!(holds_mask(b"abc", b""));
+    }
+
+    /// The class table is the three predicates, byte for byte.
+    #[test]
+    fn byte_classes_are_the_predicates() {
+        for c in 0..=255u8 {
+            assert_eq!(is_local(c), local_byte(c), "{c}");
+            assert_eq!(is_userinfo(c), userinfo_byte(c), "{c}");
+            assert_eq!(is_label(c), label_byte(c), "{c}");
+        }
+        for (s, m, want) in [
+            (&b"REDACTED-x"[..], &b"REDACTED"[..], true),
+            (b"REDACTE", b"REDACTED", false),
+            (b"xREDACTED", b"REDACTED", false),
+            (b"", b"REDACTED", false),
+            (b"abc", b"", true),
+        ] {
+            assert_eq!(starts_with_mask(s, m), want, "{s:?}");
+        }
+    }
+
+    /// `systemd_unit`'s gate (4 to 9 lower-case letters) lets every type in.
+    #[test]
+    fn every_unit_type_is_a_unit() {
+        for t in UNIT_TYPES {
+            assert!(systemd_unit(&[b"tty1.", *t].concat()), "{t:?}");
+            assert!(!systemd_unit(&[b"tty1.", *t, b"x"].concat()), "{t:?}");
+        }
+    }
 }

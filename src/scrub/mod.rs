@@ -10,7 +10,7 @@
 //! One job per module; detectors import `cx` (the state and the rewrites)
 //! and never the driver, so there is no import circle:
 //! `scan` -> {`anchor`, `login`, `programs`, `shadow`, `secrets`} -> `cx`
-//! -> {`policy`, `hash`, `ipv4`, `ipv6`}.
+//! -> {`policy`, `hash`, `ipv4`, `ipv6`, `everywhere`}.
 //! - [`config`]: `[scrub]` keys, defaults and validation.
 //! - [`policy`]: what is personal: public vs infrastructure addresses,
 //!   system accounts (built-in, `/etc/passwd` UID < 1000, `keep_accounts`).
@@ -423,6 +423,7 @@ impl Scrubber {
         seen: &mut Vec<Vec<u8>>,
     ) -> Option<Vec<u8>> {
         let mut cur = Cow::Borrowed(text);
+        let explaining = log.is_some();
         let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
             if let Some(log) = log.as_deref_mut() {
                 log.push(Explained {
@@ -455,14 +456,19 @@ impl Scrubber {
                 &mut fresh
             }
         };
+        // The detectors remember the names they rewrite themselves; their
+        // rewrite log is only built to be explained.
         let mut found = Vec::new();
         let first_seen = seen.len();
-        if let Some(v) = scan::run(self, anchors, timestamp_ns, Some(&mut found)) {
+        if let Some(v) = scan::run(
+            self,
+            anchors,
+            timestamp_ns,
+            explaining.then_some(&mut found),
+            seen,
+        ) {
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
-                if r.kind == "login" {
-                    everywhere::remember(seen, &cur[r.start..r.end]);
-                }
             }
             cur = Cow::Owned(v);
         }
@@ -497,8 +503,10 @@ impl Scrubber {
             let names = self.sweep_names(&seen[first_seen..], timestamp_ns);
             let mut spans = Vec::new();
             if let Some(v) = everywhere::sweep(&cur, &names, &mut spans) {
-                for &(a, b) in &spans {
-                    note(&cur, a, b, "login", "everywhere");
+                if explaining {
+                    for &(a, b) in &spans {
+                        note(&cur, a, b, "login", "everywhere");
+                    }
                 }
                 self.counters.login.add(spans.len() as u64);
                 cur = Cow::Owned(v);
@@ -563,12 +571,12 @@ impl Scrubber {
         seen: &mut Vec<Vec<u8>>,
     ) -> Cow<'a, [u8]> {
         let mut cx = scan::Cx::new(self, value, timestamp_ns);
+        // The rewrite remembers the value in `seen` (`Cx::rewrite_login`).
+        cx.seen = std::mem::take(seen);
         cx.rewrite_login(0, value.len());
+        *seen = std::mem::take(&mut cx.seen);
         match cx.finish() {
-            Some(v) => {
-                everywhere::remember(seen, value);
-                Cow::Owned(v)
-            }
+            Some(v) => Cow::Owned(v),
             None => Cow::Borrowed(value),
         }
     }

@@ -1090,7 +1090,7 @@ proptest! {
             let sc = scrubber_with(config);
             for input in [text.as_bytes(), &bytes[..]] {
                 prop_assert_eq!(
-                    scan::run(&sc, &mut anchor::Anchors::new(input), TS, None),
+                    scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut Vec::new()),
                     scan::run_every_position(&sc, input, TS),
                     "config {:?} text {:?}", config, String::from_utf8_lossy(input)
                 );
