@@ -411,6 +411,7 @@ impl Spool {
             stored: watch::channel(0).0,
             space: Notify::new(),
             failed: watch::channel(None).0,
+            store_failures: Default::default(),
             metrics,
         });
         let syncer = syncer::Syncer::start(shared.clone()).map_err(|source| SpoolError::Io {
@@ -426,6 +427,7 @@ impl Spool {
             spare: Pending::default(),
             last_store: Instant::now(),
             store_done: 0,
+            store_retry_at: None,
             discarding: false,
             syncer,
             requested: next,

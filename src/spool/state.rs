@@ -185,6 +185,9 @@ pub struct Shared {
     /// Set, once and for good, by the first failed fdatasync (see
     /// [`super::SpoolError::SyncFailed`]).
     pub failed: watch::Sender<Option<std::io::ErrorKind>>,
+    /// Failed attempts to store the sink cursors (logged one by one): the
+    /// writer retries them once a [`super::writer::STORE_RETRY`].
+    pub store_failures: std::sync::atomic::AtomicU64,
     pub metrics: Metrics,
 }
 

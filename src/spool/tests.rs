@@ -492,3 +492,34 @@ async fn events_skipped_after_an_undecodable_one_are_counted() {
     // The record is still passed: acknowledged, nothing left to read.
     assert_eq!(s.stats().sinks[0].lag_bytes, 0);
 }
+
+/// A cursor store that fails (here its directory is gone; a full disk or a
+/// read-only remount fail alike) is retried once a second, not at once in
+/// a loop (it was: 100% CPU and one error line per attempt while a `sync`
+/// waited), and the cursors are stored once it can be done again.
+#[tokio::test]
+async fn a_failing_cursor_store_is_retried_once_a_second_until_it_works() {
+    use std::sync::atomic::Ordering;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    let mut r = s.reader("a").unwrap();
+    let end = s.append(&[ev(0), ev(1)], None).await.unwrap();
+    s.wait_durable(end).await.unwrap();
+    read_all(&mut r, 2).await;
+    let cursors = s.shared().cursors_dir();
+    std::fs::remove_dir_all(&cursors).unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(2500), s.sync()).await;
+    assert!(waited.is_err(), "sync cannot finish without its cursors");
+    let failures = s.shared().store_failures.load(Ordering::Relaxed);
+    assert!(
+        (1..=4).contains(&failures),
+        "{failures} failed stores in 2.5 s: expected one a second"
+    );
+    std::fs::create_dir(&cursors).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.sync())
+        .await
+        .expect("cursors stored once the directory is back")
+        .unwrap();
+    assert!(cursors.join("a.cursor").exists());
+}

@@ -31,6 +31,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,11 @@ pub const MAX_UNSYNCED: u64 = 8 * SYNC_BYTES;
 pub const STORE_INTERVAL: Duration = Duration::from_millis(200);
 /// Pause between attempts while the disk is full or failing.
 const RETRY: Duration = Duration::from_millis(100);
+/// Pause after a failed cursor store (full disk, directory gone, read-only
+/// remount) before the next one: without it a store that was asked for
+/// (`Spool::sync`, shutdown) was retried at once, forever, at 100% CPU and
+/// one error line per attempt.
+pub const STORE_RETRY: Duration = Duration::from_secs(1);
 
 pub struct Writer {
     pub shared: Arc<Shared>,
@@ -80,6 +86,8 @@ pub struct Writer {
     pub spare: Pending,
     pub last_store: Instant,
     pub store_done: u64,
+    /// Set by a failed cursor store: no new attempt before then.
+    pub store_retry_at: Option<Instant>,
     /// The segment being written was dropped before the writer created it
     /// (appends outran the writer by more than the quota): its records are
     /// skipped until the next roll.
@@ -152,10 +160,16 @@ impl Writer {
                     || sync_at.is_some_and(|t| now >= t)
                     || st.next - self.requested >= SYNC_BYTES);
             let dirty = st.sinks.values().any(|s| s.acked != s.stored);
-            let store_at = dirty.then_some(self.last_store + STORE_INTERVAL);
-            let store = st.store_wanted > self.store_done
-                || st.shutdown
-                || store_at.is_some_and(|t| now >= t);
+            // After a failed store, nothing before its retry time (a
+            // deadline in the past would make this loop spin).
+            let retry_at = self.store_retry_at.filter(|&t| now < t);
+            let store_at = dirty
+                .then_some(self.last_store + STORE_INTERVAL)
+                .filter(|_| retry_at.is_none());
+            let store = retry_at.is_none()
+                && (st.store_wanted > self.store_done
+                    || st.shutdown
+                    || store_at.is_some_and(|t| now >= t));
             let behind = self.written.saturating_sub(st.durable) >= MAX_UNSYNCED;
             let big = st.pending.buf.len() >= WRITE_CHUNK && !behind;
             if sync || store || big || !st.deletions.is_empty() || st.shutdown {
@@ -171,7 +185,7 @@ impl Writer {
                     shutdown: st.shutdown,
                 };
             }
-            let deadline = [sync_at, store_at].into_iter().flatten().min();
+            let deadline = [sync_at, store_at, retry_at].into_iter().flatten().min();
             let timeout =
                 deadline.map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now));
             st = self
@@ -359,10 +373,13 @@ impl Writer {
         // disk write, ~56 KiB a minute.
         if !unchanged {
             if let Err(e) = cursor::store(&self.shared.cursors_dir(), &list) {
+                self.shared.store_failures.fetch_add(1, Ordering::Relaxed);
+                self.store_retry_at = Some(self.last_store + STORE_RETRY);
                 tracing::error!(error = %e, "cannot store spool sink cursors; retrying in a second");
                 return;
             }
         }
+        self.store_retry_at = None;
         let mut probes = Vec::new();
         {
             let mut st = self.shared.lock();
