@@ -860,7 +860,16 @@ async fn http_one_message_per_request_gzip_keepalive_and_202_acknowledged() {
     {
         let st = input.state.lock().unwrap();
         assert_eq!(st.requests, 20, "one message per request");
-        assert_eq!(st.connections, 1, "one kept-alive connection");
+        // Kept alive: 20 requests over one connection, or two when the
+        // HTTP client's pool raced a new connect against the previous
+        // connection's return to the pool and the connect won (hyper's
+        // checkout does both; CI saw it once under load). A client that
+        // does not keep connections alive opens 20.
+        assert!(
+            (1..=2).contains(&st.connections),
+            "kept-alive connections: {} for 20 requests",
+            st.connections
+        );
         assert!(st.encodings.iter().all(|e| e.as_deref() == Some("gzip")));
         assert_eq!(st.authorization.as_deref(), Some("Bearer s3cr3t-token"));
     }
