@@ -434,6 +434,16 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};
 
+    /// Appends each text as an event of its own record (a batch each).
+    async fn append_one_record_each(spool: &crate::spool::Spool, texts: &[&str]) {
+        for text in texts {
+            spool
+                .append(&[Event::new(0, Origin::Docker, *text)], None)
+                .await
+                .unwrap();
+        }
+    }
+
     /// A test sink's policy: fast backoff, 1 MiB batches.
     fn test_policy(max_events: usize, linger: Duration, in_flight: usize) -> Policy {
         Policy {
@@ -516,12 +526,7 @@ mod tests {
             spool.reader(name).unwrap(),
             stop.clone(),
         ));
-        for text in ["a", "b", "c"] {
-            spool
-                .append(&[Event::new(0, Origin::Docker, text)], None)
-                .await
-                .unwrap();
-        }
+        append_one_record_each(&spool, &["a", "b", "c"]).await;
         let lag = || spool.stats().sinks[0].lag_bytes;
         let start = std::time::Instant::now();
         while lag() > 0 {
@@ -635,12 +640,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             }
         };
-        for text in ["a", "b", "c"] {
-            spool
-                .append(&[Event::new(0, Origin::Docker, text)], None)
-                .await
-                .unwrap();
-        }
+        append_one_record_each(&spool, &["a", "b", "c"]).await;
         let lag = || spool.stats().sinks[0].lag_bytes;
         let all = lag();
         wait("began 3 batches", &|| began.lock().unwrap().len() == 3);
