@@ -3,7 +3,7 @@
 //! line with nothing to scrub skips the search.
 //!
 //! It is Teddy's own fingerprint without the verification: each key goes
-//! into one of 8 buckets, and for each of a key's [`KEY_LEN`] byte
+//! into one of 16 buckets (two sets of 8), and for each of a key's [`KEY_LEN`] byte
 //! positions two 16-entry tables (by the byte's low and high nibble) say
 //! which buckets a byte there may belong to. A position passes when one
 //! bucket holds at every byte position: every key occurrence passes (so a
@@ -20,14 +20,16 @@
 pub const KEY_LEN: usize = 4;
 
 /// Sets of tables, 8 buckets each (one bit of a table byte).
-const SETS: usize = 4;
+const SETS: usize = 2;
 const BUCKETS: usize = 8 * SETS;
 
 pub struct KeyGate {
-    /// `lo[j][n]`: the buckets whose keys may have a byte with low nibble
-    /// `n` at position `j`; `hi` likewise by the high nibble.
-    lo: [[[u8; 16]; KEY_LEN]; SETS],
-    hi: [[[u8; 16]; KEY_LEN]; SETS],
+    /// `lo[t][j][n]`: the buckets of set `t` whose keys may have a byte
+    /// with low nibble `n` at position `j`; `hi` likewise by the high
+    /// nibble. Each table is there twice (bytes 16.. repeat 0..16), as
+    /// `pshufb` on 32 bytes looks up each half in its own half.
+    lo: [[[u8; 32]; KEY_LEN]; SETS],
+    hi: [[[u8; 32]; KEY_LEN]; SETS],
     #[cfg(target_arch = "x86_64")]
     v3: Option<pulp::x86::V3>,
 }
@@ -35,21 +37,32 @@ pub struct KeyGate {
 impl KeyGate {
     /// The gate of `keys` (each [`KEY_LEN`] bytes). Each key goes to the
     /// bucket it widens least: the one whose fingerprint, with the key
-    /// added, lets the fewest byte values through (summed over the
-    /// buckets, uniformly weighted: no text in mind). Keys alike share a
-    /// bucket; a key unlike the others does not open one to every byte.
-    pub fn new(keys: &[&[u8]]) -> KeyGate {
+    /// added, lets the least text through, each byte weighed by how
+    /// common `rarity` (1 common, 2 less so, 3 rare) says it is in log
+    /// text (the shape table's own measure, no text in mind). Keys alike
+    /// share a bucket; a key unlike the others does not open one to every
+    /// common byte.
+    pub fn new(keys: &[&[u8]], rarity: fn(u8) -> usize) -> KeyGate {
         let mut gate = KeyGate {
-            lo: [[[0; 16]; KEY_LEN]; SETS],
-            hi: [[[0; 16]; KEY_LEN]; SETS],
+            lo: [[[0; 32]; KEY_LEN]; SETS],
+            hi: [[[0; 32]; KEY_LEN]; SETS],
             #[cfg(target_arch = "x86_64")]
             v3: pulp::x86::V3::try_new(),
         };
         // The nibble sets of each bucket, per position: bit n of a u16.
         let mut sets = [[(0u16, 0u16); KEY_LEN]; BUCKETS];
+        // Common bytes weigh 16, less common 4, rare 1: a 4 in 16 chance
+        // of a common byte against a rare one.
+        let weight = |c: u8| 16.0 / 4f64.powi(rarity(c).clamp(1, 3) as i32 - 1);
+        // The share of text a bucket lets through, per byte position.
         let volume = |b: &[(u16, u16); KEY_LEN]| -> f64 {
             b.iter()
-                .map(|&(l, h)| f64::from(l.count_ones() * h.count_ones()) / 256.0)
+                .map(|&(l, h)| {
+                    let nibbles = |set: u16| (0..16u8).filter(move |n| set >> n & 1 == 1);
+                    nibbles(h)
+                        .flat_map(|hi| nibbles(l).map(move |lo| weight(hi << 4 | lo)))
+                        .sum::<f64>()
+                })
                 .product()
         };
         for key in keys {
@@ -70,8 +83,11 @@ impl KeyGate {
                 .expect("buckets");
             sets[best] = with(&sets[best]);
             for (j, &c) in key.iter().enumerate() {
-                gate.lo[best / 8][j][usize::from(c & 15)] |= 1 << (best % 8);
-                gate.hi[best / 8][j][usize::from(c >> 4)] |= 1 << (best % 8);
+                let (t, bit) = (best / 8, 1 << (best % 8));
+                for half in [0, 16] {
+                    gate.lo[t][j][half + usize::from(c & 15)] |= bit;
+                    gate.hi[t][j][half + usize::from(c >> 4)] |= bit;
+                }
             }
         }
         gate
@@ -116,59 +132,21 @@ impl KeyGate {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn may_hold_key_avx2(&self, v3: pulp::x86::V3, s: &[u8]) -> bool {
-        use core::arch::x86_64::__m256i;
-        const W: usize = 32;
-        const SPAN: usize = W + KEY_LEN - 1;
-        let (avx, avx2) = (v3.avx, v3.avx2);
-        let nibble = avx._mm256_set1_epi8(0x0f);
-        let table = |t: &[u8; 16]| -> __m256i {
-            let mut both = [0u8; W];
-            both[..16].copy_from_slice(t);
-            both[16..].copy_from_slice(t);
-            pulp::cast(both)
-        };
-        let lo: [[__m256i; KEY_LEN]; SETS] =
-            std::array::from_fn(|t| std::array::from_fn(|j| table(&self.lo[t][j])));
-        let hi: [[__m256i; KEY_LEN]; SETS] =
-            std::array::from_fn(|t| std::array::from_fn(|j| table(&self.hi[t][j])));
-        // Whether a key may start at one of `b[..W]`'s positions.
-        let block = |b: &[u8]| -> bool {
-            let mut l = [nibble; KEY_LEN];
-            let mut h = [nibble; KEY_LEN];
-            for j in 0..KEY_LEN {
-                let bytes: [u8; W] = b[j..j + W].try_into().expect("W bytes");
-                let v: __m256i = pulp::cast(bytes);
-                l[j] = avx2._mm256_and_si256(v, nibble);
-                h[j] = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
-            }
-            let mut any = avx._mm256_set1_epi8(0);
-            for t in 0..SETS {
-                let mut acc = avx._mm256_set1_epi8(-1);
-                for j in 0..KEY_LEN {
-                    let m = avx2._mm256_and_si256(
-                        avx2._mm256_shuffle_epi8(lo[t][j], l[j]),
-                        avx2._mm256_shuffle_epi8(hi[t][j], h[j]),
-                    );
-                    acc = avx2._mm256_and_si256(acc, m);
-                }
-                any = avx2._mm256_or_si256(any, acc);
-            }
-            avx._mm256_testz_si256(any, any) == 0
-        };
         let n = s.len();
         if n < SPAN {
             let mut padded = [0u8; SPAN];
             padded[..n].copy_from_slice(s);
-            return block(&padded);
+            return block_avx2(v3, self, &padded);
         }
+        let span = |at: usize| -> &[u8; SPAN] { s[at..at + SPAN].try_into().expect("SPAN bytes") };
         let mut at = 0;
         while at + SPAN <= n {
-            if block(&s[at..at + SPAN]) {
+            if block_avx2(v3, self, span(at)) {
                 return true;
             }
             at += W;
         }
-        at < n - KEY_LEN + 1 && block(&s[n - SPAN..])
+        at < n - KEY_LEN + 1 && block_avx2(v3, self, span(n - SPAN))
     }
 
     /// [`KeyGate::may_hold_key`] by the byte-wise rule (tests).
@@ -178,9 +156,55 @@ impl KeyGate {
     }
 }
 
+/// Positions per AVX2 block, and the bytes their keys span.
+const W: usize = 32;
+const SPAN: usize = W + KEY_LEN - 1;
+
+/// Whether a key of `gate` may start at one of `b[..W]`'s positions.
+/// Everything here is inlined into `pulp`'s AVX2 function (a call left
+/// out of it runs each intrinsic as a call of its own).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_avx2(v3: pulp::x86::V3, gate: &KeyGate, b: &[u8; SPAN]) -> bool {
+    use core::arch::x86_64::__m256i;
+    let (avx, avx2) = (v3.avx, v3.avx2);
+    let nibble = avx._mm256_set1_epi8(0x0f);
+    let mut l = [nibble; KEY_LEN];
+    let mut h = [nibble; KEY_LEN];
+    for j in 0..KEY_LEN {
+        let bytes: [u8; W] = b[j..j + W].try_into().expect("W bytes");
+        let v: __m256i = pulp::cast(bytes);
+        l[j] = avx2._mm256_and_si256(v, nibble);
+        h[j] = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
+    }
+    let mut any = avx._mm256_setzero_si256();
+    for t in 0..SETS {
+        let mut acc = avx._mm256_set1_epi8(-1);
+        for j in 0..KEY_LEN {
+            let (lo, hi): (__m256i, __m256i) =
+                (pulp::cast(gate.lo[t][j]), pulp::cast(gate.hi[t][j]));
+            let m = avx2._mm256_and_si256(
+                avx2._mm256_shuffle_epi8(lo, l[j]),
+                avx2._mm256_shuffle_epi8(hi, h[j]),
+            );
+            acc = avx2._mm256_and_si256(acc, m);
+        }
+        any = avx2._mm256_or_si256(any, acc);
+    }
+    avx._mm256_testz_si256(any, any) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rarity(c: u8) -> usize {
+        if c.is_ascii_lowercase() || c == b' ' {
+            1
+        } else {
+            3
+        }
+    }
 
     const KEYS: &[&[u8]] = &[
         b"Auth", b"logg", b"or \"", b"(ID:", b"] Pe", b"e\":\"", b"TTY=", b"' to", b"pass", b"chan",
@@ -203,7 +227,7 @@ mod tests {
         /// (short texts, whole blocks, the overlapping last block).
         #[test]
         fn simd_is_the_byte_rule(s in text()) {
-            let gate = KeyGate::new(KEYS);
+            let gate = KeyGate::new(KEYS, rarity);
             if gate.v3.is_some() {
                 proptest::prop_assert_eq!(gate.may_hold_key(&s), gate.may_hold_key_bytewise(&s));
             } else {
@@ -220,13 +244,13 @@ mod tests {
         ) {
             let at = at.min(s.len());
             let s = [&s[..at], key, &s[at..]].concat();
-            proptest::prop_assert!(KeyGate::new(KEYS).may_hold_key(&s));
+            proptest::prop_assert!(KeyGate::new(KEYS, rarity).may_hold_key(&s));
         }
     }
 
     #[test]
     fn at_every_offset_and_length() {
-        let gate = KeyGate::new(KEYS);
+        let gate = KeyGate::new(KEYS, rarity);
         for key in KEYS {
             for len in 0..80 {
                 for at in 0..=len {

@@ -762,7 +762,10 @@ impl Shapes {
             }
         }
         let first = KeySearch::new(&keys);
-        let gate = KeyGate::new(&keys.iter().map(|k| k.as_bytes()).collect::<Vec<_>>());
+        let gate = KeyGate::new(
+            &keys.iter().map(|k| k.as_bytes()).collect::<Vec<_>>(),
+            rarity,
+        );
         calls.sort_unstable_by_key(|(w, _)| *w);
         let longest_call = calls.iter().map(|(w, _)| w.len()).max().unwrap_or(0);
         Shapes {
