@@ -97,6 +97,7 @@ mod everywhere;
 mod hash;
 mod ipv4;
 mod ipv6;
+mod keygate;
 mod login;
 mod memo;
 pub mod policy;

@@ -90,6 +90,11 @@ fn authorization_key(key: &[u8]) -> bool {
 /// For the prefilter: whether the bytes before `end` may end a secret key
 /// or `authorization` (checked again, exactly, by the detector).
 pub fn key_tail(s: &[u8], end: usize) -> bool {
+    // The last byte first (every tail below ends in one of these, any
+    // case): it turns most keys away at once (`level=`, `caller=`).
+    if end == 0 || !matches!(s[end - 1] | 0x20, b'd' | b's' | b'e' | b't' | b'n' | b'y') {
+        return false;
+    }
     if end >= 3 && s[end - 3..end].eq_ignore_ascii_case(b"pwd") {
         return true;
     }

@@ -40,6 +40,8 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use super::keygate::KeyGate;
+
 /// One program shape (see the module doc).
 pub struct Row {
     pub program: &'static str,
@@ -575,6 +577,9 @@ pub struct Shapes {
     /// position: searching again from one byte past each hit finds every
     /// occurrence, overlapping ones included, each search SIMD-accelerated.
     first: KeySearch,
+    /// Tells most texts holding no key apart without the search (a clean
+    /// line's search was a third of its instructions).
+    gate: KeyGate,
     /// For each automaton pattern, the rows it keys.
     rows: Vec<Vec<Compiled>>,
     /// The rows that open with a word and `(` (dovecot's `imap(%n`,
@@ -757,10 +762,15 @@ impl Shapes {
             }
         }
         let first = KeySearch::new(&keys);
+        let gate = KeyGate::new(
+            &keys.iter().map(|k| k.as_bytes()).collect::<Vec<_>>(),
+            rarity,
+        );
         calls.sort_unstable_by_key(|(w, _)| *w);
         let longest_call = calls.iter().map(|(w, _)| w.len()).max().unwrap_or(0);
         Shapes {
             first,
+            gate,
             rows,
             calls,
             longest_call,
@@ -772,7 +782,7 @@ impl Shapes {
     /// hold a `(` (`false` only when certain, as `anchor::Pairs` tells).
     pub fn may_match(&self, s: &[u8], paren: bool) -> bool {
         (paren && !self.calls.is_empty() && memchr::memchr(b'(', s).is_some())
-            || (s.len() >= KEY_LEN && self.first.find(s, 0).is_some())
+            || (self.gate.may_hold_key(s) && self.first.find(s, 0).is_some())
     }
 
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
@@ -780,8 +790,10 @@ impl Shapes {
     /// without a `(`, the `WORD(` rows are not looked for.
     pub fn find(&self, s: &[u8], paren: bool) -> Vec<(usize, usize, &'static str)> {
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
+        // Without the gate's yes (asked once), `first` finds nothing.
+        let keyed = self.gate.may_hold_key(s);
         let mut from = 0;
-        while let Some((start, pattern)) = self.first.find(s, from) {
+        while let Some((start, pattern)) = keyed.then(|| self.first.find(s, from)).flatten() {
             from = start + 1;
             for row in &self.rows[pattern] {
                 let ks = (start + usize::from(row.quote)).checked_sub(row.offset);
@@ -1059,6 +1071,65 @@ mod tests {
     }
 
     /// Keys are 4 bytes or more and none starts like a word of prose.
+    /// The key gate never hides a key Teddy finds, on arbitrary text
+    /// made of the keys' pieces; and on the corpus it turns away most of
+    /// the lines that hold none (what it is for).
+    #[test]
+    fn the_gate_hides_no_key() {
+        let shapes = Shapes::new();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/scrub");
+        let (mut keyless, mut turned_away) = (0, 0);
+        for f in std::fs::read_dir(&dir).expect("corpus") {
+            let p = f.expect("corpus entry").path();
+            if p.extension().is_none_or(|e| e != "txt") {
+                continue;
+            }
+            for line in std::fs::read_to_string(&p).expect("corpus file").lines() {
+                let (gate, key) = (
+                    shapes.gate.may_hold_key(line.as_bytes()),
+                    shapes.first.find(line.as_bytes(), 0).is_some(),
+                );
+                assert!(gate || !key, "{line}");
+                keyless += usize::from(!key);
+                turned_away += usize::from(!gate);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if pulp::x86::V3::is_available() {
+            assert!(
+                turned_away * 10 >= keyless * 8,
+                "the gate let {} of {keyless} keyless corpus lines through",
+                keyless - turned_away
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn the_gate_hides_no_key_in_pieces(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Strategy::prop_map(
+                        proptest::sample::select(
+                            vec!["TTY=", "' to", "(uid", "pass", ") CM", "e\":\"", "Auth", "] OK", " ", "x"]
+                        ),
+                        str::to_owned,
+                    ),
+                    "[ -~]{0,6}",
+                ],
+                0..40,
+            ),
+            cut in 0usize..4,
+        ) {
+            let shapes = Shapes::new();
+            let s = pieces.concat();
+            let s = &s.as_bytes()[cut.min(s.len())..];
+            let key = shapes.first.find(s, 0).is_some();
+            proptest::prop_assert!(shapes.gate.may_hold_key(s) || !key);
+        }
+    }
+
     #[test]
     fn keys_are_rare() {
         let shapes = Shapes::new();
