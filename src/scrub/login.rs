@@ -332,7 +332,10 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         let q = k + 6;
         let close = closing(s, q, b'"')?;
         let v = &s[q..close];
-        let an_id = v.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
+        // gitlab-shell writes `"user_id":"user-42"`: an id too.
+        let an_id = v.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-')
+            || v.strip_prefix(b"user-")
+                .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit));
         if an_id {
             return Some(close + 1);
         }
@@ -394,6 +397,21 @@ fn dn_value(cx: &mut Cx, i: usize, q: usize) -> Option<usize> {
     let v = &s[q..ve];
     if !matches!(s.get(ve), Some(b',' | b')' | b'"')) || !v.iter().any(u8::is_ascii_alphabetic) {
         return None;
+    }
+    // `CN=vpn.example.org`: a server certificate's subject (strongSwan,
+    // OpenVPN) names a host, a dotted name of three labels or more.
+    let host = spaces && v.iter().filter(|&&c| c == b'.').count() >= 2 && {
+        let mut labels = v.split(|&c| c == b'.');
+        let label =
+            |l: &[u8]| !l.is_empty() && l.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-');
+        labels.clone().all(label)
+            && labels
+                .next_back()
+                .is_some_and(|l| l.len() >= 2 && l.iter().all(u8::is_ascii_alphabetic))
+    };
+    if host {
+        cx.settle(ve);
+        return Some(ve);
     }
     cx.rewrite_login(q, ve);
     Some(ve)
@@ -692,7 +710,7 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     if starts_with_mask(&s[i + 1..], cx.sc.mask_token()) {
         return None;
     }
-    if let Some(end) = not_mail(cx, l, i) {
+    if let Some(end) = not_mail(cx, l, i).or_else(|| service_principal(s, l, i)) {
         cx.settle(end);
         return Some(end);
     }
@@ -717,6 +735,16 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
             cx.rewrite_login(l, end);
             Some(end)
         }
+        // `alice@203.0.113.7` (Pure-FTPd's `(alice@203.0.113.7)`, ssh): a
+        // login at an address; the walk goes on into the address, which is
+        // the address detector's.
+        None if super::ipv4::detect(s, i + 1, true).is_some() => {
+            cx.rewrite_login(l, i);
+            Some(i + 1)
+        }
+        // `200@from-internal:1`: Asterisk's extension@context. Digits alone
+        // name no login (useradd refuses them).
+        None if s[l..i].iter().all(u8::is_ascii_digit) => None,
         None => {
             // `alice@server`: ssh's user@host. The host stays: it names a
             // machine, not a person.
@@ -779,9 +807,13 @@ pub fn encoded_at(cx: &mut Cx, i: usize) -> Option<usize> {
 
 /// Whether the text before `l` opens a Message-ID: `message-id=<`
 /// (Postfix), `msgid=<` (Dovecot), `Message-ID: <` (headers), `id: <`
-/// (rspamd).
+/// (rspamd), ` id=` (Exim).
 fn message_id_before(s: &[u8], l: usize) -> bool {
     let before = &s[..l];
+    // Exim's `<=` lines end with ` id=` and the Message-ID, unbracketed.
+    if before.ends_with(b" id=") {
+        return true;
+    }
     let Some(before) = before.strip_suffix(b"<") else {
         return false;
     };
@@ -887,6 +919,26 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
         return Some(i + 1 + host.len());
     }
     None
+}
+
+/// A Kerberos service principal, `service/instance@REALM` (the `@` at
+/// `i`, the instance from `l`): `host/web1.example.org@EXAMPLE.ORG`,
+/// `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`. The instance after the `/` holds a
+/// dot (a host name, a realm) and the realm is in capitals (RFC 4120's
+/// convention): it names a machine or a service. Where it ends, if it is
+/// one. A user's `alice@EXAMPLE.ORG` is no such form and is rewritten.
+fn service_principal(s: &[u8], l: usize, i: usize) -> Option<usize> {
+    if l == 0 || s[l - 1] != b'/' || !s[l..i].contains(&b'.') {
+        return None;
+    }
+    let realm = s[i + 1..]
+        .iter()
+        .take(256)
+        .take_while(|&&c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
+        .count();
+    let end = i + 1 + realm;
+    let upper = s[i + 1..end].iter().any(u8::is_ascii_uppercase);
+    (upper && !s.get(end).is_some_and(|&c| is_label(c))).then_some(end)
 }
 
 /// systemd's unit types (`systemd.unit(5)`).
@@ -1005,10 +1057,16 @@ pub fn access_log_user(cx: &mut Cx, i: usize) -> Option<usize> {
     let ident = user_start
         .checked_sub(1)
         .and_then(|ident_end| Some((token_start(s, ident_end, floor)?, ident_end)));
+    // CUPS's page_log (`printer user job-id [date]`) puts a job id where
+    // a common log has the user: digits alone name no login (useradd
+    // refuses them).
+    let digits = |a: usize, b: usize| s[a..b].iter().all(u8::is_ascii_digit);
     if let Some((a, b)) = ident {
         cx.rewrite_login(a, b);
     }
-    cx.rewrite_login(user_start, user_end);
+    if !digits(user_start, user_end) {
+        cx.rewrite_login(user_start, user_end);
+    }
     Some(i + 1)
 }
 
