@@ -231,6 +231,8 @@ const PRODUCTS: &[&[u8]] = &[
     b"Plesk",
     b"Thunderbird",
     b"Firefox",
+    // RabbitMQ's `Starting RabbitMQ 3.13.7 on Erlang 26.2.5.3 [jit]`.
+    b"Erlang",
 ];
 
 /// Whether the quad `s[start..end]` is an ASN.1 object identifier rather

@@ -142,6 +142,8 @@ const PROSE: &[&[u8]] = &[
     b"as",
     b"at",
     b"authenticated",
+    // Minecraft's `[User Authenticator #1/INFO]` thread.
+    b"authenticator",
     b"by",
     b"can",
     b"cannot",
@@ -807,7 +809,7 @@ pub fn encoded_at(cx: &mut Cx, i: usize) -> Option<usize> {
 
 /// Whether the text before `l` opens a Message-ID: `message-id=<`
 /// (Postfix), `msgid=<` (Dovecot), `Message-ID: <` (headers), `id: <`
-/// (rspamd), ` id=` (Exim).
+/// (rspamd), ` id=` (Exim), `mid=<` and `processing message <` (spamd).
 fn message_id_before(s: &[u8], l: usize) -> bool {
     let before = &s[..l];
     // Exim's `<=` lines end with ` id=` and the Message-ID, unbracketed.
@@ -817,11 +819,18 @@ fn message_id_before(s: &[u8], l: usize) -> bool {
     let Some(before) = before.strip_suffix(b"<") else {
         return false;
     };
-    [&b"message-id="[..], b"msgid=", b"message-id: ", b" id: "]
-        .iter()
-        .any(|k| {
-            before.len() >= k.len() && before[before.len() - k.len()..].eq_ignore_ascii_case(k)
-        })
+    // spamd: `mid=<...>`, `processing message <...> for alice:1000`.
+    [
+        &b"message-id="[..],
+        b"msgid=",
+        b"message-id: ",
+        b" id: ",
+        b"mid=",
+        b"processing message ",
+        b"checking message ",
+    ]
+    .iter()
+    .any(|k| before.len() >= k.len() && before[before.len() - k.len()..].eq_ignore_ascii_case(k))
 }
 
 /// An `@` at `i` with no local part before it: a handle. `/@bob` in a URL

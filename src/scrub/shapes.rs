@@ -549,6 +549,64 @@ pub const SHAPES: &[Row] = &[
         shape: "Queued on \"%k\" by \"%n\".",
         example: "I [10/Oct/2024:13:55:36 +0000] [Job 12] Queued on \"office\" by \"alice\".",
     },
+    // Mosquitto (`src/handle_connect.c`): "New client connected from %s:%d
+    // as %s (p%d, c%d, k%d, u'%s')." (the client id, then the username).
+    Row {
+        program: "mosquitto",
+        shape: ", u'%n').",
+        example: "1728568536: New client connected from 203.0.113.7:51234 as sensor-42 (p2, c1, k60, u'alice').",
+    },
+    // Minecraft (Java edition server): player events, each opening with
+    // the player's name after the `[thread/LEVEL]: ` prefix.
+    Row {
+        program: "minecraft",
+        shape: "UUID of player %n is ",
+        example: "[13:55:36] [User Authenticator #1/INFO]: UUID of player alice is 069a79f4-44e9-4726-a5be-fca90e38aaf5",
+    },
+    Row {
+        program: "minecraft",
+        shape: "%^%n[/%k] logged in with entity id ",
+        example: "[13:55:36] [Server thread/INFO]: alice[/203.0.113.7:51234] logged in with entity id 123 at (0.5, 64.0, 0.5)",
+    },
+    Row {
+        program: "minecraft",
+        shape: "%^%n joined the game",
+        example: "[13:55:36] [Server thread/INFO]: alice joined the game",
+    },
+    Row {
+        program: "minecraft",
+        shape: "%^%n left the game",
+        example: "[13:55:38] [Server thread/INFO]: alice left the game",
+    },
+    Row {
+        program: "minecraft",
+        shape: "%^%n lost connection: ",
+        example: "[13:55:38] [Server thread/INFO]: alice lost connection: Disconnected",
+    },
+    Row {
+        program: "minecraft",
+        shape: "/INFO]: <%n> ",
+        example: "[13:55:37] [Server thread/INFO]: <alice> hi everyone",
+    },
+    // Webmin (`miniserv.pl`): "Successful login as %s from %s", "Invalid
+    // login as %s from %s", "Non-existent login as %s from %s".
+    Row {
+        program: "webmin",
+        shape: " login as %n from ",
+        example: "miniserv.pl[1234]: Invalid login as mallory from 198.51.100.9",
+    },
+    // SpamAssassin's spamd: "setuid to %s succeeded", "processing message
+    // %s for %s:%d" (the user and their uid).
+    Row {
+        program: "spamd",
+        shape: "setuid to %n succeeded",
+        example: "spamd[1234]: spamd: setuid to alice succeeded",
+    },
+    Row {
+        program: "spamd",
+        shape: "> for %n:",
+        example: "spamd[1234]: spamd: processing message <20241010135536.abc@example.org> for alice:1000",
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
