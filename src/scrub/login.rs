@@ -712,9 +712,20 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     if starts_with_mask(&s[i + 1..], cx.sc.mask_token()) {
         return None;
     }
-    if let Some(end) = not_mail(cx, l, i).or_else(|| service_principal(s, l, i)) {
+    if let Some(end) = not_mail(cx, l, i) {
         cx.settle(end);
         return Some(end);
+    }
+    match principal(s, l, i, floor) {
+        Some(Principal::Service(end)) => {
+            cx.settle(end);
+            return Some(end);
+        }
+        Some(Principal::User(p, end)) => {
+            cx.rewrite_login(p, end);
+            return Some(end);
+        }
+        None => {}
     }
     match domain_end(s, i + 1) {
         // `git@github.com:org/repo.git`, `alice@host.example:backup/`: an
@@ -930,14 +941,22 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
     None
 }
 
-/// A Kerberos service principal, `service/instance@REALM` (the `@` at
-/// `i`, the instance from `l`): `host/web1.example.org@EXAMPLE.ORG`,
-/// `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`. The instance after the `/` holds a
-/// dot (a host name, a realm) and the realm is in capitals (RFC 4120's
-/// convention): it names a machine or a service. Where it ends, if it is
-/// one. A user's `alice@EXAMPLE.ORG` is no such form and is rewritten.
-fn service_principal(s: &[u8], l: usize, i: usize) -> Option<usize> {
-    if l == 0 || s[l - 1] != b'/' || !s[l..i].contains(&b'.') {
+/// A Kerberos principal with an instance, `primary/instance@REALM`.
+enum Principal {
+    /// A service's, which names a machine and stays: where it ends.
+    Service(usize),
+    /// A user's (`alice/admin@EXAMPLE.ORG`): the span to rewrite whole,
+    /// as `alice@EXAMPLE.ORG` is.
+    User(usize, usize),
+}
+
+/// The principal around the `@` at `i` (the instance from `l`, after a
+/// `/`), its realm in capitals (RFC 4120's convention). A service's has a
+/// dotted instance (a host name, a realm: `host/web1.example.org@EXAMPLE.ORG`,
+/// `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`) or is the KDC's own (`kadmin/admin`);
+/// any other is a user's with an instance (`alice/admin@EXAMPLE.ORG`).
+fn principal(s: &[u8], l: usize, i: usize, floor: usize) -> Option<Principal> {
+    if l == 0 || s[l - 1] != b'/' {
         return None;
     }
     let realm = s[i + 1..]
@@ -946,8 +965,20 @@ fn service_principal(s: &[u8], l: usize, i: usize) -> Option<usize> {
         .take_while(|&&c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
         .count();
     let end = i + 1 + realm;
-    let upper = s[i + 1..end].iter().any(u8::is_ascii_uppercase);
-    (upper && !s.get(end).is_some_and(|&c| is_label(c))).then_some(end)
+    if !s[i + 1..end].iter().any(u8::is_ascii_uppercase) || s.get(end).is_some_and(|&c| is_label(c))
+    {
+        return None;
+    }
+    let slash = l - 1;
+    let mut p = slash;
+    while p > floor && slash - p < 64 && is_local(s[p - 1]) {
+        p -= 1;
+    }
+    let primary = &s[p..slash];
+    if s[l..i].contains(&b'.') || matches!(primary, b"krbtgt" | b"kadmin") {
+        return Some(Principal::Service(end));
+    }
+    (!primary.is_empty()).then_some(Principal::User(p, end))
 }
 
 /// systemd's unit types (`systemd.unit(5)`).
