@@ -497,22 +497,12 @@ pub const SHAPES: &[Row] = &[
     },
     Row {
         program: "exim",
-        shape: " A=dovecot_plain:%n ",
+        shape: " A=dovecot_%{plain|login}:%n ",
         example: "<= alice@example.org H=(laptop) [203.0.113.7] P=esmtpsa A=dovecot_plain:alice S=1234",
     },
     Row {
         program: "exim",
-        shape: " A=dovecot_login:%n ",
-        example: "<= alice@example.org H=(laptop) [203.0.113.7] P=esmtpsa A=dovecot_login:alice S=1234",
-    },
-    Row {
-        program: "exim",
-        shape: " A=plain_server:%n ",
-        example: "<= alice@example.org H=(laptop) [203.0.113.7] P=esmtpsa A=plain_server:alice S=1234",
-    },
-    Row {
-        program: "exim",
-        shape: " A=login_server:%n ",
+        shape: " A=%{plain|login}_server:%n ",
         example: "<= alice@example.org H=(laptop) [203.0.113.7] P=esmtpsa A=login_server:alice S=1234",
     },
     // Asterisk: the display name of a SIP From (`chan_sip`'s and PJSIP's
@@ -570,13 +560,8 @@ pub const SHAPES: &[Row] = &[
     },
     Row {
         program: "minecraft",
-        shape: "%^%n joined the game",
+        shape: "%^%n %{joined|left} the game",
         example: "[13:55:36] [Server thread/INFO]: alice joined the game",
-    },
-    Row {
-        program: "minecraft",
-        shape: "%^%n left the game",
-        example: "[13:55:38] [Server thread/INFO]: alice left the game",
     },
     Row {
         program: "minecraft",
