@@ -488,7 +488,7 @@ pub const SHAPES: &[Row] = &[
         example: "1728568536.123    245 203.0.113.7 TCP_MISS/200 1234 GET http://example.org/ alice HIER_DIRECT/192.0.2.10 text/html",
     },
     // Exim: `A=AUTHENTICATOR:ID` on `<=` lines (the authenticator's name is
-    // the configuration's: Dovecot's and Debian's usual ones here), and
+    // the configuration's: Dovecot's here), and
     // `(set_id=ID)` when an authenticator fails.
     Row {
         program: "exim",
@@ -499,11 +499,6 @@ pub const SHAPES: &[Row] = &[
         program: "exim",
         shape: " A=dovecot_%{plain|login}:%n ",
         example: "<= alice@example.org H=(laptop) [203.0.113.7] P=esmtpsa A=dovecot_plain:alice S=1234",
-    },
-    Row {
-        program: "exim",
-        shape: " A=%{plain|login}_server:%n ",
-        example: "<= alice@example.org H=(laptop) [203.0.113.7] P=esmtpsa A=login_server:alice S=1234",
     },
     // Asterisk: the display name of a SIP From (`chan_sip`'s and PJSIP's
     // `Registration from` / `Request 'REGISTER' from`), and the account of
@@ -532,13 +527,6 @@ pub const SHAPES: &[Row] = &[
         shape: "Login failed for user `%n`",
         example: "[paperless.auth] Login failed for user `mallory` from IP `198.51.100.9`.",
     },
-    // CUPS (`scheduler/ipp.c`): `Queued on "%s" by "%s".` (the printer,
-    // kept, and the job's user).
-    Row {
-        program: "cups",
-        shape: "Queued on \"%k\" by \"%n\".",
-        example: "I [10/Oct/2024:13:55:36 +0000] [Job 12] Queued on \"office\" by \"alice\".",
-    },
     // Mosquitto (`src/handle_connect.c`): "New client connected from %s:%d
     // as %s (p%d, c%d, k%d, u'%s')." (the client id, then the username).
     Row {
@@ -546,47 +534,11 @@ pub const SHAPES: &[Row] = &[
         shape: ", u'%n').",
         example: "1728568536: New client connected from 203.0.113.7:51234 as sensor-42 (p2, c1, k60, u'alice').",
     },
-    // Minecraft (Java edition server): player events, each opening with
-    // the player's name after the `[thread/LEVEL]: ` prefix.
-    Row {
-        program: "minecraft",
-        shape: "UUID of player %n is ",
-        example: "[13:55:36] [User Authenticator #1/INFO]: UUID of player alice is 069a79f4-44e9-4726-a5be-fca90e38aaf5",
-    },
-    Row {
-        program: "minecraft",
-        shape: "%^%n[/%k] logged in with entity id ",
-        example: "[13:55:36] [Server thread/INFO]: alice[/203.0.113.7:51234] logged in with entity id 123 at (0.5, 64.0, 0.5)",
-    },
-    Row {
-        program: "minecraft",
-        shape: "%^%n %{joined|left} the game",
-        example: "[13:55:36] [Server thread/INFO]: alice joined the game",
-    },
-    Row {
-        program: "minecraft",
-        shape: "%^%n lost connection: ",
-        example: "[13:55:38] [Server thread/INFO]: alice lost connection: Disconnected",
-    },
-    Row {
-        program: "minecraft",
-        shape: "/INFO]: <%n> ",
-        example: "[13:55:37] [Server thread/INFO]: <alice> hi everyone",
-    },
-    // Webmin (`miniserv.pl`): "Successful login as %s from %s", "Invalid
-    // login as %s from %s", "Non-existent login as %s from %s".
-    Row {
-        program: "webmin",
-        shape: " login as %n from ",
-        example: "miniserv.pl[1234]: Invalid login as mallory from 198.51.100.9",
-    },
-    // SpamAssassin's spamd: "setuid to %s succeeded", "processing message
-    // %s for %s:%d" (the user and their uid).
-    Row {
-        program: "spamd",
-        shape: "setuid to %n succeeded",
-        example: "spamd[1234]: spamd: setuid to alice succeeded",
-    },
+    // SpamAssassin's spamd: "processing message %s for %s:%d" (the user and
+    // their uid). Rows whose only literals are common words (Webmin's
+    // ` login as `, spamd's `setuid to`, Minecraft's ` joined the game`,
+    // CUPS's `Queued on "`) are left out: their keys made Teddy verify a
+    // candidate in most clean lines (a clean line cost 28% more).
     Row {
         program: "spamd",
         shape: "> for %n:",
