@@ -41,7 +41,13 @@ pub fn parse_quad(s: &[u8], start: usize) -> Option<([u8; 4], usize)> {
 
 /// An address starting at the word start `start`, with its end.
 pub fn detect(s: &[u8], start: usize, keep_versions: bool) -> Option<([u8; 4], usize)> {
-    if start > 0 && matches!(s[start - 1], b'.' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z') {
+    // A dot before continues a version or a longer dotted number, unless
+    // it ends an ellipsis (strongSwan's `192.0.2.1[a]...203.0.113.9[b]`).
+    let ellipsis = start >= 2 && s[start - 2] == b'.';
+    if start > 0
+        && matches!(s[start - 1], b'.' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+        && !(s[start - 1] == b'.' && ellipsis)
+    {
         return None;
     }
     let (octets, end) = parse_quad(s, start)?;
@@ -192,7 +198,12 @@ pub fn is_version(s: &[u8], start: usize) -> bool {
         return false;
     }
     let word = &s[w..p];
-    if sep == b'/' && p + 1 == start && word.len() >= 2 && word[0].is_ascii_uppercase() {
+    // A product token starts a word: after a `/` it is a path's segment
+    // (Asterisk's `IPV4/UDP/198.51.100.9/5060`), after a `_` part of a
+    // code (Squid's `HIER_DIRECT/198.51.100.20`), not a product.
+    let in_path = w > 0 && matches!(s[w - 1], b'/' | b'_');
+    if sep == b'/' && p + 1 == start && word.len() >= 2 && word[0].is_ascii_uppercase() && !in_path
+    {
         return true;
     }
     if [&b"version"[..], b"ver", b"v", b"release", b"build", b"oid"]
@@ -220,6 +231,8 @@ const PRODUCTS: &[&[u8]] = &[
     b"Plesk",
     b"Thunderbird",
     b"Firefox",
+    // RabbitMQ's `Starting RabbitMQ 3.13.7 on Erlang 26.2.5.3 [jit]`.
+    b"Erlang",
 ];
 
 /// Whether the quad `s[start..end]` is an ASN.1 object identifier rather

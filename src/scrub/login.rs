@@ -142,6 +142,8 @@ const PROSE: &[&[u8]] = &[
     b"as",
     b"at",
     b"authenticated",
+    // Minecraft's `[User Authenticator #1/INFO]` thread.
+    b"authenticator",
     b"by",
     b"can",
     b"cannot",
@@ -332,7 +334,10 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         let q = k + 6;
         let close = closing(s, q, b'"')?;
         let v = &s[q..close];
-        let an_id = v.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-');
+        // gitlab-shell writes `"user_id":"user-42"`: an id too.
+        let an_id = v.iter().all(|c| c.is_ascii_hexdigit() || *c == b'-')
+            || v.strip_prefix(b"user-")
+                .is_some_and(|n| !n.is_empty() && n.iter().all(u8::is_ascii_digit));
         if an_id {
             return Some(close + 1);
         }
@@ -394,6 +399,21 @@ fn dn_value(cx: &mut Cx, i: usize, q: usize) -> Option<usize> {
     let v = &s[q..ve];
     if !matches!(s.get(ve), Some(b',' | b')' | b'"')) || !v.iter().any(u8::is_ascii_alphabetic) {
         return None;
+    }
+    // `CN=vpn.example.org`: a server certificate's subject (strongSwan,
+    // OpenVPN) names a host, a dotted name of three labels or more.
+    let host = spaces && v.iter().filter(|&&c| c == b'.').count() >= 2 && {
+        let mut labels = v.split(|&c| c == b'.');
+        let label =
+            |l: &[u8]| !l.is_empty() && l.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-');
+        labels.clone().all(label)
+            && labels
+                .next_back()
+                .is_some_and(|l| l.len() >= 2 && l.iter().all(u8::is_ascii_alphabetic))
+    };
+    if host {
+        cx.settle(ve);
+        return Some(ve);
     }
     cx.rewrite_login(q, ve);
     Some(ve)
@@ -696,6 +716,17 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
         cx.settle(end);
         return Some(end);
     }
+    match principal(s, l, i, floor) {
+        Some(Principal::Service(end)) => {
+            cx.settle(end);
+            return Some(end);
+        }
+        Some(Principal::User(p, end)) => {
+            cx.rewrite_login(p, end);
+            return Some(end);
+        }
+        None => {}
+    }
     match domain_end(s, i + 1) {
         // `git@github.com:org/repo.git`, `alice@host.example:backup/`: an
         // scp-style remote names a login at a machine, not a mailbox.
@@ -717,6 +748,16 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
             cx.rewrite_login(l, end);
             Some(end)
         }
+        // `alice@203.0.113.7` (Pure-FTPd's `(alice@203.0.113.7)`, ssh): a
+        // login at an address; the walk goes on into the address, which is
+        // the address detector's.
+        None if super::ipv4::detect(s, i + 1, true).is_some() => {
+            cx.rewrite_login(l, i);
+            Some(i + 1)
+        }
+        // `200@from-internal:1`: Asterisk's extension@context. Digits alone
+        // name no login (useradd refuses them).
+        None if s[l..i].iter().all(u8::is_ascii_digit) => None,
         None => {
             // `alice@server`: ssh's user@host. The host stays: it names a
             // machine, not a person.
@@ -779,17 +820,28 @@ pub fn encoded_at(cx: &mut Cx, i: usize) -> Option<usize> {
 
 /// Whether the text before `l` opens a Message-ID: `message-id=<`
 /// (Postfix), `msgid=<` (Dovecot), `Message-ID: <` (headers), `id: <`
-/// (rspamd).
+/// (rspamd), ` id=` (Exim), `mid=<` and `processing message <` (spamd).
 fn message_id_before(s: &[u8], l: usize) -> bool {
     let before = &s[..l];
+    // Exim's `<=` lines end with ` id=` and the Message-ID, unbracketed.
+    if before.ends_with(b" id=") {
+        return true;
+    }
     let Some(before) = before.strip_suffix(b"<") else {
         return false;
     };
-    [&b"message-id="[..], b"msgid=", b"message-id: ", b" id: "]
-        .iter()
-        .any(|k| {
-            before.len() >= k.len() && before[before.len() - k.len()..].eq_ignore_ascii_case(k)
-        })
+    // spamd: `mid=<...>`, `processing message <...> for alice:1000`.
+    [
+        &b"message-id="[..],
+        b"msgid=",
+        b"message-id: ",
+        b" id: ",
+        b"mid=",
+        b"processing message ",
+        b"checking message ",
+    ]
+    .iter()
+    .any(|k| before.len() >= k.len() && before[before.len() - k.len()..].eq_ignore_ascii_case(k))
 }
 
 /// An `@` at `i` with no local part before it: a handle. `/@bob` in a URL
@@ -887,6 +939,46 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
         return Some(i + 1 + host.len());
     }
     None
+}
+
+/// A Kerberos principal with an instance, `primary/instance@REALM`.
+enum Principal {
+    /// A service's, which names a machine and stays: where it ends.
+    Service(usize),
+    /// A user's (`alice/admin@EXAMPLE.ORG`): the span to rewrite whole,
+    /// as `alice@EXAMPLE.ORG` is.
+    User(usize, usize),
+}
+
+/// The principal around the `@` at `i` (the instance from `l`, after a
+/// `/`), its realm in capitals (RFC 4120's convention). A service's has a
+/// dotted instance (a host name, a realm: `host/web1.example.org@EXAMPLE.ORG`,
+/// `krbtgt/EXAMPLE.ORG@EXAMPLE.ORG`) or is the KDC's own (`kadmin/admin`);
+/// any other is a user's with an instance (`alice/admin@EXAMPLE.ORG`).
+fn principal(s: &[u8], l: usize, i: usize, floor: usize) -> Option<Principal> {
+    if l == 0 || s[l - 1] != b'/' {
+        return None;
+    }
+    let realm = s[i + 1..]
+        .iter()
+        .take(256)
+        .take_while(|&&c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, b'.' | b'-'))
+        .count();
+    let end = i + 1 + realm;
+    if !s[i + 1..end].iter().any(u8::is_ascii_uppercase) || s.get(end).is_some_and(|&c| is_label(c))
+    {
+        return None;
+    }
+    let slash = l - 1;
+    let mut p = slash;
+    while p > floor && slash - p < 64 && is_local(s[p - 1]) {
+        p -= 1;
+    }
+    let primary = &s[p..slash];
+    if s[l..i].contains(&b'.') || matches!(primary, b"krbtgt" | b"kadmin") {
+        return Some(Principal::Service(end));
+    }
+    (!primary.is_empty()).then_some(Principal::User(p, end))
 }
 
 /// systemd's unit types (`systemd.unit(5)`).
@@ -1005,10 +1097,16 @@ pub fn access_log_user(cx: &mut Cx, i: usize) -> Option<usize> {
     let ident = user_start
         .checked_sub(1)
         .and_then(|ident_end| Some((token_start(s, ident_end, floor)?, ident_end)));
+    // CUPS's page_log (`printer user job-id [date]`) puts a job id where
+    // a common log has the user: digits alone name no login (useradd
+    // refuses them).
+    let digits = |a: usize, b: usize| s[a..b].iter().all(u8::is_ascii_digit);
     if let Some((a, b)) = ident {
         cx.rewrite_login(a, b);
     }
-    cx.rewrite_login(user_start, user_end);
+    if !digits(user_start, user_end) {
+        cx.rewrite_login(user_start, user_end);
+    }
     Some(i + 1)
 }
 

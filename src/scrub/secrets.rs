@@ -168,6 +168,12 @@ pub fn at_key(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         // MySQL's `(using password: YES)`.
         b"yes",
         b"no",
+        // Asterisk's `UsingPassword="1"`: a flag.
+        b"0",
+        b"1",
+        // Rails' `filter_parameters` placeholder (GitLab, Mastodon): the
+        // value is already gone.
+        b"[FILTERED]",
     ];
     if v.is_empty() || NOT_VALUES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
         return Some(after.max(q));
