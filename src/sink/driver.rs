@@ -377,7 +377,14 @@ struct Gathered {
 impl Gathered {
     fn add(&mut self, mut batch: spool::Batch) {
         self.bytes += batch.events.iter().map(Event::approx_size).sum::<usize>();
-        self.events.append(&mut batch.events);
+        if self.events.is_empty() {
+            // The first read of a batch (often its only one) is taken
+            // whole: its events are not moved, and its `Vec` is the
+            // reader's reused one, with room for a full batch.
+            std::mem::swap(&mut self.events, &mut batch.events);
+        } else {
+            self.events.append(&mut batch.events);
+        }
         self.end = batch.end;
     }
 

@@ -61,6 +61,10 @@ pub struct Reader {
     pub(super) undecodable: crate::metrics::Counter,
     /// Events to decode into (see [`Reader::recycle`]).
     pub(super) pool: Vec<Event>,
+    /// The emptied `Vec` of a batch handed back, to hand out the next batch
+    /// in: a batch's events are then decoded into place, not into a `Vec`
+    /// grown (and its events moved) a doubling at a time.
+    pub(super) spare: Vec<Event>,
     /// Follows the record being read (`cur`'s, while there is one).
     pub(super) decoder: Decoder,
 }
@@ -102,7 +106,7 @@ impl Reader {
         let max_events = max_events.max(1);
         loop {
             let plan = self.plan();
-            let mut events = Vec::new();
+            let mut events = std::mem::take(&mut self.spare);
             if let Some(cur) = &mut self.cur {
                 let mut d = Decode {
                     decoder: &mut self.decoder,
@@ -123,6 +127,7 @@ impl Reader {
             } else if let Some(plan) = plan {
                 self.fill(&plan, max_events, max_bytes, &mut events)?;
             } else {
+                self.spare = events;
                 let read = self.read;
                 self.durable
                     .wait_for(|&d| d > read)
@@ -139,20 +144,26 @@ impl Reader {
                     end: self.read,
                 });
             }
+            self.spare = events;
         }
     }
 
     /// Takes back a batch's events once the sink is done with them, to
     /// decode later batches into (bounded: [`POOL_EVENTS`], and an event
     /// holding over [`POOL_EVENT_BYTES`] is freed).
-    pub fn recycle(&mut self, events: Vec<Event>) {
+    pub fn recycle(&mut self, mut events: Vec<Event>) {
         let room = POOL_EVENTS.saturating_sub(self.pool.len());
         self.pool.extend(
             events
-                .into_iter()
+                .drain(..)
                 .take(room)
                 .filter(|e| e.held_bytes() <= POOL_EVENT_BYTES),
         );
+        // The larger emptied `Vec` is kept for the next batch (bounded
+        // like the pool).
+        if events.capacity() > self.spare.capacity() && events.capacity() <= POOL_EVENTS {
+            self.spare = events;
+        }
     }
 
     /// Drops events older than `max_age` (retention, and Loki refuses them
