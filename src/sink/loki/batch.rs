@@ -253,7 +253,9 @@ fn label_bit(name: &str) -> u8 {
 /// Entries already in order (one source writing, the usual case) are only
 /// checked. Otherwise the sort is of (time, index) pairs, 16 bytes each,
 /// each entry then moved once into its place: sorting the 64-byte entries
-/// themselves moved each about log n times.
+/// themselves moved each about log n times. The pairs are sorted by the
+/// standard (merge) sort, which uses the runs of ordered times that
+/// interleaved writers leave; the index makes every key distinct.
 fn sort_by_time(entries: &mut Vec<EntryAdapter>) {
     if entries.is_sorted_by_key(EntryAdapter::ts_ns) {
         return;
@@ -263,8 +265,7 @@ fn sort_by_time(entries: &mut Vec<EntryAdapter>) {
         .enumerate()
         .map(|(i, e)| (e.ts_ns(), i as u32))
         .collect();
-    // The index makes every key distinct: unstable sorting them is stable.
-    order.sort_unstable();
+    order.sort();
     let mut sorted = Vec::with_capacity(entries.len());
     sorted.extend(
         order
