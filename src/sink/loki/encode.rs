@@ -109,17 +109,21 @@ pub fn encode(req: &PushRequest, encoding: Encoding, compression: Compression) -
 
 /// What encoding a push needs besides its output, kept by a sink lane from
 /// one push to the next: the uncompressed protobuf (snappy's input), each
-/// entry's encoded length, and snappy's hash table.
+/// entry's encoded length, snappy's hash table and its output buffer.
 #[derive(Default)]
 pub struct Scratch {
     raw: Vec<u8>,
     lens: Vec<u32>,
     snappy: Option<snap::raw::Encoder>,
+    /// Snappy writes here (its worst-case size, zeroed once, not per push);
+    /// the body is a copy of the compressed part, a fraction of it.
+    compressed: Vec<u8>,
 }
 
-/// Largest `raw` buffer kept between pushes: a lane holds at most this much
-/// of it while idle (pushes are up to 4 MB, a busy lane's are usually far
-/// smaller), so lanes do not pin the memory budget.
+/// Largest `raw` buffer kept between pushes (and about the largest
+/// `compressed`): a lane holds at most this much while idle (pushes are up
+/// to 4 MB, a busy lane's are usually far smaller), so lanes do not pin
+/// the memory budget.
 const KEEP_RAW_BYTES: usize = 1 << 20;
 
 impl std::fmt::Debug for Scratch {
@@ -143,19 +147,23 @@ impl Scratch {
                 self.raw.clear();
                 write_protobuf(req, &mut self.raw, &mut self.lens);
                 let raw = &self.raw;
-                let mut compressed = vec![0; snap::raw::max_compress_len(raw.len())];
+                let room = snap::raw::max_compress_len(raw.len());
+                if self.compressed.len() < room {
+                    self.compressed.resize(room, 0);
+                }
                 let n = self
                     .snappy
                     .get_or_insert_with(snap::raw::Encoder::new)
-                    .compress(raw, &mut compressed)
+                    .compress(raw, &mut self.compressed[..room])
                     .expect("snappy accepts any input under 4 GiB");
-                compressed.truncate(n);
+                let bytes = bytes::Bytes::copy_from_slice(&self.compressed[..n]);
                 let decoded = raw.len();
                 if self.raw.capacity() > KEEP_RAW_BYTES {
                     self.raw = Vec::new();
+                    self.compressed = Vec::new();
                 }
                 let body = Body {
-                    bytes: compressed.into(),
+                    bytes,
                     content_type: "application/x-protobuf",
                     content_encoding: None,
                 };
