@@ -375,10 +375,27 @@ struct Gathered {
 }
 
 impl Gathered {
-    fn add(&mut self, mut batch: spool::Batch) {
-        self.bytes += batch.events.iter().map(Event::approx_size).sum::<usize>();
-        self.events.append(&mut batch.events);
-        self.end = batch.end;
+    /// Reads into the batch: each event is decoded in its place (a batch
+    /// is often gathered from several reads, as the spool becomes durable),
+    /// in the reader's reused `Vec` ([`spool::Reader::take_spare`]).
+    async fn read(
+        &mut self,
+        reader: &mut spool::Reader,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<(), spool::SpoolError> {
+        if self.events.capacity() == 0 {
+            self.events = reader.take_spare();
+        }
+        let before = self.events.len();
+        self.end = reader
+            .read_into(&mut self.events, max_events, max_bytes)
+            .await?;
+        self.bytes += self.events[before..]
+            .iter()
+            .map(Event::approx_size)
+            .sum::<usize>();
+        Ok(())
     }
 
     fn take(&mut self) -> (Vec<Event>, Offset) {
@@ -398,10 +415,8 @@ async fn gather(
 ) -> Result<(), spool::SpoolError> {
     let max_events = policy.max_events.max(1);
     if g.events.is_empty() {
-        let first = reader
-            .next_batch(max_events.min(READ_EVENTS), policy.max_bytes)
+        g.read(reader, max_events.min(READ_EVENTS), policy.max_bytes)
             .await?;
-        g.add(first);
         if policy.linger.is_zero() {
             return Ok(());
         }
@@ -413,7 +428,7 @@ async fn gather(
         tokio::select! {
             biased;
             _ = tokio::time::sleep_until(deadline) => break,
-            b = reader.next_batch(room, policy.max_bytes - g.bytes) => g.add(b?),
+            r = g.read(reader, room, policy.max_bytes - g.bytes) => r?,
         }
     }
     Ok(())

@@ -681,6 +681,7 @@ impl Spool {
                 .spool_dropped_events
                 .with(crate::metrics::labels::SinkReason::new(sink, "undecodable")),
             pool: Vec::new(),
+            spare: Vec::new(),
             decoder: crate::event::codec::Decoder::new(crate::event::codec::Version::V2),
         })
     }

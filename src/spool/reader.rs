@@ -61,6 +61,10 @@ pub struct Reader {
     pub(super) undecodable: crate::metrics::Counter,
     /// Events to decode into (see [`Reader::recycle`]).
     pub(super) pool: Vec<Event>,
+    /// The emptied `Vec` of a batch handed back, to hand out the next batch
+    /// in: a batch's events are then decoded into place, not into a `Vec`
+    /// grown (and its events moved) a doubling at a time.
+    pub(super) spare: Vec<Event>,
     /// Follows the record being read (`cur`'s, while there is one).
     pub(super) decoder: Decoder,
 }
@@ -99,20 +103,43 @@ impl Reader {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Batch, SpoolError> {
+        let mut events = self.take_spare();
+        let end = self.read_into(&mut events, max_events, max_bytes).await?;
+        Ok(Batch { events, end })
+    }
+
+    /// An empty `Vec` to gather a batch in: the emptied one of a batch
+    /// handed back to [`Reader::recycle`] (with room for a batch), if any.
+    pub fn take_spare(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.spare)
+    }
+
+    /// [`Reader::next_batch`], appending to `events` (the limits count only
+    /// the events appended): a sink gathering a batch from several reads
+    /// decodes each event straight into its place in the batch. Returns the
+    /// offset the batch ends at ([`Batch::end`]). Cancel-safe: dropping the
+    /// future appends nothing.
+    pub async fn read_into(
+        &mut self,
+        events: &mut Vec<Event>,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Offset, SpoolError> {
         let max_events = max_events.max(1);
+        let base = events.len();
         loop {
             let plan = self.plan();
-            let mut events = Vec::new();
             if let Some(cur) = &mut self.cur {
                 let mut d = Decode {
                     decoder: &mut self.decoder,
                     pool: &mut self.pool,
-                    out: &mut events,
+                    out: events,
+                    base,
                     failed: None,
                 };
                 d.take(&cur.events, &mut cur.at, max_events, max_bytes);
                 let failed = d.failed.take();
-                cur.handed += events.len() as u32;
+                cur.handed += (events.len() - base) as u32;
                 if let Some(err) = failed {
                     skipped_undecodable(&self.undecodable, err, cur.count, cur.handed);
                 }
@@ -121,7 +148,7 @@ impl Reader {
                     self.cur = None;
                 }
             } else if let Some(plan) = plan {
-                self.fill(&plan, max_events, max_bytes, &mut events)?;
+                self.fill(&plan, max_events, max_bytes, events, base)?;
             } else {
                 let read = self.read;
                 self.durable
@@ -130,14 +157,11 @@ impl Reader {
                     .map_err(|_| SpoolError::Closed)?;
                 continue;
             }
-            self.seg_events += events.len() as u64;
+            self.seg_events += (events.len() - base) as u64;
             self.publish();
-            self.drop_expired(&mut events);
-            if !events.is_empty() {
-                return Ok(Batch {
-                    events,
-                    end: self.read,
-                });
+            self.drop_expired(events, base);
+            if events.len() > base {
+                return Ok(self.read);
             }
         }
     }
@@ -145,20 +169,26 @@ impl Reader {
     /// Takes back a batch's events once the sink is done with them, to
     /// decode later batches into (bounded: [`POOL_EVENTS`], and an event
     /// holding over [`POOL_EVENT_BYTES`] is freed).
-    pub fn recycle(&mut self, events: Vec<Event>) {
+    pub fn recycle(&mut self, mut events: Vec<Event>) {
         let room = POOL_EVENTS.saturating_sub(self.pool.len());
         self.pool.extend(
             events
-                .into_iter()
+                .drain(..)
                 .take(room)
                 .filter(|e| e.held_bytes() <= POOL_EVENT_BYTES),
         );
+        // The larger emptied `Vec` is kept for the next batch
+        // ([`Reader::take_spare`]; bounded like the pool).
+        if events.capacity() > self.spare.capacity() && events.capacity() <= POOL_EVENTS {
+            self.spare = events;
+        }
     }
 
     /// Drops events older than `max_age` (retention, and Loki refuses them
     /// anyway); they go back to the pool. A batch of only expired events is
     /// skipped: its offsets are acknowledged with the next batch the sink delivers.
-    fn drop_expired(&mut self, events: &mut Vec<Event>) {
+    /// Only `events[from..]` (this read's) are looked at.
+    fn drop_expired(&mut self, events: &mut Vec<Event>, from: usize) {
         if self.max_age.is_zero() {
             return;
         }
@@ -169,7 +199,11 @@ impl Reader {
         let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
         // Usually none has expired: then nothing is moved (an event is a
         // few hundred bytes, and swapping one with itself copies it thrice).
-        let Some(first) = events.iter().position(|e| e.timestamp_ns < cutoff) else {
+        let Some(first) = events[from..]
+            .iter()
+            .position(|e| e.timestamp_ns < cutoff)
+            .map(|i| from + i)
+        else {
             return;
         };
         // A stable partition: kept events stay in order.
@@ -256,14 +290,16 @@ impl Reader {
         }
     }
 
-    /// Reads whole records from `plan` into `events` until a limit is hit;
-    /// a record only partly handed out stays in `self.cur`.
+    /// Reads whole records from `plan` into `events` until a limit is hit
+    /// (counting only the events past `base`); a record only partly handed
+    /// out stays in `self.cur`.
     fn fill(
         &mut self,
         plan: &Plan,
         max_events: usize,
         max_bytes: usize,
         events: &mut Vec<Event>,
+        base: usize,
     ) -> Result<(), SpoolError> {
         if self.file.as_ref().map(|f| f.0) != Some(plan.base) {
             match crate::statefile::open_read(&segment::path(&self.spool.shared().dir, plan.base)) {
@@ -288,7 +324,7 @@ impl Reader {
         )?;
         let mut at = 0usize;
         let mut bytes = 0usize;
-        while events.len() < max_events && (bytes < max_bytes || events.is_empty()) {
+        while events.len() - base < max_events && (bytes < max_bytes || events.len() == base) {
             if self.read >= plan.limit {
                 break;
             }
@@ -335,6 +371,7 @@ impl Reader {
                 decoder: &mut self.decoder,
                 pool: &mut self.pool,
                 out: events,
+                base,
                 failed: None,
             };
             bytes += d.take(
@@ -349,7 +386,7 @@ impl Reader {
                 skipped_undecodable(&self.undecodable, err, h.count, handed);
             }
             if taken < parts.events.len() {
-                if events.len() == before && !events.is_empty() {
+                if events.len() == before && events.len() > base {
                     // Nothing of it fitted: leave it for the next batch whole.
                     break;
                 }
@@ -387,6 +424,8 @@ struct Decode<'a> {
     decoder: &'a mut Decoder,
     pool: &'a mut Vec<Event>,
     out: &'a mut Vec<Event>,
+    /// Events of `out` from earlier reads: not counted against the limits.
+    base: usize,
     /// Why an event could not be decoded: the rest of the record was skipped.
     failed: Option<DecodeError>,
 }
@@ -411,7 +450,7 @@ fn skipped_undecodable(
 
 impl Decode<'_> {
     /// Decodes the events of `buf` (one record's) from `*at` into `out`
-    /// within the limits (at least one if `out` is empty), moving `*at` past
+    /// within the limits (at least one if none is past `base`), moving `*at` past
     /// them; returns their approximate size. A decode error ends the record
     /// (CRC passed, so it is a bug or a foreign writer): the rest of it is
     /// skipped.
@@ -420,8 +459,8 @@ impl Decode<'_> {
         // Only events decoded by this call are known to be the decoder's
         // previous one (a batch handed out since may have been changed).
         let first = self.out.len();
-        while *at < buf.len() && self.out.len() < max_events {
-            if !self.out.is_empty() && bytes >= max_bytes {
+        while *at < buf.len() && self.out.len() - self.base < max_events {
+            if self.out.len() > self.base && bytes >= max_bytes {
                 break;
             }
             let mut e = self
@@ -493,4 +532,74 @@ fn read_at(file: &File, buf: &mut Vec<u8>, len: usize, pos: u64) -> Result<(), S
     }
     buf.truncate(n);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::config;
+    use super::super::WhenFull;
+    use super::*;
+
+    fn ev(i: u64) -> Event {
+        Event::new(i as i64, Origin::Docker, format!("event number {i:08}"))
+    }
+
+    /// A batch gathered from several reads: each read's limits count only
+    /// what it appends, and each still returns at least one event; the
+    /// events appended follow those already there, in spool order.
+    #[tokio::test]
+    async fn reads_append_with_limits_of_their_own() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+        let s = Spool::open(d.path(), &cfg, &["a".to_string()]).unwrap();
+        let evs: Vec<Event> = (0..10).map(ev).collect();
+        let end = s.append(&evs[..6], None).await.unwrap();
+        s.wait_durable(end).await.unwrap();
+        let end = s.append(&evs[6..], None).await.unwrap();
+        s.wait_durable(end).await.unwrap();
+        let mut r = s.reader("a").unwrap();
+        let mut batch = vec![ev(99)];
+        // 4 of the first record's 6: the one already there is not counted.
+        let at = r.read_into(&mut batch, 4, 1 << 20).await.unwrap();
+        assert_eq!(batch[1..], evs[..4]);
+        assert_eq!(at, 0, "the first record is not passed yet");
+        // A byte limit below one event still appends one.
+        r.read_into(&mut batch, 100, 1).await.unwrap();
+        assert_eq!(batch[1..], evs[..5]);
+        // The rest of the first record, then the second.
+        while batch.len() < 11 {
+            r.read_into(&mut batch, 100, 1 << 20).await.unwrap();
+        }
+        assert_eq!(batch[0], ev(99));
+        assert_eq!(batch[1..], evs[..]);
+        // Nothing more is durable: a read waits, and cancelling it appends
+        // nothing.
+        let wait = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            r.read_into(&mut batch, 100, 1 << 20),
+        );
+        assert!(wait.await.is_err());
+        assert_eq!(batch.len(), 11);
+    }
+
+    /// The emptied `Vec` of a recycled batch is the next one handed out.
+    #[tokio::test]
+    async fn a_recycled_batch_vec_is_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+        let s = Spool::open(d.path(), &cfg, &["a".to_string()]).unwrap();
+        let evs: Vec<Event> = (0..100).map(ev).collect();
+        let end = s.append(&evs, None).await.unwrap();
+        s.wait_durable(end).await.unwrap();
+        let mut r = s.reader("a").unwrap();
+        let mut first = r.take_spare();
+        assert_eq!(first.capacity(), 0);
+        first.reserve(500);
+        let cap = first.capacity();
+        r.read_into(&mut first, 100, 1 << 20).await.unwrap();
+        r.recycle(first);
+        let again = r.take_spare();
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), cap);
+    }
 }

@@ -165,26 +165,39 @@ struct Live {
 
 impl Live {
     /// This stream's place in plan `plan`, opened there (`streams` gets a
-    /// copy of the label string) on its first event of that plan.
-    fn slot(&mut self, plan: u64, streams: &mut Vec<(String, Vec<EntryAdapter>)>) -> usize {
+    /// copy of the label string) on its first event of that plan. The
+    /// plan's first stream has room for all of `left` (the events not yet
+    /// planned): most batches are one stream, whose entries then never move
+    /// while it grows.
+    fn slot(
+        &mut self,
+        plan: u64,
+        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+        left: usize,
+    ) -> usize {
         if self.plan != plan {
             self.plan = plan;
             self.slot = streams.len();
-            streams.push((self.labels.clone(), Vec::new()));
+            let room = if streams.is_empty() { left } else { 0 };
+            streams.push((self.labels.clone(), Vec::with_capacity(room)));
         }
         self.slot
     }
 }
+
+/// A selected label: its name, value and [`label_bit`], computed once in the
+/// selection loop (a run of one stream compares keys by bit, not by name).
+type Selected<'a> = (&'static str, &'a str, u8);
 
 /// Writes the key a stream is known by: for each selected label, its bit
 /// ([`label_bit`]), its value's length and the value. It names the same
 /// stream as the label string but is cheaper to write (no quoting or
 /// escaping: a copy), so the label string is written only when a stream
 /// opens. The lengths keep keys unambiguous whatever bytes values hold.
-fn write_stream_key(key: &mut Vec<u8>, selected: &[(&'static str, &str)]) {
+fn write_stream_key(key: &mut Vec<u8>, selected: &[Selected]) {
     key.clear();
-    for (k, v) in selected {
-        key.push(label_bit(k));
+    for &(_, v, bit) in selected {
+        key.push(bit);
         key.extend_from_slice(&(v.len() as u32).to_le_bytes());
         key.extend_from_slice(v.as_bytes());
     }
@@ -204,13 +217,13 @@ fn stream_overhead(labels: &str, encoding: Encoding) -> usize {
 /// Whether `key` is the stream key of `selected` ([`write_stream_key`]),
 /// compared in place: a run of one stream's events (most batches) writes
 /// no key.
-fn is_stream_key(key: &[u8], selected: &[(&'static str, &str)]) -> bool {
+fn is_stream_key(key: &[u8], selected: &[Selected]) -> bool {
     let mut rest = key;
-    for (k, v) in selected {
+    for &(_, v, bit) in selected {
         let Some((head, tail)) = rest.split_at_checked(5 + v.len()) else {
             return false;
         };
-        if head[0] != label_bit(k)
+        if head[0] != bit
             || head[1..5] != (v.len() as u32).to_le_bytes()
             || &head[5..] != v.as_bytes()
         {
@@ -234,6 +247,32 @@ fn label_bit(name: &str) -> u8 {
         "level" => 64,
         _ => 0,
     }
+}
+
+/// Sorts entries by time, equal times in their order (a stable sort).
+/// Entries already in order (one source writing, the usual case) are only
+/// checked. Otherwise the sort is of (time, index) pairs, 16 bytes each,
+/// each entry then moved once into its place: sorting the 64-byte entries
+/// themselves moved each about log n times. The pairs are sorted by the
+/// standard (merge) sort, which uses the runs of ordered times that
+/// interleaved writers leave; the index makes every key distinct.
+fn sort_by_time(entries: &mut Vec<EntryAdapter>) {
+    if entries.is_sorted_by_key(EntryAdapter::ts_ns) {
+        return;
+    }
+    let mut order: Vec<(i64, u32)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.ts_ns(), i as u32))
+        .collect();
+    order.sort();
+    let mut sorted = Vec::with_capacity(entries.len());
+    sorted.extend(
+        order
+            .iter()
+            .map(|&(_, i)| std::mem::take(&mut entries[i as usize])),
+    );
+    *entries = sorted;
 }
 
 /// `{"streams":[]}`.
@@ -287,10 +326,11 @@ impl Planner {
         key: &[u8],
         now_ns: i64,
         streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+        left: usize,
     ) -> Option<usize> {
         let live = self.live.get_mut(key)?;
         live.last_ns = now_ns;
-        Some(live.slot(self.plans, streams))
+        Some(live.slot(self.plans, streams, left))
     }
 
     /// Makes `key` (whose labels are `selected`) a live stream used at
@@ -298,17 +338,18 @@ impl Planner {
     fn open_stream(
         &mut self,
         key: &[u8],
-        selected: &[(&'static str, &str)],
+        selected: &[Selected],
         now_ns: i64,
         streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+        left: usize,
     ) -> usize {
         let mut live = Live {
-            labels: encode::label_string(selected.iter().copied()),
+            labels: encode::label_string(selected.iter().map(|&(k, v, _)| (k, v))),
             last_ns: now_ns,
             plan: 0,
             slot: 0,
         };
-        let slot = live.slot(self.plans, streams);
+        let slot = live.slot(self.plans, streams, left);
         self.live.insert(key.to_owned(), live);
         slot
     }
@@ -354,7 +395,8 @@ impl Planner {
         // event.
         let mut prev_key = Vec::with_capacity(128);
         let mut prev_slot: Option<usize> = None;
-        for event in events {
+        for (i, event) in events.iter().enumerate() {
+            let left = events.len() - i;
             extra.clear();
             selected.clear();
             let mut long_label = false;
@@ -362,9 +404,10 @@ impl Planner {
                 if v.is_empty() {
                     continue;
                 }
-                if self.selects & label_bit(k) != 0 {
+                let bit = label_bit(k);
+                if self.selects & bit != 0 {
                     long_label |= v.len() > MAX_LABEL_VALUE_BYTES;
-                    selected.push((k, v));
+                    selected.push((k, v, bit));
                 } else {
                     extra.push((k, v));
                 }
@@ -380,14 +423,14 @@ impl Planner {
             }
             let slot = match prev_slot {
                 Some(slot) if same => slot,
-                _ => match self.live_slot(&key, now_ns, &mut streams) {
+                _ => match self.live_slot(&key, now_ns, &mut streams, left) {
                     Some(slot) => {
                         std::mem::swap(&mut key, &mut prev_key);
                         prev_slot = Some(slot);
                         slot
                     }
                     None if self.live.len() < self.limits.max_streams => {
-                        let slot = self.open_stream(&key, &selected, now_ns, &mut streams);
+                        let slot = self.open_stream(&key, &selected, now_ns, &mut streams, left);
                         std::mem::swap(&mut key, &mut prev_key);
                         prev_slot = Some(slot);
                         slot
@@ -400,10 +443,11 @@ impl Planner {
                         plan.demoted += 1;
                         let mut found = None;
                         for name in DEMOTE_ORDER {
-                            if let Some(i) = selected.iter().position(|(k, _)| *k == name) {
-                                extra.push(selected.remove(i));
+                            if let Some(i) = selected.iter().position(|&(k, ..)| k == name) {
+                                let (k, v, _) = selected.remove(i);
+                                extra.push((k, v));
                                 write_stream_key(&mut key, &selected);
-                                found = self.live_slot(&key, now_ns, &mut streams);
+                                found = self.live_slot(&key, now_ns, &mut streams, left);
                                 if found.is_some() {
                                     break;
                                 }
@@ -411,7 +455,7 @@ impl Planner {
                         }
                         match found {
                             Some(slot) => slot,
-                            None => self.open_stream(&key, &selected, now_ns, &mut streams),
+                            None => self.open_stream(&key, &selected, now_ns, &mut streams, left),
                         }
                     }
                 },
@@ -441,10 +485,11 @@ impl Planner {
         };
         let mut too_large = 0;
         for (labels, mut entries) in streams {
-            entries.sort_by_key(EntryAdapter::ts_ns);
+            sort_by_time(&mut entries);
             let overhead = stream_overhead(&labels, self.encoding);
             let mut open = false;
-            for entry in entries {
+            let n = entries.len();
+            for (i, entry) in entries.into_iter().enumerate() {
                 let entry_size = self.entry_size(&entry);
                 if push_overhead + overhead + entry_size > self.cap {
                     too_large += 1;
@@ -458,9 +503,11 @@ impl Planner {
                     open = false;
                 }
                 if !open {
+                    // Room for the rest of the stream: a stream that fits
+                    // in one push (most) is moved in without regrowing.
                     current.streams.push(StreamAdapter {
                         labels: labels.clone(),
-                        entries: Vec::new(),
+                        entries: Vec::with_capacity(n - i),
                         hash: 0,
                     });
                     size += overhead;
@@ -683,10 +730,13 @@ mod tests {
 
     #[test]
     fn a_stream_key_is_recognised_in_place_and_only_its_own() {
-        let a: &[(&'static str, &str)] = &[("host", "h1"), ("service", "web")];
+        let sel = |pairs: &[(&'static str, &'static str)]| -> Vec<Selected<'static>> {
+            pairs.iter().map(|&(k, v)| (k, v, label_bit(k))).collect()
+        };
+        let a = sel(&[("host", "h1"), ("service", "web")]);
         let mut key = Vec::new();
-        write_stream_key(&mut key, a);
-        assert!(is_stream_key(&key, a));
+        write_stream_key(&mut key, &a);
+        assert!(is_stream_key(&key, &a));
         for other in [
             &[("host", "h1"), ("service", "we")][..],
             &[("host", "h1"), ("service", "webb")],
@@ -695,8 +745,30 @@ mod tests {
             &[("host", "h1"), ("service", "web"), ("level", "info")],
             &[],
         ] {
-            assert!(!is_stream_key(&key, other), "{other:?}");
+            assert!(!is_stream_key(&key, &sel(other)), "{other:?}");
         }
+    }
+
+    #[test]
+    fn sorting_by_time_is_stable() {
+        let entry = |ts: i64, line: &str| EntryAdapter {
+            timestamp: Some(encode::Timestamp::from_ns(ts)),
+            line: line.into(),
+            structured_metadata: Vec::new(),
+        };
+        let mut entries: Vec<EntryAdapter> = (0..500)
+            .map(|i: i64| entry((i * 7919) % 31 - 15, &i.to_string()))
+            .collect();
+        let mut expected = entries.clone();
+        expected.sort_by_key(EntryAdapter::ts_ns);
+        sort_by_time(&mut entries);
+        assert_eq!(entries, expected);
+        // Already in order: unchanged.
+        sort_by_time(&mut entries);
+        assert_eq!(entries, expected);
+        let mut one = vec![entry(5, "a")];
+        sort_by_time(&mut one);
+        assert_eq!(one, vec![entry(5, "a")]);
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub(super) struct LokiSink {
     pending: Vec<Push>,
     /// The encoded form of `pending.last()`, kept across retries.
     encoded: Option<(encode::Body, usize)>,
+    /// This lane's encoding buffers, reused from push to push.
+    scratch: encode::Scratch,
     announced_split: bool,
     /// Entries of the current batch refused without being sent (Loki's
     /// known limits) or refused by a 400 whose push Loki otherwise stored:
@@ -64,6 +66,7 @@ impl LokiSink {
             shared_service: Arc::default(),
             pending: Vec::new(),
             encoded: None,
+            scratch: encode::Scratch::default(),
             announced_split: false,
             drops: Vec::new(),
             splits: registry.sink_splits.with(labels::sink(name)),
@@ -103,6 +106,7 @@ impl driver::Sink for LokiSink {
             shared_service: self.shared_service.clone(),
             pending: Vec::new(),
             encoded: None,
+            scratch: encode::Scratch::default(),
             announced_split: false,
             drops: Vec::new(),
             splits: self.splits.clone(),
@@ -166,7 +170,8 @@ impl driver::Sink for LokiSink {
             };
             let entries = push.entries;
             let (body, decoded) = self.encoded.get_or_insert_with(|| {
-                encode::encode(&push.request, self.config.encoding, self.config.compression)
+                self.scratch
+                    .encode(&push.request, self.config.encoding, self.config.compression)
             });
             let (size, decoded) = (body.bytes.len(), *decoded);
             let outcome = if size > cap || decoded > cap {
