@@ -45,10 +45,12 @@ use crate::event::Event;
 /// Most entries in one batch. Small, so that the events handed over and
 /// back (refilled in place by this thread) stay in the caches: with 1,000
 /// the reader thread took 2.3-3.1 CPU s per million entries of the bench's
-/// journal and the `weir` binary end to end 5.7-7.6; with 128, 1.7-2.2 and
-/// 4.8-6.3 (four pairs of runs alternated, load average 11-15). The cost,
-/// one spool record and cursor per 128 entries, did not show.
-pub const BATCH_ENTRIES: usize = 128;
+/// journal and the `weir` binary end to end 5.5-7.6; with 128, 1.7-2.2 and
+/// 4.8-6.8; with 256, 1.85-2.2 and 4.7-6.4 (pairs of runs alternated, load
+/// average 9-15). Each batch wakes the append task (a futex and a write to
+/// tokio's eventfd): 128 cost about 0.4 s of system time per million more
+/// than 1,000; 256 halves those wake-ups.
+pub const BATCH_ENTRIES: usize = 256;
 /// A batch is handed over at the latest this long after its first entry.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(50);
 /// While entries keep coming, the window is checked every this many.
