@@ -1,7 +1,7 @@
 //! systemd journal source: libsystemd's sd_journal, a cursor that never lies.
 //!
 //! ```text
-//!  journal files --sd_journal--> reader thread --batches (≤1000 entries / 50 ms)--> async task --> Ingest::append(events, cursor)
+//!  journal files --sd_journal--> reader thread --batches (≤256 entries / 50 ms)--> async task --> Ingest::append(events, cursor)
 //!                                (reader.rs)      bounded channel                     (this file)   spool: batch + cursor, atomically
 //! ```
 //!
