@@ -331,15 +331,11 @@ impl<'a> Cx<'a> {
         match sc.config.ipv6 {
             Action::Keep => return,
             Action::Truncate => {
-                use std::io::Write as _;
-                let mut buf = [0u8; 64];
-                let addr = ipv6::truncate(addr, sc.config.ipv6_prefix);
-                let room = buf.len();
-                let mut w = &mut buf[..];
-                // 64 bytes hold the longest form (45): the write cannot fail.
-                let _ = write!(w, "{addr}");
-                let n = room - w.len();
-                if buf[..n] == self.s[start..end] {
+                let mut buf = [0u8; ipv6::MAX_LEN];
+                let n = ipv6::format(ipv6::truncate(addr, sc.config.ipv6_prefix), &mut buf);
+                // Its own truncation in canonical form (nearly every address
+                // of a second pass): left as it is.
+                if everywhere::same_bytes(&buf[..n], &self.s[start..end]) {
                     return;
                 }
                 self.replace(start, end, &buf[..n]);
