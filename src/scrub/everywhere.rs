@@ -285,9 +285,7 @@ mod tests {
                     _ => format!("n{k}.x@example.org"),
                 };
                 let name = name.as_bytes();
-                if want.len() < MAX_NAMES
-                    && worth_sweeping(name)
-                    && !want.iter().any(|n| n == name)
+                if want.len() < MAX_NAMES && worth_sweeping(name) && !want.iter().any(|n| n == name)
                 {
                     want.push(name.to_vec());
                 }

@@ -370,7 +370,11 @@ mod tests {
             let a: Ipv6Addr = s.parse().unwrap();
             let mut buf = [0u8; MAX_LEN];
             let n = format(a, &mut buf);
-            assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), a.to_string(), "{s}");
+            assert_eq!(
+                std::str::from_utf8(&buf[..n]).unwrap(),
+                a.to_string(),
+                "{s}"
+            );
         }
     }
 

@@ -377,7 +377,12 @@ impl Scrubber {
     pub fn explain_text(&self, text: &[u8], timestamp_ns: i64) -> (Vec<u8>, Vec<Explained>) {
         let mut log = Vec::new();
         let out = self
-            .scrub_text_full(text, timestamp_ns, Some(&mut log), &mut everywhere::Seen::new())
+            .scrub_text_full(
+                text,
+                timestamp_ns,
+                Some(&mut log),
+                &mut everywhere::Seen::new(),
+            )
             .into_owned();
         (out, log)
     }

@@ -17,8 +17,8 @@
 use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
-use super::everywhere::Seen;
 pub use super::cx::{Cx, Rewrite};
+use super::everywhere::Seen;
 use super::{ipv4, ipv6, login, programs, secrets, Scrubber};
 
 const SKIP: u8 = 0;

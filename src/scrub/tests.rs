@@ -598,7 +598,9 @@ fn regression_mask_after_at_sign_is_idempotent() {
 fn regression_a_rewrite_ungluing_an_address_before_it() {
     let sc = scrubber_with("ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"");
     let input = b"7::.77Vak.@ms7.PP";
-    let one_pass = sc.pass(input, TS, 1, None, &mut everywhere::Seen::new()).unwrap();
+    let one_pass = sc
+        .pass(input, TS, 1, None, &mut everywhere::Seen::new())
+        .unwrap();
     assert_eq!(one_pass, b"7::.REDACTED");
     let once = sc.scrub_text(input, TS).into_owned();
     assert_eq!(once, b"REDACTED.REDACTED");
