@@ -53,9 +53,10 @@ pub struct Cx<'a> {
     pub(super) log: Option<Vec<Rewrite>>,
     /// The logins and e-mail addresses rewritten (for the sweep,
     /// `everywhere`), remembered as they are rewritten rather than read back
-    /// from a rewrite log: the log is kept only when explaining. Moved in
-    /// and out by the driver (`scan::run`).
-    pub(super) seen: Vec<Vec<u8>>,
+    /// from a rewrite log: the log is kept only when explaining. The
+    /// caller's, borrowed: a pointer to set up per scrub, not a list to move
+    /// in and out (which every clean line paid for).
+    seen: &'a mut everywhere::Seen,
     /// Where the next `ip6.arpa` at or after some position is, once looked
     /// up: `Some(None)` when there is none.
     arpa: Option<Option<usize>>,
@@ -82,7 +83,13 @@ impl<'a> Cx<'a> {
         self.rewrite_v4_form(start, end, octets, action, ipv4::Form::Dotted);
     }
 
-    pub fn new(sc: &'a Scrubber, s: &'a [u8], timestamp_ns: i64) -> Cx<'a> {
+    /// The names rewritten are remembered in `seen`.
+    pub fn new(
+        sc: &'a Scrubber,
+        s: &'a [u8],
+        timestamp_ns: i64,
+        seen: &'a mut everywhere::Seen,
+    ) -> Cx<'a> {
         Cx {
             sc,
             s,
@@ -94,7 +101,7 @@ impl<'a> Cx<'a> {
             rule: "",
             kind: "",
             log: None,
-            seen: Vec::new(),
+            seen,
             arpa: None,
             delimiter: None,
             curl: None,
@@ -331,15 +338,11 @@ impl<'a> Cx<'a> {
         match sc.config.ipv6 {
             Action::Keep => return,
             Action::Truncate => {
-                use std::io::Write as _;
-                let mut buf = [0u8; 64];
-                let addr = ipv6::truncate(addr, sc.config.ipv6_prefix);
-                let room = buf.len();
-                let mut w = &mut buf[..];
-                // 64 bytes hold the longest form (45): the write cannot fail.
-                let _ = write!(w, "{addr}");
-                let n = room - w.len();
-                if buf[..n] == self.s[start..end] {
+                let mut buf = [0u8; ipv6::MAX_LEN];
+                let n = ipv6::format(ipv6::truncate(addr, sc.config.ipv6_prefix), &mut buf);
+                // Its own truncation in canonical form (nearly every address
+                // of a second pass): left as it is.
+                if everywhere::same_bytes(&buf[..n], &self.s[start..end]) {
                     return;
                 }
                 self.replace(start, end, &buf[..n]);
@@ -421,7 +424,7 @@ impl<'a> Cx<'a> {
             Action::Hash => self.replace_hashed(start, end, b"login", hash::LOGIN_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
-        everywhere::remember(&mut self.seen, &self.s[start..end]);
+        self.seen.remember(&self.s[start..end]);
         sc.counters.login.inc();
     }
 

@@ -278,7 +278,7 @@ impl Scrubber {
             return;
         }
         let ts = event.timestamp_ns;
-        let mut seen = Vec::new();
+        let mut seen = everywhere::Seen::new();
         if let Cow::Owned(m) = self.scrub_text_full(&event.message, ts, None, &mut seen) {
             event.message = m;
         }
@@ -310,7 +310,7 @@ impl Scrubber {
         if seen.is_empty() || event.fields.is_empty() {
             return;
         }
-        let names = self.sweep_names(&seen, ts);
+        let names = self.sweep_names(seen.names_from(0), ts);
         let mut spans = Vec::new();
         if let Some(m) = everywhere::sweep(&event.message, &names, &mut spans) {
             event.message = m;
@@ -341,11 +341,15 @@ impl Scrubber {
     }
 
     /// What each recognised name is rewritten to, for the sweep.
-    fn sweep_names(&self, seen: &[Vec<u8>], timestamp_ns: i64) -> Vec<everywhere::Name> {
+    fn sweep_names<'s>(
+        &self,
+        seen: impl Iterator<Item = &'s [u8]>,
+        timestamp_ns: i64,
+    ) -> Vec<everywhere::Name> {
         let mut names: Vec<everywhere::Name> = Vec::new();
         let key = self.keys.key_for(timestamp_ns);
         for from in seen {
-            if names.iter().any(|n| &n.from == from) {
+            if names.iter().any(|n| n.from == from) {
                 continue;
             }
             if names.len() == everywhere::MAX_NAMES {
@@ -357,7 +361,7 @@ impl Scrubber {
                 Action::Mask => to.extend_from_slice(self.mask_token()),
                 Action::Keep | Action::Truncate => continue,
             }
-            names.push(everywhere::Name::new(from.clone(), to));
+            names.push(everywhere::Name::new(from.to_vec(), to));
         }
         names
     }
@@ -366,7 +370,7 @@ impl Scrubber {
     /// again on the result until nothing changes (see "Idempotence" above).
     /// Borrowed when nothing changed. Valid UTF-8 in gives valid UTF-8 out.
     pub fn scrub_text<'a>(&self, text: &'a [u8], timestamp_ns: i64) -> Cow<'a, [u8]> {
-        self.scrub_text_full(text, timestamp_ns, None, &mut Vec::new())
+        self.scrub_text_full(text, timestamp_ns, None, &mut everywhere::Seen::new())
     }
 
     /// [`Scrubber::scrub_text`], telling every rewrite: its span, kind and
@@ -374,7 +378,12 @@ impl Scrubber {
     pub fn explain_text(&self, text: &[u8], timestamp_ns: i64) -> (Vec<u8>, Vec<Explained>) {
         let mut log = Vec::new();
         let out = self
-            .scrub_text_full(text, timestamp_ns, Some(&mut log), &mut Vec::new())
+            .scrub_text_full(
+                text,
+                timestamp_ns,
+                Some(&mut log),
+                &mut everywhere::Seen::new(),
+            )
             .into_owned();
         (out, log)
     }
@@ -386,7 +395,7 @@ impl Scrubber {
         text: &'a [u8],
         timestamp_ns: i64,
         mut log: Option<&mut Vec<Explained>>,
-        seen: &mut Vec<Vec<u8>>,
+        seen: &mut everywhere::Seen,
     ) -> Cow<'a, [u8]> {
         let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut(), seen) else {
             return Cow::Borrowed(text);
@@ -421,7 +430,7 @@ impl Scrubber {
         timestamp_ns: i64,
         n: usize,
         mut log: Option<&mut Vec<Explained>>,
-        seen: &mut Vec<Vec<u8>>,
+        seen: &mut everywhere::Seen,
     ) -> Option<Vec<u8>> {
         let mut cur = Cow::Borrowed(text);
         let explaining = log.is_some();
@@ -497,11 +506,11 @@ impl Scrubber {
         }
         // Nearly always the one occurrence of a name was the one rewritten:
         // then the names' pseudonyms and the sweep are not needed.
-        if seen[first_seen..]
-            .iter()
+        if seen
+            .names_from(first_seen)
             .any(|n| everywhere::may_occur(&cur, n))
         {
-            let names = self.sweep_names(&seen[first_seen..], timestamp_ns);
+            let names = self.sweep_names(seen.names_from(first_seen), timestamp_ns);
             let mut spans = Vec::new();
             if let Some(v) = everywhere::sweep(&cur, &names, &mut spans) {
                 if explaining {
@@ -528,7 +537,7 @@ impl Scrubber {
         paren: bool,
         timestamp_ns: i64,
         note: &mut impl FnMut(&[u8], usize, usize, &str, &str),
-        seen: &mut Vec<Vec<u8>>,
+        seen: &mut everywhere::Seen,
     ) -> Option<Vec<u8>> {
         let found = self.shapes.find(s, paren);
         let mut out: Option<Vec<u8>> = None;
@@ -546,7 +555,7 @@ impl Scrubber {
                 continue;
             }
             note(s, a, b, "login", program);
-            everywhere::remember(seen, v);
+            seen.remember(v);
             let buf = out.get_or_insert_with(|| Vec::with_capacity(s.len() + 16));
             buf.extend_from_slice(&s[copied..a]);
             match self.config.logins {
@@ -569,13 +578,11 @@ impl Scrubber {
         &self,
         value: &'a [u8],
         timestamp_ns: i64,
-        seen: &mut Vec<Vec<u8>>,
+        seen: &mut everywhere::Seen,
     ) -> Cow<'a, [u8]> {
-        let mut cx = scan::Cx::new(self, value, timestamp_ns);
         // The rewrite remembers the value in `seen` (`Cx::rewrite_login`).
-        cx.seen = std::mem::take(seen);
+        let mut cx = scan::Cx::new(self, value, timestamp_ns, seen);
         cx.rewrite_login(0, value.len());
-        *seen = std::mem::take(&mut cx.seen);
         match cx.finish() {
             Some(v) => Cow::Owned(v),
             None => Cow::Borrowed(value),

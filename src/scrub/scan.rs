@@ -18,6 +18,7 @@ use std::net::Ipv6Addr;
 
 use super::anchor::{self, Anchors};
 pub use super::cx::{Cx, Rewrite};
+use super::everywhere::Seen;
 use super::{ipv4, ipv6, login, programs, secrets, Scrubber};
 
 const SKIP: u8 = 0;
@@ -53,7 +54,7 @@ static CLASS: [u8; 256] = {
 /// Scrubs the text of `anchors` with the built-in detectors; `None` when
 /// nothing changed. With `log`, every rewrite is appended to it. The logins
 /// and e-mail addresses rewritten are added to `seen`
-/// (`everywhere::remember`). Inlined into its one caller (the pass): called
+/// (`everywhere::Seen::remember`). Inlined into its one caller (the pass): called
 /// apart, the state of the walk was built and moved through memory, ~100
 /// instructions more per clean line.
 #[inline(always)]
@@ -62,12 +63,11 @@ pub fn run(
     anchors: &mut Anchors<'_>,
     timestamp_ns: i64,
     mut log: Option<&mut Vec<Rewrite>>,
-    seen: &mut Vec<Vec<u8>>,
+    seen: &mut Seen,
 ) -> Option<Vec<u8>> {
     let s = anchors.text();
-    let mut cx = Cx::new(sc, s, timestamp_ns);
+    let mut cx = Cx::new(sc, s, timestamp_ns, seen);
     cx.log = log.as_deref_mut().map(std::mem::take);
-    cx.seen = std::mem::take(seen);
     cx.curl_is(anchors.pairs().dash_u);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
@@ -84,7 +84,6 @@ pub fn run(
     if let (Some(log), Some(mine)) = (log, cx.log.take()) {
         *log = mine;
     }
-    *seen = std::mem::take(&mut cx.seen);
     // Nothing rewritten (most texts): no move of `cx` into `finish`.
     cx.out.as_ref()?;
     cx.finish()
@@ -93,7 +92,8 @@ pub fn run(
 /// The reference walk: [`Cx::step`] everywhere, no prefilter.
 #[cfg(test)]
 pub fn run_every_position(sc: &Scrubber, s: &[u8], timestamp_ns: i64) -> Option<Vec<u8>> {
-    let mut cx = Cx::new(sc, s, timestamp_ns);
+    let mut seen = Seen::new();
+    let mut cx = Cx::new(sc, s, timestamp_ns, &mut seen);
     let mut i = 0;
     while i < s.len() {
         i = cx.step(i);

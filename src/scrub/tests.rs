@@ -598,7 +598,9 @@ fn regression_mask_after_at_sign_is_idempotent() {
 fn regression_a_rewrite_ungluing_an_address_before_it() {
     let sc = scrubber_with("ipv4 = \"mask\"\nipv6 = \"mask\"\nlogins = \"mask\"");
     let input = b"7::.77Vak.@ms7.PP";
-    let one_pass = sc.pass(input, TS, 1, None, &mut Vec::new()).unwrap();
+    let one_pass = sc
+        .pass(input, TS, 1, None, &mut everywhere::Seen::new())
+        .unwrap();
     assert_eq!(one_pass, b"7::.REDACTED");
     let once = sc.scrub_text(input, TS).into_owned();
     assert_eq!(once, b"REDACTED.REDACTED");
@@ -1072,7 +1074,7 @@ proptest! {
                 // to pick up what a rewrite unglued), never the cap.
                 let mut passes = 0;
                 let mut cur = input.to_vec();
-                while let Some(next) = sc.pass(&cur, TS, 1, None, &mut Vec::new()) {
+                while let Some(next) = sc.pass(&cur, TS, 1, None, &mut everywhere::Seen::new()) {
                     passes += 1;
                     cur = next;
                     prop_assert!(passes < 4, "{:?}", String::from_utf8_lossy(input));
@@ -1090,7 +1092,7 @@ proptest! {
             let sc = scrubber_with(config);
             for input in [text.as_bytes(), &bytes[..]] {
                 prop_assert_eq!(
-                    scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut Vec::new()),
+                    scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut everywhere::Seen::new()),
                     scan::run_every_position(&sc, input, TS),
                     "config {:?} text {:?}", config, String::from_utf8_lossy(input)
                 );
@@ -1107,7 +1109,7 @@ proptest! {
             let sc = scrubber_with(config);
             for input in [text.as_bytes(), &bytes[..]] {
                 if sc.clean_at_a_glance(input) {
-                    let mut seen = Vec::new();
+                    let mut seen = super::everywhere::Seen::new();
                     let out = sc.scrub_text_full(input, TS, None, &mut seen);
                     prop_assert!(matches!(out, Cow::Borrowed(_)) && seen.is_empty(), "config {:?} text {:?}", config, String::from_utf8_lossy(input));
                 }
