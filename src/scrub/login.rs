@@ -751,7 +751,11 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
         // `alice@203.0.113.7` (Pure-FTPd's `(alice@203.0.113.7)`, ssh): a
         // login at an address; the walk goes on into the address, which is
         // the address detector's.
-        None if super::ipv4::detect(s, i + 1, true).is_some() => {
+        // (The digit test first: a hostile line of `@`s must not pay a
+        // call per `@`.)
+        None if s.get(i + 1).is_some_and(u8::is_ascii_digit)
+            && super::ipv4::detect(s, i + 1, true).is_some() =>
+        {
             cx.rewrite_login(l, i);
             Some(i + 1)
         }
