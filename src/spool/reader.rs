@@ -544,19 +544,26 @@ mod tests {
         Event::new(i as i64, Origin::Docker, format!("event number {i:08}"))
     }
 
+    /// A spool in `d` with one sink, "a", and `records` appended durably,
+    /// one record each.
+    async fn spool_with(d: &std::path::Path, records: &[&[Event]]) -> Spool {
+        let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+        let s = Spool::open(d, &cfg, &["a".to_string()]).unwrap();
+        for record in records {
+            let end = s.append(record, None).await.unwrap();
+            s.wait_durable(end).await.unwrap();
+        }
+        s
+    }
+
     /// A batch gathered from several reads: each read's limits count only
     /// what it appends, and each still returns at least one event; the
     /// events appended follow those already there, in spool order.
     #[tokio::test]
     async fn reads_append_with_limits_of_their_own() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
-        let s = Spool::open(d.path(), &cfg, &["a".to_string()]).unwrap();
         let evs: Vec<Event> = (0..10).map(ev).collect();
-        let end = s.append(&evs[..6], None).await.unwrap();
-        s.wait_durable(end).await.unwrap();
-        let end = s.append(&evs[6..], None).await.unwrap();
-        s.wait_durable(end).await.unwrap();
+        let s = spool_with(d.path(), &[&evs[..6], &evs[6..]]).await;
         let mut r = s.reader("a").unwrap();
         let mut batch = vec![ev(99)];
         // 4 of the first record's 6: the one already there is not counted.
@@ -586,11 +593,8 @@ mod tests {
     #[tokio::test]
     async fn a_recycled_batch_vec_is_reused() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
-        let s = Spool::open(d.path(), &cfg, &["a".to_string()]).unwrap();
         let evs: Vec<Event> = (0..100).map(ev).collect();
-        let end = s.append(&evs, None).await.unwrap();
-        s.wait_durable(end).await.unwrap();
+        let s = spool_with(d.path(), &[&evs]).await;
         let mut r = s.reader("a").unwrap();
         let mut first = r.take_spare();
         assert_eq!(first.capacity(), 0);

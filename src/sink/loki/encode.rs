@@ -213,7 +213,10 @@ fn write_protobuf(req: &PushRequest, out: &mut Vec<u8>, lens: &mut Vec<u32>) {
 }
 
 /// An entry's fields, as prost writes them (proto3: empty and zero values
-/// are left out; a present timestamp is written even if zero).
+/// are left out; a present timestamp is written even if zero). Not
+/// `Message::encode`: it computes the entry's length again first (the walk
+/// this function exists to save), and `encode_raw` is prost's own, "meant
+/// to be used only by `Message` implementations".
 fn write_entry(entry: &EntryAdapter, out: &mut Vec<u8>) {
     if let Some(ts) = &entry.timestamp {
         prost::encoding::message::encode(1, ts, out);
