@@ -244,6 +244,22 @@ fn label_bit(name: &str) -> u8 {
     }
 }
 
+/// An event's labels as [`crate::event::Labels::pairs`] gives them, `None`
+/// for those it lacks, each at the index of its [`label_bit`]: no name is
+/// compared per event to find its bit (a test checks the order).
+fn label_values(event: &Event) -> [(&'static str, Option<&str>); 7] {
+    let l = &event.labels;
+    [
+        ("host", l.host.as_deref()),
+        ("source", Some(event.origin.as_str())),
+        ("app", l.app.as_deref()),
+        ("service", l.service.as_deref()),
+        ("container_name", l.container_name.as_deref()),
+        ("unit", l.unit.as_deref()),
+        ("level", l.level.map(crate::event::Level::as_str)),
+    ]
+}
+
 /// Sorts entries by time, equal times in their order (a stable sort).
 /// Entries already in order (one source writing, the usual case) are only
 /// checked: the sort would allocate its scratch buffer first.
@@ -380,11 +396,11 @@ impl Planner {
             extra.clear();
             selected.clear();
             let mut long_label = false;
-            for (k, v) in event.labels.pairs(event.origin) {
-                if v.is_empty() {
+            for (i, &(k, v)) in label_values(event).iter().enumerate() {
+                let Some(v) = v.filter(|v| !v.is_empty()) else {
                     continue;
-                }
-                let bit = label_bit(k);
+                };
+                let bit = 1 << i;
                 if self.selects & bit != 0 {
                     long_label |= v.len() > MAX_LABEL_VALUE_BYTES;
                     selected.push((k, v, bit));
@@ -772,6 +788,25 @@ mod tests {
             assert_eq!(label_bit(name), 1 << i, "{name}");
         }
         assert_eq!(label_bit("other"), 0);
+        // The labels of an event, at the index of their bit, in the order
+        // of `Labels::pairs`.
+        let mut e = event(0, "svc", "m".into());
+        e.labels.app = Some("app".into());
+        e.labels.container_name = Some("c".into());
+        e.labels.unit = Some("u.service".into());
+        let values = label_values(&e);
+        let names: Vec<&str> = values.iter().map(|&(k, _)| k).collect();
+        assert_eq!(names, crate::sink::loki::LABEL_NAMES);
+        let present: Vec<(&str, &str)> = values
+            .iter()
+            .filter_map(|&(k, v)| v.map(|v| (k, v)))
+            .collect();
+        assert_eq!(present, e.labels.pairs(e.origin).collect::<Vec<_>>());
+        e.labels.app = None;
+        assert_eq!(
+            label_values(&e)[label_bit("app").trailing_zeros() as usize].1,
+            None
+        );
     }
 
     /// Runs of one stream take the previous event's stream without a
