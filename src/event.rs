@@ -601,24 +601,28 @@ pub mod codec {
     /// The bytes of one event's labels and of its fields (with their tags
     /// and length varints; not its message, which is bytes, not text), as
     /// text where they are all UTF-8: one check for each part's strings
-    /// rather than one per string. A part fails when one of its strings
-    /// is 126 bytes or longer (its length varint has a high byte); its
-    /// strings are then checked alone. A string's bytes sliced from valid
-    /// text at character boundaries are valid themselves.
+    /// rather than one per string. Each part is checked on first use only:
+    /// most strings refer to the previous event's (tag 0) and are copied
+    /// from it, so most events need neither check. A part fails when one of
+    /// its strings is 126 bytes or longer (its length varint has a high
+    /// byte); its strings are then checked alone. A string's bytes sliced
+    /// from valid text at character boundaries are valid themselves.
     struct Text<'a> {
-        labels: Option<&'a str>,
-        labels_start: usize,
-        fields: Option<&'a str>,
-        fields_start: usize,
+        buf: &'a [u8],
+        labels: (usize, usize),
+        fields: (usize, usize),
+        labels_text: std::cell::OnceCell<Option<&'a str>>,
+        fields_text: std::cell::OnceCell<Option<&'a str>>,
     }
 
     impl<'a> Text<'a> {
         fn new(buf: &'a [u8], labels: (usize, usize), fields: (usize, usize)) -> Text<'a> {
             Text {
-                labels: std::str::from_utf8(&buf[labels.0..labels.1]).ok(),
-                labels_start: labels.0,
-                fields: std::str::from_utf8(&buf[fields.0..fields.1]).ok(),
-                fields_start: fields.0,
+                buf,
+                labels,
+                fields,
+                labels_text: std::cell::OnceCell::new(),
+                fields_text: std::cell::OnceCell::new(),
             }
         }
 
@@ -626,12 +630,15 @@ pub mod codec {
         /// character boundaries.
         fn get(&self, span: Span) -> Option<&'a str> {
             let (start, len) = (span.start as usize, span.len as usize);
-            let (text, at) = if start >= self.fields_start {
-                (self.fields?, start - self.fields_start)
+            let ((from, to), cell) = if start >= self.fields.0 {
+                (self.fields, &self.fields_text)
+            } else if start >= self.labels.0 {
+                (self.labels, &self.labels_text)
             } else {
-                (self.labels?, start.checked_sub(self.labels_start)?)
+                return None;
             };
-            text.get(at..at + len)
+            let text = cell.get_or_init(|| std::str::from_utf8(&self.buf[from..to]).ok());
+            text.as_ref()?.get(start - from..start - from + len)
         }
     }
 
