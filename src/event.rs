@@ -512,7 +512,9 @@ pub mod codec {
                     container = span;
                 }
             }
+            let labels_end = r.pos;
             let msg = r.bytes()?;
+            let fields_start = r.pos;
             let n = r.count()?;
             let want = FIELDS + 2 * n;
             if self.slots.len() < want {
@@ -523,7 +525,7 @@ pub mod codec {
                 let (_, back) = self.str(r, slot, NONE)?;
                 self.back.push(back);
             }
-            let text = Text::new(r.buf, text_start, r.pos);
+            let text = Text::new(r.buf, (text_start, labels_end), (fields_start, r.pos));
             let prev_labels = prev.map(|p| label_refs(&p.labels)).unwrap_or_default();
             for (slot, got) in labels.iter().enumerate() {
                 let dst = label_slot(&mut e.labels, slot);
@@ -596,30 +598,47 @@ pub mod codec {
         }
     }
 
-    /// The bytes of one event after its label and level bytes (its labels,
-    /// message and fields, with their length varints), as text if they are
-    /// all UTF-8: one check for all of an event's strings rather than one
-    /// per string. It fails when the message is not UTF-8 or a string is
-    /// 126 bytes or longer (its length varint has a high byte); each string
-    /// is then checked alone. A string's bytes sliced from valid text at
-    /// character boundaries are valid themselves.
+    /// The bytes of one event's labels and of its fields (with their tags
+    /// and length varints; not its message, which is bytes, not text), as
+    /// text where they are all UTF-8: one check for each part's strings
+    /// rather than one per string. Each part is checked on first use only:
+    /// most strings refer to the previous event's (tag 0) and are copied
+    /// from it, so most events need neither check. A part fails when one of
+    /// its strings is 126 bytes or longer (its length varint has a high
+    /// byte); its strings are then checked alone. A string's bytes sliced
+    /// from valid text at character boundaries are valid themselves.
     struct Text<'a> {
-        text: Option<&'a str>,
-        start: usize,
+        buf: &'a [u8],
+        labels: (usize, usize),
+        fields: (usize, usize),
+        labels_text: std::cell::OnceCell<Option<&'a str>>,
+        fields_text: std::cell::OnceCell<Option<&'a str>>,
     }
 
     impl<'a> Text<'a> {
-        fn new(buf: &'a [u8], start: usize, end: usize) -> Text<'a> {
+        fn new(buf: &'a [u8], labels: (usize, usize), fields: (usize, usize)) -> Text<'a> {
             Text {
-                text: std::str::from_utf8(&buf[start..end]).ok(),
-                start,
+                buf,
+                labels,
+                fields,
+                labels_text: std::cell::OnceCell::new(),
+                fields_text: std::cell::OnceCell::new(),
             }
         }
 
-        /// The string at `span` if it lies in the text, at character boundaries.
+        /// The string at `span` if it lies in either part's text, at
+        /// character boundaries.
         fn get(&self, span: Span) -> Option<&'a str> {
-            let at = (span.start as usize).checked_sub(self.start)?;
-            self.text?.get(at..at + span.len as usize)
+            let (start, len) = (span.start as usize, span.len as usize);
+            let ((from, to), cell) = if start >= self.fields.0 {
+                (self.fields, &self.fields_text)
+            } else if start >= self.labels.0 {
+                (self.labels, &self.labels_text)
+            } else {
+                return None;
+            };
+            let text = cell.get_or_init(|| std::str::from_utf8(&self.buf[from..to]).ok());
+            text.as_ref()?.get(start - from..start - from + len)
         }
     }
 

@@ -387,14 +387,11 @@ impl Gathered {
         if self.events.capacity() == 0 {
             self.events = reader.take_spare();
         }
-        let before = self.events.len();
-        self.end = reader
+        let (end, bytes) = reader
             .read_into(&mut self.events, max_events, max_bytes)
             .await?;
-        self.bytes += self.events[before..]
-            .iter()
-            .map(Event::approx_size)
-            .sum::<usize>();
+        self.end = end;
+        self.bytes += bytes;
         Ok(())
     }
 

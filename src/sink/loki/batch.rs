@@ -26,16 +26,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use prost::encoding::{encoded_len_varint, key_len};
-use prost::Message;
 
-use super::encode::{self, EntryAdapter, LineBuilder, PushRequest, StreamAdapter};
+use super::encode::{self, Entry, LineBuilder, Stream, Text};
 use super::{Config, Encoding};
 use crate::event::Event;
 
-/// One push: the request, its entry count and its planned (upper bound) size.
+/// One push: its streams (whose lines are in the plan's [`Text`]) and its
+/// entry count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Push {
-    pub request: PushRequest,
+    pub streams: Vec<Stream>,
     pub entries: usize,
 }
 
@@ -48,7 +48,7 @@ impl Push {
         let mut first = Vec::new();
         let mut second = Vec::new();
         let mut taken = 0;
-        for mut stream in self.request.streams {
+        for mut stream in self.streams {
             if taken >= half {
                 second.push(stream);
             } else if taken + stream.entries.len() <= half {
@@ -57,28 +57,28 @@ impl Push {
             } else {
                 let rest = stream.entries.split_off(half - taken);
                 taken = half;
-                second.push(StreamAdapter {
+                second.push(Stream {
                     labels: stream.labels.clone(),
                     entries: rest,
-                    hash: 0,
                 });
                 first.push(stream);
             }
         }
         (
             Push {
-                request: PushRequest { streams: first },
+                streams: first,
                 entries: half,
             },
             Push {
-                request: PushRequest { streams: second },
+                streams: second,
                 entries: self.entries - half,
             },
         )
     }
 }
 
-/// What planning produced from a batch of events.
+/// What planning produced from a batch of events (their lines are in the
+/// [`Text`] given to [`Planner::plan`]).
 #[derive(Debug, Default)]
 pub struct Plan {
     pub pushes: Vec<Push>,
@@ -169,12 +169,7 @@ impl Live {
     /// plan's first stream has room for all of `left` (the events not yet
     /// planned): most batches are one stream, whose entries then never move
     /// while it grows.
-    fn slot(
-        &mut self,
-        plan: u64,
-        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
-        left: usize,
-    ) -> usize {
+    fn slot(&mut self, plan: u64, streams: &mut Vec<(String, Vec<Entry>)>, left: usize) -> usize {
         if self.plan != plan {
             self.plan = plan;
             self.slot = streams.len();
@@ -249,30 +244,29 @@ fn label_bit(name: &str) -> u8 {
     }
 }
 
+/// An event's labels as [`crate::event::Labels::pairs`] gives them, `None`
+/// for those it lacks, each at the index of its [`label_bit`]: no name is
+/// compared per event to find its bit (a test checks the order).
+fn label_values(event: &Event) -> [(&'static str, Option<&str>); 7] {
+    let l = &event.labels;
+    [
+        ("host", l.host.as_deref()),
+        ("source", Some(event.origin.as_str())),
+        ("app", l.app.as_deref()),
+        ("service", l.service.as_deref()),
+        ("container_name", l.container_name.as_deref()),
+        ("unit", l.unit.as_deref()),
+        ("level", l.level.map(crate::event::Level::as_str)),
+    ]
+}
+
 /// Sorts entries by time, equal times in their order (a stable sort).
 /// Entries already in order (one source writing, the usual case) are only
-/// checked. Otherwise the sort is of (time, index) pairs, 16 bytes each,
-/// each entry then moved once into its place: sorting the 64-byte entries
-/// themselves moved each about log n times. The pairs are sorted by the
-/// standard (merge) sort, which uses the runs of ordered times that
-/// interleaved writers leave; the index makes every key distinct.
-fn sort_by_time(entries: &mut Vec<EntryAdapter>) {
-    if entries.is_sorted_by_key(EntryAdapter::ts_ns) {
-        return;
+/// checked: the sort would allocate its scratch buffer first.
+fn sort_by_time(entries: &mut [Entry]) {
+    if !entries.is_sorted_by_key(|e| e.ts_ns) {
+        entries.sort_by_key(|e| e.ts_ns);
     }
-    let mut order: Vec<(i64, u32)> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.ts_ns(), i as u32))
-        .collect();
-    order.sort();
-    let mut sorted = Vec::with_capacity(entries.len());
-    sorted.extend(
-        order
-            .iter()
-            .map(|&(_, i)| std::mem::take(&mut entries[i as usize])),
-    );
-    *entries = sorted;
 }
 
 /// `{"streams":[]}`.
@@ -325,7 +319,7 @@ impl Planner {
         &mut self,
         key: &[u8],
         now_ns: i64,
-        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+        streams: &mut Vec<(String, Vec<Entry>)>,
         left: usize,
     ) -> Option<usize> {
         let live = self.live.get_mut(key)?;
@@ -340,7 +334,7 @@ impl Planner {
         key: &[u8],
         selected: &[Selected],
         now_ns: i64,
-        streams: &mut Vec<(String, Vec<EntryAdapter>)>,
+        streams: &mut Vec<(String, Vec<Entry>)>,
         left: usize,
     ) -> usize {
         let mut live = Live {
@@ -366,27 +360,29 @@ impl Planner {
     }
 
     /// The size an entry adds to a push.
-    fn entry_size(&self, e: &EntryAdapter) -> usize {
-        let len = e.encoded_len();
+    fn entry_size(&self, e: &Entry, text: &Text) -> usize {
+        let len = e.encoded_len;
         let proto = key_len(2) + encoded_len_varint(len as u64) + len;
         match self.encoding {
             Encoding::Protobuf => proto,
             // The entry and the comma before the next.
-            Encoding::Json => proto.max(encode::json_entry_len(e) + 1),
+            Encoding::Json => proto.max(encode::json_entry_len(e, text) + 1),
         }
     }
 
     /// Checks, groups, sorts and packs `events` into pushes under the caps,
-    /// as of the wall clock `now_ns`.
-    pub fn plan(&mut self, events: &[Event], now_ns: i64) -> Plan {
+    /// as of the wall clock `now_ns`. The entries' lines are written to
+    /// `text` (cleared first), which the pushes refer to.
+    pub fn plan(&mut self, events: &[Event], now_ns: i64, text: &mut Text) -> Plan {
         let mut plan = Plan::default();
+        text.clear();
         let idle = i64::try_from(STREAM_IDLE.as_nanos()).expect("30 min");
         self.live
             .retain(|_, live| live.last_ns >= now_ns.saturating_sub(idle));
         self.plans += 1;
         // This plan's streams, in order of first use; sorted by label
         // string below.
-        let mut streams: Vec<(String, Vec<EntryAdapter>)> = Vec::new();
+        let mut streams: Vec<(String, Vec<Entry>)> = Vec::new();
         let mut extra = Vec::with_capacity(8);
         let mut selected = Vec::with_capacity(self.labels.len());
         let mut key = Vec::with_capacity(128);
@@ -400,11 +396,11 @@ impl Planner {
             extra.clear();
             selected.clear();
             let mut long_label = false;
-            for (k, v) in event.labels.pairs(event.origin) {
-                if v.is_empty() {
+            for (i, &(k, v)) in label_values(event).iter().enumerate() {
+                let Some(v) = v.filter(|v| !v.is_empty()) else {
                     continue;
-                }
-                let bit = label_bit(k);
+                };
+                let bit = 1 << i;
                 if self.selects & bit != 0 {
                     long_label |= v.len() > MAX_LABEL_VALUE_BYTES;
                     selected.push((k, v, bit));
@@ -460,7 +456,7 @@ impl Planner {
                     }
                 },
             };
-            let (entry, truncated) = self.lines.entry(event, &extra);
+            let (entry, truncated) = self.lines.entry(event, &extra, text);
             plan.truncated += u64::from(truncated);
             streams[slot].1.push(entry);
         }
@@ -470,13 +466,13 @@ impl Planner {
             Encoding::Protobuf => 0,
             Encoding::Json => JSON_PUSH_OVERHEAD,
         };
-        let mut current = PushRequest::default();
+        let mut current: Vec<Stream> = Vec::new();
         let mut size = push_overhead;
         let mut count = 0;
-        let mut finish = |req: &mut PushRequest, size: &mut usize, count: &mut usize| {
+        let mut finish = |streams: &mut Vec<Stream>, size: &mut usize, count: &mut usize| {
             if *count > 0 {
                 plan.pushes.push(Push {
-                    request: std::mem::take(req),
+                    streams: std::mem::take(streams),
                     entries: *count,
                 });
             }
@@ -489,15 +485,14 @@ impl Planner {
             let overhead = stream_overhead(&labels, self.encoding);
             let mut open = false;
             let n = entries.len();
-            for (i, entry) in entries.into_iter().enumerate() {
-                let entry_size = self.entry_size(&entry);
+            for (i, &entry) in entries.iter().enumerate() {
+                let entry_size = self.entry_size(&entry, text);
                 if push_overhead + overhead + entry_size > self.cap {
                     too_large += 1;
                     continue;
                 }
                 let needed = entry_size + if open { 0 } else { overhead };
-                let streams_full =
-                    !open && current.streams.len() >= self.limits.max_streams_per_push;
+                let streams_full = !open && current.len() >= self.limits.max_streams_per_push;
                 if count > 0 && (size + needed > self.target || streams_full) {
                     finish(&mut current, &mut size, &mut count);
                     open = false;
@@ -505,10 +500,9 @@ impl Planner {
                 if !open {
                     // Room for the rest of the stream: a stream that fits
                     // in one push (most) is moved in without regrowing.
-                    current.streams.push(StreamAdapter {
+                    current.push(Stream {
                         labels: labels.clone(),
                         entries: Vec::with_capacity(n - i),
-                        hash: 0,
                     });
                     size += overhead;
                     open = true;
@@ -516,7 +510,6 @@ impl Planner {
                 size += entry_size;
                 count += 1;
                 current
-                    .streams
                     .last_mut()
                     .expect("a stream was just opened")
                     .entries
@@ -569,19 +562,20 @@ mod tests {
             event(20, "db", "b".into()),
             event(20, "db", "b2".into()),
         ];
-        let plan = p.plan(&events, NOW);
+        let mut text = Text::default();
+        let plan = p.plan(&events, NOW, &mut text);
         assert_eq!(plan.pushes.len(), 1);
-        let streams = &plan.pushes[0].request.streams;
+        let streams = &plan.pushes[0].streams;
         assert_eq!(streams.len(), 2);
         assert_eq!(streams[0].labels, r#"{host="h1", service="db"}"#);
-        let ts: Vec<i64> = streams[0].entries.iter().map(|e| e.ts_ns() - NOW).collect();
+        let ts: Vec<i64> = streams[0].entries.iter().map(|e| e.ts_ns - NOW).collect();
         assert_eq!(ts, vec![20, 20, 30]);
         // Equal timestamps keep spool order; unselected labels go to the line.
         assert_eq!(
-            streams[0].entries[0].line,
+            text.line(&streams[0].entries[0]),
             "msg=b source=docker level=info container_id=0123456789ab"
         );
-        assert!(streams[0].entries[1].line.starts_with("msg=b2 "));
+        assert!(text.line(&streams[0].entries[1]).starts_with("msg=b2 "));
     }
 
     fn check_plan(extra: &str, cap: usize) {
@@ -596,17 +590,18 @@ mod tests {
                 )
             })
             .collect();
-        let plan = p.plan(&events, NOW);
+        let mut text = Text::default();
+        let plan = p.plan(&events, NOW, &mut text);
         assert_eq!(plan.too_large, 0);
         let total: usize = plan.pushes.iter().map(|p| p.entries).sum();
         assert_eq!(total, events.len());
         assert!(plan.pushes.len() > 1);
         for push in &plan.pushes {
-            let counted: usize = push.request.streams.iter().map(|s| s.entries.len()).sum();
+            let counted: usize = push.streams.iter().map(|s| s.entries.len()).sum();
             assert_eq!(counted, push.entries);
-            let (body, decoded) = encode::encode(&push.request, c.encoding, c.compression);
+            let (body, decoded) = encode::encode(&push.streams, &text, c.encoding, c.compression);
             assert!(decoded <= cap, "decoded {decoded} > {cap}");
-            assert!(push.request.encoded_len() <= cap);
+            assert!(encode::protobuf_len(&push.streams) <= cap);
             assert!(body.bytes.len() <= cap);
         }
     }
@@ -636,6 +631,7 @@ mod tests {
         let plan = p.plan(
             &[event(0, "a", "ok".into()), huge, event(2, "a", "ok".into())],
             NOW,
+            &mut Text::default(),
         );
         assert_eq!(plan.too_large, 1);
         assert_eq!(plan.pushes.len(), 1);
@@ -650,13 +646,13 @@ mod tests {
         assert_eq!(p.lower_target(200_000), None, "never raised");
         let mut events: Vec<Event> = (0..100).map(|i| event(i, "a", "x".repeat(2000))).collect();
         events.push(event(100, "a", "y".repeat(60_000)));
-        let plan = p.plan(&events, NOW);
+        let plan = p.plan(&events, NOW, &mut Text::default());
         assert_eq!(plan.too_large, 0);
         assert_eq!(plan.pushes.iter().map(|p| p.entries).sum::<usize>(), 101);
         let last = plan.pushes.last().unwrap();
         assert_eq!(last.entries, 1, "the big entry goes alone");
         for push in &plan.pushes[..plan.pushes.len() - 1] {
-            assert!(push.request.encoded_len() <= 50_000);
+            assert!(encode::protobuf_len(&push.streams) <= 50_000);
         }
     }
 
@@ -676,7 +672,7 @@ mod tests {
             event(9 * 60 * 1_000_000_000, "a", "nine minutes ahead".into()),
             long_label,
         ];
-        let plan = p.plan(&events, NOW);
+        let plan = p.plan(&events, NOW, &mut Text::default());
         let want: BTreeMap<&str, u64> =
             [("too_old", 1), ("too_new", 1), ("invalid_labels", 1)].into();
         assert_eq!(plan.refused, want);
@@ -684,7 +680,11 @@ mod tests {
         // `0s` turns the age check off.
         let mut p = Planner::new(&config("reject_older_than = \"0s\""));
         assert!(p
-            .plan(&[event(-300 * day, "a", "x".into())], NOW)
+            .plan(
+                &[event(-300 * day, "a", "x".into())],
+                NOW,
+                &mut Text::default()
+            )
             .refused
             .is_empty());
     }
@@ -699,32 +699,30 @@ mod tests {
                 e
             })
             .collect();
-        let plan = p.plan(&events, NOW);
+        let mut text = Text::default();
+        let plan = p.plan(&events, NOW, &mut text);
         let streams: std::collections::HashSet<&str> = plan
             .pushes
             .iter()
-            .flat_map(|p| p.request.streams.iter().map(|s| s.labels.as_str()))
+            .flat_map(|p| p.streams.iter().map(|s| s.labels.as_str()))
             .collect();
         assert!(streams.len() <= 11, "{} streams", streams.len());
         assert!(p.live_streams() <= 11);
         assert_eq!(plan.demoted, 1000 - 10);
-        assert!(plan.pushes.iter().all(|p| p.request.streams.len() <= 4));
+        assert!(plan.pushes.iter().all(|p| p.streams.len() <= 4));
         assert_eq!(plan.pushes.iter().map(|p| p.entries).sum::<usize>(), 1000);
         // The demoted keep their container name, in the line.
         let demoted = plan
             .pushes
             .iter()
-            .flat_map(|p| &p.request.streams)
+            .flat_map(|p| &p.streams)
             .find(|s| !s.labels.contains("container_name"))
             .expect("a stream without container_name");
-        assert!(
-            demoted.entries[0].line.contains("container_name=c"),
-            "{}",
-            demoted.entries[0].line
-        );
+        let line = text.line(&demoted.entries[0]);
+        assert!(line.contains("container_name=c"), "{line}");
         // Streams idle for 30 minutes stop counting.
         let later = NOW + 31 * 60 * 1_000_000_000;
-        let plan = p.plan(&events[..5], later);
+        let plan = p.plan(&events[..5], later, &mut Text::default());
         assert_eq!(plan.demoted, 0);
     }
 
@@ -751,24 +749,37 @@ mod tests {
 
     #[test]
     fn sorting_by_time_is_stable() {
-        let entry = |ts: i64, line: &str| EntryAdapter {
-            timestamp: Some(encode::Timestamp::from_ns(ts)),
-            line: line.into(),
-            structured_metadata: Vec::new(),
-        };
-        let mut entries: Vec<EntryAdapter> = (0..500)
-            .map(|i: i64| entry((i * 7919) % 31 - 15, &i.to_string()))
+        // Times out of order, each repeated many times: equal times keep
+        // spool order (the message is the spool position).
+        let mut p = Planner::new(&config("line_format = \"raw\""));
+        let events: Vec<Event> = (0..500)
+            .map(|i: i64| event((i * 7919) % 31 - 15, "a", i.to_string()))
             .collect();
-        let mut expected = entries.clone();
-        expected.sort_by_key(EntryAdapter::ts_ns);
-        sort_by_time(&mut entries);
-        assert_eq!(entries, expected);
+        let mut text = Text::default();
+        let plan = p.plan(&events, NOW, &mut text);
+        let got: Vec<(i64, String)> = plan
+            .pushes
+            .iter()
+            .flat_map(|p| &p.streams)
+            .flat_map(|s| &s.entries)
+            .map(|e| (e.ts_ns - NOW, text.line(e).to_owned()))
+            .collect();
+        let mut expected: Vec<(i64, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.timestamp_ns - NOW,
+                    String::from_utf8(e.message.clone()).unwrap(),
+                )
+            })
+            .collect();
+        expected.sort_by_key(|&(ts, _)| ts);
+        assert_eq!(got, expected);
         // Already in order: unchanged.
+        let mut entries: Vec<Entry> = plan.pushes[0].streams[0].entries.clone();
+        let before = entries.clone();
         sort_by_time(&mut entries);
-        assert_eq!(entries, expected);
-        let mut one = vec![entry(5, "a")];
-        sort_by_time(&mut one);
-        assert_eq!(one, vec![entry(5, "a")]);
+        assert_eq!(entries, before);
     }
 
     #[test]
@@ -777,6 +788,25 @@ mod tests {
             assert_eq!(label_bit(name), 1 << i, "{name}");
         }
         assert_eq!(label_bit("other"), 0);
+        // The labels of an event, at the index of their bit, in the order
+        // of `Labels::pairs`.
+        let mut e = event(0, "svc", "m".into());
+        e.labels.app = Some("app".into());
+        e.labels.container_name = Some("c".into());
+        e.labels.unit = Some("u.service".into());
+        let values = label_values(&e);
+        let names: Vec<&str> = values.iter().map(|&(k, _)| k).collect();
+        assert_eq!(names, crate::sink::loki::LABEL_NAMES);
+        let present: Vec<(&str, &str)> = values
+            .iter()
+            .filter_map(|&(k, v)| v.map(|v| (k, v)))
+            .collect();
+        assert_eq!(present, e.labels.pairs(e.origin).collect::<Vec<_>>());
+        e.labels.app = None;
+        assert_eq!(
+            label_values(&e)[label_bit("app").trailing_zeros() as usize].1,
+            None
+        );
     }
 
     /// Runs of one stream take the previous event's stream without a
@@ -802,15 +832,16 @@ mod tests {
             events.push(e);
         }
         let run = |p: &mut Planner, events: &[Event]| {
-            let plan = p.plan(events, NOW);
+            let mut text = Text::default();
+            let plan = p.plan(events, NOW, &mut text);
             let got: Vec<(String, Vec<String>)> = plan
                 .pushes
                 .iter()
-                .flat_map(|p| &p.request.streams)
+                .flat_map(|p| &p.streams)
                 .map(|s| {
                     (
                         s.labels.clone(),
-                        s.entries.iter().map(|e| e.line.clone()).collect(),
+                        s.entries.iter().map(|e| text.line(e).to_owned()).collect(),
                     )
                 })
                 .collect();
@@ -844,14 +875,14 @@ mod tests {
         let events: Vec<Event> = (0..7)
             .map(|i| event(i, if i < 3 { "a" } else { "b" }, format!("m{i}")))
             .collect();
-        let push = p.plan(&events, NOW).pushes.remove(0);
+        let mut text = Text::default();
+        let push = p.plan(&events, NOW, &mut text).pushes.remove(0);
         let (a, b) = push.clone().split();
         assert_eq!((a.entries, b.entries), (3, 4));
         let lines = |p: &Push| -> Vec<String> {
-            p.request
-                .streams
+            p.streams
                 .iter()
-                .flat_map(|s| s.entries.iter().map(|e| e.line.clone()))
+                .flat_map(|s| s.entries.iter().map(|e| text.line(e).to_owned()))
                 .collect()
         };
         let mut joined = lines(&a);
@@ -859,6 +890,6 @@ mod tests {
         assert_eq!(joined, lines(&push));
         let (c, d) = b.split();
         assert_eq!((c.entries, d.entries), (2, 2));
-        assert_eq!(c.request.streams.len() + d.request.streams.len(), 2);
+        assert_eq!(c.streams.len() + d.streams.len(), 2);
     }
 }

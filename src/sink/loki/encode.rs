@@ -50,6 +50,8 @@ impl Timestamp {
     }
 }
 
+// The messages of push.proto as prost types: what the pushes weir writes
+// decode to (tests compare [`write_protobuf`]'s bytes with prost's).
 #[derive(Clone, PartialEq, Message)]
 pub struct PushRequest {
     #[prost(message, repeated, tag = "1")]
@@ -86,9 +88,86 @@ pub struct LabelPairAdapter {
     pub value: String,
 }
 
-impl EntryAdapter {
-    pub fn ts_ns(&self) -> i64 {
-        self.timestamp.map_or(0, |t| t.as_ns())
+/// The lines and structured metadata of one plan's entries, written once
+/// as each entry is built ([`LineBuilder::entry`]) and read by the encoders:
+/// one buffer for all lines, not a `String` per entry (its allocation, its
+/// free and its drop walk were about 600 instructions per event). A sink
+/// lane keeps one from plan to plan.
+#[derive(Debug, Default)]
+pub struct Text {
+    lines: String,
+    meta: Vec<LabelPairAdapter>,
+}
+
+/// Largest [`Text`] kept by an idle lane: about two batches' lines at the
+/// default `batch_max_bytes`; a larger one is freed once its batch is done.
+pub const KEEP_TEXT_BYTES: usize = 2 << 20;
+
+impl Text {
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.meta.clear();
+    }
+
+    /// The heap bytes held (what keeping it between batches costs).
+    pub fn held_bytes(&self) -> usize {
+        self.lines.capacity() + self.meta.capacity() * std::mem::size_of::<LabelPairAdapter>()
+    }
+
+    /// `entry`'s line.
+    pub fn line(&self, entry: &Entry) -> &str {
+        &self.lines[entry.line.0..entry.line.1]
+    }
+
+    /// `entry`'s structured metadata.
+    pub fn metadata(&self, entry: &Entry) -> &[LabelPairAdapter] {
+        &self.meta[entry.meta.0 as usize..entry.meta.1 as usize]
+    }
+}
+
+/// One entry of a plan: its time, where its line and metadata are in the
+/// plan's [`Text`], and its protobuf length (computed once, when it is
+/// built). `Copy`, 40 bytes: sorting, packing and splitting move it, and
+/// dropping a push frees no entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub ts_ns: i64,
+    /// `lines[line.0..line.1]` of the [`Text`].
+    line: (usize, usize),
+    /// `meta[meta.0..meta.1]` of the [`Text`].
+    meta: (u32, u32),
+    /// The length of its `EntryAdapter` message.
+    pub encoded_len: usize,
+}
+
+/// A stream of a push: its label string and its entries, in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stream {
+    /// The label set in Loki's syntax: `{host="h1", source="docker"}`.
+    pub labels: String,
+    pub entries: Vec<Entry>,
+}
+
+/// `streams` (of `text`) as prost messages: what a push decodes to.
+#[cfg(test)]
+pub fn to_request(streams: &[Stream], text: &Text) -> PushRequest {
+    PushRequest {
+        streams: streams
+            .iter()
+            .map(|s| StreamAdapter {
+                labels: s.labels.clone(),
+                entries: s
+                    .entries
+                    .iter()
+                    .map(|e| EntryAdapter {
+                        timestamp: Some(Timestamp::from_ns(e.ts_ns)),
+                        line: text.line(e).to_owned(),
+                        structured_metadata: text.metadata(e).to_vec(),
+                    })
+                    .collect(),
+                hash: 0,
+            })
+            .collect(),
     }
 }
 
@@ -100,20 +179,24 @@ pub struct Body {
     pub content_encoding: Option<&'static str>,
 }
 
-/// Encodes `req` as configured, with buffers of its own (see [`Scratch`]).
-/// Returns the body and the decoded size (the uncompressed protobuf, or the
-/// uncompressed JSON).
-pub fn encode(req: &PushRequest, encoding: Encoding, compression: Compression) -> (Body, usize) {
-    Scratch::default().encode(req, encoding, compression)
+/// Encodes `streams` (whose lines are in `text`) as configured, with
+/// buffers of its own (see [`Scratch`]). Returns the body and the decoded
+/// size (the uncompressed protobuf, or the uncompressed JSON).
+pub fn encode(
+    streams: &[Stream],
+    text: &Text,
+    encoding: Encoding,
+    compression: Compression,
+) -> (Body, usize) {
+    Scratch::default().encode(streams, text, encoding, compression)
 }
 
 /// What encoding a push needs besides its output, kept by a sink lane from
-/// one push to the next: the uncompressed protobuf (snappy's input), each
-/// entry's encoded length, snappy's hash table and its output buffer.
+/// one push to the next: the uncompressed protobuf (snappy's input),
+/// snappy's hash table and its output buffer.
 #[derive(Default)]
 pub struct Scratch {
     raw: Vec<u8>,
-    lens: Vec<u32>,
     snappy: Option<snap::raw::Encoder>,
     /// Snappy writes here (its worst-case size, zeroed once, not per push);
     /// the body is a copy of the compressed part, a fraction of it.
@@ -138,14 +221,15 @@ impl Scratch {
     /// [`encode`], reusing this scratch's buffers.
     pub fn encode(
         &mut self,
-        req: &PushRequest,
+        streams: &[Stream],
+        text: &Text,
         encoding: Encoding,
         compression: Compression,
     ) -> (Body, usize) {
         match encoding {
             Encoding::Protobuf => {
                 self.raw.clear();
-                write_protobuf(req, &mut self.raw, &mut self.lens);
+                write_protobuf(streams, text, &mut self.raw);
                 let raw = &self.raw;
                 let room = snap::raw::max_compress_len(raw.len());
                 if self.compressed.len() < room {
@@ -169,69 +253,137 @@ impl Scratch {
                 };
                 (body, decoded)
             }
-            Encoding::Json => encode_json(req, compression),
+            Encoding::Json => encode_json(streams, text, compression),
         }
     }
 }
 
-/// Writes `req` as prost would (`req.encode_to_vec()`, byte for byte: a
-/// test checks it), computing each entry's length once: prost's own
-/// `encode` computes the lengths of nested messages again at each level
-/// (the request's, each stream's, each entry's), three walks of every entry.
-fn write_protobuf(req: &PushRequest, out: &mut Vec<u8>, lens: &mut Vec<u32>) {
-    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
-    for stream in &req.streams {
-        lens.clear();
-        let mut len = 0;
+/// Bytes of `v` as a protobuf varint.
+fn varint_len(v: u64) -> usize {
+    prost::encoding::encoded_len_varint(v)
+}
+
+/// Appends `v` as a protobuf varint (`out` has room: callers reserve).
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a length-delimited field: key (`tag`, wire type 2), length, bytes.
+fn put_bytes_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag << 3 | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// The fields of a `Timestamp` message, as prost writes them (proto3: a
+/// zero field is left out; `nanos` is never negative here).
+fn timestamp_body_len(ts: Timestamp) -> usize {
+    let seconds = if ts.seconds != 0 {
+        1 + varint_len(ts.seconds as u64)
+    } else {
+        0
+    };
+    let nanos = if ts.nanos != 0 {
+        1 + varint_len(ts.nanos as u64)
+    } else {
+        0
+    };
+    seconds + nanos
+}
+
+/// The length of an entry's `EntryAdapter` message: its timestamp (always
+/// present), its line (left out when empty) and its metadata pairs.
+fn entry_len(ts: Timestamp, line_len: usize, meta: &[LabelPairAdapter]) -> usize {
+    let ts_len = timestamp_body_len(ts);
+    let mut n = 1 + varint_len(ts_len as u64) + ts_len;
+    if line_len > 0 {
+        n += 1 + varint_len(line_len as u64) + line_len;
+    }
+    for pair in meta {
+        let len = pair.encoded_len();
+        n += 1 + varint_len(len as u64) + len;
+    }
+    n
+}
+
+/// The bytes a stream's entries and labels take in its `StreamAdapter`.
+fn stream_len(stream: &Stream) -> usize {
+    let labels = stream.labels.len();
+    let mut len = if labels > 0 {
+        1 + varint_len(labels as u64) + labels
+    } else {
+        0
+    };
+    for e in &stream.entries {
+        len += 1 + varint_len(e.encoded_len as u64) + e.encoded_len;
+    }
+    len
+}
+
+/// The protobuf length of a push of `streams`.
+pub fn protobuf_len(streams: &[Stream]) -> usize {
+    streams
+        .iter()
+        .map(|s| {
+            let n = stream_len(s);
+            1 + varint_len(n as u64) + n
+        })
+        .sum()
+}
+
+/// Writes the `PushRequest` of `streams` as prost would write the same
+/// messages (byte for byte: a test checks it), in one walk: each entry's
+/// length was computed when it was built, and its line is copied from the
+/// plan's one buffer. Prost's own `encode` computes the lengths of nested
+/// messages again at each level, three walks of every entry.
+fn write_protobuf(streams: &[Stream], text: &Text, out: &mut Vec<u8>) {
+    for stream in streams {
+        let len = stream_len(stream);
+        out.reserve(len + 16);
+        out.push(1 << 3 | 2);
+        put_varint(out, len as u64);
         if !stream.labels.is_empty() {
-            len +=
-                key_len(1) + encoded_len_varint(stream.labels.len() as u64) + stream.labels.len();
+            put_bytes_field(out, 1, stream.labels.as_bytes());
         }
         for entry in &stream.entries {
-            let n = entry.encoded_len();
-            lens.push(n as u32);
-            len += key_len(2) + encoded_len_varint(n as u64) + n;
-        }
-        if stream.hash != 0 {
-            len += key_len(3) + encoded_len_varint(stream.hash);
-        }
-        out.reserve(len + 16);
-        encode_key(1, WireType::LengthDelimited, out);
-        encode_varint(len as u64, out);
-        if !stream.labels.is_empty() {
-            prost::encoding::string::encode(1, &stream.labels, out);
-        }
-        for (entry, &n) in stream.entries.iter().zip(lens.iter()) {
-            encode_key(2, WireType::LengthDelimited, out);
-            encode_varint(u64::from(n), out);
-            write_entry(entry, out);
-        }
-        if stream.hash != 0 {
-            prost::encoding::uint64::encode(3, &stream.hash, out);
+            out.push(2 << 3 | 2);
+            put_varint(out, entry.encoded_len as u64);
+            write_entry(entry, text, out);
         }
     }
 }
 
-/// An entry's fields, as prost writes them (proto3: empty and zero values
-/// are left out; a present timestamp is written even if zero). Not
-/// `Message::encode`: it computes the entry's length again first (the walk
-/// this function exists to save), and `encode_raw` is prost's own, "meant
-/// to be used only by `Message` implementations".
-fn write_entry(entry: &EntryAdapter, out: &mut Vec<u8>) {
-    if let Some(ts) = &entry.timestamp {
-        prost::encoding::message::encode(1, ts, out);
+/// An entry's fields, as prost writes an `EntryAdapter` (proto3: an empty
+/// line is left out; a present timestamp is written even if zero).
+fn write_entry(entry: &Entry, text: &Text, out: &mut Vec<u8>) {
+    let ts = Timestamp::from_ns(entry.ts_ns);
+    out.push(1 << 3 | 2);
+    put_varint(out, timestamp_body_len(ts) as u64);
+    if ts.seconds != 0 {
+        out.push(1 << 3);
+        put_varint(out, ts.seconds as u64);
     }
-    if !entry.line.is_empty() {
-        prost::encoding::string::encode(2, &entry.line, out);
+    if ts.nanos != 0 {
+        out.push(2 << 3);
+        put_varint(out, ts.nanos as u64);
     }
-    for pair in &entry.structured_metadata {
+    let line = text.line(entry);
+    if !line.is_empty() {
+        put_bytes_field(out, 2, line.as_bytes());
+    }
+    for pair in text.metadata(entry) {
         prost::encoding::message::encode(3, pair, out);
     }
 }
 
-/// The JSON body of `req`, gzip'ed if configured.
-fn encode_json(req: &PushRequest, compression: Compression) -> (Body, usize) {
-    let raw = serde_json::to_vec(&JsonPush(req)).expect("serialising to a Vec cannot fail");
+/// The JSON body of `streams`, gzip'ed if configured.
+fn encode_json(streams: &[Stream], text: &Text, compression: Compression) -> (Body, usize) {
+    let raw =
+        serde_json::to_vec(&JsonPush(streams, text)).expect("serialising to a Vec cannot fail");
     let decoded = raw.len();
     let body = match compression {
         Compression::Gzip => {
@@ -255,47 +407,47 @@ fn encode_json(req: &PushRequest, compression: Compression) -> (Body, usize) {
     (body, decoded)
 }
 
-/// The JSON push format, serialised straight from the protobuf messages.
-pub struct JsonPush<'a>(pub &'a PushRequest);
+/// The JSON push format of `streams`, whose lines are in the [`Text`].
+pub struct JsonPush<'a>(pub &'a [Stream], pub &'a Text);
 
 impl Serialize for JsonPush<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(1))?;
-        m.serialize_entry("streams", &JsonStreams(&self.0.streams))?;
+        m.serialize_entry("streams", &JsonStreams(self.0, self.1))?;
         m.end()
     }
 }
 
-struct JsonStreams<'a>(&'a [StreamAdapter]);
+struct JsonStreams<'a>(&'a [Stream], &'a Text);
 
 impl Serialize for JsonStreams<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for stream in self.0 {
-            seq.serialize_element(&JsonStream(stream))?;
+            seq.serialize_element(&JsonStream(stream, self.1))?;
         }
         seq.end()
     }
 }
 
-struct JsonStream<'a>(&'a StreamAdapter);
+struct JsonStream<'a>(&'a Stream, &'a Text);
 
 impl Serialize for JsonStream<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("stream", &JsonLabels(&self.0.labels))?;
-        m.serialize_entry("values", &JsonEntries(&self.0.entries))?;
+        m.serialize_entry("values", &JsonEntries(&self.0.entries, self.1))?;
         m.end()
     }
 }
 
-struct JsonEntries<'a>(&'a [EntryAdapter]);
+struct JsonEntries<'a>(&'a [Entry], &'a Text);
 
 impl Serialize for JsonEntries<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for entry in self.0 {
-            seq.serialize_element(&JsonEntry(entry))?;
+            seq.serialize_element(&JsonEntry(entry, self.1))?;
         }
         seq.end()
     }
@@ -316,21 +468,18 @@ impl Serialize for JsonLabels<'_> {
 }
 
 /// Serialises one entry as `["<ns>", "<line>"]` or `["<ns>", "<line>", {metadata}]`.
-pub struct JsonEntry<'a>(pub &'a EntryAdapter);
+pub struct JsonEntry<'a>(pub &'a Entry, pub &'a Text);
 
 impl Serialize for JsonEntry<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let e = self.0;
-        let n = if e.structured_metadata.is_empty() {
-            2
-        } else {
-            3
-        };
+        let (e, text) = (self.0, self.1);
+        let meta = text.metadata(e);
+        let n = if meta.is_empty() { 2 } else { 3 };
         let mut seq = s.serialize_seq(Some(n))?;
-        seq.serialize_element(&e.ts_ns().to_string())?;
-        seq.serialize_element(&e.line)?;
+        seq.serialize_element(&e.ts_ns.to_string())?;
+        seq.serialize_element(text.line(e))?;
         if n == 3 {
-            seq.serialize_element(&MetaMap(&e.structured_metadata))?;
+            seq.serialize_element(&MetaMap(meta))?;
         }
         seq.end()
     }
@@ -339,13 +488,14 @@ impl Serialize for JsonEntry<'_> {
 /// The length of [`JsonEntry`] as serde_json writes it, counted without
 /// writing it: the planner sizes every JSON entry (tested against
 /// serde_json's output).
-pub fn json_entry_len(e: &EntryAdapter) -> usize {
+pub fn json_entry_len(e: &Entry, text: &Text) -> usize {
     // `["<ns>","<line>"]`
-    let mut n = 1 + (decimal_len(e.ts_ns()) + 2) + 1 + json_string_len(&e.line) + 1;
-    if !e.structured_metadata.is_empty() {
+    let mut n = 1 + (decimal_len(e.ts_ns) + 2) + 1 + json_string_len(text.line(e)) + 1;
+    let meta = text.metadata(e);
+    if !meta.is_empty() {
         // `,{"k":"v","k2":"v2"}`
-        n += 1 + 2 + e.structured_metadata.len() - 1;
-        for p in &e.structured_metadata {
+        n += 1 + 2 + meta.len() - 1;
+        for p in meta {
             n += json_string_len(&p.name) + 1 + json_string_len(&p.value);
         }
     }
@@ -540,10 +690,11 @@ pub struct LineBuilder {
 pub const TRUNCATION_MARKER: &str = " …[truncated by weir]";
 
 impl LineBuilder {
-    /// Builds the entry for `event`; `extra` are event labels not used as
-    /// stream labels, kept ahead of the fields. Returns the entry and whether
-    /// the line was truncated.
-    pub fn entry(&self, event: &Event, extra: &[(&str, &str)]) -> (EntryAdapter, bool) {
+    /// Builds the entry for `event`, its line (and metadata) appended to
+    /// `text`; `extra` are event labels not used as stream labels, kept
+    /// ahead of the fields. Returns the entry and whether the line was
+    /// truncated.
+    pub fn entry(&self, event: &Event, extra: &[(&str, &str)], text: &mut Text) -> (Entry, bool) {
         let message = match std::str::from_utf8(&event.message) {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(&event.message),
@@ -552,24 +703,29 @@ impl LineBuilder {
             .iter()
             .copied()
             .chain(event.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut metadata = Vec::new();
-        let mut line = String::with_capacity(message.len() + 64);
+        let meta_start = text.meta.len();
+        let start = text.lines.len();
         if self.structured_metadata {
-            metadata = fields
-                .map(|(k, v)| LabelPairAdapter {
-                    name: sanitize_name(k),
-                    value: v.to_owned(),
-                })
-                .collect();
-            self.write_line(&mut line, &message, std::iter::empty());
+            text.meta.extend(fields.map(|(k, v)| LabelPairAdapter {
+                name: sanitize_name(k),
+                value: v.to_owned(),
+            }));
+            self.write_line(&mut text.lines, &message, std::iter::empty());
         } else {
-            self.write_line(&mut line, &message, fields);
+            self.write_line(&mut text.lines, &message, fields);
         }
-        let truncated = truncate(&mut line, self.max_line_size);
-        let entry = EntryAdapter {
-            timestamp: Some(Timestamp::from_ns(event.timestamp_ns)),
+        let truncated = truncate(&mut text.lines, start, self.max_line_size);
+        let line = (start, text.lines.len());
+        let ts = Timestamp::from_ns(event.timestamp_ns);
+        // Metadata pairs per plan fit a u32: at most 100,000 events of
+        // fields under `batch_max_bytes`.
+        let meta = (meta_start as u32, text.meta.len() as u32);
+        let encoded_len = entry_len(ts, line.1 - line.0, &text.meta[meta_start..]);
+        let entry = Entry {
+            ts_ns: event.timestamp_ns,
             line,
-            structured_metadata: metadata,
+            meta,
+            encoded_len,
         };
         (entry, truncated)
     }
@@ -607,17 +763,19 @@ impl LineBuilder {
     }
 }
 
-/// Cuts `line` to at most `max` bytes (marker included) on a char boundary.
-fn truncate(line: &mut String, max: usize) -> bool {
-    if line.len() <= max {
+/// Cuts the line at `lines[start..]` to at most `max` bytes (marker
+/// included) on a char boundary.
+fn truncate(lines: &mut String, start: usize, max: usize) -> bool {
+    if lines.len() - start <= max {
         return false;
     }
-    let mut cut = max.saturating_sub(TRUNCATION_MARKER.len());
-    while !line.is_char_boundary(cut) {
+    // `start` is a char boundary: the loop stops there at the latest.
+    let mut cut = start + max.saturating_sub(TRUNCATION_MARKER.len());
+    while !lines.is_char_boundary(cut) {
         cut -= 1;
     }
-    line.truncate(cut);
-    line.push_str(TRUNCATION_MARKER);
+    lines.truncate(cut);
+    lines.push_str(TRUNCATION_MARKER);
     true
 }
 
@@ -784,15 +942,31 @@ mod tests {
         assert!(!plain_logfmt("GET / 200"));
     }
 
-    fn json_entry(ts: i64, line: String, meta: Vec<(String, String)>) -> EntryAdapter {
-        EntryAdapter {
-            timestamp: Some(Timestamp::from_ns(ts)),
-            line,
-            structured_metadata: meta
-                .into_iter()
-                .map(|(name, value)| LabelPairAdapter { name, value })
-                .collect(),
+    /// Appends an entry to `text` as [`LineBuilder::entry`] does.
+    fn push_entry(text: &mut Text, ts: i64, line: &str, meta: &[(&str, &str)]) -> Entry {
+        let start = text.lines.len();
+        text.lines.push_str(line);
+        let meta_start = text.meta.len();
+        text.meta
+            .extend(meta.iter().map(|&(name, value)| LabelPairAdapter {
+                name: name.into(),
+                value: value.into(),
+            }));
+        Entry {
+            ts_ns: ts,
+            line: (start, text.lines.len()),
+            meta: (meta_start as u32, text.meta.len() as u32),
+            encoded_len: entry_len(Timestamp::from_ns(ts), line.len(), &text.meta[meta_start..]),
         }
+    }
+
+    fn json_entry(ts: i64, line: &str, meta: &[(String, String)]) -> (Entry, Text) {
+        let mut text = Text::default();
+        // Something before, as in a plan's buffer.
+        push_entry(&mut text, 1, "before", &[("b", "c")]);
+        let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let e = push_entry(&mut text, ts, line, &meta);
+        (e, text)
     }
 
     #[test]
@@ -811,9 +985,9 @@ mod tests {
             1_700_000_000_123_456_789,
         ] {
             for meta in [vec![], vec![("k\"".to_owned(), every.clone())]] {
-                let e = json_entry(ts, every.clone(), meta);
-                let written = serde_json::to_vec(&JsonEntry(&e)).unwrap().len();
-                assert_eq!(json_entry_len(&e), written, "ts {ts}");
+                let (e, text) = json_entry(ts, &every, &meta);
+                let written = serde_json::to_vec(&JsonEntry(&e, &text)).unwrap().len();
+                assert_eq!(json_entry_len(&e, &text), written, "ts {ts}");
             }
         }
     }
@@ -830,9 +1004,9 @@ mod tests {
             line in "\\PC*|[\\x00-\\x20\\x7f\"\\\\a]{0,24}",
             meta in proptest::collection::vec(("\\PC{0,8}", "[\\x00-\\x20\"\\\\é]{0,12}"), 0..4),
         ) {
-            let e = json_entry(ts, line, meta);
-            let written = serde_json::to_vec(&JsonEntry(&e)).unwrap().len();
-            proptest::prop_assert_eq!(json_entry_len(&e), written);
+            let (e, text) = json_entry(ts, &line, &meta);
+            let written = serde_json::to_vec(&JsonEntry(&e, &text)).unwrap().len();
+            proptest::prop_assert_eq!(json_entry_len(&e, &text), written);
         }
     }
 
@@ -850,23 +1024,25 @@ mod tests {
             structured_metadata: false,
             max_line_size: 1024,
         };
-        let (e, _) = b.entry(&sample(), &[("level", "info")]);
+        let mut text = Text::default();
+        let (e, _) = b.entry(&sample(), &[("level", "info")], &mut text);
         assert_eq!(
-            e.line,
+            text.line(&e),
             r#"msg="GET / 200" level=info container_id=abc weird_key="two words""#
         );
-        assert_eq!(e.ts_ns(), 5_000_000_123);
+        assert_eq!(e.ts_ns, 5_000_000_123);
         b.format = LineFormat::Json;
-        let (e, _) = b.entry(&sample(), &[]);
-        let v: serde_json::Value = serde_json::from_str(&e.line).unwrap();
+        let (e, _) = b.entry(&sample(), &[], &mut text);
+        let v: serde_json::Value = serde_json::from_str(text.line(&e)).unwrap();
         assert_eq!(v["message"], "GET / 200");
         assert_eq!(v["weird key"], "two words");
         b.format = LineFormat::Raw;
         b.structured_metadata = true;
-        let (e, _) = b.entry(&sample(), &[]);
-        assert_eq!(e.line, "GET / 200");
-        assert_eq!(e.structured_metadata[1].name, "weird_key");
-        assert_eq!(e.structured_metadata[1].value, "two words");
+        let (e, _) = b.entry(&sample(), &[], &mut text);
+        assert_eq!(text.line(&e), "GET / 200");
+        assert_eq!(text.metadata(&e).len(), 2);
+        assert_eq!(text.metadata(&e)[1].name, "weird_key");
+        assert_eq!(text.metadata(&e)[1].value, "two words");
     }
 
     /// Field names in a logfmt line and metadata names are sanitised the
@@ -890,8 +1066,9 @@ mod tests {
             structured_metadata: false,
             max_line_size: 1024,
         };
-        let (entry, _) = b.entry(&e, &[]);
-        assert_eq!(entry.line, "msg=m _PID=v _1st=v _=v __a_b=v _9_=v");
+        let mut text = Text::default();
+        let (entry, _) = b.entry(&e, &[], &mut text);
+        assert_eq!(text.line(&entry), "msg=m _PID=v _1st=v _=v __a_b=v _9_=v");
         for (k, want) in cases {
             assert_eq!(sanitize_name(k), want, "{k:?}");
         }
@@ -905,13 +1082,18 @@ mod tests {
             max_line_size: 100,
         };
         let e = Event::new(0, Origin::Journal, "é".repeat(200));
-        let (entry, truncated) = b.entry(&e, &[]);
+        let mut text = Text::default();
+        // A line before: truncation cuts only the entry's own line.
+        let (first, _) = b.entry(&Event::new(0, Origin::Journal, "é"), &[], &mut text);
+        let (entry, truncated) = b.entry(&e, &[], &mut text);
         assert!(truncated);
-        assert!(entry.line.len() <= 100);
-        assert!(entry.line.ends_with(TRUNCATION_MARKER));
-        let (entry, truncated) = b.entry(&Event::new(0, Origin::Journal, "short"), &[]);
+        assert!(text.line(&entry).len() <= 100);
+        assert!(text.line(&entry).len() > 90);
+        assert!(text.line(&entry).ends_with(TRUNCATION_MARKER));
+        assert_eq!(text.line(&first), "é");
+        let (entry, truncated) = b.entry(&Event::new(0, Origin::Journal, "short"), &[], &mut text);
         assert!(!truncated);
-        assert_eq!(entry.line, "short");
+        assert_eq!(text.line(&entry), "short");
     }
 
     #[test]
@@ -921,99 +1103,101 @@ mod tests {
             structured_metadata: false,
             max_line_size: 100,
         };
-        let (entry, _) = b.entry(&Event::new(0, Origin::Journal, b"a\xffb".to_vec()), &[]);
-        assert_eq!(entry.line, "a\u{fffd}b");
+        let mut text = Text::default();
+        let (entry, _) = b.entry(
+            &Event::new(0, Origin::Journal, b"a\xffb".to_vec()),
+            &[],
+            &mut text,
+        );
+        assert_eq!(text.line(&entry), "a\u{fffd}b");
     }
 
-    fn request() -> PushRequest {
-        PushRequest {
-            streams: vec![StreamAdapter {
-                labels: label_string([("host", "h"), ("source", "docker")].into_iter()),
-                entries: vec![EntryAdapter {
-                    timestamp: Some(Timestamp::from_ns(1_500_000_000)),
-                    line: "hello".into(),
-                    structured_metadata: vec![LabelPairAdapter {
-                        name: "trace_id".into(),
-                        value: "t1".into(),
-                    }],
-                }],
-                hash: 0,
-            }],
-        }
+    fn request() -> (Vec<Stream>, Text) {
+        let mut text = Text::default();
+        let e = push_entry(&mut text, 1_500_000_000, "hello", &[("trace_id", "t1")]);
+        let streams = vec![Stream {
+            labels: label_string([("host", "h"), ("source", "docker")].into_iter()),
+            entries: vec![e],
+        }];
+        (streams, text)
     }
 
     #[test]
     fn protobuf_body_is_snappy_block_of_the_request() {
-        let req = request();
-        let (body, decoded) = encode(&req, Encoding::Protobuf, Compression::Snappy);
+        let (streams, text) = request();
+        let (body, decoded) = encode(&streams, &text, Encoding::Protobuf, Compression::Snappy);
         assert_eq!(body.content_type, "application/x-protobuf");
         let raw = snap::raw::Decoder::new()
             .decompress_vec(&body.bytes)
             .unwrap();
         assert_eq!(raw.len(), decoded);
-        assert_eq!(decoded, req.encoded_len());
-        assert_eq!(PushRequest::decode(raw.as_slice()).unwrap(), req);
+        assert_eq!(decoded, protobuf_len(&streams));
+        let req = PushRequest::decode(raw.as_slice()).unwrap();
+        assert_eq!(req, to_request(&streams, &text));
+        assert_eq!(req.streams[0].entries[0].line, "hello");
     }
 
     /// A request with what prost leaves out or writes specially: empty
-    /// lines and labels, zero and negative timestamps, no timestamp, a
-    /// stream hash, metadata with empty values, lengths past one varint byte.
-    fn awkward_request() -> PushRequest {
-        let entry = |ts: Option<i64>, line: &str, meta: &[(&str, &str)]| EntryAdapter {
-            timestamp: ts.map(Timestamp::from_ns),
-            line: line.into(),
-            structured_metadata: meta
-                .iter()
-                .map(|&(name, value)| LabelPairAdapter {
-                    name: name.into(),
-                    value: value.into(),
-                })
-                .collect(),
-        };
-        PushRequest {
-            streams: vec![
-                StreamAdapter {
-                    labels: label_string([("host", "h")].into_iter()),
-                    entries: vec![
-                        entry(Some(0), "", &[]),
-                        entry(Some(-1_500_000_001), "x", &[("a", ""), ("", "b")]),
-                        entry(None, &"y".repeat(300), &[]),
-                        entry(Some(i64::MAX), &"z".repeat(20_000), &[("t", "1")]),
-                    ],
-                    hash: 0,
-                },
-                StreamAdapter {
-                    labels: String::new(),
-                    entries: Vec::new(),
-                    hash: u64::MAX,
-                },
-                StreamAdapter {
-                    labels: "l".repeat(200),
-                    entries: (0..200)
-                        .map(|i| entry(Some(i * 7_000_000_001), &"w".repeat(i as usize), &[]))
-                        .collect(),
-                    hash: 3,
-                },
-            ],
-        }
+    /// lines and labels, zero and negative timestamps, a stream without
+    /// entries, metadata with empty names or values, lengths past one
+    /// varint byte, lines behind others in the plan's buffer.
+    fn awkward_request() -> (Vec<Stream>, Text) {
+        let mut text = Text::default();
+        let mut t =
+            |ts: i64, line: &str, meta: &[(&str, &str)]| push_entry(&mut text, ts, line, meta);
+        let first = vec![
+            t(0, "", &[]),
+            t(-1_500_000_001, "x", &[("a", ""), ("", "b")]),
+            t(-1, &"y".repeat(300), &[]),
+            t(999_999_999, "ns", &[]),
+            t(i64::MAX, &"z".repeat(20_000), &[("t", "1")]),
+            t(i64::MIN, "min", &[]),
+        ];
+        let third = (0..200)
+            .map(|i| t(i * 7_000_000_001, &"w".repeat(i as usize), &[]))
+            .collect();
+        let streams = vec![
+            Stream {
+                labels: label_string([("host", "h")].into_iter()),
+                entries: first,
+            },
+            Stream {
+                labels: String::new(),
+                entries: Vec::new(),
+            },
+            Stream {
+                labels: "l".repeat(200),
+                entries: third,
+            },
+        ];
+        (streams, text)
     }
 
     #[test]
     fn protobuf_is_written_byte_for_byte_as_prost_writes_it() {
         let mut scratch = Scratch::default();
-        for req in [request(), awkward_request(), PushRequest::default()] {
-            let (body, decoded) = scratch.encode(&req, Encoding::Protobuf, Compression::Snappy);
+        for (streams, text) in [request(), awkward_request(), (Vec::new(), Text::default())] {
+            let (body, decoded) =
+                scratch.encode(&streams, &text, Encoding::Protobuf, Compression::Snappy);
             let raw = snap::raw::Decoder::new()
                 .decompress_vec(&body.bytes)
                 .unwrap();
+            let req = to_request(&streams, &text);
             assert_eq!(raw, req.encode_to_vec());
             assert_eq!(decoded, raw.len());
+            assert_eq!(protobuf_len(&streams), raw.len());
+            for (s, rs) in streams.iter().zip(&req.streams) {
+                for (e, re) in s.entries.iter().zip(&rs.entries) {
+                    assert_eq!(e.encoded_len, re.encoded_len());
+                }
+            }
         }
     }
 
     #[test]
     fn json_body_matches_loki_documented_shape() {
-        let (body, decoded) = encode(&request(), Encoding::Json, Compression::Gzip);
+        let (streams, text) = request();
+        let (body, decoded) = encode(&streams, &text, Encoding::Json, Compression::Gzip);
         assert_eq!(body.content_encoding, Some("gzip"));
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body.bytes[..]), &mut raw)

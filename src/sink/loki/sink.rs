@@ -44,6 +44,9 @@ pub(super) struct LokiSink {
     encoded: Option<(encode::Body, usize)>,
     /// This lane's encoding buffers, reused from push to push.
     scratch: encode::Scratch,
+    /// The lines of the current batch's pushes, one buffer reused from
+    /// batch to batch (up to [`encode::KEEP_TEXT_BYTES`]).
+    text: encode::Text,
     announced_split: bool,
     /// Entries of the current batch refused without being sent (Loki's
     /// known limits) or refused by a 400 whose push Loki otherwise stored:
@@ -67,6 +70,7 @@ impl LokiSink {
             pending: Vec::new(),
             encoded: None,
             scratch: encode::Scratch::default(),
+            text: encode::Text::default(),
             announced_split: false,
             drops: Vec::new(),
             splits: registry.sink_splits.with(labels::sink(name)),
@@ -107,6 +111,7 @@ impl driver::Sink for LokiSink {
             pending: Vec::new(),
             encoded: None,
             scratch: encode::Scratch::default(),
+            text: encode::Text::default(),
             announced_split: false,
             drops: Vec::new(),
             splits: self.splits.clone(),
@@ -115,7 +120,12 @@ impl driver::Sink for LokiSink {
     }
 
     fn begin(&mut self, events: &[Event]) -> Prepared {
-        let plan = self.planner().plan(events, unix_now_ns());
+        // Not `self.planner()`: the plan writes to `self.text` meanwhile.
+        let plan = self.planner.lock().unwrap_or_else(|e| e.into_inner()).plan(
+            events,
+            unix_now_ns(),
+            &mut self.text,
+        );
         self.demoted.add(plan.demoted);
         if plan.too_large > 0 {
             tracing::warn!(
@@ -166,12 +176,20 @@ impl driver::Sink for LokiSink {
                 }
             }
             let Some(push) = self.pending.last() else {
+                // An idle lane does not pin a large batch's lines.
+                if self.text.held_bytes() > encode::KEEP_TEXT_BYTES {
+                    self.text = encode::Text::default();
+                }
                 return Step::Done;
             };
             let entries = push.entries;
             let (body, decoded) = self.encoded.get_or_insert_with(|| {
-                self.scratch
-                    .encode(&push.request, self.config.encoding, self.config.compression)
+                self.scratch.encode(
+                    &push.streams,
+                    &self.text,
+                    self.config.encoding,
+                    self.config.compression,
+                )
             });
             let (size, decoded) = (body.bytes.len(), *decoded);
             let outcome = if size > cap || decoded > cap {
