@@ -722,8 +722,9 @@ impl KeySearch {
     }
 }
 
-/// A byte of a [`Shapes::calls`] word (dovecot's `indexer-worker`).
-fn call_byte(c: u8) -> bool {
+/// A byte of a [`Shapes::calls`] word (dovecot's `indexer-worker`). The
+/// prefilter (`anchor::Pairs::paren`) tells whether a `(` follows one.
+pub(super) fn call_byte(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
 }
 
@@ -870,7 +871,8 @@ impl Shapes {
 
     /// Whether [`Shapes::find`] may find something in `s`: a key, or a `(`
     /// for the `WORD(` rows. `false` is certain. `paren`: whether `s` may
-    /// hold a `(` (`false` only when certain, as `anchor::Pairs` tells).
+    /// hold a `(` right after a [`call_byte`] (`false` only when certain,
+    /// as `anchor::Pairs` tells): no row of `calls` matches without one.
     pub fn may_match(&self, s: &[u8], paren: bool) -> bool {
         (paren && !self.calls.is_empty() && memchr::memchr(b'(', s).is_some())
             || (self.gate.may_hold_key(s) && self.first.find(s, 0).is_some())
