@@ -566,6 +566,59 @@ fn login_key_tail(s: &[u8], end: usize) -> bool {
     )
 }
 
+/// The tails [`key_tail_any`] looks for, lower-cased as it reads them
+/// (`| 0x20`: `_` becomes 0x7f, `api_key`): those of `login_key_tail`,
+/// then those of `secrets::key_tail` (`tion` as `authorization`; `pwd`,
+/// three bytes, is checked apart).
+const TAILS: [&[u8; 4]; 15] = [
+    b"user", b"name", b"ogin", b"mail", b"ount", b"word", b"sswd", b"pass", b"rase", b"cret",
+    b"oken", b"ikey", b"\x7fkey", b"-key", b"tion",
+];
+
+/// The slot of tail `t` in [`TAIL_TABLE`]: a multiplicative hash, its
+/// multiplier picked (by a search) so that the tails' slots differ.
+const fn tail_slot(t: u32) -> usize {
+    (t.wrapping_mul(0x6b7c_c667) >> 28) as usize
+}
+
+/// Each tail of [`TAILS`] at its slot, 0 elsewhere (no tail read is 0:
+/// every byte is at least 0x20). Built at compile time, which fails if
+/// two tails share a slot.
+const TAIL_TABLE: [u32; 16] = {
+    let mut table = [0u32; 16];
+    let mut k = 0;
+    while k < TAILS.len() {
+        let t = u32::from_le_bytes(*TAILS[k]);
+        assert!(table[tail_slot(t)] == 0, "two key tails share a slot");
+        table[tail_slot(t)] = t;
+        k += 1;
+    }
+    table
+};
+
+/// Whether the key ending at `end` (see [`key_end`]) ends like a login key
+/// or a secret key: `login_key_tail(s, end) || secrets::key_tail(s, end)`
+/// (a test holds it to that on arbitrary tails), told by one look at the
+/// last four bytes, lower-cased: one table slot to compare. The walk
+/// asked both at every `=` and every `:` after a letter, each loading and
+/// comparing the tail again (about 55 instructions a key; most keys,
+/// `level=`, `ts=`, are neither).
+#[inline]
+fn key_tail_any(s: &[u8], end: usize) -> bool {
+    const TION: u32 = u32::from_le_bytes(*b"tion");
+    // `pwd`: the last three bytes.
+    const PWD: u32 = u32::from_le_bytes(*b"\0pwd");
+    let t = match end.checked_sub(4).and_then(|b| s.get(b..end)) {
+        Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | 0x2020_2020,
+        None if end == 3 && s.len() >= 3 => u32::from_le_bytes([0, s[0], s[1], s[2]]) | 0x2020_2000,
+        None => return false,
+    };
+    if TAIL_TABLE[tail_slot(t)] == t {
+        return t != TION || (end >= 13 && s[end - 13..end].eq_ignore_ascii_case(b"authorization"));
+    }
+    t & 0xffff_ff00 == PWD
+}
+
 /// Whether the `=` at `c` follows an LDAP `uid` or `cn` (any case).
 fn dn_key_before(s: &[u8], c: usize) -> bool {
     let lower = |k: usize| c.checked_sub(k).map(|at| s[at] | 0x20);
@@ -610,15 +663,14 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
             let end = key_end(s, c);
             after == Some(b':')
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
-                || login_key_tail(s, end)
+                || key_tail_any(s, end)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
-                || super::secrets::key_tail(s, end)
                 || (curl() && super::secrets::curl_worth_a_look(s, c))
                 || s[..c].ends_with(b"\"user_id\"")
         }
         b'=' => {
             let end = key_end(s, c);
-            login_key_tail(s, end) || super::secrets::key_tail(s, end) || dn_key_before(s, c)
+            key_tail_any(s, end) || dn_key_before(s, c)
         }
         b'.' => may_be_ipv4(s, c) || (s[..c].ends_with(b"ip6") && s[c + 1..].starts_with(b"arpa")),
         b'%' => s[c + 1..].starts_with(b"40"),
@@ -817,6 +869,38 @@ mod tests {
                 });
                 assert_eq!(mask, want, "bytes {c0}.. after {p}");
                 assert_eq!(simd, bytewise, "bytes {c0}.. after {p}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// The one look at a key's tail answers as the two checks it
+        /// stands for, on any bytes (tails of real keys among them).
+        #[test]
+        fn key_tail_any_is_both_tails(
+            lead in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            key in proptest::sample::select(vec![
+                "user", "USERNAME", "login", "e-mail", "Account", "password", "PASSWD",
+                "pwd", "Pwd", "passphrase", "secret", "Token", "api_key", "API-KEY",
+                "apikey", "authorization", "Proxy-Authorization", "cation", "pass", "",
+                "ion", "wd", "_key", "-key", "monkey", "name",
+            ]),
+            trail in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"pPwWdDsSeEyY_-kKnNtT".to_vec()),
+                    proptest::num::u8::ANY,
+                ],
+                0..5,
+            ),
+        ) {
+            let s = [lead.as_slice(), key.as_bytes(), &trail].concat();
+            for end in 0..=s.len() {
+                proptest::prop_assert_eq!(
+                    key_tail_any(&s, end),
+                    login_key_tail(&s, end) || crate::scrub::secrets::key_tail(&s, end),
+                    "{:?} to {}", String::from_utf8_lossy(&s), end
+                );
             }
         }
     }
