@@ -1,5 +1,5 @@
 //! The prefilter: finds the few bytes where something to scrub may be
-//! anchored, 16 bytes at a time, so a line with nothing to scrub costs a
+//! anchored, 32 or 16 bytes at a time, so a line with nothing to scrub costs a
 //! vectorised scan and a handful of two- or three-byte checks.
 //!
 //! Every detector needs one of these *anchors* at or after the position the
@@ -22,14 +22,18 @@
 //! driver must start stepping so that it visits the detector's start exactly
 //! as a byte-by-byte walk would.
 //!
-//! The block mask is SSE2 compares on x86_64 (the baseline of every such
-//! CPU, so no detection at run time) and the byte-wise rule elsewhere; a
-//! test holds the two to the same answer on every pair of bytes.
+//! The block mask is AVX2 compares, 32 bytes a step, where the CPU has
+//! AVX2 (detected at run time through `pulp`, as in `keygate`) and the
+//! text is longer than 32 bytes; else SSE2 compares, 16 bytes a step, on
+//! x86_64 (the baseline of every such CPU); and the byte-wise rule
+//! elsewhere. Tests hold both masks to the byte-wise rule on every pair of
+//! bytes.
 //!
 //! The same loads also tell the [`Pairs`] of the text, rare pairs of bytes
 //! that other stages of a pass would each search the whole text for (a
-//! `(`, a private-key header's `Y-`, curl's `-u`): [`Anchors::new`] goes
-//! over the whole text once, up front, and a pass hands the answers on.
+//! `WORD(`, a private-key header's `Y-`, curl's `-u`): [`Anchors::new`]
+//! goes over the whole text once, up front, and a pass hands the answers
+//! on.
 
 const BLOCK: usize = 16;
 

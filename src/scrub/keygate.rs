@@ -1,6 +1,8 @@
 //! The key gate: tells, for a fraction of a Teddy search's cost, that no
 //! key of the shape table (`shapes`) can start anywhere in a text, so a
-//! line with nothing to scrub skips the search.
+//! line with nothing to scrub skips the search; and else the first
+//! position where one may, so that the search starts there (and, after
+//! each hit, where the next may).
 //!
 //! It is Teddy's own fingerprint without the verification: each key goes
 //! into one of 16 buckets (two sets of 8), and for each of a key's [`KEY_LEN`] byte
