@@ -1,5 +1,5 @@
 //! The prefilter: finds the few bytes where something to scrub may be
-//! anchored, 16 bytes at a time, so a line with nothing to scrub costs a
+//! anchored, 32 or 16 bytes at a time, so a line with nothing to scrub costs a
 //! vectorised scan and a handful of two- or three-byte checks.
 //!
 //! Every detector needs one of these *anchors* at or after the position the
@@ -22,14 +22,18 @@
 //! driver must start stepping so that it visits the detector's start exactly
 //! as a byte-by-byte walk would.
 //!
-//! The block mask is SSE2 compares on x86_64 (the baseline of every such
-//! CPU, so no detection at run time) and the byte-wise rule elsewhere; a
-//! test holds the two to the same answer on every pair of bytes.
+//! The block mask is AVX2 compares, 32 bytes a step, where the CPU has
+//! AVX2 (detected at run time through `pulp`, as in `keygate`) and the
+//! text is longer than 32 bytes; else SSE2 compares, 16 bytes a step, on
+//! x86_64 (the baseline of every such CPU); and the byte-wise rule
+//! elsewhere. Tests hold both masks to the byte-wise rule on every pair of
+//! bytes.
 //!
 //! The same loads also tell the [`Pairs`] of the text, rare pairs of bytes
 //! that other stages of a pass would each search the whole text for (a
-//! `(`, a private-key header's `Y-`, curl's `-u`): [`Anchors::new`] goes
-//! over the whole text once, up front, and a pass hands the answers on.
+//! `WORD(`, a private-key header's `Y-`, curl's `-u`): [`Anchors::new`]
+//! goes over the whole text once, up front, and a pass hands the answers
+//! on.
 
 const BLOCK: usize = 16;
 
@@ -51,7 +55,11 @@ fn is_anchor(c: u8, p: u8) -> bool {
 /// told by the same pass over the bytes that finds the anchors (each was a
 /// memchr or memmem call of its own, about 250 instructions on a clean
 /// line): whether the text holds
-/// - `(`: the `WORD(` rows of the shape table (`Shapes::find`);
+/// - `(` after a lower-case letter, a digit or `-` (a byte of a call
+///   word, `shapes::call_byte`): the `WORD(` rows of the shape table
+///   (`Shapes::find`), which need a word right before the `(`. Most `(`
+///   of log text follow a space (`in 12ms (queue`, `(KHTML, like`), and
+///   each was a memchr over the text in `Shapes::find`;
 /// - `-` after `Y`: the end of a private-key header `… KEY-----`
 ///   (`secrets::pem_blocks`, which searches `PRIVATE KEY-----`);
 /// - `u` after `-`: curl's `-u`, `--user` (`Cx::curl_possible`).
@@ -66,7 +74,7 @@ impl Pairs {
     /// The byte-wise rule: [`Pairs`] of `c` after `p`.
     fn of(c: u8, p: u8) -> Pairs {
         Pairs {
-            paren: c == b'(',
+            paren: c == b'(' && super::shapes::call_byte(p),
             pem: c == b'-' && p == b'Y',
             dash_u: c == b'u' && p == b'-',
         }
@@ -155,10 +163,14 @@ fn block_mask_vec(c: safe_arch::m128i, p: safe_arch::m128i, lanes: &mut PairLane
     let digit_before = eq(min_u8_m128i(d, splat(9)), d);
     let r_before = eq(or(p, splat(0x20)), splat(b'r' as i8));
     let e_before = eq(p, splat(b'e' as i8));
-    let dash = is(b'-');
-    lanes.paren = or(lanes.paren, is(b'('));
-    lanes.pem = or(lanes.pem, and(dash, eq(p, splat(b'Y' as i8))));
-    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), eq(p, splat(b'-' as i8))));
+    let dash_before = eq(p, splat(b'-' as i8));
+    // `p - 'a' <= 25` unsigned, as the digit above.
+    let l = sub_i8_m128i(p, splat(b'a' as i8));
+    let lower_before = eq(min_u8_m128i(l, splat(25)), l);
+    let call_before = or(or(digit_before, lower_before), dash_before);
+    lanes.paren = or(lanes.paren, and(is(b'('), call_before));
+    lanes.pem = or(lanes.pem, and(is(b'-'), eq(p, splat(b'Y' as i8))));
+    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), dash_before));
     let alone = or(or(is(b':'), is(b'=')), or(or(is(b'@'), is(b'%')), is(b'[')));
     let after = or(
         or(and(is(b'.'), digit_before), and(is(b' '), r_before)),
@@ -174,13 +186,23 @@ fn block_mask_vec(c: safe_arch::m128i, p: safe_arch::m128i, lanes: &mut PairLane
 fn block_pairs_lanes(cur: &[u8; BLOCK], prev: &[u8; BLOCK], lanes: &mut PairLanes) {
     use safe_arch::{
         bitand_m128i as and, bitor_m128i as or, cmp_eq_mask_i8_m128i as eq, load_unaligned_m128i,
-        set_splat_i8_m128i as splat,
+        min_u8_m128i, set_splat_i8_m128i as splat, sub_i8_m128i,
     };
     let (c, p) = (load_unaligned_m128i(cur), load_unaligned_m128i(prev));
     let is = |v: u8| eq(c, splat(v as i8));
-    lanes.paren = or(lanes.paren, is(b'('));
+    let d = sub_i8_m128i(p, splat(b'0' as i8));
+    let l = sub_i8_m128i(p, splat(b'a' as i8));
+    let dash_before = eq(p, splat(b'-' as i8));
+    let call_before = or(
+        or(
+            eq(min_u8_m128i(d, splat(9)), d),
+            eq(min_u8_m128i(l, splat(25)), l),
+        ),
+        dash_before,
+    );
+    lanes.paren = or(lanes.paren, and(is(b'('), call_before));
     lanes.pem = or(lanes.pem, and(is(b'-'), eq(p, splat(b'Y' as i8))));
-    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), eq(p, splat(b'-' as i8))));
+    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), dash_before));
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -306,6 +328,143 @@ fn fill_sse2(s: &[u8], words: &mut [u64; AHEAD_WORDS]) -> Pairs {
     lanes.pairs()
 }
 
+/// Bytes per AVX2 block of [`fill_avx2`].
+#[cfg(target_arch = "x86_64")]
+const WIDE: usize = 32;
+
+/// [`fill_sse2`] 32 bytes at a time with AVX2, where the CPU has it
+/// (detected at run time through `pulp`, whose tokens make the intrinsics
+/// safe to call, as in `keygate`): half the steps, and one mask per 32
+/// bytes, two to a word. The same blocks as [`fill_sse2`]'s, twice as
+/// wide: the first one's bytes before are its own shifted up by one, the
+/// last, short one is the block ending the text. For texts of more than
+/// [`WIDE`] bytes (shorter ones take [`fill_sse2`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn fill_avx2(v3: pulp::x86::V3, s: &[u8], words: &mut [u64; AHEAD_WORDS]) -> Pairs {
+    v3.vectorize(
+        #[inline(always)]
+        || fill_avx2_inner(v3, s, words),
+    )
+}
+
+/// What [`fill_avx2`] gathers of [`Pairs`] over blocks, as [`PairLanes`].
+#[cfg(target_arch = "x86_64")]
+struct WideLanes {
+    paren: core::arch::x86_64::__m256i,
+    pem: core::arch::x86_64::__m256i,
+    dash_u: core::arch::x86_64::__m256i,
+}
+
+/// The 32 bytes of `s` from `at`, loaded in place.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn load_wide(s: &[u8], at: usize) -> core::arch::x86_64::__m256i {
+    let b: [u8; WIDE] = s[at..at + WIDE].try_into().expect("WIDE bytes");
+    pulp::cast(b)
+}
+
+/// [`block_mask_vec`] of 32 bytes `c` after bytes `p`; with `masks`
+/// false, only the pairs (the blocks past [`AHEAD`]). Keep in step with
+/// `is_anchor` and `Pairs::of` (tests compare them on every pair of
+/// bytes and on arbitrary text).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn wide_mask(
+    v3: pulp::x86::V3,
+    c: core::arch::x86_64::__m256i,
+    p: core::arch::x86_64::__m256i,
+    lanes: &mut WideLanes,
+    masks: bool,
+) -> u32 {
+    let (avx, avx2) = (v3.avx, v3.avx2);
+    let splat = |v: u8| avx._mm256_set1_epi8(v as i8);
+    let eq = |a, b| avx2._mm256_cmpeq_epi8(a, b);
+    let or = |a, b| avx2._mm256_or_si256(a, b);
+    let and = |a, b| avx2._mm256_and_si256(a, b);
+    let is = |v: u8| eq(c, splat(v));
+    // `p - '0' <= 9` unsigned: min(d, 9) == d; likewise `p - 'a' <= 25`.
+    let d = avx2._mm256_sub_epi8(p, splat(b'0'));
+    let digit_before = eq(avx2._mm256_min_epu8(d, splat(9)), d);
+    let l = avx2._mm256_sub_epi8(p, splat(b'a'));
+    let lower_before = eq(avx2._mm256_min_epu8(l, splat(25)), l);
+    let dash_before = eq(p, splat(b'-'));
+    let call_before = or(or(digit_before, lower_before), dash_before);
+    lanes.paren = or(lanes.paren, and(is(b'('), call_before));
+    lanes.pem = or(lanes.pem, and(is(b'-'), eq(p, splat(b'Y'))));
+    lanes.dash_u = or(lanes.dash_u, and(is(b'u'), dash_before));
+    if !masks {
+        return 0;
+    }
+    let r_before = eq(or(p, splat(0x20)), splat(b'r'));
+    let e_before = eq(p, splat(b'e'));
+    let alone = or(or(is(b':'), is(b'=')), or(or(is(b'@'), is(b'%')), is(b'[')));
+    let after = or(
+        or(and(is(b'.'), digit_before), and(is(b' '), r_before)),
+        and(is(b'/'), e_before),
+    );
+    avx2._mm256_movemask_epi8(or(alone, after)) as u32
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn fill_avx2_inner(v3: pulp::x86::V3, s: &[u8], words: &mut [u64; AHEAD_WORDS]) -> Pairs {
+    let (avx, avx2) = (v3.avx, v3.avx2);
+    let zero = avx._mm256_setzero_si256();
+    let mut lanes = WideLanes {
+        paren: zero,
+        pem: zero,
+        dash_u: zero,
+    };
+    let n = s.len();
+    debug_assert!(n > WIDE);
+    let mut put = |k: usize, m: u32| {
+        if let Some(w) = words.get_mut(k / 2) {
+            *w |= u64::from(m) << (32 * (k % 2));
+        }
+    };
+    // The first block's bytes before: its own, one lane up (a zero
+    // first), across the two 128-bit halves (`alignr` shifts each half
+    // alone; the permute hands the low half's last byte to the high).
+    let first = load_wide(s, 0);
+    let below = avx2._mm256_permute2x128_si256::<0x08>(first, first);
+    let before = avx2._mm256_alignr_epi8::<15>(first, below);
+    put(0, wide_mask(v3, first, before, &mut lanes, true));
+    let full = n / WIDE;
+    for k in 1..full {
+        let at = k * WIDE;
+        let ahead = k < AHEAD / WIDE;
+        let m = wide_mask(
+            v3,
+            load_wide(s, at),
+            load_wide(s, at - 1),
+            &mut lanes,
+            ahead,
+        );
+        if ahead {
+            put(k, m);
+        }
+    }
+    let rest = n % WIDE;
+    if rest > 0 {
+        // n > WIDE: the block ending the text has a byte before it.
+        let m = wide_mask(
+            v3,
+            load_wide(s, n - WIDE),
+            load_wide(s, n - WIDE - 1),
+            &mut lanes,
+            full < AHEAD / WIDE,
+        );
+        put(full, m >> (WIDE - rest));
+    }
+    let any = |v| avx2._mm256_movemask_epi8(v) != 0;
+    Pairs {
+        paren: any(lanes.paren),
+        pem: any(lanes.pem),
+        dash_u: any(lanes.dash_u),
+    }
+}
+
 impl<'a> Anchors<'a> {
     /// Inlined into its callers (the pass, the glance): returned from a
     /// call, the 168 bytes of `Anchors` were a `memcpy` and the call's
@@ -322,6 +481,11 @@ impl<'a> Anchors<'a> {
             mask: 0,
             pairs: Pairs::default(),
         };
+        #[cfg(target_arch = "x86_64")]
+        if let Some(v3) = pulp::x86::V3::try_new().filter(|_| s.len() > WIDE) {
+            a.pairs = fill_avx2(v3, s, &mut a.words);
+            return a;
+        }
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
         {
             a.pairs = fill_sse2(s, &mut a.words);
@@ -406,6 +570,59 @@ fn login_key_tail(s: &[u8], end: usize) -> bool {
     )
 }
 
+/// The tails [`key_tail_any`] looks for, lower-cased as it reads them
+/// (`| 0x20`: `_` becomes 0x7f, `api_key`): those of `login_key_tail`,
+/// then those of `secrets::key_tail` (`tion` as `authorization`; `pwd`,
+/// three bytes, is checked apart).
+const TAILS: [&[u8; 4]; 15] = [
+    b"user", b"name", b"ogin", b"mail", b"ount", b"word", b"sswd", b"pass", b"rase", b"cret",
+    b"oken", b"ikey", b"\x7fkey", b"-key", b"tion",
+];
+
+/// The slot of tail `t` in [`TAIL_TABLE`]: a multiplicative hash, its
+/// multiplier picked (by a search) so that the tails' slots differ.
+const fn tail_slot(t: u32) -> usize {
+    (t.wrapping_mul(0x6b7c_c667) >> 28) as usize
+}
+
+/// Each tail of [`TAILS`] at its slot, 0 elsewhere (no tail read is 0:
+/// every byte is at least 0x20). Built at compile time, which fails if
+/// two tails share a slot.
+const TAIL_TABLE: [u32; 16] = {
+    let mut table = [0u32; 16];
+    let mut k = 0;
+    while k < TAILS.len() {
+        let t = u32::from_le_bytes(*TAILS[k]);
+        assert!(table[tail_slot(t)] == 0, "two key tails share a slot");
+        table[tail_slot(t)] = t;
+        k += 1;
+    }
+    table
+};
+
+/// Whether the key ending at `end` (see [`key_end`]) ends like a login key
+/// or a secret key: `login_key_tail(s, end) || secrets::key_tail(s, end)`
+/// (a test holds it to that on arbitrary tails), told by one look at the
+/// last four bytes, lower-cased: one table slot to compare. The walk
+/// asked both at every `=` and every `:` after a letter, each loading and
+/// comparing the tail again (about 55 instructions a key; most keys,
+/// `level=`, `ts=`, are neither).
+#[inline]
+fn key_tail_any(s: &[u8], end: usize) -> bool {
+    const TION: u32 = u32::from_le_bytes(*b"tion");
+    // `pwd`: the last three bytes.
+    const PWD: u32 = u32::from_le_bytes(*b"\0pwd");
+    let t = match end.checked_sub(4).and_then(|b| s.get(b..end)) {
+        Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | 0x2020_2020,
+        None if end == 3 && s.len() >= 3 => u32::from_le_bytes([0, s[0], s[1], s[2]]) | 0x2020_2000,
+        None => return false,
+    };
+    if TAIL_TABLE[tail_slot(t)] == t {
+        return t != TION || (end >= 13 && s[end - 13..end].eq_ignore_ascii_case(b"authorization"));
+    }
+    t & 0xffff_ff00 == PWD
+}
+
 /// Whether the `=` at `c` follows an LDAP `uid` or `cn` (any case).
 fn dn_key_before(s: &[u8], c: usize) -> bool {
     let lower = |k: usize| c.checked_sub(k).map(|at| s[at] | 0x20);
@@ -450,15 +667,14 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
             let end = key_end(s, c);
             after == Some(b':')
                 || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
-                || login_key_tail(s, end)
+                || key_tail_any(s, end)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
-                || super::secrets::key_tail(s, end)
                 || (curl() && super::secrets::curl_worth_a_look(s, c))
                 || s[..c].ends_with(b"\"user_id\"")
         }
         b'=' => {
             let end = key_end(s, c);
-            login_key_tail(s, end) || super::secrets::key_tail(s, end) || dn_key_before(s, c)
+            key_tail_any(s, end) || dn_key_before(s, c)
         }
         b'.' => may_be_ipv4(s, c) || (s[..c].ends_with(b"ip6") && s[c + 1..].starts_with(b"arpa")),
         b'%' => s[c + 1..].starts_with(b"40"),
@@ -617,6 +833,82 @@ mod tests {
         }
     }
 
+    /// The AVX2 mask and the byte-wise rule agree on every pair of bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn wide_mask_is_the_byte_rule_for_every_pair() {
+        let Some(v3) = pulp::x86::V3::try_new() else {
+            return; // no AVX2: the SSE2 mask is used, tested above
+        };
+        for p in 0..=255u8 {
+            for c0 in (0..=255u8).step_by(WIDE) {
+                let cur: [u8; WIDE] = std::array::from_fn(|k| c0 + k as u8);
+                let prev = [p; WIDE];
+                let (mask, simd) = v3.vectorize(|| {
+                    let zero = v3.avx._mm256_setzero_si256();
+                    let mut lanes = WideLanes {
+                        paren: zero,
+                        pem: zero,
+                        dash_u: zero,
+                    };
+                    let m = wide_mask(
+                        v3,
+                        load_wide(&cur, 0),
+                        load_wide(&prev, 0),
+                        &mut lanes,
+                        true,
+                    );
+                    let any = |v| v3.avx2._mm256_movemask_epi8(v) != 0;
+                    let pairs = Pairs {
+                        paren: any(lanes.paren),
+                        pem: any(lanes.pem),
+                        dash_u: any(lanes.dash_u),
+                    };
+                    (m, pairs)
+                });
+                let mut bytewise = Pairs::default();
+                let want = (0..WIDE).fold(0u32, |m, k| {
+                    bytewise = bytewise.or(Pairs::of(cur[k], prev[k]));
+                    m | u32::from(is_anchor(cur[k], prev[k])) << k
+                });
+                assert_eq!(mask, want, "bytes {c0}.. after {p}");
+                assert_eq!(simd, bytewise, "bytes {c0}.. after {p}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// The one look at a key's tail answers as the two checks it
+        /// stands for, on any bytes (tails of real keys among them).
+        #[test]
+        fn key_tail_any_is_both_tails(
+            lead in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            key in proptest::sample::select(vec![
+                "user", "USERNAME", "login", "e-mail", "Account", "password", "PASSWD",
+                "pwd", "Pwd", "passphrase", "secret", "Token", "api_key", "API-KEY",
+                "apikey", "authorization", "Proxy-Authorization", "cation", "pass", "",
+                "ion", "wd", "_key", "-key", "monkey", "name",
+            ]),
+            trail in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"pPwWdDsSeEyY_-kKnNtT".to_vec()),
+                    proptest::num::u8::ANY,
+                ],
+                0..5,
+            ),
+        ) {
+            let s = [lead.as_slice(), key.as_bytes(), &trail].concat();
+            for end in 0..=s.len() {
+                proptest::prop_assert_eq!(
+                    key_tail_any(&s, end),
+                    login_key_tail(&s, end) || crate::scrub::secrets::key_tail(&s, end),
+                    "{:?} to {}", String::from_utf8_lossy(&s), end
+                );
+            }
+        }
+    }
+
     /// The reference: every anchor of `s` by the byte rule, and its pairs.
     fn by_the_byte_rule(s: &[u8]) -> (Vec<usize>, Pairs) {
         let before = |k: usize| if k == 0 { 0 } else { s[k - 1] };
@@ -628,7 +920,10 @@ mod tests {
     /// What the stages that trust [`Pairs`] searched for before.
     fn pairs_hold_what_the_stages_search(s: &[u8], pairs: Pairs) {
         let has = |needle: &[u8]| memchr::memmem::find(s, needle).is_some();
-        assert_eq!(pairs.paren, has(b"("));
+        let call_paren = s
+            .windows(2)
+            .any(|w| w[1] == b'(' && crate::scrub::shapes::call_byte(w[0]));
+        assert_eq!(pairs.paren, call_paren);
         assert_eq!(pairs.dash_u, has(b"-u"));
         assert!(pairs.pem || !has(b"PRIVATE KEY-----"));
     }
@@ -666,7 +961,12 @@ mod tests {
         assert!(p.pem && !p.paren && !p.dash_u);
         let curl = b"run: curl -s -u deploy:x https://example.org/ (retry 2)";
         let p = Anchors::new(curl).pairs();
-        assert!(!p.pem && p.paren && p.dash_u);
+        // A `(` after a space starts no `WORD(` row.
+        assert!(!p.pem && !p.paren && p.dash_u);
+        let dovecot = b"dovecot: imap(alice)<1234><abc>: Logged out in=12 out=345";
+        assert!(Anchors::new(dovecot).pairs().paren);
+        let pam = b"pam_unix(sudo:session): session opened";
+        assert!(Anchors::new(pam).pairs().paren);
         let long = [b"x".repeat(5000), b"-u".to_vec()].concat();
         assert!(Anchors::new(&long).pairs().dash_u);
     }

@@ -1,6 +1,8 @@
 //! The key gate: tells, for a fraction of a Teddy search's cost, that no
 //! key of the shape table (`shapes`) can start anywhere in a text, so a
-//! line with nothing to scrub skips the search.
+//! line with nothing to scrub skips the search; and else the first
+//! position where one may, so that the search starts there (and, after
+//! each hit, where the next may).
 //!
 //! It is Teddy's own fingerprint without the verification: each key goes
 //! into one of 16 buckets (two sets of 8), and for each of a key's [`KEY_LEN`] byte
@@ -107,52 +109,79 @@ impl KeyGate {
         })
     }
 
-    /// Whether a key may start anywhere in `s`; `false` is certain.
-    #[inline]
+    /// Whether a key may start anywhere in `s`; `false` is certain (tests).
+    #[cfg(test)]
     pub fn may_hold_key(&self, s: &[u8]) -> bool {
-        if s.len() < KEY_LEN {
-            return false;
+        self.first_candidate(s, 0).is_some()
+    }
+
+    /// The first position at or after `from` where a key may start: no
+    /// key starts in `from..` before it, and `None` is certain. So the
+    /// search for keys (Teddy) starts there, not at `from`: a line holding
+    /// a key (an access log's ` GET`) is searched from near the key on,
+    /// and asked again after each hit, rather than to its end. Without
+    /// AVX2, `from` itself (the search decides, as before the gate).
+    #[inline]
+    pub fn first_candidate(&self, s: &[u8], from: usize) -> Option<usize> {
+        if from + KEY_LEN > s.len() {
+            return None;
         }
         #[cfg(target_arch = "x86_64")]
         if let Some(v3) = self.v3 {
             return v3.vectorize(
                 #[inline(always)]
-                || self.may_hold_key_avx2(v3, s),
+                || self.first_candidate_avx2(v3, s, from),
             );
         }
-        true
+        Some(from)
     }
 
-    /// [`KeyGate::may_hold_key`] with AVX2, 32 positions at a time: the
+    /// [`KeyGate::first_candidate`] with AVX2, 32 positions at a time: the
     /// four loads at `at..at + 3` put the bytes of a key starting at each
     /// position in one lane. The last block is the one ending the text
-    /// (it overlaps the one before: an answer is a yes or no, so checking
-    /// a position twice changes nothing); a text shorter than a block is
-    /// padded with zeros, which no key byte's high nibble (0) lets through.
+    /// (it overlaps the one before; positions before `at` are masked
+    /// off); a text shorter than a block is padded with zeros, which no
+    /// key byte's high nibble (0) lets through.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn may_hold_key_avx2(&self, v3: pulp::x86::V3, s: &[u8]) -> bool {
+    fn first_candidate_avx2(&self, v3: pulp::x86::V3, s: &[u8], from: usize) -> Option<usize> {
         let n = s.len();
+        // Positions from `base + skip` on, of a block starting at `base`.
+        let first = |base: usize, skip: usize, mask: u32| {
+            let m = mask >> skip << skip;
+            (m != 0).then(|| base + m.trailing_zeros() as usize)
+        };
         if n < SPAN {
             let mut padded = [0u8; SPAN];
             padded[..n].copy_from_slice(s);
-            return block_avx2(v3, self, &padded);
+            return first(0, from, block_avx2(v3, self, &padded));
         }
         let span = |at: usize| -> &[u8; SPAN] { s[at..at + SPAN].try_into().expect("SPAN bytes") };
-        let mut at = 0;
+        let mut at = from;
         while at + SPAN <= n {
-            if block_avx2(v3, self, span(at)) {
-                return true;
+            let m = block_avx2(v3, self, span(at));
+            if m != 0 {
+                return Some(at + m.trailing_zeros() as usize);
             }
             at += W;
         }
-        at < n - KEY_LEN + 1 && block_avx2(v3, self, span(n - SPAN))
+        if at + KEY_LEN > n {
+            return None;
+        }
+        let base = n - SPAN;
+        first(base, at - base, block_avx2(v3, self, span(base)))
+    }
+
+    /// [`KeyGate::first_candidate`] by the byte-wise rule (tests).
+    #[cfg(test)]
+    pub fn first_candidate_bytewise(&self, s: &[u8], from: usize) -> Option<usize> {
+        (from..(s.len() + 1).saturating_sub(KEY_LEN)).find(|&p| self.passes_at(s, p))
     }
 
     /// [`KeyGate::may_hold_key`] by the byte-wise rule (tests).
     #[cfg(test)]
     pub fn may_hold_key_bytewise(&self, s: &[u8]) -> bool {
-        (0..(s.len() + 1).saturating_sub(KEY_LEN)).any(|p| self.passes_at(s, p))
+        self.first_candidate_bytewise(s, 0).is_some()
     }
 }
 
@@ -160,12 +189,12 @@ impl KeyGate {
 const W: usize = 32;
 const SPAN: usize = W + KEY_LEN - 1;
 
-/// Whether a key of `gate` may start at one of `b[..W]`'s positions.
+/// Bit `k` set when a key of `gate` may start at `b[k]` (`k < W`).
 /// Everything here is inlined into `pulp`'s AVX2 function (a call left
 /// out of it runs each intrinsic as a call of its own).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn block_avx2(v3: pulp::x86::V3, gate: &KeyGate, b: &[u8; SPAN]) -> bool {
+fn block_avx2(v3: pulp::x86::V3, gate: &KeyGate, b: &[u8; SPAN]) -> u32 {
     use core::arch::x86_64::__m256i;
     let (avx, avx2) = (v3.avx, v3.avx2);
     let nibble = avx._mm256_set1_epi8(0x0f);
@@ -191,7 +220,8 @@ fn block_avx2(v3: pulp::x86::V3, gate: &KeyGate, b: &[u8; SPAN]) -> bool {
         }
         any = avx2._mm256_or_si256(any, acc);
     }
-    avx._mm256_testz_si256(any, any) == 0
+    // A lane passes when it holds a bucket: not zero.
+    !(avx2._mm256_movemask_epi8(avx2._mm256_cmpeq_epi8(any, avx._mm256_setzero_si256())) as u32)
 }
 
 #[cfg(test)]
@@ -232,6 +262,19 @@ mod tests {
                 proptest::prop_assert_eq!(gate.may_hold_key(&s), gate.may_hold_key_bytewise(&s));
             } else {
                 proptest::prop_assert!(gate.may_hold_key(&s));
+            }
+        }
+
+        /// The first candidate from any start is the byte-wise rule's
+        /// (with AVX2; without it, the start itself).
+        #[test]
+        fn first_candidate_is_the_byte_rule(s in text(), from in 0usize..310) {
+            let gate = KeyGate::new(KEYS, rarity);
+            let got = gate.first_candidate(&s, from);
+            if gate.v3.is_some() {
+                proptest::prop_assert_eq!(got, gate.first_candidate_bytewise(&s, from));
+            } else {
+                proptest::prop_assert_eq!(got, (from + KEY_LEN <= s.len()).then_some(from));
             }
         }
 

@@ -722,8 +722,9 @@ impl KeySearch {
     }
 }
 
-/// A byte of a [`Shapes::calls`] word (dovecot's `indexer-worker`).
-fn call_byte(c: u8) -> bool {
+/// A byte of a [`Shapes::calls`] word (dovecot's `indexer-worker`). The
+/// prefilter (`anchor::Pairs::paren`) tells whether a `(` follows one.
+pub(super) fn call_byte(c: u8) -> bool {
     c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'
 }
 
@@ -870,10 +871,14 @@ impl Shapes {
 
     /// Whether [`Shapes::find`] may find something in `s`: a key, or a `(`
     /// for the `WORD(` rows. `false` is certain. `paren`: whether `s` may
-    /// hold a `(` (`false` only when certain, as `anchor::Pairs` tells).
+    /// hold a `(` right after a [`call_byte`] (`false` only when certain,
+    /// as `anchor::Pairs` tells): no row of `calls` matches without one.
     pub fn may_match(&self, s: &[u8], paren: bool) -> bool {
         (paren && !self.calls.is_empty() && memchr::memchr(b'(', s).is_some())
-            || (self.gate.may_hold_key(s) && self.first.find(s, 0).is_some())
+            || self
+                .gate
+                .first_candidate(s, 0)
+                .is_some_and(|p| self.first.find(s, p).is_some())
     }
 
     /// Every match in `s`: the spans to rewrite (sorted, disjoint) with the
@@ -881,10 +886,15 @@ impl Shapes {
     /// without a `(`, the `WORD(` rows are not looked for.
     pub fn find(&self, s: &[u8], paren: bool) -> Vec<(usize, usize, &'static str)> {
         let mut spans: Vec<(usize, usize, &'static str)> = Vec::new();
-        // Without the gate's yes (asked once), `first` finds nothing.
-        let keyed = self.gate.may_hold_key(s);
+        // The search starts where the gate says a key may (no key starts
+        // before), and ends where it says none is left: between the hits,
+        // the gate's pass is cheaper than the search's.
         let mut from = 0;
-        while let Some((start, pattern)) = keyed.then(|| self.first.find(s, from)).flatten() {
+        while let Some((start, pattern)) = self
+            .gate
+            .first_candidate(s, from)
+            .and_then(|p| self.first.find(s, p))
+        {
             from = start + 1;
             for row in &self.rows[pattern] {
                 let ks = (start + usize::from(row.quote)).checked_sub(row.offset);
@@ -1169,6 +1179,29 @@ mod tests {
         keys
     }
 
+    /// Every key occurrence Teddy finds in `s`, searching from 0 and
+    /// again one past each hit; with `gated`, each search starting at the
+    /// gate's first candidate, as [`Shapes::find`] searches.
+    fn hits(shapes: &Shapes, s: &[u8], gated: bool) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        loop {
+            let start = if gated {
+                match shapes.gate.first_candidate(s, from) {
+                    Some(p) => p,
+                    None => return out,
+                }
+            } else {
+                from
+            };
+            let Some(hit) = shapes.first.find(s, start) else {
+                return out;
+            };
+            out.push(hit);
+            from = hit.0 + 1;
+        }
+    }
+
     /// Every row finds a name in its own example, and only where a slot is.
     #[test]
     fn every_example_matches_its_row() {
@@ -1205,6 +1238,8 @@ mod tests {
                     shapes.first.find(line.as_bytes(), 0).is_some(),
                 );
                 assert!(gate || !key, "{line}");
+                let line = line.as_bytes();
+                assert_eq!(hits(&shapes, line, true), hits(&shapes, line, false));
                 keyless += usize::from(!key);
                 turned_away += usize::from(!gate);
             }
@@ -1240,6 +1275,9 @@ mod tests {
             let s = &s.as_bytes()[cut.min(s.len())..];
             let key = shapes.first.find(s, 0).is_some();
             proptest::prop_assert!(shapes.gate.may_hold_key(s) || !key);
+            // Started at the gate's candidates, the search finds every
+            // occurrence it finds from 0.
+            proptest::prop_assert_eq!(hits(shapes, s, true), hits(shapes, s, false));
         }
     }
 
