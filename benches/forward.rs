@@ -32,6 +32,12 @@
 //!   `log`), from 1 and from 50 connections, one container per connection;
 //!   "paced": 50 connections writing 2,000 events/s each, which the receiver
 //!   keeps up with, so that it reads one event at a time.
+//!   "varied lines": the 50-connection scenario with each connection cycling
+//!   through 256 different lines of the same shape (numbers, paths, methods
+//!   and statuses vary, as an access log's do), so that nothing which
+//!   remembers the last line (a memo of the scrubber's, the spool's
+//!   back-references) can flatter the figure; reported beside the
+//!   one-line scenario, not instead of it.
 //! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
 //!
 //! Each row also says the receiver's socket reads per event
@@ -40,6 +46,17 @@
 //! many a read brings depends on how busy the machine is (a "paced" row
 //! measured under load reads several events at a time).
 //!
+//! Each row also says the receiver's system (kernel) CPU per event ("sys
+//! s/M", part of "CPU s/M"), and "floor": the CPU per event of a receiver
+//! that only reads the same bytes from the same clients (this binary with
+//! `WEIR_BENCH_SERVER` and a `null` file in DIR, never wrapped: one tokio
+//! task per connection, 64 KiB reads, as the forward source reads, and the
+//! ack). That is the kernel's cost of receiving what the clients wrote,
+//! which no receiver avoids: Docker writes each event on its own, and each
+//! write is a socket buffer the reader's kernel copies, frees and
+//! uncharges (perf, 2026-12-07: 46% of the receiver's CPU was in
+//! `recvfrom`, for 0.009 reads per event).
+//!
 //! After them, the CPU per event of each stage the receiver runs in process
 //! (framing, 0 for Docker's Message-mode frames, which are decoded
 //! straight; msgpack decoding, event building, scrubbing, spool record
@@ -47,7 +64,9 @@
 //! the file sink's JSON), measured apart on this thread over the same
 //! frames through the same functions, beside the receiver's measured total:
 //! the rest is the socket reads, the runtime, the spool's copy, write and
-//! fsync, the acks (and the file sink's writes, as users run it).
+//! fsync, the acks (and the file sink's writes, as users run it); "floor"
+//! is repeated there, so "rest" - "floor" is what the receiver's own
+//! machinery (runtime, spool writes and fsyncs, acks) costs beyond reading.
 //!
 //! Targets (issue 4, 2 cores, scrubbing off, spool defaults): >= 300k
 //! events/s from 50 Docker-shaped connections, >= 1.5M events/s
@@ -105,23 +124,48 @@ fn main() {
     println!("ingest (\"ingest:\"): the same, scrubbing on (defaults): issue 24's targets");
     println!("as users run it (\"users:\"): the whole agent, scrubbing on (defaults), durable spool, file sink; ends once the sink wrote every event");
     println!();
+    println!("floor: a receiver that only reads the same bytes (the kernel's cost of the clients' writes)");
+    println!();
     println!(
-        "{:<40} {:>10} {:>12} {:>8} {:>12} {:>10} {:>9}",
-        "scenario", "events", "events/s", "MB/s", "CPU s/M ev", "peak RSS", "reads/ev"
+        "{:<40} {:>10} {:>12} {:>8} {:>12} {:>10} {:>9} {:>9} {:>9}",
+        "scenario",
+        "events",
+        "events/s",
+        "MB/s",
+        "CPU s/M ev",
+        "peak RSS",
+        "reads/ev",
+        "sys s/M",
+        "floor"
     );
     // `cargo bench` passes `--bench`; any other argument picks scenarios.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let mut totals = Vec::new();
-    let mut run = |name: &str, setup, frames: &[Vec<u8>], frames_per_conn, events_per_frame| {
-        if filter.as_deref().is_none_or(|f| name.contains(f)) {
-            let pace = name.contains("paced").then_some(PACE);
-            let cpu = run(name, setup, frames, frames_per_conn, events_per_frame, pace);
-            totals.push((name.to_owned(), setup, frames[0].clone(), cpu));
-        }
-    };
+    let mut run =
+        |name: &str, setup, frames: &[Vec<Vec<u8>>], frames_per_conn, events_per_frame| {
+            if filter.as_deref().is_none_or(|f| name.contains(f)) {
+                let pace = name.contains("paced").then_some(PACE);
+                let (cpu, floor) =
+                    run(name, setup, frames, frames_per_conn, events_per_frame, pace);
+                totals.push((name.to_owned(), setup, frames[0].clone(), cpu, floor));
+            }
+        };
     use Setup::*;
     // One container per connection, as Docker connects.
-    let docker = |n: usize| (0..n).map(docker_frame).collect::<Vec<_>>();
+    let docker = |n: usize| {
+        (0..n)
+            .map(|c| vec![docker_frame(c, LINE)])
+            .collect::<Vec<_>>()
+    };
+    let docker_varied = |n: usize| {
+        (0..n)
+            .map(|c| {
+                (0..VARIED)
+                    .map(|i| docker_frame(c, &varied_line(c, i)))
+                    .collect()
+            })
+            .collect::<Vec<_>>()
+    };
     run(
         "docker-shaped, 1 connection",
         ReceiverOnly,
@@ -136,7 +180,11 @@ fn main() {
         12_000,
         1,
     );
-    let packed = |n: usize| (0..n).map(|c| packed_frame(c, 1000)).collect::<Vec<_>>();
+    let packed = |n: usize| {
+        (0..n)
+            .map(|c| vec![packed_frame(c, 1000)])
+            .collect::<Vec<_>>()
+    };
     run(
         "PackedForward x1000, 1 connection",
         ReceiverOnly,
@@ -155,6 +203,13 @@ fn main() {
         "ingest: docker-shaped, 50 connections",
         Ingest,
         &docker(50),
+        12_000,
+        1,
+    );
+    run(
+        "ingest: docker-shaped, varied lines, 50",
+        Ingest,
+        &docker_varied(50),
         12_000,
         1,
     );
@@ -197,7 +252,10 @@ fn main() {
     println!("spool copy/write/fsync, acks (and, for users:, the file sink's writes). For users:,");
     println!("\"read\" is the spool reader's record decoding and \"json\" the file sink's line.");
     println!(
-        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "\"floor\" (as above) is the part of \"rest\" any receiver pays to read the same bytes."
+    );
+    println!(
+        "{:<40} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "scenario",
         "framing",
         "decode",
@@ -207,13 +265,14 @@ fn main() {
         "read",
         "json",
         "total",
-        "rest"
+        "rest",
+        "floor"
     );
-    for (name, setup, frame, total) in totals {
-        let st = stages::measure(&frame, setup.scrub(), setup == Setup::AsUsersRunIt);
+    for (name, setup, frames, total, floor) in totals {
+        let st = stages::measure(&frames, setup.scrub(), setup == Setup::AsUsersRunIt);
         let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
         println!(
-            "{:<40} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>8.3} {:>8.3}",
+            "{:<40} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8} {:>8} {:>8.3} {:>8.3} {:>8.3}",
             name,
             st.framing,
             st.decode,
@@ -223,7 +282,8 @@ fn main() {
             opt(st.read),
             opt(st.json),
             total,
-            total - st.sum()
+            total - st.sum(),
+            floor
         );
     }
     println!();
@@ -233,6 +293,9 @@ fn main() {
 /// Receiver: the forward source in front of a spool with no sinks, or (with
 /// `users` in DIR) the whole agent.
 fn server(dir: &Path) {
+    if dir.join("null").exists() {
+        return null_server(dir);
+    }
     let text = std::fs::read_to_string(dir.join("weir.toml")).unwrap();
     let config = weir::config::parse(&text, "bench").unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -266,6 +329,60 @@ fn server(dir: &Path) {
         let _ = task.await;
         print_reads(&metrics);
     });
+}
+
+/// The end of the scenario's last frame on each connection, the one that
+/// asks for an ack: `{"chunk": "last"}` (see [`with_chunk`]); every other
+/// frame ends with an empty map.
+const ACKED_TAIL: &[u8] = b"\x81\xa5chunk\xa4last";
+
+/// The "floor" receiver: reads everything each client sends, as the
+/// forward source reads it (a task per connection on a multi-threaded
+/// tokio runtime, up to 64 KiB per read), decodes nothing and keeps
+/// nothing; answers the acked frame with `{"ack": "last"}`. What it costs
+/// per event is what receiving the clients' writes costs any receiver.
+fn null_server(dir: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::UnixListener::bind(dir.join("forward.sock")).unwrap();
+        println!("ready");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(drain(stream));
+            }
+        });
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Reads a connection to its end, acking [`ACKED_TAIL`] (which a read may
+/// split: the last bytes of the one before are kept).
+async fn drain(mut stream: tokio::net::UnixStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tail = Vec::with_capacity(2 * ACKED_TAIL.len());
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        tail.extend_from_slice(&buf[n.saturating_sub(ACKED_TAIL.len())..n]);
+        if tail.ends_with(ACKED_TAIL) {
+            let mut ack = Vec::new();
+            rmp::encode::write_map_len(&mut ack, 1).unwrap();
+            rmp::encode::write_str(&mut ack, "ack").unwrap();
+            rmp::encode::write_str(&mut ack, "last").unwrap();
+            let _ = stream.write_all(&ack).await;
+        }
+        tail.drain(..tail.len().saturating_sub(ACKED_TAIL.len()));
+    }
 }
 
 /// Tells the parent, on the child's last line, how many socket reads the
@@ -328,7 +445,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(setup: Setup) -> Server {
+    /// A receiver for `setup`, or with `null` the floor receiver
+    /// ([`null_server`]; never under `WEIR_BENCH_WRAP`).
+    fn start(setup: Setup, null: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("forward.sock");
         let config = format!(
@@ -341,8 +460,14 @@ impl Server {
         if setup == Setup::AsUsersRunIt {
             std::fs::write(dir.path().join("users"), "").unwrap();
         }
+        if null {
+            std::fs::write(dir.path().join("null"), "").unwrap();
+        }
         let exe = std::env::current_exe().unwrap();
-        let wrap = std::env::var("WEIR_BENCH_WRAP").unwrap_or_default();
+        let wrap = match null {
+            false => std::env::var("WEIR_BENCH_WRAP").unwrap_or_default(),
+            true => String::new(),
+        };
         let mut argv: Vec<&std::ffi::OsStr> = wrap.split_whitespace().map(|w| w.as_ref()).collect();
         argv.push(exe.as_os_str());
         let mut child = Command::new(argv[0])
@@ -387,14 +512,16 @@ impl Server {
         None
     }
 
-    /// (user + system CPU seconds, peak RSS bytes) of the receiver so far.
-    fn usage(&self) -> (f64, u64) {
+    /// (user + system CPU seconds, system CPU seconds, peak RSS bytes) of
+    /// the receiver so far.
+    fn usage(&self) -> (f64, f64, u64) {
         let pid = self.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         // Fields after the command name (which is in parentheses).
         let rest = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        let system: f64 = f[12].parse().unwrap();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + system;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let hwm_kb: u64 = status
             .lines()
@@ -402,7 +529,7 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        (ticks / clock_ticks(), hwm_kb * 1024)
+        (ticks / clock_ticks(), system / clock_ticks(), hwm_kb * 1024)
     }
 }
 
@@ -432,31 +559,81 @@ fn clock_ticks() -> f64 {
 /// then (at full speed, reads hold many events and per-read costs hide).
 const PACE: u32 = 2_000;
 
-/// One scenario: a connection per frame of `frames`, each writing
-/// `frames_per_conn` copies of its frame (one write each, `pace` writes per
-/// second if given) then one acked frame; `events_per_frame` events in each.
-/// Returns the receiver's CPU seconds per million events.
+/// One scenario: a connection per list of `frames`, each writing
+/// `frames_per_conn` frames (cycling through its list; one write each,
+/// `pace` writes per second if given) then one acked frame;
+/// `events_per_frame` events in each. Then the same load against the
+/// floor receiver. Returns the receiver's CPU seconds per million events
+/// and the floor's.
 fn run(
     name: &str,
     setup: Setup,
-    frames: &[Vec<u8>],
+    frames: &[Vec<Vec<u8>>],
     frames_per_conn: usize,
     events_per_frame: usize,
     pace: Option<u32>,
-) -> f64 {
-    let mut server = Server::start(setup);
-    let (cpu0, _) = server.usage();
-    let conns = frames.len();
+) -> (f64, f64) {
+    let events = frames.len() * (frames_per_conn + 1) * events_per_frame;
+    let mut server = Server::start(setup, false);
+    let (cpu0, sys0, _) = server.usage();
     let start = Instant::now();
+    let bytes = load(&server.socket, frames, frames_per_conn, pace);
+    if setup == Setup::AsUsersRunIt {
+        server.wait_delivered(events);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (cpu1, sys1, rss) = server.usage();
+    let per_m = |cpu: f64| cpu / (events as f64 / 1e6);
+    // CPU per event depends on how many events a read brings: say it.
+    let reads = server
+        .stop_and_count_reads()
+        .map_or("-".to_owned(), |r| format!("{:.3}", r / events as f64));
+    // The file sink's output is as large as the input: do not keep it
+    // while the next scenario runs.
+    let _ = std::fs::remove_file(server.dir.path().join("events.ndjson"));
+    drop(server);
+    let null = Server::start(setup, true);
+    let (floor0, _, _) = null.usage();
+    load(&null.socket, frames, frames_per_conn, pace);
+    let (floor1, _, _) = null.usage();
+    drop(null);
+    let floor = per_m(floor1 - floor0);
+    println!(
+        "{:<40} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB {:>9} {:>9.2} {:>9.2}",
+        name,
+        events,
+        events as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6,
+        per_m(cpu1 - cpu0),
+        rss as f64 / (1 << 20) as f64,
+        reads,
+        per_m(sys1 - sys0),
+        floor
+    );
+    (per_m(cpu1 - cpu0), floor)
+}
+
+/// The load generator: a thread and connection per list of `frames`,
+/// writing `frames_per_conn` of them (cycling through the list, one write
+/// each, as Docker writes each event, `pace` writes per second if given),
+/// then the first frame asking for an ack, and waiting for it. Returns the
+/// bytes written.
+fn load(
+    socket: &Path,
+    frames: &[Vec<Vec<u8>>],
+    frames_per_conn: usize,
+    pace: Option<u32>,
+) -> usize {
     let threads: Vec<_> = frames
         .iter()
-        .map(|frame| {
-            let socket = server.socket.clone();
-            let frame = frame.clone();
-            let acked = with_chunk(&frame, "last");
+        .map(|frames| {
+            let socket = socket.to_owned();
+            let frames = frames.clone();
+            let acked = with_chunk(&frames[0], "last");
             std::thread::spawn(move || {
                 let mut s = UnixStream::connect(&socket).unwrap();
                 let started = Instant::now();
+                let mut bytes = acked.len();
                 for i in 0..frames_per_conn {
                     if let Some(per_second) = pace {
                         let due =
@@ -465,60 +642,81 @@ fn run(
                             std::thread::sleep(wait);
                         }
                     }
-                    s.write_all(&frame).unwrap();
+                    let frame = &frames[i % frames.len()];
+                    s.write_all(frame).unwrap();
+                    bytes += frame.len();
                 }
                 s.write_all(&acked).unwrap();
                 let mut ack = [0u8; 32];
                 let n = s.read(&mut ack).unwrap();
                 assert!(n > 0, "no ack");
+                bytes
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let events = conns * (frames_per_conn + 1) * events_per_frame;
-    if setup == Setup::AsUsersRunIt {
-        server.wait_delivered(events);
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let (cpu1, rss) = server.usage();
-    let bytes: usize = frames
-        .iter()
-        .map(|f| frames_per_conn * f.len() + with_chunk(f, "last").len())
-        .sum();
-    let cpu_per_m = (cpu1 - cpu0) / (events as f64 / 1e6);
-    // CPU per event depends on how many events a read brings: say it.
-    let reads = server
-        .stop_and_count_reads()
-        .map_or("-".to_owned(), |r| format!("{:.3}", r / events as f64));
-    println!(
-        "{:<40} {:>10} {:>12.0} {:>8.1} {:>12.2} {:>7.1} MiB {:>9}",
-        name,
-        events,
-        events as f64 / elapsed,
-        bytes as f64 / elapsed / 1e6,
-        cpu_per_m,
-        rss as f64 / (1 << 20) as f64,
-        reads
-    );
-    // The file sink's output is as large as the input: do not keep it
-    // while the next scenario runs.
-    let _ = std::fs::remove_file(server.dir.path().join("events.ndjson"));
-    cpu_per_m
+    threads.into_iter().map(|t| t.join().unwrap()).sum()
 }
 
 /// A ~150-byte log line.
 const LINE: &str = "2026-11-21T23:59:59.123Z INFO  [http-worker-7] GET /api/v1/orders/84213/items?page=2 200 OK in 12.4ms (user agent: curl/8.5.0, bytes: 4312)";
 
-/// Docker's record from container number `c`:
+/// Lines per connection of the "varied lines" scenario.
+const VARIED: usize = 256;
+
+/// Line `i` of connection `c` in the "varied lines" scenario: [`LINE`]'s
+/// shape (an access log line, ~130-150 bytes, nothing to scrub) with its
+/// time, worker, method, path, ids, status, duration, client and size
+/// drawn from a fixed pseudo-random sequence, different on every line.
+/// (`weir scrub` leaves all 12,800 lines of the 50 connections as they are,
+/// as it does [`LINE`]; a `/users/me/` path it took for a login was left out.)
+fn varied_line(c: usize, i: usize) -> String {
+    // splitmix64: a fixed, well-spread sequence (no dependency).
+    let mut x = (c as u64) << 32 | i as u64;
+    let mut next = |n: u64| {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    };
+    let method = ["GET", "POST", "PUT", "DELETE"][next(4) as usize];
+    let path = ["orders", "items", "carts", "products/reviews", "search"][next(5) as usize];
+    let (status, word) = [
+        (200, "OK"),
+        (201, "Created"),
+        (204, "No Content"),
+        (304, "Not Modified"),
+        (404, "Not Found"),
+        (502, "Bad Gateway"),
+    ][next(6) as usize];
+    let agent = [
+        "curl/8.5.0",
+        "Go-http-client/1.1",
+        "okhttp/4.12.0",
+        "python-requests/2.31.0",
+    ][next(4) as usize];
+    format!(
+        "2026-11-21T23:{:02}:{:02}.{:03}Z INFO  [http-worker-{}] {method} /api/v1/{path}/{}?page={} {status} {word} in {}.{}ms (user agent: {agent}, bytes: {})",
+        next(60),
+        next(60),
+        next(1000),
+        next(16),
+        next(100_000),
+        next(20),
+        next(900),
+        next(10),
+        next(100_000)
+    )
+}
+
+/// Docker's record from container number `c` logging `line`:
 /// `[tag, EventTime, {container_id, container_name, source, log}, {}]`.
-fn docker_frame(c: usize) -> Vec<u8> {
+fn docker_frame(c: usize, line: &str) -> Vec<u8> {
     let mut f = Vec::new();
     rmp::encode::write_array_len(&mut f, 4).unwrap();
     rmp::encode::write_str(&mut f, &format!("docker.{}", &container_id(c)[..12])).unwrap();
     event_time(&mut f);
-    docker_record(&mut f, c);
+    docker_record(&mut f, c, line);
     rmp::encode::write_map_len(&mut f, 0).unwrap();
     f
 }
@@ -528,13 +726,13 @@ fn container_id(c: usize) -> String {
     format!("{c:04x}1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a")
 }
 
-fn docker_record(f: &mut Vec<u8>, c: usize) {
+fn docker_record(f: &mut Vec<u8>, c: usize, line: &str) {
     rmp::encode::write_map_len(f, 4).unwrap();
     for (k, v) in [
         ("container_id", container_id(c)),
         ("container_name", format!("/shop-web-{c}")),
         ("source", "stdout".into()),
-        ("log", LINE.into()),
+        ("log", line.into()),
     ] {
         rmp::encode::write_str(f, k).unwrap();
         rmp::encode::write_str(f, &v).unwrap();
@@ -559,7 +757,7 @@ fn packed_frame(c: usize, n: usize) -> Vec<u8> {
     for _ in 0..n {
         rmp::encode::write_array_len(&mut entries, 2).unwrap();
         event_time(&mut entries);
-        docker_record(&mut entries, c);
+        docker_record(&mut entries, c, LINE);
     }
     let mut f = Vec::new();
     rmp::encode::write_array_len(&mut f, 3).unwrap();
@@ -639,14 +837,15 @@ mod stages {
         (thread_ns() - cpu) as f64 / events as f64
     }
 
-    /// Runs each stage over `frame` (repeated) with the scrubber `scrub`
+    /// Runs each stage over one connection's `frames` (cycled through,
+    /// as its client writes them) with the scrubber `scrub`
     /// configures, as the receiver does: one record scratch per buffer,
     /// events refilled in a reused batch, one scrub memo per connection
     /// (the bench's lines have nothing to rewrite, so scrubbing the same
     /// batch again costs what scrubbing new ones would), a spool record
     /// (events + CRC32C) per batch; with `delivery`, the record's events
     /// decoded back and written as the file sink's lines.
-    pub fn measure(frame_bytes: &[u8], scrub: &str, delivery: bool) -> Stages {
+    pub fn measure(frames: &[Vec<u8>], scrub: &str, delivery: bool) -> Stages {
         let raw: weir::scrub::RawConfig = toml::from_str(scrub).unwrap();
         let mut problems = weir::problems::Problems::default();
         let config = raw.validate("scrub", &mut problems);
@@ -659,34 +858,36 @@ mod stages {
             },
             max_decompressed_bytes: 64 << 20,
         };
-        let per_frame = count(frame_bytes, &limits);
-        let frames = ROUND.div_ceil(per_frame);
+        let per_frame = count(&frames[0], &limits);
+        let rounds = ROUND.div_ceil(per_frame);
+        // The frames of a round, cycling through the connection's.
+        let round = || frames.iter().cycle().take(rounds);
         // A Message-mode frame (Docker's) is decoded straight, not framed.
-        let straight = decode::message(frame_bytes, &limits, &mut Record::default()).is_some();
+        let straight = decode::message(&frames[0], &limits, &mut Record::default()).is_some();
         let framing = if straight {
             0.0
         } else {
             timed(|| {
-                for _ in 0..frames {
-                    std::hint::black_box(frame::scan(frame_bytes, limits.frame).unwrap());
+                for f in round() {
+                    std::hint::black_box(frame::scan(f, limits.frame).unwrap());
                 }
-                frames * per_frame
+                rounds * per_frame
             })
         };
         // One per connection, as the receiver keeps it.
         let mut tags = TagCache::default();
         let decode = timed(|| {
-            for _ in 0..frames {
-                decode_frame(frame_bytes, &limits, &mut tags, &mut |_, r| {
+            for f in round() {
+                decode_frame(f, &limits, &mut tags, &mut |_, r| {
                     std::hint::black_box(r.entries.len());
                 });
             }
-            frames * per_frame
+            rounds * per_frame
         });
         let spares = Spares::default();
         let fill = |batch: &mut Batch<'_>, tags: &mut TagCache| {
-            for _ in 0..frames {
-                decode_frame(frame_bytes, &limits, tags, &mut |tag, r| {
+            for f in round() {
+                decode_frame(f, &limits, tags, &mut |tag, r| {
                     let (event, like) = batch.slot_like();
                     docker::fill_event_like(event, like, tag, r);
                     batch.count_last();

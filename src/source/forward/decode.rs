@@ -188,7 +188,7 @@ pub struct TagCache {
 impl TagCache {
     /// [`Message::tag`] of a frame whose tag bytes are `raw`.
     pub fn text(&mut self, raw: &[u8]) -> &str {
-        if raw != self.raw.as_slice() {
+        if !crate::event::same_bytes(raw, &self.raw) {
             self.raw.clear();
             self.raw.extend_from_slice(raw);
             self.text.clear();

@@ -17,7 +17,7 @@
 //! | `partial_*`                  | consumed by reassembly ([`super::partial`])   |
 //! | anything else                | a field (strings as text, other values as JSON) |
 
-use crate::event::{Event, Level, Origin};
+use crate::event::{same_bytes, Event, Level, Origin};
 
 use super::decode::{write_json, Record, Value};
 
@@ -154,7 +154,7 @@ pub fn fill_event_like(
         match &labels.container_name {
             Some(name) => {
                 let s = labels.service.get_or_insert_with(String::new);
-                if s != name {
+                if !same_bytes(s.as_bytes(), name.as_bytes()) {
                     s.clear();
                     s.push_str(name);
                 }
@@ -215,12 +215,14 @@ impl<'e> Fields<'e> {
     fn push(&mut self, key: &[u8], value: Value<'_>) {
         // The previous event's field at this place, if it has this key.
         let likes: &'e [(String, String)] = self.like;
-        let like = likes.get(self.used).filter(|(k, _)| k.as_bytes() == key);
+        let like = likes
+            .get(self.used)
+            .filter(|(k, _)| same_bytes(k.as_bytes(), key));
         if self.used == self.fields.len() {
             self.fields.push((String::new(), String::new()));
         }
         let (k, v) = &mut self.fields[self.used];
-        if k.as_bytes() != key {
+        if !same_bytes(k.as_bytes(), key) {
             let key = match like {
                 Some((k, _)) => k.as_str(),
                 None => match std::str::from_utf8(key) {
@@ -243,7 +245,7 @@ impl<'e> Fields<'e> {
         let (k, v) = &mut self.fields[self.used];
         self.used += 1;
         for (s, new) in [(k, key), (v, value)] {
-            if s != new {
+            if !same_bytes(s.as_bytes(), new.as_bytes()) {
                 s.clear();
                 s.push_str(new);
             }
@@ -262,10 +264,10 @@ impl<'e> Fields<'e> {
 /// there, already known to be text.
 fn set_text(s: &mut String, value: Value<'_>, like: Option<&str>) {
     if let Value::Str(b) = value {
-        if b == s.as_bytes() {
+        if same_bytes(b, s.as_bytes()) {
             return;
         }
-        if let Some(like) = like.filter(|l| l.as_bytes() == b) {
+        if let Some(like) = like.filter(|l| same_bytes(l.as_bytes(), b)) {
             s.clear();
             s.push_str(like);
             return;
