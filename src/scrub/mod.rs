@@ -68,7 +68,10 @@
 //! practice the second finds nothing). The result is a fixed point of one
 //! pass, so scrubbing it again borrows it unchanged. The cost is one extra
 //! pass over the lines that had something rewritten; clean lines still take
-//! one prefiltered scan.
+//! one prefiltered scan. That extra pass skips the program shapes and the
+//! extra rules when they would read the very text they left unchanged in
+//! the pass before (nothing judged: a stage is a function of its input; see
+//! `Scrubber::pass`).
 //!
 //! A text still changing after [`MAX_PASSES`] is replaced whole by the mask
 //! token (counted as kind `unsettled`): that bounds the work on hostile
