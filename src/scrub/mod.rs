@@ -68,7 +68,10 @@
 //! practice the second finds nothing). The result is a fixed point of one
 //! pass, so scrubbing it again borrows it unchanged. The cost is one extra
 //! pass over the lines that had something rewritten; clean lines still take
-//! one prefiltered scan.
+//! one prefiltered scan. That extra pass skips the program shapes and the
+//! extra rules when they would read the very text they left unchanged in
+//! the pass before (nothing judged: a stage is a function of its input; see
+//! `Scrubber::pass`).
 //!
 //! A text still changing after [`MAX_PASSES`] is replaced whole by the mask
 //! token (counted as kind `unsettled`): that bounds the work on hostile
@@ -397,12 +400,14 @@ impl Scrubber {
         mut log: Option<&mut Vec<Explained>>,
         seen: &mut everywhere::Seen,
     ) -> Cow<'a, [u8]> {
-        let Some(mut cur) = self.pass(text, timestamp_ns, 1, log.as_deref_mut(), seen) else {
+        let (out, mut settled) = self.pass(text, timestamp_ns, 1, false, log.as_deref_mut(), seen);
+        let Some(mut cur) = out else {
             return Cow::Borrowed(text);
         };
         for n in 2..=MAX_PASSES {
-            match self.pass(&cur, timestamp_ns, n, log.as_deref_mut(), seen) {
-                Some(next) if next != cur => cur = next,
+            let (out, tail) = self.pass(&cur, timestamp_ns, n, settled, log.as_deref_mut(), seen);
+            match out {
+                Some(next) if next != cur => (cur, settled) = (next, tail),
                 _ => return Cow::Owned(cur),
             }
         }
@@ -421,17 +426,30 @@ impl Scrubber {
         Cow::Owned(self.mask_token().to_vec())
     }
 
-    /// One pass: private-key blocks, the built-in detectors, the extra
-    /// rules, then the sweep for the names recognised (`everywhere`);
-    /// `None` when nothing changed. Pass `n` is logged as such.
+    /// One pass: private-key blocks, the built-in detectors, the program
+    /// shapes, the extra rules, then the sweep for the names recognised
+    /// (`everywhere`); `None` when nothing changed. Pass `n` is logged as
+    /// such.
+    ///
+    /// Also returns whether the stages after the detectors (shapes, rules,
+    /// sweep) changed nothing: then they read exactly the text this pass
+    /// returns and left it as it was. `settled` is that answer from the
+    /// pass that made `text`: when the private-key and detector stages
+    /// leave `text` as it is too, the shapes and rules would read the same
+    /// text again and, being functions of it, leave it again, so they are
+    /// not run. This is what makes a verifying pass cheaper without judging
+    /// anything: a stage is skipped only on the very input it already
+    /// passed. (The sweep needs no such care: it runs only for names the
+    /// detectors rewrote in this pass, and they rewrote nothing.)
     fn pass(
         &self,
         text: &[u8],
         timestamp_ns: i64,
         n: usize,
+        settled: bool,
         mut log: Option<&mut Vec<Explained>>,
         seen: &mut everywhere::Seen,
-    ) -> Option<Vec<u8>> {
+    ) -> (Option<Vec<u8>>, bool) {
         let mut cur = Cow::Borrowed(text);
         let explaining = log.is_some();
         let mut note = |stage: &[u8], start: usize, end: usize, kind: &str, rule: &str| {
@@ -482,10 +500,22 @@ impl Scrubber {
             }
             cur = Cow::Owned(v);
         }
+        if settled && matches!(cur, Cow::Borrowed(_)) {
+            // Debug builds (tests, the fuzzer) check the skip.
+            #[cfg(debug_assertions)]
+            assert!(
+                !self.tail_rewrites(text, pairs.paren, timestamp_ns),
+                "a settled text changed in the shapes or rules"
+            );
+            return (None, true);
+        }
+        // Whether a stage after the detectors rewrote something.
+        let mut tail_changed = false;
         if self.config.logins != Action::Keep {
             // The pairs of `text` hold for `cur` while nothing rewrote it.
             let paren = matches!(cur, Cow::Owned(_)) || pairs.paren;
             if let Some(v) = self.apply_shapes(&cur, paren, timestamp_ns, &mut note, seen) {
+                tail_changed = true;
                 cur = Cow::Owned(v);
             }
         }
@@ -501,6 +531,7 @@ impl Scrubber {
                 for &(a, b) in &spans {
                     note(&cur, a, b, rule.name(), rule.name());
                 }
+                tail_changed = true;
                 cur = Cow::Owned(v);
             }
         }
@@ -519,13 +550,30 @@ impl Scrubber {
                     }
                 }
                 self.counters.login.add(spans.len() as u64);
+                tail_changed = true;
                 cur = Cow::Owned(v);
             }
         }
         match cur {
-            Cow::Owned(v) => Some(v),
-            Cow::Borrowed(_) => None,
+            Cow::Owned(v) => (Some(v), !tail_changed),
+            Cow::Borrowed(_) => (None, true),
         }
+    }
+
+    /// Whether the program shapes or the extra rules rewrite `text` (the
+    /// check behind a skipped stage in debug builds; see `pass`).
+    #[cfg(debug_assertions)]
+    fn tail_rewrites(&self, text: &[u8], paren: bool, timestamp_ns: i64) -> bool {
+        let mut scratch = everywhere::Seen::new();
+        let mut quiet = |_: &[u8], _: usize, _: usize, _: &str, _: &str| {};
+        (self.config.logins != Action::Keep
+            && self
+                .apply_shapes(text, paren, timestamp_ns, &mut quiet, &mut scratch)
+                .is_some())
+            || self.rules.iter().any(|rule| {
+                rule.apply(text, &self.keys, timestamp_ns, self.mask_token(), None)
+                    .is_some()
+            })
     }
 
     /// The program shapes (`shapes`): rewrites their name slots with the
