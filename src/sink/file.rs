@@ -262,13 +262,8 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
 /// a few short comparisons.
 #[derive(Debug, Default)]
 pub struct LineWriter {
-    /// Sequences of names seen. They stay in their places: moving the one
-    /// found to the front cost more (a 96-byte swap per line, and programs
-    /// logging in turn then always find theirs last) than it saved.
+    /// Sequences of names seen, the one used last first.
     known: Vec<Order>,
-    /// Which of `known` a new sequence replaces once all are taken: each in
-    /// turn.
-    evict: usize,
 }
 
 /// Sequences of names a [`LineWriter`] keeps. More than a few are rarely
@@ -298,21 +293,21 @@ impl LineWriter {
     /// Appends one JSON line for `e` to `out`, as [`write_line`].
     pub fn write(&mut self, out: &mut Vec<u8>, e: &Event) {
         write_head(out, e);
-        let at = match self.known.iter().position(|o| o.matches(&e.fields)) {
-            Some(at) => at,
+        match self.known.iter().position(|o| o.matches(&e.fields)) {
+            Some(at) => self.known.swap(0, at),
             None => {
-                let at = if self.known.len() < KEEP_ORDERS {
-                    self.known.push(Order::default());
-                    self.known.len() - 1
+                let mut order = if self.known.len() < KEEP_ORDERS {
+                    Order::default()
                 } else {
-                    self.evict = (self.evict + 1) % KEEP_ORDERS;
-                    self.evict
+                    self.known.pop().expect("KEEP_ORDERS > 0")
                 };
-                self.known[at].learn(&e.fields);
-                at
+                order.learn(&e.fields);
+                self.known.push(order);
+                let last = self.known.len() - 1;
+                self.known.swap(0, last);
             }
-        };
-        let order = &self.known[at];
+        }
+        let order = &self.known[0];
         // The first member's key without its comma.
         let mut start = 1;
         for &(i, end) in &order.members {
@@ -322,7 +317,7 @@ impl LineWriter {
         }
         out.extend_from_slice(b"}}\n");
         if order.keys.capacity() > 2 * KEEP_NAME_BYTES {
-            self.known.swap_remove(at);
+            self.known.swap_remove(0);
         }
     }
 }
