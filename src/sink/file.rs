@@ -92,7 +92,7 @@ pub struct FileSink {
     config: Config,
     /// The current batch's lines, kept until written.
     buf: Vec<u8>,
-    /// Remembers the field names of the line before (see [`LineWriter`]).
+    /// Remembers the field names of recent lines (see [`LineWriter`]).
     lines: LineWriter,
     events: u64,
     written: bool,
@@ -253,8 +253,9 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
 /// entries of a journal unit or the records of a container carry the same
 /// names line after line, so the sort and the names' escaping run once per
 /// new sequence of names rather than once per line: with them a journal
-/// line's six fields cost ~2,100 instructions of the line's ~3,700
-/// (callgrind of `weir run` over the journal bench's entries). Several
+/// line's six fields cost ~2,100 instructions of the line's ~3,700, and the
+/// line ~3,000 without them (callgrind of `weir run` over the journal
+/// bench's entries). Several
 /// sequences are kept, not only the last line's: journald stores an
 /// entry's items in the order their data objects were written, so
 /// programs logging in turn alternate between a few orders of the same
@@ -270,9 +271,9 @@ pub struct LineWriter {
 /// interleaved line by line; a miss costs the sort of before.
 const KEEP_ORDERS: usize = 8;
 
-/// Names (of one line) held beyond this are let go after the line rather
-/// than kept for the next: one event with huge field names must not pin
-/// their memory for good.
+/// A sequence whose names take more than this (or its escaped keys more
+/// than twice this) is let go after its line rather than kept: one event
+/// with huge field names must not pin their memory for good.
 const KEEP_NAME_BYTES: usize = 16 << 10;
 
 /// One sequence of field names and how a line with them is written.
@@ -316,7 +317,7 @@ impl LineWriter {
             start = end;
         }
         out.extend_from_slice(b"}}\n");
-        if order.keys.capacity() > 2 * KEEP_NAME_BYTES {
+        if order.names.capacity() > KEEP_NAME_BYTES || order.keys.capacity() > 2 * KEEP_NAME_BYTES {
             self.known.swap_remove(0);
         }
     }
@@ -900,10 +901,13 @@ mod tests {
             }
         }
         // Huge names are let go after their line, and the next is still right.
-        let big = "k".repeat(3 * KEEP_NAME_BYTES);
+        // (Names over the bound whose keys are under twice it, and both over.)
+        let big = "k".repeat(KEEP_NAME_BYTES + 1);
+        let huge = "k".repeat(3 * KEEP_NAME_BYTES);
         for e in [
             ev(&[(big.as_str(), "1")]),
             ev(&[(big.as_str(), "2")]),
+            ev(&[(huge.as_str(), "3")]),
             ev(&unit),
         ] {
             let mut out = Vec::new();
@@ -911,7 +915,8 @@ mod tests {
             assert!(writer
                 .known
                 .iter()
-                .all(|o| o.keys.capacity() <= 2 * KEEP_NAME_BYTES));
+                .all(|o| o.names.capacity() <= KEEP_NAME_BYTES
+                    && o.keys.capacity() <= 2 * KEEP_NAME_BYTES));
             assert_eq!(out, serde_line(&e));
         }
     }
