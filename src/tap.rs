@@ -151,13 +151,15 @@ async fn viewer(stream: tokio::net::UnixStream, tap: Tap, stop: CancellationToke
     let mut events = tap.subscribe();
     tracing::info!(?filter.sources, labels = filter.labels.len(), "tap: viewer connected");
     let mut buf = Vec::new();
+    // Kept across events: it remembers their field names' order.
+    let mut lines = crate::sink::file::LineWriter::default();
     let mut dropped_total = 0u64;
     loop {
         buf.clear();
         tokio::select! {
             _ = stop.cancelled() => break,
             got = events.recv() => match got {
-                Ok(t) if filter.matches(&t) => crate::sink::file::write_line(&mut buf, &t.event),
+                Ok(t) if filter.matches(&t) => lines.write(&mut buf, &t.event),
                 Ok(_) => continue,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     dropped_total += n;
