@@ -187,23 +187,36 @@ pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
     // of the time of hostile lines went to those calls).
     let ok = s.len() >= n
         && s.iter().zip(prefix).all(|(a, b)| a == b)
-        && s[prefix.len()..n]
-            .iter()
-            .all(|&c| LOWER_HEX[usize::from(c)])
+        && lower_hex_10(&s[prefix.len()..n])
         && !s.get(n).is_some_and(u8::is_ascii_alphanumeric);
     ok.then_some(n)
 }
 
-/// The digits of a pseudonym: `0-9a-f`.
-static LOWER_HEX: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = matches!(c as u8, b'0'..=b'9' | b'a'..=b'f');
-        c += 1;
+/// Whether the [`HASH_HEX`] bytes of `d` are all lower-case hex digits
+/// (`0-9a-f`): two overlapping 8-byte words tested a byte lane at a time
+/// (a second pass checks a pseudonym at every `@` and name of a chain, and
+/// a byte loop cost about 40 instructions a check).
+fn lower_hex_10(d: &[u8]) -> bool {
+    const _: () = assert!(HASH_HEX == 10);
+    let word = |at: usize| u64::from_le_bytes(d[at..at + 8].try_into().unwrap_or([0; 8]));
+    lower_hex_8(word(0)) && lower_hex_8(word(2))
+}
+
+/// Whether each byte of `x` is `0-9` or `a-f`. For a byte `c < 0x80`,
+/// `c + (0x80 - lo)` stays below 0x100 (no carry into the next lane) and
+/// has its high bit set exactly when `c >= lo`.
+#[inline]
+fn lower_hex_8(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if x & HIGH != 0 {
+        return false;
     }
-    t
-};
+    let at_least = |lo: u8| x.wrapping_add(ONES * u64::from(0x80 - lo)) & HIGH;
+    let digit = at_least(b'0') & !at_least(b'9' + 1);
+    let letter = at_least(b'a') & !at_least(b'f' + 1);
+    digit | letter == HIGH
+}
 
 /// Whether `v` is exactly one built-in pseudonym.
 pub fn is_pseudonym(v: &[u8]) -> bool {
@@ -313,6 +326,28 @@ fn temp_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lane test agrees with a byte loop on every byte value at every
+    /// place of the digits, next to digits and letters at the edges of
+    /// their ranges (`0`, `9`, `a`, `f`).
+    #[test]
+    fn lower_hex_lanes_are_the_byte_test() {
+        let lower_hex = |c: u8| matches!(c, b'0'..=b'9' | b'a'..=b'f');
+        for base in [b"0123456789", b"abcdefabcd", b"9f0a9f0a9f", b"fffffffff0"] {
+            assert!(lower_hex_10(base));
+            for at in 0..HASH_HEX {
+                for c in 0..=255u8 {
+                    let mut d = *base;
+                    d[at] = c;
+                    assert_eq!(lower_hex_10(&d), lower_hex(c), "{c:#x} at {at}");
+                }
+            }
+        }
+        // Two bad bytes, one in each word only.
+        assert!(!lower_hex_10(b"g12345678G"));
+        assert!(!lower_hex_10(b"01234567:9"));
+        assert!(!lower_hex_10(b"/123456789"));
+    }
 
     /// `pseudonym_len_at` turns away any position that does not start
     /// with `u`, `i` or `p`: every prefix must start with one of them.
