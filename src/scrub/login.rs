@@ -638,11 +638,6 @@ fn is_local(c: u8) -> bool {
 }
 
 #[inline]
-fn is_userinfo(c: u8) -> bool {
-    BYTE_CLASS[usize::from(c)] & USERINFO != 0
-}
-
-#[inline]
 fn is_label(c: u8) -> bool {
     BYTE_CLASS[usize::from(c)] & LABEL != 0
 }
@@ -1220,12 +1215,45 @@ mod tests {
         assert!(holds_mask(b"abc", b""));
     }
 
+    /// `run_before` stops where the byte loops it replaced stopped: at the
+    /// floor, at the length bound, or after the first byte not of the class.
+    #[test]
+    fn run_before_is_the_bounded_back_scan() {
+        let texts: [&[u8]; 4] = [
+            b"a.@b1c@m.a.@b1c@m.",
+            b"x://user:pw@host alice.b@example.org",
+            b"ab/c@EXAMPLE.ORG",
+            &[b'a'; 300],
+        ];
+        for s in texts {
+            for i in 0..=s.len() {
+                for floor in [0, 1, 3, i.saturating_sub(2), i, i + 1] {
+                    for (class, max) in [(LOCAL, 64), (USERINFO, 255)] {
+                        let mut b = i;
+                        while b > floor
+                            && i - b <= max
+                            && BYTE_CLASS[usize::from(s[b - 1])] & class != 0
+                        {
+                            b -= 1;
+                        }
+                        let lo = floor.max(i.saturating_sub(max + 1));
+                        assert_eq!(run_before(s, lo, i, class), b, "{i} {floor} {class}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The class table is the three predicates, byte for byte.
     #[test]
     fn byte_classes_are_the_predicates() {
         for c in 0..=255u8 {
             assert_eq!(is_local(c), local_byte(c), "{c}");
-            assert_eq!(is_userinfo(c), userinfo_byte(c), "{c}");
+            assert_eq!(
+                BYTE_CLASS[usize::from(c)] & USERINFO != 0,
+                userinfo_byte(c),
+                "{c}"
+            );
             assert_eq!(is_label(c), label_byte(c), "{c}");
         }
         for (s, m, want) in [
