@@ -179,6 +179,22 @@ pub fn pseudonym_len_before(s: &[u8], end: usize) -> Option<usize> {
         .find(|&n| end >= n && pseudonym_len_at(s, end - n) == Some(n))
 }
 
+/// Whether a login or address pseudonym (`u:`, `ip4:`, `ip6:` and the
+/// digits) ends at `end`: a name hashed by an earlier pass, before an `@`.
+/// What `pseudonym_len_at(&s[..end], end - n) == Some(n)` tells for the
+/// lengths `n` of those prefixes, digits first: a second pass asks it at
+/// every `@` of a chain.
+#[inline]
+pub fn login_or_address_before(s: &[u8], end: usize) -> bool {
+    const _: () = assert!(IPV4_PREFIX.len() == IPV6_PREFIX.len());
+    let digits = end.wrapping_sub(HASH_HEX);
+    end >= HASH_HEX
+        && lower_hex_10(&s[digits..end])
+        && (s[..digits].ends_with(LOGIN_PREFIX)
+            || s[..digits].ends_with(IPV4_PREFIX)
+            || s[..digits].ends_with(IPV6_PREFIX))
+}
+
 /// The length of `prefix` + 10 lower-case hex digits at the start of `s`.
 pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
     let n = prefix.len() + HASH_HEX;
@@ -326,6 +342,28 @@ fn temp_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `login_or_address_before` is the look-up it stands for, at every
+    /// end of texts with pseudonyms of each kind, cut and glued.
+    #[test]
+    fn login_or_address_before_is_the_lookup() {
+        let texts: [&[u8]; 5] = [
+            b"u:0123456789@ip4:abcdef0123@ip6:0011223344@pw:0123456789@",
+            b"xu:0123456789@xip4:0123456789u:012345678g@",
+            b"ip5:0123456789 i:0123456789 uu:aaaaaaaaaa",
+            b"u:0123456789abcdef@ip4:ffffffffff0",
+            b"0123456789",
+        ];
+        for s in texts {
+            for end in 0..=s.len() {
+                let want = [LOGIN_PREFIX.len(), IPV4_PREFIX.len()].iter().any(|&p| {
+                    let n = p + HASH_HEX;
+                    end >= n && pseudonym_len_at(&s[..end], end - n) == Some(n)
+                });
+                assert_eq!(login_or_address_before(s, end), want, "{end}");
+            }
+        }
+    }
 
     /// The lane test agrees with a byte loop on every byte value at every
     /// place of the digits, next to digits and letters at the edges of

@@ -659,13 +659,9 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass:
     // userinfo). A pseudonym ends in a lower-case hex digit: most `@` are
     // not after one, and need no look at the prefixes.
-    if i > 0 && matches!(s[i - 1], b'0'..=b'9' | b'a'..=b'f') {
-        for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
-            let n = n + hash::HASH_HEX;
-            if i >= n && hash::pseudonym_len_at(&s[..i], i - n) == Some(n) {
-                return None;
-            }
-        }
+    if i > 0 && matches!(s[i - 1], b'0'..=b'9' | b'a'..=b'f') && hash::login_or_address_before(s, i)
+    {
+        return None;
     }
     // Userinfo is at most 256 bytes back.
     let b = run_before(s, floor.max(i.saturating_sub(256)), i, USERINFO);
@@ -1032,6 +1028,11 @@ const UNIT_TYPES: &[&[u8]] = &[
 fn systemd_unit(token: &[u8]) -> bool {
     // The longest type is 9 bytes: a last dot further back ends no unit,
     // and looking no further keeps a line of `@` (hostile input) linear.
+    // Every type ends in `e`, `t`, `r`, `h` or `p`: most tokens are told
+    // by their last byte.
+    if !matches!(token.last(), Some(b'e' | b't' | b'r' | b'h' | b'p')) {
+        return false;
+    }
     let tail = &token[token.len().saturating_sub(10)..];
     let Some(dot) = tail.iter().rposition(|&c| c == b'.') else {
         return false;
@@ -1241,6 +1242,20 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The last-byte gate of `systemd_unit` lets every unit type through.
+    #[test]
+    fn unit_types_end_as_the_gate_says() {
+        for t in UNIT_TYPES {
+            assert!(
+                matches!(t.last(), Some(b'e' | b't' | b'r' | b'h' | b'p')),
+                "{t:?}"
+            );
+            let mut token = b"getty@tty1.".to_vec();
+            token.extend_from_slice(t);
+            assert!(systemd_unit(&token[6..]), "{t:?}");
         }
     }
 
