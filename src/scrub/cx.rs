@@ -70,6 +70,11 @@ pub struct Cx<'a> {
     /// but a chain of `@` or a list of one user's sessions does) is hashed
     /// once, without the per-thread table's look-up.
     last_hash: Option<(usize, usize, &'static [u8], [u8; hash::HASH_HEX])>,
+    /// `start..end` of `s`: the last login [`Cx::rewrite_login`] rewrote.
+    /// The same name again (a chain of `@`, one user's sessions) needs
+    /// none of the checks (they read only its bytes and the config) and
+    /// is remembered for the sweep already: it costs a comparison.
+    last_login: Option<(usize, usize)>,
 }
 
 impl<'a> Cx<'a> {
@@ -106,6 +111,7 @@ impl<'a> Cx<'a> {
             delimiter: None,
             curl: None,
             last_hash: None,
+            last_login: None,
         }
     }
 
@@ -151,12 +157,20 @@ impl<'a> Cx<'a> {
     /// (whitespace, quotes, `,;()<>[]{}`), or `s.len()`. Remembered: the
     /// walk only goes forward, so each byte is looked at once per pass even
     /// in a line of `@` chains with no delimiter (hostile input).
+    /// (The remembered answer is looked up inline, at every `@`; the
+    /// search is not.)
+    #[inline]
     pub fn next_delimiter(&mut self, from: usize) -> usize {
         if let Some((f, at)) = self.delimiter {
             if f <= from && from <= at {
                 return at;
             }
         }
+        self.find_delimiter(from)
+    }
+
+    #[inline(never)]
+    fn find_delimiter(&mut self, from: usize) -> usize {
         let at = self.s[from..]
             .iter()
             .position(|&c| token_delimiter(c))
@@ -247,10 +261,12 @@ impl<'a> Cx<'a> {
                 hex
             }
         };
-        self.replace_with(start, end, |out| {
-            out.extend_from_slice(prefix);
-            out.extend_from_slice(&hex);
-        });
+        // The prefix and the digits written at once: one copy, not two.
+        let mut buf = [0u8; 16];
+        let n = prefix.len() + hex.len();
+        buf[..prefix.len()].copy_from_slice(prefix);
+        buf[prefix.len()..n].copy_from_slice(&hex);
+        self.replace_with(start, end, |out| out.extend_from_slice(&buf[..n]));
     }
 
     fn replace(&mut self, start: usize, end: usize, with: &[u8]) {
@@ -409,12 +425,17 @@ impl<'a> Cx<'a> {
             return;
         }
         self.settle(end);
-        let v = &self.s[start..end];
-        if v == b"-"
-            || v == sc.config.mask_token.as_bytes()
-            || hash::is_pseudonym(v)
-            || sc.is_system_account(v)
-            || is_role_mailbox(sc, v)
+        let s = self.s;
+        let v = &s[start..end];
+        let again = self
+            .last_login
+            .is_some_and(|(a, b)| everywhere::same_bytes(&s[a..b], v));
+        if !again
+            && (v == b"-"
+                || v == sc.config.mask_token.as_bytes()
+                || hash::is_pseudonym(v)
+                || sc.is_system_account(v)
+                || is_role_mailbox(sc, v))
         {
             return;
         }
@@ -424,7 +445,10 @@ impl<'a> Cx<'a> {
             Action::Hash => self.replace_hashed(start, end, b"login", hash::LOGIN_PREFIX),
             Action::Mask => self.replace(start, end, sc.config.mask_token.as_bytes()),
         }
-        self.seen.remember(&self.s[start..end]);
+        if !again {
+            self.seen.remember(v);
+            self.last_login = Some((start, end));
+        }
         sc.counters.login.inc();
     }
 

@@ -187,6 +187,16 @@ pub fn sweep(s: &[u8], names: &[Name], spans: &mut Vec<(usize, usize)>) -> Optio
     if let [name] = names {
         return sweep_one(s, name, spans);
     }
+    // A name with no whole occurrence gives no hit: when only one of them
+    // may occur (a chain of `@` rewrites a name between each pair and
+    // leaves one to the sweep), it is swept alone, with no list of hits to
+    // sort.
+    let mut live = names.iter().filter(|n| may_occur(s, &n.from));
+    match (live.next(), live.next()) {
+        (None, _) => return None,
+        (Some(name), None) => return sweep_one(s, name, spans),
+        _ => {}
+    }
     let mut hits: Vec<(usize, usize, usize)> = Vec::new();
     for (k, n) in names.iter().enumerate() {
         for at in n.finder.find_iter(s) {

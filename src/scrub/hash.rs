@@ -179,6 +179,22 @@ pub fn pseudonym_len_before(s: &[u8], end: usize) -> Option<usize> {
         .find(|&n| end >= n && pseudonym_len_at(s, end - n) == Some(n))
 }
 
+/// Whether a login or address pseudonym (`u:`, `ip4:`, `ip6:` and the
+/// digits) ends at `end`: a name hashed by an earlier pass, before an `@`.
+/// What `pseudonym_len_at(&s[..end], end - n) == Some(n)` tells for the
+/// lengths `n` of those prefixes, digits first: a second pass asks it at
+/// every `@` of a chain.
+#[inline]
+pub fn login_or_address_before(s: &[u8], end: usize) -> bool {
+    const _: () = assert!(IPV4_PREFIX.len() == IPV6_PREFIX.len());
+    let digits = end.wrapping_sub(HASH_HEX);
+    end >= HASH_HEX
+        && lower_hex_10(&s[digits..end])
+        && (s[..digits].ends_with(LOGIN_PREFIX)
+            || s[..digits].ends_with(IPV4_PREFIX)
+            || s[..digits].ends_with(IPV6_PREFIX))
+}
+
 /// The length of `prefix` + 10 lower-case hex digits at the start of `s`.
 pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
     let n = prefix.len() + HASH_HEX;
@@ -187,23 +203,36 @@ pub fn prefixed_len(s: &[u8], prefix: &[u8]) -> Option<usize> {
     // of the time of hostile lines went to those calls).
     let ok = s.len() >= n
         && s.iter().zip(prefix).all(|(a, b)| a == b)
-        && s[prefix.len()..n]
-            .iter()
-            .all(|&c| LOWER_HEX[usize::from(c)])
+        && lower_hex_10(&s[prefix.len()..n])
         && !s.get(n).is_some_and(u8::is_ascii_alphanumeric);
     ok.then_some(n)
 }
 
-/// The digits of a pseudonym: `0-9a-f`.
-static LOWER_HEX: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = matches!(c as u8, b'0'..=b'9' | b'a'..=b'f');
-        c += 1;
+/// Whether the [`HASH_HEX`] bytes of `d` are all lower-case hex digits
+/// (`0-9a-f`): two overlapping 8-byte words tested a byte lane at a time
+/// (a second pass checks a pseudonym at every `@` and name of a chain, and
+/// a byte loop cost about 40 instructions a check).
+fn lower_hex_10(d: &[u8]) -> bool {
+    const _: () = assert!(HASH_HEX == 10);
+    let word = |at: usize| u64::from_le_bytes(d[at..at + 8].try_into().unwrap_or([0; 8]));
+    lower_hex_8(word(0)) && lower_hex_8(word(2))
+}
+
+/// Whether each byte of `x` is `0-9` or `a-f`. For a byte `c < 0x80`,
+/// `c + (0x80 - lo)` stays below 0x100 (no carry into the next lane) and
+/// has its high bit set exactly when `c >= lo`.
+#[inline]
+fn lower_hex_8(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if x & HIGH != 0 {
+        return false;
     }
-    t
-};
+    let at_least = |lo: u8| x.wrapping_add(ONES * u64::from(0x80 - lo)) & HIGH;
+    let digit = at_least(b'0') & !at_least(b'9' + 1);
+    let letter = at_least(b'a') & !at_least(b'f' + 1);
+    digit | letter == HIGH
+}
 
 /// Whether `v` is exactly one built-in pseudonym.
 pub fn is_pseudonym(v: &[u8]) -> bool {
@@ -313,6 +342,50 @@ fn temp_path(dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `login_or_address_before` is the look-up it stands for, at every
+    /// end of texts with pseudonyms of each kind, cut and glued.
+    #[test]
+    fn login_or_address_before_is_the_lookup() {
+        let texts: [&[u8]; 5] = [
+            b"u:0123456789@ip4:abcdef0123@ip6:0011223344@pw:0123456789@",
+            b"xu:0123456789@xip4:0123456789u:012345678g@",
+            b"ip5:0123456789 i:0123456789 uu:aaaaaaaaaa",
+            b"u:0123456789abcdef@ip4:ffffffffff0",
+            b"0123456789",
+        ];
+        for s in texts {
+            for end in 0..=s.len() {
+                let want = [LOGIN_PREFIX.len(), IPV4_PREFIX.len()].iter().any(|&p| {
+                    let n = p + HASH_HEX;
+                    end >= n && pseudonym_len_at(&s[..end], end - n) == Some(n)
+                });
+                assert_eq!(login_or_address_before(s, end), want, "{end}");
+            }
+        }
+    }
+
+    /// The lane test agrees with a byte loop on every byte value at every
+    /// place of the digits, next to digits and letters at the edges of
+    /// their ranges (`0`, `9`, `a`, `f`).
+    #[test]
+    fn lower_hex_lanes_are_the_byte_test() {
+        let lower_hex = |c: u8| matches!(c, b'0'..=b'9' | b'a'..=b'f');
+        for base in [b"0123456789", b"abcdefabcd", b"9f0a9f0a9f", b"fffffffff0"] {
+            assert!(lower_hex_10(base));
+            for at in 0..HASH_HEX {
+                for c in 0..=255u8 {
+                    let mut d = *base;
+                    d[at] = c;
+                    assert_eq!(lower_hex_10(&d), lower_hex(c), "{c:#x} at {at}");
+                }
+            }
+        }
+        // Two bad bytes, one in each word only.
+        assert!(!lower_hex_10(b"g12345678G"));
+        assert!(!lower_hex_10(b"01234567:9"));
+        assert!(!lower_hex_10(b"/123456789"));
+    }
 
     /// `pseudonym_len_at` turns away any position that does not start
     /// with `u`, `i` or `p`: every prefix must start with one of them.

@@ -619,14 +619,22 @@ static BYTE_CLASS: [u8; 256] = {
     t
 };
 
+/// The start of the run of bytes of `class` that ends at `i`, looking no
+/// further back than `lo` (the back-scans of [`at_sign`]; `i` when `lo`
+/// is past it).
 #[inline]
-fn is_local(c: u8) -> bool {
-    BYTE_CLASS[usize::from(c)] & LOCAL != 0
+fn run_before(s: &[u8], lo: usize, i: usize, class: u8) -> usize {
+    let lo = lo.min(i);
+    i - s[lo..i]
+        .iter()
+        .rev()
+        .take_while(|&&c| BYTE_CLASS[usize::from(c)] & class != 0)
+        .count()
 }
 
 #[inline]
-fn is_userinfo(c: u8) -> bool {
-    BYTE_CLASS[usize::from(c)] & USERINFO != 0
+fn is_local(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & LOCAL != 0
 }
 
 #[inline]
@@ -651,18 +659,12 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
     // `u:3f9a2b1c5d@...`: a name already pseudonymised (first pass:
     // userinfo). A pseudonym ends in a lower-case hex digit: most `@` are
     // not after one, and need no look at the prefixes.
-    if i > 0 && matches!(s[i - 1], b'0'..=b'9' | b'a'..=b'f') {
-        for n in [hash::LOGIN_PREFIX.len(), hash::IPV4_PREFIX.len()] {
-            let n = n + hash::HASH_HEX;
-            if i >= n && hash::pseudonym_len_at(&s[..i], i - n) == Some(n) {
-                return None;
-            }
-        }
+    if i > 0 && matches!(s[i - 1], b'0'..=b'9' | b'a'..=b'f') && hash::login_or_address_before(s, i)
+    {
+        return None;
     }
-    let mut b = i;
-    while b > floor && i - b < 256 && is_userinfo(s[b - 1]) {
-        b -= 1;
-    }
+    // Userinfo is at most 256 bytes back.
+    let b = run_before(s, floor.max(i.saturating_sub(256)), i, USERINFO);
     // `scheme://`: the byte before `://` belongs to a scheme (not the `::`
     // a truncated IPv6 address can end with). Read from the output, as a
     // second pass would: a rewrite may end right before `://`.
@@ -684,10 +686,9 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
         }
         return Some(i + 1);
     }
-    let mut l = i;
-    while l > floor && i - l <= 64 && is_local(s[l - 1]) {
-        l -= 1;
-    }
+    // A local part is at most 64 bytes, and one byte more tells a longer
+    // one (below).
+    let mut l = run_before(s, floor.max(i.saturating_sub(65)), i, LOCAL);
     if l == i {
         return handle(cx, i);
     }
@@ -716,7 +717,12 @@ pub fn at_sign(cx: &mut Cx, i: usize) -> Option<usize> {
         cx.settle(end);
         return Some(end);
     }
-    match principal(s, l, i, floor) {
+    // (The `/` first: most `@` have none before their local part.)
+    let principal = match l {
+        1.. if s[l - 1] == b'/' => principal(s, l, i, floor),
+        _ => None,
+    };
+    match principal {
         Some(Principal::Service(end)) => {
             cx.settle(end);
             return Some(end);
@@ -901,6 +907,20 @@ const TRAEFIK_PROVIDERS: &[&[u8]] = &[
     b"http",
 ];
 
+/// Per first byte, a bit per length of the Traefik providers that start
+/// with it (all are shorter than 32 bytes).
+static PROVIDER_LENGTHS: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut k = 0;
+    while k < TRAEFIK_PROVIDERS.len() {
+        let p = TRAEFIK_PROVIDERS[k];
+        assert!(p.len() < 32);
+        t[p[0] as usize] |= 1 << p.len();
+        k += 1;
+    }
+    t
+};
+
 /// `@` forms that are no e-mail address or login (the `@` at `i`, the
 /// local part from `l`): a systemd unit instance, an SSH algorithm name, a
 /// Traefik `NAME@provider`. Where the form ends, if it is one.
@@ -932,12 +952,15 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
     // Traefik's routers, services and middlewares: `NAME@PROVIDER`, the
     // name a word of letters, digits, `-` and `_`.
     let local = &s[l..i];
-    // Compared by length and first byte before the bytes (no call to
-    // memcmp for each provider of the host's length: this runs at every `@`).
+    // The first byte and the length turn away nearly every host with no
+    // look at the list (this runs at every `@`); the bytes are compared
+    // only with a provider of both.
     let provider = host.first().is_some_and(|&h| {
-        TRAEFIK_PROVIDERS
-            .iter()
-            .any(|p| p.len() == host.len() && p[0] == h && *p == host)
+        host.len() < 32
+            && PROVIDER_LENGTHS[usize::from(h)] & (1 << host.len()) != 0
+            && TRAEFIK_PROVIDERS
+                .iter()
+                .any(|p| p.len() == host.len() && p[0] == h && *p == host)
     });
     if provider && !local.is_empty() && s.get(i + 1 + host.len()) != Some(&b'.') {
         return Some(i + 1 + host.len());
@@ -1005,6 +1028,11 @@ const UNIT_TYPES: &[&[u8]] = &[
 fn systemd_unit(token: &[u8]) -> bool {
     // The longest type is 9 bytes: a last dot further back ends no unit,
     // and looking no further keeps a line of `@` (hostile input) linear.
+    // Every type ends in `e`, `t`, `r`, `h` or `p`: most tokens are told
+    // by their last byte.
+    if !matches!(token.last(), Some(b'e' | b't' | b'r' | b'h' | b'p')) {
+        return false;
+    }
     let tail = &token[token.len().saturating_sub(10)..];
     let Some(dot) = tail.iter().rposition(|&c| c == b'.') else {
         return false;
@@ -1032,7 +1060,9 @@ fn host_end(s: &[u8], p: usize) -> Option<usize> {
     }
     let host = &s[p..end];
     const DIGESTS: &[&[u8]] = &[b"sha1", b"sha256", b"sha384", b"sha512", b"md5"];
-    if DIGESTS.iter().any(|d| host.eq_ignore_ascii_case(d)) {
+    // Every digest starts with `s` or `m`: most hosts are told by that byte.
+    if matches!(host[0] | 0x20, b's' | b'm') && DIGESTS.iter().any(|d| host.eq_ignore_ascii_case(d))
+    {
         return None;
     }
     Some(end)
@@ -1186,12 +1216,59 @@ mod tests {
         assert!(holds_mask(b"abc", b""));
     }
 
+    /// `run_before` stops where the byte loops it replaced stopped: at the
+    /// floor, at the length bound, or after the first byte not of the class.
+    #[test]
+    fn run_before_is_the_bounded_back_scan() {
+        let texts: [&[u8]; 4] = [
+            b"a.@b1c@m.a.@b1c@m.",
+            b"x://user:pw@host alice.b@example.org",
+            b"ab/c@EXAMPLE.ORG",
+            &[b'a'; 300],
+        ];
+        for s in texts {
+            for i in 0..=s.len() {
+                for floor in [0, 1, 3, i.saturating_sub(2), i, i + 1] {
+                    for (class, max) in [(LOCAL, 64), (USERINFO, 255)] {
+                        let mut b = i;
+                        while b > floor
+                            && i - b <= max
+                            && BYTE_CLASS[usize::from(s[b - 1])] & class != 0
+                        {
+                            b -= 1;
+                        }
+                        let lo = floor.max(i.saturating_sub(max + 1));
+                        assert_eq!(run_before(s, lo, i, class), b, "{i} {floor} {class}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The last-byte gate of `systemd_unit` lets every unit type through.
+    #[test]
+    fn unit_types_end_as_the_gate_says() {
+        for t in UNIT_TYPES {
+            assert!(
+                matches!(t.last(), Some(b'e' | b't' | b'r' | b'h' | b'p')),
+                "{t:?}"
+            );
+            let mut token = b"getty@tty1.".to_vec();
+            token.extend_from_slice(t);
+            assert!(systemd_unit(&token[6..]), "{t:?}");
+        }
+    }
+
     /// The class table is the three predicates, byte for byte.
     #[test]
     fn byte_classes_are_the_predicates() {
         for c in 0..=255u8 {
             assert_eq!(is_local(c), local_byte(c), "{c}");
-            assert_eq!(is_userinfo(c), userinfo_byte(c), "{c}");
+            assert_eq!(
+                BYTE_CLASS[usize::from(c)] & USERINFO != 0,
+                userinfo_byte(c),
+                "{c}"
+            );
             assert_eq!(is_label(c), label_byte(c), "{c}");
         }
         for (s, m, want) in [
