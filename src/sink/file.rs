@@ -276,6 +276,11 @@ const KEEP_ORDERS: usize = 8;
 /// with huge field names must not pin their memory for good.
 const KEEP_NAME_BYTES: usize = 16 << 10;
 
+/// Likewise for a sequence of more fields than this: its per-field
+/// vectors (`name_ends`, `members`) grow with the count even when the
+/// names are empty, so the byte bound alone would not hold them.
+const KEEP_FIELDS: usize = 1024;
+
 /// One sequence of field names and how a line with them is written.
 #[derive(Debug, Default)]
 struct Order {
@@ -317,7 +322,11 @@ impl LineWriter {
             start = end;
         }
         out.extend_from_slice(b"}}\n");
-        if order.names.capacity() > KEEP_NAME_BYTES || order.keys.capacity() > 2 * KEEP_NAME_BYTES {
+        if order.names.capacity() > KEEP_NAME_BYTES
+            || order.keys.capacity() > 2 * KEEP_NAME_BYTES
+            || order.members.capacity() > KEEP_FIELDS
+            || order.name_ends.capacity() > KEEP_FIELDS
+        {
             self.known.swap_remove(0);
         }
     }
@@ -902,12 +911,15 @@ mod tests {
         }
         // Huge names are let go after their line, and the next is still right.
         // (Names over the bound whose keys are under twice it, and both over.)
+        // Likewise many fields with empty names (their names take no bytes).
         let big = "k".repeat(KEEP_NAME_BYTES + 1);
         let huge = "k".repeat(3 * KEEP_NAME_BYTES);
+        let many: Vec<(&str, &str)> = vec![("", "v"); KEEP_FIELDS + 1];
         for e in [
             ev(&[(big.as_str(), "1")]),
             ev(&[(big.as_str(), "2")]),
             ev(&[(huge.as_str(), "3")]),
+            ev(&many),
             ev(&unit),
         ] {
             let mut out = Vec::new();
@@ -916,7 +928,9 @@ mod tests {
                 .known
                 .iter()
                 .all(|o| o.names.capacity() <= KEEP_NAME_BYTES
-                    && o.keys.capacity() <= 2 * KEEP_NAME_BYTES));
+                    && o.keys.capacity() <= 2 * KEEP_NAME_BYTES
+                    && o.members.capacity() <= KEEP_FIELDS
+                    && o.name_ends.capacity() <= KEEP_FIELDS));
             assert_eq!(out, serde_line(&e));
         }
     }
