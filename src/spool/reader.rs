@@ -108,6 +108,14 @@ impl Reader {
         Ok(Batch { events, end })
     }
 
+    /// Events are handed out without their fields from now on: for a sink
+    /// that never reads them (see [`Decoder::skip_fields`]). Their
+    /// [`Event::approx_size`], which bounds batches, then counts what the
+    /// sink reads.
+    pub fn skip_fields(&mut self) {
+        self.decoder.skip_fields();
+    }
+
     /// An empty `Vec` to gather a batch in: the emptied one of a batch
     /// handed back to [`Reader::recycle`] (with room for a batch), if any.
     pub fn take_spare(&mut self) -> Vec<Event> {

@@ -307,6 +307,46 @@ async fn a_record_damaged_while_running_costs_a_reader_only_itself() {
     assert_eq!(got, want);
 }
 
+/// A reader told to skip fields hands out every event whole but for its
+/// fields, whatever they refer back to (fields repeated from the event
+/// before, changed, added, dropped), and its labels and messages still
+/// follow the events' own.
+#[tokio::test]
+async fn a_reader_skipping_fields_hands_out_the_rest_of_every_event() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(1 << 20, 1 << 30, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a", "b"])).unwrap();
+    let events: Vec<Event> = (0..40u64)
+        .map(|i| {
+            let mut e = ev(i);
+            e.labels.host = Some("host".into());
+            e.labels.container_name = Some(format!("c{}", i / 7));
+            for f in 0..(i % 4) {
+                e.fields
+                    .push((format!("k{f}"), format!("v{}", if f == 1 { i } else { f })));
+            }
+            e
+        })
+        .collect();
+    let end = s.append(&events[..25], None).await.unwrap();
+    s.append(&events[25..], None).await.unwrap();
+    s.wait_durable(end).await.unwrap();
+    let mut skipping = s.reader("a").unwrap();
+    skipping.skip_fields();
+    let got = read_all(&mut skipping, events.len()).await;
+    let want: Vec<Event> = events
+        .iter()
+        .map(|e| Event {
+            fields: Vec::new(),
+            ..e.clone()
+        })
+        .collect();
+    assert_eq!(got, want);
+    // The other sink's reader still reads them.
+    let mut whole = s.reader("b").unwrap();
+    assert_eq!(read_all(&mut whole, events.len()).await, events);
+}
+
 /// A closed segment truncated under a running spool, inside a record whose
 /// header is still whole: the reader hands out the records before it,
 /// counts that record as one corrupt record ("record beyond the end of its
