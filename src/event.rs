@@ -457,6 +457,9 @@ pub mod codec {
         /// Which of the current event's field strings are references to
         /// the previous event's (tag 0), by slot from `FIELDS`.
         back: Vec<bool>,
+        /// Version 2 events are decoded without their fields (see
+        /// [`Decoder::skip_fields`]).
+        skip_fields: bool,
     }
 
     impl Decoder {
@@ -467,7 +470,17 @@ pub mod codec {
                 prev_ts: 0,
                 slots: Vec::new(),
                 back: Vec::new(),
+                skip_fields: false,
             }
+        }
+
+        /// From now on, version 2 events are decoded with no fields: they
+        /// are read past (and still referred back to), not copied or
+        /// checked as UTF-8. For a reader whose sink never reads fields
+        /// (Loki's raw lines without structured metadata): most of an
+        /// event's strings are fields (issue 24).
+        pub fn skip_fields(&mut self) {
+            self.skip_fields = true;
         }
 
         /// Starts over at the first event of a record in `version`.
@@ -562,6 +575,9 @@ pub mod codec {
                 let (_, back) = self.str(r, slot, NONE)?;
                 self.back.push(back);
             }
+            // Read past (their places are kept for the next event's
+            // references) but not copied.
+            let n = if self.skip_fields { 0 } else { n };
             let text = Text::new(r.buf, (text_start, labels_end), (fields_start, r.pos));
             let prev_labels = prev.map(|p| label_refs(&p.labels)).unwrap_or_default();
             for (slot, got) in labels.iter().enumerate() {
@@ -757,8 +773,10 @@ pub mod codec {
     }
 
     /// Overwrites `dst` with `src` (text already), keeping its capacity.
+    /// `same_bytes`, not `!=`: most strings are short, and `!=` is a call
+    /// to libc's memcmp (~8 per event in the spool reader).
     fn copy(dst: &mut String, src: &str) {
-        if dst != src {
+        if !same_bytes(dst.as_bytes(), src.as_bytes()) {
             dst.clear();
             dst.push_str(src);
         }

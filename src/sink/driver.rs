@@ -124,6 +124,13 @@ pub trait Sink: Send + Sized + 'static {
     /// May be cancelled (shutdown) at any await point.
     fn step(&mut self) -> impl Future<Output = Step> + Send;
 
+    /// Whether [`Sink::begin`] reads events' fields. `false`: the spool
+    /// reader skips them (most of an event's strings), and batches are
+    /// bounded by the size of the rest.
+    fn reads_fields(&self) -> bool {
+        true
+    }
+
     /// Another copy of this sink, to deliver a batch while this one
     /// delivers another ([`Policy::in_flight`] > 1). It shares what must be
     /// one per sink (Loki: the stream planner). `None`: one batch at a time.
@@ -218,6 +225,9 @@ pub async fn run<S: Sink>(
     shutdown: CancellationToken,
 ) {
     let policy = sink.policy();
+    if !sink.reads_fields() {
+        reader.skip_fields();
+    }
     let m = Arc::new(Metrics::new(reader.metrics(), &name));
     let retry = Arc::new(Mutex::new(Retry {
         backoff: Backoff::new(policy.backoff_initial, policy.backoff_max),

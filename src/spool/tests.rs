@@ -307,6 +307,114 @@ async fn a_record_damaged_while_running_costs_a_reader_only_itself() {
     assert_eq!(got, want);
 }
 
+/// A reader told to skip fields hands out every event whole but for its
+/// fields, whatever they refer back to (fields repeated from the event
+/// before, changed, added, dropped), and its labels and messages still
+/// follow the events' own.
+#[tokio::test]
+async fn a_reader_skipping_fields_hands_out_the_rest_of_every_event() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(1 << 20, 1 << 30, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a", "b"])).unwrap();
+    let events: Vec<Event> = (0..40u64)
+        .map(|i| {
+            let mut e = ev(i);
+            e.labels.host = Some("host".into());
+            e.labels.container_name = Some(format!("c{}", i / 7));
+            for f in 0..(i % 4) {
+                e.fields
+                    .push((format!("k{f}"), format!("v{}", if f == 1 { i } else { f })));
+            }
+            e
+        })
+        .collect();
+    let end = s.append(&events[..25], None).await.unwrap();
+    s.append(&events[25..], None).await.unwrap();
+    s.wait_durable(end).await.unwrap();
+    let mut skipping = s.reader("a").unwrap();
+    skipping.skip_fields();
+    let got = read_all(&mut skipping, events.len()).await;
+    let want: Vec<Event> = events
+        .iter()
+        .map(|e| Event {
+            fields: Vec::new(),
+            ..e.clone()
+        })
+        .collect();
+    assert_eq!(got, want);
+    // The other sink's reader still reads them.
+    let mut whole = s.reader("b").unwrap();
+    assert_eq!(read_all(&mut whole, events.len()).await, events);
+}
+
+/// A closed segment truncated under a running spool, inside a record whose
+/// header is still whole: the reader hands out the records before it,
+/// counts that record as one corrupt record ("record beyond the end of its
+/// segment file", not a checksum mismatch over bytes it never read), skips
+/// the rest of that segment (nothing valid is left in the file) and goes on
+/// with the next segment, losing nothing there.
+#[tokio::test]
+async fn a_segment_truncated_inside_a_record_costs_only_what_it_lost() {
+    let out = crate::selflog::CaptureWriter::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(out.clone())
+        .with_ansi(false)
+        .finish();
+    let _log = tracing::subscriber::set_default(sub);
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(4 << 10, 1 << 30, WhenFull::DropOldest);
+    let s = Spool::open(d.path(), &cfg, &sinks(&["a"])).unwrap();
+    let mut r = s.reader("a").unwrap();
+    // Records of 2 events (record k: events 2k and 2k + 1), until segment
+    // 0 is closed and 3 more are in the next one.
+    let mut ends = vec![0];
+    let mut after_roll = 0;
+    while after_roll < 3 {
+        let k = ends.len() as u64 - 1;
+        ends.push(s.append(&[ev(2 * k), ev(2 * k + 1)], None).await.unwrap());
+        if s.shared().lock().segments.len() > 1 {
+            after_roll += 1;
+        }
+    }
+    let records = ends.len() - 1;
+    s.wait_durable(ends[records]).await.unwrap();
+    let next_base = *s.shared().lock().segments.keys().nth(1).unwrap();
+    let next = ends.iter().position(|&e| e == next_base).unwrap();
+    assert!(next > 4 && next < records, "segment 0 holds {next} records");
+    // Cut segment 0 inside record 3: its header and 5 bytes of its body
+    // are left.
+    let header_len = s.shared().lock().segments[&0].header_len;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment::path(d.path(), 0))
+        .unwrap();
+    f.set_len(header_len + ends[3] + record::HEADER_LEN as u64 + 5)
+        .unwrap();
+    drop(f);
+    let want: Vec<Event> = (0..6)
+        .chain(2 * next as u64..2 * records as u64)
+        .map(ev)
+        .collect();
+    let got = read_all(&mut r, want.len()).await;
+    assert_eq!(got, want);
+    let value = |name| s.metrics().value(name, &[]).unwrap();
+    assert_eq!(value(crate::metrics::names::SPOOL_CORRUPT_RECORDS), 1.0);
+    let log = out.contents();
+    assert_eq!(
+        log.matches("record beyond the end of its segment file")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log.matches("spool record damaged").count(), 1, "{log}");
+    // Nothing else is waiting: the lost records are not handed out later.
+    let more = tokio::time::timeout(Duration::from_millis(100), r.next_batch(1000, 1 << 20));
+    assert!(
+        more.await.is_err(),
+        "more events after the truncated segment"
+    );
+}
+
 /// A spool an older weir left (segment format 1, records in version 1 of
 /// the event encoding, a source position): after the upgrade every event
 /// is delivered, new appends go to a new segment of the current format,

@@ -29,7 +29,7 @@ use prost::encoding::{encoded_len_varint, key_len};
 
 use super::encode::{self, Entry, LineBuilder, Stream, Text};
 use super::{Config, Encoding};
-use crate::event::Event;
+use crate::event::{same_bytes, Event};
 
 /// One push: its streams (whose lines are in the plan's [`Text`]) and its
 /// entry count.
@@ -218,9 +218,12 @@ fn is_stream_key(key: &[u8], selected: &[Selected]) -> bool {
         let Some((head, tail)) = rest.split_at_checked(5 + v.len()) else {
             return false;
         };
+        // `same_bytes`, not `!=`: a label value is a dozen bytes, and a
+        // slice compare is a call to libc's memcmp (callgrind: ~19
+        // instructions more per label per event).
         if head[0] != bit
             || head[1..5] != (v.len() as u32).to_le_bytes()
-            || &head[5..] != v.as_bytes()
+            || !same_bytes(&head[5..], v.as_bytes())
         {
             return false;
         }

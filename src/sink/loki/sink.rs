@@ -101,6 +101,11 @@ impl driver::Sink for LokiSink {
         }
     }
 
+    /// Raw lines without structured metadata are the message alone.
+    fn reads_fields(&self) -> bool {
+        self.config.structured_metadata || self.config.line_format != super::LineFormat::Raw
+    }
+
     fn lane(&self) -> Option<LokiSink> {
         Some(LokiSink {
             name: self.name.clone(),

@@ -113,3 +113,19 @@ fn the_commented_example_in_weir_toml_is_valid() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(c.max_push_bytes.0, DEFAULT_MAX_PUSH_BYTES);
 }
+
+/// A Loki sink reads events' fields unless its lines are raw and without
+/// structured metadata: only then does its spool reader skip them.
+#[test]
+fn fields_are_read_unless_lines_are_raw_without_metadata() {
+    use crate::sink::driver::Sink as _;
+    let reads = |extra: &str| {
+        let (c, p) = validate(extra);
+        assert!(p.is_empty(), "{p:?}");
+        sink::LokiSink::new("loki", c, &crate::metrics::Metrics::new()).reads_fields()
+    };
+    assert!(reads(""), "logfmt, the default");
+    assert!(reads("line_format = \"json\""));
+    assert!(reads("line_format = \"raw\"\nstructured_metadata = true"));
+    assert!(!reads("line_format = \"raw\""));
+}
