@@ -39,6 +39,10 @@
 //!   back-references) can flatter the figure; reported beside the
 //!   one-line scenario, not instead of it.
 //! - PackedForward: 1000 events per frame (what Fluent Bit/Fluentd forward).
+//! - "TCP": the 50-connection Docker-shaped scenario over TCP on the
+//!   loopback (Docker's fluentd driver connects over TCP unless told a
+//!   unix socket; its Go client sets TCP_NODELAY, and so does the load
+//!   generator here), its floor receiver over TCP too.
 //!
 //! Each row also says the receiver's socket reads per event
 //! (`weir_source_reads_total`, "reads/ev"): the CPU per event of a read that
@@ -78,6 +82,7 @@ mod common;
 use common::machine;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -221,6 +226,13 @@ fn main() {
         1,
     );
     run(
+        "ingest: docker-shaped, TCP, 50 conns",
+        Ingest,
+        &docker(50),
+        12_000,
+        1,
+    );
+    run(
         "ingest: PackedForward x1000, 4 conns",
         Ingest,
         &packed(4),
@@ -294,6 +306,9 @@ fn main() {
 /// `users` in DIR) the whole agent.
 fn server(dir: &Path) {
     if dir.join("null").exists() {
+        if let Ok(addr) = std::fs::read_to_string(dir.join("tcp")) {
+            return null_server_tcp(addr.parse().unwrap());
+        }
         return null_server(dir);
     }
     let text = std::fs::read_to_string(dir.join("weir.toml")).unwrap();
@@ -362,9 +377,31 @@ fn null_server(dir: &Path) {
     });
 }
 
+/// [`null_server`] on a TCP address.
+fn null_server_tcp(addr: SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        println!("ready");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(drain(stream));
+            }
+        });
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        })
+        .await
+        .unwrap();
+    });
+}
+
 /// Reads a connection to its end, acking [`ACKED_TAIL`] (which a read may
 /// split: the last bytes of the one before are kept).
-async fn drain(mut stream: tokio::net::UnixStream) {
+async fn drain<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
     let mut tail = Vec::with_capacity(2 * ACKED_TAIL.len());
@@ -436,9 +473,41 @@ async fn agent(config: weir::Config, dir: &Path) {
     print_reads(&counted);
 }
 
+/// Where a receiver listens.
+#[derive(Clone)]
+enum Address {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+/// A client's connection, of either kind.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+impl Address {
+    fn url(&self) -> String {
+        match self {
+            Address::Unix(path) => format!("unix://{}", path.display()),
+            Address::Tcp(addr) => format!("tcp://{addr}"),
+        }
+    }
+
+    /// Connects as Docker's driver does (its Go client sets TCP_NODELAY).
+    fn connect(&self) -> Box<dyn Stream> {
+        match self {
+            Address::Unix(path) => Box::new(UnixStream::connect(path).unwrap()),
+            Address::Tcp(addr) => {
+                let s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                Box::new(s)
+            }
+        }
+    }
+}
+
 struct Server {
     child: Child,
-    socket: PathBuf,
+    socket: Address,
     /// The child's stdout, after its `ready`.
     out: BufReader<std::process::ChildStdout>,
     dir: tempfile::TempDir,
@@ -446,14 +515,28 @@ struct Server {
 
 impl Server {
     /// A receiver for `setup`, or with `null` the floor receiver
-    /// ([`null_server`]; never under `WEIR_BENCH_WRAP`).
-    fn start(setup: Setup, null: bool) -> Server {
+    /// ([`null_server`]; never under `WEIR_BENCH_WRAP`); on a loopback TCP
+    /// port with `tcp`, else on a unix socket.
+    fn start(setup: Setup, null: bool, tcp: bool) -> Server {
+        assert!(
+            !tcp || setup != Setup::AsUsersRunIt,
+            "the agent is awaited on its unix socket"
+        );
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("forward.sock");
+        let socket = match tcp {
+            // A free port (the receiver binds it again right after).
+            true => Address::Tcp(
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap(),
+            ),
+            false => Address::Unix(dir.path().join("forward.sock")),
+        };
         let config = format!(
-            "state_dir = \"{d}/state\"\nhostname = \"bench-host\"\n[sources.bench]\ntype = \"forward\"\nlisten = \"unix://{s}\"\n[scrub]\n{scrub}\n[sinks.local]\ntype = \"file\"\npath = \"{d}/events.ndjson\"\n",
+            "state_dir = \"{d}/state\"\nhostname = \"bench-host\"\n[sources.bench]\ntype = \"forward\"\nlisten = \"{s}\"\n[scrub]\n{scrub}\n[sinks.local]\ntype = \"file\"\npath = \"{d}/events.ndjson\"\n",
             d = dir.path().display(),
-            s = socket.display(),
+            s = socket.url(),
             scrub = setup.scrub(),
         );
         std::fs::write(dir.path().join("weir.toml"), config).unwrap();
@@ -462,6 +545,9 @@ impl Server {
         }
         if null {
             std::fs::write(dir.path().join("null"), "").unwrap();
+            if let Address::Tcp(addr) = &socket {
+                std::fs::write(dir.path().join("tcp"), addr.to_string()).unwrap();
+            }
         }
         let exe = std::env::current_exe().unwrap();
         let wrap = match null {
@@ -574,7 +660,8 @@ fn run(
     pace: Option<u32>,
 ) -> (f64, f64) {
     let events = frames.len() * (frames_per_conn + 1) * events_per_frame;
-    let mut server = Server::start(setup, false);
+    let tcp = name.contains("TCP");
+    let mut server = Server::start(setup, false, tcp);
     let (cpu0, sys0, _) = server.usage();
     let start = Instant::now();
     let bytes = load(&server.socket, frames, frames_per_conn, pace);
@@ -592,7 +679,7 @@ fn run(
     // while the next scenario runs.
     let _ = std::fs::remove_file(server.dir.path().join("events.ndjson"));
     drop(server);
-    let null = Server::start(setup, true);
+    let null = Server::start(setup, true, tcp);
     let (floor0, _, _) = null.usage();
     load(&null.socket, frames, frames_per_conn, pace);
     let (floor1, _, _) = null.usage();
@@ -619,7 +706,7 @@ fn run(
 /// then the first frame asking for an ack, and waiting for it. Returns the
 /// bytes written.
 fn load(
-    socket: &Path,
+    socket: &Address,
     frames: &[Vec<Vec<u8>>],
     frames_per_conn: usize,
     pace: Option<u32>,
@@ -627,11 +714,11 @@ fn load(
     let threads: Vec<_> = frames
         .iter()
         .map(|frames| {
-            let socket = socket.to_owned();
+            let socket = socket.clone();
             let frames = frames.clone();
             let acked = with_chunk(&frames[0], "last");
             std::thread::spawn(move || {
-                let mut s = UnixStream::connect(&socket).unwrap();
+                let mut s = socket.connect();
                 let started = Instant::now();
                 let mut bytes = acked.len();
                 for i in 0..frames_per_conn {

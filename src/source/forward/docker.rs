@@ -78,7 +78,8 @@ pub fn fill_event_like(
     for &(key, value) in &record.entries {
         // Keys are matched as bytes; only a key kept as a field name needs
         // to be UTF-8 (others are dropped: a log record cannot name them).
-        if Some(key) == message_key {
+        // (Compared without a call to `memcmp`, as the values below are.)
+        if message_key.is_some_and(|m| same_bytes(m, key)) {
             // (A repeated key: the last one wins, as for every other key.)
             event.message.clear();
             match value {
@@ -117,15 +118,15 @@ pub fn fill_event_like(
                 service = true;
             }
             b"source" if matches!(value, Value::Str(b"stdout") | Value::Str(b"stderr")) => {
-                let stderr = value == Value::Str(b"stderr");
+                let stderr = matches!(value, Value::Str(b"stderr"));
                 labels.level = Some(if stderr { Level::Error } else { Level::Info });
                 fields.push_str("stream", if stderr { "stderr" } else { "stdout" });
                 docker_stream = true;
             }
-            b"partial_message" => partial_flag = value == Value::Str(b"true"),
+            b"partial_message" => partial_flag = matches!(value, Value::Str(b"true")),
             b"partial_id" => partial_id = Some(text(value)),
             b"partial_ordinal" => partial_ordinal = text(value).parse().unwrap_or(0),
-            b"partial_last" => partial_last = value == Value::Str(b"true"),
+            b"partial_last" => partial_last = matches!(value, Value::Str(b"true")),
             _ => fields.push(key, value),
         }
     }
