@@ -810,7 +810,7 @@ fn docker_frame(c: usize, line: &str) -> Vec<u8> {
 
 /// A 64-hex-digit id, different for each container.
 fn container_id(c: usize) -> String {
-    format!("{c:04x}1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a")
+    format!("{c:04x}1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f")
 }
 
 fn docker_record(f: &mut Vec<u8>, c: usize, line: &str) {
