@@ -281,6 +281,8 @@ pub struct Anchors<'a> {
     base: usize,
     mask: u16,
     pairs: Pairs,
+    /// The last run of a time's colons [`worth_a_look`] turned away.
+    no_v6: NoV6,
 }
 
 /// The anchor masks of `s`'s first [`AHEAD`] bytes into `words`, and the
@@ -586,6 +588,7 @@ impl<'a> Anchors<'a> {
             base: 0,
             mask: 0,
             pairs: Pairs::default(),
+            no_v6: NoV6::default(),
         };
         #[cfg(target_arch = "x86_64")]
         if let Some(v3) = pulp::x86::V3::try_new().filter(|_| s.len() > WIDE) {
@@ -615,6 +618,16 @@ impl<'a> Anchors<'a> {
     /// The rare pairs the text holds.
     pub fn pairs(&self) -> Pairs {
         self.pairs
+    }
+
+    /// Whether the anchor at `c` may belong to something the driver
+    /// detects. A `false` here must be certain: the driver then skips
+    /// every byte up to and including `c`. `curl` says whether the text
+    /// holds curl's `-u` anywhere (asked only when needed, and then once:
+    /// `Cx::curl_possible`).
+    #[inline]
+    pub fn worth_a_look(&mut self, c: usize, curl: &mut impl FnMut() -> bool) -> bool {
+        worth_a_look(self.s, c, curl, &mut self.no_v6)
     }
 
     /// The first anchor at or after `from`.
@@ -751,12 +764,10 @@ fn key_end(s: &[u8], mut end: usize) -> usize {
     end
 }
 
-/// Whether the anchor at `c` may belong to something the driver detects.
-/// A `false` here must be certain: the driver then skips every byte up to
-/// and including `c`. `curl` says whether the text holds curl's `-u`
-/// anywhere (asked only when needed, and then once: `Cx::curl_possible`).
+/// [`Anchors::worth_a_look`] of the anchor at `c` of `s`. `no_v6` remembers the last run of hex digits, `:` and `.` found to hold
+/// no IPv6 address ([`NoV6`]).
 #[inline]
-pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool {
+fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool, no_v6: &mut NoV6) -> bool {
     let before = |k: usize| c.checked_sub(k).map(|at| s[at]);
     let after = s.get(c + 1).copied();
     match s[c] {
@@ -765,14 +776,14 @@ pub fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool) -> bool
         // curl's `-u user1:pw` remain.
         b':' if before(1).is_some_and(|b| b.is_ascii_digit()) => {
             after == Some(b':')
-                || may_be_ipv6(s, c)
+                || no_v6.may_be_ipv6(s, c)
                 || (curl() && super::secrets::curl_worth_a_look(s, c))
         }
         b':' => {
             // The key's end, found once for both kinds of key tail.
             let end = key_end(s, c);
             after == Some(b':')
-                || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && may_be_ipv6(s, c))
+                || (before(1).is_some_and(|b| b.is_ascii_hexdigit()) && no_v6.may_be_ipv6(s, c))
                 || key_tail_any(s, end)
                 || (before(1) == Some(b'd') && super::programs::nextcloud_worth_a_look(s, c))
                 || (curl() && super::secrets::curl_worth_a_look(s, c))
@@ -812,25 +823,61 @@ fn for_may_name(s: &[u8], c: usize) -> bool {
 /// Whether an IPv6 address may run through the colon at `c`: its run of hex
 /// digits, `:` and `.` holds a `::` or at least six colons (eight groups, or
 /// six and an IPv4 tail). Times (`12:34:56.789`) hold two.
+#[cfg(test)]
 fn may_be_ipv6(s: &[u8], c: usize) -> bool {
+    no_ipv6_run(s, c).is_none()
+}
+
+/// `None` when an IPv6 address may run through the colon at `c` (see
+/// [`may_be_ipv6`]); else where the run from `c` ends.
+fn no_ipv6_run(s: &[u8], c: usize) -> Option<usize> {
     let mut colons = 0;
     let mut last_colon = false;
     for (k, &b) in s[c..].iter().enumerate() {
         if k > 48 {
-            return true; // longer than any address: let the detector decide
+            return None; // longer than any address: let the detector decide
         }
         match b {
-            b':' if last_colon => return true,
+            b':' if last_colon => return None,
             b':' => {
                 colons += 1;
                 last_colon = true;
             }
             b'.' => last_colon = false,
             _ if b.is_ascii_hexdigit() => last_colon = false,
-            _ => break,
+            _ => return (colons < 6).then_some(c + k),
         }
     }
-    colons >= 6
+    (colons < 6).then_some(s.len())
+}
+
+/// The colons `from..to`, of a run of hex digits, `:` and `.` that
+/// [`no_ipv6_run`] found to hold no IPv6 address from `from` on. No colon
+/// after `from` in the run needs the scan again: from it the run is a
+/// part of the same, with fewer colons and no `::` the whole did not
+/// have, so the answer is the same. A time (`12:34:56.789`) is scanned
+/// once, not at each colon.
+#[derive(Debug, Clone, Copy, Default)]
+struct NoV6 {
+    from: usize,
+    to: usize,
+}
+
+impl NoV6 {
+    /// [`may_be_ipv6`], remembering the run it turns away.
+    #[inline]
+    fn may_be_ipv6(&mut self, s: &[u8], c: usize) -> bool {
+        if (self.from..self.to).contains(&c) {
+            return false;
+        }
+        match no_ipv6_run(s, c) {
+            Some(to) => {
+                *self = NoV6 { from: c, to };
+                false
+            }
+            None => true,
+        }
+    }
 }
 
 /// Whether an IPv4 address may run through the dot at `c` (which follows a
@@ -1058,6 +1105,77 @@ mod tests {
             let from = want.iter().copied().find(|&k| k >= start);
             proptest::prop_assert_eq!(a.next(start), from);
         }
+    }
+
+    /// `may_be_ipv6` as it was before [`NoV6`] (the reference).
+    fn may_be_ipv6_old(s: &[u8], c: usize) -> bool {
+        let mut colons = 0;
+        let mut last_colon = false;
+        for (k, &b) in s[c..].iter().enumerate() {
+            if k > 48 {
+                return true; // longer than any address: let the detector decide
+            }
+            match b {
+                b':' if last_colon => return true,
+                b':' => {
+                    colons += 1;
+                    last_colon = true;
+                }
+                b'.' => last_colon = false,
+                _ if b.is_ascii_hexdigit() => last_colon = false,
+                _ => break,
+            }
+        }
+        colons >= 6
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Asked at the colons of a text in the walk's order (rising,
+        /// some skipped), or in any order, the remembered run answers as
+        /// the scan at each colon did.
+        #[test]
+        fn no_v6_answers_as_the_scan(
+            s in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => proptest::sample::select(b"0123456789abcdefABCDEF:.".to_vec()),
+                    1 => proptest::sample::select(b" Z-g[".to_vec()),
+                ],
+                0..120,
+            ),
+            skip in proptest::collection::vec(proptest::bool::ANY, 120),
+            order in proptest::collection::vec(0usize..120, 0..40),
+        ) {
+            let colons: Vec<usize> = (0..s.len()).filter(|&k| s[k] == b':').collect();
+            let mut memo = NoV6::default();
+            for (n, &c) in colons.iter().enumerate() {
+                if skip[n] {
+                    continue;
+                }
+                proptest::prop_assert_eq!(memo.may_be_ipv6(&s, c), may_be_ipv6_old(&s, c), "at {}", c);
+            }
+            let mut memo = NoV6::default();
+            for k in order {
+                if let Some(&c) = colons.get(k) {
+                    proptest::prop_assert_eq!(memo.may_be_ipv6(&s, c), may_be_ipv6_old(&s, c), "at {}", c);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_v6_scans_a_time_once() {
+        let s = b"2024-05-01T13:45:12.345Z up ::1 fe80::1:2 1:2:3:4:5:6:7:8 12:34:56";
+        let mut memo = NoV6::default();
+        let colons: Vec<usize> = (0..s.len()).filter(|&k| s[k] == b':').collect();
+        let got: Vec<bool> = colons.iter().map(|&c| memo.may_be_ipv6(s, c)).collect();
+        let want: Vec<bool> = colons.iter().map(|&c| may_be_ipv6_old(s, c)).collect();
+        assert_eq!(got, want);
+        let mut memo = NoV6::default();
+        assert!(!memo.may_be_ipv6(s, 13));
+        assert_eq!((memo.from, memo.to), (13, 23));
+        assert_eq!(&s[28..31], b"::1");
+        assert!(may_be_ipv6(s, 28));
     }
 
     #[test]
