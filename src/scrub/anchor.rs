@@ -803,7 +803,11 @@ fn worth_a_look(s: &[u8], c: usize, curl: &mut impl FnMut() -> bool, no_v6: &mut
                 || login_key_tail(s, c)
         }
         b'/' => s[..c].ends_with(b"/home"),
-        _ => true, // `@`, `[`
+        // An access log's date, `[10/Oct/2000:13:55:36` after a space
+        // (`login::access_log_user`, the one detector a `[` anchors):
+        // most `[`s of log text hold a thread or a module (`[worker-3]`).
+        b'[' => c > 0 && s[c - 1] == b' ' && s.get(c + 3) == Some(&b'/'),
+        _ => true, // `@`
     }
 }
 
