@@ -69,6 +69,8 @@ impl KeyGate {
         };
         for key in keys {
             assert_eq!(key.len(), KEY_LEN, "a key is KEY_LEN bytes");
+            // `block_avx2` looks a byte's low nibble up with the byte.
+            assert!(key.is_ascii(), "a key is ASCII");
             let with = |b: &[(u16, u16); KEY_LEN]| {
                 let mut b = *b;
                 for (j, &c) in key.iter().enumerate() {
@@ -203,7 +205,11 @@ fn block_avx2(v3: pulp::x86::V3, gate: &KeyGate, b: &[u8; SPAN]) -> u32 {
     for j in 0..KEY_LEN {
         let bytes: [u8; W] = b[j..j + W].try_into().expect("W bytes");
         let v: __m256i = pulp::cast(bytes);
-        l[j] = avx2._mm256_and_si256(v, nibble);
+        // The low nibble is looked up with the byte itself: `pshufb`
+        // reads its bits 0-3, and gives 0 when bit 7 is set, which is
+        // the byte-wise rule's answer there (keys are ASCII, so the high
+        // nibble tables are 0 from 8 on). One `and` less per load.
+        l[j] = v;
         h[j] = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
     }
     let mut any = avx._mm256_setzero_si256();

@@ -71,7 +71,7 @@ pub fn run(
     cx.curl_is(anchors.pairs().dash_u);
     let mut i = 0;
     while let Some(c) = anchors.next(i) {
-        if !anchor::worth_a_look(s, c, &mut || cx.curl_possible()) {
+        if !anchors.worth_a_look(c, &mut || cx.curl_possible()) {
             i = c + 1;
             continue;
         }
