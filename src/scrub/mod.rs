@@ -286,8 +286,8 @@ impl Scrubber {
             event.message = m;
         }
         let in_scope = |name: &str| self.all_fields || self.config.fields.iter().any(|f| f == name);
-        for (name, value) in &mut event.fields {
-            if !in_scope(name) || memo.as_ref().is_some_and(|m| m.is_clean(name, value)) {
+        for (k, (name, value)) in event.fields.iter_mut().enumerate() {
+            if !in_scope(name) || memo.as_ref().is_some_and(|m| m.is_clean(k, name, value)) {
                 continue;
             }
             let names_before = seen.len();
