@@ -253,9 +253,8 @@ fn main() {
     if wanted("(c)") {
         measure("(c) tests/corpus/scrub", &sc, &repository_corpus());
     }
-    if wanted("(e)") {
-        events(&sc);
-    }
+    // `-- "e) D"` or `-- "e) j"`: one kind of event alone.
+    events(&sc, &wanted);
     if wanted("(d)") {
         hostile(&sc);
     }
@@ -357,11 +356,17 @@ fn measure_events(name: &str, sc: &Scrubber, pristine: &[Event], mut memo: Field
     );
 }
 
-fn events(sc: &Scrubber) {
-    let docker: Vec<Event> = (0..1000).map(|_| docker_event(3)).collect();
-    measure_events("(e) Docker-shaped event", sc, &docker, FieldMemo::new());
-    let journal: Vec<Event> = (0..1000).map(journal_event).collect();
-    measure_events("(e) journal entry", sc, &journal, FieldMemo::recent());
+fn events(sc: &Scrubber, wanted: &dyn Fn(&str) -> bool) {
+    let docker_label = "(e) Docker-shaped event";
+    if wanted(docker_label) {
+        let docker: Vec<Event> = (0..1000).map(|_| docker_event(3)).collect();
+        measure_events(docker_label, sc, &docker, FieldMemo::new());
+    }
+    let journal_label = "(e) journal entry";
+    if wanted(journal_label) {
+        let journal: Vec<Event> = (0..1000).map(journal_event).collect();
+        measure_events(journal_label, sc, &journal, FieldMemo::recent());
+    }
 }
 
 /// The inputs of `tests/corpus/scrub/*.txt` (marks removed: `⟦x→y⟧` is `x`).

@@ -75,12 +75,30 @@ impl FieldMemo {
         }
     }
 
-    /// Whether `value` of field `name` was found clean before.
-    pub(super) fn is_clean(&self, name: &str, value: &str) -> bool {
-        self.slots
-            .iter()
-            .find(|s| s.name == name)
-            .is_some_and(|s| s.values.iter().any(|v| v == value))
+    /// The slot of field `name`, the event's field number `k`. A source
+    /// sends its fields in the same order event after event, and slots are
+    /// made in the order first found clean, so slot `k` is nearly always
+    /// the one: one comparison of names instead of a search.
+    #[inline]
+    fn slot(&self, k: usize, name: &str) -> Option<&Slot> {
+        match self.slots.get(k) {
+            Some(s) if same(s.name.as_bytes(), name.as_bytes()) => Some(s),
+            _ => self
+                .slots
+                .iter()
+                .find(|s| same(s.name.as_bytes(), name.as_bytes())),
+        }
+    }
+
+    /// Whether `value` of field `name` (the event's field number `k`, a
+    /// hint only) was found clean before.
+    #[inline]
+    pub(super) fn is_clean(&self, k: usize, name: &str, value: &str) -> bool {
+        self.slot(k, name).is_some_and(|s| {
+            s.values
+                .iter()
+                .any(|v| same(v.as_bytes(), value.as_bytes()))
+        })
     }
 
     /// Remembers that `value` of field `name` scrubbed to itself and
@@ -111,6 +129,33 @@ impl FieldMemo {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.slots.iter().map(|s| s.values.len()).sum()
+    }
+}
+
+/// `a == b`, inline: the names and values compared are short (a pid, a
+/// unit, a stream), and a call to memcmp for each, a name and a value per
+/// field, was most of a memo hit. Up to 16 bytes are two overlapping words
+/// (the first and the last); longer texts look at their last bytes first
+/// (the values of one field that differ mostly differ there).
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Arrays of 4 or 8 bytes compare as one integer each.
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=8 => {
+            a.first_chunk::<4>() == b.first_chunk::<4>()
+                && a.last_chunk::<4>() == b.last_chunk::<4>()
+        }
+        9..=16 => {
+            a.first_chunk::<8>() == b.first_chunk::<8>()
+                && a.last_chunk::<8>() == b.last_chunk::<8>()
+        }
+        _ => a[n - 1] == b[n - 1] && a == b,
     }
 }
 
@@ -232,8 +277,8 @@ mod tests {
         let mut memo = FieldMemo::new();
         let mut first = events[0].clone();
         s.scrub_with(&mut first, Some(&mut memo));
-        assert!(memo.is_clean("note", "box of bob"));
-        assert!(memo.is_clean("container_id", id));
+        assert!(memo.is_clean(1, "note", "box of bob"));
+        assert!(memo.is_clean(0, "container_id", id));
         let mut second = events[1].clone();
         s.scrub_with(&mut second, Some(&mut memo));
         assert_ne!(second.field("note"), Some("box of bob"));
@@ -244,14 +289,14 @@ mod tests {
         let mut memo = FieldMemo::new();
         memo.found_clean("stream", "stdout");
         memo.found_clean("stream", "stderr");
-        assert!(memo.is_clean("stream", "stderr") && !memo.is_clean("stream", "stdout"));
-        assert!(!memo.is_clean("other", "stderr"));
+        assert!(memo.is_clean(5, "stream", "stderr") && !memo.is_clean(5, "stream", "stdout"));
+        assert!(!memo.is_clean(5, "other", "stderr"));
         for i in 0..100 {
             memo.found_clean(&format!("f{i}"), "v");
         }
         assert_eq!(memo.len(), MAX_NAMES);
         memo.found_clean("long", &"x".repeat(MAX_VALUE_BYTES + 1));
-        assert!(!memo.is_clean("long", &"x".repeat(MAX_VALUE_BYTES + 1)));
+        assert!(!memo.is_clean(5, "long", &"x".repeat(MAX_VALUE_BYTES + 1)));
     }
 
     /// `recent` keeps the last values of a name (oldest replaced first),
@@ -262,16 +307,52 @@ mod tests {
         for i in 0..MAX_RECENT {
             memo.found_clean("_COMM", &format!("unit{i}"));
         }
-        assert!((0..MAX_RECENT).all(|i| memo.is_clean("_COMM", &format!("unit{i}"))));
+        assert!((0..MAX_RECENT).all(|i| memo.is_clean(5, "_COMM", &format!("unit{i}"))));
         memo.found_clean("_COMM", "newest");
-        assert!(memo.is_clean("_COMM", "newest") && !memo.is_clean("_COMM", "unit0"));
-        assert!(memo.is_clean("_COMM", "unit1"));
-        assert!(!memo.is_clean("_EXE", "unit1"));
+        assert!(memo.is_clean(5, "_COMM", "newest") && !memo.is_clean(5, "_COMM", "unit0"));
+        assert!(memo.is_clean(5, "_COMM", "unit1"));
+        assert!(!memo.is_clean(5, "_EXE", "unit1"));
         for i in 0..100 {
             for v in 0..20 {
                 memo.found_clean(&format!("f{i}"), &format!("v{v}"));
             }
         }
         assert_eq!(memo.len(), MAX_NAMES * MAX_RECENT);
+    }
+
+    /// The field number is a hint: a slot is found by its name wherever
+    /// it stands, and a slot of another name at that number is no hit.
+    #[test]
+    fn the_field_number_is_only_a_hint() {
+        let mut memo = FieldMemo::new();
+        for (name, value) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            memo.found_clean(name, value);
+        }
+        for k in 0..5 {
+            assert!(memo.is_clean(k, "b", "2"), "hint {k}");
+            assert!(!memo.is_clean(k, "b", "1"), "hint {k}");
+            assert!(!memo.is_clean(k, "d", "2"), "hint {k}");
+        }
+    }
+
+    /// `same` is `==`: equal, of other lengths, or differing at any one
+    /// byte (the last or another).
+    #[test]
+    fn same_is_equality() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same(&a, &a.clone()));
+            for m in 0..40 {
+                if m != n {
+                    let b: Vec<u8> = (0..m as u8).map(|i| b'a' + i % 26).collect();
+                    assert!(!same(&a, &b), "{n} {m}");
+                }
+            }
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same(&a, &b), "{n} at {at}");
+            }
+        }
     }
 }

@@ -286,8 +286,8 @@ impl Scrubber {
             event.message = m;
         }
         let in_scope = |name: &str| self.all_fields || self.config.fields.iter().any(|f| f == name);
-        for (name, value) in &mut event.fields {
-            if !in_scope(name) || memo.as_ref().is_some_and(|m| m.is_clean(name, value)) {
+        for (k, (name, value)) in event.fields.iter_mut().enumerate() {
+            if !in_scope(name) || memo.as_ref().is_some_and(|m| m.is_clean(k, name, value)) {
                 continue;
             }
             let names_before = seen.len();
@@ -313,7 +313,41 @@ impl Scrubber {
         if seen.is_empty() || event.fields.is_empty() {
             return;
         }
-        let names = self.sweep_names(seen.names_from(0), ts);
+        // Nearly always a name stands only where it was recognised (and
+        // rewritten). A look for each name in each text longer than it
+        // (most fields are shorter) tells which names may occur anywhere:
+        // only those are swept for, since a name that cannot occur in a
+        // text gives no hit in its sweep (`everywhere::may_occur`); and
+        // when none may, neither their pseudonyms and searchers (~1,800
+        // instructions a name) nor the sweeps are needed.
+        const _: () = assert!(everywhere::MAX_NAMES <= 32);
+        let mut live = 0u32;
+        let texts = std::iter::once(event.message.as_slice()).chain(
+            event
+                .fields
+                .iter()
+                .filter(|(name, _)| in_scope(name))
+                .map(|(_, value)| value.as_bytes()),
+        );
+        for text in texts {
+            for (k, name) in seen.names_from(0).enumerate() {
+                if live & 1 << k == 0
+                    && text.len() >= name.len()
+                    && everywhere::may_occur(text, name)
+                {
+                    live |= 1 << k;
+                }
+            }
+        }
+        if live == 0 {
+            return;
+        }
+        let swept = seen
+            .names_from(0)
+            .enumerate()
+            .filter(|&(k, _)| live & 1 << k != 0)
+            .map(|(_, name)| name);
+        let names = self.sweep_names(swept, ts);
         let mut spans = Vec::new();
         if let Some(m) = everywhere::sweep(&event.message, &names, &mut spans) {
             event.message = m;
