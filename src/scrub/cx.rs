@@ -75,6 +75,14 @@ pub struct Cx<'a> {
     /// none of the checks (they read only its bytes and the config) and
     /// is remembered for the sweep already: it costs a comparison.
     last_login: Option<(usize, usize)>,
+    /// Whether a rewrite may have put a `(` right after a byte it did not
+    /// follow in `s`: one written by a rewrite, or one of `s` right after
+    /// a rewritten span. Every other `(` of the output follows the byte it
+    /// follows in `s`, so the output holds a `WORD(` pair
+    /// (`anchor::Pairs::paren`) only if `s` does or this is set: the
+    /// program shapes then need not look for `(` in a rewritten text that
+    /// had no such pair (see `Scrubber::pass`).
+    pub(super) paren_made: bool,
 }
 
 impl<'a> Cx<'a> {
@@ -112,6 +120,7 @@ impl<'a> Cx<'a> {
             curl: None,
             last_hash: None,
             last_login: None,
+            paren_made: false,
         }
     }
 
@@ -235,6 +244,11 @@ impl<'a> Cx<'a> {
             .get_or_insert_with(|| Vec::with_capacity(s.len() + 32));
         out.extend_from_slice(&s[self.copied..start]);
         f(out);
+        // The only rewrite that may write a `(` is the mask token: the
+        // others write pseudonyms (a prefix and hex digits) and addresses
+        // (digits, hex, `.`, `:`, `-`). Searching what each wrote cost
+        // ~70 instructions per rewrite.
+        self.paren_made |= s.get(end) == Some(&b'(') || self.sc.mask_paren;
         self.copied = end;
     }
 

@@ -208,6 +208,8 @@ pub struct Scrubber {
     /// Every detector `keep` and no rules: [`Scrubber::scrub`] returns at
     /// once instead of scanning text it cannot change.
     off: bool,
+    /// Whether the mask token holds a `(` (see `Cx::paren_made`).
+    mask_paren: bool,
 }
 
 impl Scrubber {
@@ -243,6 +245,7 @@ impl Scrubber {
             all_fields: config.fields.iter().any(|f| f == "*"),
             off: [config.ipv4, config.ipv6, config.logins, config.secrets] == [Action::Keep; 4]
                 && rules.is_empty(),
+            mask_paren: config.mask_token.contains('('),
             accounts: policy::Accounts::new(&config.keep_accounts, passwd),
             shapes: shapes::Shapes::new(),
             keys: hash::Keyring::new(key, rotation),
@@ -522,7 +525,11 @@ impl Scrubber {
         // rewrite log is only built to be explained.
         let mut found = Vec::new();
         let first_seen = seen.len();
-        if let Some(v) = scan::run(
+        // Whether `cur` may hold a `(` after a call-word byte (for the
+        // program shapes' `WORD(` rows): the text the detectors read
+        // holds one, or a rewrite may have made one (`Cx::paren_made`).
+        let mut paren = anchors.pairs().paren;
+        if let Some((v, paren_made)) = scan::run(
             self,
             anchors,
             timestamp_ns,
@@ -532,8 +539,13 @@ impl Scrubber {
             for r in &found {
                 note(&cur, r.start, r.end, r.kind, r.rule);
             }
+            paren |= paren_made;
             cur = Cow::Owned(v);
         }
+        debug_assert!(
+            paren || !anchor::Anchors::new(&cur).pairs().paren,
+            "a `WORD(` pair the detectors' output holds was not told"
+        );
         if settled && matches!(cur, Cow::Borrowed(_)) {
             // Debug builds (tests, the fuzzer) check the skip.
             #[cfg(debug_assertions)]
@@ -546,8 +558,6 @@ impl Scrubber {
         // Whether a stage after the detectors rewrote something.
         let mut tail_changed = false;
         if self.config.logins != Action::Keep {
-            // The pairs of `text` hold for `cur` while nothing rewrote it.
-            let paren = matches!(cur, Cow::Owned(_)) || pairs.paren;
             if let Some(v) = self.apply_shapes(&cur, paren, timestamp_ns, &mut note, seen) {
                 tail_changed = true;
                 cur = Cow::Owned(v);

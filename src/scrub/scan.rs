@@ -52,7 +52,9 @@ static CLASS: [u8; 256] = {
 };
 
 /// Scrubs the text of `anchors` with the built-in detectors; `None` when
-/// nothing changed. With `log`, every rewrite is appended to it. The logins
+/// nothing changed, else the output and whether it may hold a `WORD(` pair
+/// the text did not (`Cx::paren_made`). With `log`, every rewrite is
+/// appended to it. The logins
 /// and e-mail addresses rewritten are added to `seen`
 /// (`everywhere::Seen::remember`). Inlined into its one caller (the pass): called
 /// apart, the state of the walk was built and moved through memory, ~100
@@ -64,7 +66,7 @@ pub fn run(
     timestamp_ns: i64,
     mut log: Option<&mut Vec<Rewrite>>,
     seen: &mut Seen,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, bool)> {
     let s = anchors.text();
     let mut cx = Cx::new(sc, s, timestamp_ns, seen);
     cx.log = log.as_deref_mut().map(std::mem::take);
@@ -86,7 +88,8 @@ pub fn run(
     }
     // Nothing rewritten (most texts): no move of `cx` into `finish`.
     cx.out.as_ref()?;
-    cx.finish()
+    let paren_made = cx.paren_made;
+    cx.finish().map(|out| (out, paren_made))
 }
 
 /// The reference walk: [`Cx::step`] everywhere, no prefilter.

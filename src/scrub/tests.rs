@@ -608,6 +608,43 @@ fn regression_a_rewrite_ungluing_an_address_before_it() {
     assert!(matches!(sc.scrub_text(&once, TS), Cow::Borrowed(_)));
 }
 
+/// A name rewritten right before a `(` makes a `WORD(` pair the input did
+/// not hold (`B(` is none, `u:…f(` or `u:…9(` is): the detectors say so,
+/// and the program shapes then look for `(` (`Cx::paren_made`).
+#[test]
+fn a_rewrite_before_a_paren_is_told() {
+    let sc = default_scrubber();
+    let input = b"user=BOB(x";
+    assert!(!anchor::Anchors::new(input).pairs().paren);
+    let (out, made) = scan::run(
+        &sc,
+        &mut anchor::Anchors::new(input),
+        TS,
+        None,
+        &mut everywhere::Seen::new(),
+    )
+    .expect("the login is rewritten");
+    assert!(
+        anchor::Anchors::new(&out).pairs().paren,
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(made);
+    // A mask token may write a `(` itself (`x(y` after `=`).
+    let sc = scrubber_with("logins = \"mask\"\nmask_token = \"x(y\"");
+    let input = b"user=BOB x";
+    let (out, made) = scan::run(
+        &sc,
+        &mut anchor::Anchors::new(input),
+        TS,
+        None,
+        &mut everywhere::Seen::new(),
+    )
+    .expect("the login is masked");
+    assert_eq!(out, b"user=x(y x");
+    assert!(anchor::Anchors::new(&out).pairs().paren && made);
+}
+
 /// A pass says its shapes, rules and sweep left its output as they read
 /// it only when they did; the next pass then skips them only if its
 /// detectors leave that text as it is too (`Scrubber::pass`).
@@ -1130,10 +1167,30 @@ proptest! {
             let sc = scrubber_with(config);
             for input in [text.as_bytes(), &bytes[..]] {
                 prop_assert_eq!(
-                    scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut everywhere::Seen::new()),
+                    scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut everywhere::Seen::new()).map(|(out, _)| out),
                     scan::run_every_position(&sc, input, TS),
                     "config {:?} text {:?}", config, String::from_utf8_lossy(input)
                 );
+            }
+        }
+    }
+
+    /// The detectors' output holds a `WORD(` pair (`anchor::Pairs::paren`)
+    /// only where their input held one or they say they may have made one
+    /// (`Cx::paren_made`): the program shapes look for `(` on no less.
+    #[test]
+    fn a_made_word_paren_is_told(parts in proptest::collection::vec(log_part(), 0..16), bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let text = parts.concat();
+        // And a mask token that writes a `(` itself.
+        let paren_mask = "ipv4 = \"mask\"\nlogins = \"mask\"\nsecrets = \"mask\"\nmask_token = \"x(y\"";
+        for config in CONFIGS.into_iter().chain([paren_mask]) {
+            let sc = scrubber_with(config);
+            for input in [text.as_bytes(), &bytes[..]] {
+                let had = anchor::Anchors::new(input).pairs().paren;
+                let run = scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut everywhere::Seen::new());
+                if let Some((out, made)) = run {
+                    prop_assert!(had || made || !anchor::Anchors::new(&out).pairs().paren, "config {:?} text {:?}", config, String::from_utf8_lossy(input));
+                }
             }
         }
     }
