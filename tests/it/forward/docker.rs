@@ -203,6 +203,21 @@ fn docker_bursts_on_stdout_and_stderr_get_every_ack() {
             "for i in $(seq 1 {N}); do echo {mode}-out-$i; echo {mode}-err-$i >&2; done; sleep 20"
         );
         let before = docker.log();
+        let closed_before: std::collections::HashMap<&str, f64> = [
+            "bad_frame",
+            "malformed",
+            "truncated",
+            "gave_way",
+            "idle_timeout",
+        ]
+        .into_iter()
+        .map(|r| {
+            (
+                r,
+                weir.metric("weir_source_decode_errors_total", &[("reason", r)]),
+            )
+        })
+        .collect();
         let id = docker.run(&[
             "-d",
             "--log-driver",
@@ -240,28 +255,35 @@ fn docker_bursts_on_stdout_and_stderr_get_every_ack() {
         let mismatches = new.matches("doesn't match expected one").count();
         let lost = lines.iter().filter(|l| count(&events, l) == 0).count();
         let repeated = lines.iter().filter(|l| count(&events, l) > 1).count();
-        eprintln!("{mode}: dockerd logged {mismatches} ack mismatches; {lost} lines lost, {repeated} sent more than once");
+        eprintln!("{mode}: dockerd logged {mismatches} ack mismatches; {lost} lines lost, {repeated} sent more than once; {} connections gave way",
+            weir.metric("weir_source_decode_errors_total", &[("reason", "gave_way")]));
+        // What weir closed in this mode: no bad input and no timeout ever.
+        let closed = |reason: &str| {
+            weir.metric("weir_source_decode_errors_total", &[("reason", reason)])
+                - closed_before[reason]
+        };
+        for reason in ["bad_frame", "malformed", "truncated", "idle_timeout"] {
+            assert_eq!(closed(reason), 0.0, "{mode}: {reason}");
+        }
         if mode == "async" {
             assert_eq!((mismatches, lost, repeated), (0, 0, 0), "{new}");
+            // weir closed no connection either.
+            assert_eq!(closed("gave_way"), 0.0, "async: gave_way");
         } else {
             // Docker's copiers race on the shared connection: what it drops
             // after its retries, or resends, it has logged as a mismatch.
             assert!(mismatches > 0 || lost + repeated == 0, "{new}");
+            // Each mismatch makes dockerd reconnect, and under load the
+            // storm leaves many connections behind (tens of thousands of
+            // mismatches at load 3-6): idle ones may then be asked to give
+            // way (connection limit or memory budget), as they should; 25
+            // and 168 seen, with the code of 445c593 as with later code.
+            // Without a mismatch there is no reconnect, so nothing may give
+            // way.
+            if mismatches == 0 {
+                assert_eq!(closed("gave_way"), 0.0, "sync: gave_way");
+            }
         }
         let _ = docker.docker(&["rm", "-f", &id]);
-    }
-    // weir closed no connection: no bad input, nothing gave way or timed out.
-    for reason in [
-        "bad_frame",
-        "malformed",
-        "truncated",
-        "gave_way",
-        "idle_timeout",
-    ] {
-        assert_eq!(
-            weir.metric("weir_source_decode_errors_total", &[("reason", reason)]),
-            0.0,
-            "{reason}"
-        );
     }
 }
