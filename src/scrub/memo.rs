@@ -19,6 +19,12 @@
 //! allocation once warm, even for a field whose value changes with every
 //! event). It is only valid for the [`super::Scrubber`] that filled it:
 //! keep one per connection or source, never share it between scrubbers.
+//!
+//! Names and values are compared with [`same_bytes`], inline: they are
+//! short (a pid, a unit, a stream), and a memcmp call for each was most of
+//! a memo hit.
+
+use crate::event::same_bytes;
 
 /// Most field names remembered; the rest are scanned every time. Docker
 /// sends 3 constant fields (plus the labels and env the `labels`/`env`
@@ -82,11 +88,11 @@ impl FieldMemo {
     #[inline]
     fn slot(&self, k: usize, name: &str) -> Option<&Slot> {
         match self.slots.get(k) {
-            Some(s) if same(s.name.as_bytes(), name.as_bytes()) => Some(s),
+            Some(s) if same_bytes(s.name.as_bytes(), name.as_bytes()) => Some(s),
             _ => self
                 .slots
                 .iter()
-                .find(|s| same(s.name.as_bytes(), name.as_bytes())),
+                .find(|s| same_bytes(s.name.as_bytes(), name.as_bytes())),
         }
     }
 
@@ -97,7 +103,7 @@ impl FieldMemo {
         self.slot(k, name).is_some_and(|s| {
             s.values
                 .iter()
-                .any(|v| same(v.as_bytes(), value.as_bytes()))
+                .any(|v| same_bytes(v.as_bytes(), value.as_bytes()))
         })
     }
 
@@ -129,33 +135,6 @@ impl FieldMemo {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.slots.iter().map(|s| s.values.len()).sum()
-    }
-}
-
-/// `a == b`, inline: the names and values compared are short (a pid, a
-/// unit, a stream), and a call to memcmp for each, a name and a value per
-/// field, was most of a memo hit. Up to 16 bytes are two overlapping words
-/// (the first and the last); longer texts look at their last bytes first
-/// (the values of one field that differ mostly differ there).
-#[inline(always)]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    // Arrays of 4 or 8 bytes compare as one integer each.
-    match n {
-        0 => true,
-        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..=8 => {
-            a.first_chunk::<4>() == b.first_chunk::<4>()
-                && a.last_chunk::<4>() == b.last_chunk::<4>()
-        }
-        9..=16 => {
-            a.first_chunk::<8>() == b.first_chunk::<8>()
-                && a.last_chunk::<8>() == b.last_chunk::<8>()
-        }
-        _ => a[n - 1] == b[n - 1] && a == b,
     }
 }
 
@@ -332,27 +311,6 @@ mod tests {
             assert!(memo.is_clean(k, "b", "2"), "hint {k}");
             assert!(!memo.is_clean(k, "b", "1"), "hint {k}");
             assert!(!memo.is_clean(k, "d", "2"), "hint {k}");
-        }
-    }
-
-    /// `same` is `==`: equal, of other lengths, or differing at any one
-    /// byte (the last or another).
-    #[test]
-    fn same_is_equality() {
-        for n in 0..40 {
-            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
-            assert!(same(&a, &a.clone()));
-            for m in 0..40 {
-                if m != n {
-                    let b: Vec<u8> = (0..m as u8).map(|i| b'a' + i % 26).collect();
-                    assert!(!same(&a, &b), "{n} {m}");
-                }
-            }
-            for at in 0..n {
-                let mut b = a.clone();
-                b[at] ^= 1;
-                assert!(!same(&a, &b), "{n} at {at}");
-            }
         }
     }
 }
