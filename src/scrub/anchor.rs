@@ -833,8 +833,28 @@ fn may_be_ipv6(s: &[u8], c: usize) -> bool {
 }
 
 /// `None` when an IPv6 address may run through the colon at `c` (see
-/// [`may_be_ipv6`]); else where the run from `c` ends.
+/// [`may_be_ipv6`]); else where the run from `c` ends. Most runs (a
+/// time's `:34:56.789`, a port) end within 16 bytes: those are told by
+/// one look at the 16 bytes from `c` ([`Window`]), the rest byte by byte.
 fn no_ipv6_run(s: &[u8], c: usize) -> Option<usize> {
+    if let Some(w) = Window::from(s, c) {
+        let (colon, member) = w.v6_run();
+        let end = (!member).trailing_zeros() as usize;
+        // Past `w.len` the window does not tell, unless the text ends there.
+        if end < w.len || c + end == s.len() {
+            let colon = colon & ((1 << end) - 1);
+            if colon & (colon >> 1) != 0 {
+                return None; // `::`
+            }
+            return (colon.count_ones() < 6).then_some(c + end);
+        }
+    }
+    no_ipv6_run_bytewise(s, c)
+}
+
+/// [`no_ipv6_run`] a byte at a time, for runs the window does not hold
+/// the end of (and the reference its window is tested against).
+fn no_ipv6_run_bytewise(s: &[u8], c: usize) -> Option<usize> {
     let mut colons = 0;
     let mut last_colon = false;
     for (k, &b) in s[c..].iter().enumerate() {
@@ -896,15 +916,27 @@ fn may_be_ipv4(s: &[u8], c: usize) -> bool {
     {
         return true;
     }
-    let digits_before = s[..c]
-        .iter()
-        .rev()
-        .take(4)
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    if digits_before > 3 {
-        return false;
+    if c >= 4 && s[c - 4..c].iter().all(u8::is_ascii_digit) {
+        return false; // four digits or more before the dot
     }
+    // The dots of the run from `c`: an address's third is at most 12
+    // bytes on, so the 16 bytes from `c` nearly always tell.
+    if let Some(w) = Window::from(s, c) {
+        let (dot, member) = w.v4_run();
+        let end = (!member).trailing_zeros() as usize;
+        if (dot & ((1 << end) - 1)).count_ones() >= 3 {
+            return true;
+        }
+        if end < w.len || c + end == s.len() {
+            return false;
+        }
+    }
+    three_dots_bytewise(s, c)
+}
+
+/// Whether the run of digits and dots from `c` holds three dots, a byte
+/// at a time: [`may_be_ipv4`]'s count where the window did not tell.
+fn three_dots_bytewise(s: &[u8], c: usize) -> bool {
     let mut dots = 0;
     for &b in &s[c..] {
         match b {
@@ -925,13 +957,9 @@ fn may_be_ipv4(s: &[u8], c: usize) -> bool {
 /// `"user" : "alice"`), but not before `floor`.
 #[inline]
 pub fn backup(s: &[u8], c: usize, floor: usize) -> usize {
-    let in_token =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'"' | b'\\');
     let mut p = c;
     loop {
-        while p > floor && in_token(s[p - 1]) {
-            p -= 1;
-        }
+        p = token_start(s, p, floor);
         let mut q = p;
         while q > floor && s[q - 1] == b' ' {
             q -= 1;
@@ -942,6 +970,151 @@ pub fn backup(s: &[u8], c: usize, floor: usize) -> usize {
             continue;
         }
         return p;
+    }
+}
+
+/// A byte of the tokens [`backup`] goes back over.
+fn in_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'"' | b'\\')
+}
+
+/// Where the run of [`in_token`] bytes ending at `p` starts, not before
+/// `floor`: 16 bytes a look ([`Window`]), where a byte loop took ~8
+/// instructions a byte (a JSON key, `"ClientUsername"`, is 16).
+#[inline]
+fn token_start(s: &[u8], mut p: usize, floor: usize) -> usize {
+    while p > floor {
+        // The 16 bytes ending at `p`, or the first 16 of `s` with those
+        // from `p` on left out.
+        let base = p.saturating_sub(BLOCK);
+        let Some(w) = Window::from(s, base) else {
+            break; // a text shorter than a window
+        };
+        let outside = (!w.token()) & ((1 << (p - base)) - 1);
+        if outside != 0 {
+            let last = 31 - outside.leading_zeros() as usize;
+            return (base + last + 1).max(floor);
+        }
+        p = base.max(floor);
+    }
+    while p > floor && in_token(s[p - 1]) {
+        p -= 1;
+    }
+    p
+}
+
+/// Up to 16 bytes of a text from some position, told apart by class 16
+/// at a time: bit `k` of a mask is byte `k` of the window. Past the
+/// text's end every bit is clear (no class holds those bytes), so a run
+/// ends at the text's end as at a byte outside it.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+struct Window {
+    /// The 16 bytes of `s` ending at its end or from the position, which
+    /// ever comes first, and how many of them lie before the position.
+    v: safe_arch::m128i,
+    skip: usize,
+    /// How many bytes of the text the window holds (16, or fewer at its end).
+    len: usize,
+}
+
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+impl Window {
+    /// The bytes of `s` from `at` (`at <= s.len()`); `None` when `s` is
+    /// shorter than 16 bytes (a field: the byte loops are as cheap).
+    #[inline(always)]
+    fn from(s: &[u8], at: usize) -> Option<Window> {
+        let base = at.min(s.len().checked_sub(BLOCK)?);
+        let v = safe_arch::load_unaligned_m128i(whole(&s[base..base + BLOCK]));
+        Some(Window {
+            v,
+            skip: at - base,
+            len: BLOCK - (at - base),
+        })
+    }
+
+    /// The lanes set in `m`, as bits from the position on.
+    #[inline(always)]
+    fn bits(&self, m: safe_arch::m128i) -> u32 {
+        (safe_arch::move_mask_i8_m128i(m) as u32) >> self.skip
+    }
+
+    #[inline(always)]
+    fn is(&self, b: u8) -> safe_arch::m128i {
+        safe_arch::cmp_eq_mask_i8_m128i(self.v, safe_arch::set_splat_i8_m128i(b as i8))
+    }
+
+    /// Lanes of `v` in `lo..=hi` (unsigned: `v - lo <= hi - lo`).
+    #[inline(always)]
+    fn in_range(v: safe_arch::m128i, lo: u8, hi: u8) -> safe_arch::m128i {
+        use safe_arch::{cmp_eq_mask_i8_m128i, min_u8_m128i, set_splat_i8_m128i, sub_i8_m128i};
+        let d = sub_i8_m128i(v, set_splat_i8_m128i(lo as i8));
+        cmp_eq_mask_i8_m128i(min_u8_m128i(d, set_splat_i8_m128i((hi - lo) as i8)), d)
+    }
+
+    #[inline(always)]
+    fn digit(&self) -> safe_arch::m128i {
+        Self::in_range(self.v, b'0', b'9')
+    }
+
+    /// `v | 0x20`: ASCII letters in lower case (and other bytes moved
+    /// where no letter is).
+    #[inline(always)]
+    fn lower(&self) -> safe_arch::m128i {
+        safe_arch::bitor_m128i(self.v, safe_arch::set_splat_i8_m128i(0x20))
+    }
+
+    /// [`no_ipv6_run`]'s classes: the colons, and the bytes of a run of
+    /// hex digits, `:` and `.`.
+    #[inline(always)]
+    fn v6_run(&self) -> (u32, u32) {
+        use safe_arch::bitor_m128i as or;
+        let colon = self.is(b':');
+        let hex = or(self.digit(), Self::in_range(self.lower(), b'a', b'f'));
+        let member = or(or(colon, self.is(b'.')), hex);
+        (self.bits(colon), self.bits(member))
+    }
+
+    /// [`may_be_ipv4`]'s classes: the dots, and the bytes of a run of
+    /// digits and dots.
+    #[inline(always)]
+    fn v4_run(&self) -> (u32, u32) {
+        let dot = self.is(b'.');
+        let member = safe_arch::bitor_m128i(dot, self.digit());
+        (self.bits(dot), self.bits(member))
+    }
+
+    /// The [`in_token`] bytes.
+    #[inline(always)]
+    fn token(&self) -> u32 {
+        use safe_arch::bitor_m128i as or;
+        let alnum = or(self.digit(), Self::in_range(self.lower(), b'a', b'z'));
+        let marks = or(
+            or(self.is(b'.'), self.is(b'_')),
+            or(or(self.is(b'-'), self.is(b'"')), self.is(b'\\')),
+        );
+        self.bits(or(alnum, marks))
+    }
+}
+
+/// Where SSE2 is missing, no window: the byte loops do it all.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+struct Window {
+    len: usize,
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+impl Window {
+    fn from(_: &[u8], _: usize) -> Option<Window> {
+        None
+    }
+    fn v6_run(&self) -> (u32, u32) {
+        unreachable!()
+    }
+    fn v4_run(&self) -> (u32, u32) {
+        unreachable!()
+    }
+    fn token(&self) -> u32 {
+        unreachable!()
     }
 }
 
@@ -1165,6 +1338,142 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `may_be_ipv4` as it was before its window (the reference).
+    fn may_be_ipv4_old(s: &[u8], c: usize) -> bool {
+        if s.get(c + 1).is_some_and(u8::is_ascii_alphabetic)
+            && s[..c].iter().rev().take(16).filter(|&&b| b == b'-').count() >= 3
+        {
+            return true;
+        }
+        let digits_before = s[..c]
+            .iter()
+            .rev()
+            .take(4)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if digits_before > 3 {
+            return false;
+        }
+        let mut dots = 0;
+        for &b in &s[c..] {
+            match b {
+                b'.' => dots += 1,
+                b'0'..=b'9' => {}
+                _ => break,
+            }
+            if dots == 3 {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// `backup` as it was before its window (the reference).
+    fn backup_old(s: &[u8], c: usize, floor: usize) -> usize {
+        let in_token =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'"' | b'\\');
+        let mut p = c;
+        loop {
+            while p > floor && in_token(s[p - 1]) {
+                p -= 1;
+            }
+            let mut q = p;
+            while q > floor && s[q - 1] == b' ' {
+                q -= 1;
+            }
+            if q < p && q > floor && (s[q - 1] == b'"' || (s[c] == b'=' && p == c)) {
+                p = q;
+                continue;
+            }
+            return p;
+        }
+    }
+
+    /// Log-like bytes for the window tests: addresses, times, versions,
+    /// keys and the bytes that end their runs, with any byte now and then.
+    fn window_text() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                6 => proptest::sample::select(b"0123456789.:".to_vec()),
+                3 => proptest::sample::select(b"abcdefABCDEFgzGZ_-\\\" =@/[]x".to_vec()),
+                1 => proptest::num::u8::ANY,
+            ],
+            0..90,
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// At every position of log-like text of any length (shorter
+        /// and longer than a window, runs ending at the text's end), the
+        /// windowed checks answer as the byte loops they replace.
+        #[test]
+        fn windows_answer_as_the_byte_loops(s in window_text(), floor in 0usize..90) {
+            for c in 0..s.len() {
+                proptest::prop_assert_eq!(
+                    no_ipv6_run(&s, c), no_ipv6_run_bytewise(&s, c),
+                    "v6 {:?} at {}", String::from_utf8_lossy(&s), c
+                );
+                proptest::prop_assert_eq!(
+                    may_be_ipv4(&s, c), may_be_ipv4_old(&s, c),
+                    "v4 {:?} at {}", String::from_utf8_lossy(&s), c
+                );
+                for f in [0, floor.min(c), c / 2, c.saturating_sub(17), c] {
+                    proptest::prop_assert_eq!(
+                        backup(&s, c, f), backup_old(&s, c, f),
+                        "backup {:?} at {} floor {}", String::from_utf8_lossy(&s), c, f
+                    );
+                }
+            }
+        }
+
+        /// The same on any bytes.
+        #[test]
+        fn windows_answer_as_the_byte_loops_on_any_bytes(
+            s in proptest::collection::vec(proptest::num::u8::ANY, 0..70),
+        ) {
+            for c in 0..s.len() {
+                proptest::prop_assert_eq!(no_ipv6_run(&s, c), no_ipv6_run_bytewise(&s, c));
+                proptest::prop_assert_eq!(may_be_ipv4(&s, c), may_be_ipv4_old(&s, c));
+                proptest::prop_assert_eq!(backup(&s, c, 0), backup_old(&s, c, 0));
+            }
+        }
+    }
+
+    /// Real shapes at the windows' edges: a run ending exactly at the
+    /// window's end or the text's, one longer than the window, keys
+    /// longer than a window.
+    #[test]
+    fn windows_at_their_edges() {
+        let texts: [&[u8]; 8] = [
+            b"from 1.2.3.4",
+            b"xx 12345678901.2.3.4 yy",
+            b"at 1.22222222222222222.3.4 and more text",
+            b"fe80:0:0:0:0:0:0:1",
+            b"t 12:34:56.789 1:2:3:4:5:6:7:8 1:2:3:4:5:6:7:8:9:a:b:c:d:e",
+            b"  \"a_very_long_json_key_name\" : \"alice\" and=more",
+            b"0123456789abcdef0123456789abcdef=x",
+            b"12:34:56.789",
+        ];
+        for s in texts {
+            for c in 0..s.len() {
+                assert_eq!(no_ipv6_run(s, c), no_ipv6_run_bytewise(s, c), "{s:?} {c}");
+                assert_eq!(may_be_ipv4(s, c), may_be_ipv4_old(s, c), "{s:?} {c}");
+                for f in 0..=c {
+                    assert_eq!(backup(s, c, f), backup_old(s, c, f), "{s:?} {c} {f}");
+                }
+            }
+        }
+        assert!(may_be_ipv4(b"from 1.2.3.4", 6));
+        assert!(may_be_ipv4(b"at 1.22222222222222222.3.4 and", 4));
+        assert!(!may_be_ipv4(b"xx 12345678901.2.3.4 yy", 14));
+        assert_eq!(no_ipv6_run(b"12:34:56.789", 2), Some(12));
+        assert_eq!(no_ipv6_run(b"fe80:0:0:0:0:0:0:1", 4), None);
+        let key = b"  \"a_very_long_json_key_name\" : \"alice\"";
+        assert_eq!(key[30], b':');
+        assert_eq!(backup(key, 30, 0), 2);
     }
 
     #[test]
