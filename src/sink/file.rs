@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-use crate::event::Event;
+use crate::event::{same_bytes, Event, Labels, Origin};
 use crate::problems::Problems;
 use crate::sink::driver;
 use crate::spool;
@@ -260,12 +260,39 @@ pub fn write_line(out: &mut Vec<u8>, e: &Event) {
 /// entry's items in the order their data objects were written, so
 /// programs logging in turn alternate between a few orders of the same
 /// names (four in the bench's journal). Finding the line's sequence costs
-/// a few short comparisons.
+/// a few short comparisons. Each sequence also keeps the members written
+/// for its last few sets of values ([`Written`]): a line with one of them
+/// copies its members whole.
 #[derive(Debug, Default)]
 pub struct LineWriter {
     /// Sequences of names seen, the one used last first.
     known: Vec<Order>,
+    /// Labels written for recent lines, the one used last first.
+    labels: Vec<LabelsWritten>,
 }
+
+/// The labels of a line but its level, and the JSON members they make
+/// around it: kept to be copied whole when a later line has the same
+/// (host, unit, service, container name, app, source), as a journal
+/// unit's entries and a container's records have line after line. Writing
+/// them was ~450 instructions of a journal line (three escaping tests,
+/// key and comma copies; callgrind), comparing them a few dozen.
+#[derive(Debug, Default)]
+struct LabelsWritten {
+    labels: Labels,
+    origin: Option<Origin>,
+    /// The members before `level`: `"app":..,"container_name":..,"host":..`.
+    before: Vec<u8>,
+    /// The members after it: `"service":..,"source":..,"unit":..`.
+    after: Vec<u8>,
+}
+
+/// Sets of labels a [`LineWriter`] keeps written: the units or containers
+/// whose lines interleave. A miss compares with each.
+const KEEP_LABELS: usize = 8;
+
+/// Labels longer than this in all are not kept (~8 KiB per writer at most).
+const KEEP_LABEL_BYTES: usize = 512;
 
 /// Sequences of names a [`LineWriter`] keeps. More than a few are rarely
 /// interleaved line by line; a miss costs the sort of before.
@@ -293,12 +320,39 @@ struct Order {
     members: Vec<(usize, usize)>,
     /// The members' keys as JSON, each preceded by a comma: `,"a":,"b":`.
     keys: Vec<u8>,
+    /// The members of recent lines with these names, the one used last
+    /// first (see [`Written`]).
+    written: Vec<Written>,
 }
+
+/// Members written for one set of field values, kept to be copied whole
+/// when a later line of the same names has the same values: a unit's
+/// entries or a container's records carry the same pid, command, boot,
+/// stream, id line after line, and comparing the values costs less than
+/// writing them (each a key, an escaping test and three copies: ~170
+/// instructions a field of a journal line, callgrind).
+#[derive(Debug, Default)]
+struct Written {
+    /// The event's field values, one after the other, in its order.
+    values: Vec<u8>,
+    /// Where each value ends in `values`.
+    value_ends: Vec<usize>,
+    /// What the members wrote: `"a":"1","b":"2"` (no braces).
+    json: Vec<u8>,
+}
+
+/// Sets of values an [`Order`] keeps written: a unit's processes or a
+/// host's containers in turn. More cost a comparison each on a miss.
+const KEEP_WRITTEN: usize = 4;
+
+/// Values longer than this in all (or members written longer than twice
+/// this) are not kept: bounds what the kept lines hold, ~40 KiB per writer.
+const KEEP_WRITTEN_BYTES: usize = 512;
 
 impl LineWriter {
     /// Appends one JSON line for `e` to `out`, as [`write_line`].
     pub fn write(&mut self, out: &mut Vec<u8>, e: &Event) {
-        write_head(out, e);
+        write_head(out, e, &mut self.labels);
         match self.known.iter().position(|o| o.matches(&e.fields)) {
             Some(at) => self.known.swap(0, at),
             None => {
@@ -313,13 +367,17 @@ impl LineWriter {
                 self.known.swap(0, last);
             }
         }
-        let order = &self.known[0];
-        // The first member's key without its comma.
-        let mut start = 1;
-        for &(i, end) in &order.members {
-            out.extend_from_slice(&order.keys[start..end]);
-            json::string(out, &e.fields[i].1);
-            start = end;
+        let order = &mut self.known[0];
+        match order.written.iter().position(|w| w.matches(&e.fields)) {
+            Some(at) => {
+                order.written.swap(0, at);
+                out.extend_from_slice(&order.written[0].json);
+            }
+            None => {
+                let from = out.len();
+                order.write_members(out, &e.fields);
+                order.keep_written(&e.fields, &out[from..]);
+            }
         }
         out.extend_from_slice(b"}}\n");
         if order.names.capacity() > KEEP_NAME_BYTES
@@ -340,12 +398,47 @@ impl Order {
         }
         let mut start = 0;
         for ((k, _), &end) in fields.iter().zip(&self.name_ends) {
-            if k.as_bytes() != &self.names[start..end] {
+            // Inline, not `!=`: a memcmp call per name was half the cost.
+            if !same_bytes(k.as_bytes(), &self.names[start..end]) {
                 return false;
             }
             start = end;
         }
         true
+    }
+
+    /// Writes the members of `fields` (which have these names).
+    fn write_members(&self, out: &mut Vec<u8>, fields: &[(String, String)]) {
+        // The first member's key without its comma.
+        let mut start = 1;
+        for &(i, end) in &self.members {
+            out.extend_from_slice(&self.keys[start..end]);
+            json::string(out, &fields[i].1);
+            start = end;
+        }
+    }
+
+    /// Keeps `json`, the members written for `fields`, in place of the
+    /// set of values used least recently (unless they are big).
+    fn keep_written(&mut self, fields: &[(String, String)], json: &[u8]) {
+        let bytes: usize = fields.iter().map(|(_, v)| v.len()).sum();
+        if bytes > KEEP_WRITTEN_BYTES || json.len() > 2 * KEEP_WRITTEN_BYTES {
+            return;
+        }
+        let mut w = if self.written.len() < KEEP_WRITTEN {
+            Written::default()
+        } else {
+            self.written.pop().expect("KEEP_WRITTEN > 0")
+        };
+        w.values.clear();
+        w.value_ends.clear();
+        for (_, v) in fields {
+            w.values.extend_from_slice(v.as_bytes());
+            w.value_ends.push(w.values.len());
+        }
+        w.json.clear();
+        w.json.extend_from_slice(json);
+        self.written.insert(0, w);
     }
 
     /// Becomes the order of `fields`: their names, and the members they
@@ -370,6 +463,7 @@ impl Order {
         order.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         self.members.clear();
         self.keys.clear();
+        self.written.clear();
         for (n, &(_, k, i)) in order.iter().enumerate() {
             if order.get(n + 1).is_some_and(|next| next.1 == k) {
                 continue; // a later value of the same key wins
@@ -382,8 +476,26 @@ impl Order {
     }
 }
 
+impl Written {
+    /// Whether `fields` (of this order's names) have these values.
+    fn matches(&self, fields: &[(String, String)]) -> bool {
+        if fields.len() != self.value_ends.len() {
+            return false;
+        }
+        let mut start = 0;
+        for ((_, v), &end) in fields.iter().zip(&self.value_ends) {
+            if !same_bytes(v.as_bytes(), &self.values[start..end]) {
+                return false;
+            }
+            start = end;
+        }
+        true
+    }
+}
+
 /// The line up to the fields' members: `{"timestamp_ns":N,"labels":{..},"message":"..","fields":{`.
-fn write_head(out: &mut Vec<u8>, e: &Event) {
+/// The labels' members are copied from `kept` when it has the line's.
+fn write_head(out: &mut Vec<u8>, e: &Event, kept: &mut Vec<LabelsWritten>) {
     // Room for the whole line at once (unless much of it needs escaping):
     // the strings, the label keys, quotes, colon and comma per member, and
     // 128 for the fixed keys, `source`, `level` and a 20-digit timestamp.
@@ -398,38 +510,44 @@ fn write_head(out: &mut Vec<u8>, e: &Event) {
     out.extend_from_slice(b"{\"timestamp_ns\":");
     json::int(out, e.timestamp_ns);
     out.extend_from_slice(b",\"labels\":{");
-    // The labels in key order: app, container_name, host, level, service, source, unit.
-    // Their keys written as JSON already (they need no escaping).
-    // `level` and `source` are fixed lower-case words: written without the
-    // escaping test.
-    let labels: [(&[u8], _, bool); 7] = [
-        (b"\"app\":", l.app.as_deref(), false),
-        (b"\"container_name\":", l.container_name.as_deref(), false),
-        (b"\"host\":", l.host.as_deref(), false),
-        (
-            b"\"level\":",
-            l.level.map(crate::event::Level::as_str),
-            true,
-        ),
-        (b"\"service\":", l.service.as_deref(), false),
-        (b"\"source\":", Some(e.origin.as_str()), true),
-        (b"\"unit\":", l.unit.as_deref(), false),
-    ];
-    let mut first = true;
-    for (k, v, plain) in labels {
-        if let Some(v) = v {
-            if !std::mem::take(&mut first) {
-                out.push(b',');
-            }
-            out.extend_from_slice(k);
-            if plain {
-                out.push(b'"');
-                out.extend_from_slice(v.as_bytes());
-                out.push(b'"');
+    // The labels in key order: app, container_name, host, level, service,
+    // source, unit; `level` (a fixed lower-case word, written without the
+    // escaping test) between the kept members before and after it.
+    let at = match kept.iter().position(|w| w.matches(l, e.origin)) {
+        Some(at) => at,
+        None => {
+            let mut w = if kept.len() < KEEP_LABELS {
+                LabelsWritten::default()
             } else {
-                json::string(out, v);
-            }
+                kept.pop().expect("KEEP_LABELS > 0")
+            };
+            w.learn(l, e.origin);
+            kept.push(w);
+            kept.len() - 1
         }
+    };
+    kept.swap(0, at);
+    let w = &kept[0];
+    out.extend_from_slice(&w.before);
+    if let Some(level) = l.level {
+        if !w.before.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"level\":\"");
+        out.extend_from_slice(level.as_str().as_bytes());
+        out.push(b'"');
+    }
+    // `source` is always there: `after` is never empty.
+    if !w.before.is_empty() || l.level.is_some() {
+        out.push(b',');
+    }
+    out.extend_from_slice(&w.after);
+    let label_bytes: usize = [&l.app, &l.container_name, &l.host, &l.service, &l.unit]
+        .into_iter()
+        .map(|v| v.as_ref().map_or(0, String::len))
+        .sum();
+    if label_bytes > KEEP_LABEL_BYTES {
+        kept.swap_remove(0);
     }
     out.extend_from_slice(b"},\"message\":");
     match std::str::from_utf8(&e.message) {
@@ -437,6 +555,75 @@ fn write_head(out: &mut Vec<u8>, e: &Event) {
         Err(_) => json::string(out, &String::from_utf8_lossy(&e.message)),
     }
     out.extend_from_slice(b",\"fields\":{");
+}
+
+impl LabelsWritten {
+    /// Whether `l` (but its level) and `origin` are the labels kept.
+    fn matches(&self, l: &Labels, origin: Origin) -> bool {
+        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => same_bytes(a.as_bytes(), b.as_bytes()),
+            (None, None) => true,
+            _ => false,
+        };
+        let k = &self.labels;
+        self.origin == Some(origin)
+            && same(&k.unit, &l.unit)
+            && same(&k.service, &l.service)
+            && same(&k.host, &l.host)
+            && same(&k.container_name, &l.container_name)
+            && same(&k.app, &l.app)
+    }
+
+    /// Becomes the labels `l` (but its level) and `origin`, written.
+    fn learn(&mut self, l: &Labels, origin: Origin) {
+        let set = |kept: &mut Option<String>, v: &Option<String>| match (kept.as_mut(), v) {
+            (Some(k), Some(v)) => {
+                k.clear();
+                k.push_str(v);
+            }
+            (_, v) => *kept = v.clone(),
+        };
+        set(&mut self.labels.app, &l.app);
+        set(&mut self.labels.container_name, &l.container_name);
+        set(&mut self.labels.host, &l.host);
+        set(&mut self.labels.service, &l.service);
+        set(&mut self.labels.unit, &l.unit);
+        self.origin = Some(origin);
+        let members = |out: &mut Vec<u8>, labels: &[(&[u8], Option<&str>, bool)]| {
+            out.clear();
+            for &(k, v, plain) in labels {
+                if let Some(v) = v {
+                    if !out.is_empty() {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(k);
+                    if plain {
+                        out.push(b'"');
+                        out.extend_from_slice(v.as_bytes());
+                        out.push(b'"');
+                    } else {
+                        json::string(out, v);
+                    }
+                }
+            }
+        };
+        members(
+            &mut self.before,
+            &[
+                (b"\"app\":", l.app.as_deref(), false),
+                (b"\"container_name\":", l.container_name.as_deref(), false),
+                (b"\"host\":", l.host.as_deref(), false),
+            ],
+        );
+        members(
+            &mut self.after,
+            &[
+                (b"\"service\":", l.service.as_deref(), false),
+                (b"\"source\":", Some(origin.as_str()), true),
+                (b"\"unit\":", l.unit.as_deref(), false),
+            ],
+        );
+    }
 }
 
 /// The pieces of JSON the file sink writes, as serde_json writes them (the
@@ -935,6 +1122,76 @@ mod tests {
         }
     }
 
+    /// The members written for a set of values are copied only for the
+    /// same values: more sets in turn than are kept, then fewer; a value
+    /// changed in any place; big values (never kept) in between.
+    #[test]
+    fn members_are_copied_only_for_the_same_values() {
+        let names = ["_PID", "_COMM", "_UID"];
+        let ev = |values: [&str; 3]| {
+            let mut e = Event::new(7, Origin::Journal, "m");
+            e.fields = names
+                .iter()
+                .zip(values)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            e
+        };
+        let big = "v".repeat(KEEP_WRITTEN_BYTES + 1);
+        let mut lines = Vec::new();
+        for round in 0..3 {
+            let sets = if round == 1 {
+                KEEP_WRITTEN + 2
+            } else {
+                KEEP_WRITTEN
+            };
+            for n in 0..sets {
+                let pid = format!("{}", 100 + n);
+                lines.push(ev([&pid, "sshd", "0"]));
+                lines.push(ev([&pid, "sshd", "0"]));
+                // One value changed, in each place.
+                lines.push(ev([&pid, "sshd", "1"]));
+                lines.push(ev([&pid, "sshe", "0"]));
+                lines.push(ev(["1", "sshd", "0"]));
+                lines.push(ev([&pid, "sshd", "\"\n"]));
+                lines.push(ev([&pid, "sshd", &big]));
+            }
+        }
+        let mut writer = LineWriter::default();
+        for e in &lines {
+            let mut out = Vec::new();
+            writer.write(&mut out, e);
+            assert_eq!(out, serde_line(e), "{e:?}");
+            let order = &writer.known[0];
+            assert!(order.written.len() <= KEEP_WRITTEN);
+            assert!(order
+                .written
+                .iter()
+                .all(|w| w.values.len() <= KEEP_WRITTEN_BYTES));
+        }
+        assert_eq!(writer.known[0].written.len(), KEEP_WRITTEN);
+    }
+
+    /// Big labels are written but not kept; the labels kept before stay.
+    #[test]
+    fn big_labels_are_not_kept() {
+        let mut writer = LineWriter::default();
+        let mut e = Event::new(7, Origin::Journal, "m");
+        e.labels.unit = Some("cron.service".into());
+        for host in ["a".to_owned(), "h".repeat(KEEP_LABEL_BYTES + 1), "b".into()] {
+            e.labels.host = Some(host);
+            let mut out = Vec::new();
+            writer.write(&mut out, &e);
+            assert_eq!(out, serde_line(&e));
+        }
+        let hosts: Vec<_> = writer
+            .labels
+            .iter()
+            .map(|w| w.labels.host.clone())
+            .collect();
+        assert_eq!(hosts, [Some("b".to_owned()), Some("a".to_owned())]);
+    }
+
     /// The word test agrees with the byte table for every byte at every
     /// place in a word, among neighbours that need no escaping and that do.
     #[test]
@@ -1025,6 +1282,58 @@ mod tests {
             let mut out = Vec::new();
             write_line(&mut out, &e);
             proptest::prop_assert_eq!(out, serde_line(&e));
+        }
+
+        /// A writer kept across lines whose names and values are drawn
+        /// from a few, so that whole sets of values repeat (members copied
+        /// from an earlier line) or differ from a kept set in one value.
+        #[test]
+        fn a_kept_writer_agrees_with_serde_json_on_repeated_values(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(("[ab]{1}", "[xy\"]{0,1}"), 0..4),
+                1..60,
+            ),
+        ) {
+            let mut writer = LineWriter::default();
+            for fields in lines {
+                let mut e = Event::new(1, Origin::Journal, "m");
+                e.fields = fields;
+                let mut out = Vec::new();
+                writer.write(&mut out, &e);
+                proptest::prop_assert_eq!(out, serde_line(&e));
+            }
+        }
+
+        /// A writer kept across lines whose labels are drawn from a few
+        /// (each present or not, some needing escaping), with more sets
+        /// in turn than it keeps: labels copied from an earlier line or
+        /// differing from a kept set in one label, the level or the source.
+        #[test]
+        fn a_kept_writer_agrees_with_serde_json_on_repeated_labels(
+            lines in proptest::collection::vec(
+                (
+                    proptest::collection::vec(proptest::option::of("[ab\"]{0,1}"), 5),
+                    proptest::option::of(0u8..8),
+                    proptest::bool::ANY,
+                ),
+                1..80,
+            ),
+        ) {
+            let mut writer = LineWriter::default();
+            for (labels, level, journal) in lines {
+                let origin = if journal { Origin::Journal } else { Origin::Docker };
+                let mut e = Event::new(1, origin, "m");
+                let mut labels = labels.into_iter();
+                let l = &mut e.labels;
+                for slot in [&mut l.app, &mut l.container_name, &mut l.host, &mut l.service, &mut l.unit] {
+                    *slot = labels.next().expect("5 labels");
+                }
+                l.level = level.map(Level::from_syslog);
+                let mut out = Vec::new();
+                writer.write(&mut out, &e);
+                proptest::prop_assert_eq!(out, serde_line(&e));
+                proptest::prop_assert!(writer.labels.len() <= KEEP_LABELS);
+            }
         }
 
         /// A writer kept across arbitrary lines whose names are drawn from

@@ -32,7 +32,7 @@
 //! that journald stored compressed comes back cut at the threshold: the
 //! event then carries the field `weir_truncated` naming it.
 
-use crate::event::{Event, Level, Origin};
+use crate::event::{same_bytes, Event, Level, Origin};
 
 /// Longest value kept for a field that is not mapped explicitly; longer ones
 /// are dropped (a field is metadata; a big one is a payload in disguise).
@@ -369,7 +369,8 @@ fn put_field(fields: &mut Vec<(String, String)>, n: &mut usize, name: Name<'_>, 
     if let Some((k, v)) = fields.get_mut(*n) {
         // Entries of one program have their fields in the same order: the
         // name in this place is usually the same as the last entry's.
-        if k.as_bytes() != name.as_bytes() {
+        // Compared inline: names are short, and a memcmp call cost more.
+        if !same_bytes(k.as_bytes(), name.as_bytes()) {
             name.set(k);
         }
         set_lossy(v, value);
@@ -408,7 +409,7 @@ fn set_str(slot: &mut Option<String>, s: &str) {
 /// When `out` holds those bytes already (the same host, boot, transport
 /// as the entry the event was refilled from), nothing is checked or copied.
 fn set_lossy(out: &mut String, b: &[u8]) {
-    if out.as_bytes() == b {
+    if same_bytes(out.as_bytes(), b) {
         return;
     }
     out.clear();
@@ -695,6 +696,54 @@ mod tests {
         entry.add(b"SYSLOG_IDENTIFIER=third");
         assert_eq!(entry.identity(), (None, None, Some("third")));
         assert_eq!(entry.take_event(2).labels.service.as_deref(), Some("third"));
+    }
+
+    /// `set_lossy` is `String::from_utf8_lossy` whatever the string held
+    /// before (the same bytes or not): at every length up to past the
+    /// inline comparison's longest, with a non-ASCII byte (valid UTF-8 or
+    /// not) in each place.
+    #[test]
+    fn set_lossy_is_from_utf8_lossy_whatever_was_there() {
+        for len in 0..=40 {
+            let ascii: Vec<u8> = (0..len).map(|i| b' ' + (i * 7 % 95) as u8).collect();
+            let mut values = vec![ascii.clone()];
+            for at in 0..len {
+                for odd in [&[0x80][..], &[0xff], &[0xc3, 0xa9], &[0x7f], &[0]] {
+                    let mut v = ascii.clone();
+                    v.splice(at..at + 1, odd.iter().copied());
+                    values.push(v);
+                }
+            }
+            for v in &values {
+                // Of the same length: the same text, or one byte off.
+                let same = String::from_utf8_lossy(v).into_owned();
+                let mut near = ascii.clone();
+                if let Some(b) = near.get_mut(len / 2) {
+                    *b ^= 1;
+                }
+                let near = String::from_utf8(near).unwrap();
+                for before in ["", "x", "0123456789abcdefghij", "é", &same, &near] {
+                    let mut out = before.to_owned();
+                    set_lossy(&mut out, v);
+                    assert_eq!(out, String::from_utf8_lossy(v), "{v:?} over {before:?}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn set_lossy_is_from_utf8_lossy(
+            before in ".{0,20}",
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            text in "[ -~é]{0,24}",
+        ) {
+            for v in [&bytes[..], text.as_bytes()] {
+                let mut out = before.clone();
+                set_lossy(&mut out, v);
+                proptest::prop_assert_eq!(&out, &String::from_utf8_lossy(v));
+            }
+        }
     }
 
     #[test]
