@@ -19,7 +19,13 @@
 //! validated and copied again for every event, and the pool's lock (shared
 //! by every connection, on both cores) was taken twice per event. Kept, the
 //! event already holds this connection's strings and no lock is taken.
+//!
+//! A bigger batch takes a vector from the pool, preferably the one its
+//! connection gave back last (see [`Spares::take`]): its spare events then
+//! hold this connection's strings, which refilling finds equal instead of
+//! copying.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::event::{Event, Origin};
@@ -43,6 +49,9 @@ const KEEP_MESSAGE_BYTES: usize = 16 * 1024;
 /// worker threads (and a few more while appends wait on the spool); more
 /// would only hold memory.
 const POOL: usize = 8;
+/// Vectors the pool must hold for a batch to take one another batch gave
+/// back (see [`Spares::take`]).
+const STEAL: usize = POOL / 2;
 /// A batch of at most this many events leaves them to its connection (see
 /// the module doc) rather than to the pool.
 pub const OWN: usize = 4;
@@ -58,6 +67,8 @@ const OWN_EVENT_BYTES: usize = 1536;
 #[derive(Default)]
 pub struct Spares {
     pool: Mutex<Vec<Pooled>>,
+    /// The last [`Batch`] id handed out.
+    ids: AtomicU64,
 }
 
 /// A vector of spare events and the bytes they hold (the sum of their
@@ -67,21 +78,50 @@ pub struct Spares {
 struct Pooled {
     events: Vec<Event>,
     held: usize,
+    /// The id of the batch that gave it back.
+    owner: u64,
 }
 
 impl Spares {
-    fn take(&self) -> Pooled {
-        self.lock().pop().unwrap_or_default()
+    /// A vector of spares for batch `owner`: the last one it gave back,
+    /// if the pool still has it. A PackedForward client sends its
+    /// container's events by the thousand: refilled from another
+    /// connection's vector, every event's container id, name, service,
+    /// stream and tag were compared, found different and copied (callgrind
+    /// of the forward bench, 4 connections: about 5 strings per event).
+    ///
+    /// Else, when the pool holds [`STEAL`] vectors or more, the one given
+    /// back longest ago (its batch is the least likely to come back for
+    /// it); when it holds fewer, none (the batch starts a vector of its
+    /// own). Taking the last one given whenever the pool had one, with 4
+    /// busy connections and 2 or 3 vectors, every batch took another
+    /// connection's (and its own was taken in turn): 85% of the events
+    /// copied their strings. What the pool keeps is bounded as before
+    /// ([`POOL`] vectors of at most [`FULL_BYTES`]), and so are the
+    /// vectors in use (one per connection decoding).
+    fn take(&self, owner: u64) -> Pooled {
+        let mut pool = self.lock();
+        if let Some(i) = pool.iter().rposition(|p| p.owner == owner) {
+            return pool.remove(i);
+        }
+        if pool.len() >= STEAL {
+            return pool.remove(0);
+        }
+        Pooled::default()
     }
 
-    fn give(&self, events: Vec<Event>, held: usize) {
+    fn give(&self, events: Vec<Event>, held: usize, owner: u64) {
         // An empty vector would take the place of one with spares in it.
         if events.is_empty() {
             return;
         }
         let mut pool = self.lock();
         if pool.len() < POOL {
-            pool.push(Pooled { events, held });
+            pool.push(Pooled {
+                events,
+                held,
+                owner,
+            });
         }
     }
 
@@ -94,6 +134,8 @@ impl Spares {
 /// A batch being decoded: `events[..len]`; the rest are spares.
 pub struct Batch<'s> {
     spares: &'s Spares,
+    /// This batch's id in `spares` (unique per source).
+    id: u64,
     events: Vec<Event>,
     len: usize,
     /// Between batches: the events of the last one, when it was small
@@ -107,7 +149,14 @@ pub struct Batch<'s> {
     /// it; clearing adds only the used events. Walking every spare of a
     /// pooled vector (up to 4,096) at each clear was 76-85 instructions per
     /// event of the forward bench at full speed (callgrind, 2026-12-07).
+    ///
+    /// Unless `!count_spares`: then it is not kept up to date, and clearing
+    /// sizes the spares left instead (see `refill`).
     spare_held: usize,
+    /// Whether handing out a pooled spare subtracts it from `spare_held`.
+    count_spares: bool,
+    /// How many events the connection's last batch held.
+    last_len: usize,
     /// What `events[..len]` take in memory, roughly (see [`Batch::count_last`]).
     bytes: usize,
     /// The connection's fields found clean by the scrubber (its container
@@ -120,11 +169,14 @@ impl<'s> Batch<'s> {
     pub fn new(spares: &'s Spares) -> Batch<'s> {
         Batch {
             spares,
+            id: spares.ids.fetch_add(1, Ordering::Relaxed) + 1,
             events: Vec::new(),
             len: 0,
             own: Vec::new(),
             pooled: false,
             spare_held: 0,
+            count_spares: true,
+            last_len: 0,
             bytes: 0,
             memo: FieldMemo::new(),
         }
@@ -165,12 +217,13 @@ impl<'s> Batch<'s> {
     }
 
     /// Makes `events[len]` the next event to hand out, and takes what it
-    /// holds off `spare_held` when it is a pooled spare.
+    /// holds off `spare_held` when it is a pooled spare (and spares are
+    /// counted).
     fn next_slot(&mut self) {
         if self.len == self.events.len() && self.refill() {
             return; // a new event
         }
-        if self.pooled {
+        if self.pooled && self.count_spares {
             let held = self.events[self.len].held_bytes();
             debug_assert!(held <= self.spare_held, "spare_held is exact");
             self.spare_held = self.spare_held.saturating_sub(held);
@@ -191,9 +244,19 @@ impl<'s> Batch<'s> {
             let Pooled {
                 events: mut pooled,
                 held,
-            } = self.spares.take();
+                ..
+            } = self.spares.take(self.id);
             if !pooled.is_empty() {
                 self.spare_held = held;
+                // Counting each spare handed out costs one sizing per
+                // event; sizing the spares left at the clear costs one per
+                // spare left. A connection whose last batch used half the
+                // spares or more (a PackedForward client's, 1,000 events
+                // a frame, with its own vector back) most likely leaves
+                // fewer than it uses: ~60 instructions per event
+                // (callgrind). Docker's batches of a few events leave most
+                // of a vector's 4,096: counted.
+                self.count_spares = self.last_len * 2 < pooled.len();
                 // The events filled so far go first, where `len` says they
                 // are; the spares they displace move to the end.
                 let spare = pooled.len();
@@ -243,10 +306,17 @@ impl<'s> Batch<'s> {
     /// the connection ([`OWN`]), the others go to the pool.
     pub fn clear(&mut self) {
         let len = std::mem::take(&mut self.len);
+        self.last_len = len;
         self.bytes = 0;
         let pooled = std::mem::take(&mut self.pooled);
         let mut spare_held = std::mem::take(&mut self.spare_held);
         let mut events = std::mem::take(&mut self.events);
+        if !std::mem::replace(&mut self.count_spares, true) {
+            spare_held = events[len.min(events.len())..]
+                .iter()
+                .map(Event::held_bytes)
+                .sum();
+        }
         if events.is_empty() {
             // Nothing was decoded: what the connection kept, it keeps.
             return;
@@ -312,7 +382,7 @@ impl<'s> Batch<'s> {
         }
         debug_assert_eq!(held, events.iter().map(Event::held_bytes).sum::<usize>());
         if events.len() <= KEEP && held <= FULL_BYTES {
-            self.spares.give(events, held);
+            self.spares.give(events, held, self.id);
             return;
         }
         let mut held = 0;
@@ -329,7 +399,7 @@ impl<'s> Batch<'s> {
             keep += 1;
         }
         events.truncate(keep);
-        self.spares.give(events, held);
+        self.spares.give(events, held, self.id);
     }
 }
 
@@ -377,18 +447,33 @@ mod tests {
         let mut other = Batch::new(&spares);
         assert_eq!(other.slot().message.capacity(), 0);
         other.clear();
-        // A big batch's events go to the pool, for any connection.
+        // A big batch's events go to the pool, for any connection once
+        // the pool holds enough (`Spares::take`).
         let mut big = Batch::new(&spares);
         for _ in 0..OWN + 1 {
             big.slot().message.extend_from_slice(b"big");
         }
         let capacity_big = big.events_mut()[0].message.capacity();
         big.clear();
+        fill_pool(&spares, STEAL - 1, OWN + 1);
         let mut third = Batch::new(&spares);
         let e = third.slot();
         assert_eq!(e.message, b"big");
         assert_eq!(e.message.capacity(), capacity_big);
         assert_eq!(third.len(), 1);
+    }
+
+    /// Gives the pool `vectors` more vectors of `events` events each.
+    fn fill_pool(spares: &Spares, vectors: usize, events: usize) {
+        let mut fillers: Vec<_> = (0..vectors).map(|_| Batch::new(spares)).collect();
+        for filler in &mut fillers {
+            for _ in 0..events {
+                filler.slot();
+            }
+        }
+        for filler in &mut fillers {
+            filler.clear();
+        }
     }
 
     #[test]
@@ -399,11 +484,7 @@ mod tests {
         let mut b = Batch::new(&spares);
         // Make the pool hold many spares, so that batches mix pooled and
         // own events.
-        let mut filler = Batch::new(&spares);
-        for _ in 0..100 {
-            filler.slot();
-        }
-        filler.clear();
+        fill_pool(&spares, STEAL, 100);
         for n in [1, 3, OWN, 2, OWN + 1, 1, 0, 4] {
             for i in 0..n {
                 let e = b.slot();
@@ -430,24 +511,20 @@ mod tests {
     #[test]
     fn small_batches_after_the_first_do_not_take_the_pool() {
         let spares = Spares::default();
-        let mut filler = Batch::new(&spares);
-        for _ in 0..100 {
-            filler.slot();
-        }
-        filler.clear();
+        fill_pool(&spares, STEAL, 100);
         let pooled = || spares.pool.lock().unwrap().len();
-        assert_eq!(pooled(), 1);
+        assert_eq!(pooled(), STEAL);
         let mut b = Batch::new(&spares);
         b.slot().message.extend_from_slice(b"first");
-        assert_eq!(pooled(), 0, "the first batch takes the pool's vector");
+        assert_eq!(pooled(), STEAL - 1, "the first batch takes a pooled vector");
         b.clear();
-        assert_eq!(pooled(), 1);
+        assert_eq!(pooled(), STEAL);
         assert_eq!(b.own.len(), OWN);
         for n in [2, 1, 3, OWN, 2] {
             for _ in 0..n {
                 b.slot();
             }
-            assert_eq!(pooled(), 1, "a batch of {n} took the pool");
+            assert_eq!(pooled(), STEAL, "a batch of {n} took the pool");
             assert_eq!(b.len(), n);
             b.clear();
             assert_eq!(b.own.len(), OWN);
@@ -509,6 +586,80 @@ mod tests {
                 assert_eq!(p.held, held, "round {round}");
                 assert!(held <= FULL_BYTES);
             }
+        }
+    }
+
+    /// A batch gets back the pooled vector its connection gave, if the
+    /// pool still has it, whichever was given last; else one another
+    /// batch gave (the oldest), only when the pool holds [`STEAL`] or more.
+    #[test]
+    fn a_batch_takes_back_its_own_pooled_vector() {
+        let spares = Spares::default();
+        let mut batches: Vec<Batch<'_>> = (0..STEAL + 2).map(|_| Batch::new(&spares)).collect();
+        let text = |i: usize| vec![b'a' + i as u8];
+        let fill = |b: &mut Batch<'_>, i: usize| {
+            for _ in 0..OWN + 1 {
+                b.slot().message = text(i);
+            }
+        };
+        fill(&mut batches[0], 0);
+        fill(&mut batches[1], 1);
+        batches[0].clear();
+        batches[1].clear();
+        // (Given last: 1's.)
+        assert_eq!(batches[0].slot().message, text(0));
+        // Too few in the pool to take another's: a new vector.
+        assert_eq!(batches[2].slot().message.capacity(), 0);
+        assert_eq!(spares.lock().len(), 1);
+        batches[0].clear();
+        // `STEAL` vectors in the pool, the oldest given 1's.
+        for (i, b) in batches.iter_mut().enumerate().take(STEAL).skip(2) {
+            fill(b, i);
+            b.clear();
+        }
+        assert_eq!(spares.lock().len(), STEAL);
+        let last = STEAL + 1;
+        assert_eq!(batches[last].slot().message, text(1));
+        assert_eq!(spares.lock().len(), STEAL - 1);
+        // 1 finds its own gone (to `last`) and too few left to take one.
+        assert_eq!(batches[1].slot().message.capacity(), 0);
+    }
+
+    /// A connection that uses most of its pooled vector each time sizes
+    /// the spares left at the clear instead of counting those handed out:
+    /// the bytes the pool counts are exact either way.
+    #[test]
+    fn spares_sized_at_the_clear_are_counted_exactly() {
+        let spares = Spares::default();
+        let mut b = Batch::new(&spares);
+        let mut sizes = [10usize, 3000, 7, 500, 16_000].into_iter().cycle();
+        for (round, n) in [100, 100, 60, 100, 10, 100, 100].into_iter().enumerate() {
+            for i in 0..n {
+                let e = b.slot();
+                e.message.resize(sizes.next().unwrap(), b'm');
+                if i == 1 {
+                    assert_eq!(
+                        b.count_spares,
+                        !(round > 0 && b.last_len * 2 >= 100),
+                        "round {round}"
+                    );
+                }
+                if i % 17 == 3 {
+                    b.take_last();
+                }
+            }
+            b.clear();
+            let pool = spares.lock();
+            let held: usize = pool
+                .iter()
+                .flat_map(|p| &p.events)
+                .map(Event::held_bytes)
+                .sum();
+            assert_eq!(
+                pool.iter().map(|p| p.held).sum::<usize>(),
+                held,
+                "round {round}"
+            );
         }
     }
 

@@ -711,3 +711,42 @@ proptest! {
         }
     }
 }
+
+/// The inlined paths of [`Reader::value`] (fixstr, str8, fixext8) read
+/// what the general match does: every marker, followed by every length
+/// byte and then cut at every length up to what it needs.
+#[test]
+fn inline_value_paths_agree_with_the_general_match() {
+    let mut cases = 0;
+    for m in 0..=255u8 {
+        for n in [0u8, 1, 7, 8, 9, 31, 32, 33, 200, 255] {
+            let mut bytes = vec![m, n];
+            bytes.extend((0..300).map(|i| i as u8));
+            for cut in 0..=bytes.len().min(300) {
+                let b = &bytes[..cut];
+                let (mut fast, mut slow) = (Reader::new(b), Reader::new(b));
+                let got = fast.value();
+                assert_same_value(&got, &slow.any_value(), m, n, cut);
+                assert_eq!(fast.pos, slow.pos, "marker {m:#x} length {n} cut {cut}");
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 100_000);
+}
+
+fn assert_same_value(
+    a: &Result<Value<'_>, DecodeError>,
+    b: &Result<Value<'_>, DecodeError>,
+    m: u8,
+    n: u8,
+    cut: usize,
+) {
+    // (Floats compared as bits: a NaN is its own equal here.)
+    let bits = |v: &Result<Value<'_>, DecodeError>| match v {
+        Ok(Value::Float(f)) => Ok(Ok(f.to_bits())),
+        Ok(other) => Ok(Err(format!("{other:?}"))),
+        Err(e) => Err(*e),
+    };
+    assert_eq!(bits(a), bits(b), "marker {m:#x} length {n} cut {cut}");
+}
