@@ -52,6 +52,9 @@
 use super::cx::Cx;
 use super::{hash, programs, secrets, shadow};
 
+#[cfg(test)]
+pub(super) mod reference;
+
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
 #[inline]
@@ -113,18 +116,24 @@ pub fn field_is_login(name: &str) -> bool {
     login_key(last).is_some()
 }
 
-const NOT_NAMES: &[&[u8]] = &[
-    b"-",
-    b"--",
-    // login(1) has pam_unix write `logname=LOGIN` before anyone logged in.
-    b"LOGIN",
-    b"null",
-    b"nil",
-    b"none",
-    b"true",
-    b"false",
-    b"undefined",
-];
+/// Values that name nobody: `-`, `--`, `null`, `nil`, `none`, `true`,
+/// `false`, `undefined` (any case), and `LOGIN`, which login(1) has pam_unix
+/// write as `logname=LOGIN` before anyone logged in; or empty. Told by the
+/// length first: this runs at every login value (a test compares it with
+/// the list).
+fn not_a_name(v: &[u8]) -> bool {
+    let is = |n: &[u8]| v.eq_ignore_ascii_case(n);
+    match v.len() {
+        0 => true,
+        1 => v == b"-",
+        2 => v == b"--",
+        3 => is(b"nil"),
+        4 => is(b"null") || is(b"none") || is(b"true"),
+        5 => is(b"login") || is(b"false"),
+        9 => is(b"undefined"),
+        _ => false,
+    }
+}
 
 /// English words that follow `user ` in prose rather than a name: function
 /// words, verbs, and the nouns that make `user NAME: ` a label (`user
@@ -220,30 +229,51 @@ const PROSE: &[&[u8]] = &[
     b"would",
 ];
 
-/// Whether `v` is one of [`PROSE`], in any case. A binary search over the
-/// lower-cased value (the list is sorted and lower-case, a test checks):
-/// this runs at every `user NAME`, and comparing with each of the 85 words
-/// cost more than the rest of the shape (~570 instructions on `user
-/// agent:`).
+/// Whether `v` is one of [`PROSE`], in any case: a binary search over
+/// [`PROSE_KEYS`]. This runs at every `user NAME` (`user agent:` in many
+/// Docker lines): comparing with each of the 85 words cost more than the
+/// rest of the shape, a binary search over the words (a byte loop per
+/// step) ~280 instructions on `user agent:`, this one about half.
 fn is_prose(v: &[u8]) -> bool {
-    let mut buf = [0u8; PROSE_LONGEST];
-    let Some(lower) = buf.get_mut(..v.len()) else {
-        return false;
-    };
-    for (l, c) in lower.iter_mut().zip(v) {
-        *l = c.to_ascii_lowercase();
-    }
-    // Compared in a byte loop: `Ord` for slices calls memcmp at each step.
-    PROSE
-        .binary_search_by(|w| {
-            w.iter()
-                .zip(lower.iter())
-                .map(|(a, b)| a.cmp(b))
-                .find(|o| o.is_ne())
-                .unwrap_or_else(|| w.len().cmp(&lower.len()))
-        })
-        .is_ok()
+    prose_key(v).is_some_and(|k| PROSE_KEYS.binary_search(&k).is_ok())
 }
+
+/// `v` lower-cased and packed into a `u128`, first byte highest, zeros
+/// after it: two words compare as their keys do (a word's bytes are
+/// letters, never 0). `None` when `v` is empty, longer than any word of
+/// [`PROSE`] or holds a byte that is no ASCII letter (no word does).
+#[inline]
+fn prose_key(v: &[u8]) -> Option<u128> {
+    if v.is_empty() || v.len() > PROSE_LONGEST {
+        return None;
+    }
+    let mut key = 0u128;
+    for &c in v {
+        if !c.is_ascii_alphabetic() {
+            return None;
+        }
+        key = key << 8 | u128::from(c | 0x20);
+    }
+    Some(key << (8 * (16 - v.len())))
+}
+
+/// The keys ([`prose_key`]) of [`PROSE`], in its order, which is theirs
+/// (the list is sorted: a test checks).
+static PROSE_KEYS: [u128; PROSE.len()] = {
+    let mut keys = [0u128; PROSE.len()];
+    let mut k = 0;
+    while k < PROSE.len() {
+        let w = PROSE[k];
+        let mut j = 0;
+        while j < 16 {
+            let c = if j < w.len() { w[j] } else { 0 };
+            keys[k] = keys[k] << 8 | c as u128;
+            j += 1;
+        }
+        k += 1;
+    }
+    keys
+};
 
 /// The length of the longest word of [`PROSE`] (a test checks).
 const PROSE_LONGEST: usize = 13;
@@ -273,6 +303,19 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
+    // `user NAME`, the commonest key (and `user agent: curl/8.5.0` in many
+    // Docker lines): after `user` and a space, no shape below but the bare
+    // name applies (no secret key ends in `r`, no suffix or closing quote
+    // of the key follows it, and SQL's ` = '` starts with `=`), so the
+    // value is read at once.
+    if word.len() == 4
+        && s.get(end) == Some(&b' ')
+        && s.get(end + 1) != Some(&b'=')
+        && word.eq_ignore_ascii_case(b"user")
+    {
+        cx.rule = "login_key";
+        return value(cx, end + 1, true);
+    }
     // `u:3f9a2b1c5d`, `ip4:…`: a pseudonym of an earlier pass. Nothing
     // starts inside one: its `:` is no IPv6 (a hex digit follows) and no
     // Nextcloud mark, and its hex word ends no key (the last three bytes
@@ -499,7 +542,7 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
     if holds_mask(v, cx.sc.mask_token()) {
         return Some(after);
     }
-    if v.is_empty() || NOT_NAMES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
+    if not_a_name(v) {
         return (after > q).then_some(after);
     }
     if prose_check && is_prose(v) {
@@ -1158,21 +1201,31 @@ fn token_start(s: &[u8], end: usize, floor: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// `is_prose` binary-searches `PROSE`: it must stay sorted, lower-case
-    /// and no longer than `PROSE_LONGEST`, and agree with comparing each
-    /// word in any case.
+    /// `is_prose` binary-searches the keys of `PROSE`: the list must stay
+    /// sorted, of lower-case letters and no longer than `PROSE_LONGEST`,
+    /// its keys in its order, and the search agree with comparing each
+    /// word in any case (and with the byte-wise search it replaced).
     #[test]
     fn prose_lookup_is_the_list() {
         assert!(PROSE.windows(2).all(|w| w[0] < w[1]), "PROSE is sorted");
+        assert!(PROSE_KEYS.windows(2).all(|w| w[0] < w[1]), "keys sorted");
         assert!(PROSE
             .iter()
-            .all(|w| w.iter().all(|c| !c.is_ascii_uppercase())));
+            .all(|w| !w.is_empty() && w.iter().all(u8::is_ascii_lowercase)));
         assert_eq!(PROSE.iter().map(|w| w.len()).max(), Some(PROSE_LONGEST));
+        for (w, k) in PROSE.iter().zip(PROSE_KEYS) {
+            assert_eq!(prose_key(w), Some(k), "{w:?}");
+        }
         let mut probes: Vec<Vec<u8>> = PROSE.iter().map(|w| w.to_vec()).collect();
         for w in PROSE {
             probes.push(w.to_ascii_uppercase());
             probes.push([*w, b"s"].concat());
+            probes.push([*w, b"\0"].concat());
+            probes.push([*w, b"\x80"].concat());
             probes.push(w[..w.len() - 1].to_vec());
+            probes.push(w.iter().map(|c| c & !0x20).collect());
+            probes.push(w.iter().map(|c| c ^ 0x40).collect());
+            probes.push(w.iter().map(|c| c - 0x20 + 0x60).collect());
         }
         probes.extend(
             [
@@ -1182,12 +1235,62 @@ mod tests {
                 b"Agent",
                 b"configurations",
                 b"j\xc3\xb6rg",
+                b"\0",
+                b"@",
+                b"[",
+                b"`",
+                b"{",
             ]
             .map(<[u8]>::to_vec),
         );
+        // Every one- and two-byte value.
+        for a in 0..=255u8 {
+            probes.push(vec![a]);
+            for b in [b'n', b'N', b's', b't', b'y', 0, 0x80, b'.', b'@', 0xff] {
+                probes.push(vec![a, b]);
+                probes.push(vec![b, a]);
+            }
+        }
         for p in probes {
             let linear = PROSE.iter().any(|w| p.eq_ignore_ascii_case(w));
             assert_eq!(is_prose(&p), linear, "{}", String::from_utf8_lossy(&p));
+            assert_eq!(
+                reference::is_prose(&p),
+                linear,
+                "{}",
+                String::from_utf8_lossy(&p)
+            );
+        }
+    }
+
+    /// `not_a_name` is the list it replaced, on the words of the list in
+    /// any case, their neighbours and every short value.
+    #[test]
+    fn not_a_name_is_the_list() {
+        let mut probes: Vec<Vec<u8>> = vec![Vec::new()];
+        for n in reference::NOT_NAMES {
+            probes.push(n.to_vec());
+            probes.push(n.to_ascii_lowercase());
+            probes.push(n.to_ascii_uppercase());
+            probes.push([*n, b"x"].concat());
+            probes.push(n[1..].to_vec());
+            probes.push(n.iter().map(|c| c ^ 0x40).collect());
+        }
+        for a in 0..=255u8 {
+            probes.push(vec![a]);
+            probes.push(vec![a, a]);
+            probes.push(vec![b'-', a]);
+        }
+        for p in probes {
+            let listed = reference::NOT_NAMES
+                .iter()
+                .any(|n| p.eq_ignore_ascii_case(n));
+            assert_eq!(
+                not_a_name(&p),
+                p.is_empty() || listed,
+                "{}",
+                String::from_utf8_lossy(&p)
+            );
         }
     }
 
