@@ -59,47 +59,38 @@ pub(super) mod reference;
 /// bare name after a space (`user alice`).
 #[inline]
 fn login_key(word: &[u8]) -> Option<bool> {
-    // Every key ends in `user`, `name`, `ogin` or `mail` (any case): one
-    // 4-byte compare turns nearly every word away.
+    // Every key ends in `user`, `name`, `ogin`, `mail` or `ount` (any
+    // case): one 4-byte compare turns nearly every word away, and tells
+    // which few keys the word may be.
     let tail: [u8; 4] = word.get(word.len().checked_sub(4)?..)?.try_into().ok()?;
     let tail = (u32::from_le_bytes(tail) | 0x2020_2020).to_le_bytes();
-    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail" | b"ount") {
-        return None;
-    }
-    let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
-    if is(b"user") {
-        return Some(true);
-    }
-    if is(b"account") {
-        return Some(false);
-    }
-    if [
-        &b"username"[..],
-        b"login",
-        b"logname",
-        b"email",
-        b"ruser",
-        b"uname",
-    ]
-    .iter()
-    .any(|k| is(k))
-    {
-        return Some(false);
-    }
+    let is = |k: &[u8]| same_letters(word, k);
     // camelCase: `ClientUsername`, `remoteUser`, `userEmail`.
-    for k in [&b"username"[..], b"user", b"login", b"email"] {
-        if word.len() > k.len() {
+    let camel = |k: &[u8]| {
+        word.len() > k.len() && {
             let cut = word.len() - k.len();
-            let tail = &word[cut..];
-            if tail[0].is_ascii_uppercase()
+            word[cut].is_ascii_uppercase()
                 && word[cut - 1].is_ascii_lowercase()
-                && tail.eq_ignore_ascii_case(k)
-            {
-                return Some(false);
-            }
+                && same_letters(&word[cut..], k)
         }
+    };
+    match &tail {
+        b"user" if word.len() == 4 => Some(true),
+        b"user" => (is(b"ruser") || camel(b"user")).then_some(false),
+        b"name" => (is(b"username") || is(b"logname") || is(b"uname") || camel(b"username"))
+            .then_some(false),
+        b"ogin" => (is(b"login") || camel(b"login")).then_some(false),
+        b"mail" => (is(b"email") || camel(b"email")).then_some(false),
+        b"ount" => is(b"account").then_some(false),
+        _ => None,
     }
-    None
+}
+
+/// `v.eq_ignore_ascii_case(k)` for a `k` of lower-case letters, inline (the
+/// library's goes out of line to compare in chunks).
+#[inline]
+fn same_letters(v: &[u8], k: &[u8]) -> bool {
+    v.len() == k.len() && v.iter().zip(k).all(|(&c, &l)| c | 0x20 == l)
 }
 
 /// Whether a field's name says its whole value is a login
@@ -295,7 +286,13 @@ fn holds_mask(v: &[u8], mask: &[u8]) -> bool {
             .any(|(k, &c)| c == first && v[k + 1..k + mask.len()] == *rest)
 }
 
+/// A byte of a bare login value (looked up in [`BYTE_CLASS`]).
+#[inline]
 fn is_value_byte(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & VALUE != 0
+}
+
+const fn value_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'$' | b'\\' | b'@') || c >= 0x80
 }
 
@@ -387,11 +384,17 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         return value(cx, q - 1, false);
     }
     // The whole key: `"remote_user"` is a JSON key as much as `"user"`.
-    let mut b = i;
-    while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_') {
-        b -= 1;
-    }
-    let (k, json) = secrets::quoted_key_end(s, b, k);
+    // Only a closing quote after the key (`"` or `\"`) needs it.
+    let (k, json) = if matches!(s.get(k), Some(b'"' | b'\\')) {
+        let mut b = i;
+        while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_')
+        {
+            b -= 1;
+        }
+        secrets::quoted_key_end(s, b, k)
+    } else {
+        (k, false)
+    };
     // `account` names a person in `account=x` and JSON only: `account:
     // locked` is prose.
     let key_only = word.eq_ignore_ascii_case(b"account");
@@ -646,9 +649,14 @@ const fn label_byte(c: u8) -> bool {
 const LOCAL: u8 = 1;
 const USERINFO: u8 = 2;
 const LABEL: u8 = 4;
+const VALUE: u8 = 8;
+/// A byte of a host name as [`not_mail`] reads it: ASCII letters, digits,
+/// `.` and `-`.
+const HOST: u8 = 16;
 
-/// The three byte classes above, looked up in one table: the look-behinds
-/// and the domain scan at every `@` test them byte by byte.
+/// The byte classes above, [`value_byte`] and host names', looked up in
+/// one table: the look-behinds, the scans after every `@` and the login
+/// values test them byte by byte.
 static BYTE_CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut c = 0;
@@ -656,7 +664,9 @@ static BYTE_CLASS: [u8; 256] = {
         let b = c as u8;
         t[c] = (local_byte(b) as u8 * LOCAL)
             | (userinfo_byte(b) as u8 * USERINFO)
-            | (label_byte(b) as u8 * LABEL);
+            | (label_byte(b) as u8 * LABEL)
+            | (value_byte(b) as u8 * VALUE)
+            | ((b.is_ascii_alphanumeric() || b == b'.' || b == b'-') as u8 * HOST);
         c += 1;
     }
     t
@@ -984,7 +994,7 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
     }
     let host = &token[..token
         .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')))
+        .position(|&c| BYTE_CLASS[usize::from(c)] & HOST == 0)
         .unwrap_or(token.len())];
     if ALGORITHM_DOMAINS
         .iter()
@@ -1263,6 +1273,43 @@ mod tests {
         }
     }
 
+    /// `login_key` is the one it replaced (`reference::login_key`): every
+    /// key and key tail in every case, alone and after heads that make
+    /// compounds, camelCase or neither.
+    #[test]
+    fn login_key_is_the_reference() {
+        let keys = [
+            "user", "username", "login", "logname", "email", "ruser", "uname", "account", "name",
+            "mail", "ogin", "ount", "sername", "count", "gname", "ser",
+        ];
+        let heads = [
+            "", "a", "A", "x_", "x-", "x.", "client", "Client", "CLIENT", "remote", "sasl_", "r",
+            "R", "e", "E", "u", "U", "log", "Log", "ac", "c", "1", "\u{e9}", "s", "S",
+        ];
+        let mut words = 0;
+        for k in keys {
+            let k = k.as_bytes();
+            for case in 0..1u32 << k.len() {
+                let cased: Vec<u8> = k
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &c)| if case & 1 << n != 0 { c ^ 0x20 } else { c })
+                    .collect();
+                for h in heads {
+                    let word = [h.as_bytes(), &cased].concat();
+                    assert_eq!(
+                        login_key(&word),
+                        reference::login_key(&word),
+                        "{}",
+                        String::from_utf8_lossy(&word)
+                    );
+                    words += 1;
+                }
+            }
+        }
+        assert!(words > 20_000);
+    }
+
     /// `not_a_name` is the list it replaced, on the words of the list in
     /// any case, their neighbours and every short value.
     #[test]
@@ -1373,6 +1420,12 @@ mod tests {
                 "{c}"
             );
             assert_eq!(is_label(c), label_byte(c), "{c}");
+            let value = c.is_ascii_alphanumeric()
+                || matches!(c, b'.' | b'_' | b'-' | b'$' | b'\\' | b'@')
+                || c >= 0x80;
+            assert_eq!(is_value_byte(c), value, "{c}");
+            let host = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-');
+            assert_eq!(BYTE_CLASS[usize::from(c)] & HOST != 0, host, "{c}");
         }
         for (s, m, want) in [
             (&b"REDACTED-x"[..], &b"REDACTED"[..], true),

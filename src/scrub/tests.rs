@@ -1057,6 +1057,8 @@ fn log_part() -> impl Strategy<Value = String> {
             "add 'ivy' to group 'sudo'",
             "password for 'x' changed by 'y'",
             "password changed for ",
+            "\\\"",
+            "{\\\"remote_user\\\":",
             "Login failed: ",
             " (Remote IP: ",
             "user jo: ",
@@ -1713,6 +1715,10 @@ const LOGIN_TURNS: &[&str] = &[
     "user ",
     "user_name bob",
     "\"user\" : \"x\"",
+    "{\\\"user\\\":\\\"x\\\"}",
+    "{\\\"remote_user\\\":\\\"x\\\"}",
+    "{\"remote_user\":\"x\"}",
+    "{\"ClientUsername\" : \"x\"}",
 ];
 
 /// The same comparison on the turns above and on every line of the scrub

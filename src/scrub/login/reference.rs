@@ -49,7 +49,7 @@ pub(in super::super) fn differences(sc: &Scrubber, s: &[u8]) -> Option<String> {
     None
 }
 
-fn login_key(word: &[u8]) -> Option<bool> {
+pub(super) fn login_key(word: &[u8]) -> Option<bool> {
     // Every key ends in `user`, `name`, `ogin` or `mail` (any case): one
     // 4-byte compare turns nearly every word away.
     let tail: [u8; 4] = word.get(word.len().checked_sub(4)?..)?.try_into().ok()?;
