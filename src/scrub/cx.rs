@@ -182,7 +182,7 @@ impl<'a> Cx<'a> {
     fn find_delimiter(&mut self, from: usize) -> usize {
         let at = self.s[from..]
             .iter()
-            .position(|&c| token_delimiter(c))
+            .position(|&c| DELIMITER[usize::from(c)])
             .map_or(self.s.len(), |n| from + n);
         self.delimiter = Some((from, at));
         at
@@ -487,8 +487,20 @@ impl<'a> Cx<'a> {
     }
 }
 
+/// [`token_delimiter`] as a table: [`Cx::find_delimiter`] tests every byte
+/// of a token after an `@`.
+static DELIMITER: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = token_delimiter(c as u8);
+        c += 1;
+    }
+    t
+};
+
 /// Whether `c` ends a token in running text (see [`Cx::next_delimiter`]).
-fn token_delimiter(c: u8) -> bool {
+const fn token_delimiter(c: u8) -> bool {
     c.is_ascii_whitespace()
         || matches!(
             c,

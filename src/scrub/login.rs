@@ -52,51 +52,45 @@
 use super::cx::Cx;
 use super::{hash, programs, secrets, shadow};
 
+#[cfg(test)]
+pub(super) mod reference;
+
 /// Whether `word` is a login key; `Some(true)` when it may be followed by a
 /// bare name after a space (`user alice`).
 #[inline]
 fn login_key(word: &[u8]) -> Option<bool> {
-    // Every key ends in `user`, `name`, `ogin` or `mail` (any case): one
-    // 4-byte compare turns nearly every word away.
+    // Every key ends in `user`, `name`, `ogin`, `mail` or `ount` (any
+    // case): one 4-byte compare turns nearly every word away, and tells
+    // which few keys the word may be.
     let tail: [u8; 4] = word.get(word.len().checked_sub(4)?..)?.try_into().ok()?;
     let tail = (u32::from_le_bytes(tail) | 0x2020_2020).to_le_bytes();
-    if !matches!(&tail, b"user" | b"name" | b"ogin" | b"mail" | b"ount") {
-        return None;
-    }
-    let is = |k: &[u8]| word.eq_ignore_ascii_case(k);
-    if is(b"user") {
-        return Some(true);
-    }
-    if is(b"account") {
-        return Some(false);
-    }
-    if [
-        &b"username"[..],
-        b"login",
-        b"logname",
-        b"email",
-        b"ruser",
-        b"uname",
-    ]
-    .iter()
-    .any(|k| is(k))
-    {
-        return Some(false);
-    }
+    let is = |k: &[u8]| same_letters(word, k);
     // camelCase: `ClientUsername`, `remoteUser`, `userEmail`.
-    for k in [&b"username"[..], b"user", b"login", b"email"] {
-        if word.len() > k.len() {
+    let camel = |k: &[u8]| {
+        word.len() > k.len() && {
             let cut = word.len() - k.len();
-            let tail = &word[cut..];
-            if tail[0].is_ascii_uppercase()
+            word[cut].is_ascii_uppercase()
                 && word[cut - 1].is_ascii_lowercase()
-                && tail.eq_ignore_ascii_case(k)
-            {
-                return Some(false);
-            }
+                && same_letters(&word[cut..], k)
         }
+    };
+    match &tail {
+        b"user" if word.len() == 4 => Some(true),
+        b"user" => (is(b"ruser") || camel(b"user")).then_some(false),
+        b"name" => (is(b"username") || is(b"logname") || is(b"uname") || camel(b"username"))
+            .then_some(false),
+        b"ogin" => (is(b"login") || camel(b"login")).then_some(false),
+        b"mail" => (is(b"email") || camel(b"email")).then_some(false),
+        b"ount" => is(b"account").then_some(false),
+        _ => None,
     }
-    None
+}
+
+/// `v.eq_ignore_ascii_case(k)` for a `k` of lower-case letters, inline (the
+/// library's goes out of line to compare in chunks).
+#[inline]
+fn same_letters(v: &[u8], k: &[u8]) -> bool {
+    v.len() == k.len() && v.iter().zip(k).all(|(&c, &l)| c | 0x20 == l)
 }
 
 /// Whether a field's name says its whole value is a login
@@ -113,18 +107,24 @@ pub fn field_is_login(name: &str) -> bool {
     login_key(last).is_some()
 }
 
-const NOT_NAMES: &[&[u8]] = &[
-    b"-",
-    b"--",
-    // login(1) has pam_unix write `logname=LOGIN` before anyone logged in.
-    b"LOGIN",
-    b"null",
-    b"nil",
-    b"none",
-    b"true",
-    b"false",
-    b"undefined",
-];
+/// Values that name nobody: `-`, `--`, `null`, `nil`, `none`, `true`,
+/// `false`, `undefined` (any case), and `LOGIN`, which login(1) has pam_unix
+/// write as `logname=LOGIN` before anyone logged in; or empty. Told by the
+/// length first: this runs at every login value (a test compares it with
+/// the list).
+fn not_a_name(v: &[u8]) -> bool {
+    let is = |n: &[u8]| v.eq_ignore_ascii_case(n);
+    match v.len() {
+        0 => true,
+        1 => v == b"-",
+        2 => v == b"--",
+        3 => is(b"nil"),
+        4 => is(b"null") || is(b"none") || is(b"true"),
+        5 => is(b"login") || is(b"false"),
+        9 => is(b"undefined"),
+        _ => false,
+    }
+}
 
 /// English words that follow `user ` in prose rather than a name: function
 /// words, verbs, and the nouns that make `user NAME: ` a label (`user
@@ -220,30 +220,51 @@ const PROSE: &[&[u8]] = &[
     b"would",
 ];
 
-/// Whether `v` is one of [`PROSE`], in any case. A binary search over the
-/// lower-cased value (the list is sorted and lower-case, a test checks):
-/// this runs at every `user NAME`, and comparing with each of the 85 words
-/// cost more than the rest of the shape (~570 instructions on `user
-/// agent:`).
+/// Whether `v` is one of [`PROSE`], in any case: a binary search over
+/// [`PROSE_KEYS`]. This runs at every `user NAME` (`user agent:` in many
+/// Docker lines): comparing with each of the 85 words cost more than the
+/// rest of the shape, a binary search over the words (a byte loop per
+/// step) ~280 instructions on `user agent:`, this one about half.
 fn is_prose(v: &[u8]) -> bool {
-    let mut buf = [0u8; PROSE_LONGEST];
-    let Some(lower) = buf.get_mut(..v.len()) else {
-        return false;
-    };
-    for (l, c) in lower.iter_mut().zip(v) {
-        *l = c.to_ascii_lowercase();
-    }
-    // Compared in a byte loop: `Ord` for slices calls memcmp at each step.
-    PROSE
-        .binary_search_by(|w| {
-            w.iter()
-                .zip(lower.iter())
-                .map(|(a, b)| a.cmp(b))
-                .find(|o| o.is_ne())
-                .unwrap_or_else(|| w.len().cmp(&lower.len()))
-        })
-        .is_ok()
+    prose_key(v).is_some_and(|k| PROSE_KEYS.binary_search(&k).is_ok())
 }
+
+/// `v` lower-cased and packed into a `u128`, first byte highest, zeros
+/// after it: two words compare as their keys do (a word's bytes are
+/// letters, never 0). `None` when `v` is empty, longer than any word of
+/// [`PROSE`] or holds a byte that is no ASCII letter (no word does).
+#[inline]
+fn prose_key(v: &[u8]) -> Option<u128> {
+    if v.is_empty() || v.len() > PROSE_LONGEST {
+        return None;
+    }
+    let mut key = 0u128;
+    for &c in v {
+        if !c.is_ascii_alphabetic() {
+            return None;
+        }
+        key = key << 8 | u128::from(c | 0x20);
+    }
+    Some(key << (8 * (16 - v.len())))
+}
+
+/// The keys ([`prose_key`]) of [`PROSE`], in its order, which is theirs
+/// (the list is sorted: a test checks).
+static PROSE_KEYS: [u128; PROSE.len()] = {
+    let mut keys = [0u128; PROSE.len()];
+    let mut k = 0;
+    while k < PROSE.len() {
+        let w = PROSE[k];
+        let mut j = 0;
+        while j < 16 {
+            let c = if j < w.len() { w[j] } else { 0 };
+            keys[k] = keys[k] << 8 | c as u128;
+            j += 1;
+        }
+        k += 1;
+    }
+    keys
+};
 
 /// The length of the longest word of [`PROSE`] (a test checks).
 const PROSE_LONGEST: usize = 13;
@@ -265,7 +286,13 @@ fn holds_mask(v: &[u8], mask: &[u8]) -> bool {
             .any(|(k, &c)| c == first && v[k + 1..k + mask.len()] == *rest)
 }
 
+/// A byte of a bare login value (looked up in [`BYTE_CLASS`]).
+#[inline]
 fn is_value_byte(c: u8) -> bool {
+    BYTE_CLASS[usize::from(c)] & VALUE != 0
+}
+
+const fn value_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'$' | b'\\' | b'@') || c >= 0x80
 }
 
@@ -273,6 +300,19 @@ fn is_value_byte(c: u8) -> bool {
 pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
     let s = cx.s;
     let word = &s[i..end];
+    // `user NAME`, the commonest key (and `user agent: curl/8.5.0` in many
+    // Docker lines): after `user` and a space, no shape below but the bare
+    // name applies (no secret key ends in `r`, no suffix or closing quote
+    // of the key follows it, and SQL's ` = '` starts with `=`), so the
+    // value is read at once.
+    if word.len() == 4
+        && s.get(end) == Some(&b' ')
+        && s.get(end + 1) != Some(&b'=')
+        && word.eq_ignore_ascii_case(b"user")
+    {
+        cx.rule = "login_key";
+        return value(cx, end + 1, true);
+    }
     // `u:3f9a2b1c5d`, `ip4:…`: a pseudonym of an earlier pass. Nothing
     // starts inside one: its `:` is no IPv6 (a hex digit follows) and no
     // Nextcloud mark, and its hex word ends no key (the last three bytes
@@ -344,11 +384,17 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         return value(cx, q - 1, false);
     }
     // The whole key: `"remote_user"` is a JSON key as much as `"user"`.
-    let mut b = i;
-    while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_') {
-        b -= 1;
-    }
-    let (k, json) = secrets::quoted_key_end(s, b, k);
+    // Only a closing quote after the key (`"` or `\"`) needs it.
+    let (k, json) = if matches!(s.get(k), Some(b'"' | b'\\')) {
+        let mut b = i;
+        while b > cx.floor() && i - b < 32 && (s[b - 1].is_ascii_alphanumeric() || s[b - 1] == b'_')
+        {
+            b -= 1;
+        }
+        secrets::quoted_key_end(s, b, k)
+    } else {
+        (k, false)
+    };
     // `account` names a person in `account=x` and JSON only: `account:
     // locked` is prose.
     let key_only = word.eq_ignore_ascii_case(b"account");
@@ -499,7 +545,7 @@ fn value(cx: &mut Cx, q: usize, prose_check: bool) -> Option<usize> {
     if holds_mask(v, cx.sc.mask_token()) {
         return Some(after);
     }
-    if v.is_empty() || NOT_NAMES.iter().any(|n| v.eq_ignore_ascii_case(n)) {
+    if not_a_name(v) {
         return (after > q).then_some(after);
     }
     if prose_check && is_prose(v) {
@@ -603,9 +649,14 @@ const fn label_byte(c: u8) -> bool {
 const LOCAL: u8 = 1;
 const USERINFO: u8 = 2;
 const LABEL: u8 = 4;
+const VALUE: u8 = 8;
+/// A byte of a host name as [`not_mail`] reads it: ASCII letters, digits,
+/// `.` and `-`.
+const HOST: u8 = 16;
 
-/// The three byte classes above, looked up in one table: the look-behinds
-/// and the domain scan at every `@` test them byte by byte.
+/// The byte classes above, [`value_byte`] and host names', looked up in
+/// one table: the look-behinds, the scans after every `@` and the login
+/// values test them byte by byte.
 static BYTE_CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut c = 0;
@@ -613,7 +664,9 @@ static BYTE_CLASS: [u8; 256] = {
         let b = c as u8;
         t[c] = (local_byte(b) as u8 * LOCAL)
             | (userinfo_byte(b) as u8 * USERINFO)
-            | (label_byte(b) as u8 * LABEL);
+            | (label_byte(b) as u8 * LABEL)
+            | (value_byte(b) as u8 * VALUE)
+            | ((b.is_ascii_alphanumeric() || b == b'.' || b == b'-') as u8 * HOST);
         c += 1;
     }
     t
@@ -941,7 +994,7 @@ fn not_mail(cx: &mut Cx, l: usize, i: usize) -> Option<usize> {
     }
     let host = &token[..token
         .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')))
+        .position(|&c| BYTE_CLASS[usize::from(c)] & HOST == 0)
         .unwrap_or(token.len())];
     if ALGORITHM_DOMAINS
         .iter()
@@ -1158,21 +1211,31 @@ fn token_start(s: &[u8], end: usize, floor: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
-    /// `is_prose` binary-searches `PROSE`: it must stay sorted, lower-case
-    /// and no longer than `PROSE_LONGEST`, and agree with comparing each
-    /// word in any case.
+    /// `is_prose` binary-searches the keys of `PROSE`: the list must stay
+    /// sorted, of lower-case letters and no longer than `PROSE_LONGEST`,
+    /// its keys in its order, and the search agree with comparing each
+    /// word in any case (and with the byte-wise search it replaced).
     #[test]
     fn prose_lookup_is_the_list() {
         assert!(PROSE.windows(2).all(|w| w[0] < w[1]), "PROSE is sorted");
+        assert!(PROSE_KEYS.windows(2).all(|w| w[0] < w[1]), "keys sorted");
         assert!(PROSE
             .iter()
-            .all(|w| w.iter().all(|c| !c.is_ascii_uppercase())));
+            .all(|w| !w.is_empty() && w.iter().all(u8::is_ascii_lowercase)));
         assert_eq!(PROSE.iter().map(|w| w.len()).max(), Some(PROSE_LONGEST));
+        for (w, k) in PROSE.iter().zip(PROSE_KEYS) {
+            assert_eq!(prose_key(w), Some(k), "{w:?}");
+        }
         let mut probes: Vec<Vec<u8>> = PROSE.iter().map(|w| w.to_vec()).collect();
         for w in PROSE {
             probes.push(w.to_ascii_uppercase());
             probes.push([*w, b"s"].concat());
+            probes.push([*w, b"\0"].concat());
+            probes.push([*w, b"\x80"].concat());
             probes.push(w[..w.len() - 1].to_vec());
+            probes.push(w.iter().map(|c| c & !0x20).collect());
+            probes.push(w.iter().map(|c| c ^ 0x40).collect());
+            probes.push(w.iter().map(|c| c - 0x20 + 0x60).collect());
         }
         probes.extend(
             [
@@ -1182,12 +1245,99 @@ mod tests {
                 b"Agent",
                 b"configurations",
                 b"j\xc3\xb6rg",
+                b"\0",
+                b"@",
+                b"[",
+                b"`",
+                b"{",
             ]
             .map(<[u8]>::to_vec),
         );
+        // Every one- and two-byte value.
+        for a in 0..=255u8 {
+            probes.push(vec![a]);
+            for b in [b'n', b'N', b's', b't', b'y', 0, 0x80, b'.', b'@', 0xff] {
+                probes.push(vec![a, b]);
+                probes.push(vec![b, a]);
+            }
+        }
         for p in probes {
             let linear = PROSE.iter().any(|w| p.eq_ignore_ascii_case(w));
             assert_eq!(is_prose(&p), linear, "{}", String::from_utf8_lossy(&p));
+            assert_eq!(
+                reference::is_prose(&p),
+                linear,
+                "{}",
+                String::from_utf8_lossy(&p)
+            );
+        }
+    }
+
+    /// `login_key` is the one it replaced (`reference::login_key`): every
+    /// key and key tail in every case, alone and after heads that make
+    /// compounds, camelCase or neither.
+    #[test]
+    fn login_key_is_the_reference() {
+        let keys = [
+            "user", "username", "login", "logname", "email", "ruser", "uname", "account", "name",
+            "mail", "ogin", "ount", "sername", "count", "gname", "ser",
+        ];
+        let heads = [
+            "", "a", "A", "x_", "x-", "x.", "client", "Client", "CLIENT", "remote", "sasl_", "r",
+            "R", "e", "E", "u", "U", "log", "Log", "ac", "c", "1", "\u{e9}", "s", "S",
+        ];
+        let mut words = 0;
+        for k in keys {
+            let k = k.as_bytes();
+            for case in 0..1u32 << k.len() {
+                let cased: Vec<u8> = k
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &c)| if case & 1 << n != 0 { c ^ 0x20 } else { c })
+                    .collect();
+                for h in heads {
+                    let word = [h.as_bytes(), &cased].concat();
+                    assert_eq!(
+                        login_key(&word),
+                        reference::login_key(&word),
+                        "{}",
+                        String::from_utf8_lossy(&word)
+                    );
+                    words += 1;
+                }
+            }
+        }
+        assert!(words > 20_000);
+    }
+
+    /// `not_a_name` is the list it replaced, on the words of the list in
+    /// any case, their neighbours and every short value.
+    #[test]
+    fn not_a_name_is_the_list() {
+        let mut probes: Vec<Vec<u8>> = vec![Vec::new()];
+        for n in reference::NOT_NAMES {
+            probes.push(n.to_vec());
+            probes.push(n.to_ascii_lowercase());
+            probes.push(n.to_ascii_uppercase());
+            probes.push([*n, b"x"].concat());
+            probes.push(n[1..].to_vec());
+            probes.push(n.iter().map(|c| c ^ 0x40).collect());
+        }
+        for a in 0..=255u8 {
+            probes.push(vec![a]);
+            probes.push(vec![a, a]);
+            probes.push(vec![b'-', a]);
+        }
+        for p in probes {
+            let listed = reference::NOT_NAMES
+                .iter()
+                .any(|n| p.eq_ignore_ascii_case(n));
+            assert_eq!(
+                not_a_name(&p),
+                p.is_empty() || listed,
+                "{}",
+                String::from_utf8_lossy(&p)
+            );
         }
     }
 
@@ -1270,6 +1420,12 @@ mod tests {
                 "{c}"
             );
             assert_eq!(is_label(c), label_byte(c), "{c}");
+            let value = c.is_ascii_alphanumeric()
+                || matches!(c, b'.' | b'_' | b'-' | b'$' | b'\\' | b'@')
+                || c >= 0x80;
+            assert_eq!(is_value_byte(c), value, "{c}");
+            let host = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-');
+            assert_eq!(BYTE_CLASS[usize::from(c)] & HOST != 0, host, "{c}");
         }
         for (s, m, want) in [
             (&b"REDACTED-x"[..], &b"REDACTED"[..], true),

@@ -1057,6 +1057,8 @@ fn log_part() -> impl Strategy<Value = String> {
             "add 'ivy' to group 'sudo'",
             "password for 'x' changed by 'y'",
             "password changed for ",
+            "\\\"",
+            "{\\\"remote_user\\\":",
             "Login failed: ",
             " (Remote IP: ",
             "user jo: ",
@@ -1585,4 +1587,188 @@ proptest! {
             }
         }
     }
+}
+
+/// Pieces around the `user NAME` shape and the words after it: the key in
+/// any case, prose, names, the mask token and what ends a value.
+fn login_part() -> impl Strategy<Value = String> {
+    prop_oneof![
+        log_part(),
+        prop::sample::select(vec![
+            "user ",
+            "USER ",
+            "User ",
+            "uSeR ",
+            "user  ",
+            "user\t",
+            "user = '",
+            "user =",
+            "user = 'heidi'",
+            "user = \"x\"",
+            "user =x",
+            "user =\"",
+            "user.name ",
+            "user_id ",
+            "(user agent: curl/8.5.0, ",
+            "agent",
+            "Agent:",
+            "AGENT.",
+            "login",
+            "LOGIN",
+            "login.",
+            "nil",
+            "None",
+            "false",
+            "undefined",
+            "-",
+            "--",
+            "in",
+            "information",
+            "settings: ",
+            "profile ",
+            "account",
+            "accounts",
+            "authenticator",
+            "configurations",
+            "a",
+            "an",
+            "u:",
+            "pw:",
+            "ip4:",
+            "%40example.org",
+            "%",
+            ".",
+            "..",
+            ": ",
+            ":",
+            "=",
+            "\"",
+            "'",
+            "<",
+            "\\\"",
+            "j\u{f6}rg",
+            "alice",
+            "for ",
+            "password changed for ",
+            " from ",
+        ])
+        .prop_map(str::to_owned),
+        "[a-zA-Z]{1,15}",
+        "[a-z.: =%@_-]{0,6}",
+    ]
+}
+
+/// The configs of the tests, and one whose mask token is a prose word and
+/// part of others (`in`, `login`): a value holding it is left alone.
+const LOGIN_CONFIGS: [&str; 4] = [
+    CONFIGS[0],
+    CONFIGS[1],
+    CONFIGS[2],
+    "logins = \"mask\"\nmask_token = \"in\"",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The login detectors do what their reference (the code before the
+    /// fast paths) does, word by word, on log-like text and on any bytes.
+    #[test]
+    fn login_detectors_are_their_reference(parts in proptest::collection::vec(login_part(), 0..12), bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let text = parts.concat();
+        for config in LOGIN_CONFIGS {
+            let sc = scrubber_with(config);
+            for input in [text.as_bytes(), &bytes[..]] {
+                let diff = login::reference::differences(&sc, input);
+                prop_assert!(diff.is_none(), "config {:?}: {}", config, diff.unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// Texts that take each turn of the `user NAME` shortcut and of the value
+/// after it.
+const LOGIN_TURNS: &[&str] = &[
+    "WHERE user = 'heidi'",
+    "WHERE user = \"heidi\"",
+    "user =alice",
+    "user agent: curl/8.5.0",
+    "(User Agent: Mozilla/5.0)",
+    "user login ok",
+    "USER LOGIN",
+    "user in",
+    "user information",
+    "user alice%40example.org",
+    "user agent. next",
+    "user agent.x",
+    "user u:3f9a2b1c5d",
+    "user pw:3f9a2b1c5d",
+    "user \"bob\"",
+    "user 'bob'",
+    "user <bob>",
+    "user \\\"bob\\\"",
+    "user j\u{f6}rg",
+    "user alice: authentication failure",
+    "user profile: updated",
+    "user root:root",
+    "user alice=x",
+    "user -",
+    "user ",
+    "user_name bob",
+    "\"user\" : \"x\"",
+    "{\\\"user\\\":\\\"x\\\"}",
+    "{\\\"remote_user\\\":\\\"x\\\"}",
+    "{\"remote_user\":\"x\"}",
+    "{\"ClientUsername\" : \"x\"}",
+];
+
+/// The same comparison on the turns above and on every line of the scrub
+/// corpus, as written and as scrubbed (`⟦from→to⟧` marks give both).
+#[test]
+fn login_detectors_are_their_reference_on_the_corpus() {
+    let scrubbers = LOGIN_CONFIGS.map(scrubber_with);
+    for text in LOGIN_TURNS {
+        for (sc, config) in scrubbers.iter().zip(LOGIN_CONFIGS) {
+            let diff = login::reference::differences(sc, text.as_bytes());
+            assert!(
+                diff.is_none(),
+                "config {config:?}: {}",
+                diff.unwrap_or_default()
+            );
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/scrub");
+    let mut lines = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "txt") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (mut input, mut output) = (String::new(), String::new());
+            for (k, piece) in line.split(['⟦', '⟧']).enumerate() {
+                let (from, to) = match piece.split_once('→') {
+                    Some(ft) if k % 2 == 1 => ft,
+                    _ if k % 2 == 1 => (piece, "u:3f9a2b1c5d"),
+                    _ => (piece, piece),
+                };
+                input.push_str(from);
+                output.push_str(to);
+            }
+            for (sc, config) in scrubbers.iter().zip(LOGIN_CONFIGS) {
+                for text in [&input, &output] {
+                    let diff = login::reference::differences(sc, text.as_bytes());
+                    assert!(
+                        diff.is_none(),
+                        "config {config:?}: {}",
+                        diff.unwrap_or_default()
+                    );
+                }
+            }
+            lines += 1;
+        }
+    }
+    assert!(lines > 700, "{lines} corpus lines");
 }
