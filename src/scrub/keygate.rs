@@ -23,20 +23,19 @@ use core::ops::ControlFlow;
 /// Bytes of each key (`shapes::KEY_LEN`).
 pub const KEY_LEN: usize = 4;
 
-/// Sets of tables, 8 buckets each (one bit of a table byte). One: its 8
-/// tables stay in registers (16 of two sets did not: they were read
-/// from the stack at every block), and the positions the looser
+/// Buckets: one bit of a table byte each. Eight (one set of tables):
+/// the 8 tables stay in registers (the 16 of two sets did not: they were
+/// read from the stack at every block), and the positions the looser
 /// fingerprint lets through cost a look-up each, not a search.
-const SETS: usize = 1;
-const BUCKETS: usize = 8 * SETS;
+const BUCKETS: usize = 8;
 
 pub struct KeyGate {
-    /// `lo[t][j][n]`: the buckets of set `t` whose keys may have a byte
-    /// with low nibble `n` at position `j`; `hi` likewise by the high
-    /// nibble. Each table is there twice (bytes 16.. repeat 0..16), as
-    /// `pshufb` on 32 bytes looks up each half in its own half.
-    lo: [[[u8; 32]; KEY_LEN]; SETS],
-    hi: [[[u8; 32]; KEY_LEN]; SETS],
+    /// `lo[j][n]`: the buckets whose keys may have a byte with low
+    /// nibble `n` at position `j`; `hi` likewise by the high nibble. Each
+    /// table is there twice (bytes 16.. repeat 0..16), as `pshufb` on 32
+    /// bytes looks up each half in its own half.
+    lo: [[u8; 32]; KEY_LEN],
+    hi: [[u8; 32]; KEY_LEN],
     /// The keys, for the exact check of each position the fingerprint
     /// lets through ([`KeyGate::key_at`]): an open-addressed table of
     /// [`SLOTS`] slots, each a key's bytes (little-endian) and its index
@@ -75,8 +74,8 @@ impl KeyGate {
     pub fn new(keys: &[&[u8]], rarity: fn(u8) -> usize) -> KeyGate {
         assert!(keys.len() < usize::from(EMPTY), "at most 254 keys");
         let mut gate = KeyGate {
-            lo: [[[0; 32]; KEY_LEN]; SETS],
-            hi: [[[0; 32]; KEY_LEN]; SETS],
+            lo: [[0; 32]; KEY_LEN],
+            hi: [[0; 32]; KEY_LEN],
             slot_key: [0; SLOTS],
             slot_index: [EMPTY; SLOTS],
             mul: 0,
@@ -119,10 +118,10 @@ impl KeyGate {
                 .expect("buckets");
             sets[best] = with(&sets[best]);
             for (j, &c) in key.iter().enumerate() {
-                let (t, bit) = (best / 8, 1 << (best % 8));
+                let bit = 1 << best;
                 for half in [0, 16] {
-                    gate.lo[t][j][half + usize::from(c & 15)] |= bit;
-                    gate.hi[t][j][half + usize::from(c >> 4)] |= bit;
+                    gate.lo[j][half + usize::from(c & 15)] |= bit;
+                    gate.hi[j][half + usize::from(c >> 4)] |= bit;
                 }
             }
         }
@@ -216,15 +215,13 @@ impl KeyGate {
     /// The byte-wise rule: whether a key may start at `p` (`s[p..p + 4]`).
     #[cfg(test)]
     pub fn passes_at(&self, s: &[u8], p: usize) -> bool {
-        (0..SETS).any(|set| {
-            let mut buckets = 0xff;
-            for j in 0..KEY_LEN {
-                let c = s[p + j];
-                let (lo, hi) = (&self.lo[set][j], &self.hi[set][j]);
-                buckets &= lo[usize::from(c & 15)] & hi[usize::from(c >> 4)];
-            }
-            buckets != 0
-        })
+        let mut buckets = 0xff;
+        for j in 0..KEY_LEN {
+            let c = s[p + j];
+            let (lo, hi) = (&self.lo[j], &self.hi[j]);
+            buckets &= lo[usize::from(c & 15)] & hi[usize::from(c >> 4)];
+        }
+        buckets != 0
     }
 
     /// The positions the SIMD fingerprint lets through, in order (tests:
@@ -311,12 +308,13 @@ fn blocks_avx2(
     if n < KEY_LEN {
         return;
     }
+    let r = Tables::new(v3, gate);
     if n < SPAN {
         let mut padded = [0u8; SPAN];
         padded[..n].copy_from_slice(s);
         // `n - KEY_LEN + 1 < W` positions.
         let fits = (1u32 << (n - KEY_LEN + 1)) - 1;
-        let mask = block_avx2(v3, gate, &padded) & fits;
+        let mask = block_avx2(v3, &r, &padded) & fits;
         if mask != 0 {
             let _ = visit(0, mask);
         }
@@ -330,7 +328,7 @@ fn blocks_avx2(
         let mut done = false;
         while k < CHUNK {
             if at + SPAN <= n {
-                masks[k] = (at, block_avx2(v3, gate, span(at)));
+                masks[k] = (at, block_avx2(v3, &r, span(at)));
                 at += W;
             } else {
                 done = true;
@@ -338,7 +336,7 @@ fn blocks_avx2(
                     break;
                 }
                 let (base, skip) = (n - SPAN, at - (n - SPAN));
-                masks[k] = (base, block_avx2(v3, gate, span(base)) >> skip << skip);
+                masks[k] = (base, block_avx2(v3, &r, span(base)) >> skip << skip);
             }
             k += 1;
             if done {
@@ -370,17 +368,41 @@ fn word(s: &[u8], p: usize) -> u32 {
 const W: usize = 32;
 const SPAN: usize = W + KEY_LEN - 1;
 
-/// Bit `k` set when a key of `gate` may start at `b[k]` (`k < W`).
-/// Everything here is inlined into `pulp`'s AVX2 function (a call left
-/// out of it runs each intrinsic as a call of its own).
+/// The gate's tables in registers, and the constants of [`block_avx2`]:
+/// loaded once per text, not at every block.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Tables {
+    lo: [core::arch::x86_64::__m256i; KEY_LEN],
+    hi: [core::arch::x86_64::__m256i; KEY_LEN],
+    nibble: core::arch::x86_64::__m256i,
+    top: core::arch::x86_64::__m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tables {
+    #[inline(always)]
+    fn new(v3: pulp::x86::V3, gate: &KeyGate) -> Tables {
+        Tables {
+            lo: gate.lo.map(pulp::cast),
+            hi: gate.hi.map(pulp::cast),
+            nibble: v3.avx._mm256_set1_epi8(0x0f),
+            top: v3.avx._mm256_set1_epi8(0x7f),
+        }
+    }
+}
+
+/// Bit `k` set when a key may start at `b[k]` (`k < W`), by the tables
+/// `r`. Everything here is inlined into `pulp`'s AVX2 function (a call
+/// left out of it runs each intrinsic as a call of its own).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn block_avx2(v3: pulp::x86::V3, gate: &KeyGate, b: &[u8; SPAN]) -> u32 {
+fn block_avx2(v3: pulp::x86::V3, r: &Tables, b: &[u8; SPAN]) -> u32 {
     use core::arch::x86_64::__m256i;
-    let (avx, avx2) = (v3.avx, v3.avx2);
-    let nibble = avx._mm256_set1_epi8(0x0f);
-    let mut l = [nibble; KEY_LEN];
-    let mut h = [nibble; KEY_LEN];
+    let avx2 = v3.avx2;
+    let mut acc = v3.avx._mm256_set1_epi8(-1);
+    // One byte position at a time: 12 registers live, the 8 tables among
+    // them, so none is spilled.
     for j in 0..KEY_LEN {
         let bytes: [u8; W] = b[j..j + W].try_into().expect("W bytes");
         let v: __m256i = pulp::cast(bytes);
@@ -388,25 +410,16 @@ fn block_avx2(v3: pulp::x86::V3, gate: &KeyGate, b: &[u8; SPAN]) -> u32 {
         // reads its bits 0-3, and gives 0 when bit 7 is set, which is
         // the byte-wise rule's answer there (keys are ASCII, so the high
         // nibble tables are 0 from 8 on). One `and` less per load.
-        l[j] = v;
-        h[j] = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
+        let h = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), r.nibble);
+        let m = avx2._mm256_and_si256(
+            avx2._mm256_shuffle_epi8(r.lo[j], v),
+            avx2._mm256_shuffle_epi8(r.hi[j], h),
+        );
+        acc = avx2._mm256_and_si256(acc, m);
     }
-    let mut any = avx._mm256_setzero_si256();
-    for t in 0..SETS {
-        let mut acc = avx._mm256_set1_epi8(-1);
-        for j in 0..KEY_LEN {
-            let (lo, hi): (__m256i, __m256i) =
-                (pulp::cast(gate.lo[t][j]), pulp::cast(gate.hi[t][j]));
-            let m = avx2._mm256_and_si256(
-                avx2._mm256_shuffle_epi8(lo, l[j]),
-                avx2._mm256_shuffle_epi8(hi, h[j]),
-            );
-            acc = avx2._mm256_and_si256(acc, m);
-        }
-        any = avx2._mm256_or_si256(any, acc);
-    }
-    // A lane passes when it holds a bucket: not zero.
-    !(avx2._mm256_movemask_epi8(avx2._mm256_cmpeq_epi8(any, avx._mm256_setzero_si256())) as u32)
+    // A lane passes when it holds a bucket, not zero: adding 0x7f (with
+    // saturation) sets its top bit then, and only then.
+    avx2._mm256_movemask_epi8(avx2._mm256_adds_epu8(acc, r.top)) as u32
 }
 
 #[cfg(test)]
