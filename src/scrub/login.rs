@@ -129,7 +129,8 @@ fn not_a_name(v: &[u8]) -> bool {
 /// English words that follow `user ` in prose rather than a name: function
 /// words, verbs, and the nouns that make `user NAME: ` a label (`user
 /// settings: saved`) or name systemd's per-user units (`Started User
-/// Manager for UID 1000`, `User Runtime Directory`, `User Slice`).
+/// Manager for UID 1000`, `User Runtime Directory`, `User Slice`); and the
+/// SQL clause words that follow a table named `user` (`FROM user WHERE`).
 const PROSE: &[&[u8]] = &[
     b"a",
     b"account",
@@ -171,8 +172,12 @@ const PROSE: &[&[u8]] = &[
     b"if",
     b"in",
     b"info",
+    b"inner",
     b"input",
     b"is",
+    b"join",
+    b"left",
+    b"limit",
     b"list",
     b"logged",
     b"login",
@@ -187,17 +192,20 @@ const PROSE: &[&[u8]] = &[
     b"of",
     b"on",
     b"or",
+    b"order",
     b"permissions",
     b"preferences",
     b"profile",
     b"record",
     b"removed",
     b"request",
+    b"returning",
     b"role",
     b"roles",
     b"runtime",
     b"session",
     b"sessions",
+    b"set",
     b"settings",
     b"should",
     b"slice",
@@ -210,9 +218,13 @@ const PROSE: &[&[u8]] = &[
     b"to",
     b"token",
     b"type",
+    b"union",
     b"unknown",
     b"updated",
+    b"using",
+    b"values",
     b"was",
+    b"where",
     b"which",
     b"who",
     b"will",
