@@ -608,6 +608,18 @@ fn regression_a_rewrite_ungluing_an_address_before_it() {
     assert!(matches!(sc.scrub_text(&once, TS), Cow::Borrowed(_)));
 }
 
+/// One detector walk over `input` from a fresh start: its output and
+/// whether it may have made a `WORD(` pair (`None`: nothing rewritten).
+fn walk(sc: &Scrubber, input: &[u8]) -> Option<(Vec<u8>, bool)> {
+    scan::run(
+        sc,
+        &mut anchor::Anchors::new(input),
+        TS,
+        None,
+        &mut everywhere::Seen::new(),
+    )
+}
+
 /// A name rewritten right before a `(` makes a `WORD(` pair the input did
 /// not hold (`B(` is none, `u:…f(` or `u:…9(` is): the detectors say so,
 /// and the program shapes then look for `(` (`Cx::paren_made`).
@@ -616,14 +628,7 @@ fn a_rewrite_before_a_paren_is_told() {
     let sc = default_scrubber();
     let input = b"user=BOB(x";
     assert!(!anchor::Anchors::new(input).pairs().paren);
-    let (out, made) = scan::run(
-        &sc,
-        &mut anchor::Anchors::new(input),
-        TS,
-        None,
-        &mut everywhere::Seen::new(),
-    )
-    .expect("the login is rewritten");
+    let (out, made) = walk(&sc, input).expect("the login is rewritten");
     assert!(
         anchor::Anchors::new(&out).pairs().paren,
         "{}",
@@ -633,14 +638,7 @@ fn a_rewrite_before_a_paren_is_told() {
     // A mask token may write a `(` itself (`x(y` after `=`).
     let sc = scrubber_with("logins = \"mask\"\nmask_token = \"x(y\"");
     let input = b"user=BOB x";
-    let (out, made) = scan::run(
-        &sc,
-        &mut anchor::Anchors::new(input),
-        TS,
-        None,
-        &mut everywhere::Seen::new(),
-    )
-    .expect("the login is masked");
+    let (out, made) = walk(&sc, input).expect("the login is masked");
     assert_eq!(out, b"user=x(y x");
     assert!(anchor::Anchors::new(&out).pairs().paren && made);
 }
@@ -1169,7 +1167,7 @@ proptest! {
             let sc = scrubber_with(config);
             for input in [text.as_bytes(), &bytes[..]] {
                 prop_assert_eq!(
-                    scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut everywhere::Seen::new()).map(|(out, _)| out),
+                    walk(&sc, input).map(|(out, _)| out),
                     scan::run_every_position(&sc, input, TS),
                     "config {:?} text {:?}", config, String::from_utf8_lossy(input)
                 );
@@ -1189,7 +1187,7 @@ proptest! {
             let sc = scrubber_with(config);
             for input in [text.as_bytes(), &bytes[..]] {
                 let had = anchor::Anchors::new(input).pairs().paren;
-                let run = scan::run(&sc, &mut anchor::Anchors::new(input), TS, None, &mut everywhere::Seen::new());
+                let run = walk(&sc, input);
                 if let Some((out, made)) = run {
                     prop_assert!(had || made || !anchor::Anchors::new(&out).pairs().paren, "config {:?} text {:?}", config, String::from_utf8_lossy(input));
                 }
