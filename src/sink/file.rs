@@ -643,11 +643,20 @@ pub(crate) mod json {
         t
     };
 
-    /// `v` in decimal, two digits per division (a timestamp has 19).
+    /// `v` in decimal, four digits per 64-bit division (a timestamp has
+    /// 19), each four split in two pairs with 32-bit arithmetic.
     pub fn int(out: &mut Vec<u8>, v: i64) {
         let mut digits = [0u8; 20];
         let mut n = v.unsigned_abs();
         let mut at = digits.len();
+        while n >= 10_000 {
+            let four = (n % 10_000) as u32;
+            n /= 10_000;
+            let (hi, lo) = ((four / 100) as usize * 2, (four % 100) as usize * 2);
+            at -= 4;
+            digits[at..at + 2].copy_from_slice(&PAIRS[hi..hi + 2]);
+            digits[at + 2..at + 4].copy_from_slice(&PAIRS[lo..lo + 2]);
+        }
         while n >= 100 {
             let p = (n % 100) as usize * 2;
             n /= 100;
