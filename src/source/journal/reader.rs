@@ -249,7 +249,11 @@ impl Reader {
         let mut entry = Entry::new(DATA_THRESHOLD);
         let mut batch = Pending::default();
         loop {
-            if self.shutdown.is_cancelled() {
+            // Checked every `CLOCK_EVERY` entries (and whenever no batch is
+            // pending, as when caught up): `is_cancelled` locks the token's
+            // mutex, an atomic read-modify-write per entry (0.6-0.8% of the
+            // end-to-end perf samples; few instructions, many cycles).
+            if batch.read % CLOCK_EVERY == 0 && self.shutdown.is_cancelled() {
                 return Stop::Done;
             }
             let got = match j.next() {
