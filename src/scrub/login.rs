@@ -363,6 +363,9 @@ pub fn at_word(cx: &mut Cx, i: usize, end: usize) -> Option<usize> {
         && word.eq_ignore_ascii_case(b"user")
     {
         cx.rule = "login_key";
+        if agent_at(s, end + 1) && !holds_mask(&s[end + 1..end + 6], cx.sc.mask_token()) {
+            return None;
+        }
         return value(cx, end + 1, true);
     }
     // `u:3f9a2b1c5d`, `ip4:…`: a pseudonym of an earlier pass. Nothing
@@ -546,6 +549,19 @@ fn skip_spaces(s: &[u8], mut p: usize) -> usize {
         p += 1;
     }
     p
+}
+
+/// Whether the word at `q` is `agent` (any case) as [`value`] reads it:
+/// no value byte and no `%` (`%40`) follows. Then `user agent` (the HTTP
+/// user agent in prose, `(user agent: curl/8.5.0, ...)` in many Docker
+/// lines) is prose, [`value`]'s answer (it reads `agent`, a [`PROSE`]
+/// word), unless the mask token is in it; told at once, this costs a
+/// tenth of [`value`]'s reading (~290 instructions).
+#[inline]
+fn agent_at(s: &[u8], q: usize) -> bool {
+    s.get(q..q + 5)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"agent"))
+        && s.get(q + 5).is_none_or(|&c| !is_value_byte(c) && c != b'%')
 }
 
 /// The value at `q`: rewrites it and returns where scanning goes on.
