@@ -1770,3 +1770,48 @@ fn login_detectors_are_their_reference_on_the_corpus() {
     }
     assert!(lines > 700, "{lines} corpus lines");
 }
+
+/// `user agent`, told as prose at once (`login::at_word`), is what the
+/// reference reads: the word in any case, followed by each byte, at the
+/// end, as part of a longer word or an address (`%40`), and with mask
+/// tokens inside it (then `value` leaves it as masked).
+#[test]
+fn user_agent_is_the_reference() {
+    let configs = [
+        CONFIGS[0],
+        "logins = \"mask\"\nmask_token = \"gen\"",
+        "logins = \"mask\"\nmask_token = \"GEN\"",
+        "logins = \"mask\"\nmask_token = \"gent\"",
+        "logins = \"mask\"\nmask_token = \"t\"",
+        "logins = \"mask\"\nmask_token = \"in\"",
+    ];
+    for config in configs {
+        let sc = scrubber_with(config);
+        for word in ["agent", "AGENT", "Agent", "aGeNt", "agen", "agents"] {
+            let mut texts: Vec<Vec<u8>> = (0..=255u8)
+                .map(|c| [b"user ", word.as_bytes(), &[c]].concat())
+                .collect();
+            for tail in [
+                "",
+                "%40example.org",
+                "%4",
+                ": curl/8.5.0",
+                ":x",
+                "=x",
+                ". x",
+                ".x",
+            ] {
+                texts.push(format!("(User {word}{tail})").into_bytes());
+                texts.push(format!("user {word}{tail}").into_bytes());
+            }
+            for text in texts {
+                let diff = login::reference::differences(&sc, &text);
+                assert!(
+                    diff.is_none(),
+                    "config {config:?}: {}",
+                    diff.unwrap_or_default()
+                );
+            }
+        }
+    }
+}
