@@ -187,7 +187,7 @@ pub fn is_version(s: &[u8], start: usize) -> bool {
         sep = s[p - 1];
         p = skip_spaces(p - 1);
     }
-    if p == start {
+    if p == start || !may_end_version_word(s, p, sep == b'/' && p + 1 == start) {
         return false;
     }
     let mut w = p;
@@ -206,16 +206,60 @@ pub fn is_version(s: &[u8], start: usize) -> bool {
     {
         return true;
     }
-    if [&b"version"[..], b"ver", b"v", b"release", b"build", b"oid"]
-        .iter()
-        .any(|k| word.eq_ignore_ascii_case(k))
-    {
+    if VERSION_WORDS.iter().any(|k| word.eq_ignore_ascii_case(k)) {
         return true;
     }
     // `Nextcloud 29.0.7.1 is up to date`: a product that numbers its
     // releases with four parts, then one space.
     sep == b' ' && p + 1 == start && PRODUCTS.contains(&word)
 }
+
+/// The words before a version (any case): `version 1.2.3.4`, `v=1.2.3.4`.
+const VERSION_WORDS: &[&[u8]] = &[b"version", b"ver", b"v", b"release", b"build", b"oid"];
+
+/// Whether the word ending at `p` (the letters before it) may be one that
+/// [`is_version`] accepts, told from its last two bytes: a product token
+/// before a `/` (`product_token`: any word may be one), `v`, or a word of
+/// two letters or more whose last two are those of a [`VERSION_WORDS`] or
+/// [`PRODUCTS`] word. `false` only when `is_version` is: most words before
+/// an address (`from`, `client`, JSON keys) end otherwise, and scanning
+/// back over their letters cost more than the rest of the test.
+fn may_end_version_word(s: &[u8], p: usize, product_token: bool) -> bool {
+    let Some(&last) = p.checked_sub(1).and_then(|i| s.get(i)) else {
+        return false;
+    };
+    // No letter before `p`: the word is empty, and no empty word is one.
+    if !last.is_ascii_alphabetic() {
+        return false;
+    }
+    if product_token || last | 0x20 == b'v' {
+        return true;
+    }
+    let second = p.checked_sub(2).map_or(b' ', |i| s[i]);
+    // One letter, not `v`: every other word is longer.
+    second.is_ascii_alphabetic() && VERSION_ENDS[usize::from(second & 31)] >> (last & 31) & 1 == 1
+}
+
+/// The last two letters of the [`VERSION_WORDS`] and [`PRODUCTS`] of two
+/// letters or more, in any case: bit `last & 31` of entry `second_last &
+/// 31` (`& 31` maps a letter's two cases together).
+const VERSION_ENDS: [u32; 32] = {
+    let mut t = [0u32; 32];
+    let lists = [VERSION_WORDS, PRODUCTS];
+    let mut l = 0;
+    while l < lists.len() {
+        let mut i = 0;
+        while i < lists[l].len() {
+            let w = lists[l][i];
+            if w.len() >= 2 {
+                t[(w[w.len() - 2] & 31) as usize] |= 1 << (w[w.len() - 1] & 31);
+            }
+            i += 1;
+        }
+        l += 1;
+    }
+    t
+};
 
 /// Products whose versions have four parts, as their own messages name
 /// them before the version (`Nextcloud 29.0.7.1`, `Chrome 120.0.6099.109`,
@@ -296,23 +340,37 @@ pub fn format(octets: [u8; 4], buf: &mut [u8; 15]) -> usize {
             buf[n] = b'.';
             n += 1;
         }
-        if o >= 100 {
-            buf[n] = b'0' + o / 100;
-            n += 1;
-        }
-        if o >= 10 {
-            buf[n] = b'0' + (o / 10) % 10;
-            n += 1;
-        }
-        buf[n] = b'0' + o % 10;
-        n += 1;
+        // Three bytes at once (`n <= 12`): those past the octet's digits
+        // are written over by the next `.` and octet, or lie past the end.
+        let [a, b, c, len] = DECIMAL[usize::from(o)];
+        buf[n..n + 3].copy_from_slice(&[a, b, c]);
+        n += usize::from(len);
     }
     n
 }
 
+/// Each byte value's decimal digits (no leading zeros, then zeros to 3
+/// bytes) and how many there are: a look-up, where dividing by 100 and 10
+/// cost ~105 instructions per address written.
+const DECIMAL: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut o = 0;
+    while o < 256 {
+        let (h, d, u) = ((o / 100) as u8, (o / 10 % 10) as u8, (o % 10) as u8);
+        t[o] = match o {
+            0..=9 => [b'0' + u, 0, 0, 1],
+            10..=99 => [b'0' + d, b'0' + u, 0, 2],
+            _ => [b'0' + h, b'0' + d, b'0' + u, 3],
+        };
+        o += 1;
+    }
+    t
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// `written_len` is what `format` writes, for every octet value.
     #[test]
@@ -364,6 +422,150 @@ mod tests {
         ] {
             let at = s.find('1').unwrap();
             assert!(!is_version(s.as_bytes(), at), "{s}");
+        }
+    }
+
+    /// The divisions `format` made: the reference for the table.
+    fn format_divided(octets: [u8; 4], buf: &mut [u8; 15]) -> usize {
+        let mut n = 0;
+        for (k, &o) in octets.iter().enumerate() {
+            if k > 0 {
+                buf[n] = b'.';
+                n += 1;
+            }
+            if o >= 100 {
+                buf[n] = b'0' + o / 100;
+                n += 1;
+            }
+            if o >= 10 {
+                buf[n] = b'0' + (o / 10) % 10;
+                n += 1;
+            }
+            buf[n] = b'0' + o % 10;
+            n += 1;
+        }
+        n
+    }
+
+    /// `is_version` without the test of the word's last letters: the
+    /// reference for it.
+    fn is_version_scanned(s: &[u8], start: usize) -> bool {
+        let mut p = start;
+        let skip_spaces = |mut p: usize| {
+            while p > 0 && start - p < 8 && matches!(s[p - 1], b' ' | b'"' | b'\\') {
+                p -= 1;
+            }
+            p
+        };
+        p = skip_spaces(p);
+        let mut sep = b' ';
+        if p > 0 && matches!(s[p - 1], b'=' | b':' | b'/') {
+            sep = s[p - 1];
+            p = skip_spaces(p - 1);
+        }
+        if p == start {
+            return false;
+        }
+        let mut w = p;
+        while w > 0 && p - w < 16 && s[w - 1].is_ascii_alphabetic() {
+            w -= 1;
+        }
+        if w > 0 && s[w - 1].is_ascii_alphanumeric() {
+            return false;
+        }
+        let word = &s[w..p];
+        let in_path = w > 0 && matches!(s[w - 1], b'/' | b'_');
+        if sep == b'/'
+            && p + 1 == start
+            && word.len() >= 2
+            && word[0].is_ascii_uppercase()
+            && !in_path
+        {
+            return true;
+        }
+        if [&b"version"[..], b"ver", b"v", b"release", b"build", b"oid"]
+            .iter()
+            .any(|k| word.eq_ignore_ascii_case(k))
+        {
+            return true;
+        }
+        sep == b' ' && p + 1 == start && PRODUCTS.contains(&word)
+    }
+
+    /// The table writes what the divisions wrote, for every octet value in
+    /// every place.
+    #[test]
+    fn format_is_the_divisions() {
+        let (mut a, mut b) = ([0u8; 15], [0u8; 15]);
+        for o in 0..=255u8 {
+            for q in [
+                [o, 0, 0, 0],
+                [1, o, 22, 255],
+                [255, 9, o, 100],
+                [99, 10, 0, o],
+                [o; 4],
+            ] {
+                let (n, m) = (format(q, &mut a), format_divided(q, &mut b));
+                assert_eq!(&a[..n], &b[..m], "{q:?}");
+            }
+        }
+    }
+
+    /// Log-like pieces: the words `is_version` looks for (in any case),
+    /// other words, separators, digits and dots.
+    fn quad_part() -> impl Strategy<Value = String> {
+        let words = prop::sample::select(
+            VERSION_WORDS
+                .iter()
+                .chain(PRODUCTS)
+                .chain(&[
+                    &b"from"[..],
+                    b"client",
+                    b"ClientAddr",
+                    b"IPV4",
+                    b"HIER_DIRECT",
+                ])
+                .map(|w| String::from_utf8(w.to_vec()).unwrap())
+                .collect::<Vec<_>>(),
+        );
+        prop_oneof![
+            (words, any::<u8>()).prop_map(|(w, m)| match m % 3 {
+                0 => w,
+                1 => w.to_uppercase(),
+                _ => w[1..].to_string(),
+            }),
+            prop::sample::select(vec![
+                " ", "  ", "=", ":", "/", "\"", "\\", "_", "-", "+", "~", ".", "..", "[", "x", "v",
+                "V", "ion", "1", "0", "12", "255", "256", "1000", "007", "\u{e9}", "\0",
+            ])
+            .prop_map(String::from),
+            (any::<[u8; 4]>(), 0..3usize).prop_map(|(o, k)| {
+                let q = format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3]);
+                q[..q.len() - k].to_string()
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// `is_version` and `format` do what their references do, at every
+        /// position of log-like text and of any bytes.
+        #[test]
+        fn version_and_format_are_their_reference(
+            parts in proptest::collection::vec(quad_part(), 0..12),
+            bytes in proptest::collection::vec(any::<u8>(), 0..40),
+            octets in any::<[u8; 4]>(),
+        ) {
+            let text = parts.concat();
+            for s in [text.as_bytes(), &bytes[..]] {
+                for at in 0..s.len() {
+                    prop_assert_eq!(is_version(s, at), is_version_scanned(s, at), "{:?} at {}", s, at);
+                }
+            }
+            let (mut a, mut b) = ([0u8; 15], [0u8; 15]);
+            let (n, m) = (format(octets, &mut a), format_divided(octets, &mut b));
+            prop_assert_eq!(&a[..n], &b[..m]);
         }
     }
 }
