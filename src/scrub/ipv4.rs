@@ -173,23 +173,33 @@ pub fn format_as(octets: [u8; 4], form: Form, buf: &mut [u8; 15]) -> usize {
 /// `v` or `release` (any case) then up to one of ` =:/` with spaces around, or
 /// a capitalised product token directly before a `/` (`Chrome/120.0.0.0`).
 pub fn is_version(s: &[u8], start: usize) -> bool {
-    let mut p = start;
-    // Spaces and JSON's quotes (`"version": "28.0.5.1"`, `\"v\":\"1...`).
+    let (p, sep) = before_marker(s, start);
+    p != start
+        && may_end_version_word(s, p, sep == b'/' && p + 1 == start)
+        && word_is_version(s, start, p, sep)
+}
+
+/// Where the word before the quad at `start` ends, past spaces and JSON's
+/// quotes (`"version": "28.0.5.1"`, `\"v\":\"1...`) around one separator of
+/// ` =:/`, and that separator (` ` when there is none).
+fn before_marker(s: &[u8], start: usize) -> (usize, u8) {
     let skip_spaces = |mut p: usize| {
         while p > 0 && start - p < 8 && matches!(s[p - 1], b' ' | b'"' | b'\\') {
             p -= 1;
         }
         p
     };
-    p = skip_spaces(p);
-    let mut sep = b' ';
+    let p = skip_spaces(start);
     if p > 0 && matches!(s[p - 1], b'=' | b':' | b'/') {
-        sep = s[p - 1];
-        p = skip_spaces(p - 1);
+        (skip_spaces(p - 1), s[p - 1])
+    } else {
+        (p, b' ')
     }
-    if p == start || !may_end_version_word(s, p, sep == b'/' && p + 1 == start) {
-        return false;
-    }
+}
+
+/// Whether the word ending at `p` (found by [`before_marker`], with its
+/// separator `sep`) marks the quad at `start` as a version.
+fn word_is_version(s: &[u8], start: usize, p: usize, sep: u8) -> bool {
     let mut w = p;
     while w > 0 && p - w < 16 && s[w - 1].is_ascii_alphabetic() {
         w -= 1;
@@ -450,46 +460,8 @@ mod tests {
     /// `is_version` without the test of the word's last letters: the
     /// reference for it.
     fn is_version_scanned(s: &[u8], start: usize) -> bool {
-        let mut p = start;
-        let skip_spaces = |mut p: usize| {
-            while p > 0 && start - p < 8 && matches!(s[p - 1], b' ' | b'"' | b'\\') {
-                p -= 1;
-            }
-            p
-        };
-        p = skip_spaces(p);
-        let mut sep = b' ';
-        if p > 0 && matches!(s[p - 1], b'=' | b':' | b'/') {
-            sep = s[p - 1];
-            p = skip_spaces(p - 1);
-        }
-        if p == start {
-            return false;
-        }
-        let mut w = p;
-        while w > 0 && p - w < 16 && s[w - 1].is_ascii_alphabetic() {
-            w -= 1;
-        }
-        if w > 0 && s[w - 1].is_ascii_alphanumeric() {
-            return false;
-        }
-        let word = &s[w..p];
-        let in_path = w > 0 && matches!(s[w - 1], b'/' | b'_');
-        if sep == b'/'
-            && p + 1 == start
-            && word.len() >= 2
-            && word[0].is_ascii_uppercase()
-            && !in_path
-        {
-            return true;
-        }
-        if [&b"version"[..], b"ver", b"v", b"release", b"build", b"oid"]
-            .iter()
-            .any(|k| word.eq_ignore_ascii_case(k))
-        {
-            return true;
-        }
-        sep == b' ' && p + 1 == start && PRODUCTS.contains(&word)
+        let (p, sep) = before_marker(s, start);
+        p != start && word_is_version(s, start, p, sep)
     }
 
     /// The table writes what the divisions wrote, for every octet value in
