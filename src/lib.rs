@@ -26,6 +26,7 @@ pub mod hostname;
 pub mod ingest;
 pub mod metrics;
 pub mod net;
+pub mod pagecache;
 pub mod pipeline;
 pub mod problems;
 pub mod reload;

@@ -828,20 +828,9 @@ fn append(config: &Config, data: &[u8]) -> std::io::Result<()> {
         .open(&config.path)?;
     f.write_all(data)?;
     f.sync_data()?;
-    drop_cached(&f, start);
+    // Synced and never read back by weir: see `pagecache`.
+    crate::pagecache::drop(&f, start, None);
     Ok(())
-}
-
-/// Asks the kernel to drop the page cache of `f` from `from` (rounded down
-/// to a page) to its end: the lines just written and fdatasync'ed, now
-/// clean. Nothing in weir reads them back, and pages kept cached by every
-/// batch make each later write take its pages from reclaim: dropped, the
-/// next batch reuses them (journal bench end to end: system time 1.0 ->
-/// 0.5 s per million entries, the sink's write(2) costing a third of what
-/// it did). Only advice: a failure changes nothing that was written.
-fn drop_cached(f: &File, from: u64) {
-    let page = rustix::param::page_size() as u64;
-    let _ = rustix::fs::fadvise(f, from / page * page, None, rustix::fs::Advice::DontNeed);
 }
 
 fn rotated(path: &Path, n: u32) -> PathBuf {

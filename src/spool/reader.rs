@@ -451,12 +451,9 @@ impl Reader {
         if *base != plan.base || self.read <= from || self.read > plan.limit {
             return; // nothing read, or moved on past damage
         }
-        let page = rustix::param::page_size() as u64;
-        let start = (plan.header_len + (from - plan.base)) / page * page;
+        let start = plan.header_len + (from - plan.base);
         let end = plan.header_len + (self.read - plan.base);
-        if let Some(len) = std::num::NonZeroU64::new(end - start) {
-            let _ = rustix::fs::fadvise(file, start, Some(len), rustix::fs::Advice::DontNeed);
-        }
+        crate::pagecache::drop(file, start, Some(end));
     }
 
     /// Shares the read position for loss accounting under `drop_oldest`.
