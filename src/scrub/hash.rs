@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 
 use super::ScrubError;
+use crate::event::same_bytes;
 
 /// Name of the key file inside the state directory.
 pub const KEY_FILE: &str = "scrub.key";
@@ -100,33 +101,6 @@ fn recent_slot(domain: &[u8], value: &[u8]) -> usize {
     h as usize % RECENT_SLOTS
 }
 
-/// `a == b`, for short slices (the table's inputs, account names): 8 or 4
-/// bytes at a time, the last word overlapping the one before (a byte loop
-/// cost ~5 instructions a byte, a call to memcmp more).
-#[inline]
-pub(super) fn same_short(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let w8 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
-    let w4 = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
-    match n {
-        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
-        4..=8 => w4(a, 0) == w4(b, 0) && w4(a, n - 4) == w4(b, n - 4),
-        _ => {
-            let mut i = 0;
-            while i + 8 < n {
-                if w8(a, i) != w8(b, i) {
-                    return false;
-                }
-                i += 8;
-            }
-            w8(a, n - 8) == w8(b, n - 8)
-        }
-    }
-}
-
 /// The pseudonym's hex digits: the first bytes of the keyed BLAKE3 digest.
 fn digest_hex(key: &[u8; 32], domain: &[u8], value: &[u8]) -> [u8; HASH_HEX] {
     let mut h = blake3::Hasher::new_keyed(key);
@@ -174,8 +148,8 @@ impl Recent {
         let n = d + 1 + value.len();
         usize::from(self.len) == n
             && self.input[d] == 0
-            && same_short(&self.input[..d], domain)
-            && same_short(&self.input[d + 1..n], value)
+            && same_bytes(&self.input[..d], domain)
+            && same_bytes(&self.input[d + 1..n], value)
             && self.key == *key
     }
 }
@@ -513,25 +487,6 @@ mod tests {
                     digest_hex(&key, domain, &v),
                     "{:?} {:?} {:?}", k, domain, v
                 );
-            }
-        }
-    }
-
-    /// `same_short` is `==` on every length the table holds, with one
-    /// byte changed at each place.
-    #[test]
-    fn same_short_is_eq() {
-        let a: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37)).collect();
-        for n in 0..=64 {
-            for off in [0, 64 - n] {
-                let x = &a[off..off + n];
-                assert!(same_short(x, x), "{n}");
-                assert!(!same_short(x, &a[..n.saturating_sub(1)]) || n == 0, "{n}");
-                for at in 0..n {
-                    let mut y = x.to_vec();
-                    y[at] ^= 0x80;
-                    assert!(!same_short(x, &y), "{n} {at}");
-                }
             }
         }
     }

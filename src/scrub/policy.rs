@@ -22,7 +22,7 @@
 use std::collections::HashSet;
 use std::net::Ipv6Addr;
 
-use super::hash::same_short;
+use crate::event::same_bytes;
 
 /// Whether an IPv4 address may name a person's connection: not in one of
 /// the ranges the module's table keeps (with `0/8` and `240/4`), told
@@ -296,7 +296,7 @@ impl Table {
                 return false;
             }
             // Words, not a call to memcmp: that costs more for short names.
-            if same_short(&self.bytes[a..b], name) {
+            if same_bytes(&self.bytes[a..b], name) {
                 return true;
             }
             i = (i + 1) & (self.slots.len() - 1);
